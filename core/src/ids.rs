@@ -1,0 +1,114 @@
+//! Identifiers. Where a session lives is explicit — a node and a connection on it — so that a
+//! later multi-node deployment (presence shared through a broker) extends these, not rewrites.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// A connection on one node, numbered by the host that accepted it. Never reused by a host
+/// while the server state machine lives.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
+pub struct ConnId(pub u64);
+
+/// A server node. A single-node deployment is node 0.
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default, Serialize, Deserialize,
+)]
+pub struct NodeId(pub u32);
+
+/// Where a session lives: which node, which connection.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
+pub struct SessionLocation {
+    pub node: NodeId,
+    pub conn: ConnId,
+}
+
+/// A storage request issued by the server core, echoed back with its result.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub struct RequestId(pub u64);
+
+/// A validated user name: 1–32 characters from `A-Z a-z 0-9 _ - .`, case-sensitive, not
+/// starting with `.` or `-`. Restricting the alphabet keeps names unambiguous on a terminal
+/// and safe in logs.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct UserId(String);
+
+pub const MAX_USER_LEN: usize = 32;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidUserId {
+    #[error("user name is empty")]
+    Empty,
+    #[error("user name is longer than {MAX_USER_LEN} characters")]
+    TooLong,
+    #[error("user name may only contain letters, digits, '_', '-' and '.'")]
+    BadCharacter,
+    #[error("user name may not start with '.' or '-'")]
+    BadStart,
+}
+
+impl UserId {
+    pub fn new(name: impl Into<String>) -> Result<Self, InvalidUserId> {
+        let name = name.into();
+        if name.is_empty() {
+            return Err(InvalidUserId::Empty);
+        }
+        if name.len() > MAX_USER_LEN {
+            return Err(InvalidUserId::TooLong);
+        }
+        if !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+        {
+            return Err(InvalidUserId::BadCharacter);
+        }
+        if name.starts_with('.') || name.starts_with('-') {
+            return Err(InvalidUserId::BadStart);
+        }
+        Ok(UserId(name))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Checks a name that arrived off the wire (serde skips validation).
+    pub fn validate(&self) -> Result<(), InvalidUserId> {
+        UserId::new(self.0.clone()).map(|_| ())
+    }
+}
+
+impl fmt::Display for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.0)
+    }
+}
+
+impl std::str::FromStr for UserId {
+    type Err = InvalidUserId;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        UserId::new(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_plain_names_and_rejects_the_rest() {
+        assert!(UserId::new("alice").is_ok());
+        assert!(UserId::new("bob_2.x-y").is_ok());
+        assert_eq!(UserId::new(""), Err(InvalidUserId::Empty));
+        assert_eq!(UserId::new("a".repeat(33)), Err(InvalidUserId::TooLong));
+        assert_eq!(UserId::new("a b"), Err(InvalidUserId::BadCharacter));
+        assert_eq!(UserId::new("é"), Err(InvalidUserId::BadCharacter));
+        assert_eq!(UserId::new(".hidden"), Err(InvalidUserId::BadStart));
+    }
+}

@@ -1,0 +1,366 @@
+//! Every message on the wire. PROTOCOL.md is the prose twin of this file: a change here is a
+//! change there. Variants are only ever appended (postcard encodes the variant index), so an
+//! old peer keeps decoding what it knows.
+
+use crate::ids::UserId;
+use serde::{Deserialize, Serialize};
+
+/// The four bytes every `Hello` starts with, so a stray protocol is refused at once.
+pub const MAGIC: [u8; 4] = *b"BRZE";
+/// The wire version this build speaks.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// What a user chooses to be.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
+pub enum Status {
+    Online,
+    Busy,
+    Away,
+    /// Connected, but shown as offline to everyone else.
+    Invisible,
+}
+
+/// What others see of a user.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
+pub enum Presence {
+    Offline,
+    Online,
+    Busy,
+    Away,
+}
+
+impl Status {
+    /// The presence everyone else sees for a user who is connected with this status.
+    pub fn visible(self) -> Presence {
+        match self {
+            Status::Online => Presence::Online,
+            Status::Busy => Presence::Busy,
+            Status::Away => Presence::Away,
+            Status::Invisible => Presence::Offline,
+        }
+    }
+}
+
+/// Whose presence a user is told about.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default, Serialize, Deserialize)]
+pub enum WatchScope {
+    /// Every registered user sees every other one (the original Breeze IM user list).
+    #[default]
+    Everyone,
+    /// Each user sees the users on their own contact list.
+    Contacts,
+}
+
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub enum Credential {
+    Password(String),
+    /// A resume token from an earlier `LoginOk`: a cheap re-login after a reconnect.
+    Token(Vec<u8>),
+}
+
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Attachment {
+    /// Media type, e.g. `image/png`.
+    pub mime: String,
+    /// File name as the sender named it.
+    pub name: String,
+    pub data: Vec<u8>,
+}
+
+/// Frames a client sends.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub enum ClientMsg {
+    Hello {
+        magic: [u8; 4],
+        version: u16,
+        /// Free text naming the client software, for logs (at most 64 bytes).
+        client: String,
+    },
+    Register {
+        user: UserId,
+        password: String,
+    },
+    Login {
+        user: UserId,
+        credential: Credential,
+        status: Status,
+    },
+    Logout,
+    ChangePassword {
+        old: String,
+        new: String,
+    },
+    SetStatus {
+        status: Status,
+    },
+    AddContact {
+        user: UserId,
+    },
+    RemoveContact {
+        user: UserId,
+    },
+    Send {
+        /// Chosen by the sender, unique per sender; a re-send reuses it.
+        id: u64,
+        to: UserId,
+        body: String,
+        attachment: Option<Attachment>,
+    },
+    /// The application has the messages with these sequence numbers.
+    Ack {
+        seqs: Vec<u64>,
+    },
+    Ping {
+        nonce: u64,
+    },
+    History {
+        with: UserId,
+        /// Only messages with a smaller sequence number; `None` for the newest.
+        before: Option<u64>,
+        limit: u16,
+    },
+    AdminWho,
+}
+
+/// Which request a `ServerMsg::Error` answers.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+pub enum RequestKind {
+    Hello,
+    Register,
+    Login,
+    Logout,
+    ChangePassword,
+    SetStatus,
+    AddContact,
+    RemoveContact,
+    Send,
+    Ack,
+    Ping,
+    History,
+    AdminWho,
+}
+
+impl ClientMsg {
+    pub fn kind(&self) -> RequestKind {
+        match self {
+            ClientMsg::Hello { .. } => RequestKind::Hello,
+            ClientMsg::Register { .. } => RequestKind::Register,
+            ClientMsg::Login { .. } => RequestKind::Login,
+            ClientMsg::Logout => RequestKind::Logout,
+            ClientMsg::ChangePassword { .. } => RequestKind::ChangePassword,
+            ClientMsg::SetStatus { .. } => RequestKind::SetStatus,
+            ClientMsg::AddContact { .. } => RequestKind::AddContact,
+            ClientMsg::RemoveContact { .. } => RequestKind::RemoveContact,
+            ClientMsg::Send { .. } => RequestKind::Send,
+            ClientMsg::Ack { .. } => RequestKind::Ack,
+            ClientMsg::Ping { .. } => RequestKind::Ping,
+            ClientMsg::History { .. } => RequestKind::History,
+            ClientMsg::AdminWho => RequestKind::AdminWho,
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize, thiserror::Error)]
+pub enum ErrorCode {
+    #[error("the frame could not be decoded")]
+    Malformed,
+    #[error("log in first")]
+    NotLoggedIn,
+    #[error("this connection is already logged in")]
+    AlreadyLoggedIn,
+    #[error("invalid user name")]
+    InvalidName,
+    #[error("invalid password (8 to 1024 bytes)")]
+    InvalidPassword,
+    #[error("that user name is taken")]
+    UserTaken,
+    #[error("no such user")]
+    NoSuchUser,
+    /// Login failures never say whether the user exists.
+    #[error("wrong user name or password")]
+    BadCredentials,
+    #[error("too large")]
+    TooLarge,
+    #[error("not allowed")]
+    Forbidden,
+    #[error("too many contacts")]
+    TooManyContacts,
+    #[error("too many requests, slow down")]
+    RateLimited,
+    #[error("the server could not store that, try again")]
+    StorageFailed,
+    #[error("a request of this kind is already in progress")]
+    Busy,
+}
+
+/// Why the server ends a connection; sent in `Bye` just before it closes.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize, thiserror::Error)]
+pub enum CloseReason {
+    #[error("no Hello within the handshake deadline")]
+    HandshakeTimeout,
+    #[error("nothing received within the heartbeat timeout")]
+    HeartbeatTimeout,
+    /// The same user logged in elsewhere (policy `replace`). The client must not reconnect on
+    /// its own, or two devices would kick each other forever.
+    #[error("logged in from another place")]
+    Replaced,
+    #[error("logged out")]
+    LoggedOut,
+    #[error("wrong magic or not a Hello first")]
+    BadHandshake,
+    #[error("protocol version not supported")]
+    UnsupportedVersion,
+    #[error("frame larger than the limit")]
+    FrameTooLarge,
+    #[error("a frame could not be decoded")]
+    Malformed,
+    #[error("reading too slowly; the outbound queue overflowed")]
+    SlowReader,
+    #[error("the server is at its connection limit")]
+    ServerFull,
+    #[error("the server is shutting down")]
+    ServerShutdown,
+    #[error("too many frames too fast")]
+    Flooding,
+}
+
+impl CloseReason {
+    /// Whether a client may reconnect by itself after being told this.
+    pub fn allows_reconnect(self) -> bool {
+        !matches!(
+            self,
+            CloseReason::Replaced
+                | CloseReason::LoggedOut
+                | CloseReason::BadHandshake
+                | CloseReason::UnsupportedVersion
+        )
+    }
+}
+
+/// One user's presence, as one watcher is told it.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct PresenceEntry {
+    pub user: UserId,
+    pub presence: Presence,
+}
+
+/// A stored message as the recipient receives it.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Delivery {
+    /// Server-assigned, increasing in storage order, unique on the server.
+    pub seq: u64,
+    pub from: UserId,
+    /// The sender's message id.
+    pub id: u64,
+    pub body: String,
+    pub attachment: Option<Attachment>,
+    /// When the server stored it, milliseconds since the Unix epoch.
+    pub sent_at_ms: u64,
+}
+
+/// A message in a conversation's history.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct HistoryItem {
+    pub seq: u64,
+    pub from: UserId,
+    pub to: UserId,
+    pub body: String,
+    /// Attachments are not repeated in history; name and size say what was there.
+    pub attachment: Option<AttachmentInfo>,
+    pub sent_at_ms: u64,
+}
+
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct AttachmentInfo {
+    pub mime: String,
+    pub name: String,
+    pub size: u64,
+}
+
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct WhoSession {
+    pub node: u32,
+    pub conn: u64,
+    pub connected_for_ms: u64,
+    /// Time since the last frame from this session.
+    pub idle_ms: u64,
+}
+
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct WhoEntry {
+    pub user: UserId,
+    pub status: Status,
+    pub sessions: Vec<WhoSession>,
+}
+
+/// Frames the server sends.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub enum ServerMsg {
+    Welcome {
+        version: u16,
+        /// Send something at least this often.
+        heartbeat_interval_ms: u32,
+        /// A connection silent this long is dead, on both sides.
+        heartbeat_timeout_ms: u32,
+        max_frame: u32,
+        max_attachment: u32,
+        scope: WatchScope,
+    },
+    Registered {
+        user: UserId,
+    },
+    LoginOk {
+        user: UserId,
+        status: Status,
+        /// Present with `Credential::Token` at the next login instead of the password.
+        resume_token: Vec<u8>,
+        /// The user's contact list (kept even under scope `Everyone`).
+        contacts: Vec<UserId>,
+    },
+    /// The full presence view: replaces whatever the client had.
+    PresenceSnapshot {
+        entries: Vec<PresenceEntry>,
+    },
+    /// Changes since the last snapshot or diff, in one batch.
+    PresenceDiff {
+        entries: Vec<PresenceEntry>,
+    },
+    /// The user's own status, after a change from this or another session.
+    OwnStatus {
+        status: Status,
+    },
+    Contacts {
+        contacts: Vec<UserId>,
+    },
+    PasswordChanged,
+    /// The message with this id is durable on the server.
+    Sent {
+        id: u64,
+        seq: u64,
+    },
+    Deliver(Delivery),
+    /// The messages stored while the user was offline have all been sent.
+    OfflineDone {
+        count: u32,
+    },
+    History {
+        with: UserId,
+        items: Vec<HistoryItem>,
+    },
+    Pong {
+        nonce: u64,
+    },
+    Error {
+        request: RequestKind,
+        code: ErrorCode,
+        /// For `Send`, the message id that failed.
+        id: Option<u64>,
+    },
+    Who {
+        users: Vec<WhoEntry>,
+        connections: u64,
+    },
+    Bye {
+        reason: CloseReason,
+    },
+}

@@ -1,0 +1,1 @@
+//! Turmoil simulations of Breeze: see the tests.

@@ -1,0 +1,1 @@
+//! The tokio host of the Breeze core: TCP in, core outputs performed.
