@@ -6,11 +6,13 @@
 
 #![forbid(unsafe_code)]
 
+pub mod client;
 pub mod codec;
 pub mod config;
 pub mod ids;
 pub mod message;
 pub mod rng;
+pub mod server;
 pub mod storage;
 pub mod time;
 

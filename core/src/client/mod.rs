@@ -1,0 +1,1 @@
+//! Client state machine (being written).
