@@ -1,1 +1,532 @@
-//! Server state machine (being written).
+//! The server state machine.
+//!
+//! Drive it like quinn-proto's `Connection`: feed inputs with `handle_*` (each with `now`),
+//! then drain `poll_output()` until it returns `None`, then sleep until `poll_timeout()` and
+//! call `handle_timeout`. Presence changes made by all inputs handled since the last drain go
+//! out as one batched frame per watcher when the drain reaches them, so a host that handles a
+//! burst of inputs before draining (100 sockets closing at once) sends one diff per watcher.
+
+mod account;
+mod deadline;
+mod messaging;
+mod presence;
+mod session;
+
+use crate::codec::{decode, encode_frame};
+use crate::config::ServerConfig;
+use crate::ids::{ConnId, RequestId, SessionLocation, UserId};
+use crate::message::{
+    ClientMsg, CloseReason, ErrorCode, MAGIC, PROTOCOL_VERSION, RequestKind, ServerMsg, Status,
+    WhoEntry, WhoSession,
+};
+use crate::storage::{StorageOp, StorageResult};
+use crate::time::Instant;
+use bytes::Bytes;
+use deadline::DeadlineQueue;
+use presence::PresenceBoard;
+use session::{Conn, Phase, User};
+use std::collections::{BTreeMap, VecDeque};
+
+/// An effect for the host to perform.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Write this frame (length prefix included) to the connection.
+    Send { conn: ConnId, frame: Bytes },
+    /// Close the connection once the frames queued before this are written. The core has
+    /// already forgotten it; a later `handle_closed` for it is ignored.
+    Close { conn: ConnId, reason: CloseReason },
+    /// Perform a storage request and report it with `handle_storage(id, result)`.
+    Storage { id: RequestId, op: StorageOp },
+    /// Something worth a log line or a metric.
+    Event(ServerEvent),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerEvent {
+    SessionStarted {
+        user: UserId,
+        at: SessionLocation,
+    },
+    SessionEnded {
+        user: UserId,
+        at: SessionLocation,
+        reason: SessionEnd,
+    },
+}
+
+/// Why a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionEnd {
+    LoggedOut,
+    /// The peer closed or reset the socket.
+    ConnectionLost,
+    /// The server closed it.
+    Closed(CloseReason),
+}
+
+/// Counts for the console and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Stats {
+    pub connections: usize,
+    pub sessions: usize,
+    pub online_users: usize,
+    pub registered_users: usize,
+    pub pending_storage: usize,
+}
+
+/// What a storage request was for, so its result can finish the job.
+#[derive(Debug)]
+enum Pending {
+    Register {
+        conn: ConnId,
+        user: UserId,
+    },
+    Login {
+        conn: ConnId,
+        user: UserId,
+        status: Status,
+    },
+    ChangePassword {
+        conn: ConnId,
+    },
+    SetContact {
+        conn: ConnId,
+        user: UserId,
+        contact: UserId,
+        add: bool,
+    },
+    Send {
+        conn: ConnId,
+        id: u64,
+    },
+    Mailbox {
+        conn: ConnId,
+    },
+    History {
+        conn: ConnId,
+        with: UserId,
+    },
+    MarkDelivered,
+}
+
+#[derive(Debug)]
+pub struct Server {
+    cfg: ServerConfig,
+    conns: BTreeMap<ConnId, Conn>,
+    /// The directory: every registered user.
+    users: BTreeMap<UserId, User>,
+    /// How many users are online — with a session, or inside their offline grace.
+    online: usize,
+    heartbeats: DeadlineQueue<ConnId>,
+    graces: DeadlineQueue<UserId>,
+    pending: BTreeMap<RequestId, Pending>,
+    next_request: u64,
+    presence: PresenceBoard,
+    out: VecDeque<Output>,
+}
+
+impl Server {
+    /// A server over a directory of registered users (from storage, at start).
+    pub fn new(cfg: ServerConfig, users: impl IntoIterator<Item = UserId>) -> Self {
+        Server {
+            cfg,
+            conns: BTreeMap::new(),
+            users: users.into_iter().map(|u| (u, User::new())).collect(),
+            online: 0,
+            heartbeats: DeadlineQueue::default(),
+            graces: DeadlineQueue::default(),
+            pending: BTreeMap::new(),
+            next_request: 0,
+            presence: PresenceBoard::default(),
+            out: VecDeque::new(),
+        }
+    }
+
+    pub fn config(&self) -> &ServerConfig {
+        &self.cfg
+    }
+
+    /// A new connection. `conn` must never have been used before.
+    pub fn handle_connect(&mut self, now: Instant, conn: ConnId) {
+        if self.conns.contains_key(&conn) {
+            return;
+        }
+        let c = Conn::new(now);
+        self.heartbeats.push(c.deadline(&self.cfg), conn);
+        self.conns.insert(conn, c);
+    }
+
+    /// One frame payload (length prefix removed) from `conn`.
+    pub fn handle_frame(&mut self, now: Instant, conn: ConnId, payload: &[u8]) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        c.last_seen = now;
+        let msg = match decode::<ClientMsg>(payload) {
+            Ok(msg) => msg,
+            Err(_) => return self.close(now, conn, CloseReason::Malformed),
+        };
+        match &c.phase {
+            Phase::AwaitHello => self.on_hello(now, conn, msg),
+            Phase::Ready { .. } => self.on_anonymous(now, conn, msg),
+            Phase::Session(_) => self.on_session(now, conn, msg),
+        }
+    }
+
+    /// The peer closed or reset the connection, or it failed.
+    pub fn handle_closed(&mut self, now: Instant, conn: ConnId) {
+        if let Some(c) = self.conns.remove(&conn) {
+            self.forget(now, conn, c, SessionEnd::ConnectionLost);
+        }
+    }
+
+    /// The host finished a storage request.
+    pub fn handle_storage(&mut self, now: Instant, id: RequestId, result: StorageResult) {
+        let Some(pending) = self.pending.remove(&id) else {
+            return;
+        };
+        match (pending, result) {
+            (Pending::Register { conn, user }, StorageResult::Registered(r)) => {
+                self.registered(conn, user, r)
+            }
+            (Pending::Login { conn, user, status }, StorageResult::Authenticated(r)) => {
+                self.authenticated(now, conn, user, status, r)
+            }
+            (Pending::ChangePassword { conn }, StorageResult::PasswordChanged(r)) => {
+                self.password_changed(conn, r)
+            }
+            (
+                Pending::SetContact {
+                    conn,
+                    user,
+                    contact,
+                    add,
+                },
+                StorageResult::ContactSet(r),
+            ) => self.contact_set(conn, user, contact, add, r),
+            (Pending::Send { conn, id }, StorageResult::MessageStored(r)) => {
+                self.message_stored(conn, id, r)
+            }
+            (Pending::Mailbox { conn }, StorageResult::MailboxLoaded(r)) => {
+                self.mailbox_loaded(conn, r)
+            }
+            (Pending::History { conn, with }, StorageResult::HistoryLoaded(r)) => {
+                self.history_loaded(conn, with, r)
+            }
+            (Pending::MarkDelivered, StorageResult::DeliveredMarked(_)) => {}
+            (pending, result) => {
+                debug_assert!(
+                    false,
+                    "storage result {result:?} does not answer {pending:?}"
+                )
+            }
+        }
+    }
+
+    /// Fires every deadline due at `now`: dead connections and expired offline graces.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some((_, conn)) = self.heartbeats.pop_due(now) {
+            let Some(c) = self.conns.get(&conn) else {
+                continue;
+            };
+            let deadline = c.deadline(&self.cfg);
+            if deadline > now {
+                self.heartbeats.push(deadline, conn);
+                continue;
+            }
+            let reason = match c.phase {
+                Phase::AwaitHello => CloseReason::HandshakeTimeout,
+                _ => CloseReason::HeartbeatTimeout,
+            };
+            self.close(now, conn, reason);
+        }
+        while let Some((_, user)) = self.graces.pop_due(now) {
+            let Some(u) = self.users.get_mut(&user) else {
+                continue;
+            };
+            // A stale entry: the user came back, or died again later with a new deadline.
+            if u.sessions.is_empty() && u.lingering.is_some_and(|until| until <= now) {
+                u.lingering = None;
+                self.online -= 1;
+                self.presence.touch(user);
+            }
+        }
+    }
+
+    /// The next instant `handle_timeout` has work (possibly none, if that entry went stale).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match (self.heartbeats.next(), self.graces.next()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    pub fn poll_output(&mut self) -> Option<Output> {
+        if self.out.is_empty() {
+            self.flush_presence();
+        }
+        self.out.pop_front()
+    }
+
+    /// Tells every connection the server is going away and forgets them all. Watchers are
+    /// going too, so no offline announcements are made; a restarted server starts with
+    /// everyone offline, so there are no ghosts.
+    pub fn shutdown(&mut self, now: Instant) {
+        let conns: Vec<ConnId> = self.conns.keys().copied().collect();
+        for conn in conns {
+            self.close(now, conn, CloseReason::ServerShutdown);
+        }
+        self.presence.clear();
+    }
+
+    pub fn stats(&self) -> Stats {
+        Stats {
+            connections: self.conns.len(),
+            sessions: self
+                .conns
+                .values()
+                .filter(|c| c.session().is_some())
+                .count(),
+            online_users: self.online,
+            registered_users: self.users.len(),
+            pending_storage: self.pending.len(),
+        }
+    }
+
+    /// Online users with their sessions, sorted by name: the console's `who` and the admin
+    /// query share this.
+    pub fn who(&self, now: Instant) -> Vec<WhoEntry> {
+        self.users
+            .iter()
+            .filter(|(_, u)| u.is_online())
+            .map(|(name, u)| WhoEntry {
+                user: name.clone(),
+                status: u.status,
+                sessions: u
+                    .sessions
+                    .iter()
+                    .filter_map(|id| {
+                        let c = self.conns.get(id)?;
+                        let since = c.session()?.since;
+                        Some(WhoSession {
+                            node: self.cfg.node.0,
+                            conn: id.0,
+                            connected_for_ms: millis(now - since),
+                            idle_ms: millis(now - c.last_seen),
+                        })
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// Where `user`'s sessions live.
+    pub fn sessions_of(&self, user: &UserId) -> Vec<SessionLocation> {
+        self.users
+            .get(user)
+            .map(|u| u.sessions.iter().map(|&conn| self.location(conn)).collect())
+            .unwrap_or_default()
+    }
+
+    fn location(&self, conn: ConnId) -> SessionLocation {
+        SessionLocation {
+            node: self.cfg.node,
+            conn,
+        }
+    }
+
+    fn on_hello(&mut self, now: Instant, conn: ConnId, msg: ClientMsg) {
+        let ClientMsg::Hello {
+            magic,
+            version,
+            client,
+        } = msg
+        else {
+            return self.close(now, conn, CloseReason::BadHandshake);
+        };
+        if magic != MAGIC || client.len() > 64 {
+            return self.close(now, conn, CloseReason::BadHandshake);
+        }
+        // One version exists; a later server answers with the highest it shares.
+        if version != PROTOCOL_VERSION {
+            return self.close(now, conn, CloseReason::UnsupportedVersion);
+        }
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.phase = Phase::Ready { login: None };
+        }
+        let cfg = &self.cfg;
+        let welcome = ServerMsg::Welcome {
+            version: PROTOCOL_VERSION,
+            heartbeat_interval_ms: millis(cfg.heartbeat_interval) as u32,
+            heartbeat_timeout_ms: millis(cfg.heartbeat_timeout) as u32,
+            max_frame: cfg.max_frame,
+            max_attachment: cfg.max_attachment,
+            scope: cfg.scope,
+        };
+        self.send(conn, &welcome);
+    }
+
+    /// Handshake done, not logged in.
+    fn on_anonymous(&mut self, now: Instant, conn: ConnId, msg: ClientMsg) {
+        match msg {
+            ClientMsg::Register { user, password } => self.register(conn, user, password),
+            ClientMsg::Login {
+                user,
+                credential,
+                status,
+            } => self.login(conn, user, credential, status),
+            ClientMsg::Ping { nonce } => self.send(conn, &ServerMsg::Pong { nonce }),
+            ClientMsg::Hello { .. } => self.close(now, conn, CloseReason::BadHandshake),
+            other => self.error(conn, other.kind(), ErrorCode::NotLoggedIn, None),
+        }
+    }
+
+    fn on_session(&mut self, now: Instant, conn: ConnId, msg: ClientMsg) {
+        let Some(user) = self.conns.get(&conn).and_then(|c| c.user()).cloned() else {
+            return;
+        };
+        match msg {
+            ClientMsg::Ping { nonce } => self.send(conn, &ServerMsg::Pong { nonce }),
+            ClientMsg::Send {
+                id,
+                to,
+                body,
+                attachment,
+            } => self.submit_message(conn, user, id, to, body, attachment),
+            ClientMsg::Ack { seqs } => self.ack(conn, user, seqs),
+            ClientMsg::SetStatus { status } => self.set_status(user, status),
+            ClientMsg::AddContact { user: contact } => {
+                self.change_contact(conn, user, contact, true)
+            }
+            ClientMsg::RemoveContact { user: contact } => {
+                self.change_contact(conn, user, contact, false)
+            }
+            ClientMsg::ChangePassword { old, new } => self.change_password(conn, user, old, new),
+            ClientMsg::History {
+                with,
+                before,
+                limit,
+            } => self.history(conn, user, with, before, limit),
+            ClientMsg::Logout => {
+                self.close_with(now, conn, CloseReason::LoggedOut, SessionEnd::LoggedOut)
+            }
+            ClientMsg::Register {
+                user: new,
+                password,
+            } => self.register(conn, new, password),
+            ClientMsg::AdminWho => {
+                if self.cfg.admins.contains(&user) {
+                    let who = ServerMsg::Who {
+                        users: self.who(now),
+                        connections: self.conns.len() as u64,
+                    };
+                    self.send(conn, &who);
+                } else {
+                    self.error(conn, RequestKind::AdminWho, ErrorCode::Forbidden, None);
+                }
+            }
+            ClientMsg::Login { .. } => {
+                self.error(conn, RequestKind::Login, ErrorCode::AlreadyLoggedIn, None)
+            }
+            ClientMsg::Hello { .. } => self.close(now, conn, CloseReason::BadHandshake),
+        }
+    }
+
+    /// Closes a connection for `reason`, telling the peer why first.
+    fn close(&mut self, now: Instant, conn: ConnId, reason: CloseReason) {
+        self.close_with(now, conn, reason, SessionEnd::Closed(reason));
+    }
+
+    fn close_with(&mut self, now: Instant, conn: ConnId, reason: CloseReason, end: SessionEnd) {
+        let Some(c) = self.conns.remove(&conn) else {
+            return;
+        };
+        self.send(conn, &ServerMsg::Bye { reason });
+        self.out.push_back(Output::Close { conn, reason });
+        self.forget(now, conn, c, end);
+    }
+
+    /// The single path every session end takes — logout, close, timeout, replacement — so
+    /// presence cannot differ by how a client went away.
+    fn forget(&mut self, now: Instant, conn: ConnId, c: Conn, end: SessionEnd) {
+        let Phase::Session(session) = c.phase else {
+            return;
+        };
+        let user = session.user;
+        let at = self.location(conn);
+        self.out.push_back(Output::Event(ServerEvent::SessionEnded {
+            user: user.clone(),
+            at,
+            reason: end,
+        }));
+        let Some(u) = self.users.get_mut(&user) else {
+            return;
+        };
+        u.sessions.remove(&conn);
+        if !u.sessions.is_empty() {
+            return;
+        }
+        self.presence.unwatch(&user, &u.contacts);
+        let died = matches!(
+            end,
+            SessionEnd::ConnectionLost
+                | SessionEnd::Closed(CloseReason::HeartbeatTimeout)
+                | SessionEnd::Closed(CloseReason::SlowReader)
+                | SessionEnd::Closed(CloseReason::Malformed)
+                | SessionEnd::Closed(CloseReason::FrameTooLarge)
+                | SessionEnd::Closed(CloseReason::Flooding)
+        );
+        if end == SessionEnd::Closed(CloseReason::Replaced) {
+            // The replacing session is added right after; no flap is announced.
+        } else if died && !self.cfg.offline_grace.is_zero() {
+            let until = now + self.cfg.offline_grace;
+            u.lingering = Some(until);
+            self.graces.push(until, user);
+            return;
+        }
+        self.online -= 1;
+        self.presence.touch(user);
+    }
+
+    fn request(&mut self, op: StorageOp, pending: Pending) -> RequestId {
+        let id = RequestId(self.next_request);
+        self.next_request += 1;
+        self.pending.insert(id, pending);
+        self.out.push_back(Output::Storage { id, op });
+        id
+    }
+
+    fn send(&mut self, conn: ConnId, msg: &ServerMsg) {
+        self.out.push_back(Output::Send {
+            conn,
+            frame: encode_frame(msg),
+        });
+    }
+
+    fn error(&mut self, conn: ConnId, request: RequestKind, code: ErrorCode, id: Option<u64>) {
+        self.send(conn, &ServerMsg::Error { request, code, id });
+    }
+
+    /// Sends `msg` to every session of `user`.
+    fn send_to_user(&mut self, user: &UserId, msg: &ServerMsg) {
+        self.send_to_sessions(user, None, msg);
+    }
+
+    /// Sends `msg`, encoded once, to every session of `user` but `except`.
+    fn send_to_sessions(&mut self, user: &UserId, except: Option<ConnId>, msg: &ServerMsg) {
+        let Some(u) = self.users.get(user) else {
+            return;
+        };
+        let frame = encode_frame(msg);
+        for &conn in u.sessions.iter().filter(|&&c| Some(c) != except) {
+            self.out.push_back(Output::Send {
+                conn,
+                frame: frame.clone(),
+            });
+        }
+    }
+}
+
+fn millis(d: crate::time::Duration) -> u64 {
+    d.as_millis().min(u64::MAX as u128) as u64
+}

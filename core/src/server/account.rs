@@ -1,0 +1,306 @@
+//! Accounts and sessions: registration, login (with the duplicate-login policy), password
+//! changes, status and contacts.
+
+use super::session::{Mailbox, Phase, Session, User};
+use super::{Pending, Server, ServerEvent};
+use crate::config::{DuplicateLogin, password_is_acceptable};
+use crate::ids::{ConnId, UserId};
+use crate::message::{
+    CloseReason, Credential, ErrorCode, RequestKind, ServerMsg, Status, WatchScope,
+};
+use crate::storage::{Account, StorageError, StorageOp};
+use crate::time::Instant;
+
+impl Server {
+    pub(super) fn register(&mut self, conn: ConnId, user: UserId, password: String) {
+        if user.validate().is_err() {
+            return self.error(conn, RequestKind::Register, ErrorCode::InvalidName, None);
+        }
+        if !password_is_acceptable(&password) {
+            return self.error(
+                conn,
+                RequestKind::Register,
+                ErrorCode::InvalidPassword,
+                None,
+            );
+        }
+        if self.users.contains_key(&user) {
+            return self.error(conn, RequestKind::Register, ErrorCode::UserTaken, None);
+        }
+        self.request(
+            StorageOp::Register {
+                user: user.clone(),
+                password,
+            },
+            Pending::Register { conn, user },
+        );
+    }
+
+    pub(super) fn registered(&mut self, conn: ConnId, user: UserId, r: Result<(), StorageError>) {
+        match r {
+            Ok(()) => {
+                if !self.users.contains_key(&user) {
+                    self.users.insert(user.clone(), User::new());
+                    self.presence.joined(user.clone());
+                }
+                if self.conns.contains_key(&conn) {
+                    self.send(conn, &ServerMsg::Registered { user });
+                }
+            }
+            Err(e) => {
+                let code = match e {
+                    StorageError::UserTaken => ErrorCode::UserTaken,
+                    _ => ErrorCode::StorageFailed,
+                };
+                if self.conns.contains_key(&conn) {
+                    self.error(conn, RequestKind::Register, code, None);
+                }
+            }
+        }
+    }
+
+    pub(super) fn login(
+        &mut self,
+        conn: ConnId,
+        user: UserId,
+        credential: Credential,
+        status: Status,
+    ) {
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
+        if matches!(c.phase, Phase::Ready { login: Some(_) }) {
+            return self.error(conn, RequestKind::Login, ErrorCode::Busy, None);
+        }
+        // Unknown and invalid names go to storage too, so a failure looks and takes the same
+        // as a wrong password and does not reveal who exists.
+        let id = self.request(
+            StorageOp::Authenticate {
+                user: user.clone(),
+                credential,
+            },
+            Pending::Login { conn, user, status },
+        );
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.phase = Phase::Ready { login: Some(id) };
+        }
+    }
+
+    pub(super) fn authenticated(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        user: UserId,
+        status: Status,
+        r: Result<Account, StorageError>,
+    ) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let Phase::Ready { login } = &mut c.phase else {
+            return;
+        };
+        *login = None;
+        let account = match r {
+            Ok(account) => account,
+            Err(StorageError::BadCredentials | StorageError::NoSuchUser) => {
+                return self.error(conn, RequestKind::Login, ErrorCode::BadCredentials, None);
+            }
+            Err(_) => return self.error(conn, RequestKind::Login, ErrorCode::StorageFailed, None),
+        };
+        if !self.users.contains_key(&user) {
+            // Registered through another node since this one loaded its directory.
+            self.users.insert(user.clone(), User::new());
+            self.presence.joined(user.clone());
+        }
+        let was_online = self.users[&user].is_online();
+        if self.cfg.duplicate_login == DuplicateLogin::Replace {
+            let old: Vec<ConnId> = self.users[&user].sessions.iter().copied().collect();
+            for old in old {
+                self.close(now, old, CloseReason::Replaced);
+            }
+        }
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.phase = Phase::Session(Session {
+                user: user.clone(),
+                since: now,
+                mailbox: Mailbox::Loading { held: Vec::new() },
+            });
+        }
+        let u = self.users.get_mut(&user).expect("checked above");
+        if u.sessions.is_empty() {
+            // Coming online (or back within the grace): contacts from storage are current.
+            u.contacts = account
+                .contacts
+                .into_iter()
+                .filter(|c| *c != user)
+                .collect();
+            self.presence.watch(&user, &u.contacts);
+        }
+        u.lingering = None;
+        u.sessions.insert(conn);
+        let status_changed = u.status != status;
+        u.status = status;
+        let contacts: Vec<UserId> = u.contacts.iter().cloned().collect();
+        if !was_online {
+            self.online += 1;
+        }
+        self.presence.touch(user.clone());
+
+        let ok = ServerMsg::LoginOk {
+            user: user.clone(),
+            status,
+            resume_token: account.resume_token,
+            contacts,
+        };
+        self.send(conn, &ok);
+        let entries = self.snapshot_for(&user);
+        self.send(conn, &ServerMsg::PresenceSnapshot { entries });
+        if status_changed {
+            self.send_to_sessions(&user, Some(conn), &ServerMsg::OwnStatus { status });
+        }
+        self.out
+            .push_back(super::Output::Event(ServerEvent::SessionStarted {
+                user: user.clone(),
+                at: self.location(conn),
+            }));
+        self.request(StorageOp::LoadMailbox { user }, Pending::Mailbox { conn });
+    }
+
+    pub(super) fn change_password(&mut self, conn: ConnId, user: UserId, old: String, new: String) {
+        if !password_is_acceptable(&new) {
+            return self.error(
+                conn,
+                RequestKind::ChangePassword,
+                ErrorCode::InvalidPassword,
+                None,
+            );
+        }
+        self.request(
+            StorageOp::ChangePassword { user, old, new },
+            Pending::ChangePassword { conn },
+        );
+    }
+
+    pub(super) fn password_changed(&mut self, conn: ConnId, r: Result<(), StorageError>) {
+        if !self.conns.contains_key(&conn) {
+            return;
+        }
+        match r {
+            Ok(()) => self.send(conn, &ServerMsg::PasswordChanged),
+            Err(StorageError::BadCredentials) => self.error(
+                conn,
+                RequestKind::ChangePassword,
+                ErrorCode::BadCredentials,
+                None,
+            ),
+            Err(_) => self.error(
+                conn,
+                RequestKind::ChangePassword,
+                ErrorCode::StorageFailed,
+                None,
+            ),
+        }
+    }
+
+    pub(super) fn set_status(&mut self, user: UserId, status: Status) {
+        let Some(u) = self.users.get_mut(&user) else {
+            return;
+        };
+        u.status = status;
+        self.presence.touch(user.clone());
+        self.send_to_user(&user, &ServerMsg::OwnStatus { status });
+    }
+
+    pub(super) fn change_contact(
+        &mut self,
+        conn: ConnId,
+        user: UserId,
+        contact: UserId,
+        add: bool,
+    ) {
+        let kind = if add {
+            RequestKind::AddContact
+        } else {
+            RequestKind::RemoveContact
+        };
+        let Some(u) = self.users.get(&user) else {
+            return;
+        };
+        if add {
+            if contact == user {
+                return self.error(conn, kind, ErrorCode::InvalidName, None);
+            }
+            if !self.users.contains_key(&contact) {
+                return self.error(conn, kind, ErrorCode::NoSuchUser, None);
+            }
+            if u.contacts.len() >= self.cfg.max_contacts && !u.contacts.contains(&contact) {
+                return self.error(conn, kind, ErrorCode::TooManyContacts, None);
+            }
+        }
+        self.request(
+            StorageOp::SetContact {
+                user: user.clone(),
+                contact: contact.clone(),
+                add,
+            },
+            Pending::SetContact {
+                conn,
+                user,
+                contact,
+                add,
+            },
+        );
+    }
+
+    pub(super) fn contact_set(
+        &mut self,
+        conn: ConnId,
+        user: UserId,
+        contact: UserId,
+        add: bool,
+        r: Result<(), StorageError>,
+    ) {
+        if let Err(e) = r {
+            let kind = if add {
+                RequestKind::AddContact
+            } else {
+                RequestKind::RemoveContact
+            };
+            let code = match e {
+                StorageError::NoSuchUser => ErrorCode::NoSuchUser,
+                _ => ErrorCode::StorageFailed,
+            };
+            if self.conns.contains_key(&conn) {
+                self.error(conn, kind, code, None);
+            }
+            return;
+        }
+        let Some(u) = self.users.get_mut(&user) else {
+            return;
+        };
+        // Storage has it; memory only tracks contacts of connected users, reloaded at login.
+        if u.sessions.is_empty() {
+            return;
+        }
+        let changed = if add {
+            u.contacts.insert(contact.clone())
+        } else {
+            u.contacts.remove(&contact)
+        };
+        if changed {
+            let one = std::iter::once(&contact);
+            if add {
+                self.presence.watch(&user, one)
+            } else {
+                self.presence.unwatch(&user, one)
+            }
+        }
+        let contacts: Vec<UserId> = self.users[&user].contacts.iter().cloned().collect();
+        self.send_to_user(&user, &ServerMsg::Contacts { contacts });
+        if self.cfg.scope == WatchScope::Contacts {
+            let entries = self.snapshot_for(&user);
+            self.send_to_user(&user, &ServerMsg::PresenceSnapshot { entries });
+        }
+    }
+}

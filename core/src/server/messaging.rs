@@ -1,0 +1,189 @@
+//! 1:1 messages: durable before acknowledged, delivered to every session of the recipient,
+//! kept for offline users and pushed at login in sequence order.
+
+use super::session::{Mailbox, Phase};
+use super::{Output, Pending, Server};
+use crate::codec::encode_frame;
+use crate::ids::{ConnId, UserId};
+use crate::message::{Attachment, Delivery, ErrorCode, HistoryItem, RequestKind, ServerMsg};
+use crate::storage::{StorageError, StorageOp, Stored};
+use std::collections::BTreeMap;
+
+/// Most seqs one `Ack` may carry, and most history items one request may return.
+const MAX_ACK: usize = 4096;
+const MAX_HISTORY: u16 = 500;
+const MAX_ATTACHMENT_LABEL: usize = 255;
+
+impl Server {
+    pub(super) fn submit_message(
+        &mut self,
+        conn: ConnId,
+        from: UserId,
+        id: u64,
+        to: UserId,
+        body: String,
+        attachment: Option<Attachment>,
+    ) {
+        let too_large = body.len() > self.cfg.max_body
+            || attachment.as_ref().is_some_and(|a| {
+                a.data.len() > self.cfg.max_attachment as usize
+                    || a.mime.len() > MAX_ATTACHMENT_LABEL
+                    || a.name.len() > MAX_ATTACHMENT_LABEL
+            });
+        let refusal = if too_large {
+            Some(ErrorCode::TooLarge)
+        } else if !self.users.contains_key(&to) {
+            Some(ErrorCode::NoSuchUser)
+        } else {
+            None
+        };
+        if let Some(code) = refusal {
+            return self.error(conn, RequestKind::Send, code, Some(id));
+        }
+        self.request(
+            StorageOp::StoreMessage {
+                from,
+                to,
+                id,
+                body,
+                attachment,
+            },
+            Pending::Send { conn, id },
+        );
+    }
+
+    pub(super) fn message_stored(
+        &mut self,
+        conn: ConnId,
+        id: u64,
+        r: Result<Stored, StorageError>,
+    ) {
+        let stored = match r {
+            Ok(stored) => stored,
+            Err(_) => {
+                if self.conns.contains_key(&conn) {
+                    self.error(conn, RequestKind::Send, ErrorCode::StorageFailed, Some(id));
+                }
+                return;
+            }
+        };
+        if self.conns.contains_key(&conn) {
+            self.send(
+                conn,
+                &ServerMsg::Sent {
+                    id,
+                    seq: stored.delivery.seq,
+                },
+            );
+        }
+        // A duplicate was delivered (or kept for delivery) the first time.
+        if !stored.duplicate {
+            self.deliver(&stored.to, stored.delivery);
+        }
+    }
+
+    /// Pushes a stored message to every session of `to`; sessions still reading their
+    /// mailbox hold it until the mailbox is out, so order and uniqueness hold per session.
+    fn deliver(&mut self, to: &UserId, delivery: Delivery) {
+        let Some(u) = self.users.get(to) else { return };
+        let seq = delivery.seq;
+        let frame = encode_frame(&ServerMsg::Deliver(delivery));
+        for conn in &u.sessions {
+            let Some(c) = self.conns.get_mut(conn) else {
+                continue;
+            };
+            match &mut c.phase {
+                Phase::Session(s) => match &mut s.mailbox {
+                    Mailbox::Loading { held } => held.push((seq, frame.clone())),
+                    Mailbox::Live => self.out.push_back(Output::Send {
+                        conn: *conn,
+                        frame: frame.clone(),
+                    }),
+                },
+                _ => debug_assert!(false, "a user's session list holds only sessions"),
+            }
+        }
+    }
+
+    pub(super) fn mailbox_loaded(&mut self, conn: ConnId, r: Result<Vec<Delivery>, StorageError>) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let Phase::Session(s) = &mut c.phase else {
+            return;
+        };
+        let Mailbox::Loading { held } = std::mem::replace(&mut s.mailbox, Mailbox::Live) else {
+            return;
+        };
+        let (loaded, failed) = match r {
+            Ok(list) => (list, false),
+            // The messages stay stored; the next login delivers them.
+            Err(_) => (Vec::new(), true),
+        };
+        let count = loaded.len() as u32;
+        let mut by_seq: BTreeMap<u64, bytes::Bytes> = loaded
+            .into_iter()
+            .map(|d| (d.seq, encode_frame(&ServerMsg::Deliver(d))))
+            .collect();
+        for (seq, frame) in held {
+            by_seq.entry(seq).or_insert(frame);
+        }
+        for frame in by_seq.into_values() {
+            self.out.push_back(Output::Send { conn, frame });
+        }
+        if failed {
+            self.error(conn, RequestKind::Login, ErrorCode::StorageFailed, None);
+        }
+        self.send(conn, &ServerMsg::OfflineDone { count });
+    }
+
+    pub(super) fn ack(&mut self, conn: ConnId, user: UserId, seqs: Vec<u64>) {
+        if seqs.len() > MAX_ACK {
+            return self.error(conn, RequestKind::Ack, ErrorCode::TooLarge, None);
+        }
+        if !seqs.is_empty() {
+            self.request(
+                StorageOp::MarkDelivered { user, seqs },
+                Pending::MarkDelivered,
+            );
+        }
+    }
+
+    pub(super) fn history(
+        &mut self,
+        conn: ConnId,
+        user: UserId,
+        with: UserId,
+        before: Option<u64>,
+        limit: u16,
+    ) {
+        if !self.users.contains_key(&with) {
+            return self.error(conn, RequestKind::History, ErrorCode::NoSuchUser, None);
+        }
+        let limit = limit.min(MAX_HISTORY);
+        self.request(
+            StorageOp::LoadHistory {
+                user,
+                with: with.clone(),
+                before,
+                limit,
+            },
+            Pending::History { conn, with },
+        );
+    }
+
+    pub(super) fn history_loaded(
+        &mut self,
+        conn: ConnId,
+        with: UserId,
+        r: Result<Vec<HistoryItem>, StorageError>,
+    ) {
+        if !self.conns.contains_key(&conn) {
+            return;
+        }
+        match r {
+            Ok(items) => self.send(conn, &ServerMsg::History { with, items }),
+            Err(_) => self.error(conn, RequestKind::History, ErrorCode::StorageFailed, None),
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! Presence fan-out: who watches whom, what each watcher has been told, and the batching of
+//! changes into one frame per watcher.
+//!
+//! Watchers are told the *announced* state, not the instantaneous one: changes mark a user
+//! dirty, and at flush time a user whose visible presence differs from what was announced is
+//! announced once. A status flipped and flipped back between two flushes announces nothing,
+//! and a snapshot built from the announced state never disagrees with the diffs that follow
+//! it — so no watcher hears the same thing twice or out of order.
+
+use super::{Output, Server};
+use crate::codec::encode_frame;
+use crate::ids::{ConnId, UserId};
+use crate::message::{Presence, PresenceEntry, ServerMsg, WatchScope};
+use std::collections::{BTreeMap, BTreeSet};
+
+#[derive(Debug, Default)]
+pub(super) struct PresenceBoard {
+    /// Last presence announced per user; absent means offline.
+    announced: BTreeMap<UserId, Presence>,
+    dirty: BTreeSet<UserId>,
+    /// Users registered since the last flush: the everyone scope lists them (as offline).
+    joined: BTreeSet<UserId>,
+    /// Contacts scope: watched user → connected users who have them as a contact.
+    watchers: BTreeMap<UserId, BTreeSet<UserId>>,
+}
+
+impl PresenceBoard {
+    pub(super) fn touch(&mut self, user: UserId) {
+        self.dirty.insert(user);
+    }
+
+    pub(super) fn joined(&mut self, user: UserId) {
+        self.joined.insert(user);
+    }
+
+    pub(super) fn announced(&self, user: &UserId) -> Presence {
+        self.announced
+            .get(user)
+            .copied()
+            .unwrap_or(Presence::Offline)
+    }
+
+    /// `watcher` is connected and watches each of `contacts`.
+    pub(super) fn watch<'a>(
+        &mut self,
+        watcher: &UserId,
+        contacts: impl IntoIterator<Item = &'a UserId>,
+    ) {
+        for c in contacts {
+            self.watchers
+                .entry(c.clone())
+                .or_default()
+                .insert(watcher.clone());
+        }
+    }
+
+    pub(super) fn unwatch<'a>(
+        &mut self,
+        watcher: &UserId,
+        contacts: impl IntoIterator<Item = &'a UserId>,
+    ) {
+        for c in contacts {
+            if let Some(set) = self.watchers.get_mut(c) {
+                set.remove(watcher);
+                if set.is_empty() {
+                    self.watchers.remove(c);
+                }
+            }
+        }
+    }
+
+    pub(super) fn clear(&mut self) {
+        *self = PresenceBoard::default();
+    }
+}
+
+impl Server {
+    /// The full view `watcher` is entitled to, as announced so far.
+    pub(super) fn snapshot_for(&self, watcher: &UserId) -> Vec<PresenceEntry> {
+        let entry = |user: &UserId| PresenceEntry {
+            user: user.clone(),
+            presence: self.presence.announced(user),
+        };
+        match self.cfg.scope {
+            WatchScope::Everyone => self
+                .users
+                .keys()
+                .filter(|u| *u != watcher)
+                .map(entry)
+                .collect(),
+            WatchScope::Contacts => self
+                .users
+                .get(watcher)
+                .map(|u| {
+                    u.contacts
+                        .iter()
+                        .filter(|c| *c != watcher)
+                        .map(entry)
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Announces every net change since the last flush, one frame per watcher connection.
+    pub(super) fn flush_presence(&mut self) {
+        let board = &mut self.presence;
+        if board.dirty.is_empty() && board.joined.is_empty() {
+            return;
+        }
+        let mut changes: Vec<PresenceEntry> = Vec::new();
+        for user in std::mem::take(&mut board.dirty) {
+            let now = self
+                .users
+                .get(&user)
+                .map_or(Presence::Offline, |u| u.visible());
+            if now == board.announced(&user) {
+                continue;
+            }
+            if now == Presence::Offline {
+                board.announced.remove(&user);
+            } else {
+                board.announced.insert(user.clone(), now);
+            }
+            changes.push(PresenceEntry {
+                user,
+                presence: now,
+            });
+        }
+        let joined = std::mem::take(&mut board.joined);
+        match self.cfg.scope {
+            WatchScope::Everyone => {
+                for user in joined {
+                    if !changes.iter().any(|e| e.user == user) {
+                        changes.push(PresenceEntry {
+                            user,
+                            presence: Presence::Offline,
+                        });
+                    }
+                }
+                self.fan_out_to_everyone(changes);
+            }
+            WatchScope::Contacts => self.fan_out_to_watchers(changes),
+        }
+    }
+
+    /// Everyone scope: every session hears every change but its own user's, so one encoded
+    /// frame serves all sessions whose user did not change.
+    fn fan_out_to_everyone(&mut self, changes: Vec<PresenceEntry>) {
+        if changes.is_empty() {
+            return;
+        }
+        let changed: BTreeSet<&UserId> = changes.iter().map(|e| &e.user).collect();
+        let shared = encode_frame(&ServerMsg::PresenceDiff {
+            entries: changes.clone(),
+        });
+        for (&conn, c) in &self.conns {
+            let Some(user) = c.user() else { continue };
+            let frame = if changed.contains(user) {
+                let entries: Vec<PresenceEntry> = changes
+                    .iter()
+                    .filter(|e| &e.user != user)
+                    .cloned()
+                    .collect();
+                if entries.is_empty() {
+                    continue;
+                }
+                encode_frame(&ServerMsg::PresenceDiff { entries })
+            } else {
+                shared.clone()
+            };
+            self.out.push_back(Output::Send { conn, frame });
+        }
+    }
+
+    fn fan_out_to_watchers(&mut self, changes: Vec<PresenceEntry>) {
+        let mut batches: BTreeMap<ConnId, Vec<PresenceEntry>> = BTreeMap::new();
+        for entry in changes {
+            let Some(watchers) = self.presence.watchers.get(&entry.user) else {
+                continue;
+            };
+            for w in watchers {
+                if *w == entry.user {
+                    continue;
+                }
+                for &conn in self.users.get(w).map(|u| &u.sessions).into_iter().flatten() {
+                    batches.entry(conn).or_default().push(entry.clone());
+                }
+            }
+        }
+        for (conn, entries) in batches {
+            let frame = encode_frame(&ServerMsg::PresenceDiff { entries });
+            self.out.push_back(Output::Send { conn, frame });
+        }
+    }
+}

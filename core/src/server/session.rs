@@ -1,0 +1,113 @@
+//! Connections, sessions and users as the server core sees them.
+
+use crate::config::ServerConfig;
+use crate::ids::{ConnId, RequestId, UserId};
+use crate::message::{Presence, Status};
+use crate::time::Instant;
+use bytes::Bytes;
+use std::collections::BTreeSet;
+
+/// One open connection on this node.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    pub(crate) opened: Instant,
+    /// Time of the last inbound frame: any frame is life, not only pings.
+    pub(crate) last_seen: Instant,
+    pub(crate) phase: Phase,
+}
+
+#[derive(Debug)]
+pub(crate) enum Phase {
+    /// Opened; the first frame must be `Hello`.
+    AwaitHello,
+    /// Handshake done, not logged in; `login` is the pending authentication, if any.
+    Ready {
+        login: Option<RequestId>,
+    },
+    Session(Session),
+}
+
+#[derive(Debug)]
+pub(crate) struct Session {
+    pub(crate) user: UserId,
+    pub(crate) since: Instant,
+    pub(crate) mailbox: Mailbox,
+}
+
+/// Whether the offline messages of a new session have been pushed yet.
+#[derive(Debug)]
+pub(crate) enum Mailbox {
+    /// The mailbox is being read; live deliveries wait here (seq, frame) so that the session
+    /// receives everything in sequence order, each message once.
+    Loading {
+        held: Vec<(u64, Bytes)>,
+    },
+    Live,
+}
+
+impl Conn {
+    pub(crate) fn new(now: Instant) -> Self {
+        Conn {
+            opened: now,
+            last_seen: now,
+            phase: Phase::AwaitHello,
+        }
+    }
+
+    /// When this connection is dead unless a frame arrives first.
+    pub(crate) fn deadline(&self, cfg: &ServerConfig) -> Instant {
+        match self.phase {
+            Phase::AwaitHello => self.opened + cfg.handshake_timeout,
+            _ => self.last_seen + cfg.heartbeat_timeout,
+        }
+    }
+
+    pub(crate) fn session(&self) -> Option<&Session> {
+        match &self.phase {
+            Phase::Session(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn user(&self) -> Option<&UserId> {
+        self.session().map(|s| &s.user)
+    }
+}
+
+/// A registered user. Every user in the directory has one, online or not, so the everyone
+/// scope can list offline users too.
+#[derive(Debug)]
+pub(crate) struct User {
+    pub(crate) status: Status,
+    pub(crate) sessions: BTreeSet<ConnId>,
+    /// Loaded from storage when the user comes online; authoritative while connected, since
+    /// every change goes through this core.
+    pub(crate) contacts: BTreeSet<UserId>,
+    /// The user's last session died and the offline grace runs until this instant.
+    pub(crate) lingering: Option<Instant>,
+}
+
+impl User {
+    pub(crate) fn new() -> Self {
+        User {
+            status: Status::Online,
+            sessions: BTreeSet::new(),
+            contacts: BTreeSet::new(),
+            lingering: None,
+        }
+    }
+
+    /// Connected, or disconnected but still inside the offline grace.
+    pub(crate) fn is_online(&self) -> bool {
+        !self.sessions.is_empty() || self.lingering.is_some()
+    }
+
+    /// What everyone else should see right now.
+    pub(crate) fn visible(&self) -> Presence {
+        if self.is_online() {
+            self.status.visible()
+        } else {
+            Presence::Offline
+        }
+    }
+}
