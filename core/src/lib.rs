@@ -14,6 +14,8 @@ pub mod message;
 pub mod rng;
 pub mod server;
 pub mod storage;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
 pub mod time;
 
 pub use config::{DuplicateLogin, ServerConfig};

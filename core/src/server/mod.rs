@@ -11,6 +11,8 @@ mod deadline;
 mod messaging;
 mod presence;
 mod session;
+#[cfg(test)]
+mod tests;
 
 use crate::codec::{decode, encode_frame};
 use crate::config::ServerConfig;

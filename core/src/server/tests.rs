@@ -1,0 +1,642 @@
+//! Scenario tests of the server state machine, one behaviour each, in virtual time.
+
+use crate::config::{DuplicateLogin, ServerConfig};
+use crate::message::{
+    ClientMsg, CloseReason, ErrorCode, MAGIC, Presence, PresenceEntry, RequestKind, ServerMsg,
+    Status, WatchScope,
+};
+use crate::testkit::Rig;
+use crate::testkit::rig::user;
+use crate::time::Duration;
+
+fn cfg() -> ServerConfig {
+    ServerConfig {
+        heartbeat_interval: Duration::from_secs(1),
+        heartbeat_timeout: Duration::from_secs(3),
+        handshake_timeout: Duration::from_secs(2),
+        ..ServerConfig::default()
+    }
+}
+
+fn diff(entries: &[(&str, Presence)]) -> ServerMsg {
+    ServerMsg::PresenceDiff {
+        entries: entries
+            .iter()
+            .map(|(u, p)| PresenceEntry {
+                user: user(u),
+                presence: *p,
+            })
+            .collect(),
+    }
+}
+
+fn diffs(msgs: &[ServerMsg]) -> Vec<&ServerMsg> {
+    msgs.iter()
+        .filter(|m| matches!(m, ServerMsg::PresenceDiff { .. }))
+        .collect()
+}
+
+#[test]
+fn hello_is_answered_with_the_servers_heartbeat_terms() {
+    let mut rig = Rig::new(cfg(), &[]);
+    let c = rig.hello();
+    match &rig.take(c)[..] {
+        [
+            ServerMsg::Welcome {
+                heartbeat_interval_ms: 1000,
+                heartbeat_timeout_ms: 3000,
+                ..
+            },
+        ] => {}
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn a_first_frame_that_is_not_hello_is_refused() {
+    let mut rig = Rig::new(cfg(), &[]);
+    let c = rig.open();
+    rig.frame(c, ClientMsg::Ping { nonce: 1 });
+    assert_eq!(
+        rig.take(c),
+        vec![ServerMsg::Bye {
+            reason: CloseReason::BadHandshake
+        }]
+    );
+    assert_eq!(rig.closed[&c], CloseReason::BadHandshake);
+
+    let c = rig.open();
+    rig.frame(
+        c,
+        ClientMsg::Hello {
+            magic: *b"HTTP",
+            version: 1,
+            client: String::new(),
+        },
+    );
+    assert_eq!(rig.closed[&c], CloseReason::BadHandshake);
+
+    let c = rig.open();
+    rig.frame(
+        c,
+        ClientMsg::Hello {
+            magic: MAGIC,
+            version: 999,
+            client: String::new(),
+        },
+    );
+    assert_eq!(rig.closed[&c], CloseReason::UnsupportedVersion);
+}
+
+#[test]
+fn garbage_closes_the_connection_as_malformed() {
+    let mut rig = Rig::new(cfg(), &[]);
+    let c = rig.hello();
+    rig.server.handle_frame(rig.now, c, &[0xff, 0xff, 0xff]);
+    rig.pump();
+    assert_eq!(rig.closed[&c], CloseReason::Malformed);
+}
+
+#[test]
+fn a_connection_that_never_says_hello_is_dropped_at_the_handshake_deadline() {
+    let mut rig = Rig::new(cfg(), &[]);
+    let c = rig.open();
+    rig.advance(Duration::from_millis(1999));
+    assert!(rig.closed.is_empty());
+    rig.advance(Duration::from_millis(1));
+    assert_eq!(rig.closed[&c], CloseReason::HandshakeTimeout);
+}
+
+#[test]
+fn registration_then_login_and_duplicate_names_are_refused() {
+    let mut rig = Rig::new(cfg(), &["taken"]);
+    let c = rig.hello();
+    rig.take(c);
+    rig.frame(
+        c,
+        ClientMsg::Register {
+            user: user("newbie"),
+            password: "long enough".into(),
+        },
+    );
+    assert_eq!(
+        rig.take(c),
+        vec![ServerMsg::Registered {
+            user: user("newbie")
+        }]
+    );
+    rig.frame(
+        c,
+        ClientMsg::Register {
+            user: user("taken"),
+            password: "long enough".into(),
+        },
+    );
+    assert!(matches!(
+        rig.take(c)[..],
+        [ServerMsg::Error {
+            code: ErrorCode::UserTaken,
+            ..
+        }]
+    ));
+    rig.frame(
+        c,
+        ClientMsg::Register {
+            user: user("short"),
+            password: "1234".into(),
+        },
+    );
+    assert!(matches!(
+        rig.take(c)[..],
+        [ServerMsg::Error {
+            code: ErrorCode::InvalidPassword,
+            ..
+        }]
+    ));
+    assert_eq!(rig.server.stats().registered_users, 2);
+}
+
+#[test]
+fn wrong_password_and_unknown_user_fail_alike() {
+    let mut rig = Rig::new(cfg(), &["alice"]);
+    for name in ["alice", "nobody"] {
+        let c = rig.hello();
+        rig.take(c);
+        rig.frame(
+            c,
+            ClientMsg::Login {
+                user: user(name),
+                credential: crate::message::Credential::Password("wrong password".into()),
+                status: Status::Online,
+            },
+        );
+        assert_eq!(
+            rig.take(c),
+            vec![ServerMsg::Error {
+                request: RequestKind::Login,
+                code: ErrorCode::BadCredentials,
+                id: None
+            }]
+        );
+    }
+    assert_eq!(rig.server.stats().sessions, 0);
+}
+
+#[test]
+fn requests_before_login_are_refused_without_closing() {
+    let mut rig = Rig::new(cfg(), &["alice"]);
+    let c = rig.hello();
+    rig.take(c);
+    rig.frame(
+        c,
+        ClientMsg::SetStatus {
+            status: Status::Busy,
+        },
+    );
+    assert!(matches!(
+        rig.take(c)[..],
+        [ServerMsg::Error {
+            code: ErrorCode::NotLoggedIn,
+            ..
+        }]
+    ));
+    assert!(rig.closed.is_empty());
+}
+
+#[test]
+fn login_gets_a_snapshot_and_watchers_get_one_diff() {
+    let mut rig = Rig::new(cfg(), &["alice", "bob", "carol"]);
+    let a = rig.login("alice", Status::Online);
+    let got = rig.take(a);
+    assert!(matches!(got[0], ServerMsg::Welcome { .. }));
+    assert!(matches!(got[1], ServerMsg::LoginOk { .. }));
+    assert_eq!(
+        got[2],
+        ServerMsg::PresenceSnapshot {
+            entries: vec![
+                PresenceEntry {
+                    user: user("bob"),
+                    presence: Presence::Offline
+                },
+                PresenceEntry {
+                    user: user("carol"),
+                    presence: Presence::Offline
+                },
+            ]
+        }
+    );
+    let b = rig.login("bob", Status::Busy);
+    assert_eq!(diffs(&rig.take(a)), vec![&diff(&[("bob", Presence::Busy)])]);
+    let got = rig.take(b);
+    assert!(got.contains(&ServerMsg::PresenceSnapshot {
+        entries: vec![
+            PresenceEntry {
+                user: user("alice"),
+                presence: Presence::Online
+            },
+            PresenceEntry {
+                user: user("carol"),
+                presence: Presence::Offline
+            },
+        ]
+    }));
+    assert!(
+        diffs(&got).is_empty(),
+        "bob hears nothing about himself: {got:?}"
+    );
+}
+
+#[test]
+fn logout_close_and_timeout_all_announce_offline() {
+    let mut rig = Rig::new(cfg(), &["w", "x", "y", "z"]);
+    let w = rig.login("w", Status::Online);
+    let x = rig.login("x", Status::Online);
+    let y = rig.login("y", Status::Online);
+    let _z = rig.login("z", Status::Online);
+    rig.take(w);
+    rig.frame(x, ClientMsg::Logout);
+    assert_eq!(rig.closed[&x], CloseReason::LoggedOut);
+    assert_eq!(
+        diffs(&rig.take(w)),
+        vec![&diff(&[("x", Presence::Offline)])]
+    );
+    rig.close(y);
+    assert_eq!(
+        diffs(&rig.take(w)),
+        vec![&diff(&[("y", Presence::Offline)])]
+    );
+    // w keeps pinging; z stays silent and dies at exactly its deadline.
+    for _ in 0..2 {
+        rig.advance(Duration::from_secs(1));
+        rig.frame(w, ClientMsg::Ping { nonce: 0 });
+    }
+    rig.advance(Duration::from_millis(999));
+    assert!(diffs(&rig.take(w)).is_empty());
+    rig.advance(Duration::from_millis(1));
+    assert_eq!(
+        diffs(&rig.take(w)),
+        vec![&diff(&[("z", Presence::Offline)])]
+    );
+    assert_eq!(rig.server.stats().online_users, 1);
+}
+
+#[test]
+fn any_frame_counts_as_life_not_only_pings() {
+    let mut rig = Rig::new(cfg(), &["a", "b"]);
+    let a = rig.login("a", Status::Online);
+    let _b = rig.login("b", Status::Online);
+    for i in 0..10 {
+        rig.advance(Duration::from_millis(2500));
+        rig.frame(
+            a,
+            ClientMsg::Send {
+                id: i,
+                to: user("b"),
+                body: "hi".into(),
+                attachment: None,
+            },
+        );
+    }
+    assert!(!rig.closed.contains_key(&a));
+}
+
+#[test]
+fn simultaneous_changes_reach_a_watcher_as_one_frame() {
+    let mut rig = Rig::new(cfg(), &["w", "x", "y"]);
+    let w = rig.login("w", Status::Online);
+    let x = rig.login("x", Status::Online);
+    let y = rig.login("y", Status::Online);
+    rig.take(w);
+    // Both closes handled before the host drains: one diff.
+    rig.server.handle_closed(rig.now, x);
+    rig.server.handle_closed(rig.now, y);
+    rig.pump();
+    assert_eq!(
+        diffs(&rig.take(w)),
+        vec![&diff(&[("x", Presence::Offline), ("y", Presence::Offline)])]
+    );
+}
+
+#[test]
+fn replace_kicks_the_old_session_without_a_flap() {
+    let mut rig = Rig::new(cfg(), &["w", "u"]);
+    let w = rig.login("w", Status::Online);
+    let old = rig.login("u", Status::Online);
+    rig.take(w);
+    let new = rig.login("u", Status::Online);
+    assert_eq!(rig.closed[&old], CloseReason::Replaced);
+    assert!(rig.take(old).contains(&ServerMsg::Bye {
+        reason: CloseReason::Replaced
+    }));
+    assert!(diffs(&rig.take(w)).is_empty(), "no offline/online flap");
+    assert_eq!(rig.server.sessions_of(&user("u")).len(), 1);
+    assert!(!rig.closed.contains_key(&new));
+}
+
+#[test]
+fn multi_keeps_a_user_online_until_the_last_session_ends() {
+    let mut rig = Rig::new(
+        ServerConfig {
+            duplicate_login: DuplicateLogin::Multi,
+            ..cfg()
+        },
+        &["w", "u"],
+    );
+    let w = rig.login("w", Status::Online);
+    let phone = rig.login("u", Status::Online);
+    let desk = rig.login("u", Status::Online);
+    rig.take(w);
+    rig.close(phone);
+    assert!(diffs(&rig.take(w)).is_empty());
+    rig.close(desk);
+    assert_eq!(
+        diffs(&rig.take(w)),
+        vec![&diff(&[("u", Presence::Offline)])]
+    );
+}
+
+#[test]
+fn a_reconnect_inside_the_grace_announces_nothing() {
+    let grace = ServerConfig {
+        offline_grace: Duration::from_secs(5),
+        ..cfg()
+    };
+    let mut rig = Rig::new(grace, &["w", "u"]);
+    let w = rig.login("w", Status::Online);
+    let u = rig.login("u", Status::Online);
+    rig.take(w);
+    rig.close(u);
+    rig.advance(Duration::from_millis(900));
+    rig.frame(w, ClientMsg::Ping { nonce: 0 });
+    let u = rig.login("u", Status::Online);
+    for _ in 0..6 {
+        rig.advance(Duration::from_secs(1));
+        rig.frame(w, ClientMsg::Ping { nonce: 0 });
+        rig.frame(u, ClientMsg::Ping { nonce: 0 });
+    }
+    assert!(diffs(&rig.take(w)).is_empty());
+    // A clean logout is announced at once, grace or not.
+    rig.frame(u, ClientMsg::Logout);
+    assert_eq!(
+        diffs(&rig.take(w)),
+        vec![&diff(&[("u", Presence::Offline)])]
+    );
+}
+
+#[test]
+fn grace_expiry_announces_offline_exactly_once() {
+    let grace = ServerConfig {
+        offline_grace: Duration::from_secs(2),
+        ..cfg()
+    };
+    let mut rig = Rig::new(grace, &["w", "u"]);
+    let w = rig.login("w", Status::Online);
+    let u = rig.login("u", Status::Online);
+    rig.take(w);
+    rig.close(u);
+    rig.advance(Duration::from_millis(1999));
+    assert!(diffs(&rig.take(w)).is_empty());
+    rig.advance(Duration::from_millis(1));
+    assert_eq!(
+        diffs(&rig.take(w)),
+        vec![&diff(&[("u", Presence::Offline)])]
+    );
+}
+
+#[test]
+fn an_invisible_user_looks_offline_and_is_never_announced_online() {
+    let mut rig = Rig::new(cfg(), &["w", "ghost"]);
+    let w = rig.login("w", Status::Online);
+    rig.take(w);
+    let g = rig.login("ghost", Status::Invisible);
+    assert!(diffs(&rig.take(w)).is_empty());
+    rig.frame(
+        g,
+        ClientMsg::SetStatus {
+            status: Status::Away,
+        },
+    );
+    assert_eq!(
+        diffs(&rig.take(w)),
+        vec![&diff(&[("ghost", Presence::Away)])]
+    );
+    rig.frame(
+        g,
+        ClientMsg::SetStatus {
+            status: Status::Invisible,
+        },
+    );
+    assert_eq!(
+        diffs(&rig.take(w)),
+        vec![&diff(&[("ghost", Presence::Offline)])]
+    );
+    rig.close(g);
+    assert!(diffs(&rig.take(w)).is_empty(), "already looked offline");
+}
+
+#[test]
+fn contacts_scope_only_tells_users_who_listed_the_contact() {
+    let scope = ServerConfig {
+        scope: WatchScope::Contacts,
+        ..cfg()
+    };
+    let mut rig = Rig::new(scope, &["fan", "stranger", "star"]);
+    let fan = rig.login("fan", Status::Online);
+    let stranger = rig.login("stranger", Status::Online);
+    rig.frame(fan, ClientMsg::AddContact { user: user("star") });
+    let got = rig.take(fan);
+    assert!(got.contains(&ServerMsg::Contacts {
+        contacts: vec![user("star")]
+    }));
+    assert!(got.contains(&ServerMsg::PresenceSnapshot {
+        entries: vec![PresenceEntry {
+            user: user("star"),
+            presence: Presence::Offline
+        }]
+    }));
+    rig.take(stranger);
+    let _star = rig.login("star", Status::Online);
+    assert_eq!(
+        diffs(&rig.take(fan)),
+        vec![&diff(&[("star", Presence::Online)])]
+    );
+    assert!(diffs(&rig.take(stranger)).is_empty());
+    // Contacts survive a re-login (they are stored).
+    rig.close(fan);
+    let fan = rig.login("fan", Status::Online);
+    assert!(rig.take(fan).contains(&ServerMsg::PresenceSnapshot {
+        entries: vec![PresenceEntry {
+            user: user("star"),
+            presence: Presence::Online
+        }]
+    }));
+}
+
+#[test]
+fn messages_are_acked_after_storage_and_kept_for_offline_users() {
+    let mut rig = Rig::new(cfg(), &["a", "b"]);
+    let a = rig.login("a", Status::Online);
+    rig.take(a);
+    let send = |id| ClientMsg::Send {
+        id,
+        to: user("b"),
+        body: format!("m{id}"),
+        attachment: None,
+    };
+    rig.frame(a, send(1));
+    rig.frame(a, send(2));
+    rig.frame(a, send(1)); // a re-send after a lost ack
+    let acks: Vec<_> = rig
+        .take(a)
+        .into_iter()
+        .filter(|m| matches!(m, ServerMsg::Sent { .. }))
+        .collect();
+    assert_eq!(
+        acks,
+        vec![
+            ServerMsg::Sent { id: 1, seq: 1 },
+            ServerMsg::Sent { id: 2, seq: 2 },
+            ServerMsg::Sent { id: 1, seq: 1 }
+        ]
+    );
+    let b = rig.login("b", Status::Online);
+    let got = rig.take(b);
+    let delivered: Vec<u64> = got
+        .iter()
+        .filter_map(|m| match m {
+            ServerMsg::Deliver(d) => Some(d.seq),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(delivered, vec![1, 2]);
+    assert_eq!(got.last(), Some(&ServerMsg::OfflineDone { count: 2 }));
+    rig.frame(b, ClientMsg::Ack { seqs: vec![1, 2] });
+    assert_eq!(rig.store.undelivered(&user("b")), 0);
+    // Live delivery once b is online.
+    rig.frame(a, send(3));
+    assert!(
+        rig.take(b)
+            .iter()
+            .any(|m| matches!(m, ServerMsg::Deliver(d) if d.id == 3))
+    );
+}
+
+#[test]
+fn a_message_to_an_unknown_user_or_too_large_is_refused_with_its_id() {
+    let mut rig = Rig::new(cfg(), &["a"]);
+    let a = rig.login("a", Status::Online);
+    rig.take(a);
+    rig.frame(
+        a,
+        ClientMsg::Send {
+            id: 9,
+            to: user("nobody"),
+            body: "x".into(),
+            attachment: None,
+        },
+    );
+    rig.frame(
+        a,
+        ClientMsg::Send {
+            id: 10,
+            to: user("a"),
+            body: "x".repeat(1 << 20),
+            attachment: None,
+        },
+    );
+    assert_eq!(
+        rig.take(a),
+        vec![
+            ServerMsg::Error {
+                request: RequestKind::Send,
+                code: ErrorCode::NoSuchUser,
+                id: Some(9)
+            },
+            ServerMsg::Error {
+                request: RequestKind::Send,
+                code: ErrorCode::TooLarge,
+                id: Some(10)
+            },
+        ]
+    );
+}
+
+#[test]
+fn admin_who_is_for_admins_only() {
+    let admins = [user("root")].into_iter().collect();
+    let mut rig = Rig::new(ServerConfig { admins, ..cfg() }, &["root", "joe"]);
+    let root = rig.login("root", Status::Online);
+    let joe = rig.login("joe", Status::Busy);
+    rig.take(root);
+    rig.take(joe);
+    rig.frame(joe, ClientMsg::AdminWho);
+    assert!(matches!(
+        rig.take(joe)[..],
+        [ServerMsg::Error {
+            code: ErrorCode::Forbidden,
+            ..
+        }]
+    ));
+    rig.frame(root, ClientMsg::AdminWho);
+    match &rig.take(root)[..] {
+        [
+            ServerMsg::Who {
+                users,
+                connections: 2,
+            },
+        ] => {
+            assert_eq!(users.len(), 2);
+            assert_eq!(users[0].user, user("joe"));
+            assert_eq!(users[0].status, Status::Busy);
+            assert_eq!(users[0].sessions.len(), 1);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn change_password_needs_the_old_one() {
+    let mut rig = Rig::new(cfg(), &["a"]);
+    let a = rig.login("a", Status::Online);
+    rig.take(a);
+    rig.frame(
+        a,
+        ClientMsg::ChangePassword {
+            old: "not it at all".into(),
+            new: "new password".into(),
+        },
+    );
+    assert!(matches!(
+        rig.take(a)[..],
+        [ServerMsg::Error {
+            code: ErrorCode::BadCredentials,
+            ..
+        }]
+    ));
+    rig.frame(
+        a,
+        ClientMsg::ChangePassword {
+            old: crate::testkit::rig::PASSWORD.into(),
+            new: "new password".into(),
+        },
+    );
+    assert_eq!(rig.take(a), vec![ServerMsg::PasswordChanged]);
+}
+
+#[test]
+fn shutdown_says_goodbye_to_everyone() {
+    let mut rig = Rig::new(cfg(), &["a", "b"]);
+    let a = rig.login("a", Status::Online);
+    let b = rig.login("b", Status::Online);
+    rig.take(a);
+    rig.server.shutdown(rig.now);
+    rig.pump();
+    assert_eq!(
+        rig.take(a),
+        vec![ServerMsg::Bye {
+            reason: CloseReason::ServerShutdown
+        }]
+    );
+    assert_eq!(rig.closed[&b], CloseReason::ServerShutdown);
+    assert_eq!(rig.server.stats().connections, 0);
+}

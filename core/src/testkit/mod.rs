@@ -1,0 +1,8 @@
+//! Test support shared by the core's unit tests, property tests and (behind the `testkit`
+//! feature) fuzz targets: an in-memory store and a server rig driven by virtual time.
+
+pub mod rig;
+mod store;
+
+pub use rig::Rig;
+pub use store::MemStore;

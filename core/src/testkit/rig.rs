@@ -1,0 +1,135 @@
+//! A server with an in-memory store, driven frame by frame in virtual time. Storage requests
+//! complete at once, in order. Frames the server sends are decoded and kept per connection.
+
+use super::store::MemStore;
+use crate::codec::{LENGTH_PREFIX, decode, encode_frame};
+use crate::config::ServerConfig;
+use crate::ids::{ConnId, UserId};
+use crate::message::{
+    ClientMsg, CloseReason, Credential, MAGIC, PROTOCOL_VERSION, ServerMsg, Status,
+};
+use crate::server::{Output, Server, ServerEvent};
+use crate::time::{Duration, Instant};
+use std::collections::BTreeMap;
+
+#[derive(Debug)]
+pub struct Rig {
+    pub now: Instant,
+    pub server: Server,
+    pub store: MemStore,
+    inbox: BTreeMap<ConnId, Vec<ServerMsg>>,
+    pub closed: BTreeMap<ConnId, CloseReason>,
+    pub events: Vec<ServerEvent>,
+    next_conn: u64,
+}
+
+pub const PASSWORD: &str = "correct horse";
+
+impl Rig {
+    /// A server whose directory holds `users`, each with password [`PASSWORD`].
+    pub fn new(cfg: ServerConfig, users: &[&str]) -> Self {
+        let mut store = MemStore::new();
+        for u in users {
+            store.add_account(user(u), PASSWORD);
+        }
+        let server = Server::new(cfg, store.users());
+        Rig {
+            now: Instant::ZERO,
+            server,
+            store,
+            inbox: BTreeMap::new(),
+            closed: BTreeMap::new(),
+            events: Vec::new(),
+            next_conn: 0,
+        }
+    }
+
+    /// Drains the server, performing storage at once, until it has nothing more to say.
+    pub fn pump(&mut self) {
+        while let Some(out) = self.server.poll_output() {
+            match out {
+                Output::Send { conn, frame } => {
+                    let msg =
+                        decode::<ServerMsg>(&frame[LENGTH_PREFIX..]).expect("server frames decode");
+                    self.inbox.entry(conn).or_default().push(msg);
+                }
+                Output::Close { conn, reason } => {
+                    self.closed.insert(conn, reason);
+                }
+                Output::Storage { id, op } => {
+                    let ms = self.now.since_epoch().as_millis() as u64;
+                    let result = self.store.apply(op, ms);
+                    self.server.handle_storage(self.now, id, result);
+                }
+                Output::Event(e) => self.events.push(e),
+            }
+        }
+    }
+
+    pub fn open(&mut self) -> ConnId {
+        self.next_conn += 1;
+        let conn = ConnId(self.next_conn);
+        self.server.handle_connect(self.now, conn);
+        self.pump();
+        conn
+    }
+
+    pub fn frame(&mut self, conn: ConnId, msg: ClientMsg) {
+        let frame = encode_frame(&msg);
+        self.server
+            .handle_frame(self.now, conn, &frame[LENGTH_PREFIX..]);
+        self.pump();
+    }
+
+    pub fn hello(&mut self) -> ConnId {
+        let conn = self.open();
+        self.frame(
+            conn,
+            ClientMsg::Hello {
+                magic: MAGIC,
+                version: PROTOCOL_VERSION,
+                client: "rig".into(),
+            },
+        );
+        conn
+    }
+
+    /// A new connection, logged in as `name` with `status`; its inbox is left as received.
+    pub fn login(&mut self, name: &str, status: Status) -> ConnId {
+        let conn = self.hello();
+        self.frame(
+            conn,
+            ClientMsg::Login {
+                user: user(name),
+                credential: Credential::Password(PASSWORD.into()),
+                status,
+            },
+        );
+        conn
+    }
+
+    /// Everything `conn` received since the last call.
+    pub fn take(&mut self, conn: ConnId) -> Vec<ServerMsg> {
+        self.inbox.remove(&conn).unwrap_or_default()
+    }
+
+    pub fn close(&mut self, conn: ConnId) {
+        self.server.handle_closed(self.now, conn);
+        self.pump();
+    }
+
+    /// Moves virtual time forward by `d`, firing every deadline exactly when it falls due.
+    pub fn advance(&mut self, d: Duration) {
+        let end = self.now + d;
+        while let Some(t) = self.server.poll_timeout().filter(|&t| t <= end) {
+            self.now = self.now.max(t);
+            self.server.handle_timeout(self.now);
+            self.pump();
+        }
+        self.now = end;
+    }
+}
+
+pub fn user(name: &str) -> UserId {
+    UserId::new(name).expect("valid test user name")
+}
