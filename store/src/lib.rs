@@ -1,1 +1,28 @@
+//! SQLite persistence for Breeze: performs the `StorageOp`s the server core emits.
+//!
+//! - [`Db`]: one connection, synchronous. `apply_batch` runs a batch of requests in one
+//!   transaction (hashing passwords inline), for simulations that need determinism.
+//! - [`StorageService`]: the `Db` on a writer thread with group commit and argon2 on a pool,
+//!   for the real host.
+//! - [`Hasher`]: argon2id password hashes in PHC form, and the entropy for salts and tokens.
+//!
+//! Passwords are stored only as argon2id hashes and resume tokens only as SHA-256 digests.
 
+#![forbid(unsafe_code)]
+
+mod db;
+mod error;
+mod hash;
+mod ops;
+mod schema;
+mod service;
+
+pub use db::{Db, DbOptions, Synchronous};
+pub use error::StoreError;
+pub use hash::{HashCost, Hasher};
+pub use ops::{MAX_HISTORY_LIMIT, MAX_TOKENS_PER_USER, TOKEN_LEN};
+pub use schema::SCHEMA_VERSION;
+pub use service::{MAX_BATCH, StorageService};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,236 @@
+//! The synchronous store: one SQLite connection, one transaction per batch.
+
+use crate::error::StoreError;
+use crate::hash::Hasher;
+use crate::ops::{self, Finish, HashJob, Kind, Step};
+use crate::schema;
+use breeze_core::storage::{StorageOp, StorageResult};
+use breeze_core::{RequestId, UserId};
+use rusqlite::{Connection, TransactionBehavior};
+use std::path::Path;
+use std::time::Duration;
+
+/// SQLite's `synchronous` setting.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub enum Synchronous {
+    /// Every commit reaches the disk before it is reported: a `Sent` survives power loss.
+    #[default]
+    Full,
+    /// With WAL, a power loss (not a crash of the process) can lose the last commits, though
+    /// never corrupt the database. Messages already acknowledged with `Sent` may vanish.
+    Normal,
+}
+
+#[derive(Clone, Debug)]
+pub struct DbOptions {
+    pub synchronous: Synchronous,
+    /// How long to wait for a lock held by another connection (a backup tool, a second
+    /// process) before failing.
+    pub busy_timeout: Duration,
+}
+
+impl Default for DbOptions {
+    fn default() -> Self {
+        DbOptions {
+            synchronous: Synchronous::Full,
+            busy_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A Breeze database. Performs `StorageOp`s synchronously; see `StorageService` for the
+/// threaded form a real host uses.
+#[derive(Debug)]
+pub struct Db {
+    pub(crate) conn: Connection,
+}
+
+/// A unit of work in a batch: a request from the core, or the second half of one whose
+/// hashing has been done elsewhere.
+pub(crate) enum Work {
+    Op(StorageOp),
+    Hashed(Kind, Finish),
+}
+
+impl Work {
+    fn kind(&self) -> Kind {
+        match self {
+            Work::Op(op) => Kind::of(op),
+            Work::Hashed(kind, _) => *kind,
+        }
+    }
+}
+
+/// How a batch item ended.
+pub(crate) enum Outcome {
+    Done(StorageResult),
+    /// Committed so far; the hashing is the caller's to do (only with `HashMode::Defer`).
+    Hash(HashJob),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum HashMode {
+    Inline,
+    Defer,
+}
+
+impl Db {
+    /// Opens (creating if need be) and migrates the database at `path`.
+    pub fn open(path: &Path, opts: &DbOptions) -> Result<Db, StoreError> {
+        Db::setup(Connection::open(path)?, opts)
+    }
+
+    /// A private database that lives as long as this `Db`: for tests and simulations.
+    pub fn open_in_memory(opts: &DbOptions) -> Result<Db, StoreError> {
+        Db::setup(Connection::open_in_memory()?, opts)
+    }
+
+    fn setup(mut conn: Connection, opts: &DbOptions) -> Result<Db, StoreError> {
+        conn.busy_timeout(opts.busy_timeout)?;
+        let mode: String =
+            conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
+        // In-memory databases report "memory"; anything else keeps working, just slower and
+        // with readers blocking the writer.
+        if !mode.eq_ignore_ascii_case("wal") && !mode.eq_ignore_ascii_case("memory") {
+            tracing::warn!(%mode, "SQLite refused WAL mode");
+        }
+        let sync = match opts.synchronous {
+            Synchronous::Full => "FULL",
+            Synchronous::Normal => "NORMAL",
+        };
+        conn.pragma_update(None, "synchronous", sync)?;
+        conn.pragma_update(None, "foreign_keys", true)?;
+        schema::migrate(&mut conn)?;
+        Ok(Db { conn })
+    }
+
+    /// The schema version of the open database (after migration, `SCHEMA_VERSION`).
+    pub fn schema_version(&self) -> Result<i64, StoreError> {
+        schema::user_version(&self.conn)
+    }
+
+    /// Every registered user, sorted.
+    pub fn users(&self) -> Result<Vec<UserId>, StoreError> {
+        ops::users(&self.conn)
+    }
+
+    /// Performs `ops` in order in one transaction, hashing inline, and reports once it is
+    /// committed: all of it is durable, or none of it (then every result is
+    /// `StorageError::Failed`). A request that fails on its own fails alone.
+    ///
+    /// `now_ms` stamps stored messages and tokens; passing it in keeps simulations
+    /// deterministic.
+    pub fn apply_batch(
+        &mut self,
+        ops: Vec<(RequestId, StorageOp)>,
+        now_ms: u64,
+        hasher: &Hasher,
+    ) -> Vec<(RequestId, StorageResult)> {
+        let work = ops.into_iter().map(|(id, op)| (id, Work::Op(op))).collect();
+        self.run_batch(work, now_ms, hasher, HashMode::Inline)
+            .into_iter()
+            .map(|(id, outcome)| match outcome {
+                Outcome::Done(result) => (id, result),
+                // `Inline` finishes every job; should one slip through, it must not vanish.
+                Outcome::Hash(job) => (id, job.kind().failed("internal: unfinished hash")),
+            })
+            .collect()
+    }
+
+    /// `apply_batch` for a single request.
+    pub fn apply(
+        &mut self,
+        id: RequestId,
+        op: StorageOp,
+        now_ms: u64,
+        hasher: &Hasher,
+    ) -> StorageResult {
+        let kind = Kind::of(&op);
+        self.apply_batch(vec![(id, op)], now_ms, hasher)
+            .pop()
+            .map_or_else(|| kind.failed("internal: no result"), |(_, result)| result)
+    }
+
+    /// The group commit both `apply_batch` and the service's writer use. Each item runs under
+    /// its own savepoint, so one that fails midway leaves nothing behind while the rest of
+    /// the batch commits.
+    pub(crate) fn run_batch(
+        &mut self,
+        items: Vec<(RequestId, Work)>,
+        now_ms: u64,
+        hasher: &Hasher,
+        mode: HashMode,
+    ) -> Vec<(RequestId, Outcome)> {
+        let kinds: Vec<(RequestId, Kind)> = items.iter().map(|(id, w)| (*id, w.kind())).collect();
+        let fail_all = |why: &str| {
+            kinds
+                .iter()
+                .map(|&(id, kind)| (id, Outcome::Done(kind.failed(why))))
+                .collect()
+        };
+        // Immediate: take the write lock now rather than fail to upgrade a read lock midway.
+        let mut tx = match self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+        {
+            Ok(tx) => tx,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not begin a storage transaction");
+                return fail_all("could not begin a transaction");
+            }
+        };
+        let mut out = Vec::with_capacity(items.len());
+        for (id, work) in items {
+            let kind = work.kind();
+            let mut sp = match tx.savepoint() {
+                Ok(sp) => sp,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not begin a savepoint");
+                    return fail_all("could not begin a savepoint");
+                }
+            };
+            let result = run_one(&sp, work, now_ms, hasher, mode);
+            let closed = match result {
+                Ok(outcome) => {
+                    out.push((id, outcome));
+                    sp.commit()
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, ?kind, "storage request failed");
+                    out.push((id, Outcome::Done(kind.failed("storage request failed"))));
+                    sp.rollback().and_then(|()| sp.commit())
+                }
+            };
+            if let Err(e) = closed {
+                // The transaction's state is unknown; only dropping it all is safe.
+                tracing::warn!(error = %e, "could not close a savepoint");
+                return fail_all("storage transaction failed");
+            }
+        }
+        if let Err(e) = tx.commit() {
+            tracing::warn!(error = %e, batch = kinds.len(), "storage commit failed");
+            return fail_all("commit failed");
+        }
+        out
+    }
+}
+
+fn run_one(
+    conn: &Connection,
+    work: Work,
+    now_ms: u64,
+    hasher: &Hasher,
+    mode: HashMode,
+) -> Result<Outcome, StoreError> {
+    let step = match work {
+        Work::Op(op) => ops::start(conn, op, now_ms, hasher)?,
+        Work::Hashed(_, finish) => Step::Done(ops::finish(conn, finish, now_ms, hasher)?),
+    };
+    Ok(match (step, mode) {
+        (Step::Done(result), _) => Outcome::Done(result),
+        (Step::Hash(job), HashMode::Inline) => {
+            Outcome::Done(ops::finish(conn, job.run(hasher), now_ms, hasher)?)
+        }
+        (Step::Hash(job), HashMode::Defer) => Outcome::Hash(job),
+    })
+}

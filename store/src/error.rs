@@ -1,0 +1,26 @@
+use thiserror::Error;
+
+/// Why the store could not be opened or could not do what it was asked.
+///
+/// Failures of single requests never surface as this type: `apply_batch` reports them to the
+/// core as `StorageError::Failed`, which the core turns into a "try again" for the client.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error(
+        "the database has schema version {found}, but this build only knows versions up to \
+         {known}; it was written by a newer Breeze"
+    )]
+    SchemaTooNew { found: i64, known: i64 },
+    #[error("the database has schema version {0}, which no Breeze build writes")]
+    SchemaUnknown(i64),
+    #[error("invalid password hashing cost: {0}")]
+    HashCost(#[source] argon2::Error),
+    #[error("password hashing failed: {0}")]
+    Hash(#[source] argon2::password_hash::Error),
+    #[error("the operating system's random source failed: {0}")]
+    Entropy(#[source] getrandom::Error),
+    #[error("could not start a storage thread: {0}")]
+    Spawn(#[source] std::io::Error),
+}

@@ -1,0 +1,632 @@
+//! What each storage request does to the database.
+//!
+//! A request that needs argon2 (`Register`, `Authenticate` with a password, `ChangePassword`)
+//! is cut in three: `start` reads what the hash needs, `HashJob::run` does the expensive part
+//! away from the database, `finish` writes the verdict. `Db::apply_batch` runs the three back
+//! to back; `StorageService` runs the middle one on its hash pool, so argon2 never holds the
+//! write transaction. Both paths go through these same functions.
+
+use crate::error::StoreError;
+use crate::hash::Hasher;
+use breeze_core::UserId;
+use breeze_core::message::{Attachment, AttachmentInfo, Credential, Delivery, HistoryItem};
+use breeze_core::storage::{Account, StorageError, StorageOp, StorageResult, Stored};
+use rusqlite::types::Type;
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use sha2::{Digest, Sha256};
+
+/// Resume tokens are this many random bytes.
+pub const TOKEN_LEN: usize = 32;
+/// Tokens kept per user; issuing one more forgets the oldest. Each device holds one live
+/// token (two while its newest is unconfirmed), so this covers a handful of devices.
+pub const MAX_TOKENS_PER_USER: usize = 8;
+/// Most history items one `LoadHistory` returns, whatever it asks for.
+pub const MAX_HISTORY_LIMIT: u16 = 500;
+
+/// Which request a result answers: a failure must still be reported as the right variant.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Kind {
+    Register,
+    Authenticate,
+    ChangePassword,
+    SetContact,
+    StoreMessage,
+    LoadMailbox,
+    MarkDelivered,
+    LoadHistory,
+}
+
+impl Kind {
+    pub(crate) fn of(op: &StorageOp) -> Kind {
+        match op {
+            StorageOp::Register { .. } => Kind::Register,
+            StorageOp::Authenticate { .. } => Kind::Authenticate,
+            StorageOp::ChangePassword { .. } => Kind::ChangePassword,
+            StorageOp::SetContact { .. } => Kind::SetContact,
+            StorageOp::StoreMessage { .. } => Kind::StoreMessage,
+            StorageOp::LoadMailbox { .. } => Kind::LoadMailbox,
+            StorageOp::MarkDelivered { .. } => Kind::MarkDelivered,
+            StorageOp::LoadHistory { .. } => Kind::LoadHistory,
+        }
+    }
+
+    pub(crate) fn failed(self, why: &str) -> StorageResult {
+        let e = StorageError::Failed(why.to_owned());
+        match self {
+            Kind::Register => StorageResult::Registered(Err(e)),
+            Kind::Authenticate => StorageResult::Authenticated(Err(e)),
+            Kind::ChangePassword => StorageResult::PasswordChanged(Err(e)),
+            Kind::SetContact => StorageResult::ContactSet(Err(e)),
+            Kind::StoreMessage => StorageResult::MessageStored(Err(e)),
+            Kind::LoadMailbox => StorageResult::MailboxLoaded(Err(e)),
+            Kind::MarkDelivered => StorageResult::DeliveredMarked(Err(e)),
+            Kind::LoadHistory => StorageResult::HistoryLoaded(Err(e)),
+        }
+    }
+}
+
+/// What `start` got to.
+pub(crate) enum Step {
+    Done(StorageResult),
+    Hash(HashJob),
+}
+
+/// The argon2 part of a request, with what it read from the database. Holds passwords, so
+/// it has no `Debug`.
+pub(crate) enum HashJob {
+    Register {
+        user: UserId,
+        password: String,
+    },
+    Login {
+        user: UserId,
+        password: String,
+        stored: Option<String>,
+    },
+    ChangePassword {
+        user: UserId,
+        old: String,
+        new: String,
+        stored: Option<String>,
+    },
+}
+
+/// What a `HashJob` leaves for the database to do.
+pub(crate) enum Finish {
+    Register {
+        user: UserId,
+        hash: String,
+    },
+    /// The password matched `verified`, the hash read in `start`.
+    Login {
+        user: UserId,
+        verified: String,
+        rehash: Option<String>,
+    },
+    ChangePassword {
+        user: UserId,
+        verified: String,
+        new_hash: String,
+    },
+    /// The verdict needs no database: wrong password, or hashing failed.
+    Done(StorageResult),
+}
+
+impl HashJob {
+    pub(crate) fn kind(&self) -> Kind {
+        match self {
+            HashJob::Register { .. } => Kind::Register,
+            HashJob::Login { .. } => Kind::Authenticate,
+            HashJob::ChangePassword { .. } => Kind::ChangePassword,
+        }
+    }
+
+    /// The expensive part; touches no database.
+    pub(crate) fn run(self, hasher: &Hasher) -> Finish {
+        let kind = self.kind();
+        let bad = |kind: Kind| match kind {
+            Kind::ChangePassword => {
+                StorageResult::PasswordChanged(Err(StorageError::BadCredentials))
+            }
+            _ => StorageResult::Authenticated(Err(StorageError::BadCredentials)),
+        };
+        let finish = match self {
+            HashJob::Register { user, password } => hasher
+                .hash_password(&password)
+                .map(|hash| Finish::Register { user, hash }),
+            HashJob::Login {
+                user,
+                password,
+                stored,
+            } => hasher.verify_stored(&password, stored).map(|verified| {
+                let Some(verified) = verified else {
+                    return Finish::Done(bad(kind));
+                };
+                // Upgrading an old hash while the password is at hand is a courtesy: if it
+                // fails, the old hash still works.
+                let rehash = hasher
+                    .needs_rehash(&verified)
+                    .then(|| hasher.hash_password(&password).ok())
+                    .flatten();
+                Finish::Login {
+                    user,
+                    verified,
+                    rehash,
+                }
+            }),
+            HashJob::ChangePassword {
+                user,
+                old,
+                new,
+                stored,
+            } => hasher
+                .verify_stored(&old, stored)
+                .and_then(|verified| match verified {
+                    Some(verified) => Ok(Finish::ChangePassword {
+                        user,
+                        verified,
+                        new_hash: hasher.hash_password(&new)?,
+                    }),
+                    None => Ok(Finish::Done(bad(kind))),
+                }),
+        };
+        finish.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, ?kind, "password hashing failed");
+            Finish::Done(kind.failed("password hashing failed"))
+        })
+    }
+}
+
+/// Does `op`, or as much of it as comes before the hashing.
+pub(crate) fn start(
+    conn: &Connection,
+    op: StorageOp,
+    now_ms: u64,
+    hasher: &Hasher,
+) -> Result<Step, StoreError> {
+    use StorageResult as R;
+    Ok(match op {
+        StorageOp::Register { user, password } => {
+            // Checked here as well as in `finish` so a taken name costs no hash.
+            if user_exists(conn, &user)? {
+                Step::Done(R::Registered(Err(StorageError::UserTaken)))
+            } else {
+                Step::Hash(HashJob::Register { user, password })
+            }
+        }
+        StorageOp::Authenticate {
+            user,
+            credential: Credential::Password(password),
+        } => Step::Hash(HashJob::Login {
+            stored: password_hash(conn, &user)?,
+            user,
+            password,
+        }),
+        StorageOp::Authenticate {
+            user,
+            credential: Credential::Token(token),
+        } => Step::Done(R::Authenticated(resume(
+            conn, &user, &token, now_ms, hasher,
+        )?)),
+        StorageOp::ChangePassword { user, old, new } => Step::Hash(HashJob::ChangePassword {
+            stored: password_hash(conn, &user)?,
+            user,
+            old,
+            new,
+        }),
+        StorageOp::SetContact { user, contact, add } => {
+            Step::Done(R::ContactSet(set_contact(conn, &user, &contact, add)?))
+        }
+        StorageOp::StoreMessage {
+            from,
+            to,
+            id,
+            body,
+            attachment,
+        } => Step::Done(R::MessageStored(store_message(
+            conn,
+            NewMessage {
+                from,
+                to,
+                id,
+                body,
+                attachment,
+            },
+            now_ms,
+        )?)),
+        StorageOp::LoadMailbox { user } => Step::Done(R::MailboxLoaded(Ok(mailbox(conn, &user)?))),
+        StorageOp::MarkDelivered { user, seqs } => {
+            mark_delivered(conn, &user, &seqs)?;
+            Step::Done(R::DeliveredMarked(Ok(())))
+        }
+        StorageOp::LoadHistory {
+            user,
+            with,
+            before,
+            limit,
+        } => Step::Done(R::HistoryLoaded(Ok(history(
+            conn, &user, &with, before, limit,
+        )?))),
+    })
+}
+
+/// Writes what a `HashJob` decided.
+pub(crate) fn finish(
+    conn: &Connection,
+    finish: Finish,
+    now_ms: u64,
+    hasher: &Hasher,
+) -> Result<StorageResult, StoreError> {
+    use StorageResult as R;
+    Ok(match finish {
+        Finish::Register { user, hash } => {
+            let inserted = conn
+                .prepare_cached(
+                    "INSERT INTO accounts (user, password_hash, created_at_ms) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (user) DO NOTHING",
+                )?
+                .execute(params![user.as_str(), hash, ms_to_sql(now_ms)])?;
+            R::Registered(if inserted == 1 {
+                Ok(())
+            } else {
+                Err(StorageError::UserTaken)
+            })
+        }
+        Finish::Login {
+            user,
+            verified,
+            rehash,
+        } => {
+            // The password may have changed while this one was being verified; a login with
+            // the old password must not hand out a token that outlives the change.
+            let new_hash = rehash.as_deref().unwrap_or(&verified);
+            if swap_hash(conn, &user, &verified, new_hash)? {
+                R::Authenticated(Ok(login(conn, &user, None, now_ms, hasher)?))
+            } else {
+                R::Authenticated(Err(StorageError::BadCredentials))
+            }
+        }
+        Finish::ChangePassword {
+            user,
+            verified,
+            new_hash,
+        } => {
+            if swap_hash(conn, &user, &verified, &new_hash)? {
+                conn.prepare_cached("DELETE FROM tokens WHERE user = ?1")?
+                    .execute([user.as_str()])?;
+                R::PasswordChanged(Ok(()))
+            } else {
+                R::PasswordChanged(Err(StorageError::BadCredentials))
+            }
+        }
+        Finish::Done(result) => result,
+    })
+}
+
+pub(crate) fn users(conn: &Connection) -> Result<Vec<UserId>, StoreError> {
+    let mut stmt = conn.prepare_cached("SELECT user FROM accounts ORDER BY user")?;
+    let users = stmt
+        .query_map([], |row| user_at(row, 0))?
+        .collect::<Result<_, _>>()?;
+    Ok(users)
+}
+
+fn user_exists(conn: &Connection, user: &UserId) -> Result<bool, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM accounts WHERE user = ?1")?
+        .query_row([user.as_str()], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
+fn password_hash(conn: &Connection, user: &UserId) -> Result<Option<String>, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT password_hash FROM accounts WHERE user = ?1")?
+        .query_row([user.as_str()], |row| row.get(0))
+        .optional()?)
+}
+
+/// Replaces the hash only if it still is `expected`: whether it was.
+fn swap_hash(
+    conn: &Connection,
+    user: &UserId,
+    expected: &str,
+    new_hash: &str,
+) -> Result<bool, StoreError> {
+    let changed = conn
+        .prepare_cached(
+            "UPDATE accounts SET password_hash = ?3 WHERE user = ?1 AND password_hash = ?2",
+        )?
+        .execute(params![user.as_str(), expected, new_hash])?;
+    Ok(changed == 1)
+}
+
+fn sha256(token: &[u8]) -> Vec<u8> {
+    Sha256::digest(token).to_vec()
+}
+
+/// A login by resume token. The presented token stays valid until the one issued now is used:
+/// if this LoginOk never reaches the client, it can still resume with what it has.
+fn resume(
+    conn: &Connection,
+    user: &UserId,
+    token: &[u8],
+    now_ms: u64,
+    hasher: &Hasher,
+) -> Result<Result<Account, StorageError>, StoreError> {
+    if token.len() != TOKEN_LEN {
+        return Ok(Err(StorageError::BadCredentials));
+    }
+    let found: Option<(i64, Option<i64>)> = conn
+        .prepare_cached("SELECT id, parent FROM tokens WHERE user = ?1 AND token_sha256 = ?2")?
+        .query_row(params![user.as_str(), sha256(token)], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })
+        .optional()?;
+    let Some((id, parent)) = found else {
+        return Ok(Err(StorageError::BadCredentials));
+    };
+    if let Some(parent) = parent {
+        // The client has this token, so it got the LoginOk that carried it: the token it was
+        // issued for is spent, and so are its other successors, whose LoginOk got lost.
+        conn.prepare_cached(
+            "DELETE FROM tokens WHERE user = ?1 AND (id = ?2 OR (parent = ?2 AND id <> ?3))",
+        )?
+        .execute(params![user.as_str(), parent, id])?;
+    }
+    Ok(Ok(login(conn, user, Some(id), now_ms, hasher)?))
+}
+
+/// Issues a fresh resume token and reads the account.
+fn login(
+    conn: &Connection,
+    user: &UserId,
+    parent: Option<i64>,
+    now_ms: u64,
+    hasher: &Hasher,
+) -> Result<Account, StoreError> {
+    let mut token = vec![0u8; TOKEN_LEN];
+    hasher.fill_random(&mut token)?;
+    conn.prepare_cached(
+        "INSERT INTO tokens (user, token_sha256, parent, created_at_ms) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![
+        user.as_str(),
+        sha256(&token),
+        parent,
+        ms_to_sql(now_ms)
+    ])?;
+    conn.prepare_cached(
+        "DELETE FROM tokens WHERE user = ?1 AND id NOT IN
+             (SELECT id FROM tokens WHERE user = ?1 ORDER BY id DESC LIMIT ?2)",
+    )?
+    .execute(params![user.as_str(), MAX_TOKENS_PER_USER as i64])?;
+    Ok(Account {
+        contacts: contacts(conn, user)?,
+        resume_token: token,
+    })
+}
+
+fn contacts(conn: &Connection, user: &UserId) -> Result<Vec<UserId>, StoreError> {
+    // SQLite's BINARY collation orders like `UserId`'s `Ord`: bytewise.
+    let mut stmt =
+        conn.prepare_cached("SELECT contact FROM contacts WHERE user = ?1 ORDER BY contact")?;
+    let contacts = stmt
+        .query_map([user.as_str()], |row| user_at(row, 0))?
+        .collect::<Result<_, _>>()?;
+    Ok(contacts)
+}
+
+fn set_contact(
+    conn: &Connection,
+    user: &UserId,
+    contact: &UserId,
+    add: bool,
+) -> Result<Result<(), StorageError>, StoreError> {
+    if !user_exists(conn, contact)? {
+        return Ok(Err(StorageError::NoSuchUser));
+    }
+    let sql = if add {
+        "INSERT INTO contacts (user, contact) VALUES (?1, ?2) ON CONFLICT DO NOTHING"
+    } else {
+        "DELETE FROM contacts WHERE user = ?1 AND contact = ?2"
+    };
+    conn.prepare_cached(sql)?
+        .execute([user.as_str(), contact.as_str()])?;
+    Ok(Ok(()))
+}
+
+struct NewMessage {
+    from: UserId,
+    to: UserId,
+    id: u64,
+    body: String,
+    attachment: Option<Attachment>,
+}
+
+/// The columns `delivery_at` reads, in its order.
+macro_rules! delivery_columns {
+    () => {
+        "seq, sender, client_id, body, attachment_mime, attachment_name, attachment_data, \
+         sent_at_ms, recipient"
+    };
+}
+
+/// A row selected with `delivery_columns!`, and its recipient.
+fn delivery_at(row: &Row<'_>) -> rusqlite::Result<(Delivery, UserId)> {
+    let mime: Option<String> = row.get(4)?;
+    let attachment = match mime {
+        Some(mime) => Some(Attachment {
+            mime,
+            name: row.get::<_, Option<String>>(5)?.unwrap_or_default(),
+            data: row.get::<_, Option<Vec<u8>>>(6)?.unwrap_or_default(),
+        }),
+        None => None,
+    };
+    let delivery = Delivery {
+        seq: u64_from_sql(row.get(0)?),
+        from: user_at(row, 1)?,
+        id: id_from_sql(row.get(2)?),
+        body: row.get(3)?,
+        attachment,
+        sent_at_ms: u64_from_sql(row.get(7)?),
+    };
+    Ok((delivery, user_at(row, 8)?))
+}
+
+fn store_message(
+    conn: &Connection,
+    msg: NewMessage,
+    now_ms: u64,
+) -> Result<Result<Stored, StorageError>, StoreError> {
+    let first = conn
+        .prepare_cached(concat!(
+            "SELECT ",
+            delivery_columns!(),
+            " FROM messages WHERE sender = ?1 AND client_id = ?2"
+        ))?
+        .query_row(params![msg.from.as_str(), id_to_sql(msg.id)], delivery_at)
+        .optional()?;
+    if let Some((delivery, to)) = first {
+        return Ok(Ok(Stored {
+            to,
+            delivery,
+            duplicate: true,
+        }));
+    }
+    if !user_exists(conn, &msg.to)? || !user_exists(conn, &msg.from)? {
+        return Ok(Err(StorageError::NoSuchUser));
+    }
+    let (mime, name, data) = match &msg.attachment {
+        Some(a) => (Some(&a.mime), Some(&a.name), Some(&a.data)),
+        None => (None, None, None),
+    };
+    let sent_at = ms_to_sql(now_ms);
+    let seq: i64 = conn
+        .prepare_cached(
+            "INSERT INTO messages (sender, recipient, client_id, body, attachment_mime,
+                                   attachment_name, attachment_data, sent_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING seq",
+        )?
+        .query_row(
+            params![
+                msg.from.as_str(),
+                msg.to.as_str(),
+                id_to_sql(msg.id),
+                msg.body,
+                mime,
+                name,
+                data,
+                sent_at
+            ],
+            |row| row.get(0),
+        )?;
+    Ok(Ok(Stored {
+        to: msg.to,
+        delivery: Delivery {
+            seq: u64_from_sql(seq),
+            from: msg.from,
+            id: msg.id,
+            body: msg.body,
+            attachment: msg.attachment,
+            sent_at_ms: u64_from_sql(sent_at),
+        },
+        duplicate: false,
+    }))
+}
+
+fn mailbox(conn: &Connection, user: &UserId) -> Result<Vec<Delivery>, StoreError> {
+    let mut stmt = conn.prepare_cached(concat!(
+        "SELECT ",
+        delivery_columns!(),
+        " FROM messages WHERE recipient = ?1 AND delivered = 0 ORDER BY seq"
+    ))?;
+    let deliveries = stmt
+        .query_map([user.as_str()], |row| delivery_at(row).map(|(d, _)| d))?
+        .collect::<Result<_, _>>()?;
+    Ok(deliveries)
+}
+
+fn mark_delivered(conn: &Connection, user: &UserId, seqs: &[u64]) -> Result<(), StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "UPDATE messages SET delivered = 1 WHERE seq = ?1 AND recipient = ?2 AND delivered = 0",
+    )?;
+    // A seq beyond i64 was never issued, so it names nothing to mark.
+    for seq in seqs.iter().filter_map(|&s| i64::try_from(s).ok()) {
+        stmt.execute(params![seq, user.as_str()])?;
+    }
+    Ok(())
+}
+
+fn history(
+    conn: &Connection,
+    user: &UserId,
+    with: &UserId,
+    before: Option<u64>,
+    limit: u16,
+) -> Result<Vec<HistoryItem>, StoreError> {
+    let limit = limit.min(MAX_HISTORY_LIMIT);
+    let before = before.map_or(i64::MAX, |b| i64::try_from(b).unwrap_or(i64::MAX));
+    // The same pair whichever way round, to match the `messages_history` index expressions.
+    let (lo, hi) = if user <= with {
+        (user, with)
+    } else {
+        (with, user)
+    };
+    let mut stmt = conn.prepare_cached(
+        "SELECT seq, sender, recipient, body, attachment_mime, attachment_name,
+                length(attachment_data), sent_at_ms
+         FROM messages
+         WHERE min(sender, recipient) = ?1 AND max(sender, recipient) = ?2 AND seq < ?3
+         ORDER BY seq DESC LIMIT ?4",
+    )?;
+    let items = stmt
+        .query_map(
+            params![lo.as_str(), hi.as_str(), before, i64::from(limit)],
+            |row| {
+                let mime: Option<String> = row.get(4)?;
+                let attachment = match mime {
+                    Some(mime) => Some(AttachmentInfo {
+                        mime,
+                        name: row.get::<_, Option<String>>(5)?.unwrap_or_default(),
+                        size: u64_from_sql(row.get::<_, Option<i64>>(6)?.unwrap_or(0)),
+                    }),
+                    None => None,
+                };
+                Ok(HistoryItem {
+                    seq: u64_from_sql(row.get(0)?),
+                    from: user_at(row, 1)?,
+                    to: user_at(row, 2)?,
+                    body: row.get(3)?,
+                    attachment,
+                    sent_at_ms: u64_from_sql(row.get(7)?),
+                })
+            },
+        )?
+        .collect::<Result<_, _>>()?;
+    Ok(items)
+}
+
+fn user_at(row: &Row<'_>, idx: usize) -> rusqlite::Result<UserId> {
+    let name: String = row.get(idx)?;
+    UserId::new(name)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(idx, Type::Text, Box::new(e)))
+}
+
+/// Sender ids span all of u64 and SQLite integers are signed: stored bit for bit.
+fn id_to_sql(id: u64) -> i64 {
+    i64::from_ne_bytes(id.to_ne_bytes())
+}
+
+fn id_from_sql(v: i64) -> u64 {
+    u64::from_ne_bytes(v.to_ne_bytes())
+}
+
+fn ms_to_sql(ms: u64) -> i64 {
+    i64::try_from(ms).unwrap_or(i64::MAX)
+}
+
+/// For values this crate only ever writes non-negative (seqs, times, sizes).
+fn u64_from_sql(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}

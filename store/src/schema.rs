@@ -1,0 +1,91 @@
+//! The schema, as an append-only list of migrations. `PRAGMA user_version` counts how many
+//! have been applied; a step is never edited once released, only followed by another.
+
+use crate::error::StoreError;
+use rusqlite::{Connection, TransactionBehavior};
+
+/// Migration `i` takes a database from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[
+    // 1: accounts, resume tokens, contacts, messages.
+    "
+    CREATE TABLE accounts (
+        user          TEXT    NOT NULL PRIMARY KEY,
+        password_hash TEXT    NOT NULL,
+        created_at_ms INTEGER NOT NULL
+    ) STRICT;
+
+    -- Only the SHA-256 of a token is kept, so a copy of the database logs nobody in.
+    -- `parent` is the token this one was issued for; it stays valid until this one is used,
+    -- so a client whose LoginOk got lost can still resume with the token it has.
+    CREATE TABLE tokens (
+        id            INTEGER NOT NULL PRIMARY KEY,
+        user          TEXT    NOT NULL REFERENCES accounts(user) ON DELETE CASCADE,
+        token_sha256  BLOB    NOT NULL UNIQUE,
+        parent        INTEGER,
+        created_at_ms INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX tokens_by_user ON tokens(user, id);
+
+    CREATE TABLE contacts (
+        user    TEXT NOT NULL REFERENCES accounts(user) ON DELETE CASCADE,
+        contact TEXT NOT NULL REFERENCES accounts(user) ON DELETE CASCADE,
+        PRIMARY KEY (user, contact)
+    ) STRICT, WITHOUT ROWID;
+
+    -- AUTOINCREMENT: a seq is never reused, even for a deleted newest row, because clients
+    -- acknowledge and page history by seq.
+    -- client_id holds the sender's u64 id bit-cast to i64: SQLite integers are signed.
+    CREATE TABLE messages (
+        seq             INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT,
+        sender          TEXT    NOT NULL REFERENCES accounts(user),
+        recipient       TEXT    NOT NULL REFERENCES accounts(user),
+        client_id       INTEGER NOT NULL,
+        body            TEXT    NOT NULL,
+        attachment_mime TEXT,
+        attachment_name TEXT,
+        attachment_data BLOB,
+        sent_at_ms      INTEGER NOT NULL,
+        delivered       INTEGER NOT NULL DEFAULT 0 CHECK (delivered IN (0, 1)),
+        UNIQUE (sender, client_id)
+    ) STRICT;
+    -- Partial: delivered messages, the vast majority, drop out of the mailbox index.
+    CREATE INDEX messages_mailbox ON messages(recipient, seq) WHERE delivered = 0;
+    -- One range scan per conversation, whichever side sent each message.
+    CREATE INDEX messages_history
+        ON messages(min(sender, recipient), max(sender, recipient), seq);
+    ",
+];
+
+/// The schema version this build creates and understands.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+pub(crate) fn user_version(conn: &Connection) -> Result<i64, StoreError> {
+    Ok(conn.pragma_query_value(None, "user_version", |row| row.get(0))?)
+}
+
+/// Brings the schema up to `SCHEMA_VERSION`, one transaction per step, so a crash leaves the
+/// database at some whole version.
+pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    loop {
+        // Immediate, and the version read inside: another process opening the same file
+        // must not run the same step twice.
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let version = user_version(&tx)?;
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::SchemaTooNew {
+                found: version,
+                known: SCHEMA_VERSION,
+            });
+        }
+        let Ok(index) = usize::try_from(version) else {
+            return Err(StoreError::SchemaUnknown(version));
+        };
+        let Some(step) = MIGRATIONS.get(index) else {
+            return Ok(());
+        };
+        tx.execute_batch(step)?;
+        tx.pragma_update(None, "user_version", version + 1)?;
+        tx.commit()?;
+        tracing::info!(version = version + 1, "migrated database schema");
+    }
+}

@@ -1,0 +1,205 @@
+//! Tests that need the connection inside a `Db`.
+
+use crate::db::{HashMode, Outcome, Work};
+use crate::ops::{HashJob, Kind};
+use crate::{Db, DbOptions, HashCost, Hasher, StorageService};
+use breeze_core::message::Credential;
+use breeze_core::storage::{StorageError, StorageOp, StorageResult};
+use breeze_core::{RequestId, UserId};
+use std::sync::mpsc;
+
+const NOW: u64 = 1_700_000_000_000;
+
+fn user(name: &str) -> UserId {
+    UserId::new(name).expect("valid user name")
+}
+
+fn hasher() -> Hasher {
+    Hasher::new(HashCost::fast_for_tests()).expect("hasher")
+}
+
+fn register(name: &str) -> StorageOp {
+    StorageOp::Register {
+        user: user(name),
+        password: "password".to_owned(),
+    }
+}
+
+fn message(id: u64) -> StorageOp {
+    StorageOp::StoreMessage {
+        from: user("alice"),
+        to: user("alice"),
+        id,
+        body: "hi".to_owned(),
+        attachment: None,
+    }
+}
+
+fn count(db: &Db, table: &str) -> i64 {
+    db.conn
+        .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+        .expect("count")
+}
+
+/// Every later COMMIT turns into a rollback and fails, as a full disk would make it.
+fn break_commits(db: &mut Db) {
+    db.conn.commit_hook(Some(|| true)).expect("commit hook");
+}
+
+#[test]
+fn a_batch_whose_commit_fails_leaves_nothing() {
+    let mut db = Db::open_in_memory(&DbOptions::default()).expect("db");
+    let hasher = hasher();
+    db.apply(RequestId(0), register("alice"), NOW, &hasher);
+    break_commits(&mut db);
+    let ops = vec![
+        (RequestId(1), register("bob")),
+        (RequestId(2), message(1)),
+        (
+            RequestId(3),
+            StorageOp::Authenticate {
+                user: user("alice"),
+                credential: Credential::Password("password".to_owned()),
+            },
+        ),
+        (
+            RequestId(4),
+            StorageOp::LoadMailbox {
+                user: user("alice"),
+            },
+        ),
+    ];
+    let results = db.apply_batch(ops, NOW, &hasher);
+    assert_eq!(results.len(), 4);
+    for (i, (id, result)) in results.iter().enumerate() {
+        assert_eq!(id.0, i as u64 + 1);
+        let failed = match result {
+            StorageResult::Registered(r) => matches!(r, Err(StorageError::Failed(_))),
+            StorageResult::MessageStored(r) => matches!(r, Err(StorageError::Failed(_))),
+            StorageResult::Authenticated(r) => matches!(r, Err(StorageError::Failed(_))),
+            StorageResult::MailboxLoaded(r) => matches!(r, Err(StorageError::Failed(_))),
+            _ => false,
+        };
+        assert!(failed, "{result:?}");
+    }
+    assert_eq!(count(&db, "accounts"), 1);
+    assert_eq!(count(&db, "messages"), 0);
+    assert_eq!(count(&db, "tokens"), 0);
+
+    db.conn.commit_hook(None::<fn() -> bool>).expect("unhook");
+    assert_eq!(
+        db.apply(RequestId(5), register("bob"), NOW, &hasher),
+        StorageResult::Registered(Ok(()))
+    );
+}
+
+#[test]
+fn the_service_reports_a_failed_commit_for_every_request() {
+    let mut db = Db::open_in_memory(&DbOptions::default()).expect("db");
+    db.apply(RequestId(0), register("alice"), NOW, &hasher());
+    break_commits(&mut db);
+    let (tx, rx) = mpsc::channel();
+    let service = StorageService::start(db, hasher(), 1, move |id, result| {
+        let _ = tx.send((id, result));
+    })
+    .expect("start");
+    service.submit(RequestId(1), message(1));
+    service.submit(RequestId(2), register("bob"));
+    service.shutdown();
+    let mut results: Vec<_> = rx.try_iter().collect();
+    results.sort_by_key(|(id, _)| *id);
+    assert!(matches!(
+        results.as_slice(),
+        [
+            (
+                RequestId(1),
+                StorageResult::MessageStored(Err(StorageError::Failed(_)))
+            ),
+            (
+                RequestId(2),
+                StorageResult::Registered(Err(StorageError::Failed(_)))
+            ),
+        ]
+    ));
+}
+
+#[test]
+fn a_password_changed_during_verification_does_not_log_in() {
+    let mut db = Db::open_in_memory(&DbOptions::default()).expect("db");
+    let hasher = hasher();
+    db.apply(RequestId(0), register("alice"), NOW, &hasher);
+    let login = StorageOp::Authenticate {
+        user: user("alice"),
+        credential: Credential::Password("password".to_owned()),
+    };
+    let mut outcomes = db.run_batch(
+        vec![(RequestId(1), Work::Op(login))],
+        NOW,
+        &hasher,
+        HashMode::Defer,
+    );
+    let Some((_, Outcome::Hash(job))) = outcomes.pop() else {
+        panic!("expected a hash job");
+    };
+    assert!(matches!(job, HashJob::Login { .. }));
+    let verified = job.run(&hasher);
+
+    let change = StorageOp::ChangePassword {
+        user: user("alice"),
+        old: "password".to_owned(),
+        new: "new password".to_owned(),
+    };
+    assert_eq!(
+        db.apply(RequestId(2), change, NOW, &hasher),
+        StorageResult::PasswordChanged(Ok(()))
+    );
+    let mut outcomes = db.run_batch(
+        vec![(RequestId(1), Work::Hashed(Kind::Authenticate, verified))],
+        NOW,
+        &hasher,
+        HashMode::Defer,
+    );
+    assert!(matches!(
+        outcomes.pop(),
+        Some((
+            RequestId(1),
+            Outcome::Done(StorageResult::Authenticated(Err(
+                StorageError::BadCredentials
+            )))
+        ))
+    ));
+    assert_eq!(count(&db, "tokens"), 0);
+}
+
+#[test]
+fn mailbox_and_history_queries_use_their_indexes() {
+    let db = Db::open_in_memory(&DbOptions::default()).expect("db");
+    let plan = |sql: &str, params: &[&str]| -> String {
+        let mut stmt = db
+            .conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .expect("explain");
+        let rows = stmt
+            .query_map(rusqlite::params_from_iter(params), |r| {
+                r.get::<_, String>(3)
+            })
+            .expect("plan");
+        rows.collect::<Result<Vec<_>, _>>()
+            .expect("plan rows")
+            .join("; ")
+    };
+    let history = plan(
+        "SELECT seq FROM messages
+         WHERE min(sender, recipient) = ?1 AND max(sender, recipient) = ?2 AND seq < 10
+         ORDER BY seq DESC LIMIT 5",
+        &["a", "b"],
+    );
+    assert!(history.contains("messages_history"), "{history}");
+    assert!(!history.contains("TEMP B-TREE"), "{history}");
+    let mailbox = plan(
+        "SELECT seq FROM messages WHERE recipient = ?1 AND delivered = 0 ORDER BY seq",
+        &["a"],
+    );
+    assert!(mailbox.contains("messages_mailbox"), "{mailbox}");
+    assert!(!mailbox.contains("TEMP B-TREE"), "{mailbox}");
+}
