@@ -4,11 +4,13 @@
 //! and reports back with `Server::handle_storage`. Password hashes never reach the core: it
 //! receives verdicts.
 //!
-//! Ordering: the host applies requests that change data (`Register`, `ChangePassword`,
-//! `SetContact`, `StoreMessage`, `MarkDelivered`) in the order they were emitted and reports
-//! their results in that order. Read-only and verifying requests (`Authenticate`,
-//! `LoadMailbox`, `LoadHistory`) may complete in any order, but a read reflects every write
-//! whose result was reported before the read was emitted.
+//! Ordering: the host applies the plain writes (`SetContact`, `StoreMessage`,
+//! `MarkDelivered`) in the order they were emitted and reports their results in that order.
+//! Verifying requests (`Register`, `Authenticate`, `ChangePassword`: they hash off the
+//! writer's thread) and reads (`LoadMailbox`, `LoadHistory`) may complete in any order, but a
+//! read reflects every write whose result was reported before the read was emitted. The core
+//! relies on no more: it adds a user to its directory only once `Registered` is back, and
+//! allows one login per connection at a time.
 
 use crate::ids::UserId;
 use crate::message::{Attachment, Credential, Delivery, HistoryItem};

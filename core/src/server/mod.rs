@@ -153,8 +153,9 @@ impl Server {
         if self.conns.contains_key(&conn) {
             return;
         }
-        let c = Conn::new(now);
-        self.heartbeats.push(c.deadline(&self.cfg), conn);
+        let mut c = Conn::new(now);
+        c.armed = c.deadline(&self.cfg);
+        self.heartbeats.push(c.armed, conn);
         self.conns.insert(conn, c);
     }
 
@@ -172,6 +173,15 @@ impl Server {
             Phase::AwaitHello => self.on_hello(now, conn, msg),
             Phase::Ready { .. } => self.on_anonymous(now, conn, msg),
             Phase::Session(_) => self.on_session(now, conn, msg),
+        }
+        // Deadlines normally only move later, which the lazy queue absorbs; the end of the
+        // handshake can move one earlier (heartbeat timeout shorter than the handshake's).
+        if let Some(c) = self.conns.get_mut(&conn) {
+            let deadline = c.deadline(&self.cfg);
+            if deadline < c.armed {
+                c.armed = deadline;
+                self.heartbeats.push(deadline, conn);
+            }
         }
     }
 
@@ -480,7 +490,9 @@ impl Server {
         );
         if end == SessionEnd::Closed(CloseReason::Replaced) {
             // The replacing session is added right after; no flap is announced.
-        } else if died && !self.cfg.offline_grace.is_zero() {
+            return;
+        }
+        if died && !self.cfg.offline_grace.is_zero() {
             let until = now + self.cfg.offline_grace;
             u.lingering = Some(until);
             self.graces.push(until, user);

@@ -13,6 +13,9 @@ pub(crate) struct Conn {
     pub(crate) opened: Instant,
     /// Time of the last inbound frame: any frame is life, not only pings.
     pub(crate) last_seen: Instant,
+    /// The deadline this connection's live entry in the heartbeat queue carries; entries
+    /// with any other instant are superseded and skipped.
+    pub(crate) armed: Instant,
     pub(crate) phase: Phase,
 }
 
@@ -50,6 +53,7 @@ impl Conn {
         Conn {
             opened: now,
             last_seen: now,
+            armed: now,
             phase: Phase::AwaitHello,
         }
     }
