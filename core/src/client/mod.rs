@@ -1,1 +1,741 @@
-//! Client state machine (being written).
+//! The client state machine: connect, handshake, log in, stay alive, reconnect.
+//!
+//! Sans-IO like the server: the host opens the socket when asked (`ClientOutput::Connect`),
+//! reports what happened (`handle_connected`, `handle_frame`, `handle_disconnected`), wakes the
+//! client at `poll_timeout()`, and performs `poll_output()` in order. The application talks to
+//! the same value: commands in (`send_message`, `set_status`, …), `poll_event()` out.
+//!
+//! What survives a reconnect: the outbox (re-sent with the same ids, the server dedupes), the
+//! desired status (re-asserted by `Login`), contact changes made while offline, the resume
+//! token, and the set of delivered seqs (so a redelivery never reaches the application twice).
+//!
+//! Commands that only make sense online — `request_history`, `admin_who`, `change_password` —
+//! are not queued while not logged in: they answer at once with
+//! `ClientEvent::Error { code: NotLoggedIn }`, since a stale history page or a password change
+//! landing minutes later would surprise the user more than a refusal.
+
+mod backoff;
+mod config;
+mod connection;
+mod dedupe;
+mod event;
+mod outbox;
+#[cfg(test)]
+mod tests;
+mod view;
+
+pub use backoff::jitter_bounds;
+pub use config::{ClientConfig, Mode};
+pub use event::{ClientEvent, ClientOutput, ClientState, StopReason};
+
+use crate::codec::{self, encode_frame};
+use crate::ids::UserId;
+use crate::message::{
+    Attachment, ClientMsg, CloseReason, Credential, ErrorCode, MAGIC, PROTOCOL_VERSION, Presence,
+    PresenceEntry, RequestKind, ServerMsg, Status,
+};
+use crate::time::{Duration, Instant};
+use backoff::Backoff;
+use connection::{Connection, Heartbeat, LoginStep, Stage};
+use dedupe::{REMEMBERED_SEQS, SeenSeqs};
+use outbox::{Outbox, Outgoing};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::fmt;
+use view::PresenceView;
+
+/// The server reads at most this much of `Hello::client`.
+const MAX_CLIENT_NAME: usize = 64;
+
+#[derive(Debug)]
+enum Phase {
+    Disconnected { retry_at: Instant },
+    Connecting { login_deadline: Instant },
+    Connected(Connection),
+    Stopped(StopReason),
+}
+
+/// Whether the host still holds a socket the client must tell it to close.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Socket {
+    Open,
+    ClosedByHost,
+}
+
+/// One user's connection to a Breeze server, across reconnects.
+pub struct Client {
+    user: UserId,
+    password: String,
+    client_name: String,
+    mode: Mode,
+    connect_timeout: Duration,
+    phase: Phase,
+    backoff: Backoff,
+    token: Option<Vec<u8>>,
+    /// A `Register` went out on a connection that died before the answer: the account may be
+    /// ours already, so `UserTaken` is checked with a password login before giving up.
+    register_in_doubt: bool,
+    /// New passwords of `ChangePassword`s in flight, oldest first (answers come in order).
+    password_changes: VecDeque<String>,
+    /// A password change whose answer was lost with its connection: tried when the known
+    /// password is refused.
+    password_in_doubt: Option<String>,
+    /// Desired, and as last confirmed: re-asserted at every login.
+    status: Status,
+    contacts: BTreeSet<UserId>,
+    /// Contact changes made while not logged in; `true` adds. The last change per user wins.
+    contact_changes: BTreeMap<UserId, bool>,
+    view: PresenceView,
+    seen: SeenSeqs,
+    outbox: Outbox,
+    /// Seqs delivered by the frames of the current `handle_frame(s)` call.
+    pending_acks: Vec<u64>,
+    next_nonce: u64,
+    outputs: VecDeque<ClientOutput>,
+    events: VecDeque<ClientEvent>,
+}
+
+impl Client {
+    /// A client that wants to connect at once: `poll_output` yields `Connect`.
+    pub fn new(cfg: ClientConfig, now: Instant) -> Client {
+        let mut client = Client {
+            view: PresenceView::new(cfg.user.clone()),
+            user: cfg.user,
+            password: cfg.password,
+            client_name: truncate(cfg.client_name, MAX_CLIENT_NAME),
+            mode: cfg.mode,
+            connect_timeout: cfg.connect_timeout,
+            phase: Phase::Stopped(StopReason::LoggedOut),
+            backoff: Backoff::new(cfg.backoff_base, cfg.backoff_max, cfg.seed),
+            token: None,
+            register_in_doubt: false,
+            password_changes: VecDeque::new(),
+            password_in_doubt: None,
+            status: cfg.status,
+            contacts: BTreeSet::new(),
+            contact_changes: BTreeMap::new(),
+            seen: SeenSeqs::new(REMEMBERED_SEQS),
+            outbox: Outbox::new(cfg.id_base),
+            pending_acks: Vec::new(),
+            next_nonce: 0,
+            outputs: VecDeque::new(),
+            events: VecDeque::new(),
+        };
+        client.begin_connect(now);
+        client
+    }
+
+    // ---- host inputs ----
+
+    /// The connection requested by `Connect` is up.
+    pub fn handle_connected(&mut self, now: Instant) {
+        match self.phase {
+            Phase::Connecting { login_deadline } => {
+                self.phase = Phase::Connected(Connection {
+                    login_deadline,
+                    stage: Stage::Handshaking,
+                    heartbeat: None,
+                    last_sent: now,
+                    last_received: now,
+                });
+                self.events.push_back(ClientEvent::Connected);
+                let hello = ClientMsg::Hello {
+                    magic: MAGIC,
+                    version: PROTOCOL_VERSION,
+                    client: self.client_name.clone(),
+                };
+                self.send(now, &hello);
+            }
+            Phase::Connected(_) => {}
+            // A connect that completed after the client stopped wanting it.
+            Phase::Disconnected { .. } | Phase::Stopped(_) => {
+                self.outputs.push_back(ClientOutput::Disconnect)
+            }
+        }
+    }
+
+    /// One frame payload, without its length prefix.
+    pub fn handle_frame(&mut self, now: Instant, payload: &[u8]) {
+        self.handle_frames(now, [payload]);
+    }
+
+    /// Several frame payloads read together; their deliveries are acked in one `Ack`.
+    pub fn handle_frames<'a>(
+        &mut self,
+        now: Instant,
+        payloads: impl IntoIterator<Item = &'a [u8]>,
+    ) {
+        for payload in payloads {
+            self.ingest(now, payload);
+        }
+        if !self.pending_acks.is_empty() {
+            let seqs = std::mem::take(&mut self.pending_acks);
+            self.send(now, &ClientMsg::Ack { seqs });
+        }
+    }
+
+    /// The socket closed, or the connect failed.
+    pub fn handle_disconnected(&mut self, now: Instant) {
+        if matches!(self.phase, Phase::Connecting { .. } | Phase::Connected(_)) {
+            self.reconnect_later(now, None, Socket::ClosedByHost);
+        }
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        match &self.phase {
+            Phase::Disconnected { retry_at } if now >= *retry_at => self.begin_connect(now),
+            Phase::Connecting { login_deadline } if now >= *login_deadline => {
+                self.reconnect_later(now, None, Socket::Open)
+            }
+            Phase::Connected(conn) => {
+                if conn.give_up_at().is_some_and(|t| now >= t) {
+                    self.reconnect_later(now, None, Socket::Open);
+                } else if conn.ping_at().is_some_and(|t| now >= t) {
+                    let nonce = self.next_nonce;
+                    self.next_nonce = self.next_nonce.wrapping_add(1);
+                    self.send(now, &ClientMsg::Ping { nonce });
+                }
+            }
+            _ => {}
+        }
+    }
+
+    pub fn poll_output(&mut self) -> Option<ClientOutput> {
+        self.outputs.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<ClientEvent> {
+        self.events.pop_front()
+    }
+
+    /// When `handle_timeout` wants to be called next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match &self.phase {
+            Phase::Disconnected { retry_at } => Some(*retry_at),
+            Phase::Connecting { login_deadline } => Some(*login_deadline),
+            Phase::Connected(conn) => conn.give_up_at().into_iter().chain(conn.ping_at()).min(),
+            Phase::Stopped(_) => None,
+        }
+    }
+
+    // ---- application commands ----
+
+    /// Queues a message and returns its id. It stays queued (and is re-sent after every
+    /// reconnect) until `MessageSent` or `SendFailed` names that id.
+    pub fn send_message(
+        &mut self,
+        now: Instant,
+        to: UserId,
+        body: String,
+        attachment: Option<Attachment>,
+    ) -> u64 {
+        let msg = self.outbox.push(to, body, attachment);
+        let (id, wire) = (msg.id, msg.to_msg());
+        if self.is_logged_in() {
+            self.send(now, &wire);
+        }
+        id
+    }
+
+    /// Takes effect at once when logged in, otherwise with the next login.
+    pub fn set_status(&mut self, now: Instant, status: Status) {
+        self.status = status;
+        if self.is_logged_in() {
+            self.send(now, &ClientMsg::SetStatus { status });
+        }
+    }
+
+    pub fn add_contact(&mut self, now: Instant, user: UserId) {
+        self.change_contact(now, user, true);
+    }
+
+    pub fn remove_contact(&mut self, now: Instant, user: UserId) {
+        self.change_contact(now, user, false);
+    }
+
+    /// Online only. On success later logins use `new`.
+    pub fn change_password(&mut self, now: Instant, old: String, new: String) {
+        if self.send_online(
+            now,
+            ClientMsg::ChangePassword {
+                old,
+                new: new.clone(),
+            },
+        ) {
+            self.password_changes.push_back(new);
+        }
+    }
+
+    /// Online only.
+    pub fn request_history(&mut self, now: Instant, with: UserId, before: Option<u64>, limit: u16) {
+        self.send_online(
+            now,
+            ClientMsg::History {
+                with,
+                before,
+                limit,
+            },
+        );
+    }
+
+    /// Online only.
+    pub fn admin_who(&mut self, now: Instant) {
+        self.send_online(now, ClientMsg::AdminWho);
+    }
+
+    /// Ends the session for good: `Logout` if logged in, then `Disconnect` and `Stopped`.
+    /// Unsent messages stay queued for a later `start`.
+    pub fn logout(&mut self, now: Instant) {
+        if matches!(self.phase, Phase::Stopped(_)) {
+            return;
+        }
+        if self.is_logged_in() {
+            self.send(now, &ClientMsg::Logout);
+        }
+        self.stop(StopReason::LoggedOut, None);
+    }
+
+    /// Connects again after `Stopped`; while waiting to retry, retries now.
+    pub fn start(&mut self, now: Instant) {
+        match self.phase {
+            Phase::Stopped(_) => {
+                self.backoff.reset();
+                self.begin_connect(now);
+            }
+            Phase::Disconnected { .. } => self.begin_connect(now),
+            Phase::Connecting { .. } | Phase::Connected(_) => {}
+        }
+    }
+
+    // ---- views ----
+
+    pub fn state(&self) -> ClientState {
+        match &self.phase {
+            Phase::Disconnected { retry_at } => ClientState::Disconnected {
+                retry_at: *retry_at,
+            },
+            Phase::Connecting { .. } => ClientState::Connecting,
+            Phase::Connected(conn) => match conn.stage {
+                Stage::Handshaking => ClientState::Handshaking,
+                Stage::LoggingIn(_) => ClientState::LoggingIn,
+                Stage::LoggedIn => ClientState::LoggedIn,
+            },
+            Phase::Stopped(reason) => ClientState::Stopped(*reason),
+        }
+    }
+
+    pub fn is_logged_in(&self) -> bool {
+        matches!(&self.phase, Phase::Connected(c) if matches!(c.stage, Stage::LoggedIn))
+    }
+
+    /// Everyone the server lets this user see, the user excluded. Kept while disconnected
+    /// (stale then) until the next snapshot replaces it.
+    pub fn presence(&self) -> &BTreeMap<UserId, Presence> {
+        self.view.users()
+    }
+
+    /// The status asserted at the next login, updated by the server's `OwnStatus`.
+    pub fn own_status(&self) -> Status {
+        self.status
+    }
+
+    /// The contact list as the server last sent it.
+    pub fn contacts(&self) -> &BTreeSet<UserId> {
+        &self.contacts
+    }
+
+    /// Messages not yet confirmed durable by the server.
+    pub fn unacked(&self) -> usize {
+        self.outbox.len()
+    }
+
+    /// `(interval, timeout)` from the current connection's `Welcome`.
+    pub fn heartbeat(&self) -> Option<(Duration, Duration)> {
+        match &self.phase {
+            Phase::Connected(conn) => conn.heartbeat.map(|h| (h.interval, h.timeout)),
+            _ => None,
+        }
+    }
+
+    // ---- server messages ----
+
+    fn ingest(&mut self, now: Instant, payload: &[u8]) {
+        // Bytes read before a close the client already acted on belong to no session.
+        let Phase::Connected(conn) = &mut self.phase else {
+            return;
+        };
+        conn.last_received = now;
+        // Variants are only ever appended: what does not decode is likely from a newer
+        // server, and skipping it keeps the session.
+        if let Ok(msg) = codec::decode::<ServerMsg>(payload) {
+            self.on_message(now, msg);
+        }
+    }
+
+    fn on_message(&mut self, now: Instant, msg: ServerMsg) {
+        match msg {
+            ServerMsg::Welcome {
+                heartbeat_interval_ms,
+                heartbeat_timeout_ms,
+                ..
+            } => self.on_welcome(
+                now,
+                Heartbeat {
+                    interval: Duration::from_millis(heartbeat_interval_ms.into()),
+                    timeout: Duration::from_millis(heartbeat_timeout_ms.into()),
+                },
+            ),
+            ServerMsg::Registered { .. } => self.on_registered(now),
+            ServerMsg::LoginOk {
+                user,
+                status,
+                resume_token,
+                contacts,
+            } => self.on_login_ok(now, user, status, resume_token, contacts),
+            ServerMsg::PresenceSnapshot { entries } => {
+                let taken = self.view.replace(entries);
+                self.events.push_back(ClientEvent::PresenceSnapshot(taken));
+            }
+            ServerMsg::PresenceDiff { entries } => {
+                for PresenceEntry { user, presence } in self.view.apply(entries) {
+                    self.events
+                        .push_back(ClientEvent::PresenceChanged { user, presence });
+                }
+            }
+            ServerMsg::OwnStatus { status } => {
+                self.status = status;
+                self.events.push_back(ClientEvent::OwnStatus(status));
+            }
+            ServerMsg::Contacts { contacts } => {
+                self.contacts = contacts.into_iter().collect();
+                let list = self.contacts.iter().cloned().collect();
+                self.events.push_back(ClientEvent::Contacts(list));
+            }
+            ServerMsg::PasswordChanged => {
+                if let Some(new) = self.password_changes.pop_front() {
+                    self.password = new;
+                }
+                // The server revokes every resume token with the old password.
+                self.token = None;
+                self.events.push_back(ClientEvent::PasswordChanged);
+            }
+            ServerMsg::Sent { id, seq } => {
+                // A re-send of a message that had arrived is answered again: report once.
+                if self.outbox.remove(id).is_some() {
+                    self.events.push_back(ClientEvent::MessageSent { id, seq });
+                }
+            }
+            ServerMsg::Deliver(delivery) => {
+                // Acked even when seen: the server redelivers until it has the ack.
+                self.pending_acks.push(delivery.seq);
+                if self.seen.insert(delivery.seq) {
+                    self.events.push_back(ClientEvent::Message(delivery));
+                }
+            }
+            ServerMsg::OfflineDone { count } => {
+                self.events.push_back(ClientEvent::OfflineDone { count })
+            }
+            ServerMsg::History { with, items } => {
+                self.events.push_back(ClientEvent::History { with, items })
+            }
+            ServerMsg::Who { users, connections } => self
+                .events
+                .push_back(ClientEvent::Who { users, connections }),
+            // Any frame proves the server alive; `ingest` already counted this one.
+            ServerMsg::Pong { .. } => {}
+            ServerMsg::Error { request, code, id } => self.on_error(now, request, code, id),
+            ServerMsg::Bye { reason } => {
+                if reason.allows_reconnect() {
+                    self.reconnect_later(now, Some(reason), Socket::Open);
+                } else {
+                    self.stop(StopReason::Closed(reason), Some(reason));
+                }
+            }
+        }
+    }
+
+    fn on_welcome(&mut self, now: Instant, heartbeat: Heartbeat) {
+        let Some(conn) = self.connection_mut() else {
+            return;
+        };
+        if !matches!(conn.stage, Stage::Handshaking) {
+            return;
+        }
+        conn.heartbeat = Some(heartbeat);
+        if self.mode == Mode::Register {
+            let register = ClientMsg::Register {
+                user: self.user.clone(),
+                password: self.password.clone(),
+            };
+            self.send(now, &register);
+            self.set_stage(Stage::LoggingIn(LoginStep::Registering));
+        } else if let Some(token) = self.token.clone() {
+            self.send_login(now, Credential::Token(token));
+            self.set_stage(Stage::LoggingIn(LoginStep::Token));
+        } else {
+            self.login_with_password(now, self.password.clone(), StopReason::BadCredentials);
+        }
+    }
+
+    fn on_registered(&mut self, now: Instant) {
+        if !matches!(self.login_step(), Some(LoginStep::Registering)) {
+            return;
+        }
+        self.mode = Mode::Login;
+        self.register_in_doubt = false;
+        self.events.push_back(ClientEvent::Registered);
+        self.login_with_password(now, self.password.clone(), StopReason::BadCredentials);
+    }
+
+    fn on_login_ok(
+        &mut self,
+        now: Instant,
+        user: UserId,
+        status: Status,
+        token: Vec<u8>,
+        contacts: Vec<UserId>,
+    ) {
+        let Some(step) = self.set_stage(Stage::LoggedIn) else {
+            return;
+        };
+        if let LoginStep::Password { password, .. } = step {
+            // Possibly the in-doubt new password: it is the one that works now.
+            self.password = password;
+        }
+        self.mode = Mode::Login;
+        self.register_in_doubt = false;
+        self.password_in_doubt = None;
+        self.token = (!token.is_empty()).then_some(token);
+        self.contacts = contacts.into_iter().collect();
+        self.backoff.reset();
+        self.events.push_back(ClientEvent::LoggedIn { user });
+
+        let resend: Vec<ClientMsg> = self.outbox.iter().map(Outgoing::to_msg).collect();
+        for msg in &resend {
+            self.send(now, msg);
+        }
+        // `Login` carried the status; it differs only if changed while the login was out.
+        if status != self.status {
+            self.send(
+                now,
+                &ClientMsg::SetStatus {
+                    status: self.status,
+                },
+            );
+        }
+        for (user, add) in std::mem::take(&mut self.contact_changes) {
+            if self.contacts.contains(&user) != add {
+                self.send(now, &contact_msg(user, add));
+            }
+        }
+    }
+
+    fn on_error(&mut self, now: Instant, request: RequestKind, code: ErrorCode, id: Option<u64>) {
+        match (request, id) {
+            (RequestKind::Register | RequestKind::Login, _) if self.login_step().is_some() => {
+                self.on_login_error(now, request, code)
+            }
+            // Not the message's fault: it goes out again with the next login.
+            (RequestKind::Send, Some(_)) if code == ErrorCode::StorageFailed => {}
+            (RequestKind::Send, Some(id)) => {
+                if self.outbox.remove(id).is_some() {
+                    self.events.push_back(ClientEvent::SendFailed { id, code });
+                }
+            }
+            _ => {
+                if request == RequestKind::ChangePassword {
+                    self.password_changes.pop_front();
+                }
+                self.events.push_back(ClientEvent::Error { request, code });
+            }
+        }
+    }
+
+    fn on_login_error(&mut self, now: Instant, request: RequestKind, code: ErrorCode) {
+        let step = self.login_step();
+        match (step, code) {
+            (Some(LoginStep::Registering), ErrorCode::UserTaken) if self.register_in_doubt => {
+                self.register_in_doubt = false;
+                self.mode = Mode::Login;
+                self.login_with_password(now, self.password.clone(), StopReason::UserTaken);
+            }
+            (Some(LoginStep::Registering), ErrorCode::UserTaken) => {
+                self.stop(StopReason::UserTaken, None)
+            }
+            (Some(LoginStep::Token), ErrorCode::BadCredentials) => {
+                // Tokens expire and are revoked; the password is the fallback, once.
+                self.token = None;
+                self.login_with_password(now, self.password.clone(), StopReason::BadCredentials);
+            }
+            (Some(LoginStep::Password { on_failure, .. }), ErrorCode::BadCredentials) => {
+                let on_failure = *on_failure;
+                match self.password_in_doubt.take() {
+                    Some(password) => self.login_with_password(now, password, on_failure),
+                    None => self.stop(on_failure, None),
+                }
+            }
+            (_, ErrorCode::StorageFailed | ErrorCode::RateLimited | ErrorCode::Busy) => {
+                self.events.push_back(ClientEvent::Error { request, code });
+                self.reconnect_later(now, None, Socket::Open);
+            }
+            _ => self.stop(StopReason::Refused { request, code }, None),
+        }
+    }
+
+    // ---- transitions ----
+
+    fn begin_connect(&mut self, now: Instant) {
+        self.phase = Phase::Connecting {
+            login_deadline: now + self.connect_timeout,
+        };
+        self.outputs.push_back(ClientOutput::Connect);
+    }
+
+    /// Ends the current attempt and schedules the next one after a backoff delay.
+    fn reconnect_later(&mut self, now: Instant, reason: Option<CloseReason>, socket: Socket) {
+        let retry_at = now + self.backoff.next_delay();
+        self.end_attempt(socket, reason, Some(retry_at));
+        self.phase = Phase::Disconnected { retry_at };
+    }
+
+    /// Ends any attempt for good.
+    fn stop(&mut self, reason: StopReason, close_reason: Option<CloseReason>) {
+        if matches!(self.phase, Phase::Connecting { .. } | Phase::Connected(_)) {
+            self.end_attempt(Socket::Open, close_reason, None);
+        }
+        self.phase = Phase::Stopped(reason);
+        self.events.push_back(ClientEvent::Stopped(reason));
+    }
+
+    /// What ending a connect attempt or connection means, whatever comes next.
+    fn end_attempt(
+        &mut self,
+        socket: Socket,
+        reason: Option<CloseReason>,
+        retry_at: Option<Instant>,
+    ) {
+        if matches!(self.login_step(), Some(LoginStep::Registering)) {
+            self.register_in_doubt = true;
+        }
+        if let Some(new) = std::mem::take(&mut self.password_changes).pop_back() {
+            self.password_in_doubt = Some(new);
+        }
+        // The server redelivers what it has no ack for; the seen set catches the repeat.
+        self.pending_acks.clear();
+        if socket == Socket::Open {
+            self.outputs.push_back(ClientOutput::Disconnect);
+        }
+        self.events
+            .push_back(ClientEvent::Disconnected { reason, retry_at });
+    }
+
+    // ---- helpers ----
+
+    fn connection_mut(&mut self) -> Option<&mut Connection> {
+        match &mut self.phase {
+            Phase::Connected(conn) => Some(conn),
+            _ => None,
+        }
+    }
+
+    fn login_step(&self) -> Option<&LoginStep> {
+        match &self.phase {
+            Phase::Connected(Connection {
+                stage: Stage::LoggingIn(step),
+                ..
+            }) => Some(step),
+            _ => None,
+        }
+    }
+
+    /// Moves the connection to `stage`; returns the login step it was in, if any.
+    fn set_stage(&mut self, stage: Stage) -> Option<LoginStep> {
+        let conn = self.connection_mut()?;
+        match std::mem::replace(&mut conn.stage, stage) {
+            Stage::LoggingIn(step) => Some(step),
+            _ => None,
+        }
+    }
+
+    fn login_with_password(&mut self, now: Instant, password: String, on_failure: StopReason) {
+        self.send_login(now, Credential::Password(password.clone()));
+        self.set_stage(Stage::LoggingIn(LoginStep::Password {
+            password,
+            on_failure,
+        }));
+    }
+
+    fn send_login(&mut self, now: Instant, credential: Credential) {
+        let login = ClientMsg::Login {
+            user: self.user.clone(),
+            credential,
+            status: self.status,
+        };
+        self.send(now, &login);
+    }
+
+    fn change_contact(&mut self, now: Instant, user: UserId, add: bool) {
+        if self.is_logged_in() {
+            self.send(now, &contact_msg(user, add));
+        } else {
+            self.contact_changes.insert(user, add);
+        }
+    }
+
+    /// Sends `msg` if logged in, else tells the application it was refused; true if sent.
+    fn send_online(&mut self, now: Instant, msg: ClientMsg) -> bool {
+        if self.is_logged_in() {
+            self.send(now, &msg);
+            true
+        } else {
+            self.events.push_back(ClientEvent::Error {
+                request: msg.kind(),
+                code: ErrorCode::NotLoggedIn,
+            });
+            false
+        }
+    }
+
+    fn send(&mut self, now: Instant, msg: &ClientMsg) {
+        let Some(conn) = self.connection_mut() else {
+            debug_assert!(false, "{:?} with no connection", msg.kind());
+            return;
+        };
+        conn.last_sent = now;
+        self.outputs
+            .push_back(ClientOutput::Send(encode_frame(msg)));
+    }
+}
+
+impl fmt::Debug for Client {
+    // Hand-written so passwords, the resume token and message bodies never reach a log.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("user", &self.user)
+            .field("state", &self.state())
+            .field("status", &self.status)
+            .field("unacked", &self.outbox.len())
+            .field("outputs", &self.outputs.len())
+            .field("events", &self.events.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn contact_msg(user: UserId, add: bool) -> ClientMsg {
+    if add {
+        ClientMsg::AddContact { user }
+    } else {
+        ClientMsg::RemoveContact { user }
+    }
+}
+
+/// `s` cut to at most `max` bytes, on a character boundary.
+fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    s
+}

@@ -1,0 +1,72 @@
+//! How a client is set up.
+
+use crate::ids::UserId;
+use crate::message::Status;
+use crate::time::Duration;
+use std::fmt;
+
+/// What to do with the account on the first successful handshake.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub enum Mode {
+    /// The account exists: log in.
+    #[default]
+    Login,
+    /// Create the account, then log in. Later connections only log in.
+    Register,
+}
+
+#[derive(Clone)]
+pub struct ClientConfig {
+    pub user: UserId,
+    pub password: String,
+    /// The status asserted at every login.
+    pub status: Status,
+    /// Names the client software in `Hello` (cut to 64 bytes).
+    pub client_name: String,
+    pub mode: Mode,
+    /// Seeds the reconnect jitter, so a simulation replays the same delays.
+    pub seed: u64,
+    /// Message ids are `id_base + counter`. The host picks a value unique across runs (e.g.
+    /// random): the server dedupes by `(sender, id)`, so a restarted client reusing ids would
+    /// have its new messages taken for re-sends of old ones.
+    pub id_base: u64,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    /// Connecting, the handshake and the login together must finish within this.
+    pub connect_timeout: Duration,
+}
+
+impl ClientConfig {
+    /// Logs in as `user`, online, with the documented timing defaults.
+    pub fn new(user: UserId, password: impl Into<String>) -> Self {
+        ClientConfig {
+            user,
+            password: password.into(),
+            status: Status::Online,
+            client_name: concat!("breeze-core/", env!("CARGO_PKG_VERSION")).to_string(),
+            mode: Mode::Login,
+            seed: 0,
+            id_base: 0,
+            backoff_base: Duration::from_millis(250),
+            backoff_max: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl fmt::Debug for ClientConfig {
+    // Hand-written so the password never reaches a log.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("user", &self.user)
+            .field("status", &self.status)
+            .field("client_name", &self.client_name)
+            .field("mode", &self.mode)
+            .field("seed", &self.seed)
+            .field("id_base", &self.id_base)
+            .field("backoff_base", &self.backoff_base)
+            .field("backoff_max", &self.backoff_max)
+            .field("connect_timeout", &self.connect_timeout)
+            .finish_non_exhaustive()
+    }
+}

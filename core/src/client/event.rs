@@ -1,0 +1,130 @@
+//! What comes out of a client: actions for the host, events for the application, and the
+//! state both may look at.
+
+use crate::ids::UserId;
+use crate::message::{
+    CloseReason, Delivery, ErrorCode, HistoryItem, Presence, PresenceEntry, RequestKind, Status,
+    WhoEntry,
+};
+use crate::time::Instant;
+use bytes::Bytes;
+use std::fmt;
+
+/// What the host must do, in the order given.
+#[derive(Clone, PartialEq, Eq)]
+pub enum ClientOutput {
+    /// Open a connection to the server; report `handle_connected` or `handle_disconnected`.
+    Connect,
+    /// Write this frame (length prefix included).
+    Send(Bytes),
+    /// Close the connection (or abandon the connect in progress) after writing every `Send`
+    /// before this. The host need not report `handle_disconnected` for it.
+    Disconnect,
+}
+
+impl fmt::Debug for ClientOutput {
+    // Hand-written because a `Login` or `ChangePassword` frame carries a password in clear.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientOutput::Connect => f.write_str("Connect"),
+            ClientOutput::Send(frame) => write!(f, "Send({} bytes)", frame.len()),
+            ClientOutput::Disconnect => f.write_str("Disconnect"),
+        }
+    }
+}
+
+/// Why the client gave up; it reconnects only when `start` is called.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum StopReason {
+    /// The application called `logout`.
+    LoggedOut,
+    /// The server refused the password (after the resume token, if one was tried).
+    BadCredentials,
+    /// Registration found the name taken by someone else.
+    UserTaken,
+    /// Registration or login refused for a reason a retry cannot fix.
+    Refused {
+        request: RequestKind,
+        code: ErrorCode,
+    },
+    /// The server said goodbye with a reason that forbids reconnecting (`Replaced`, …).
+    Closed(CloseReason),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum ClientState {
+    /// Waiting for the next connect attempt.
+    Disconnected {
+        retry_at: Instant,
+    },
+    /// `Connect` is out; waiting for the host.
+    Connecting,
+    /// `Hello` sent; waiting for `Welcome`.
+    Handshaking,
+    /// Registering and/or logging in.
+    LoggingIn,
+    LoggedIn,
+    Stopped(StopReason),
+}
+
+/// What the application is told.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum ClientEvent {
+    /// The socket is up; the handshake starts.
+    Connected,
+    /// Logged in. `contacts()`, `own_status()` are current, and queued messages and commands
+    /// have just been sent.
+    LoggedIn {
+        user: UserId,
+    },
+    /// `Mode::Register` created the account; the login follows on the same connection.
+    Registered,
+    /// The whole presence view, replacing the previous one (without the user itself).
+    PresenceSnapshot(Vec<PresenceEntry>),
+    /// One user's presence changed in the view.
+    PresenceChanged {
+        user: UserId,
+        presence: Presence,
+    },
+    /// A message for the application, once per seq however often the server delivers it.
+    Message(Delivery),
+    /// The message `id` from `send_message` is durable on the server.
+    MessageSent {
+        id: u64,
+        seq: u64,
+    },
+    /// The server refused the message `id`; it is no longer queued.
+    SendFailed {
+        id: u64,
+        code: ErrorCode,
+    },
+    /// Every message stored while the user was offline has been delivered.
+    OfflineDone {
+        count: u32,
+    },
+    OwnStatus(Status),
+    Contacts(Vec<UserId>),
+    History {
+        with: UserId,
+        items: Vec<HistoryItem>,
+    },
+    Who {
+        users: Vec<WhoEntry>,
+        connections: u64,
+    },
+    PasswordChanged,
+    /// A request failed, or an online-only command was issued while not logged in
+    /// (`code: NotLoggedIn`).
+    Error {
+        request: RequestKind,
+        code: ErrorCode,
+    },
+    /// A connection (or connect attempt) ended. `reason` is the server's `Bye` reason, if it
+    /// sent one; `retry_at` is when the next attempt starts, `None` when the client stops.
+    Disconnected {
+        reason: Option<CloseReason>,
+        retry_at: Option<Instant>,
+    },
+    /// The client gave up and stays idle until `start`.
+    Stopped(StopReason),
+}

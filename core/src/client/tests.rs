@@ -1,0 +1,878 @@
+//! The client driven by hand: server frames in, decoded client frames and events out.
+
+use super::*;
+use crate::codec::{DEFAULT_MAX_FRAME, LENGTH_PREFIX, decode, split_frame};
+use crate::message::{Delivery, WatchScope};
+use bytes::Bytes;
+use bytes::BytesMut;
+use proptest::prelude::*;
+
+const INTERVAL: Duration = Duration::from_secs(10);
+const TIMEOUT: Duration = Duration::from_secs(30);
+const PASSWORD: &str = "correct horse";
+
+fn at(ms: u64) -> Instant {
+    Instant::from_epoch(Duration::from_millis(ms))
+}
+
+fn user(name: &str) -> UserId {
+    UserId::new(name).unwrap()
+}
+
+fn config() -> ClientConfig {
+    ClientConfig {
+        seed: 7,
+        id_base: 1000,
+        ..ClientConfig::new(user("alice"), PASSWORD)
+    }
+}
+
+/// A host action, with `Send` decoded.
+#[derive(Debug, PartialEq)]
+enum Out {
+    Connect,
+    Msg(ClientMsg),
+    Disconnect,
+}
+
+fn outputs(client: &mut Client) -> Vec<Out> {
+    std::iter::from_fn(|| client.poll_output())
+        .map(|out| match out {
+            ClientOutput::Connect => Out::Connect,
+            ClientOutput::Disconnect => Out::Disconnect,
+            ClientOutput::Send(frame) => {
+                let mut buf = BytesMut::from(&frame[..]);
+                let payload = split_frame(&mut buf, DEFAULT_MAX_FRAME).unwrap().unwrap();
+                assert!(buf.is_empty(), "one frame per Send");
+                Out::Msg(decode::<ClientMsg>(&payload).unwrap())
+            }
+        })
+        .collect()
+}
+
+fn events(client: &mut Client) -> Vec<ClientEvent> {
+    std::iter::from_fn(|| client.poll_event()).collect()
+}
+
+fn feed(client: &mut Client, now: Instant, msg: ServerMsg) {
+    let frame = encode_frame(&msg);
+    client.handle_frame(now, &frame[LENGTH_PREFIX..]);
+}
+
+fn welcome() -> ServerMsg {
+    ServerMsg::Welcome {
+        version: PROTOCOL_VERSION,
+        heartbeat_interval_ms: INTERVAL.as_millis() as u32,
+        heartbeat_timeout_ms: TIMEOUT.as_millis() as u32,
+        max_frame: DEFAULT_MAX_FRAME,
+        max_attachment: 1024 * 1024,
+        scope: WatchScope::Everyone,
+    }
+}
+
+fn login_ok(token: &[u8], contacts: &[&str]) -> ServerMsg {
+    ServerMsg::LoginOk {
+        user: user("alice"),
+        status: Status::Online,
+        resume_token: token.to_vec(),
+        contacts: contacts.iter().map(|c| user(c)).collect(),
+    }
+}
+
+fn password_login(status: Status) -> Out {
+    Out::Msg(ClientMsg::Login {
+        user: user("alice"),
+        credential: Credential::Password(PASSWORD.into()),
+        status,
+    })
+}
+
+fn deliver(seq: u64) -> ServerMsg {
+    ServerMsg::Deliver(Delivery {
+        seq,
+        from: user("bob"),
+        id: seq * 10,
+        body: format!("message {seq}"),
+        attachment: None,
+        sent_at_ms: 0,
+    })
+}
+
+/// From `Connect` to the server's `LoginOk` at `now`, outputs and events drained.
+fn connect_and_log_in(client: &mut Client, now: Instant, token: &[u8]) {
+    client.handle_connected(now);
+    feed(client, now, welcome());
+    feed(client, now, login_ok(token, &[]));
+    assert!(client.is_logged_in(), "{:?}", client.state());
+    outputs(client);
+    events(client);
+}
+
+/// A new client at time 0, its `Connect` taken.
+fn started(cfg: ClientConfig) -> Client {
+    let mut client = Client::new(cfg, at(0));
+    assert_eq!(outputs(&mut client), [Out::Connect]);
+    client
+}
+
+fn registering() -> Client {
+    started(ClientConfig {
+        mode: Mode::Register,
+        ..config()
+    })
+}
+
+fn logged_in(now: Instant) -> Client {
+    let mut client = Client::new(config(), now);
+    connect_and_log_in(&mut client, now, b"token-1");
+    client
+}
+
+/// Drops the connection at `now` and reconnects at the scheduled retry; returns that instant.
+fn drop_and_retry(client: &mut Client, now: Instant) -> Instant {
+    outputs(client);
+    client.handle_disconnected(now);
+    let retry_at = client.poll_timeout().unwrap();
+    client.handle_timeout(retry_at);
+    assert_eq!(outputs(client), [Out::Connect]);
+    retry_at
+}
+
+#[test]
+fn handshake_then_login_then_snapshot() {
+    let mut client = Client::new(config(), at(0));
+    assert_eq!(client.state(), ClientState::Connecting);
+    assert_eq!(outputs(&mut client), [Out::Connect]);
+
+    client.handle_connected(at(5));
+    assert_eq!(client.state(), ClientState::Handshaking);
+    let [Out::Msg(ClientMsg::Hello { magic, version, .. })] = &outputs(&mut client)[..] else {
+        panic!("expected a Hello");
+    };
+    assert_eq!((*magic, *version), (MAGIC, PROTOCOL_VERSION));
+
+    feed(&mut client, at(10), welcome());
+    assert_eq!(client.state(), ClientState::LoggingIn);
+    assert_eq!(client.heartbeat(), Some((INTERVAL, TIMEOUT)));
+    assert_eq!(outputs(&mut client), [password_login(Status::Online)]);
+
+    feed(&mut client, at(20), login_ok(b"tok", &["bob"]));
+    assert_eq!(client.state(), ClientState::LoggedIn);
+    assert_eq!(client.contacts().iter().collect::<Vec<_>>(), [&user("bob")]);
+
+    let entry = |name: &str, presence| PresenceEntry {
+        user: user(name),
+        presence,
+    };
+    feed(
+        &mut client,
+        at(21),
+        ServerMsg::PresenceSnapshot {
+            entries: vec![
+                entry("alice", Presence::Online),
+                entry("bob", Presence::Online),
+                entry("carol", Presence::Offline),
+            ],
+        },
+    );
+    feed(
+        &mut client,
+        at(22),
+        ServerMsg::PresenceDiff {
+            entries: vec![
+                entry("bob", Presence::Online),
+                entry("carol", Presence::Away),
+            ],
+        },
+    );
+    assert_eq!(
+        events(&mut client),
+        [
+            ClientEvent::Connected,
+            ClientEvent::LoggedIn {
+                user: user("alice")
+            },
+            ClientEvent::PresenceSnapshot(vec![
+                entry("bob", Presence::Online),
+                entry("carol", Presence::Offline)
+            ]),
+            ClientEvent::PresenceChanged {
+                user: user("carol"),
+                presence: Presence::Away
+            },
+        ]
+    );
+    let view: Vec<_> = client
+        .presence()
+        .iter()
+        .map(|(u, p)| (u.as_str(), *p))
+        .collect();
+    assert_eq!(view, [("bob", Presence::Online), ("carol", Presence::Away)]);
+}
+
+#[test]
+fn an_idle_client_pings_exactly_at_the_interval() {
+    let mut client = logged_in(at(0));
+    assert_eq!(client.poll_timeout(), Some(at(0) + INTERVAL));
+
+    client.handle_timeout(at(9_999));
+    assert_eq!(outputs(&mut client), []);
+    client.handle_timeout(at(10_000));
+    assert_eq!(
+        outputs(&mut client),
+        [Out::Msg(ClientMsg::Ping { nonce: 0 })]
+    );
+    assert_eq!(client.poll_timeout(), Some(at(20_000)));
+}
+
+#[test]
+fn a_busy_client_does_not_ping() {
+    let mut client = logged_in(at(0));
+    client.send_message(at(5_000), user("bob"), "hi".into(), None);
+    outputs(&mut client);
+
+    client.handle_timeout(at(10_000));
+    assert_eq!(outputs(&mut client), []);
+    assert_eq!(client.poll_timeout(), Some(at(15_000)));
+}
+
+#[test]
+fn a_silent_server_is_declared_dead_exactly_at_the_timeout() {
+    let mut client = logged_in(at(0));
+    feed(&mut client, at(1_000), ServerMsg::Pong { nonce: 0 });
+    for ping_at in [11_000, 21_000] {
+        client.handle_timeout(at(ping_at));
+        assert!(matches!(
+            &outputs(&mut client)[..],
+            [Out::Msg(ClientMsg::Ping { .. })]
+        ));
+    }
+    client.handle_timeout(at(30_999));
+    assert_eq!(outputs(&mut client), []);
+    assert_eq!(client.poll_timeout(), Some(at(31_000)));
+
+    client.handle_timeout(at(31_000));
+    assert_eq!(outputs(&mut client), [Out::Disconnect]);
+    let ClientState::Disconnected { retry_at } = client.state() else {
+        panic!("{:?}", client.state());
+    };
+    let (low, high) = jitter_bounds(Duration::from_millis(250), Duration::from_secs(30), 0);
+    assert!(at(31_000) + low <= retry_at && retry_at <= at(31_000) + high);
+    assert_eq!(
+        events(&mut client),
+        [ClientEvent::Disconnected {
+            reason: None,
+            retry_at: Some(retry_at)
+        }]
+    );
+    assert_eq!(client.heartbeat(), None);
+}
+
+#[test]
+fn connect_handshake_and_login_are_bounded_by_the_connect_timeout() {
+    let mut client = Client::new(config(), at(0));
+    outputs(&mut client);
+    client.handle_connected(at(100));
+    feed(&mut client, at(200), welcome());
+    outputs(&mut client);
+    // The server never answers the login, but the heartbeat keeps the connection busy.
+    client.handle_timeout(at(9_999));
+    assert_eq!(outputs(&mut client), []);
+    client.handle_timeout(at(10_000));
+    assert_eq!(outputs(&mut client), [Out::Disconnect]);
+    assert!(matches!(client.state(), ClientState::Disconnected { .. }));
+
+    // A connect that never completes is abandoned the same way.
+    let retry_at = client.poll_timeout().unwrap();
+    client.handle_timeout(retry_at);
+    assert_eq!(outputs(&mut client), [Out::Connect]);
+    assert_eq!(
+        client.poll_timeout(),
+        Some(retry_at + Duration::from_secs(10))
+    );
+}
+
+#[test]
+fn reconnect_delays_follow_equal_jitter_and_replay_from_the_seed() {
+    let delays = |seed: u64| {
+        let mut client = Client::new(ClientConfig { seed, ..config() }, at(0));
+        let mut now = at(0);
+        let mut delays = Vec::new();
+        for _ in 0..10 {
+            client.handle_disconnected(now);
+            let ClientState::Disconnected { retry_at } = client.state() else {
+                panic!("{:?}", client.state());
+            };
+            delays.push(retry_at - now);
+            client.handle_timeout(retry_at);
+            assert_eq!(client.state(), ClientState::Connecting);
+            now = retry_at;
+        }
+        delays
+    };
+    let first = delays(99);
+    let cfg = config();
+    for (n, d) in first.iter().enumerate() {
+        let (low, high) = jitter_bounds(cfg.backoff_base, cfg.backoff_max, n as u32);
+        assert!(low <= *d && *d <= high, "attempt {n}: {d:?}");
+    }
+    assert!(first[6] > first[0] * 16, "delays grow: {first:?}");
+    assert_eq!(first, delays(99));
+    assert_ne!(first, delays(100));
+}
+
+#[test]
+fn a_successful_login_resets_the_backoff() {
+    let mut client = Client::new(config(), at(0));
+    let mut now = at(0);
+    for _ in 0..6 {
+        now = drop_and_retry(&mut client, now);
+    }
+    connect_and_log_in(&mut client, now, b"");
+    client.handle_disconnected(now);
+    let ClientState::Disconnected { retry_at } = client.state() else {
+        panic!();
+    };
+    assert!(retry_at - now <= config().backoff_base);
+}
+
+#[test]
+fn replaced_stops_and_never_reconnects_by_itself() {
+    let mut client = logged_in(at(0));
+    feed(
+        &mut client,
+        at(1_000),
+        ServerMsg::Bye {
+            reason: CloseReason::Replaced,
+        },
+    );
+    let stop = StopReason::Closed(CloseReason::Replaced);
+    assert_eq!(outputs(&mut client), [Out::Disconnect]);
+    assert_eq!(
+        events(&mut client),
+        [
+            ClientEvent::Disconnected {
+                reason: Some(CloseReason::Replaced),
+                retry_at: None
+            },
+            ClientEvent::Stopped(stop)
+        ]
+    );
+    assert_eq!(client.state(), ClientState::Stopped(stop));
+    assert_eq!(client.poll_timeout(), None);
+    client.handle_disconnected(at(1_001));
+    client.handle_timeout(at(3_600_000));
+    assert_eq!(outputs(&mut client), []);
+
+    client.start(at(3_600_000));
+    assert_eq!(outputs(&mut client), [Out::Connect]);
+}
+
+#[test]
+fn a_bye_that_allows_reconnecting_schedules_a_retry() {
+    let mut client = logged_in(at(0));
+    feed(
+        &mut client,
+        at(1_000),
+        ServerMsg::Bye {
+            reason: CloseReason::ServerShutdown,
+        },
+    );
+    assert_eq!(outputs(&mut client), [Out::Disconnect]);
+    let [ClientEvent::Disconnected { reason, retry_at }] = &events(&mut client)[..] else {
+        panic!();
+    };
+    assert_eq!(*reason, Some(CloseReason::ServerShutdown));
+    assert_eq!(*retry_at, client.poll_timeout());
+}
+
+#[test]
+fn the_outbox_is_resent_after_reconnect_with_the_same_ids_until_sent() {
+    let mut client = logged_in(at(0));
+    let a = client.send_message(at(1), user("bob"), "a".into(), None);
+    let b = client.send_message(at(2), user("bob"), "b".into(), None);
+    assert_eq!((a, b), (1000, 1001));
+    assert_eq!(outputs(&mut client).len(), 2);
+
+    client.handle_disconnected(at(3));
+    let c = client.send_message(at(4), user("carol"), "c".into(), None);
+    assert_eq!(outputs(&mut client), [], "queued while offline");
+    assert_eq!(client.unacked(), 3);
+
+    let retry_at = client.poll_timeout().unwrap();
+    client.handle_timeout(retry_at);
+    connect_and_log_in_keeping_outputs(&mut client, retry_at);
+    let resent: Vec<(u64, String)> = outputs(&mut client)
+        .into_iter()
+        .filter_map(|out| match out {
+            Out::Msg(ClientMsg::Send { id, body, .. }) => Some((id, body)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(resent, [(a, "a".into()), (b, "b".into()), (c, "c".into())]);
+
+    feed(&mut client, retry_at, ServerMsg::Sent { id: b, seq: 7 });
+    feed(&mut client, retry_at, ServerMsg::Sent { id: b, seq: 7 });
+    assert_eq!(
+        events(&mut client),
+        [ClientEvent::MessageSent { id: b, seq: 7 }],
+        "a repeated Sent is reported once"
+    );
+    assert_eq!(client.unacked(), 2);
+}
+
+/// Like `connect_and_log_in`, but leaves what the login made the client send.
+fn connect_and_log_in_keeping_outputs(client: &mut Client, now: Instant) {
+    outputs(client);
+    client.handle_connected(now);
+    feed(client, now, welcome());
+    outputs(client);
+    feed(client, now, login_ok(b"token-2", &[]));
+    events(client);
+}
+
+#[test]
+fn a_refused_message_leaves_the_outbox_unless_storage_failed() {
+    let mut client = logged_in(at(0));
+    let a = client.send_message(at(1), user("bob"), "a".into(), None);
+    let b = client.send_message(at(1), user("nobody"), "b".into(), None);
+    outputs(&mut client);
+    let error = |id, code| ServerMsg::Error {
+        request: RequestKind::Send,
+        code,
+        id: Some(id),
+    };
+    feed(&mut client, at(2), error(a, ErrorCode::StorageFailed));
+    feed(&mut client, at(2), error(b, ErrorCode::NoSuchUser));
+    assert_eq!(
+        events(&mut client),
+        [ClientEvent::SendFailed {
+            id: b,
+            code: ErrorCode::NoSuchUser
+        }]
+    );
+    assert_eq!(client.unacked(), 1);
+
+    let now = drop_and_retry(&mut client, at(3));
+    connect_and_log_in_keeping_outputs(&mut client, now);
+    assert!(outputs(&mut client).contains(&Out::Msg(ClientMsg::Send {
+        id: a,
+        to: user("bob"),
+        body: "a".into(),
+        attachment: None
+    })));
+}
+
+#[test]
+fn a_redelivered_message_reaches_the_app_once_but_is_acked_each_time() {
+    let mut client = logged_in(at(0));
+    feed(&mut client, at(1), deliver(5));
+    feed(&mut client, at(2), deliver(5));
+    assert_eq!(
+        outputs(&mut client),
+        [
+            Out::Msg(ClientMsg::Ack { seqs: vec![5] }),
+            Out::Msg(ClientMsg::Ack { seqs: vec![5] })
+        ]
+    );
+    let messages = events(&mut client)
+        .into_iter()
+        .filter(|e| matches!(e, ClientEvent::Message(d) if d.seq == 5))
+        .count();
+    assert_eq!(messages, 1);
+
+    // Across a reconnect too: the seen set lives as long as the client.
+    let now = drop_and_retry(&mut client, at(3));
+    connect_and_log_in(&mut client, now, b"");
+    feed(&mut client, now, deliver(5));
+    assert_eq!(events(&mut client), []);
+    assert_eq!(
+        outputs(&mut client),
+        [Out::Msg(ClientMsg::Ack { seqs: vec![5] })]
+    );
+}
+
+#[test]
+fn deliveries_read_together_are_acked_in_one_frame() {
+    let mut client = logged_in(at(0));
+    let frames: Vec<Bytes> = [deliver(1), deliver(2), deliver(1)]
+        .iter()
+        .map(encode_frame)
+        .collect();
+    client.handle_frames(at(1), frames.iter().map(|f| &f[LENGTH_PREFIX..]));
+    assert_eq!(
+        outputs(&mut client),
+        [Out::Msg(ClientMsg::Ack {
+            seqs: vec![1, 2, 1]
+        })]
+    );
+    assert_eq!(events(&mut client).len(), 2);
+}
+
+#[test]
+fn a_refused_token_falls_back_to_the_password_once() {
+    let mut client = logged_in(at(0));
+    let now = drop_and_retry(&mut client, at(1));
+    client.handle_connected(now);
+    feed(&mut client, now, welcome());
+    let token_login = Out::Msg(ClientMsg::Login {
+        user: user("alice"),
+        credential: Credential::Token(b"token-1".to_vec()),
+        status: Status::Online,
+    });
+    assert_eq!(outputs(&mut client).last(), Some(&token_login));
+
+    let bad_credentials = ServerMsg::Error {
+        request: RequestKind::Login,
+        code: ErrorCode::BadCredentials,
+        id: None,
+    };
+    feed(&mut client, now, bad_credentials.clone());
+    assert_eq!(outputs(&mut client), [password_login(Status::Online)]);
+    assert_eq!(client.state(), ClientState::LoggingIn);
+
+    // The password is refused too: no reconnect loop.
+    feed(&mut client, now, bad_credentials);
+    assert_eq!(outputs(&mut client), [Out::Disconnect]);
+    assert_eq!(
+        client.state(),
+        ClientState::Stopped(StopReason::BadCredentials)
+    );
+    assert_eq!(client.poll_timeout(), None);
+}
+
+#[test]
+fn register_mode_registers_then_logs_in_and_later_only_logs_in() {
+    let mut client = registering();
+    client.handle_connected(at(0));
+    feed(&mut client, at(0), welcome());
+    let register = Out::Msg(ClientMsg::Register {
+        user: user("alice"),
+        password: PASSWORD.into(),
+    });
+    assert_eq!(outputs(&mut client)[1..], [register]);
+    feed(
+        &mut client,
+        at(1),
+        ServerMsg::Registered {
+            user: user("alice"),
+        },
+    );
+    assert_eq!(outputs(&mut client), [password_login(Status::Online)]);
+    assert!(events(&mut client).contains(&ClientEvent::Registered));
+
+    let now = drop_and_retry(&mut client, at(2));
+    client.handle_connected(now);
+    feed(&mut client, now, welcome());
+    assert_eq!(outputs(&mut client)[1..], [password_login(Status::Online)]);
+}
+
+#[test]
+fn a_taken_name_stops_registration() {
+    let mut client = registering();
+    client.handle_connected(at(0));
+    feed(&mut client, at(0), welcome());
+    feed(
+        &mut client,
+        at(1),
+        ServerMsg::Error {
+            request: RequestKind::Register,
+            code: ErrorCode::UserTaken,
+            id: None,
+        },
+    );
+    assert_eq!(client.state(), ClientState::Stopped(StopReason::UserTaken));
+}
+
+#[test]
+fn a_registration_whose_answer_was_lost_is_claimed_with_the_password() {
+    let mut client = registering();
+    client.handle_connected(at(0));
+    feed(&mut client, at(0), welcome());
+    let now = drop_and_retry(&mut client, at(1));
+    client.handle_connected(now);
+    feed(&mut client, now, welcome());
+    outputs(&mut client);
+    let taken = ServerMsg::Error {
+        request: RequestKind::Register,
+        code: ErrorCode::UserTaken,
+        id: None,
+    };
+    feed(&mut client, now, taken);
+    assert_eq!(outputs(&mut client), [password_login(Status::Online)]);
+    feed(
+        &mut client,
+        now,
+        ServerMsg::Error {
+            request: RequestKind::Login,
+            code: ErrorCode::BadCredentials,
+            id: None,
+        },
+    );
+    assert_eq!(
+        client.state(),
+        ClientState::Stopped(StopReason::UserTaken),
+        "the password does not open it: someone else's account"
+    );
+}
+
+#[test]
+fn changes_made_offline_are_sent_after_login() {
+    let mut client = logged_in(at(0));
+    client.handle_disconnected(at(1));
+    client.set_status(at(2), Status::Busy);
+    client.add_contact(at(2), user("bob"));
+    client.remove_contact(at(2), user("carol"));
+    client.add_contact(at(2), user("dave"));
+    client.remove_contact(at(2), user("dave"));
+    client.add_contact(at(2), user("erin"));
+    assert_eq!(client.own_status(), Status::Busy);
+
+    let retry_at = client.poll_timeout().unwrap();
+    client.handle_timeout(retry_at);
+    outputs(&mut client);
+    client.handle_connected(retry_at);
+    feed(&mut client, retry_at, welcome());
+    let login = outputs(&mut client).pop();
+    assert!(
+        matches!(
+            login,
+            Some(Out::Msg(ClientMsg::Login {
+                status: Status::Busy,
+                ..
+            }))
+        ),
+        "the status rides on the login: {login:?}"
+    );
+    feed(
+        &mut client,
+        retry_at,
+        ServerMsg::LoginOk {
+            user: user("alice"),
+            status: Status::Busy,
+            resume_token: vec![],
+            contacts: vec![user("carol"), user("erin")],
+        },
+    );
+    assert_eq!(
+        outputs(&mut client),
+        [
+            Out::Msg(ClientMsg::AddContact { user: user("bob") }),
+            Out::Msg(ClientMsg::RemoveContact {
+                user: user("carol")
+            }),
+        ],
+        "dave came and went, erin is there already"
+    );
+}
+
+#[test]
+fn a_status_set_while_the_login_is_out_is_sent_after_it() {
+    let mut client = Client::new(config(), at(0));
+    client.handle_connected(at(0));
+    feed(&mut client, at(0), welcome());
+    client.set_status(at(1), Status::Away);
+    outputs(&mut client);
+    feed(&mut client, at(2), login_ok(b"", &[]));
+    assert_eq!(
+        outputs(&mut client),
+        [Out::Msg(ClientMsg::SetStatus {
+            status: Status::Away
+        })]
+    );
+    assert_eq!(client.own_status(), Status::Away);
+}
+
+#[test]
+fn online_only_commands_are_refused_while_offline() {
+    let mut client = Client::new(config(), at(0));
+    outputs(&mut client);
+    client.request_history(at(0), user("bob"), None, 50);
+    client.admin_who(at(0));
+    client.change_password(at(0), PASSWORD.into(), "new password".into());
+    assert_eq!(outputs(&mut client), []);
+    let refused = |request| ClientEvent::Error {
+        request,
+        code: ErrorCode::NotLoggedIn,
+    };
+    assert_eq!(
+        events(&mut client),
+        [
+            refused(RequestKind::History),
+            refused(RequestKind::AdminWho),
+            refused(RequestKind::ChangePassword)
+        ]
+    );
+}
+
+#[test]
+fn a_changed_password_is_used_for_the_next_login() {
+    let mut client = logged_in(at(0));
+    client.change_password(at(1), PASSWORD.into(), "new password".into());
+    outputs(&mut client);
+    feed(&mut client, at(2), ServerMsg::PasswordChanged);
+    let now = drop_and_retry(&mut client, at(3));
+    client.handle_connected(now);
+    feed(&mut client, now, welcome());
+    // The change revoked the token, so the login goes straight to the new password.
+    assert_eq!(
+        outputs(&mut client)[1..],
+        [Out::Msg(ClientMsg::Login {
+            user: user("alice"),
+            credential: Credential::Password("new password".into()),
+            status: Status::Online,
+        })]
+    );
+}
+
+#[test]
+fn a_password_change_lost_with_its_connection_is_tried_when_the_old_one_fails() {
+    let mut client = logged_in(at(0));
+    client.change_password(at(1), PASSWORD.into(), "new password".into());
+    let now = drop_and_retry(&mut client, at(2));
+    client.handle_connected(now);
+    feed(&mut client, now, welcome());
+    outputs(&mut client);
+    let bad_credentials = ServerMsg::Error {
+        request: RequestKind::Login,
+        code: ErrorCode::BadCredentials,
+        id: None,
+    };
+    // The change went through: it revoked the token and replaced the old password.
+    feed(&mut client, now, bad_credentials.clone());
+    assert_eq!(outputs(&mut client), [password_login(Status::Online)]);
+    feed(&mut client, now, bad_credentials);
+    let [Out::Msg(ClientMsg::Login { credential, .. })] = &outputs(&mut client)[..] else {
+        panic!();
+    };
+    assert_eq!(*credential, Credential::Password("new password".into()));
+    feed(&mut client, now, login_ok(b"", &[]));
+    assert!(client.is_logged_in());
+}
+
+#[test]
+fn logout_sends_logout_then_closes_and_stays_stopped() {
+    let mut client = logged_in(at(0));
+    client.logout(at(1));
+    assert_eq!(
+        outputs(&mut client),
+        [Out::Msg(ClientMsg::Logout), Out::Disconnect]
+    );
+    assert_eq!(
+        events(&mut client).last(),
+        Some(&ClientEvent::Stopped(StopReason::LoggedOut))
+    );
+    // The server's goodbye and the close arrive after the client stopped listening.
+    feed(
+        &mut client,
+        at(2),
+        ServerMsg::Bye {
+            reason: CloseReason::LoggedOut,
+        },
+    );
+    client.handle_disconnected(at(2));
+    assert_eq!(outputs(&mut client), []);
+    assert_eq!(events(&mut client), []);
+    assert_eq!(client.poll_timeout(), None);
+}
+
+#[test]
+fn a_connect_completing_after_the_client_gave_up_is_closed() {
+    let mut client = Client::new(config(), at(0));
+    client.logout(at(1));
+    outputs(&mut client);
+    client.handle_connected(at(2));
+    assert_eq!(outputs(&mut client), [Out::Disconnect]);
+    assert!(!client.is_logged_in());
+}
+
+#[test]
+fn undecodable_frames_are_skipped_but_count_as_life() {
+    let mut client = logged_in(at(0));
+    client.handle_timeout(at(10_000));
+    client.handle_frame(at(20_000), &[0xff, 0xff, 0xff]);
+    assert!(client.is_logged_in());
+    client.handle_timeout(at(20_000));
+    client.handle_timeout(at(30_000));
+    assert!(
+        client.is_logged_in(),
+        "the frame at 20 s moved the deadline from 30 s to 50 s"
+    );
+}
+
+#[test]
+fn debug_output_never_shows_the_password() {
+    assert!(!format!("{:?}", config()).contains(PASSWORD));
+    let mut client = Client::new(config(), at(0));
+    client.handle_connected(at(0));
+    feed(&mut client, at(0), welcome());
+    assert!(!format!("{client:?}").contains(PASSWORD));
+    let login = std::iter::from_fn(|| client.poll_output()).last().unwrap();
+    assert!(!format!("{login:?}").contains(PASSWORD));
+}
+
+/// Server frames a property test throws at a logged-in client.
+fn server_msg() -> impl Strategy<Value = ServerMsg> {
+    let name = prop::sample::select(vec!["alice", "bob", "carol", "dave"]);
+    let presence = prop::sample::select(vec![
+        Presence::Offline,
+        Presence::Online,
+        Presence::Busy,
+        Presence::Away,
+    ]);
+    let entries = prop::collection::vec(
+        (name, presence).prop_map(|(n, presence)| PresenceEntry {
+            user: user(n),
+            presence,
+        }),
+        0..6,
+    );
+    prop_oneof![
+        entries
+            .clone()
+            .prop_map(|entries| ServerMsg::PresenceSnapshot { entries }),
+        entries.prop_map(|entries| ServerMsg::PresenceDiff { entries }),
+        (0u64..20).prop_map(deliver),
+        (0u64..20).prop_map(|nonce| ServerMsg::Pong { nonce }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(crate::test_cases(1000)))]
+
+    /// Whatever mix of presence and deliveries the server sends, across reconnects: the user
+    /// never appears in its own view, every delivery is acked, and each seq reaches the
+    /// application exactly once.
+    #[test]
+    fn every_seq_reaches_the_app_once_and_every_delivery_is_acked(
+        script in prop::collection::vec((server_msg(), any::<bool>()), 0..60)
+    ) {
+        let mut client = logged_in(at(0));
+        let mut now = at(0);
+        let (mut delivered, mut acked, mut seqs_sent) = (BTreeMap::new(), 0usize, 0usize);
+        for (msg, drop_after) in script {
+            if let ServerMsg::Deliver(d) = &msg {
+                delivered.entry(d.seq).or_insert(0usize);
+                seqs_sent += 1;
+            }
+            feed(&mut client, now, msg);
+            for out in outputs(&mut client) {
+                if let Out::Msg(ClientMsg::Ack { seqs }) = out {
+                    acked += seqs.len();
+                }
+            }
+            for event in events(&mut client) {
+                if let ClientEvent::Message(d) = event {
+                    *delivered.get_mut(&d.seq).unwrap() += 1;
+                }
+            }
+            prop_assert!(!client.presence().contains_key(&user("alice")));
+            if drop_after {
+                now = drop_and_retry(&mut client, now);
+                connect_and_log_in(&mut client, now, b"");
+            }
+        }
+        prop_assert_eq!(acked, seqs_sent);
+        prop_assert!(delivered.values().all(|&n| n == 1), "{:?}", delivered);
+    }
+}
