@@ -82,8 +82,13 @@ pub struct Client {
     /// Desired, and as last confirmed: re-asserted at every login.
     status: Status,
     contacts: BTreeSet<UserId>,
-    /// Contact changes made while not logged in; `true` adds. The last change per user wins.
+    /// Contact changes the server has not confirmed yet; `true` adds. The last change per
+    /// user wins. A change sent on a connection that died is sent again after the next login,
+    /// as outbox messages are, until the server's list agrees.
     contact_changes: BTreeMap<UserId, bool>,
+    /// Contact requests sent on this connection, oldest first: the server answers each with
+    /// `Contacts` or an `Error` naming no user, so answers are matched by order.
+    contacts_in_flight: VecDeque<UserId>,
     view: PresenceView,
     seen: SeenSeqs,
     outbox: Outbox,
@@ -113,6 +118,7 @@ impl Client {
             status: cfg.status,
             contacts: BTreeSet::new(),
             contact_changes: BTreeMap::new(),
+            contacts_in_flight: VecDeque::new(),
             seen: SeenSeqs::new(REMEMBERED_SEQS),
             outbox: Outbox::new(cfg.id_base),
             pending_acks: Vec::new(),
@@ -407,6 +413,10 @@ impl Client {
             }
             ServerMsg::Contacts { contacts } => {
                 self.contacts = contacts.into_iter().collect();
+                self.contacts_in_flight.pop_front();
+                let confirmed = &self.contacts;
+                self.contact_changes
+                    .retain(|user, add| confirmed.contains(user) != *add);
                 let list = self.contacts.iter().cloned().collect();
                 self.events.push_back(ClientEvent::Contacts(list));
             }
@@ -522,10 +532,17 @@ impl Client {
                 },
             );
         }
-        for (user, add) in std::mem::take(&mut self.contact_changes) {
-            if self.contacts.contains(&user) != add {
-                self.send(now, &contact_msg(user, add));
-            }
+        self.contacts_in_flight.clear();
+        let confirmed = &self.contacts;
+        self.contact_changes
+            .retain(|user, add| confirmed.contains(user) != *add);
+        let pending: Vec<(UserId, bool)> = self
+            .contact_changes
+            .iter()
+            .map(|(u, a)| (u.clone(), *a))
+            .collect();
+        for (user, add) in pending {
+            self.send_contact_change(now, user, add);
         }
     }
 
@@ -544,6 +561,15 @@ impl Client {
             _ => {
                 if request == RequestKind::ChangePassword {
                     self.password_changes.pop_front();
+                }
+                if matches!(
+                    request,
+                    RequestKind::AddContact | RequestKind::RemoveContact
+                ) {
+                    // Refused for good (unknown user, too many): retrying cannot help.
+                    if let Some(user) = self.contacts_in_flight.pop_front() {
+                        self.contact_changes.remove(&user);
+                    }
                 }
                 self.events.push_back(ClientEvent::Error { request, code });
             }
@@ -674,11 +700,15 @@ impl Client {
     }
 
     fn change_contact(&mut self, now: Instant, user: UserId, add: bool) {
+        self.contact_changes.insert(user.clone(), add);
         if self.is_logged_in() {
-            self.send(now, &contact_msg(user, add));
-        } else {
-            self.contact_changes.insert(user, add);
+            self.send_contact_change(now, user, add);
         }
+    }
+
+    fn send_contact_change(&mut self, now: Instant, user: UserId, add: bool) {
+        self.send(now, &contact_msg(user.clone(), add));
+        self.contacts_in_flight.push_back(user);
     }
 
     /// Sends `msg` if logged in, else tells the application it was refused; true if sent.

@@ -3,6 +3,8 @@
 
 pub mod rig;
 mod store;
+pub mod world;
 
 pub use rig::Rig;
 pub use store::MemStore;
+pub use world::{World, WorldConfig};

@@ -1,0 +1,665 @@
+//! One server and several clients on a virtual network, in virtual time: the core's own
+//! whole-system harness, in the manner of quinn-proto's test `Pair`. Time jumps straight to
+//! the next thing that happens — a frame arriving, a storage result, a deadline — so a
+//! minute of heartbeats costs microseconds.
+//!
+//! The harness is also an oracle. While it runs it checks, independently of the server's
+//! state: a silent connection is closed exactly at its last frame + timeout; no watcher is
+//! told the same presence twice in a row, nor about itself; an invisible user is never
+//! announced visible; no application sees a message twice or a message for someone else.
+//! `check_converged` compares every logged-in client's view with the truth the harness
+//! derives from what each client was asked to do.
+
+use super::store::MemStore;
+use crate::client::{Client, ClientConfig, ClientEvent, ClientOutput, ClientState, Mode};
+use crate::codec::{LENGTH_PREFIX, decode};
+use crate::config::ServerConfig;
+use crate::ids::{ConnId, RequestId, UserId};
+use crate::message::{ClientMsg, CloseReason, Presence, ServerMsg, Status, WatchScope};
+use crate::server::{Output, Server};
+use crate::storage::StorageResult;
+use crate::time::{Duration, Instant};
+use bytes::Bytes;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+pub const PASSWORD: &str = "correct horse";
+
+#[derive(Debug, Clone)]
+pub struct WorldConfig {
+    pub server: ServerConfig,
+    pub users: usize,
+    /// One-way network latency.
+    pub latency: Duration,
+    /// Time from a storage request to its result.
+    pub storage_latency: Duration,
+    pub seed: u64,
+}
+
+#[derive(Debug)]
+enum Packet {
+    Open,
+    Connected,
+    Frame(Bytes),
+    Fin,
+}
+
+#[derive(Debug)]
+struct Link {
+    node: usize,
+    to_server: VecDeque<(Instant, Packet)>,
+    to_client: VecDeque<(Instant, Packet)>,
+    /// Silently dropping everything both ways: a half-open connection.
+    partitioned: bool,
+    server_open: bool,
+    client_open: bool,
+    last_frame_at_server: Instant,
+    /// The presence view the server has told this connection, rebuilt from raw frames.
+    told: BTreeMap<UserId, Presence>,
+}
+
+#[derive(Debug)]
+pub struct Node {
+    pub user: UserId,
+    pub client: Client,
+    conn: Option<ConnId>,
+    /// What the test asked this client to be.
+    pub status: Status,
+    pub contacts: BTreeSet<UserId>,
+    /// Logged out by the test (and not started again).
+    pub stopped: bool,
+    /// Messages the application received, by (sender, id).
+    pub received: BTreeMap<(UserId, u64), u32>,
+}
+
+#[derive(Debug)]
+pub struct World {
+    pub now: Instant,
+    pub server: Server,
+    pub store: MemStore,
+    pub nodes: Vec<Node>,
+    cfg: WorldConfig,
+    links: BTreeMap<ConnId, Link>,
+    storage: VecDeque<(Instant, RequestId, StorageResult)>,
+    next_conn: u64,
+    /// Status each user last set, as the server received it: the invisibility oracle.
+    status_at_server: BTreeMap<UserId, Status>,
+    /// Messages acknowledged to their sender: (sender, id) → recipient.
+    acked: BTreeMap<(UserId, u64), UserId>,
+    sent: BTreeMap<(UserId, u64), UserId>,
+    pub violations: Vec<String>,
+    /// A hash of everything that happened, for determinism checks.
+    pub trace_hash: u64,
+    /// Connections the server closed for silence.
+    pub heartbeat_timeouts: usize,
+}
+
+pub fn user_name(i: usize) -> UserId {
+    UserId::new(format!("u{i}")).expect("valid")
+}
+
+impl World {
+    pub fn new(cfg: WorldConfig) -> Self {
+        let mut store = MemStore::new();
+        let users: Vec<UserId> = (0..cfg.users).map(user_name).collect();
+        for u in &users {
+            store.add_account(u.clone(), PASSWORD);
+        }
+        let server = Server::new(cfg.server.clone(), users.clone());
+        let now = Instant::ZERO;
+        let nodes = users
+            .iter()
+            .enumerate()
+            .map(|(i, u)| {
+                let client_cfg = ClientConfig {
+                    mode: Mode::Login,
+                    seed: cfg.seed ^ (i as u64).wrapping_mul(0x9E37_79B9),
+                    id_base: (i as u64) << 32,
+                    backoff_base: Duration::from_millis(100),
+                    backoff_max: Duration::from_secs(2),
+                    connect_timeout: Duration::from_secs(3),
+                    ..ClientConfig::new(u.clone(), PASSWORD)
+                };
+                Node {
+                    user: u.clone(),
+                    client: Client::new(client_cfg, now),
+                    conn: None,
+                    status: Status::Online,
+                    contacts: BTreeSet::new(),
+                    stopped: false,
+                    received: BTreeMap::new(),
+                }
+            })
+            .collect();
+        World {
+            now,
+            server,
+            store,
+            nodes,
+            cfg,
+            links: BTreeMap::new(),
+            storage: VecDeque::new(),
+            next_conn: 0,
+            status_at_server: BTreeMap::new(),
+            acked: BTreeMap::new(),
+            sent: BTreeMap::new(),
+            violations: Vec::new(),
+            trace_hash: 0xcbf2_9ce4_8422_2325,
+            heartbeat_timeouts: 0,
+        }
+    }
+
+    fn trace(&mut self, what: std::fmt::Arguments<'_>) {
+        // FNV-1a over a rendering of each event: cheap, stable, enough to compare two runs.
+        let text = format!("{:?} {what}", self.now);
+        if std::env::var_os("BREEZE_TRACE").is_some() {
+            eprintln!("{text}");
+        }
+        for b in text.bytes() {
+            self.trace_hash = (self.trace_hash ^ b as u64).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+
+    fn violation(&mut self, what: String) {
+        self.violations.push(format!("at {:?}: {what}", self.now));
+    }
+
+    // ---- what a test can make happen ----
+
+    pub fn set_status(&mut self, i: usize, status: Status) {
+        self.nodes[i].status = status;
+        let now = self.now;
+        self.nodes[i].client.set_status(now, status);
+        self.settle_outputs();
+    }
+
+    pub fn set_contact(&mut self, i: usize, j: usize, add: bool) {
+        let now = self.now;
+        let other = user_name(j);
+        let node = &mut self.nodes[i];
+        if i == j {
+            return;
+        }
+        if add {
+            node.contacts.insert(other.clone());
+            node.client.add_contact(now, other);
+        } else {
+            node.contacts.remove(&other);
+            node.client.remove_contact(now, other);
+        }
+        self.settle_outputs();
+    }
+
+    pub fn send(&mut self, i: usize, j: usize, body: &str) {
+        let now = self.now;
+        let to = user_name(j);
+        let id = self.nodes[i]
+            .client
+            .send_message(now, to.clone(), body.to_string(), None);
+        self.sent.insert((self.nodes[i].user.clone(), id), to);
+        self.settle_outputs();
+    }
+
+    pub fn logout(&mut self, i: usize) {
+        let now = self.now;
+        self.nodes[i].stopped = true;
+        self.nodes[i].client.logout(now);
+        self.settle_outputs();
+    }
+
+    pub fn start(&mut self, i: usize) {
+        let now = self.now;
+        if matches!(self.nodes[i].client.state(), ClientState::Stopped(_)) {
+            self.nodes[i].client.start(now);
+        }
+        self.nodes[i].stopped = false;
+        self.settle_outputs();
+    }
+
+    /// The client's socket is reset: the client notices at once, the server after latency.
+    pub fn crash_link(&mut self, i: usize) {
+        let Some(conn) = self.nodes[i].conn.take() else {
+            return;
+        };
+        let now = self.now;
+        let at = now + self.cfg.latency;
+        if let Some(link) = self.links.get_mut(&conn) {
+            link.client_open = false;
+            if !link.partitioned && link.server_open {
+                link.to_server.push_back((at, Packet::Fin));
+            }
+        }
+        self.trace(format_args!("crash {i}"));
+        self.nodes[i].client.handle_disconnected(now);
+        self.settle_outputs();
+    }
+
+    /// The client's connection goes silent both ways, without a close on either side.
+    pub fn partition_link(&mut self, i: usize) {
+        let Some(conn) = self.nodes[i].conn else {
+            return;
+        };
+        if let Some(link) = self.links.get_mut(&conn) {
+            link.partitioned = true;
+            // A connection whose opening is lost never existed for the server.
+            if link
+                .to_server
+                .iter()
+                .any(|(_, p)| matches!(p, Packet::Open))
+            {
+                link.server_open = false;
+            }
+            link.to_server.clear();
+            link.to_client.clear();
+        }
+        self.trace(format_args!("partition {i}"));
+    }
+
+    /// Runs until `now + d`.
+    pub fn advance(&mut self, d: Duration) {
+        let end = self.now + d;
+        while let Some(t) = self.next_event().filter(|&t| t <= end) {
+            self.now = self.now.max(t);
+            self.step();
+        }
+        self.now = end;
+    }
+
+    /// Long enough for every timeout, grace and backoff to have played out.
+    pub fn settle_time(&self) -> Duration {
+        let s = &self.cfg.server;
+        s.heartbeat_timeout * 2
+            + s.offline_grace
+            + Duration::from_secs(2) * 3
+            + self.cfg.latency * 10
+    }
+
+    // ---- the oracle ----
+
+    /// What `watcher` should see of `j` now, from what the test asked of each client.
+    fn truth(&self, j: usize) -> Presence {
+        let n = &self.nodes[j];
+        if n.stopped {
+            Presence::Offline
+        } else {
+            n.status.visible()
+        }
+    }
+
+    /// Every client the test did not stop is logged in, and its view equals the truth.
+    pub fn check_converged(&mut self) {
+        let mut problems = Vec::new();
+        for (i, n) in self.nodes.iter().enumerate() {
+            if n.stopped {
+                continue;
+            }
+            if !n.client.is_logged_in() {
+                problems.push(format!(
+                    "{} is not logged in: {:?}",
+                    n.user,
+                    n.client.state()
+                ));
+                continue;
+            }
+            let watched: Vec<usize> = match self.cfg.server.scope {
+                WatchScope::Everyone => (0..self.nodes.len()).filter(|&j| j != i).collect(),
+                WatchScope::Contacts => (0..self.nodes.len())
+                    .filter(|&j| n.contacts.contains(&self.nodes[j].user))
+                    .collect(),
+            };
+            let expected: BTreeMap<UserId, Presence> = watched
+                .into_iter()
+                .map(|j| (self.nodes[j].user.clone(), self.truth(j)))
+                .collect();
+            if n.client.presence() != &expected {
+                problems.push(format!(
+                    "{}'s view {:?} differs from the truth {:?}",
+                    n.user,
+                    n.client.presence(),
+                    expected
+                ));
+            }
+            if n.client.own_status() != n.status {
+                problems.push(format!(
+                    "{} has status {:?}, wanted {:?}",
+                    n.user,
+                    n.client.own_status(),
+                    n.status
+                ));
+            }
+        }
+        for p in problems {
+            self.violation(p);
+        }
+        // No half-open connection outlives its timeout on the server.
+        let ghosts: Vec<ConnId> = self
+            .links
+            .iter()
+            .filter(|(_, l)| l.partitioned && l.server_open)
+            .map(|(c, _)| *c)
+            .collect();
+        if !ghosts.is_empty() {
+            self.violation(format!(
+                "half-open connections still open on the server: {ghosts:?}"
+            ));
+        }
+    }
+
+    /// Every message acknowledged to its sender reached its recipient's application once.
+    pub fn check_messages_delivered(&mut self) {
+        let mut missing = Vec::new();
+        for ((from, id), to) in &self.acked {
+            let node = self
+                .nodes
+                .iter()
+                .find(|n| &n.user == to)
+                .expect("known recipient");
+            let count = node
+                .received
+                .get(&(from.clone(), *id))
+                .copied()
+                .unwrap_or(0);
+            if count != 1 {
+                missing.push(format!("{from}#{id} → {to} delivered {count} times"));
+            }
+        }
+        for m in missing {
+            self.violation(m);
+        }
+    }
+
+    // ---- the machinery ----
+
+    fn next_event(&self) -> Option<Instant> {
+        let links = self.links.values().flat_map(|l| {
+            l.to_server
+                .front()
+                .map(|(t, _)| *t)
+                .into_iter()
+                .chain(l.to_client.front().map(|(t, _)| *t))
+        });
+        let clients = self.nodes.iter().filter_map(|n| n.client.poll_timeout());
+        links
+            .chain(clients)
+            .chain(self.server.poll_timeout())
+            .chain(self.storage.front().map(|(t, _, _)| *t))
+            .min()
+    }
+
+    /// Handles everything due at `self.now`.
+    fn step(&mut self) {
+        let now = self.now;
+        let conns: Vec<ConnId> = self.links.keys().copied().collect();
+        for conn in conns {
+            self.deliver_due(conn);
+        }
+        while self.storage.front().is_some_and(|(t, _, _)| *t <= now) {
+            let (_, id, result) = self.storage.pop_front().expect("checked");
+            self.server.handle_storage(now, id, result);
+            self.settle_outputs();
+        }
+        if self.server.poll_timeout().is_some_and(|t| t <= now) {
+            self.server.handle_timeout(now);
+        }
+        for node in &mut self.nodes {
+            if node.client.poll_timeout().is_some_and(|t| t <= now) {
+                node.client.handle_timeout(now);
+            }
+        }
+        self.settle_outputs();
+    }
+
+    fn deliver_due(&mut self, conn: ConnId) {
+        let now = self.now;
+        loop {
+            let Some(link) = self.links.get_mut(&conn) else {
+                return;
+            };
+            if let Some((t, _)) = link.to_server.front()
+                && *t <= now
+            {
+                let (_, p) = link.to_server.pop_front().expect("checked");
+                match p {
+                    Packet::Open => self.server.handle_connect(now, conn),
+                    Packet::Frame(payload) if link.server_open => {
+                        link.last_frame_at_server = now;
+                        let node = link.node;
+                        self.observe_client_frame(node, &payload);
+                        self.server.handle_frame(now, conn, &payload);
+                    }
+                    Packet::Fin if link.server_open => {
+                        link.server_open = false;
+                        self.server.handle_closed(now, conn);
+                    }
+                    _ => {}
+                }
+                self.settle_outputs();
+                continue;
+            }
+            if let Some((t, _)) = link.to_client.front()
+                && *t <= now
+            {
+                let (_, p) = link.to_client.pop_front().expect("checked");
+                let node = link.node;
+                let current = link.client_open && self.nodes[node].conn == Some(conn);
+                if current {
+                    let client = &mut self.nodes[node].client;
+                    match p {
+                        Packet::Connected => client.handle_connected(now),
+                        Packet::Frame(payload) => client.handle_frame(now, &payload),
+                        Packet::Fin => {
+                            link.client_open = false;
+                            self.nodes[node].conn = None;
+                            self.nodes[node].client.handle_disconnected(now);
+                        }
+                        Packet::Open => {}
+                    }
+                }
+                self.settle_outputs();
+                continue;
+            }
+            return;
+        }
+    }
+
+    /// Drains every output of the server and the clients until all are quiet.
+    fn settle_outputs(&mut self) {
+        loop {
+            let mut busy = false;
+            while let Some(out) = self.server.poll_output() {
+                busy = true;
+                self.perform_server(out);
+            }
+            for i in 0..self.nodes.len() {
+                while let Some(out) = self.nodes[i].client.poll_output() {
+                    busy = true;
+                    self.perform_client(i, out);
+                }
+                while let Some(ev) = self.nodes[i].client.poll_event() {
+                    self.observe_event(i, ev);
+                }
+            }
+            if !busy {
+                return;
+            }
+        }
+    }
+
+    fn perform_server(&mut self, out: Output) {
+        let now = self.now;
+        let at = now + self.cfg.latency;
+        match out {
+            Output::Send { conn, frame } => {
+                self.observe_server_frame(conn, &frame);
+                let link = self
+                    .links
+                    .get_mut(&conn)
+                    .expect("server writes only to known links");
+                if !link.partitioned && link.client_open {
+                    link.to_client
+                        .push_back((at, Packet::Frame(frame.slice(LENGTH_PREFIX..))));
+                }
+            }
+            Output::Close { conn, reason } => {
+                self.trace(format_args!("server closes {conn:?}: {reason:?}"));
+                let link = self.links.get_mut(&conn).expect("known link");
+                link.server_open = false;
+                let last = link.last_frame_at_server;
+                if !link.partitioned && link.client_open {
+                    link.to_client.push_back((at, Packet::Fin));
+                }
+                if reason == CloseReason::HeartbeatTimeout {
+                    self.heartbeat_timeouts += 1;
+                    let due = last + self.cfg.server.heartbeat_timeout;
+                    if now != due {
+                        self.violation(format!(
+                            "{conn:?} declared dead at {now:?}, its deadline was {due:?}"
+                        ));
+                    }
+                }
+            }
+            Output::Storage { id, op } => {
+                self.trace(format_args!("storage {id:?} {op:?}"));
+                let ms = now.since_epoch().as_millis() as u64;
+                let result = self.store.apply(op, ms);
+                self.storage
+                    .push_back((now + self.cfg.storage_latency, id, result));
+            }
+            Output::Event(e) => self.trace(format_args!("{e:?}")),
+        }
+    }
+
+    fn perform_client(&mut self, i: usize, out: ClientOutput) {
+        let now = self.now;
+        let at = now + self.cfg.latency;
+        match out {
+            ClientOutput::Connect => {
+                self.next_conn += 1;
+                let conn = ConnId(self.next_conn);
+                self.trace(format_args!("{i} connects as {conn:?}"));
+                let mut link = Link {
+                    node: i,
+                    to_server: VecDeque::new(),
+                    to_client: VecDeque::new(),
+                    partitioned: false,
+                    server_open: true,
+                    client_open: true,
+                    last_frame_at_server: now,
+                    told: BTreeMap::new(),
+                };
+                link.to_server.push_back((at, Packet::Open));
+                link.to_client.push_back((at, Packet::Connected));
+                self.links.insert(conn, link);
+                self.nodes[i].conn = Some(conn);
+            }
+            ClientOutput::Send(frame) => {
+                let Some(conn) = self.nodes[i].conn else {
+                    return;
+                };
+                let link = self.links.get_mut(&conn).expect("known link");
+                if !link.partitioned && link.server_open {
+                    link.to_server
+                        .push_back((at, Packet::Frame(frame.slice(LENGTH_PREFIX..))));
+                }
+            }
+            ClientOutput::Disconnect => {
+                let Some(conn) = self.nodes[i].conn.take() else {
+                    return;
+                };
+                self.trace(format_args!("{i} disconnects {conn:?}"));
+                let link = self.links.get_mut(&conn).expect("known link");
+                link.client_open = false;
+                if !link.partitioned && link.server_open {
+                    link.to_server.push_back((at, Packet::Fin));
+                }
+            }
+        }
+    }
+
+    fn observe_client_frame(&mut self, node: usize, payload: &[u8]) {
+        let user = self.nodes[node].user.clone();
+        match decode::<ClientMsg>(payload) {
+            Ok(ClientMsg::SetStatus { status }) => {
+                self.status_at_server.insert(user, status);
+            }
+            Ok(msg) => self.trace(format_args!("{user} → {msg:?}")),
+            Err(e) => self.violation(format!("{user} sent an undecodable frame: {e}")),
+        }
+    }
+
+    fn observe_server_frame(&mut self, conn: ConnId, frame: &Bytes) {
+        let msg = match decode::<ServerMsg>(&frame[LENGTH_PREFIX..]) {
+            Ok(msg) => msg,
+            Err(e) => return self.violation(format!("server sent an undecodable frame: {e}")),
+        };
+        let node = self.links[&conn].node;
+        let me = self.nodes[node].user.clone();
+        let mut problems = Vec::new();
+        match &msg {
+            ServerMsg::LoginOk { user, status, .. } => {
+                self.status_at_server.insert(user.clone(), *status);
+            }
+            ServerMsg::PresenceSnapshot { entries } => {
+                let link = self.links.get_mut(&conn).expect("known");
+                link.told = entries
+                    .iter()
+                    .map(|e| (e.user.clone(), e.presence))
+                    .collect();
+            }
+            ServerMsg::PresenceDiff { entries } => {
+                for e in entries {
+                    if e.user == me {
+                        problems.push(format!("{me} was told about itself"));
+                    }
+                    let invisible = self.status_at_server.get(&e.user) == Some(&Status::Invisible);
+                    if invisible && e.presence != Presence::Offline {
+                        problems.push(format!(
+                            "invisible {} announced {:?} to {me}",
+                            e.user, e.presence
+                        ));
+                    }
+                    let link = self.links.get_mut(&conn).expect("known");
+                    if link.told.insert(e.user.clone(), e.presence) == Some(e.presence) {
+                        problems.push(format!("{me} told {} is {:?} twice", e.user, e.presence));
+                    }
+                }
+            }
+            _ => {}
+        }
+        self.trace(format_args!(
+            "→ {conn:?} {:?}",
+            std::mem::discriminant(&msg)
+        ));
+        for p in problems {
+            self.violation(p);
+        }
+    }
+
+    fn observe_event(&mut self, i: usize, ev: ClientEvent) {
+        let me = self.nodes[i].user.clone();
+        match ev {
+            ClientEvent::MessageSent { id, .. } => {
+                if let Some(to) = self.sent.get(&(me.clone(), id)) {
+                    self.acked.insert((me, id), to.clone());
+                } else {
+                    self.violation(format!("{me} got an ack for unknown message {id}"));
+                }
+            }
+            ClientEvent::Message(d) => {
+                let key = (d.from.clone(), d.id);
+                if self.sent.get(&key) != Some(&me) {
+                    self.violation(format!("{me} received {key:?}, addressed to someone else"));
+                }
+                let count = self.nodes[i].received.entry(key.clone()).or_default();
+                *count += 1;
+                let count = *count;
+                if count > 1 {
+                    self.violation(format!("{me}'s application got {key:?} {count} times"));
+                }
+            }
+            ClientEvent::Stopped(reason) if !self.nodes[i].stopped => {
+                self.violation(format!("{me} stopped by itself: {reason:?}"));
+            }
+            _ => {}
+        }
+    }
+}
