@@ -135,13 +135,14 @@ mod tests {
             }
         }
 
-        /// Every decoded message re-encodes to the very bytes it came from, so there is one
-        /// encoding per message and no hidden state in a frame.
+        /// Whatever decodes re-encodes to a frame that decodes to the same message, so a
+        /// message survives being relayed. (Not byte-identical: postcard accepts over-long
+        /// varints, and the encoder writes the short form.)
         #[test]
-        fn what_decodes_re_encodes_identically(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+        fn what_decodes_survives_a_round_trip(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
             if let Ok(msg) = decode::<ClientMsg>(&bytes) {
                 let frame = encode_frame(&msg);
-                prop_assert_eq!(&frame[LENGTH_PREFIX..], &bytes[..]);
+                prop_assert_eq!(decode::<ClientMsg>(&frame[LENGTH_PREFIX..]), Ok(msg));
             }
         }
     }

@@ -1,6 +1,7 @@
 //! Every message on the wire. PROTOCOL.md is the prose twin of this file: a change here is a
-//! change there. Variants are only ever appended (postcard encodes the variant index), so an
-//! old peer keeps decoding what it knows.
+//! change there. Variants are only ever appended (postcard encodes the variant index), so the
+//! indices an old peer knows keep their meaning; anything new comes with a new protocol
+//! version, agreed in `Hello`.
 
 use crate::ids::UserId;
 use serde::{Deserialize, Serialize};
@@ -304,6 +305,8 @@ pub enum ServerMsg {
         heartbeat_timeout_ms: u32,
         max_frame: u32,
         max_attachment: u32,
+        /// Largest `Send::body`, in bytes.
+        max_body: u32,
         scope: WatchScope,
     },
     Registered {

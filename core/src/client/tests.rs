@@ -66,6 +66,7 @@ fn welcome() -> ServerMsg {
         heartbeat_timeout_ms: TIMEOUT.as_millis() as u32,
         max_frame: DEFAULT_MAX_FRAME,
         max_attachment: 1024 * 1024,
+        max_body: 16 * 1024,
         scope: WatchScope::Everyone,
     }
 }

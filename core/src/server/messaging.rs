@@ -3,7 +3,7 @@
 
 use super::session::{Mailbox, Phase};
 use super::{Output, Pending, Server};
-use crate::codec::encode_frame;
+use crate::codec::{LENGTH_PREFIX, encode_frame};
 use crate::ids::{ConnId, UserId};
 use crate::message::{Attachment, Delivery, ErrorCode, HistoryItem, RequestKind, ServerMsg};
 use crate::storage::{StorageError, StorageOp, Stored};
@@ -95,7 +95,8 @@ impl Server {
             match &mut c.phase {
                 Phase::Session(s) => match &mut s.mailbox {
                     Mailbox::Loading { held } => held.push((seq, frame.clone())),
-                    Mailbox::Live => self.out.push_back(Output::Send {
+                    Mailbox::Live { floor } if seq <= *floor => {}
+                    Mailbox::Live { .. } => self.out.push_back(Output::Send {
                         conn: *conn,
                         frame: frame.clone(),
                     }),
@@ -112,15 +113,18 @@ impl Server {
         let Phase::Session(s) = &mut c.phase else {
             return;
         };
-        let Mailbox::Loading { held } = std::mem::replace(&mut s.mailbox, Mailbox::Live) else {
+        let Mailbox::Loading { held } = &mut s.mailbox else {
             return;
         };
+        let held = std::mem::take(held);
         let (loaded, failed) = match r {
             Ok(list) => (list, false),
             // The messages stay stored; the next login delivers them.
             Err(_) => (Vec::new(), true),
         };
         let count = loaded.len() as u32;
+        let floor = loaded.iter().map(|d| d.seq).max().unwrap_or(0);
+        s.mailbox = Mailbox::Live { floor };
         let mut by_seq: BTreeMap<u64, bytes::Bytes> = loaded
             .into_iter()
             .map(|d| (d.seq, encode_frame(&ServerMsg::Deliver(d))))
@@ -182,7 +186,22 @@ impl Server {
             return;
         }
         match r {
-            Ok(items) => self.send(conn, &ServerMsg::History { with, items }),
+            Ok(mut items) => {
+                // Keep the page within the frame limit; the client pages on from the oldest
+                // item it got.
+                let page = |items: &Vec<HistoryItem>| {
+                    encode_frame(&ServerMsg::History {
+                        with: with.clone(),
+                        items: items.clone(),
+                    })
+                };
+                let mut frame = page(&items);
+                while frame.len() > self.cfg.max_frame as usize + LENGTH_PREFIX && items.len() > 1 {
+                    items.truncate(items.len() / 2);
+                    frame = page(&items);
+                }
+                self.out.push_back(Output::Send { conn, frame });
+            }
             Err(_) => self.error(conn, RequestKind::History, ErrorCode::StorageFailed, None),
         }
     }

@@ -192,6 +192,15 @@ impl Server {
         }
     }
 
+    /// The host ended the connection for `reason` — a frame over the limit, a reader too
+    /// slow for its queue, a flood — after telling the peer, if it still could. The session
+    /// ends as if the core had closed it.
+    pub fn handle_aborted(&mut self, now: Instant, conn: ConnId, reason: CloseReason) {
+        if let Some(c) = self.conns.remove(&conn) {
+            self.forget(now, conn, c, SessionEnd::Closed(reason));
+        }
+    }
+
     /// The host finished a storage request.
     pub fn handle_storage(&mut self, now: Instant, id: RequestId, result: StorageResult) {
         let Some(pending) = self.pending.remove(&id) else {
@@ -359,7 +368,8 @@ impl Server {
         if magic != MAGIC || client.len() > 64 {
             return self.close(now, conn, CloseReason::BadHandshake);
         }
-        // One version exists; a later server answers with the highest it shares.
+        // One version exists. A server that speaks several will answer a client's version
+        // with that same version when it knows it.
         if version != PROTOCOL_VERSION {
             return self.close(now, conn, CloseReason::UnsupportedVersion);
         }
@@ -369,10 +379,11 @@ impl Server {
         let cfg = &self.cfg;
         let welcome = ServerMsg::Welcome {
             version: PROTOCOL_VERSION,
-            heartbeat_interval_ms: millis(cfg.heartbeat_interval) as u32,
-            heartbeat_timeout_ms: millis(cfg.heartbeat_timeout) as u32,
+            heartbeat_interval_ms: millis_u32(cfg.heartbeat_interval),
+            heartbeat_timeout_ms: millis_u32(cfg.heartbeat_timeout),
             max_frame: cfg.max_frame,
             max_attachment: cfg.max_attachment,
+            max_body: cfg.max_body.try_into().unwrap_or(u32::MAX),
             scope: cfg.scope,
         };
         self.send(conn, &welcome);
@@ -389,6 +400,9 @@ impl Server {
             } => self.login(conn, user, credential, status),
             ClientMsg::Ping { nonce } => self.send(conn, &ServerMsg::Pong { nonce }),
             ClientMsg::Hello { .. } => self.close(now, conn, CloseReason::BadHandshake),
+            ClientMsg::Send { id, .. } => {
+                self.error(conn, RequestKind::Send, ErrorCode::NotLoggedIn, Some(id))
+            }
             other => self.error(conn, other.kind(), ErrorCode::NotLoggedIn, None),
         }
     }
@@ -542,5 +556,9 @@ impl Server {
 }
 
 fn millis(d: crate::time::Duration) -> u64 {
-    d.as_millis().min(u64::MAX as u128) as u64
+    d.as_millis().try_into().unwrap_or(u64::MAX)
+}
+
+fn millis_u32(d: crate::time::Duration) -> u32 {
+    millis(d).try_into().unwrap_or(u32::MAX)
 }

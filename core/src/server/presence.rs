@@ -82,10 +82,11 @@ impl Server {
             presence: self.presence.announced(user),
         };
         match self.cfg.scope {
+            // Users registered since the last flush arrive in the diff that follows.
             WatchScope::Everyone => self
                 .users
                 .keys()
-                .filter(|u| *u != watcher)
+                .filter(|u| *u != watcher && !self.presence.joined.contains(*u))
                 .map(entry)
                 .collect(),
             WatchScope::Contacts => self

@@ -42,10 +42,11 @@ pub(crate) struct Session {
 pub(crate) enum Mailbox {
     /// The mailbox is being read; live deliveries wait here (seq, frame) so that the session
     /// receives everything in sequence order, each message once.
-    Loading {
-        held: Vec<(u64, Bytes)>,
-    },
-    Live,
+    Loading { held: Vec<(u64, Bytes)> },
+    /// Pushed. `floor` is the highest seq the mailbox held: every message at or below it was
+    /// committed before the mailbox was read, so it was in the mailbox or already acknowledged,
+    /// and a late storage result for it must not deliver it again.
+    Live { floor: u64 },
 }
 
 impl Conn {

@@ -640,3 +640,91 @@ fn shutdown_says_goodbye_to_everyone() {
     assert_eq!(rig.closed[&b], CloseReason::ServerShutdown);
     assert_eq!(rig.server.stats().connections, 0);
 }
+
+#[test]
+fn a_stored_result_arriving_after_the_mailbox_read_is_not_delivered_twice() {
+    let mut rig = Rig::new(cfg(), &["a", "b"]);
+    let a = rig.login("a", Status::Online);
+    rig.take(a);
+    rig.deferred = Some(Vec::new());
+    rig.frame(
+        a,
+        ClientMsg::Send {
+            id: 1,
+            to: user("b"),
+            body: "hi".into(),
+            attachment: None,
+        },
+    );
+    let b = rig.login("b", Status::Online);
+    rig.complete(1); // b's login
+    rig.complete(1); // b's mailbox, which already holds the message
+    rig.complete(0); // only now the result of storing it
+    let seqs: Vec<u64> = rig
+        .take(b)
+        .iter()
+        .filter_map(|m| match m {
+            ServerMsg::Deliver(d) => Some(d.seq),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(seqs, vec![1]);
+    assert!(rig.take(a).contains(&ServerMsg::Sent { id: 1, seq: 1 }));
+}
+
+#[test]
+fn a_user_registered_in_the_same_drain_as_a_login_is_listed_once() {
+    let mut rig = Rig::new(cfg(), &["w", "y"]);
+    let w = rig.login("w", Status::Online);
+    rig.take(w);
+    rig.deferred = Some(Vec::new());
+    let x = rig.hello();
+    rig.frame(
+        x,
+        ClientMsg::Register {
+            user: user("newbie"),
+            password: "long enough".into(),
+        },
+    );
+    let y = rig.login("y", Status::Online);
+    rig.take(y);
+    // Both results handled before the host drains.
+    let waiting = rig.deferred.take().unwrap();
+    for (id, result) in waiting {
+        rig.server.handle_storage(rig.now, id, result);
+    }
+    rig.pump();
+    let got = rig.take(y);
+    let newbie_mentions = got
+        .iter()
+        .map(|m| match m {
+            ServerMsg::PresenceSnapshot { entries } | ServerMsg::PresenceDiff { entries } => {
+                entries.iter().filter(|e| e.user == user("newbie")).count()
+            }
+            _ => 0,
+        })
+        .sum::<usize>();
+    assert_eq!(newbie_mentions, 1, "{got:?}");
+}
+
+#[test]
+fn a_connection_the_host_aborts_ends_its_session_like_any_other() {
+    let mut rig = Rig::new(cfg(), &["w", "slow"]);
+    let w = rig.login("w", Status::Online);
+    let slow = rig.login("slow", Status::Online);
+    rig.take(w);
+    rig.server
+        .handle_aborted(rig.now, slow, CloseReason::SlowReader);
+    rig.pump();
+    assert_eq!(
+        diffs(&rig.take(w)),
+        vec![&diff(&[("slow", Presence::Offline)])]
+    );
+    assert!(rig.events.iter().any(|e| matches!(
+        e,
+        crate::server::ServerEvent::SessionEnded {
+            reason: crate::server::SessionEnd::Closed(CloseReason::SlowReader),
+            ..
+        }
+    )));
+}

@@ -4,11 +4,12 @@
 use super::store::MemStore;
 use crate::codec::{LENGTH_PREFIX, decode, encode_frame};
 use crate::config::ServerConfig;
-use crate::ids::{ConnId, UserId};
+use crate::ids::{ConnId, RequestId, UserId};
 use crate::message::{
     ClientMsg, CloseReason, Credential, MAGIC, PROTOCOL_VERSION, ServerMsg, Status,
 };
 use crate::server::{Output, Server, ServerEvent};
+use crate::storage::StorageResult;
 use crate::time::{Duration, Instant};
 use std::collections::BTreeMap;
 
@@ -20,6 +21,9 @@ pub struct Rig {
     inbox: BTreeMap<ConnId, Vec<ServerMsg>>,
     pub closed: BTreeMap<ConnId, CloseReason>,
     pub events: Vec<ServerEvent>,
+    /// When set, storage requests are applied to the store at once but their results wait
+    /// here until `complete` hands them back — to test results arriving late or out of order.
+    pub deferred: Option<Vec<(RequestId, StorageResult)>>,
     next_conn: u64,
 }
 
@@ -40,6 +44,7 @@ impl Rig {
             inbox: BTreeMap::new(),
             closed: BTreeMap::new(),
             events: Vec::new(),
+            deferred: None,
             next_conn: 0,
         }
     }
@@ -59,7 +64,10 @@ impl Rig {
                 Output::Storage { id, op } => {
                     let ms = self.now.since_epoch().as_millis() as u64;
                     let result = self.store.apply(op, ms);
-                    self.server.handle_storage(self.now, id, result);
+                    match &mut self.deferred {
+                        Some(waiting) => waiting.push((id, result)),
+                        None => self.server.handle_storage(self.now, id, result),
+                    }
                 }
                 Output::Event(e) => self.events.push(e),
             }
@@ -111,6 +119,17 @@ impl Rig {
     /// Everything `conn` received since the last call.
     pub fn take(&mut self, conn: ConnId) -> Vec<ServerMsg> {
         self.inbox.remove(&conn).unwrap_or_default()
+    }
+
+    /// Hands back the `index`th deferred storage result (in request order).
+    pub fn complete(&mut self, index: usize) {
+        let (id, result) = self
+            .deferred
+            .as_mut()
+            .expect("storage is deferred")
+            .remove(index);
+        self.server.handle_storage(self.now, id, result);
+        self.pump();
     }
 
     pub fn close(&mut self, conn: ConnId) {

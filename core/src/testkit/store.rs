@@ -155,10 +155,10 @@ impl MemStore {
                 .collect())),
             StorageOp::MarkDelivered { user, seqs } => {
                 for seq in seqs {
-                    if let Some(r) = self.messages.get_mut(&seq) {
-                        if r.to == user {
-                            r.delivered = true;
-                        }
+                    if let Some(r) = self.messages.get_mut(&seq)
+                        && r.to == user
+                    {
+                        r.delivered = true;
                     }
                 }
                 StorageResult::DeliveredMarked(Ok(()))
