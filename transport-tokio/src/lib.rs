@@ -1,1 +1,23 @@
-//! The tokio host of the Breeze core: TCP in, core outputs performed.
+//! The tokio host of the Breeze core: sockets in, core outputs performed.
+//!
+//! * [`Host`] owns a `breeze_core::server::Server` on one task and serves a [`Listener`]:
+//!   one task per connection reads frames for it and writes what it queues.
+//! * [`StorageBackend`] is how the host performs the core's storage requests.
+//! * [`run_client`] drives a `breeze_core::client::Client` over a [`Connector`].
+//!
+//! Everything is generic over the listener and connector and reads only tokio's clock, so
+//! the same code runs over real TCP and over turmoil's simulated network.
+
+mod connection;
+mod host;
+mod link;
+mod listener;
+mod reader;
+mod storage;
+mod time;
+
+pub use host::{Host, HostConfig, HostHandle, HostStopped};
+pub use link::QueueLimits;
+pub use listener::{Connector, Listener, Stream, TcpConnector};
+pub use storage::{ResultReceiver, ResultSender, StorageBackend, result_channel};
+pub use time::Clock;

@@ -1,0 +1,228 @@
+//! One task per connection: it reads frames for the core and writes what the core queued.
+//!
+//! Reading and writing share one task (over the two halves of the stream, driven from one
+//! `select!`) rather than a task each: a task costs memory at 20k connections, and one task
+//! sees both directions, so ending a connection needs no coordination between two.
+
+use crate::link::{Link, LinkHandle, Next};
+use crate::listener::Stream;
+use crate::reader::FrameReader;
+use breeze_core::ConnId;
+use breeze_core::codec::{FrameError, encode_frame};
+use breeze_core::message::{CloseReason, ServerMsg};
+use bytes::{Buf, Bytes};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio::time::{Instant, sleep_until, timeout_at};
+
+/// What connections tell the core task.
+#[derive(Debug)]
+pub(crate) enum Inbound {
+    /// A new connection; sent before its task starts, so it precedes all of its frames.
+    Accepted {
+        conn: ConnId,
+        peer: SocketAddr,
+        link: LinkHandle,
+    },
+    Frame {
+        conn: ConnId,
+        payload: Bytes,
+    },
+    /// The peer announced a frame over the limit; nothing more is read from it.
+    TooLarge {
+        conn: ConnId,
+        len: u32,
+    },
+    /// The peer closed or reset the connection.
+    Closed {
+        conn: ConnId,
+    },
+}
+
+/// Per-connection settings, copied into every connection task.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConnSettings {
+    pub(crate) max_frame: u32,
+    /// How long a connection told to close may take to write what is queued and close.
+    pub(crate) close_timeout: Duration,
+    /// After closing our side, how long to wait for the peer's close. Closing a socket with
+    /// unread input makes the kernel send a reset, which can destroy our last frames (the
+    /// `Bye` saying why) before the peer reads them; reading until the peer closes avoids it.
+    pub(crate) linger: Duration,
+    /// How long a `Bye` to a slow reader or a refused connection may take to write.
+    pub(crate) bye_timeout: Duration,
+}
+
+/// How the main loop ended.
+enum Ending {
+    /// The host closed the connection and everything queued was written.
+    Flushed,
+    /// The host gave up on the queue.
+    Abort(CloseReason),
+    /// The socket failed, or the closing deadline passed.
+    Broken,
+    /// The core task is gone.
+    HostGone,
+}
+
+/// Runs one connection to its end. Holds `_permit` (a slot of the connection limit) until the
+/// socket is really closed.
+pub(crate) async fn drive<S: Stream>(
+    conn: ConnId,
+    stream: S,
+    link: Arc<Link>,
+    core: mpsc::Sender<Inbound>,
+    settings: ConnSettings,
+    _permit: OwnedSemaphorePermit,
+) {
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let mut reader = FrameReader::new(settings.max_frame);
+    let mut reading = true;
+    // The frame being written; `advance`d as the socket takes it.
+    let mut current = Bytes::new();
+    let mut unflushed = false;
+    let mut deadline: Option<Instant> = None;
+
+    let ending = loop {
+        match link.next(current.is_empty()) {
+            Next::Write(frame) => current = frame,
+            Next::Wait => {}
+            Next::Flushed if !unflushed => break Ending::Flushed,
+            Next::Flushed => {}
+            Next::Abort(reason) => break Ending::Abort(reason),
+        }
+        if deadline.is_none() && link.closing() {
+            deadline = Some(Instant::now() + settings.close_timeout);
+        }
+        let writing = !current.is_empty();
+        tokio::select! {
+            biased;
+            () = sleep_until(deadline.unwrap_or_else(far_future)), if deadline.is_some() => {
+                break Ending::Broken;
+            }
+            () = link.changed() => {}
+            step = write_step(&mut wr, &current), if writing || unflushed => match step {
+                Ok(WriteStep::Wrote(0)) | Err(_) => break Ending::Broken,
+                Ok(WriteStep::Wrote(n)) => {
+                    current.advance(n);
+                    unflushed = true;
+                }
+                Ok(WriteStep::Flushed) => unflushed = false,
+            },
+            read = rd.read_buf(reader.buf_for_read()), if reading => match read {
+                Ok(0) | Err(_) => {
+                    // The peer is gone, or half-closed. Stop reading but keep writing until
+                    // the host closes us: after a `Logout` and a half-close the peer still
+                    // gets its `Bye`.
+                    reading = false;
+                    if core.send(Inbound::Closed { conn }).await.is_err() {
+                        break Ending::HostGone;
+                    }
+                }
+                Ok(_) => match forward_frames(conn, &mut reader, &core).await {
+                    Forwarded::All => {}
+                    Forwarded::TooLarge => reading = false,
+                    Forwarded::HostGone => break Ending::HostGone,
+                },
+            },
+        }
+    };
+
+    let deadline = deadline.unwrap_or_else(|| Instant::now() + settings.close_timeout);
+    match ending {
+        Ending::Flushed => {
+            if timeout_at(deadline, wr.shutdown()).await.is_ok() {
+                linger(&mut rd, Instant::now() + settings.linger).await;
+            }
+        }
+        Ending::Abort(reason) => {
+            // A half-written frame must be finished first, or the Bye would land inside it.
+            let bye = encode_frame(&ServerMsg::Bye { reason });
+            let said = async {
+                wr.write_all(&current).await?;
+                wr.write_all(&bye).await?;
+                wr.shutdown().await
+            };
+            let _ = timeout_at(Instant::now() + settings.bye_timeout, said).await;
+        }
+        Ending::Broken | Ending::HostGone => {}
+    }
+}
+
+enum WriteStep {
+    Wrote(usize),
+    Flushed,
+}
+
+/// Writes some of `pending`, or flushes once it is all written. One future for both, since
+/// both need the write half. Cancel-safe: a write either took bytes or did not.
+async fn write_step<W: AsyncWrite + Unpin>(wr: &mut W, pending: &[u8]) -> io::Result<WriteStep> {
+    if pending.is_empty() {
+        wr.flush().await.map(|()| WriteStep::Flushed)
+    } else {
+        wr.write(pending).await.map(WriteStep::Wrote)
+    }
+}
+
+enum Forwarded {
+    All,
+    TooLarge,
+    HostGone,
+}
+
+/// Hands every complete frame in the buffer to the core. Waiting on a full core channel is
+/// the backpressure: this connection stops reading, and TCP slows the peer down.
+async fn forward_frames(
+    conn: ConnId,
+    reader: &mut FrameReader,
+    core: &mpsc::Sender<Inbound>,
+) -> Forwarded {
+    loop {
+        let event = match reader.next_frame() {
+            Ok(Some(payload)) => Inbound::Frame { conn, payload },
+            Ok(None) => return Forwarded::All,
+            Err(FrameError::TooLarge { len, .. }) => Inbound::TooLarge { conn, len },
+        };
+        let too_large = matches!(event, Inbound::TooLarge { .. });
+        if core.send(event).await.is_err() {
+            return Forwarded::HostGone;
+        }
+        if too_large {
+            return Forwarded::TooLarge;
+        }
+    }
+}
+
+/// Reads and discards until the peer closes or `until`.
+async fn linger<R: AsyncRead + Unpin>(rd: &mut R, until: Instant) {
+    let mut sink = [0u8; 512];
+    let drain = async {
+        while let Ok(n) = rd.read(&mut sink).await {
+            if n == 0 {
+                break;
+            }
+        }
+    };
+    let _ = timeout_at(until, drain).await;
+}
+
+/// Tells a connection the host will not serve why (`ServerFull`) and closes it, all within
+/// `settings.bye_timeout` plus the linger.
+pub(crate) async fn refuse<S: Stream>(mut stream: S, reason: CloseReason, settings: ConnSettings) {
+    let bye = encode_frame(&ServerMsg::Bye { reason });
+    let said = async {
+        stream.write_all(&bye).await?;
+        stream.shutdown().await
+    };
+    if let Ok(Ok(())) = timeout_at(Instant::now() + settings.bye_timeout, said).await {
+        linger(&mut stream, Instant::now() + settings.linger).await;
+    }
+}
+
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(365 * 86_400)
+}

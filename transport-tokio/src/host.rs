@@ -1,0 +1,501 @@
+//! The core task: the one owner of the `Server` state machine.
+//!
+//! Every input — frames, connects and closes from connection tasks, storage results, timer
+//! expiries, console requests — arrives here and is fed to the core; then its outputs are
+//! performed. Inputs that are ready together are handled together before any output is
+//! drained, so the core can batch presence changes (a hundred clients dropping at once make
+//! one diff per watcher, not a hundred).
+
+use crate::connection::{self, ConnSettings, Inbound};
+use crate::link::{LinkHandle, QueueLimits};
+use crate::listener::Listener;
+use crate::storage::{ResultReceiver, StorageBackend};
+use crate::time::Clock;
+use breeze_core::codec::encode_frame;
+use breeze_core::message::{CloseReason, ServerMsg, WhoEntry};
+use breeze_core::server::{Output, Server, ServerEvent, SessionEnd, Stats};
+use breeze_core::{ConnId, Instant};
+use std::collections::HashMap;
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+/// Transport limits and timings; the protocol's own policy lives in `ServerConfig`.
+#[derive(Debug, Clone)]
+pub struct HostConfig {
+    /// Open sockets at most; one more is told `Bye{ServerFull}` and closed, and the core
+    /// never hears of it. Connections still closing count, since they still hold memory.
+    pub max_connections: usize,
+    /// Per-connection outbound queue; a peer that lets it fill up is a slow reader.
+    pub outbound_queue: QueueLimits,
+    /// How long a connection told to close may take to write what it has queued.
+    pub close_timeout: Duration,
+    /// How long a closed connection waits for its peer to close too (see `linger` in
+    /// `connection.rs`: it keeps the last `Bye` from being destroyed by a reset).
+    pub linger: Duration,
+    /// How long writing a `Bye` to a slow reader or a refused connection may take.
+    pub bye_timeout: Duration,
+    /// At shutdown, how long to wait for connections to write their `Bye` and close.
+    pub shutdown_grace: Duration,
+    /// Events from connections waiting for the core task; a full queue stops reading
+    /// (backpressure through TCP).
+    pub inbound_capacity: usize,
+    /// Inputs handled at most in one batch, so outputs are not held back for ever.
+    pub batch: usize,
+    /// Refused connections being told `ServerFull` at once; beyond that they are just
+    /// dropped, so a connection flood cannot make the refusals themselves a cost.
+    pub max_refusals: usize,
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        HostConfig {
+            max_connections: 20_000,
+            // Bytes are the real bound; the frame count only caps the per-frame overhead, and
+            // is generous because one batch of pipelined requests can queue hundreds of small
+            // answers before the connection task gets to write any.
+            outbound_queue: QueueLimits {
+                frames: 4096,
+                bytes: 4 * 1024 * 1024,
+            },
+            close_timeout: Duration::from_secs(2),
+            linger: Duration::from_secs(1),
+            bye_timeout: Duration::from_millis(500),
+            shutdown_grace: Duration::from_secs(2),
+            inbound_capacity: 4096,
+            batch: 1024,
+            max_refusals: 64,
+        }
+    }
+}
+
+/// The host has stopped; its handle can no longer reach it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the server host has stopped")]
+pub struct HostStopped;
+
+enum Control {
+    Stats(oneshot::Sender<Stats>),
+    Who(oneshot::Sender<Vec<WhoEntry>>),
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// Talks to a running host: introspection for the console, and shutdown. Cheap to clone.
+/// When every handle is dropped the host shuts down as if told to.
+#[derive(Debug, Clone)]
+pub struct HostHandle {
+    control: mpsc::Sender<Control>,
+    local_addr: SocketAddr,
+}
+
+impl HostHandle {
+    /// The address the host listens on (the real port when bound to port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Connection, session and user counts.
+    pub async fn stats(&self) -> Result<Stats, HostStopped> {
+        self.ask(Control::Stats).await
+    }
+
+    /// Online users and their sessions, sorted by name.
+    pub async fn who(&self) -> Result<Vec<WhoEntry>, HostStopped> {
+        self.ask(Control::Who).await
+    }
+
+    /// Shuts down gracefully: every session is told `Bye{ServerShutdown}`, connections get
+    /// `shutdown_grace` to write it, then storage is flushed. Returns when all that is done
+    /// (at once if the host had already stopped).
+    pub async fn shutdown(&self) {
+        let _ = self.ask(Control::Shutdown).await;
+    }
+
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Control,
+    ) -> Result<T, HostStopped> {
+        let (tx, rx) = oneshot::channel();
+        self.control.send(make(tx)).await.map_err(|_| HostStopped)?;
+        rx.await.map_err(|_| HostStopped)
+    }
+}
+
+/// A server core, a listener and a storage backend, ready to run.
+pub struct Host<L: Listener, B: StorageBackend> {
+    server: Server,
+    listener: L,
+    backend: B,
+    results: ResultReceiver,
+    cfg: HostConfig,
+    clock: Clock,
+    control: mpsc::Receiver<Control>,
+}
+
+impl<L: Listener, B: StorageBackend> fmt::Debug for Host<L, B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Host")
+            .field("cfg", &self.cfg)
+            .field("clock", &self.clock)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<L: Listener, B: StorageBackend> Host<L, B> {
+    /// `results` is the receiving end of the channel `backend` reports on. The core's
+    /// instants count from `clock`'s epoch: start it when the `Server` is made.
+    pub fn new(
+        server: Server,
+        listener: L,
+        backend: B,
+        results: ResultReceiver,
+        clock: Clock,
+        cfg: HostConfig,
+    ) -> io::Result<(Self, HostHandle)> {
+        let local_addr = listener.local_addr()?;
+        let (tx, rx) = mpsc::channel(16);
+        let host = Host {
+            server,
+            listener,
+            backend,
+            results,
+            cfg,
+            clock,
+            control: rx,
+        };
+        let handle = HostHandle {
+            control: tx,
+            local_addr,
+        };
+        Ok((host, handle))
+    }
+
+    /// Runs the host on a task of its own.
+    pub fn spawn(self) -> JoinHandle<()> {
+        tokio::spawn(self.run())
+    }
+
+    /// Runs the host until it is shut down.
+    pub async fn run(self) {
+        let Host {
+            server,
+            listener,
+            backend,
+            results,
+            cfg,
+            clock,
+            mut control,
+        } = self;
+        let settings = ConnSettings {
+            max_frame: server.config().max_frame,
+            close_timeout: cfg.close_timeout,
+            linger: cfg.linger,
+            bye_timeout: cfg.bye_timeout,
+        };
+        let (inbound_tx, mut inbound) = mpsc::channel(cfg.inbound_capacity.max(1));
+        let slots = cfg
+            .max_connections
+            .min(Semaphore::MAX_PERMITS)
+            .min(u32::MAX as usize);
+        let permits = Arc::new(Semaphore::new(slots));
+        let accept = tokio::spawn(accept_loop(
+            listener,
+            inbound_tx,
+            permits.clone(),
+            Arc::new(Semaphore::new(cfg.max_refusals)),
+            settings,
+        ));
+        let mut core = Core {
+            server,
+            backend,
+            conns: HashMap::new(),
+            ended: Vec::new(),
+            limits: cfg.outbound_queue,
+        };
+        let mut results = results.0;
+        let mut results_open = true;
+        let batch = cfg.batch.max(1);
+        let mut ready_results = Vec::with_capacity(batch);
+        let mut ready_inbound = Vec::with_capacity(batch);
+
+        let reply = loop {
+            let timer = core.server.poll_timeout();
+            let wake = timer.map(|at| clock.tokio(at));
+            tokio::select! {
+                biased;
+                msg = control.recv() => match msg {
+                    Some(Control::Stats(reply)) => {
+                        let _ = reply.send(core.server.stats());
+                        continue;
+                    }
+                    Some(Control::Who(reply)) => {
+                        let _ = reply.send(core.server.who(clock.now()));
+                        continue;
+                    }
+                    Some(Control::Shutdown(reply)) => break Some(reply),
+                    None => break None,
+                },
+                n = results.recv_many(&mut ready_results, batch), if results_open => {
+                    if n == 0 {
+                        // Nothing will ever answer the requests in flight; the sessions
+                        // waiting on them time out, the rest keep working.
+                        tracing::error!("the storage backend stopped reporting results");
+                        results_open = false;
+                    }
+                }
+                _ = inbound.recv_many(&mut ready_inbound, batch) => {}
+                () = tokio::time::sleep_until(wake.unwrap_or_else(far_future)), if wake.is_some() => {}
+            }
+            // Whatever else is ready joins this batch.
+            while results_open && ready_results.len() < batch {
+                match results.try_recv() {
+                    Ok(r) => ready_results.push(r),
+                    Err(_) => break,
+                }
+            }
+            while ready_inbound.len() < batch {
+                match inbound.try_recv() {
+                    Ok(ev) => ready_inbound.push(ev),
+                    Err(_) => break,
+                }
+            }
+            let now = clock.now();
+            for (id, result) in ready_results.drain(..) {
+                core.server.handle_storage(now, id, result);
+            }
+            for ev in ready_inbound.drain(..) {
+                core.inbound(now, ev);
+            }
+            if timer.is_some_and(|at| at <= now) {
+                core.server.handle_timeout(now);
+            }
+            core.settle(now);
+        };
+
+        // Shutdown. Stop accepting first, so nobody connects to a server that is leaving.
+        accept.abort();
+        let _ = accept.await;
+        let now = clock.now();
+        // Connections accepted but not yet seen are told too.
+        while let Ok(ev) = inbound.try_recv() {
+            if let Inbound::Accepted { .. } = ev {
+                core.inbound(now, ev);
+            }
+        }
+        core.server.shutdown(now);
+        core.settle(now);
+        let conns = core.conns.len();
+        core.conns.clear();
+        info!(
+            connections = conns,
+            "shutting down: sessions told, waiting for writes"
+        );
+        // Wait for every connection to finish writing, while still draining their events
+        // so none of them blocks on a full inbound queue.
+        let all_closed = permits.acquire_many_owned(slots as u32);
+        tokio::pin!(all_closed);
+        let waited = tokio::time::timeout(cfg.shutdown_grace, async {
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = &mut all_closed => break,
+                    ev = inbound.recv() => drop(ev),
+                }
+            }
+        })
+        .await;
+        if waited.is_err() {
+            warn!(
+                "some connections did not close within {:?}",
+                cfg.shutdown_grace
+            );
+        }
+        core.backend.shutdown().await;
+        info!("shutdown complete");
+        if let Some(reply) = reply {
+            let _ = reply.send(());
+        }
+    }
+}
+
+/// The state the core task keeps besides the `Server`.
+struct Core<B> {
+    server: Server,
+    backend: B,
+    conns: HashMap<ConnId, Peer>,
+    /// Connections that ended on the transport's side in this batch, with the reason to tell
+    /// the peer, if any. Handled after the batch's outputs, so that frames the core queued
+    /// for them first (the answer to a `Logout` sent just before a half-close, or to the
+    /// frames before an oversize one) go out before they close.
+    ended: Vec<(ConnId, Option<CloseReason>)>,
+    limits: QueueLimits,
+}
+
+struct Peer {
+    link: LinkHandle,
+    addr: SocketAddr,
+}
+
+impl<B: StorageBackend> Core<B> {
+    fn inbound(&mut self, now: Instant, ev: Inbound) {
+        match ev {
+            Inbound::Accepted { conn, peer, link } => {
+                debug!(conn = conn.0, %peer, "connection accepted");
+                self.conns.insert(conn, Peer { link, addr: peer });
+                self.server.handle_connect(now, conn);
+            }
+            Inbound::Frame { conn, payload } => self.server.handle_frame(now, conn, &payload),
+            Inbound::TooLarge { conn, len } => {
+                if let Some(peer) = self.conns.get(&conn) {
+                    info!(conn = conn.0, peer = %peer.addr, len, "closing: frame too large");
+                }
+                self.ended.push((conn, Some(CloseReason::FrameTooLarge)));
+            }
+            Inbound::Closed { conn } => self.ended.push((conn, None)),
+        }
+    }
+
+    /// Performs every output, then closes the connections that ended in this batch (which
+    /// makes more outputs: presence changes), until there is nothing left to do.
+    fn settle(&mut self, now: Instant) {
+        loop {
+            while let Some(out) = self.server.poll_output() {
+                self.perform(now, out);
+            }
+            if self.ended.is_empty() {
+                return;
+            }
+            for (conn, reason) in std::mem::take(&mut self.ended) {
+                // Dropping the link closes the connection once what is queued is written.
+                if let (Some(peer), Some(reason)) = (self.conns.remove(&conn), reason) {
+                    self.say_bye(&peer, reason);
+                }
+                self.server.handle_closed(now, conn);
+            }
+        }
+    }
+
+    fn perform(&mut self, now: Instant, out: Output) {
+        match out {
+            Output::Send { conn, frame } => {
+                let Some(peer) = self.conns.get(&conn) else {
+                    return;
+                };
+                if peer.link.push(frame, self.limits).is_err() {
+                    let Some(peer) = self.conns.remove(&conn) else {
+                        return;
+                    };
+                    warn!(conn = conn.0, peer = %peer.addr, "closing: {}", CloseReason::SlowReader);
+                    peer.link.abort(CloseReason::SlowReader);
+                    self.server.handle_closed(now, conn);
+                }
+            }
+            Output::Close { conn, reason } => {
+                if let Some(peer) = self.conns.remove(&conn) {
+                    debug!(conn = conn.0, peer = %peer.addr, %reason, "closing");
+                }
+            }
+            Output::Storage { id, op } => self.backend.submit(id, op),
+            Output::Event(ev) => self.log(ev),
+        }
+    }
+
+    /// Queues `Bye{reason}` behind whatever is already queued, or, if the queue is full,
+    /// gives up on the queue and lets the connection say it directly.
+    fn say_bye(&self, peer: &Peer, reason: CloseReason) {
+        let bye = encode_frame(&ServerMsg::Bye { reason });
+        if peer.link.push(bye, self.limits).is_err() {
+            peer.link.abort(reason);
+        }
+    }
+
+    fn log(&self, ev: ServerEvent) {
+        match ev {
+            ServerEvent::SessionStarted { user, at } => {
+                let peer = self.conns.get(&at.conn).map(|p| p.addr);
+                match peer {
+                    Some(peer) => info!(%user, conn = at.conn.0, %peer, "session started"),
+                    None => info!(%user, conn = at.conn.0, "session started"),
+                }
+            }
+            ServerEvent::SessionEnded { user, at, reason } => {
+                info!(%user, conn = at.conn.0, reason = %EndReason(reason), "session ended");
+            }
+        }
+    }
+}
+
+/// A session end in plain words, for the log.
+struct EndReason(SessionEnd);
+
+impl fmt::Display for EndReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            SessionEnd::LoggedOut => f.write_str("logged out"),
+            SessionEnd::ConnectionLost => f.write_str("connection lost"),
+            SessionEnd::Closed(reason) => write!(f, "{reason}"),
+        }
+    }
+}
+
+/// Pause after a failed accept: the usual cause is running out of file descriptors, and
+/// retrying at once would spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+async fn accept_loop<L: Listener>(
+    mut listener: L,
+    inbound: mpsc::Sender<Inbound>,
+    permits: Arc<Semaphore>,
+    refusals: Arc<Semaphore>,
+    settings: ConnSettings,
+) {
+    let mut next_conn = 0u64;
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                warn!(error = %e, "accepting a connection failed");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            debug!(%peer, "refusing connection: {}", CloseReason::ServerFull);
+            if let Ok(slot) = refusals.clone().try_acquire_owned() {
+                tokio::spawn(async move {
+                    connection::refuse(stream, CloseReason::ServerFull, settings).await;
+                    drop(slot);
+                });
+            }
+            continue;
+        };
+        next_conn += 1;
+        let conn = ConnId(next_conn);
+        let (handle, link) = LinkHandle::new();
+        let accepted = Inbound::Accepted {
+            conn,
+            peer,
+            link: handle,
+        };
+        if inbound.send(accepted).await.is_err() {
+            return;
+        }
+        tokio::spawn(connection::drive(
+            conn,
+            stream,
+            link,
+            inbound.clone(),
+            settings,
+            permit,
+        ));
+    }
+}
+
+fn far_future() -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_secs(365 * 86_400)
+}

@@ -1,0 +1,93 @@
+//! Splitting frames off a byte stream with little memory per connection.
+//!
+//! The buffer starts empty and is topped up in small steps, so an idle connection holds a few
+//! hundred bytes, not a fixed 8 KiB. A large frame grows it — only after `split_frame` has
+//! checked the announced length against the limit — and once that frame has been handed on,
+//! the buffer goes back to small.
+
+use breeze_core::codec::{FrameError, split_frame};
+use bytes::{Bytes, BytesMut};
+
+/// How much room a read gets when the buffer has none left: a typical frame or several.
+const READ_STEP: usize = 256;
+/// A drained buffer above this capacity is released, giving large-frame memory back.
+const SHRINK_ABOVE: usize = 4 * 1024;
+
+#[derive(Debug)]
+pub(crate) struct FrameReader {
+    buf: BytesMut,
+    max_frame: u32,
+}
+
+impl FrameReader {
+    pub(crate) fn new(max_frame: u32) -> Self {
+        FrameReader {
+            buf: BytesMut::new(),
+            max_frame,
+        }
+    }
+
+    /// The buffer to read into, with room for at least one more small read.
+    pub(crate) fn buf_for_read(&mut self) -> &mut BytesMut {
+        if self.buf.capacity() == self.buf.len() {
+            self.buf.reserve(READ_STEP);
+        }
+        &mut self.buf
+    }
+
+    /// The next complete frame payload, if the buffer holds one.
+    pub(crate) fn next_frame(&mut self) -> Result<Option<Bytes>, FrameError> {
+        let frame = split_frame(&mut self.buf, self.max_frame)?;
+        if frame.is_some() && self.buf.is_empty() && self.buf.capacity() > SHRINK_ABOVE {
+            self.buf = BytesMut::new();
+        }
+        Ok(frame)
+    }
+
+    /// Bytes held for this connection, buffered or reserved.
+    #[cfg(test)]
+    pub(crate) fn capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use breeze_core::codec::encode_frame;
+    use breeze_core::message::ClientMsg;
+    use bytes::BufMut;
+
+    fn feed(reader: &mut FrameReader, bytes: &[u8]) {
+        reader.buf_for_read().put_slice(bytes);
+    }
+
+    #[test]
+    fn a_large_frame_grows_the_buffer_and_it_shrinks_back() {
+        let mut reader = FrameReader::new(1 << 20);
+        let big = ClientMsg::Register {
+            user: "a".parse().unwrap(),
+            password: "x".repeat(100_000),
+        };
+        let frame = encode_frame(&big);
+        feed(&mut reader, &frame[..10]);
+        assert_eq!(reader.next_frame().unwrap(), None);
+        assert!(reader.capacity() >= frame.len());
+        feed(&mut reader, &frame[10..]);
+        let payload = reader.next_frame().unwrap().unwrap();
+        assert_eq!(payload.len(), frame.len() - 4);
+        drop(payload);
+        assert!(reader.capacity() <= SHRINK_ABOVE);
+        feed(&mut reader, &encode_frame(&ClientMsg::Ping { nonce: 1 }));
+        assert!(reader.next_frame().unwrap().is_some());
+        assert!(reader.capacity() <= SHRINK_ABOVE);
+    }
+
+    #[test]
+    fn an_oversize_length_is_refused_without_growing() {
+        let mut reader = FrameReader::new(1000);
+        feed(&mut reader, &100_000u32.to_be_bytes());
+        assert!(reader.next_frame().is_err());
+        assert!(reader.capacity() <= READ_STEP);
+    }
+}

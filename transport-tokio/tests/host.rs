@@ -1,0 +1,406 @@
+//! The host over real loopback TCP, driven by raw sockets speaking the wire protocol.
+
+mod common;
+
+use breeze_core::message::{ClientMsg, CloseReason, Presence, PresenceEntry, ServerMsg};
+use common::{Peer, TestServer, WAIT, fast_config, host_config, user};
+use std::time::Duration;
+use tokio::time::Instant;
+
+#[tokio::test]
+async fn handshake_gets_welcome_with_the_configured_limits() {
+    let server = TestServer::start(fast_config(), host_config()).await;
+    let mut peer = Peer::connect(server.addr).await;
+    let ServerMsg::Welcome {
+        heartbeat_interval_ms,
+        heartbeat_timeout_ms,
+        max_frame,
+        ..
+    } = peer.hello().await
+    else {
+        unreachable!()
+    };
+    assert_eq!((heartbeat_interval_ms, heartbeat_timeout_ms), (100, 400));
+    assert_eq!(max_frame, fast_config().max_frame);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn register_login_and_presence() {
+    let server = TestServer::start(fast_config(), host_config()).await;
+    let (mut alice, got) = Peer::register_and_login(server.addr, "alice").await;
+    assert_eq!(got[1], ServerMsg::PresenceSnapshot { entries: vec![] });
+
+    let (mut bob, got) = Peer::register_and_login(server.addr, "bob").await;
+    assert_eq!(
+        got[1],
+        ServerMsg::PresenceSnapshot {
+            entries: vec![PresenceEntry {
+                user: user("alice"),
+                presence: Presence::Online
+            }]
+        }
+    );
+    // Bob's registration is announced first (as offline), then his login.
+    alice
+        .recv_until("bob online", |m| {
+            *m == ServerMsg::PresenceDiff {
+                entries: vec![PresenceEntry {
+                    user: user("bob"),
+                    presence: Presence::Online,
+                }],
+            }
+        })
+        .await;
+
+    // A message goes through storage and back out to the recipient.
+    bob.send(&ClientMsg::Send {
+        id: 1,
+        to: user("alice"),
+        body: "hi".into(),
+        attachment: None,
+    })
+    .await;
+    bob.recv_until("sent", |m| matches!(m, ServerMsg::Sent { id: 1, .. }))
+        .await;
+    let ServerMsg::Deliver(d) = alice
+        .recv_until("delivery", |m| matches!(m, ServerMsg::Deliver(_)))
+        .await
+    else {
+        unreachable!()
+    };
+    assert_eq!((d.from, d.body.as_str()), (user("bob"), "hi"));
+
+    let stats = server.handle.stats().await.unwrap();
+    assert_eq!(
+        (stats.connections, stats.sessions, stats.online_users),
+        (2, 2, 2)
+    );
+    let who = server.handle.who().await.unwrap();
+    let names: Vec<_> = who.iter().map(|w| w.user.as_str()).collect();
+    assert_eq!(names, ["alice", "bob"]);
+
+    // Logging out is announced to the other user, and the server says why it closes.
+    bob.send(&ClientMsg::Logout).await;
+    assert_eq!(
+        bob.last_before_close().await,
+        Some(ServerMsg::Bye {
+            reason: CloseReason::LoggedOut
+        })
+    );
+    alice
+        .recv_until("bob offline", |m| {
+            matches!(m, ServerMsg::PresenceDiff { entries } if entries[0].presence == Presence::Offline)
+        })
+        .await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_oversize_frame_is_refused_and_others_keep_working() {
+    let server = TestServer::start(fast_config(), host_config()).await;
+    let mut other = Peer::connect(server.addr).await;
+    other.hello().await;
+
+    let mut big = Peer::connect(server.addr).await;
+    big.hello().await;
+    let max = fast_config().max_frame;
+    // Only the length is sent: the server must refuse on it, not wait for the bytes.
+    big.send_raw(&(max + 1).to_be_bytes()).await;
+    assert_eq!(
+        big.last_before_close().await,
+        Some(ServerMsg::Bye {
+            reason: CloseReason::FrameTooLarge
+        })
+    );
+    other.ping(7).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_oversize_frame_with_its_bytes_still_gets_the_bye() {
+    // The peer has sent a lot that the server never reads; closing must not reset the
+    // connection (which would destroy the Bye) before the peer has read why.
+    let cfg = breeze_core::ServerConfig {
+        max_frame: 100_000,
+        ..fast_config()
+    };
+    let server = TestServer::start(cfg, host_config()).await;
+    let mut peer = Peer::connect(server.addr).await;
+    peer.hello().await;
+    let (rd, mut wr) = peer.stream.into_split();
+    let writer = tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        let mut frame = 200_000u32.to_be_bytes().to_vec();
+        frame.resize(4 + 200_000, 0);
+        // May fail once the server has closed; the Bye is what counts.
+        let _ = wr.write_all(&frame).await;
+        wr
+    });
+    let wr = writer.await.unwrap();
+    let mut peer = Peer::from_stream(rd.reunite(wr).unwrap());
+    assert_eq!(
+        peer.last_before_close().await,
+        Some(ServerMsg::Bye {
+            reason: CloseReason::FrameTooLarge
+        })
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn garbage_is_malformed() {
+    let server = TestServer::start(fast_config(), host_config()).await;
+    let mut peer = Peer::connect(server.addr).await;
+    peer.hello().await;
+    peer.send_raw(&[0, 0, 0, 5, 0xff, 0xff, 0xff, 0xff, 0xff])
+        .await;
+    assert_eq!(
+        peer.last_before_close().await,
+        Some(ServerMsg::Bye {
+            reason: CloseReason::Malformed
+        })
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn silence_before_hello_is_a_handshake_timeout() {
+    let server = TestServer::start(fast_config(), host_config()).await;
+    let started = Instant::now();
+    let mut peer = Peer::connect(server.addr).await;
+    assert_eq!(
+        peer.last_before_close().await,
+        Some(ServerMsg::Bye {
+            reason: CloseReason::HandshakeTimeout
+        })
+    );
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(300), "{took:?}");
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn connections_beyond_the_limit_are_told_server_full() {
+    let host = breeze_transport_tokio::HostConfig {
+        max_connections: 2,
+        ..host_config()
+    };
+    let server = TestServer::start(fast_config(), host).await;
+    let mut a = Peer::connect(server.addr).await;
+    a.hello().await;
+    let mut b = Peer::connect(server.addr).await;
+    b.hello().await;
+    let mut c = Peer::connect(server.addr).await;
+    assert_eq!(
+        c.last_before_close().await,
+        Some(ServerMsg::Bye {
+            reason: CloseReason::ServerFull
+        })
+    );
+    // The core never heard of the refused one.
+    assert_eq!(server.handle.stats().await.unwrap().connections, 2);
+    a.ping(1).await;
+
+    // A freed slot is usable again.
+    drop(b);
+    server.wait_stats("b gone", |s| s.connections == 1).await;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        // The slot is released when b's connection task has fully closed, a little after the
+        // core forgot it.
+        let mut d = Peer::connect(server.addr).await;
+        d.send(&ClientMsg::Hello {
+            magic: breeze_core::message::MAGIC,
+            version: breeze_core::message::PROTOCOL_VERSION,
+            client: "t".into(),
+        })
+        .await;
+        match d.recv().await {
+            Some(ServerMsg::Welcome { .. }) => break,
+            other => {
+                assert_eq!(
+                    other,
+                    Some(ServerMsg::Bye {
+                        reason: CloseReason::ServerFull
+                    })
+                );
+                assert!(Instant::now() < deadline, "the slot never came back");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_silent_peer_is_announced_offline() {
+    let server = TestServer::start(fast_config(), host_config()).await;
+    let (mut watcher, _) = Peer::register_and_login(server.addr, "watcher").await;
+    let (silent, _) = Peer::register_and_login(server.addr, "silent").await;
+    watcher
+        .recv_until("silent online", |m| {
+            matches!(m, ServerMsg::PresenceDiff { entries } if entries[0].presence == Presence::Online)
+        })
+        .await;
+    let went_quiet = Instant::now();
+    // The watcher keeps its own connection alive while it waits.
+    let offline = tokio::time::timeout(WAIT, async {
+        let mut nonce = 0;
+        loop {
+            nonce += 1;
+            watcher.send(&ClientMsg::Ping { nonce }).await;
+            let msg = watcher.recv().await.expect("watcher closed");
+            let offline = ServerMsg::PresenceDiff {
+                entries: vec![PresenceEntry {
+                    user: user("silent"),
+                    presence: Presence::Offline,
+                }],
+            };
+            if msg == offline {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(offline.is_ok(), "never announced offline");
+    let took = went_quiet.elapsed();
+    assert!(took >= Duration::from_millis(400), "{took:?}");
+    assert!(
+        took < Duration::from_millis(400) + Duration::from_secs(2),
+        "{took:?}"
+    );
+    drop(silent);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_says_goodbye_to_everyone() {
+    let server = TestServer::start(fast_config(), host_config()).await;
+    let (mut alice, _) = Peer::register_and_login(server.addr, "alice").await;
+    let mut anon = Peer::connect(server.addr).await;
+    anon.hello().await;
+    let addr = server.addr;
+    server.stop().await;
+    let bye = Some(ServerMsg::Bye {
+        reason: CloseReason::ServerShutdown,
+    });
+    assert_eq!(alice.last_before_close().await, bye);
+    assert_eq!(anon.last_before_close().await, bye);
+    // The listener is gone.
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}
+
+#[tokio::test]
+async fn ipv6_loopback_works() {
+    let Ok(probe) = tokio::net::TcpListener::bind("[::1]:0").await else {
+        eprintln!("no IPv6 loopback here; skipped");
+        return;
+    };
+    drop(probe);
+    let server = TestServer::start_on(
+        "[::1]:0".parse().unwrap(),
+        Default::default(),
+        fast_config(),
+        host_config(),
+    )
+    .await;
+    assert!(server.addr.is_ipv6());
+    let mut peer = Peer::connect(server.addr).await;
+    peer.hello().await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_peer_that_never_reads_is_disconnected() {
+    let cfg = breeze_core::ServerConfig {
+        // Long enough that the reader is not dropped for silence first.
+        heartbeat_timeout: Duration::from_secs(30),
+        heartbeat_interval: Duration::from_secs(10),
+        ..fast_config()
+    };
+    let host = breeze_transport_tokio::HostConfig {
+        outbound_queue: breeze_transport_tokio::QueueLimits {
+            frames: 1024,
+            bytes: 256 * 1024,
+        },
+        ..host_config()
+    };
+    let server = TestServer::start(cfg, host).await;
+    // A small receive buffer, so the kernel does not absorb megabytes before the queue does.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(server.addr).await.unwrap();
+    let mut stuck = Peer::from_stream(stream);
+    stuck.hello().await;
+    stuck
+        .send(&ClientMsg::Register {
+            user: user("stuck"),
+            password: "password1".into(),
+        })
+        .await;
+    stuck.recv().await.unwrap();
+    stuck.login("stuck").await;
+    // From here on `stuck` reads nothing.
+
+    let (sender, _) = Peer::register_and_login(server.addr, "sender").await;
+    let attachment = breeze_core::message::Attachment {
+        mime: "application/octet-stream".into(),
+        name: "blob".into(),
+        data: vec![7; 200 * 1024],
+    };
+    let (mut rd, mut wr) = sender.stream.into_split();
+    // The sender reads its own answers so that it is not a slow reader itself.
+    let drain = tokio::spawn(async move {
+        let mut sink = vec![0u8; 64 * 1024];
+        use tokio::io::AsyncReadExt;
+        while let Ok(n) = rd.read(&mut sink).await {
+            if n == 0 {
+                break;
+            }
+        }
+        rd
+    });
+    let sending = tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        for id in 0..60u64 {
+            let msg = ClientMsg::Send {
+                id,
+                to: user("stuck"),
+                body: "big".into(),
+                attachment: Some(attachment.clone()),
+            };
+            if wr
+                .write_all(&breeze_core::codec::encode_frame(&msg))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        wr
+    });
+    server
+        .wait_stats("the slow reader dropped", |s| {
+            s.sessions == 1 && s.connections == 1
+        })
+        .await;
+    let wr = tokio::time::timeout(WAIT, sending).await.unwrap().unwrap();
+    drain.abort();
+    drop(wr);
+    // What reached the stuck peer ends with a close (a Bye if there was room for one).
+    let closed = tokio::time::timeout(WAIT, async {
+        while let Some(msg) = stuck.recv().await {
+            if let ServerMsg::Bye { reason } = msg {
+                assert_eq!(reason, CloseReason::SlowReader);
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok());
+    let (mut other, _) = Peer::register_and_login(server.addr, "other").await;
+    other.ping(1).await;
+    server.stop().await;
+}
