@@ -372,10 +372,16 @@ impl<B: StorageBackend> Core<B> {
             }
             for (conn, reason) in std::mem::take(&mut self.ended) {
                 // Dropping the link closes the connection once what is queued is written.
-                if let (Some(peer), Some(reason)) = (self.conns.remove(&conn), reason) {
-                    self.say_bye(&peer, reason);
+                let peer = self.conns.remove(&conn);
+                match reason {
+                    Some(reason) => {
+                        if let Some(peer) = &peer {
+                            self.say_bye(peer, reason);
+                        }
+                        self.server.handle_aborted(now, conn, reason);
+                    }
+                    None => self.server.handle_closed(now, conn),
                 }
-                self.server.handle_closed(now, conn);
             }
         }
     }
@@ -392,7 +398,8 @@ impl<B: StorageBackend> Core<B> {
                     };
                     warn!(conn = conn.0, peer = %peer.addr, "closing: {}", CloseReason::SlowReader);
                     peer.link.abort(CloseReason::SlowReader);
-                    self.server.handle_closed(now, conn);
+                    self.server
+                        .handle_aborted(now, conn, CloseReason::SlowReader);
                 }
             }
             Output::Close { conn, reason } => {

@@ -8,6 +8,7 @@
 //! Everything is generic over the listener and connector and reads only tokio's clock, so
 //! the same code runs over real TCP and over turmoil's simulated network.
 
+mod client;
 mod connection;
 mod host;
 mod link;
@@ -16,6 +17,7 @@ mod reader;
 mod storage;
 mod time;
 
+pub use client::{ClientCommand, ClientSettings, run_client};
 pub use host::{Host, HostConfig, HostHandle, HostStopped};
 pub use link::QueueLimits;
 pub use listener::{Connector, Listener, Stream, TcpConnector};

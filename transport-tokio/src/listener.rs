@@ -38,8 +38,9 @@ impl Listener for tokio::net::TcpListener {
     }
 }
 
-/// Opens outbound connections, for the client runner.
-pub trait Connector: Send + 'static {
+/// Opens outbound connections, for the client runner. `Clone` so that an attempt in flight
+/// owns its connector and can be abandoned by dropping it.
+pub trait Connector: Clone + Send + 'static {
     type Stream: Stream;
 
     fn connect(
