@@ -1,0 +1,357 @@
+//! Command-line flags, each with an environment-variable fallback, and their checks.
+
+use crate::settings::{DbLocation, Settings};
+use breeze_core::codec::DEFAULT_MAX_FRAME;
+use breeze_core::message::WatchScope;
+use breeze_core::{DuplicateLogin, ServerConfig, UserId};
+use breeze_store::{DbOptions, HashCost, Synchronous};
+use breeze_transport_tokio::{HostConfig, QueueLimits};
+use clap::{Parser, ValueEnum};
+use humantime::format_duration;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The Breeze chat and presence server.
+///
+/// Every flag can also be set through the environment variable named in its help; a flag on
+/// the command line wins. Durations are written like `10s`, `500ms` or `2m`.
+#[derive(Debug, Parser)]
+#[command(name = "breeze-server", version)]
+pub struct Args {
+    /// Address and port to listen on, IPv4 or IPv6 (`0.0.0.0:7878`, `[::]:7878`).
+    #[arg(
+        long,
+        env = "BREEZE_LISTEN",
+        default_value = "127.0.0.1:7878",
+        value_name = "ADDR"
+    )]
+    pub listen: SocketAddr,
+
+    /// SQLite database file holding accounts, contacts and messages; created if missing.
+    #[arg(
+        long,
+        env = "BREEZE_DB",
+        default_value = "./breeze.db",
+        value_name = "PATH"
+    )]
+    pub db: PathBuf,
+
+    /// How each commit reaches the disk. `full`: a message is confirmed to its sender only
+    /// once it would survive a power loss. `normal`: faster; a power loss (not a crash) may
+    /// lose the last confirmed messages, never corrupt the database.
+    #[arg(long, env = "BREEZE_SYNCHRONOUS", value_enum, default_value_t = SyncMode::Full)]
+    pub synchronous: SyncMode,
+
+    /// How often clients must send something (a ping if nothing else); told to them at
+    /// connect.
+    #[arg(long, env = "BREEZE_HEARTBEAT_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub heartbeat_interval: Duration,
+
+    /// A connection silent for this long is dead: it is closed and its user announced
+    /// offline. Must be longer than the heartbeat interval.
+    #[arg(long, env = "BREEZE_HEARTBEAT_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub heartbeat_timeout: Duration,
+
+    /// A new connection must introduce itself (Hello) within this long.
+    #[arg(long, env = "BREEZE_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub handshake_timeout: Duration,
+
+    /// How long a user whose connection died (rather than logged out) still shows online, so
+    /// that a quick reconnect is not seen as offline-online flapping. `0s` announces at once.
+    #[arg(long, env = "BREEZE_OFFLINE_GRACE", default_value = "0s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub offline_grace: Duration,
+
+    /// What a second login of a user who is logged in does. `replace`: the older session is
+    /// told it was replaced and closed. `multi`: both stay; the user is offline only when the
+    /// last one ends.
+    #[arg(long, env = "BREEZE_DUPLICATE_LOGIN", value_enum, default_value_t = DuplicateMode::Replace)]
+    pub duplicate_login: DuplicateMode,
+
+    /// Whose presence each user sees. `everyone`: every registered user. `contacts`: the users
+    /// on their own contact list.
+    #[arg(long, env = "BREEZE_SCOPE", value_enum, default_value_t = Scope::Everyone)]
+    pub scope: Scope,
+
+    /// Largest frame a client may send, in bytes. A client announcing a larger one is told
+    /// why and disconnected before a byte of it is buffered.
+    #[arg(long, env = "BREEZE_MAX_FRAME", default_value_t = DEFAULT_MAX_FRAME, value_name = "BYTES")]
+    pub max_frame: u32,
+
+    /// Largest message attachment, in bytes. A frame must hold it plus a message body.
+    #[arg(long, env = "BREEZE_MAX_ATTACHMENT", default_value_t = 1024 * 1024, value_name = "BYTES")]
+    pub max_attachment: u32,
+
+    /// Most connections open at once; one more is told the server is full and closed.
+    #[arg(
+        long,
+        env = "BREEZE_MAX_CONNECTIONS",
+        default_value_t = 20_000,
+        value_name = "N"
+    )]
+    pub max_connections: usize,
+
+    /// Frames waiting to be written to one client before it counts as a slow reader and is
+    /// disconnected, so that one stuck client cannot make the server's memory grow.
+    #[arg(
+        long,
+        env = "BREEZE_OUTBOUND_QUEUE",
+        default_value_t = 4096,
+        value_name = "FRAMES"
+    )]
+    pub outbound_queue: usize,
+
+    /// Bytes waiting to be written to one client before it counts as a slow reader.
+    #[arg(long, env = "BREEZE_OUTBOUND_QUEUE_BYTES", default_value_t = 4 * 1024 * 1024, value_name = "BYTES")]
+    pub outbound_queue_bytes: usize,
+
+    /// A user allowed the administrators' `who` query. Repeat the flag or give a
+    /// comma-separated list.
+    #[arg(
+        long = "admin",
+        env = "BREEZE_ADMINS",
+        value_delimiter = ',',
+        value_name = "USER"
+    )]
+    pub admins: Vec<UserId>,
+
+    /// Argon2id memory cost of a password hash, in KiB. Higher is harder to crack and
+    /// slower to log in.
+    #[arg(long, env = "BREEZE_ARGON2_MEMORY_KIB", default_value_t = HashCost::default().memory_kib, value_name = "KIB")]
+    pub argon2_memory_kib: u32,
+
+    /// Argon2id passes over that memory.
+    #[arg(long, env = "BREEZE_ARGON2_ITERATIONS", default_value_t = HashCost::default().iterations, value_name = "N")]
+    pub argon2_iterations: u32,
+
+    /// Threads computing password hashes, so logins never hold up the rest of the storage.
+    #[arg(
+        long,
+        env = "BREEZE_HASH_THREADS",
+        default_value_t = 2,
+        value_name = "N"
+    )]
+    pub hash_threads: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SyncMode {
+    Full,
+    Normal,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DuplicateMode {
+    Replace,
+    Multi,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Scope {
+    Everyone,
+    Contacts,
+}
+
+/// Settings that are each valid but not together, or out of range. Messages name the flags.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0} must be greater than zero")]
+    Zero(&'static str),
+    #[error(
+        "--heartbeat-timeout ({timeout}) must be longer than --heartbeat-interval ({interval}), \
+         or every client would time out between two heartbeats"
+    )]
+    TimeoutNotAboveInterval { timeout: String, interval: String },
+    #[error(
+        "--max-frame ({max_frame} bytes) is too small to carry an attachment of \
+         --max-attachment ({max_attachment} bytes) and a message body of up to {max_body} bytes"
+    )]
+    FrameTooSmall {
+        max_frame: u32,
+        max_attachment: u32,
+        max_body: usize,
+    },
+}
+
+/// Room in a frame for everything around an attachment and the body: names, ids, mime type.
+const FRAME_OVERHEAD: u64 = 1024;
+
+impl Args {
+    /// Checks the flags and turns them into settings.
+    pub fn into_settings(self) -> Result<Settings, ConfigError> {
+        for (flag, zero) in [
+            ("--heartbeat-interval", self.heartbeat_interval.is_zero()),
+            ("--heartbeat-timeout", self.heartbeat_timeout.is_zero()),
+            ("--handshake-timeout", self.handshake_timeout.is_zero()),
+            ("--max-connections", self.max_connections == 0),
+            ("--outbound-queue", self.outbound_queue == 0),
+            ("--outbound-queue-bytes", self.outbound_queue_bytes == 0),
+            ("--hash-threads", self.hash_threads == 0),
+            ("--argon2-iterations", self.argon2_iterations == 0),
+            ("--argon2-memory-kib", self.argon2_memory_kib == 0),
+        ] {
+            if zero {
+                return Err(ConfigError::Zero(flag));
+            }
+        }
+        if self.heartbeat_timeout <= self.heartbeat_interval {
+            return Err(ConfigError::TimeoutNotAboveInterval {
+                timeout: format_duration(self.heartbeat_timeout).to_string(),
+                interval: format_duration(self.heartbeat_interval).to_string(),
+            });
+        }
+        let defaults = ServerConfig::default();
+        let needed = u64::from(self.max_attachment) + defaults.max_body as u64 + FRAME_OVERHEAD;
+        if u64::from(self.max_frame) < needed {
+            return Err(ConfigError::FrameTooSmall {
+                max_frame: self.max_frame,
+                max_attachment: self.max_attachment,
+                max_body: defaults.max_body,
+            });
+        }
+        let server = ServerConfig {
+            heartbeat_interval: self.heartbeat_interval,
+            heartbeat_timeout: self.heartbeat_timeout,
+            handshake_timeout: self.handshake_timeout,
+            offline_grace: self.offline_grace,
+            duplicate_login: match self.duplicate_login {
+                DuplicateMode::Replace => DuplicateLogin::Replace,
+                DuplicateMode::Multi => DuplicateLogin::Multi,
+            },
+            scope: match self.scope {
+                Scope::Everyone => WatchScope::Everyone,
+                Scope::Contacts => WatchScope::Contacts,
+            },
+            max_frame: self.max_frame,
+            max_attachment: self.max_attachment,
+            admins: self.admins.into_iter().collect(),
+            ..defaults
+        };
+        let host = HostConfig {
+            max_connections: self.max_connections,
+            outbound_queue: QueueLimits {
+                frames: self.outbound_queue,
+                bytes: self.outbound_queue_bytes,
+            },
+            ..HostConfig::default()
+        };
+        Ok(Settings {
+            listen: self.listen,
+            db: DbLocation::File(self.db),
+            db_options: DbOptions {
+                synchronous: match self.synchronous {
+                    SyncMode::Full => Synchronous::Full,
+                    SyncMode::Normal => Synchronous::Normal,
+                },
+                ..DbOptions::default()
+            },
+            hash_cost: HashCost {
+                memory_kib: self.argon2_memory_kib,
+                iterations: self.argon2_iterations,
+                ..HashCost::default()
+            },
+            hash_threads: self.hash_threads,
+            server,
+            host,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Settings, ConfigError> {
+        let mut argv = vec!["breeze-server"];
+        argv.extend_from_slice(args);
+        Args::try_parse_from(argv).unwrap().into_settings()
+    }
+
+    #[test]
+    fn the_flag_definitions_are_consistent() {
+        Args::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let s = parse(&[]).unwrap();
+        assert_eq!(s.listen, "127.0.0.1:7878".parse().unwrap());
+        assert_eq!(s.db, DbLocation::File("./breeze.db".into()));
+        assert_eq!(s.server.heartbeat_timeout, Duration::from_secs(30));
+        assert_eq!(s.server.offline_grace, Duration::ZERO);
+    }
+
+    #[test]
+    fn flags_reach_the_settings() {
+        let s = parse(&[
+            "--listen",
+            "[::1]:9000",
+            "--heartbeat-interval",
+            "500ms",
+            "--heartbeat-timeout",
+            "2s",
+            "--offline-grace",
+            "1m",
+            "--duplicate-login",
+            "multi",
+            "--scope",
+            "contacts",
+            "--admin",
+            "alice,bob",
+            "--admin",
+            "carol",
+            "--synchronous",
+            "normal",
+            "--argon2-memory-kib",
+            "64",
+            "--outbound-queue",
+            "10",
+        ])
+        .unwrap();
+        assert!(s.listen.is_ipv6());
+        assert_eq!(s.server.heartbeat_interval, Duration::from_millis(500));
+        assert_eq!(s.server.offline_grace, Duration::from_secs(60));
+        assert_eq!(s.server.duplicate_login, DuplicateLogin::Multi);
+        assert_eq!(s.server.scope, WatchScope::Contacts);
+        let admins: Vec<&str> = s.server.admins.iter().map(|a| a.as_str()).collect();
+        assert_eq!(admins, ["alice", "bob", "carol"]);
+        assert_eq!(s.db_options.synchronous, Synchronous::Normal);
+        assert_eq!(s.hash_cost.memory_kib, 64);
+        assert_eq!(s.host.outbound_queue.frames, 10);
+    }
+
+    #[test]
+    fn a_timeout_not_above_the_interval_is_refused_in_plain_words() {
+        let err = parse(&["--heartbeat-interval", "5s", "--heartbeat-timeout", "5s"]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "--heartbeat-timeout (5s) must be longer than --heartbeat-interval (5s), or every \
+             client would time out between two heartbeats"
+        );
+    }
+
+    #[test]
+    fn an_attachment_that_cannot_fit_a_frame_is_refused() {
+        let err = parse(&["--max-frame", "1000", "--max-attachment", "2000"]).unwrap_err();
+        assert!(matches!(err, ConfigError::FrameTooSmall { .. }), "{err}");
+        assert_eq!(
+            parse(&["--max-connections", "0"]).unwrap_err().to_string(),
+            "--max-connections must be greater than zero"
+        );
+    }
+
+    #[test]
+    fn bad_values_are_refused_by_the_parser() {
+        for args in [
+            &["--heartbeat-interval", "soon"][..],
+            &["--admin", "not a name"],
+            &["--scope", "world"],
+            &["--listen", "localhost"],
+        ] {
+            let mut argv = vec!["breeze-server"];
+            argv.extend_from_slice(args);
+            assert!(Args::try_parse_from(argv).is_err(), "{args:?}");
+        }
+    }
+}

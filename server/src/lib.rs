@@ -1,0 +1,188 @@
+//! The Breeze server: the core, hosted by breeze-transport-tokio over TCP, storing in
+//! breeze-store's SQLite. The binary is `main.rs` (flags in `cli.rs`); this library exposes
+//! the same wiring so tests and benchmarks can start a real server in-process.
+
+pub mod cli;
+mod settings;
+mod storage;
+
+pub use settings::{DbLocation, Settings};
+pub use storage::StoreBackend;
+
+use breeze_core::message::WhoEntry;
+use breeze_core::server::{Server, Stats};
+use breeze_store::{Db, Hasher, StoreError};
+use breeze_transport_tokio::{Clock, Host, HostHandle, HostStopped, result_channel};
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tracing::info;
+
+/// Why the server could not start. Each reads as a sentence after `breeze-server: `.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot open database {db}: {source}")]
+    OpenDb {
+        db: DbLocation,
+        #[source]
+        source: StoreError,
+    },
+    #[error("cannot read the user directory from {db}: {source}")]
+    LoadUsers {
+        db: DbLocation,
+        #[source]
+        source: StoreError,
+    },
+    #[error("cannot set up password hashing: {0}")]
+    Hashing(#[source] StoreError),
+    #[error("cannot start the storage threads: {0}")]
+    Storage(#[source] StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+    #[error("the startup work panicked")]
+    Panicked,
+}
+
+/// A server that is up and serving.
+#[derive(Debug)]
+pub struct Running {
+    handle: HostHandle,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    /// Where it listens (the real port when started on port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.handle.local_addr()
+    }
+
+    /// A handle for introspection and shutdown, usable from anywhere.
+    pub fn handle(&self) -> HostHandle {
+        self.handle.clone()
+    }
+
+    pub async fn stats(&self) -> Result<Stats, HostStopped> {
+        self.handle.stats().await
+    }
+
+    pub async fn who(&self) -> Result<Vec<WhoEntry>, HostStopped> {
+        self.handle.who().await
+    }
+
+    /// Tells every session `Bye{ServerShutdown}`, lets connections flush, flushes storage,
+    /// and returns once all of that is done.
+    pub async fn shutdown(self) {
+        self.handle.shutdown().await;
+        let _ = self.task.await;
+    }
+}
+
+/// Opens the database, loads the user directory, binds and starts serving.
+pub async fn start(settings: Settings) -> Result<Running, StartError> {
+    // Opening and migrating the database and computing the hasher's first hash block; do it
+    // off the runtime's workers.
+    let opened = {
+        let (db_at, options, cost) = (
+            settings.db.clone(),
+            settings.db_options.clone(),
+            settings.hash_cost,
+        );
+        tokio::task::spawn_blocking(move || open_store(&db_at, &options, cost))
+            .await
+            .map_err(|_| StartError::Panicked)??
+    };
+    let (db, users, hasher) = opened;
+    let listener =
+        TcpListener::bind(settings.listen)
+            .await
+            .map_err(|source| StartError::Listen {
+                addr: settings.listen,
+                source,
+            })?;
+    let (results, receiver) = result_channel();
+    let backend = StoreBackend::start(db, hasher, settings.hash_threads, results)
+        .map_err(StartError::Storage)?;
+    let registered = users.len();
+    let clock = Clock::start();
+    let server = Server::new(settings.server.clone(), users);
+    let (host, handle) = Host::new(
+        server,
+        listener,
+        backend,
+        receiver,
+        clock,
+        settings.host.clone(),
+    )
+    .map_err(|source| StartError::Listen {
+        addr: settings.listen,
+        source,
+    })?;
+    log_startup(&settings, handle.local_addr(), registered);
+    Ok(Running {
+        handle,
+        task: host.spawn(),
+    })
+}
+
+/// Runs a server until `shutdown_signal` resolves, then shuts it down gracefully.
+pub async fn run(
+    settings: Settings,
+    shutdown_signal: impl Future<Output = ()>,
+) -> Result<(), StartError> {
+    let running = start(settings).await?;
+    shutdown_signal.await;
+    info!("shutdown requested");
+    running.shutdown().await;
+    Ok(())
+}
+
+fn open_store(
+    db: &DbLocation,
+    options: &breeze_store::DbOptions,
+    cost: breeze_store::HashCost,
+) -> Result<(Db, Vec<breeze_core::UserId>, Hasher), StartError> {
+    let opened = match db {
+        DbLocation::File(path) => Db::open(path, options),
+        DbLocation::Memory => Db::open_in_memory(options),
+    };
+    let db_store = opened.map_err(|source| StartError::OpenDb {
+        db: db.clone(),
+        source,
+    })?;
+    let users = db_store.users().map_err(|source| StartError::LoadUsers {
+        db: db.clone(),
+        source,
+    })?;
+    let hasher = Hasher::new(cost).map_err(StartError::Hashing)?;
+    Ok((db_store, users, hasher))
+}
+
+fn log_startup(settings: &Settings, addr: SocketAddr, registered: usize) {
+    let cfg = &settings.server;
+    let host = &settings.host;
+    let admins: Vec<&str> = cfg.admins.iter().map(|a| a.as_str()).collect();
+    info!(
+        db = %settings.db,
+        registered_users = registered,
+        heartbeat_interval = %humantime::format_duration(cfg.heartbeat_interval),
+        heartbeat_timeout = %humantime::format_duration(cfg.heartbeat_timeout),
+        handshake_timeout = %humantime::format_duration(cfg.handshake_timeout),
+        offline_grace = %humantime::format_duration(cfg.offline_grace),
+        duplicate_login = ?cfg.duplicate_login,
+        scope = ?cfg.scope,
+        max_frame = cfg.max_frame,
+        max_attachment = cfg.max_attachment,
+        max_connections = host.max_connections,
+        outbound_queue = host.outbound_queue.frames,
+        outbound_queue_bytes = host.outbound_queue.bytes,
+        synchronous = ?settings.db_options.synchronous,
+        admins = ?admins,
+        "breeze-server listening on {addr}"
+    );
+}

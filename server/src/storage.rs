@@ -1,0 +1,50 @@
+//! breeze-store's `StorageService` as the host's `StorageBackend`.
+
+use breeze_core::RequestId;
+use breeze_core::storage::StorageOp;
+use breeze_store::{Db, Hasher, StorageService, StoreError};
+use breeze_transport_tokio::{ResultSender, StorageBackend};
+
+/// The SQLite store on threads of its own: `submit` only queues, so the core task never
+/// waits for a disk or for argon2.
+#[derive(Debug)]
+pub struct StoreBackend {
+    service: Option<StorageService>,
+}
+
+impl StoreBackend {
+    /// Starts the store's writer thread and `hash_threads` password hashing threads;
+    /// results go to `results`.
+    pub fn start(
+        db: Db,
+        hasher: Hasher,
+        hash_threads: usize,
+        results: ResultSender,
+    ) -> Result<StoreBackend, StoreError> {
+        let service = StorageService::start(db, hasher, hash_threads, move |id, result| {
+            // After the host is gone nobody waits for the result; the write is done anyway.
+            results.send(id, result);
+        })?;
+        Ok(StoreBackend {
+            service: Some(service),
+        })
+    }
+}
+
+impl StorageBackend for StoreBackend {
+    fn submit(&mut self, id: RequestId, op: StorageOp) {
+        if let Some(service) = &self.service {
+            service.submit(id, op);
+        }
+    }
+
+    async fn shutdown(&mut self) {
+        if let Some(service) = self.service.take() {
+            // Joining the store's threads blocks; keep that off the runtime's workers.
+            let joined = tokio::task::spawn_blocking(move || service.shutdown()).await;
+            if joined.is_err() {
+                tracing::error!("the storage service panicked while shutting down");
+            }
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! The `breeze-server` binary as an operator runs it: flags, errors, signals.
+
+mod common;
+
+use breeze_core::message::{CloseReason, ServerMsg};
+use common::{Peer, WAIT};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_breeze-server");
+
+/// Cheap hashing and a fresh database in `dir`, on a free loopback port.
+fn server_command(dir: &tempfile::TempDir) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["--listen", "127.0.0.1:0", "--argon2-memory-kib", "8"])
+        .args(["--argon2-iterations", "1"])
+        .arg("--db")
+        .arg(dir.path().join("breeze.db"))
+        .env("RUST_LOG", "info")
+        .env_remove("BREEZE_LISTEN")
+        .env_remove("BREEZE_DB");
+    cmd
+}
+
+/// Collects stderr lines on a thread; yields the listening address once it is logged.
+fn watch_log(child: &mut Child) -> (SocketAddr, mpsc::Receiver<String>) {
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx.recv_timeout(left).expect("no 'listening on' line");
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            let addr = rest.split_whitespace().next().unwrap().parse().unwrap();
+            return (addr, rx);
+        }
+    }
+}
+
+fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the server did not exit within {WAIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test]
+async fn sigterm_shuts_down_gracefully_and_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = server_command(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (addr, log) = watch_log(&mut child);
+    let mut peer = Peer::connect(addr).await;
+    peer.register("erin", "erin-password").await;
+    peer.login("erin", "erin-password").await;
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    assert_eq!(
+        peer.last_before_close().await,
+        Some(ServerMsg::Bye {
+            reason: CloseReason::ServerShutdown
+        })
+    );
+    let status = tokio::task::spawn_blocking(move || wait_exit(&mut child))
+        .await
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    let lines: Vec<String> = log.try_iter().collect();
+    let all = lines.join("\n");
+    assert!(all.contains("session started"), "{all}");
+    assert!(all.contains("session ended"), "{all}");
+    assert!(all.contains("shutdown complete"), "{all}");
+    assert!(dir.path().join("breeze.db").exists());
+}
+
+#[test]
+fn inconsistent_settings_are_refused_in_plain_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = server_command(&dir)
+        .args(["--heartbeat-interval", "2s", "--heartbeat-timeout", "1s"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.starts_with(
+            "breeze-server: --heartbeat-timeout (1s) must be longer than --heartbeat-interval (2s)"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_unopenable_database_is_reported_in_plain_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("no-such-dir").join("x.db");
+    let out = Command::new(BIN)
+        .args(["--listen", "127.0.0.1:0", "--db"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    let expected = format!("breeze-server: cannot open database {}: ", bad.display());
+    assert!(err.starts_with(&expected), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+#[test]
+fn environment_variables_stand_in_for_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = server_command(&dir)
+        .env("BREEZE_HEARTBEAT_INTERVAL", "3s")
+        .env("BREEZE_HEARTBEAT_TIMEOUT", "2s")
+        .output()
+        .unwrap();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("--heartbeat-timeout (2s)"), "{err}");
+}
+
+#[test]
+fn help_explains_every_flag_and_its_variable() {
+    let out = Command::new(BIN).arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    for needle in [
+        "--listen",
+        "BREEZE_LISTEN",
+        "--db",
+        "--heartbeat-interval",
+        "--heartbeat-timeout",
+        "--handshake-timeout",
+        "--offline-grace",
+        "--duplicate-login",
+        "--scope",
+        "--max-frame",
+        "--max-attachment",
+        "--max-connections",
+        "--outbound-queue",
+        "--admin",
+        "--synchronous",
+        "--argon2-memory-kib",
+        "--argon2-iterations",
+    ] {
+        assert!(help.contains(needle), "--help lacks {needle}:\n{help}");
+    }
+}
