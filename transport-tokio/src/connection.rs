@@ -13,11 +13,14 @@ use breeze_core::message::{CloseReason, ServerMsg};
 use bytes::{Buf, Bytes};
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{ReadHalf, WriteHalf};
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
-use tokio::time::{Instant, sleep_until, timeout_at};
+use tokio::time::{Instant, Sleep, sleep, timeout_at};
 
 /// What connections tell the core task.
 #[derive(Debug)]
@@ -85,7 +88,8 @@ pub(crate) async fn drive<S: Stream>(
     // The frame being written; `advance`d as the socket takes it.
     let mut current = Bytes::new();
     let mut unflushed = false;
-    let mut deadline: Option<Instant> = None;
+    // Boxed, and only once closing: a timer is large, and an idle connection needs none.
+    let mut deadline: Option<Pin<Box<Sleep>>> = None;
 
     let ending = loop {
         match link.next(current.is_empty()) {
@@ -96,12 +100,12 @@ pub(crate) async fn drive<S: Stream>(
             Next::Abort(reason) => break Ending::Abort(reason),
         }
         if deadline.is_none() && link.closing() {
-            deadline = Some(Instant::now() + settings.close_timeout);
+            deadline = Some(Box::pin(sleep(settings.close_timeout)));
         }
         let writing = !current.is_empty();
         tokio::select! {
             biased;
-            () = sleep_until(deadline.unwrap_or_else(far_future)), if deadline.is_some() => {
+            () = async { deadline.as_mut().expect("guarded").await }, if deadline.is_some() => {
                 break Ending::Broken;
             }
             () = link.changed() => {}
@@ -119,7 +123,7 @@ pub(crate) async fn drive<S: Stream>(
                     // the host closes us: after a `Logout` and a half-close the peer still
                     // gets its `Bye`.
                     reading = false;
-                    if core.send(Inbound::Closed { conn }).await.is_err() {
+                    if !to_core(&core, Inbound::Closed { conn }).await {
                         break Ending::HostGone;
                     }
                 }
@@ -132,7 +136,23 @@ pub(crate) async fn drive<S: Stream>(
         }
     };
 
-    let deadline = deadline.unwrap_or_else(|| Instant::now() + settings.close_timeout);
+    let deadline = match &deadline {
+        Some(sleep) => sleep.deadline(),
+        None => Instant::now() + settings.close_timeout,
+    };
+    // Boxed so that the rarely taken closing path adds nothing to every idle connection.
+    Box::pin(finish(ending, rd, wr, current, deadline, settings)).await;
+}
+
+/// Ends the connection the way the main loop decided.
+async fn finish<S: Stream>(
+    ending: Ending,
+    mut rd: ReadHalf<S>,
+    mut wr: WriteHalf<S>,
+    current: Bytes,
+    deadline: Instant,
+    settings: ConnSettings,
+) {
     match ending {
         Ending::Flushed => {
             if timeout_at(deadline, wr.shutdown()).await.is_ok() {
@@ -188,12 +208,23 @@ async fn forward_frames(
             Err(FrameError::TooLarge { len, .. }) => Inbound::TooLarge { conn, len },
         };
         let too_large = matches!(event, Inbound::TooLarge { .. });
-        if core.send(event).await.is_err() {
+        if !to_core(core, event).await {
             return Forwarded::HostGone;
         }
         if too_large {
             return Forwarded::TooLarge;
         }
+    }
+}
+
+/// Hands an event to the core task; `false` when it is gone. Waiting for room in a full
+/// channel is the backpressure; that wait is boxed because it is rare and its state would
+/// otherwise be part of every connection's future.
+async fn to_core(core: &mpsc::Sender<Inbound>, event: Inbound) -> bool {
+    match core.try_send(event) {
+        Ok(()) => true,
+        Err(TrySendError::Closed(_)) => false,
+        Err(TrySendError::Full(event)) => Box::pin(core.send(event)).await.is_ok(),
     }
 }
 
@@ -223,6 +254,30 @@ pub(crate) async fn refuse<S: Stream>(mut stream: S, reason: CloseReason, settin
     }
 }
 
-fn far_future() -> Instant {
-    Instant::now() + Duration::from_secs(365 * 86_400)
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::sync::Semaphore;
+
+    /// Every open connection is one of these futures; at 20k connections each byte counts
+    /// 20k times. Rare paths (closing, waiting on a full core queue) are boxed to keep it so.
+    #[tokio::test]
+    async fn a_connection_task_stays_small() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let stream = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (core, _inbound) = mpsc::channel(1);
+        let permit = Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap();
+        let (_handle, link) = LinkHandle::new();
+        let settings = ConnSettings {
+            max_frame: 1024,
+            close_timeout: Duration::ZERO,
+            linger: Duration::ZERO,
+            bye_timeout: Duration::ZERO,
+        };
+        let task = drive(ConnId(1), stream, link, core, settings, permit);
+        let size = std::mem::size_of_val(&task);
+        assert!(size <= 1024, "a connection future takes {size} bytes");
+    }
 }
