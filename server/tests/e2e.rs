@@ -125,3 +125,66 @@ async fn a_busy_port_is_reported_in_plain_words() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn run_client_comes_back_after_a_restart_on_the_same_database() {
+    use breeze_core::client::{Client, ClientConfig, ClientEvent, Mode};
+    use breeze_transport_tokio::{ClientCommand, ClientSettings, Clock, TcpConnector, run_client};
+    use tokio::sync::mpsc;
+
+    async fn expect(events: &mut mpsc::Receiver<ClientEvent>, f: impl Fn(&ClientEvent) -> bool) {
+        timeout(WAIT, async {
+            while let Some(ev) = events.recv().await {
+                if f(&ev) {
+                    return;
+                }
+            }
+            panic!("events closed");
+        })
+        .await
+        .expect("event within the wait bound");
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = breeze_server::start(settings(&dir)).await.unwrap();
+    let addr = server.local_addr();
+    let clock = Clock::start();
+    let cfg = ClientConfig {
+        mode: Mode::Register,
+        backoff_base: Duration::from_millis(50),
+        backoff_max: Duration::from_millis(200),
+        ..ClientConfig::new(user("frank"), "frank-password")
+    };
+    let (commands, command_rx) = mpsc::channel(8);
+    let (event_tx, mut events) = mpsc::channel(256);
+    let task = tokio::spawn(run_client(
+        Client::new(cfg, clock.now()),
+        clock,
+        TcpConnector,
+        ClientSettings::new(addr),
+        command_rx,
+        event_tx,
+    ));
+    expect(&mut events, |e| matches!(e, ClientEvent::LoggedIn { .. })).await;
+    timeout(WAIT, server.shutdown()).await.unwrap();
+    expect(&mut events, |e| {
+        matches!(
+            e,
+            ClientEvent::Disconnected {
+                reason: Some(CloseReason::ServerShutdown),
+                ..
+            }
+        )
+    })
+    .await;
+
+    let mut again = settings(&dir);
+    again.listen = addr;
+    let server = breeze_server::start(again).await.unwrap();
+    // Back in on its own: resume token first (the database kept it), password otherwise.
+    expect(&mut events, |e| matches!(e, ClientEvent::LoggedIn { .. })).await;
+    assert_eq!(server.stats().await.unwrap().sessions, 1);
+    commands.send(ClientCommand::Quit).await.unwrap();
+    timeout(WAIT, task).await.unwrap().unwrap();
+    timeout(WAIT, server.shutdown()).await.unwrap();
+}

@@ -15,7 +15,7 @@ use breeze_core::codec::encode_frame;
 use breeze_core::message::{CloseReason, ServerMsg, WhoEntry};
 use breeze_core::server::{Output, Server, ServerEvent, SessionEnd, Stats};
 use breeze_core::{ConnId, Instant};
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
@@ -213,12 +213,13 @@ impl<L: Listener, B: StorageBackend> Host<L, B> {
         let mut core = Core {
             server,
             backend,
-            conns: HashMap::new(),
+            conns: BTreeMap::new(),
             ended: Vec::new(),
             limits: cfg.outbound_queue,
         };
         let mut results = results.0;
         let mut results_open = true;
+        let mut inbound_open = true;
         let batch = cfg.batch.max(1);
         let mut ready_results = Vec::with_capacity(batch);
         let mut ready_inbound = Vec::with_capacity(batch);
@@ -248,7 +249,13 @@ impl<L: Listener, B: StorageBackend> Host<L, B> {
                         results_open = false;
                     }
                 }
-                _ = inbound.recv_many(&mut ready_inbound, batch) => {}
+                n = inbound.recv_many(&mut ready_inbound, batch), if inbound_open => {
+                    // Only if the accept task died: existing connections are gone with it.
+                    if n == 0 {
+                        tracing::error!("the accept task stopped; no new connections");
+                        inbound_open = false;
+                    }
+                }
                 () = tokio::time::sleep_until(wake.unwrap_or_else(far_future)), if wake.is_some() => {}
             }
             // Whatever else is ready joins this batch.
@@ -258,7 +265,7 @@ impl<L: Listener, B: StorageBackend> Host<L, B> {
                     Err(_) => break,
                 }
             }
-            while ready_inbound.len() < batch {
+            while inbound_open && ready_inbound.len() < batch {
                 match inbound.try_recv() {
                     Ok(ev) => ready_inbound.push(ev),
                     Err(_) => break,
@@ -327,7 +334,9 @@ impl<L: Listener, B: StorageBackend> Host<L, B> {
 struct Core<B> {
     server: Server,
     backend: B,
-    conns: HashMap<ConnId, Peer>,
+    /// Ordered, not hashed: anything done for all connections happens in the same order on
+    /// every run, which a deterministic simulation needs.
+    conns: BTreeMap<ConnId, Peer>,
     /// Connections that ended on the transport's side in this batch, with the reason to tell
     /// the peer, if any. Handled after the batch's outputs, so that frames the core queued
     /// for them first (the answer to a `Logout` sent just before a half-close, or to the

@@ -267,7 +267,8 @@ async fn a_silent_peer_is_announced_offline() {
     .await;
     assert!(offline.is_ok(), "never announced offline");
     let took = went_quiet.elapsed();
-    assert!(took >= Duration::from_millis(400), "{took:?}");
+    // The deadline counts from the silent peer's last frame, a little before `went_quiet`.
+    assert!(took >= Duration::from_millis(300), "{took:?}");
     assert!(
         took < Duration::from_millis(400) + Duration::from_secs(2),
         "{took:?}"
