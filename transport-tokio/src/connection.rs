@@ -84,6 +84,7 @@ pub(crate) async fn drive<S: Stream>(
 ) {
     let (mut rd, mut wr) = tokio::io::split(stream);
     let mut reader = FrameReader::new(settings.max_frame);
+    // Stops once the peer closed (reported to the core) or sent an oversize frame (likewise).
     let mut reading = true;
     // The frame being written; `advance`d as the socket takes it.
     let mut current = Bytes::new();
@@ -136,6 +137,12 @@ pub(crate) async fn drive<S: Stream>(
         }
     };
 
+    // A socket that failed on a write, before a read noticed, was not reported yet; unless
+    // the host already let go of it, the core must hear now rather than at its heartbeat
+    // timeout.
+    if reading && !link.closing() {
+        to_core(&core, Inbound::Closed { conn }).await;
+    }
     let deadline = match &deadline {
         Some(sleep) => sleep.deadline(),
         None => Instant::now() + settings.close_timeout,
