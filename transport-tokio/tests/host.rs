@@ -405,3 +405,22 @@ async fn a_peer_that_never_reads_is_disconnected() {
     other.ping(1).await;
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_half_closed_peer_still_gets_the_answer_to_its_last_frame() {
+    let server = TestServer::start(fast_config(), host_config()).await;
+    let (mut alice, _) = Peer::register_and_login(server.addr, "alice").await;
+    alice.send(&ClientMsg::Logout).await;
+    use tokio::io::AsyncWriteExt;
+    alice.stream.shutdown().await.unwrap();
+    assert_eq!(
+        alice.last_before_close().await,
+        Some(ServerMsg::Bye {
+            reason: CloseReason::LoggedOut
+        })
+    );
+    server
+        .wait_stats("alice gone", |s| s.connections == 0)
+        .await;
+    server.stop().await;
+}
