@@ -13,7 +13,7 @@ use crate::storage::{ResultReceiver, StorageBackend};
 use crate::time::Clock;
 use breeze_core::codec::encode_frame;
 use breeze_core::message::{CloseReason, ServerMsg, WhoEntry};
-use breeze_core::server::{Output, Server, ServerEvent, SessionEnd, Stats};
+use breeze_core::server::{Output, Server, ServerEvent, Stats};
 use breeze_core::{ConnId, Instant};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -440,25 +440,13 @@ impl<B: StorageBackend> Core<B> {
                 }
             }
             ServerEvent::SessionEnded { user, at, reason } => {
-                info!(%user, conn = at.conn.0, reason = %EndReason(reason), "session ended");
+                info!(%user, conn = at.conn.0, reason = %reason, "session ended");
             }
         }
     }
 }
 
 /// A session end in plain words, for the log.
-struct EndReason(SessionEnd);
-
-impl fmt::Display for EndReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0 {
-            SessionEnd::LoggedOut => f.write_str("logged out"),
-            SessionEnd::ConnectionLost => f.write_str("connection lost"),
-            SessionEnd::Closed(reason) => write!(f, "{reason}"),
-        }
-    }
-}
-
 /// Pause after a failed accept: the usual cause is running out of file descriptors, and
 /// retrying at once would spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);

@@ -66,6 +66,16 @@ pub enum SessionEnd {
     Closed(CloseReason),
 }
 
+impl std::fmt::Display for SessionEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SessionEnd::LoggedOut => f.write_str("logged out"),
+            SessionEnd::ConnectionLost => f.write_str("connection lost"),
+            SessionEnd::Closed(reason) => write!(f, "{reason}"),
+        }
+    }
+}
+
 /// Counts for the console and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Stats {
