@@ -446,7 +446,6 @@ impl<B: StorageBackend> Core<B> {
     }
 }
 
-/// A session end in plain words, for the log.
 /// Pause after a failed accept: the usual cause is running out of file descriptors, and
 /// retrying at once would spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
