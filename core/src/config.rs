@@ -36,6 +36,30 @@ pub struct ServerConfig {
     pub max_body: usize,
     pub max_contacts: usize,
     pub admins: BTreeSet<UserId>,
+    /// Frames one connection may send; beyond it the connection is closed as `Flooding`.
+    pub frame_rate: FrameRate,
+    /// Growing delays after failed logins.
+    pub login_throttle: LoginThrottle,
+}
+
+/// A sustained rate with a burst allowance. `per_second: 0` switches the limit off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameRate {
+    pub per_second: u32,
+    pub burst: u32,
+}
+
+/// After `free_attempts` failed password logins for one user, or failed logins of any kind
+/// from one source address, further attempts are refused (`RateLimited`) for `base_delay`,
+/// doubling with each failure up to `max_delay`; failures quiet for `forget_after` are
+/// forgotten. A successful login clears the user's count (not the address's: one valid
+/// account must not launder an address guessing at others).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LoginThrottle {
+    pub free_attempts: u32,
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+    pub forget_after: Duration,
 }
 
 impl Default for ServerConfig {
@@ -53,6 +77,18 @@ impl Default for ServerConfig {
             max_body: 16 * 1024,
             max_contacts: 1000,
             admins: BTreeSet::new(),
+            // Far above any person's typing and a busy client's acks; a flood hits it within
+            // a second.
+            frame_rate: FrameRate {
+                per_second: 2000,
+                burst: 4000,
+            },
+            login_throttle: LoginThrottle {
+                free_attempts: 5,
+                base_delay: Duration::from_secs(1),
+                max_delay: Duration::from_secs(300),
+                forget_after: Duration::from_secs(900),
+            },
         }
     }
 }

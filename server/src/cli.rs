@@ -2,6 +2,7 @@
 
 use crate::settings::{DbLocation, Settings};
 use breeze_core::codec::DEFAULT_MAX_FRAME;
+use breeze_core::config::{FrameRate, LoginThrottle};
 use breeze_core::message::WatchScope;
 use breeze_core::{DuplicateLogin, ServerConfig, UserId};
 use breeze_store::{DbOptions, HashCost, Synchronous};
@@ -104,6 +105,20 @@ pub struct Args {
     /// Bytes waiting to be written to one client before it counts as a slow reader.
     #[arg(long, env = "BREEZE_OUTBOUND_QUEUE_BYTES", default_value_t = 4 * 1024 * 1024, value_name = "BYTES")]
     pub outbound_queue_bytes: usize,
+
+    /// Frames per second one connection may send on average; a connection that goes beyond
+    /// it (after its burst) is closed as flooding. 0 switches the limit off.
+    #[arg(long, env = "BREEZE_FRAME_RATE", default_value_t = ServerConfig::default().frame_rate.per_second, value_name = "PER_SECOND")]
+    pub frame_rate: u32,
+
+    /// Frames one connection may send at once above the average rate.
+    #[arg(long, env = "BREEZE_FRAME_BURST", default_value_t = ServerConfig::default().frame_rate.burst, value_name = "FRAMES")]
+    pub frame_burst: u32,
+
+    /// Failed password logins for one user (and failed logins from one address) allowed
+    /// before further attempts are refused for a delay that doubles with each failure.
+    #[arg(long, env = "BREEZE_LOGIN_FREE_ATTEMPTS", default_value_t = ServerConfig::default().login_throttle.free_attempts, value_name = "N")]
+    pub login_free_attempts: u32,
 
     /// A user allowed the administrators' `who` query. Repeat the flag or give a
     /// comma-separated list.
@@ -225,6 +240,14 @@ impl Args {
             max_frame: self.max_frame,
             max_attachment: self.max_attachment,
             admins: self.admins.into_iter().collect(),
+            frame_rate: FrameRate {
+                per_second: self.frame_rate,
+                burst: self.frame_burst,
+            },
+            login_throttle: LoginThrottle {
+                free_attempts: self.login_free_attempts,
+                ..defaults.login_throttle
+            },
             ..defaults
         };
         let host = HostConfig {

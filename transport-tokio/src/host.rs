@@ -356,7 +356,7 @@ impl<B: StorageBackend> Core<B> {
             Inbound::Accepted { conn, peer, link } => {
                 debug!(conn = conn.0, %peer, "connection accepted");
                 self.conns.insert(conn, Peer { link, addr: peer });
-                self.server.handle_connect(now, conn);
+                self.server.handle_connect_from(now, conn, Some(peer.ip()));
             }
             Inbound::Frame { conn, payload } => self.server.handle_frame(now, conn, &payload),
             Inbound::TooLarge { conn, len } => {
@@ -441,6 +441,18 @@ impl<B: StorageBackend> Core<B> {
             }
             ServerEvent::SessionEnded { user, at, reason } => {
                 info!(%user, conn = at.conn.0, reason = %reason, "session ended");
+            }
+            ServerEvent::LoginFailed {
+                user,
+                addr,
+                failures,
+            } => {
+                let addr = addr.map(|a| a.to_string()).unwrap_or_default();
+                warn!(%user, %addr, failures, "login failed");
+            }
+            ServerEvent::LoginThrottled { user, addr } => {
+                let addr = addr.map(|a| a.to_string()).unwrap_or_default();
+                warn!(%user, %addr, "login refused: too many failures");
             }
         }
     }

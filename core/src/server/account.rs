@@ -1,8 +1,9 @@
 //! Accounts and sessions: registration, login (with the duplicate-login policy), password
 //! changes, status and contacts.
 
+use super::guard::Culprit;
 use super::session::{Mailbox, Phase, Session, User};
-use super::{Pending, Server, ServerEvent};
+use super::{Output, Pending, Server, ServerEvent};
 use crate::config::{DuplicateLogin, password_is_acceptable};
 use crate::ids::{ConnId, UserId};
 use crate::message::{
@@ -61,6 +62,7 @@ impl Server {
 
     pub(super) fn login(
         &mut self,
+        now: Instant,
         conn: ConnId,
         user: UserId,
         credential: Credential,
@@ -72,6 +74,23 @@ impl Server {
         if matches!(c.phase, Phase::Ready { login: Some(_) }) {
             return self.error(conn, RequestKind::Login, ErrorCode::Busy, None);
         }
+        let addr = c.addr;
+        let password = matches!(credential, Credential::Password(_));
+        // Tokens are not guessable, so only password logins count against the user: a
+        // stranger failing on a name cannot lock its owner's devices out.
+        let culprits = [
+            password.then(|| Culprit::User(user.clone())),
+            addr.map(Culprit::Addr),
+        ];
+        if culprits
+            .iter()
+            .flatten()
+            .any(|c| self.logins.blocked(c, now).is_some())
+        {
+            self.out
+                .push_back(Output::Event(ServerEvent::LoginThrottled { user, addr }));
+            return self.error(conn, RequestKind::Login, ErrorCode::RateLimited, None);
+        }
         // Unknown and invalid names go to storage too, so a failure looks and takes the same
         // as a wrong password and does not reveal who exists.
         let id = self.request(
@@ -79,7 +98,12 @@ impl Server {
                 user: user.clone(),
                 credential,
             },
-            Pending::Login { conn, user, status },
+            Pending::Login {
+                conn,
+                user,
+                status,
+                password,
+            },
         );
         if let Some(c) = self.conns.get_mut(&conn) {
             c.phase = Phase::Ready { login: Some(id) };
@@ -92,6 +116,7 @@ impl Server {
         conn: ConnId,
         user: UserId,
         status: Status,
+        password: bool,
         r: Result<Account, StorageError>,
     ) {
         let Some(c) = self.conns.get_mut(&conn) else {
@@ -101,13 +126,30 @@ impl Server {
             return;
         };
         *login = None;
+        let addr = c.addr;
         let account = match r {
             Ok(account) => account,
             Err(StorageError::BadCredentials | StorageError::NoSuchUser) => {
+                let throttle = self.cfg.login_throttle;
+                let mut failures = 0;
+                if password {
+                    failures = self
+                        .logins
+                        .failed(Culprit::User(user.clone()), now, &throttle);
+                }
+                if let Some(addr) = addr {
+                    self.logins.failed(Culprit::Addr(addr), now, &throttle);
+                }
+                self.out.push_back(Output::Event(ServerEvent::LoginFailed {
+                    user,
+                    addr,
+                    failures,
+                }));
                 return self.error(conn, RequestKind::Login, ErrorCode::BadCredentials, None);
             }
             Err(_) => return self.error(conn, RequestKind::Login, ErrorCode::StorageFailed, None),
         };
+        self.logins.succeeded(&Culprit::User(user.clone()));
         if !self.users.contains_key(&user) {
             // Registered through another node since this one loaded its directory.
             self.users.insert(user.clone(), User::new());
@@ -160,7 +202,7 @@ impl Server {
             self.send_to_sessions(&user, Some(conn), &ServerMsg::OwnStatus { status });
         }
         self.out
-            .push_back(super::Output::Event(ServerEvent::SessionStarted {
+            .push_back(Output::Event(ServerEvent::SessionStarted {
                 user: user.clone(),
                 at: self.location(conn),
             }));

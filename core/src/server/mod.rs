@@ -8,6 +8,7 @@
 
 mod account;
 mod deadline;
+mod guard;
 mod messaging;
 mod presence;
 mod session;
@@ -25,9 +26,11 @@ use crate::storage::{StorageOp, StorageResult};
 use crate::time::Instant;
 use bytes::Bytes;
 use deadline::DeadlineQueue;
+use guard::{LoginGuard, admit_frame};
 use presence::PresenceBoard;
 use session::{Conn, Phase, User};
 use std::collections::{BTreeMap, VecDeque};
+use std::net::IpAddr;
 
 /// An effect for the host to perform.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +56,18 @@ pub enum ServerEvent {
         user: UserId,
         at: SessionLocation,
         reason: SessionEnd,
+    },
+    /// A login was refused for its credential; `failures` counts the user's recent password
+    /// failures (0 for a token).
+    LoginFailed {
+        user: UserId,
+        addr: Option<IpAddr>,
+        failures: u32,
+    },
+    /// A login was refused unchecked, because of earlier failures.
+    LoginThrottled {
+        user: UserId,
+        addr: Option<IpAddr>,
     },
 }
 
@@ -97,6 +112,8 @@ enum Pending {
         conn: ConnId,
         user: UserId,
         status: Status,
+        /// A password, not a token, was tried.
+        password: bool,
     },
     ChangePassword {
         conn: ConnId,
@@ -134,6 +151,7 @@ pub struct Server {
     pending: BTreeMap<RequestId, Pending>,
     next_request: u64,
     presence: PresenceBoard,
+    logins: LoginGuard,
     out: VecDeque<Output>,
 }
 
@@ -150,6 +168,7 @@ impl Server {
             pending: BTreeMap::new(),
             next_request: 0,
             presence: PresenceBoard::default(),
+            logins: LoginGuard::default(),
             out: VecDeque::new(),
         }
     }
@@ -160,10 +179,15 @@ impl Server {
 
     /// A new connection. `conn` must never have been used before.
     pub fn handle_connect(&mut self, now: Instant, conn: ConnId) {
+        self.handle_connect_from(now, conn, None);
+    }
+
+    /// A new connection from `addr`: failed logins from it are counted against it.
+    pub fn handle_connect_from(&mut self, now: Instant, conn: ConnId, addr: Option<IpAddr>) {
         if self.conns.contains_key(&conn) {
             return;
         }
-        let mut c = Conn::new(now);
+        let mut c = Conn::new(now, addr);
         c.armed = c.deadline(&self.cfg);
         self.heartbeats.push(c.armed, conn);
         self.conns.insert(conn, c);
@@ -175,6 +199,9 @@ impl Server {
             return;
         };
         c.last_seen = now;
+        if !admit_frame(&mut c.frame_tat, now, &self.cfg.frame_rate) {
+            return self.close(now, conn, CloseReason::Flooding);
+        }
         let msg = match decode::<ClientMsg>(payload) {
             Ok(msg) => msg,
             Err(_) => return self.close(now, conn, CloseReason::Malformed),
@@ -220,9 +247,15 @@ impl Server {
             (Pending::Register { conn, user }, StorageResult::Registered(r)) => {
                 self.registered(conn, user, r)
             }
-            (Pending::Login { conn, user, status }, StorageResult::Authenticated(r)) => {
-                self.authenticated(now, conn, user, status, r)
-            }
+            (
+                Pending::Login {
+                    conn,
+                    user,
+                    status,
+                    password,
+                },
+                StorageResult::Authenticated(r),
+            ) => self.authenticated(now, conn, user, status, password, r),
             (Pending::ChangePassword { conn }, StorageResult::PasswordChanged(r)) => {
                 self.password_changed(conn, r)
             }
@@ -271,6 +304,7 @@ impl Server {
             };
             self.close(now, conn, reason);
         }
+        self.logins.expire(now);
         while let Some((_, user)) = self.graces.pop_due(now) {
             let Some(u) = self.users.get_mut(&user) else {
                 continue;
@@ -286,10 +320,14 @@ impl Server {
 
     /// The next instant `handle_timeout` has work (possibly none, if that entry went stale).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match (self.heartbeats.next(), self.graces.next()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.heartbeats.next(),
+            self.graces.next(),
+            self.logins.next_expiry(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     pub fn poll_output(&mut self) -> Option<Output> {
@@ -407,7 +445,7 @@ impl Server {
                 user,
                 credential,
                 status,
-            } => self.login(conn, user, credential, status),
+            } => self.login(now, conn, user, credential, status),
             ClientMsg::Ping { nonce } => self.send(conn, &ServerMsg::Pong { nonce }),
             ClientMsg::Hello { .. } => self.close(now, conn, CloseReason::BadHandshake),
             ClientMsg::Send { id, .. } => {

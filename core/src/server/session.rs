@@ -6,6 +6,7 @@ use crate::message::{Presence, Status};
 use crate::time::Instant;
 use bytes::Bytes;
 use std::collections::BTreeSet;
+use std::net::IpAddr;
 
 /// One open connection on this node.
 #[derive(Debug)]
@@ -17,6 +18,10 @@ pub(crate) struct Conn {
     /// with any other instant are superseded and skipped.
     pub(crate) armed: Instant,
     pub(crate) phase: Phase,
+    /// The peer's address, when the host knows it: login failures count against it.
+    pub(crate) addr: Option<IpAddr>,
+    /// The frame budget's theoretical arrival time (see `guard::admit_frame`).
+    pub(crate) frame_tat: Instant,
 }
 
 #[derive(Debug)]
@@ -50,12 +55,14 @@ pub(crate) enum Mailbox {
 }
 
 impl Conn {
-    pub(crate) fn new(now: Instant) -> Self {
+    pub(crate) fn new(now: Instant, addr: Option<IpAddr>) -> Self {
         Conn {
             opened: now,
             last_seen: now,
             armed: now,
             phase: Phase::AwaitHello,
+            addr,
+            frame_tat: now,
         }
     }
 

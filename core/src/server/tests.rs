@@ -5,6 +5,7 @@ use crate::message::{
     ClientMsg, CloseReason, ErrorCode, MAGIC, Presence, PresenceEntry, RequestKind, ServerMsg,
     Status, WatchScope,
 };
+use crate::server::ServerEvent;
 use crate::testkit::Rig;
 use crate::testkit::rig::user;
 use crate::time::Duration;
@@ -727,4 +728,201 @@ fn a_connection_the_host_aborts_ends_its_session_like_any_other() {
             ..
         }
     )));
+}
+
+#[test]
+fn a_flooding_connection_is_cut_while_a_steady_one_is_not() {
+    use crate::config::FrameRate;
+    let limited = ServerConfig {
+        frame_rate: FrameRate {
+            per_second: 10,
+            burst: 5,
+        },
+        ..cfg()
+    };
+    let mut rig = Rig::new(limited, &["flood", "calm"]);
+    let flood = rig.login("flood", Status::Online);
+    let calm = rig.login("calm", Status::Online);
+    rig.advance(Duration::from_secs(1));
+    for nonce in 0..20 {
+        rig.frame(flood, ClientMsg::Ping { nonce });
+    }
+    assert_eq!(rig.closed.get(&flood), Some(&CloseReason::Flooding));
+    for nonce in 0..50 {
+        rig.advance(Duration::from_millis(100));
+        rig.frame(calm, ClientMsg::Ping { nonce });
+    }
+    assert!(!rig.closed.contains_key(&calm));
+}
+
+fn throttled() -> ServerConfig {
+    ServerConfig {
+        login_throttle: crate::config::LoginThrottle {
+            free_attempts: 2,
+            base_delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(60),
+            forget_after: Duration::from_secs(600),
+        },
+        ..cfg()
+    }
+}
+
+fn try_login(rig: &mut Rig, conn: crate::ids::ConnId, name: &str, password: &str) -> ErrorCodeOrOk {
+    rig.take(conn);
+    rig.frame(
+        conn,
+        ClientMsg::Login {
+            user: user(name),
+            credential: crate::message::Credential::Password(password.into()),
+            status: Status::Online,
+        },
+    );
+    match rig.take(conn).first() {
+        Some(ServerMsg::LoginOk { .. }) => Ok(()),
+        Some(ServerMsg::Error { code, .. }) => Err(*code),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+type ErrorCodeOrOk = Result<(), ErrorCode>;
+
+#[test]
+fn password_guessing_on_a_user_meets_doubling_delays() {
+    let mut rig = Rig::new(throttled(), &["victim"]);
+    let good = crate::testkit::rig::PASSWORD;
+    let c = rig.hello();
+    for _ in 0..3 {
+        assert_eq!(
+            try_login(&mut rig, c, "victim", "guess guess"),
+            Err(ErrorCode::BadCredentials)
+        );
+    }
+    // Blocked for 1 s now: even the right password is refused unchecked.
+    assert_eq!(
+        try_login(&mut rig, c, "victim", good),
+        Err(ErrorCode::RateLimited)
+    );
+    assert!(
+        rig.events
+            .iter()
+            .any(|e| matches!(e, ServerEvent::LoginThrottled { .. }))
+    );
+    assert!(
+        rig.events
+            .iter()
+            .any(|e| matches!(e, ServerEvent::LoginFailed { failures: 3, .. }))
+    );
+    rig.advance(Duration::from_millis(1000));
+    assert_eq!(
+        try_login(&mut rig, c, "victim", "guess again"),
+        Err(ErrorCode::BadCredentials)
+    );
+    // The fourth failure doubles the delay.
+    rig.advance(Duration::from_millis(1999));
+    assert_eq!(
+        try_login(&mut rig, c, "victim", good),
+        Err(ErrorCode::RateLimited)
+    );
+    rig.advance(Duration::from_millis(1));
+    assert_eq!(try_login(&mut rig, c, "victim", good), Ok(()));
+}
+
+#[test]
+fn one_address_guessing_across_users_is_throttled_and_others_are_not() {
+    let mut rig = Rig::new(throttled(), &["a", "b", "c", "d"]);
+    let attacker = Some("192.0.2.7".parse().unwrap());
+    let bystander = Some("192.0.2.8".parse().unwrap());
+    let c = rig.open_from(attacker);
+    rig.frame(
+        c,
+        ClientMsg::Hello {
+            magic: MAGIC,
+            version: 1,
+            client: String::new(),
+        },
+    );
+    for name in ["a", "b", "c"] {
+        assert_eq!(
+            try_login(&mut rig, c, name, "guess guess"),
+            Err(ErrorCode::BadCredentials)
+        );
+    }
+    assert_eq!(
+        try_login(&mut rig, c, "d", "guess guess"),
+        Err(ErrorCode::RateLimited)
+    );
+    let other = rig.open_from(bystander);
+    rig.frame(
+        other,
+        ClientMsg::Hello {
+            magic: MAGIC,
+            version: 1,
+            client: String::new(),
+        },
+    );
+    assert_eq!(
+        try_login(&mut rig, other, "d", crate::testkit::rig::PASSWORD),
+        Ok(())
+    );
+}
+
+#[test]
+fn a_session_can_only_act_as_its_own_user() {
+    // The protocol names no acting user: every request acts as the session's. What a
+    // session can still try is to touch what belongs to others.
+    let mut rig = Rig::new(cfg(), &["alice", "mallory"]);
+    let alice = rig.login("alice", Status::Online);
+    let mallory = rig.login("mallory", Status::Online);
+    rig.frame(
+        alice,
+        ClientMsg::Send {
+            id: 1,
+            to: user("alice"),
+            body: "note to self".into(),
+            attachment: None,
+        },
+    );
+    rig.take(alice);
+    // Acknowledging someone else's message does not take it from their mailbox.
+    rig.frame(mallory, ClientMsg::Ack { seqs: vec![1] });
+    assert_eq!(rig.store.undelivered(&user("alice")), 1);
+    // Another user's conversations are not readable through History.
+    rig.take(mallory);
+    rig.frame(
+        mallory,
+        ClientMsg::History {
+            with: user("alice"),
+            before: None,
+            limit: 10,
+        },
+    );
+    assert_eq!(
+        rig.take(mallory),
+        vec![ServerMsg::History {
+            with: user("alice"),
+            items: vec![]
+        }]
+    );
+    // Status changes touch only the sender's own presence.
+    rig.take(alice);
+    rig.frame(
+        mallory,
+        ClientMsg::SetStatus {
+            status: Status::Away,
+        },
+    );
+    assert_eq!(
+        diffs(&rig.take(alice)),
+        vec![&diff(&[("mallory", Presence::Away)])]
+    );
+    // And admin queries stay closed.
+    rig.take(mallory);
+    rig.frame(mallory, ClientMsg::AdminWho);
+    assert!(matches!(
+        rig.take(mallory)[..],
+        [ServerMsg::Error {
+            code: ErrorCode::Forbidden,
+            ..
+        }]
+    ));
 }

@@ -75,9 +75,14 @@ impl Rig {
     }
 
     pub fn open(&mut self) -> ConnId {
+        self.open_from(None)
+    }
+
+    /// A new connection from `addr`, as a host that knows its peers reports it.
+    pub fn open_from(&mut self, addr: Option<std::net::IpAddr>) -> ConnId {
         self.next_conn += 1;
         let conn = ConnId(self.next_conn);
-        self.server.handle_connect(self.now, conn);
+        self.server.handle_connect_from(self.now, conn, addr);
         self.pump();
         conn
     }
