@@ -1,0 +1,401 @@
+//! `breeze chat`: the interactive client. Line-based: every event is a line, and the presence
+//! list is printed again on one line whenever it changes.
+
+use crate::Fatal;
+use crate::cli::{Account, StatusArg};
+use crate::input::{self, Action, HELP, Input};
+use crate::session::{self, Session, Setup};
+use crate::ui::{self, Colour, Style};
+use breeze_core::UserId;
+use breeze_core::client::{ClientEvent, Mode, StopReason};
+use breeze_core::message::{CloseReason, Delivery, HistoryItem, Presence, Status};
+use breeze_transport_tokio::ClientCommand;
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+/// How long a chat whose input ended waits for the login and the offline messages.
+const FINISH_LOGIN: Duration = Duration::from_secs(10);
+
+pub async fn run(account: Account, status: StatusArg, style: Style) -> Result<(), Fatal> {
+    let password = session::password(&account, false)?;
+    let status = Status::from(status);
+    let session = Session::start(
+        &account,
+        password,
+        Setup {
+            mode: Mode::Login,
+            status,
+        },
+    )
+    .await?;
+    let mut chat = Chat {
+        style,
+        session,
+        status,
+        logged_in: false,
+        ever_logged_in: false,
+        mailbox_done: false,
+        presence: BTreeMap::new(),
+        presence_dirty: false,
+        contacts: None,
+        unresolved: Vec::new(),
+        outgoing: HashMap::new(),
+    };
+    chat.info(&format!(
+        "connecting to {} as {}",
+        chat.session.addr, chat.session.user
+    ));
+    let mut input = input::spawn_reader();
+    let mut input_open = true;
+    // Set when input ended before the mailbox was out: quit once it is, or at this time.
+    let mut finish_by: Option<tokio::time::Instant> = None;
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        if finish_by.is_some() && chat.mailbox_done {
+            return chat.quit().await;
+        }
+        tokio::select! {
+            event = chat.session.events.recv() => {
+                let Some(event) = event else {
+                    return Err(Fatal("the client stopped unexpectedly".into()));
+                };
+                if let Some(end) = chat.on_event(event) {
+                    return end;
+                }
+                // Take whatever else is ready before showing the list, so that a batch of
+                // presence changes prints the list once.
+                while let Ok(event) = chat.session.events.try_recv() {
+                    if let Some(end) = chat.on_event(event) {
+                        return end;
+                    }
+                }
+                chat.show_presence_if_changed();
+            }
+            line = input.recv(), if input_open => match line {
+                // End of input is as good as /quit, but `breeze chat < /dev/null` should still
+                // show the offline messages: wait (bounded) for them first.
+                None => {
+                    input_open = false;
+                    finish_by = Some(tokio::time::Instant::now() + FINISH_LOGIN);
+                }
+                Some(Input::Line(line)) => match input::parse(&line) {
+                    Ok(Action::Quit) => return chat.quit().await,
+                    Ok(action) => chat.act(action),
+                    Err(e) => chat.error(&e),
+                },
+                Some(Input::Passwd { old, new }) => {
+                    chat.session.command(ClientCommand::ChangePassword { old, new });
+                }
+                Some(Input::PasswdFailed(e)) => chat.error(&e),
+            },
+            _ = &mut ctrl_c => return chat.quit().await,
+            () = tokio::time::sleep_until(finish_by.unwrap_or_else(tokio::time::Instant::now)),
+                if finish_by.is_some() =>
+            {
+                if chat.ever_logged_in {
+                    return chat.quit().await;
+                }
+                let why = chat.session.connection_failure();
+                chat.session.quit().await;
+                return Err(Fatal(format!("input ended before login ({why})")));
+            }
+        }
+    }
+}
+
+struct Chat {
+    style: Style,
+    session: Session,
+    /// Our own status as last asserted or confirmed.
+    status: Status,
+    logged_in: bool,
+    ever_logged_in: bool,
+    /// `OfflineDone` came for the current session.
+    mailbox_done: bool,
+    presence: BTreeMap<UserId, Presence>,
+    presence_dirty: bool,
+    /// As the server last sent it; unknown until the list changes in this session (the
+    /// client core keeps the login's list to itself).
+    contacts: Option<Vec<UserId>>,
+    /// Messages whose id the runner has not told yet.
+    unresolved: Vec<(oneshot::Receiver<u64>, Outgoing)>,
+    /// Messages not yet confirmed, by id.
+    outgoing: HashMap<u64, Outgoing>,
+}
+
+struct Outgoing {
+    to: UserId,
+    /// Sent while not logged in: say so when the server confirms it.
+    queued: bool,
+}
+
+impl Chat {
+    fn line(&self, text: &str) {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{text}");
+        let _ = out.flush();
+    }
+
+    fn info(&self, text: &str) {
+        let stamp = self.style.paint(Colour::Grey, &ui::now_stamp());
+        self.line(&format!(
+            "{stamp} {} {text}",
+            self.style.paint(Colour::Cyan, "*")
+        ));
+    }
+
+    fn error(&self, text: &str) {
+        let stamp = self.style.paint(Colour::Grey, &ui::now_stamp());
+        self.line(&format!(
+            "{stamp} {}",
+            self.style.paint(Colour::Red, &format!("! {text}"))
+        ));
+    }
+
+    fn show_presence(&self) {
+        self.line(&self.style.presence_line(&self.presence));
+    }
+
+    fn show_presence_if_changed(&mut self) {
+        if std::mem::take(&mut self.presence_dirty) {
+            self.show_presence();
+        }
+    }
+
+    async fn quit(self) -> Result<(), Fatal> {
+        let style = self.style;
+        self.session.quit().await;
+        let stamp = style.paint(Colour::Grey, &ui::now_stamp());
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{stamp} {} logged out", style.paint(Colour::Cyan, "*"));
+        let _ = out.flush();
+        Ok(())
+    }
+
+    /// Handles one event; `Some` ends the chat with that result.
+    fn on_event(&mut self, event: ClientEvent) -> Option<Result<(), Fatal>> {
+        match event {
+            ClientEvent::Connected | ClientEvent::Registered => {}
+            ClientEvent::LoggedIn { user } => {
+                self.logged_in = true;
+                self.ever_logged_in = true;
+                self.mailbox_done = false;
+                let status = self.style.status(self.status);
+                self.info(&format!("logged in as {user} ({status})"));
+            }
+            ClientEvent::PresenceSnapshot(entries) => {
+                self.presence = entries.into_iter().map(|e| (e.user, e.presence)).collect();
+                self.presence_dirty = true;
+            }
+            ClientEvent::PresenceChanged { user, presence } => {
+                self.presence.insert(user.clone(), presence);
+                self.presence_dirty = true;
+                self.info(&self.style.change(&user, presence));
+            }
+            ClientEvent::Message(delivery) => self.show_message(&delivery),
+            ClientEvent::MessageSent { id, .. } => {
+                self.resolve_ids();
+                if let Some(out) = self.outgoing.remove(&id)
+                    && out.queued
+                {
+                    self.info(&format!("queued message to {} sent", out.to));
+                }
+            }
+            ClientEvent::SendFailed { id, code } => {
+                self.resolve_ids();
+                let to = self
+                    .outgoing
+                    .remove(&id)
+                    .map_or_else(|| "?".to_string(), |o| o.to.to_string());
+                self.error(&format!("message to {to} not sent: {code}"));
+            }
+            ClientEvent::OfflineDone { count } => {
+                self.mailbox_done = true;
+                if count > 0 {
+                    let s = if count == 1 { "" } else { "s" };
+                    self.info(&format!("{count} offline message{s}"));
+                }
+            }
+            ClientEvent::OwnStatus(status) => {
+                if status != self.status {
+                    self.status = status;
+                    self.info(&format!("your status: {}", self.style.status(status)));
+                }
+            }
+            ClientEvent::Contacts(list) => {
+                self.contacts = Some(list);
+                self.show_contacts();
+            }
+            ClientEvent::History { with, items } => self.show_history(&with, &items),
+            ClientEvent::Who { .. } => {}
+            ClientEvent::PasswordChanged => self.info("password changed"),
+            ClientEvent::Error { request, code } => self.error(&ui::request_error(request, code)),
+            ClientEvent::Disconnected {
+                reason,
+                retry_at: Some(retry_at),
+            } => {
+                let wait = ui::duration(retry_at - self.session.clock.now());
+                if self.logged_in {
+                    let why = reason.map_or_else(|| "connection lost".into(), ui::close_reason);
+                    self.error(&format!("disconnected ({why}), reconnecting in {wait}"));
+                } else {
+                    let why = match reason {
+                        Some(reason) => format!("disconnected ({})", ui::close_reason(reason)),
+                        None => self.session.connection_failure(),
+                    };
+                    self.error(&format!("{why}; retrying in {wait}"));
+                }
+                self.logged_in = false;
+            }
+            // `Stopped` follows and says why.
+            ClientEvent::Disconnected { retry_at: None, .. } => self.logged_in = false,
+            ClientEvent::Stopped(reason) => return Some(stopped(reason)),
+        }
+        None
+    }
+
+    fn act(&mut self, action: Action) {
+        match action {
+            Action::Msg { to, text } => {
+                let (tx, rx) = oneshot::channel();
+                let queued = !self.logged_in;
+                let you = self.style.paint(Colour::Bold, "you");
+                let note = if queued {
+                    self.style
+                        .paint(Colour::Grey, " (queued until reconnected)")
+                } else {
+                    String::new()
+                };
+                let stamp = self.style.paint(Colour::Grey, &ui::now_stamp());
+                self.line(&format!("{stamp} {you} → {to}: {text}{note}"));
+                self.unresolved.push((
+                    rx,
+                    Outgoing {
+                        to: to.clone(),
+                        queued,
+                    },
+                ));
+                self.session.command(ClientCommand::SendMessage {
+                    to,
+                    body: text,
+                    attachment: None,
+                    id: Some(tx),
+                });
+            }
+            Action::Status(status) => self
+                .session
+                .command(ClientCommand::SetStatus(status.into())),
+            Action::Who => {
+                self.info(&format!(
+                    "you are {} ({})",
+                    self.session.user,
+                    self.style.status(self.status)
+                ));
+                self.show_presence();
+            }
+            Action::Contacts => self.show_contacts(),
+            Action::AddContact(user) => self.session.command(ClientCommand::AddContact(user)),
+            Action::RemoveContact(user) => self.session.command(ClientCommand::RemoveContact(user)),
+            Action::History { with, limit } => self.session.command(ClientCommand::History {
+                with,
+                before: None,
+                limit,
+            }),
+            Action::Help => self.line(HELP),
+            Action::Quit | Action::Nothing => {}
+        }
+    }
+
+    /// Picks up the ids of messages sent so far. The runner answers the id as it queues the
+    /// message, so by the time the server confirms one its id is here.
+    fn resolve_ids(&mut self) {
+        for (mut rx, out) in std::mem::take(&mut self.unresolved) {
+            match rx.try_recv() {
+                Ok(id) => {
+                    self.outgoing.insert(id, out);
+                }
+                Err(oneshot::error::TryRecvError::Empty) => self.unresolved.push((rx, out)),
+                Err(oneshot::error::TryRecvError::Closed) => {}
+            }
+        }
+    }
+
+    fn show_message(&self, d: &Delivery) {
+        let stamp = self.style.paint(Colour::Grey, &ui::stamp(d.sent_at_ms));
+        let from = self.style.paint(Colour::Bold, d.from.as_str());
+        let mut text = format!("{stamp} {from}: {}", d.body);
+        if let Some(a) = &d.attachment {
+            text.push(' ');
+            text.push_str(&ui::attachment(a));
+        }
+        self.line(&text);
+    }
+
+    fn show_contacts(&self) {
+        match &self.contacts {
+            Some(list) if list.is_empty() => self.line("contacts: (none)"),
+            Some(list) => {
+                let shown: Vec<String> = list
+                    .iter()
+                    .map(|u| match self.presence.get(u) {
+                        Some(p) => self.style.user(u, *p),
+                        None => u.to_string(),
+                    })
+                    .collect();
+                self.line(&format!("contacts: {}", shown.join("  ")));
+            }
+            None => self.line(
+                "contacts: not known yet in this session; /contacts add|remove USER shows the \
+                 list",
+            ),
+        }
+    }
+
+    fn show_history(&self, with: &UserId, items: &[HistoryItem]) {
+        if items.is_empty() {
+            self.info(&format!("no messages with {with}"));
+            return;
+        }
+        let s = if items.len() == 1 { "" } else { "s" };
+        self.info(&format!("last {} message{s} with {with}:", items.len()));
+        // Newest first on the wire; oldest first reads like a conversation.
+        for item in items.iter().rev() {
+            let stamp = self.style.paint(Colour::Grey, &ui::stamp(item.sent_at_ms));
+            let from = if item.from == self.session.user {
+                "you".to_string()
+            } else {
+                item.from.to_string()
+            };
+            let mut text = format!(
+                "  {stamp} {} → {}: {}",
+                self.style.paint(Colour::Bold, &from),
+                if item.to == self.session.user {
+                    "you"
+                } else {
+                    item.to.as_str()
+                },
+                item.body
+            );
+            if let Some(a) = &item.attachment {
+                text.push(' ');
+                text.push_str(&ui::attachment_info(a));
+            }
+            self.line(&text);
+        }
+    }
+}
+
+/// How the chat ends when the client core gives up.
+fn stopped(reason: StopReason) -> Result<(), Fatal> {
+    Err(Fatal(match reason {
+        StopReason::LoggedOut => return Ok(()),
+        StopReason::Closed(CloseReason::Replaced) => "kicked: logged in from another place".into(),
+        StopReason::Closed(reason) => format!("disconnected: {reason}"),
+        StopReason::BadCredentials => "wrong user name or password".into(),
+        StopReason::UserTaken => "that user name is taken".into(),
+        StopReason::Refused { request, code } => ui::request_error(request, code),
+    }))
+}

@@ -1,0 +1,138 @@
+//! Command-line flags, each account flag with an environment-variable fallback.
+
+use breeze_core::UserId;
+use breeze_core::message::Status;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::time::Duration;
+
+/// The Breeze chat client.
+///
+/// `register` creates an account, `chat` is the interactive client, `send` delivers one
+/// message from a script, `admin who` lists who is online. The account flags can also be set
+/// through BREEZE_SERVER, BREEZE_USER and BREEZE_PASSWORD; a flag on the command line wins.
+/// Without a password the client asks for one when standard input is a terminal.
+#[derive(Debug, Parser)]
+#[command(name = "breeze", version)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create an account (asks for the password twice on a terminal).
+    Register {
+        #[command(flatten)]
+        account: Account,
+        /// Give up when the server has not answered within this long.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+        timeout: Duration,
+    },
+    /// Chat interactively: the user list live, messages as they come. Type /help inside.
+    ///
+    /// Lines starting with `/` are commands (/msg, /status, /who, /contacts, /passwd,
+    /// /history, /help, /quit); end of input (Ctrl-D) or Ctrl-C also logs out. The client
+    /// reconnects by itself after a lost connection, except when the same user logs in
+    /// elsewhere.
+    Chat {
+        #[command(flatten)]
+        account: Account,
+        /// The status to log in with; `invisible` shows you offline to everyone else.
+        #[arg(long, value_enum, default_value_t = StatusArg::Online)]
+        status: StatusArg,
+    },
+    /// Send one message and wait until the server has stored it; prints its sequence number.
+    ///
+    /// For scripts: logs in (invisible, so nobody sees USER come online), sends, waits for
+    /// the server's confirmation that the message is durable, logs out. Note that under the
+    /// server's default duplicate-login policy (`replace`) this ends USER's other session.
+    Send {
+        #[command(flatten)]
+        account: Account,
+        /// The recipient; online or not (the server keeps it for them).
+        #[arg(long, value_name = "USER")]
+        to: UserId,
+        /// Fail if the server has not confirmed the message within this long.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+        timeout: Duration,
+        /// The message; several words are joined with spaces.
+        #[arg(required = true, num_args = 1.., value_name = "TEXT")]
+        text: Vec<String>,
+    },
+    /// Administration (the user must be listed in the server's --admin).
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// List the users online and their sessions: node, connection, connected for, idle.
+    Who {
+        #[command(flatten)]
+        account: Account,
+        /// Give up when the server has not answered within this long.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+        timeout: Duration,
+    },
+}
+
+/// Where to connect and as whom.
+#[derive(Debug, Args)]
+pub struct Account {
+    /// The server's address, `HOST:PORT`.
+    #[arg(
+        long,
+        env = "BREEZE_SERVER",
+        default_value = "127.0.0.1:7878",
+        value_name = "HOST:PORT"
+    )]
+    pub server: String,
+
+    /// Your user name: 1–32 of `A-Z a-z 0-9 _ - .`, not starting with `.` or `-`.
+    #[arg(long, env = "BREEZE_USER", value_name = "USER")]
+    pub user: UserId,
+
+    /// Your password (8 to 1024 bytes). Better set through BREEZE_PASSWORD, or left out to
+    /// be asked for on a terminal, than visible to everyone in the process list.
+    #[arg(
+        long,
+        env = "BREEZE_PASSWORD",
+        hide_env_values = true,
+        value_name = "PASSWORD"
+    )]
+    pub password: Option<String>,
+}
+
+/// A status as typed on the command line and in `/status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StatusArg {
+    Online,
+    Busy,
+    Away,
+    /// Connected, but shown as offline to everyone else.
+    Invisible,
+}
+
+impl From<StatusArg> for Status {
+    fn from(s: StatusArg) -> Status {
+        match s {
+            StatusArg::Online => Status::Online,
+            StatusArg::Busy => Status::Busy,
+            StatusArg::Away => Status::Away,
+            StatusArg::Invisible => Status::Invisible,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_flags_are_consistent() {
+        Cli::command().debug_assert();
+    }
+}

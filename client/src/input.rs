@@ -1,0 +1,265 @@
+//! What the user types in `chat`: read on a thread of its own (a blocking read must not hold up
+//! the runtime), parsed into actions.
+
+use crate::cli::StatusArg;
+use breeze_core::UserId;
+use clap::ValueEnum;
+use std::io::{BufRead, IsTerminal};
+use tokio::sync::mpsc;
+
+/// Largest page `/history` asks for (the server caps replies at 500).
+const MAX_HISTORY: u16 = 500;
+const DEFAULT_HISTORY: u16 = 20;
+
+/// A line from the reader thread.
+#[derive(Debug)]
+pub enum Input {
+    Line(String),
+    /// `/passwd`, with both passwords already read: the reader thread is the only reader of
+    /// the terminal, so it asks for them itself.
+    Passwd {
+        old: String,
+        new: String,
+    },
+    /// `/passwd` that could not get its passwords.
+    PasswdFailed(String),
+}
+
+/// Starts the reader thread. The channel closes at end of input. The thread is not joined:
+/// the process exits while it may still be blocked in a read.
+pub fn spawn_reader() -> mpsc::Receiver<Input> {
+    let (tx, rx) = mpsc::channel(64);
+    let spawned = std::thread::Builder::new()
+        .name("stdin".into())
+        .spawn(move || {
+            let interactive = std::io::stdin().is_terminal();
+            let stdin = std::io::stdin();
+            let mut lines = stdin.lock().lines();
+            while let Some(Ok(line)) = lines.next() {
+                let input = if line.trim() == "/passwd" {
+                    if interactive {
+                        ask_passwords()
+                    } else {
+                        // Piped input: the next two lines are the old and the new password.
+                        match (lines.next(), lines.next()) {
+                            (Some(Ok(old)), Some(Ok(new))) => Input::Passwd { old, new },
+                            _ => Input::PasswdFailed(
+                                "/passwd: expected the old and the new password on the next two \
+                                 lines"
+                                    .into(),
+                            ),
+                        }
+                    }
+                } else {
+                    Input::Line(line)
+                };
+                if tx.blocking_send(input).is_err() {
+                    break;
+                }
+            }
+        });
+    if spawned.is_err() {
+        // Without a reader the channel is closed at once, which the chat takes for /quit.
+        eprintln!("breeze: cannot start the input thread");
+    }
+    rx
+}
+
+fn ask_passwords() -> Input {
+    let ask = |prompt: &str| rpassword::prompt_password(prompt);
+    let asked = (|| {
+        let old = ask("old password: ")?;
+        let new = ask("new password: ")?;
+        let again = ask("new password again: ")?;
+        Ok::<_, std::io::Error>((old, new, again))
+    })();
+    match asked {
+        Ok((_, new, again)) if new != again => {
+            Input::PasswdFailed("/passwd: the new passwords do not match".into())
+        }
+        Ok((old, new, _)) => Input::Passwd { old, new },
+        Err(e) => Input::PasswdFailed(format!("/passwd: cannot read the password: {e}")),
+    }
+}
+
+/// What a typed line asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Msg {
+        to: UserId,
+        text: String,
+    },
+    Status(StatusArg),
+    Who,
+    Contacts,
+    AddContact(UserId),
+    RemoveContact(UserId),
+    History {
+        with: UserId,
+        limit: u16,
+    },
+    Help,
+    Quit,
+    /// An empty line.
+    Nothing,
+}
+
+pub const HELP: &str = "\
+commands:
+  /msg USER TEXT                         send TEXT to USER (kept for them if offline)
+  /status online|busy|away|invisible     change your status
+  /who                                   show the user list again
+  /contacts                              show your contact list
+  /contacts add|remove USER              change your contact list
+  /history USER [N]                      the last N (default 20) messages with USER
+  /passwd                                change your password (asks for old and new)
+  /help                                  this list
+  /quit                                  log out and exit (Ctrl-D and Ctrl-C too)";
+
+/// Parses one line; the error is a one-line explanation for the user.
+pub fn parse(line: &str) -> Result<Action, String> {
+    let line = line.trim();
+    if line.is_empty() {
+        return Ok(Action::Nothing);
+    }
+    let Some(command) = line.strip_prefix('/') else {
+        return Err("not a command: type /msg USER TEXT to send a message, /help for more".into());
+    };
+    let (name, rest) = split_word(command);
+    match name {
+        "msg" | "m" => {
+            let (to, text) = split_word(rest);
+            if to.is_empty() || text.is_empty() {
+                return Err("usage: /msg USER TEXT".into());
+            }
+            Ok(Action::Msg {
+                to: user(to)?,
+                text: text.to_string(),
+            })
+        }
+        "status" => {
+            let status = StatusArg::from_str(rest, true)
+                .map_err(|_| "usage: /status online|busy|away|invisible".to_string())?;
+            Ok(Action::Status(status))
+        }
+        "who" | "list" => no_args(rest, Action::Who, "/who"),
+        "contacts" => {
+            let (verb, who) = split_word(rest);
+            match (verb, who) {
+                ("", _) => Ok(Action::Contacts),
+                ("add", who) if !who.is_empty() && !who.contains(' ') => {
+                    Ok(Action::AddContact(user(who)?))
+                }
+                ("remove" | "rm", who) if !who.is_empty() && !who.contains(' ') => {
+                    Ok(Action::RemoveContact(user(who)?))
+                }
+                _ => Err("usage: /contacts [add|remove USER]".into()),
+            }
+        }
+        "history" => {
+            let (with, count) = split_word(rest);
+            if with.is_empty() || count.contains(' ') {
+                return Err("usage: /history USER [N]".into());
+            }
+            let limit = if count.is_empty() {
+                DEFAULT_HISTORY
+            } else {
+                match count.parse::<u16>() {
+                    Ok(n) if (1..=MAX_HISTORY).contains(&n) => n,
+                    _ => return Err(format!("/history: N must be 1 to {MAX_HISTORY}")),
+                }
+            };
+            Ok(Action::History {
+                with: user(with)?,
+                limit,
+            })
+        }
+        "help" | "?" => Ok(Action::Help),
+        "quit" | "exit" | "q" => no_args(rest, Action::Quit, "/quit"),
+        _ => Err(format!("unknown command /{name}; /help lists them")),
+    }
+}
+
+fn no_args(rest: &str, action: Action, usage: &str) -> Result<Action, String> {
+    if rest.is_empty() {
+        Ok(action)
+    } else {
+        Err(format!("usage: {usage}"))
+    }
+}
+
+/// The first word and the rest, both trimmed.
+fn split_word(s: &str) -> (&str, &str) {
+    let s = s.trim();
+    match s.split_once(char::is_whitespace) {
+        Some((word, rest)) => (word, rest.trim()),
+        None => (s, ""),
+    }
+}
+
+fn user(name: &str) -> Result<UserId, String> {
+    UserId::new(name).map_err(|e| format!("{name:?}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn u(name: &str) -> UserId {
+        UserId::new(name).unwrap()
+    }
+
+    #[test]
+    fn commands_parse() {
+        assert_eq!(
+            parse("/msg bob  hello  there "),
+            Ok(Action::Msg {
+                to: u("bob"),
+                text: "hello  there".into()
+            })
+        );
+        assert_eq!(parse("/status BUSY"), Ok(Action::Status(StatusArg::Busy)));
+        assert_eq!(parse("/who"), Ok(Action::Who));
+        assert_eq!(parse("/contacts"), Ok(Action::Contacts));
+        assert_eq!(parse("/contacts add bob"), Ok(Action::AddContact(u("bob"))));
+        assert_eq!(
+            parse("/contacts remove bob"),
+            Ok(Action::RemoveContact(u("bob")))
+        );
+        assert_eq!(
+            parse("/history bob"),
+            Ok(Action::History {
+                with: u("bob"),
+                limit: 20
+            })
+        );
+        assert_eq!(
+            parse("/history bob 5"),
+            Ok(Action::History {
+                with: u("bob"),
+                limit: 5
+            })
+        );
+        assert_eq!(parse("/quit"), Ok(Action::Quit));
+        assert_eq!(parse("   "), Ok(Action::Nothing));
+    }
+
+    #[test]
+    fn mistakes_explain_themselves() {
+        assert!(parse("hello").unwrap_err().contains("/msg USER TEXT"));
+        assert_eq!(parse("/msg bob").unwrap_err(), "usage: /msg USER TEXT");
+        assert!(
+            parse("/msg b@d hi")
+                .unwrap_err()
+                .contains("may only contain")
+        );
+        assert!(parse("/status asleep").unwrap_err().starts_with("usage"));
+        assert!(parse("/history bob 0").unwrap_err().contains("1 to 500"));
+        assert!(parse("/contacts add").unwrap_err().starts_with("usage"));
+        assert!(
+            parse("/frobnicate")
+                .unwrap_err()
+                .contains("unknown command")
+        );
+    }
+}

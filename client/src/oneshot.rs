@@ -1,0 +1,301 @@
+//! The subcommands that log in, do one thing and leave: `register`, `send`, `admin who`.
+//!
+//! Unlike `chat` they do not wait out a server that cannot be reached: the first failed
+//! connection before login is the answer. They log in invisible, so that nobody sees the user
+//! come online for a moment.
+
+use crate::Fatal;
+use crate::cli::Account;
+use crate::session::{self, Session, Setup};
+use crate::ui;
+use breeze_core::UserId;
+use breeze_core::client::{ClientEvent, Mode, StopReason};
+use breeze_core::config::password_is_acceptable;
+use breeze_core::message::{ErrorCode, RequestKind, Status, WhoEntry};
+use breeze_transport_tokio::ClientCommand;
+use std::time::Duration;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+/// What one event means for a one-shot command.
+enum Step<T> {
+    Continue,
+    Done(T),
+    Fail(String),
+}
+
+/// Feeds events to `on_event` until it is done or fails, the login fails, or `timeout`
+/// passes; then logs out. Events the generic part decides are shown to `on_event` first.
+async fn drive<T>(
+    mut session: Session,
+    timeout: Duration,
+    waiting_for: &str,
+    mut on_event: impl FnMut(&Session, &ClientEvent) -> Step<T>,
+) -> Result<T, Fatal> {
+    let deadline = Instant::now() + timeout;
+    let mut logged_in = false;
+    let result = loop {
+        let event = match tokio::time::timeout_at(deadline, session.events.recv()).await {
+            Err(_) => {
+                break Err(format!(
+                    "timed out after {} waiting for {waiting_for}",
+                    humantime::format_duration(timeout)
+                ));
+            }
+            Ok(None) => break Err("the client stopped unexpectedly".into()),
+            Ok(Some(event)) => event,
+        };
+        match on_event(&session, &event) {
+            Step::Done(value) => break Ok(value),
+            Step::Fail(e) => break Err(e),
+            Step::Continue => {}
+        }
+        match event {
+            ClientEvent::LoggedIn { .. } => logged_in = true,
+            // Offline messages are acked by the client core as they arrive: show them, so
+            // that a one-shot login does not make them vanish unseen.
+            ClientEvent::Message(d) => {
+                let mut text = format!("{} {}: {}", ui::stamp(d.sent_at_ms), d.from, d.body);
+                if let Some(a) = &d.attachment {
+                    text.push(' ');
+                    text.push_str(&ui::attachment(a));
+                }
+                eprintln!("breeze: message received: {text}");
+            }
+            // After login, a `Login` error only says the mailbox could not be read.
+            ClientEvent::Error {
+                request: request @ (RequestKind::Login | RequestKind::Register),
+                code,
+            } if !logged_in => break Err(ui::request_error(request, code)),
+            ClientEvent::Disconnected {
+                reason,
+                retry_at: Some(_),
+            } => {
+                if !logged_in {
+                    break Err(match reason {
+                        Some(reason) => format!("disconnected before login: {reason}"),
+                        None => session.connection_failure(),
+                    });
+                }
+                // After login the client reconnects by itself, and re-sends what is unsent;
+                // the deadline bounds the wait.
+                logged_in = false;
+            }
+            ClientEvent::Stopped(reason) => break Err(stop_reason(&session.user, reason)),
+            _ => {}
+        }
+    };
+    session.quit().await;
+    result.map_err(Fatal)
+}
+
+fn stop_reason(user: &UserId, reason: StopReason) -> String {
+    match reason {
+        StopReason::LoggedOut => "logged out".into(),
+        StopReason::BadCredentials => "wrong user name or password".into(),
+        StopReason::UserTaken => format!("the user name {user} is taken"),
+        StopReason::Refused { request, code } => ui::request_error(request, code),
+        StopReason::Closed(reason) => format!("disconnected: {reason}"),
+    }
+}
+
+fn invisible(mode: Mode) -> Setup {
+    Setup {
+        mode,
+        status: Status::Invisible,
+    }
+}
+
+pub async fn register(account: Account, timeout: Duration) -> Result<(), Fatal> {
+    let password = session::password(&account, true)?;
+    if !password_is_acceptable(&password) {
+        return Err(Fatal(format!(
+            "cannot register: {}",
+            ErrorCode::InvalidPassword
+        )));
+    }
+    let session = Session::start(&account, password, invisible(Mode::Register)).await?;
+    let user = account.user.clone();
+    let mut registered = false;
+    // Registration is followed by a login on the same connection; waiting for it lets the
+    // session end with a proper logout rather than a dropped login.
+    let outcome = drive(session, timeout, "the server to register", |_, event| {
+        match event {
+            ClientEvent::Registered => registered = true,
+            ClientEvent::LoggedIn { .. } => return Step::Done(()),
+            _ if registered => {
+                if matches!(
+                    event,
+                    ClientEvent::Disconnected { .. } | ClientEvent::Stopped(_)
+                ) {
+                    return Step::Done(());
+                }
+            }
+            _ => {}
+        }
+        Step::Continue
+    })
+    .await;
+    match outcome {
+        // The account exists even if the login after it failed or timed out.
+        Err(_) if registered => {}
+        Err(e) => return Err(e),
+        Ok(()) => {}
+    }
+    println!("registered {user}");
+    Ok(())
+}
+
+pub async fn send(
+    account: Account,
+    to: UserId,
+    text: String,
+    timeout: Duration,
+) -> Result<(), Fatal> {
+    let password = session::password(&account, false)?;
+    let session = Session::start(&account, password, invisible(Mode::Login)).await?;
+    let (tx, mut rx) = oneshot::channel();
+    session.command(ClientCommand::SendMessage {
+        to: to.clone(),
+        body: text,
+        attachment: None,
+        id: Some(tx),
+    });
+    let mut id = None;
+    let seq = drive(
+        session,
+        timeout,
+        "the server to confirm the message",
+        |_, event| {
+            // The runner answers the id as it queues the message, before any answer to it.
+            if id.is_none() {
+                id = rx.try_recv().ok();
+            }
+            match *event {
+                ClientEvent::MessageSent { id: sent, seq } if Some(sent) == id => Step::Done(seq),
+                ClientEvent::SendFailed { id: failed, code } if Some(failed) == id => {
+                    Step::Fail(format!("cannot send to {to}: {code}"))
+                }
+                _ => Step::Continue,
+            }
+        },
+    )
+    .await?;
+    println!("sent to {to} (seq {seq})");
+    Ok(())
+}
+
+pub async fn admin_who(account: Account, timeout: Duration) -> Result<(), Fatal> {
+    let password = session::password(&account, false)?;
+    let session = Session::start(&account, password, invisible(Mode::Login)).await?;
+    let (users, connections) = drive(session, timeout, "the server's answer", |session, event| {
+        match event {
+            ClientEvent::LoggedIn { .. } => session.command(ClientCommand::Who),
+            ClientEvent::Who { users, connections } => {
+                return Step::Done((users.clone(), *connections));
+            }
+            ClientEvent::Error {
+                request: RequestKind::AdminWho,
+                code: ErrorCode::Forbidden,
+            } => {
+                return Step::Fail(format!(
+                    "not allowed: {} is not an administrator of this server",
+                    session.user
+                ));
+            }
+            ClientEvent::Error {
+                request: RequestKind::AdminWho,
+                code,
+            } => return Step::Fail(ui::request_error(RequestKind::AdminWho, *code)),
+            _ => {}
+        }
+        Step::Continue
+    })
+    .await?;
+    print!("{}", who_table(&users, connections));
+    Ok(())
+}
+
+/// The `admin who` table: one row per session, a user in their offline grace on a row of
+/// their own with dashes.
+pub fn who_table(users: &[WhoEntry], connections: u64) -> String {
+    let header = ["USER", "STATUS", "NODE", "CONN", "CONNECTED", "IDLE"].map(String::from);
+    let mut rows = vec![header];
+    for entry in users {
+        let status = ui::status_word(entry.status).to_string();
+        if entry.sessions.is_empty() {
+            rows.push([
+                entry.user.to_string(),
+                status.clone(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+            ]);
+        }
+        for s in &entry.sessions {
+            rows.push([
+                entry.user.to_string(),
+                status.clone(),
+                s.node.to_string(),
+                s.conn.to_string(),
+                ui::duration(Duration::from_millis(s.connected_for_ms)),
+                ui::duration(Duration::from_millis(s.idle_ms)),
+            ]);
+        }
+    }
+    let widths: Vec<usize> = (0..6)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in &rows {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    let s = if users.len() == 1 { "" } else { "s" };
+    let c = if connections == 1 { "" } else { "s" };
+    out.push_str(&format!(
+        "{} user{s} online, {connections} open connection{c}\n",
+        users.len()
+    ));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use breeze_core::message::WhoSession;
+
+    #[test]
+    fn the_who_table_lines_up() {
+        let users = vec![
+            WhoEntry {
+                user: UserId::new("alice").unwrap(),
+                status: Status::Busy,
+                sessions: vec![WhoSession {
+                    node: 0,
+                    conn: 12,
+                    connected_for_ms: 200_000,
+                    idle_ms: 1_500,
+                }],
+            },
+            WhoEntry {
+                user: UserId::new("bob").unwrap(),
+                status: Status::Online,
+                sessions: vec![],
+            },
+        ];
+        assert_eq!(
+            who_table(&users, 3),
+            "USER   STATUS  NODE  CONN  CONNECTED  IDLE\n\
+             alice  busy    0     12    3m 20s     1.5 s\n\
+             bob    online  -     -     -          -\n\
+             2 users online, 3 open connections\n"
+        );
+    }
+}

@@ -1,0 +1,215 @@
+//! What every subcommand needs: the server's address, a password, a client core set up with
+//! OS randomness, and the runner from breeze-transport-tokio started on it.
+
+use crate::Fatal;
+use crate::cli::Account;
+use breeze_core::UserId;
+use breeze_core::client::{Client, ClientConfig, ClientEvent, Mode};
+use breeze_core::message::Status;
+use breeze_transport_tokio::{
+    ClientCommand, ClientSettings, Clock, Connector, TcpConnector, run_client,
+};
+use std::io::{self, IsTerminal};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// Events buffered between the runner and the application.
+const EVENT_QUEUE: usize = 1024;
+
+/// A running client: commands in, events out, and the task that drives it.
+#[derive(Debug)]
+pub struct Session {
+    pub user: UserId,
+    pub addr: SocketAddr,
+    /// Unbounded, so that the application never blocks on sending a command while the
+    /// runner waits for room in `events`.
+    pub commands: mpsc::UnboundedSender<ClientCommand>,
+    pub events: mpsc::Receiver<ClientEvent>,
+    pub task: JoinHandle<()>,
+    pub clock: Clock,
+    pub connector: RecordingConnector,
+}
+
+/// How a subcommand wants the client core set up.
+#[derive(Debug, Clone, Copy)]
+pub struct Setup {
+    pub mode: Mode,
+    pub status: Status,
+}
+
+impl Session {
+    /// Resolves the server, and starts a client that connects at once.
+    pub async fn start(account: &Account, password: String, setup: Setup) -> Result<Self, Fatal> {
+        let addr = resolve(&account.server).await?;
+        let mut cfg = ClientConfig::new(account.user.clone(), password);
+        cfg.mode = setup.mode;
+        cfg.status = setup.status;
+        cfg.client_name = concat!("breeze/", env!("CARGO_PKG_VERSION")).to_string();
+        // Jitter must differ between clients, or a server restart brings them all back at
+        // the same instant; ids must differ between runs, or the server takes a new message
+        // for a re-send of an old one with the same id and drops it.
+        cfg.seed = os_random();
+        cfg.id_base = os_random();
+
+        let clock = Clock::start();
+        let client = Client::new(cfg, clock.now());
+        let connector = RecordingConnector::default();
+        let (command_tx, mut command_rx) = mpsc::unbounded_channel();
+        let (runner_tx, runner_rx) = mpsc::channel(64);
+        let (event_tx, event_rx) = mpsc::channel(EVENT_QUEUE);
+        let runner = run_client(
+            client,
+            clock,
+            connector.clone(),
+            ClientSettings::new(addr),
+            runner_rx,
+            event_tx,
+        );
+        // Forwards the unbounded queue into the runner's bounded one. When the application
+        // drops its sender this drops the runner's, which the runner takes for `Quit`.
+        tokio::spawn(async move {
+            while let Some(command) = command_rx.recv().await {
+                if runner_tx.send(command).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let task = tokio::spawn(async move {
+            runner.await;
+        });
+        Ok(Session {
+            user: account.user.clone(),
+            addr,
+            commands: command_tx,
+            events: event_rx,
+            task,
+            clock,
+            connector,
+        })
+    }
+
+    pub fn command(&self, command: ClientCommand) {
+        // Only fails when the runner has returned, and then there is nobody to tell.
+        let _ = self.commands.send(command);
+    }
+
+    /// Logs out and waits (bounded) for the runner to write the `Logout` and close.
+    pub async fn quit(self) {
+        let Session {
+            commands,
+            mut events,
+            task,
+            ..
+        } = self;
+        let _ = commands.send(ClientCommand::Quit);
+        drop(commands);
+        let drain = async {
+            // The runner waits for room to send events: keep taking them until it ends.
+            while events.recv().await.is_some() {}
+            let _ = task.await;
+        };
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(3), drain).await;
+    }
+
+    /// Why the last connection attempt or connection ended, as the end of a sentence.
+    pub fn connection_failure(&self) -> String {
+        match self.connector.last() {
+            Attempt::Failed(e) => format!("cannot connect to {}: {e}", self.addr),
+            Attempt::Connecting => format!("cannot connect to {}: timed out", self.addr),
+            Attempt::Connected => format!(
+                "the connection to {} closed before login (is it a Breeze server?)",
+                self.addr
+            ),
+        }
+    }
+}
+
+/// How the most recent connect attempt went.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Attempt {
+    /// Started and not finished: still going, or abandoned by the runner's timeout.
+    #[default]
+    Connecting,
+    Failed(String),
+    Connected,
+}
+
+/// Connects over TCP and remembers why the last attempt failed, which the client core's
+/// events do not carry.
+#[derive(Debug, Clone, Default)]
+pub struct RecordingConnector {
+    last: Arc<Mutex<Attempt>>,
+}
+
+impl RecordingConnector {
+    pub fn last(&self) -> Attempt {
+        self.last.lock().map(|a| a.clone()).unwrap_or_default()
+    }
+
+    fn record(&self, attempt: Attempt) {
+        if let Ok(mut last) = self.last.lock() {
+            *last = attempt;
+        }
+    }
+}
+
+impl Connector for RecordingConnector {
+    type Stream = TcpStream;
+
+    async fn connect(&mut self, addr: SocketAddr) -> io::Result<TcpStream> {
+        self.record(Attempt::Connecting);
+        let result = TcpConnector.connect(addr).await;
+        self.record(match &result {
+            Ok(_) => Attempt::Connected,
+            Err(e) => Attempt::Failed(e.to_string()),
+        });
+        result
+    }
+}
+
+async fn resolve(server: &str) -> Result<SocketAddr, Fatal> {
+    let mut addrs = tokio::net::lookup_host(server)
+        .await
+        .map_err(|e| Fatal(format!("cannot resolve server address {server:?}: {e}")))?;
+    addrs
+        .next()
+        .ok_or_else(|| Fatal(format!("server address {server:?} resolves to nothing")))
+}
+
+/// 64 random bits from the operating system; the clock and process id if that fails.
+pub fn os_random() -> u64 {
+    getrandom::u64().unwrap_or_else(|_| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        nanos ^ (u64::from(std::process::id()) << 32)
+    })
+}
+
+/// The password from the flags or the environment; else asked for on a terminal (twice
+/// when `confirm`); else an error, since a script must not hang on a prompt.
+pub fn password(account: &Account, confirm: bool) -> Result<String, Fatal> {
+    if let Some(password) = &account.password {
+        return Ok(password.clone());
+    }
+    if !io::stdin().is_terminal() {
+        return Err(Fatal(
+            "no password: give --password or set BREEZE_PASSWORD (standard input is not a \
+             terminal to ask on)"
+                .into(),
+        ));
+    }
+    let ask = |prompt: &str| {
+        rpassword::prompt_password(prompt)
+            .map_err(|e| Fatal(format!("cannot read the password: {e}")))
+    };
+    let password = ask(&format!("password for {}: ", account.user))?;
+    if confirm && ask("again: ")? != password {
+        return Err(Fatal("the passwords do not match".into()));
+    }
+    Ok(password)
+}

@@ -1,0 +1,219 @@
+//! The `breeze` binary against a real in-process server, as a user or a script runs it.
+
+mod common;
+
+use common::{ADMIN, TestServer, password, stderr, stdout};
+
+#[test]
+fn register_refuses_a_taken_name_with_one_line() {
+    let server = TestServer::start();
+    server.register("alice");
+    let out = server.run(&["register", "--user", "alice", "--password", "another-one"]);
+    assert!(!out.status.success());
+    assert_eq!(stderr(&out), "breeze: the user name alice is taken\n");
+    assert_eq!(stdout(&out), "");
+
+    let out = server.run(&["register", "--user", "bob", "--password", "short"]);
+    assert!(!out.status.success());
+    assert_eq!(
+        stderr(&out),
+        "breeze: cannot register: invalid password (8 to 1024 bytes)\n"
+    );
+}
+
+#[test]
+fn a_message_sent_to_an_offline_user_is_printed_at_their_login() {
+    let server = TestServer::start();
+    server.register("alice");
+    server.register("bob");
+
+    let out = server.run(&[
+        "send",
+        "--user",
+        "bob",
+        "--password",
+        &password("bob"),
+        "--to",
+        "alice",
+        "are you there?",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let printed = stdout(&out);
+    assert!(
+        printed.starts_with("sent to alice (seq ") && printed.ends_with(")\n"),
+        "{printed:?}"
+    );
+
+    let mut alice = server.chat("alice", &[]);
+    alice.expect("logged in as alice");
+    alice.expect("bob: are you there?");
+    alice.expect("1 offline message");
+    alice.type_line("/quit");
+    alice.expect("logged out");
+    let (status, err) = alice.exit();
+    assert!(status.success(), "{err}");
+}
+
+#[test]
+fn two_chats_talk_and_a_quit_greys_the_user_out() {
+    let server = TestServer::start();
+    server.register("alice");
+    server.register("bob");
+
+    let mut alice = server.chat("alice", &[]);
+    alice.expect("logged in as alice");
+    let mut bob = server.chat("bob", &["--status", "busy"]);
+    bob.expect("logged in as bob (busy)");
+    alice.expect("bob is now busy");
+    alice.expect("users: ● bob busy");
+
+    bob.type_line("/msg alice hello from bob");
+    alice.expect("bob: hello from bob");
+    alice.type_line("/msg bob hi bob");
+    bob.expect("alice: hi bob");
+
+    bob.type_line("/status online");
+    alice.expect("bob is now online");
+
+    bob.type_line("/quit");
+    bob.expect("logged out");
+    let (status, err) = bob.exit();
+    assert!(status.success(), "{err}");
+    alice.expect("bob is now offline");
+    alice.expect("users: ○ bob offline");
+
+    alice.type_line("/history bob");
+    alice.expect("last 2 messages with bob:");
+    alice.expect("bob → you: hello from bob");
+    alice.expect("you → bob: hi bob");
+}
+
+#[test]
+fn a_wrong_password_fails_with_one_line() {
+    let server = TestServer::start();
+    server.register("alice");
+
+    let out = server.run(&[
+        "send",
+        "--user",
+        "alice",
+        "--password",
+        "not-her-password",
+        "--to",
+        "alice",
+        "x",
+    ]);
+    assert!(!out.status.success());
+    assert_eq!(stderr(&out), "breeze: wrong user name or password\n");
+
+    // The chat, with its input still open, gives up on its own.
+    let mut chat = server.chat("alice", &["--password", "not-her-password"]);
+    chat.expect("connecting to");
+    let (status, err) = chat.exit();
+    assert!(!status.success());
+    assert_eq!(err, "breeze: wrong user name or password");
+}
+
+#[test]
+fn a_second_login_kicks_the_first_chat_out() {
+    let server = TestServer::start();
+    server.register("alice");
+    let mut first = server.chat("alice", &[]);
+    first.expect("logged in as alice");
+    let mut second = server.chat("alice", &[]);
+    second.expect("logged in as alice");
+    let (status, err) = first.exit();
+    assert!(!status.success());
+    assert_eq!(err, "breeze: kicked: logged in from another place");
+}
+
+#[test]
+fn admin_who_lists_sessions_for_an_admin_only() {
+    let server = TestServer::start();
+    server.register(ADMIN);
+    server.register("alice");
+    let mut alice = server.chat("alice", &["--status", "away"]);
+    alice.expect("logged in as alice");
+
+    let out = server.run(&[
+        "admin",
+        "who",
+        "--user",
+        ADMIN,
+        "--password",
+        &password(ADMIN),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let table = stdout(&out);
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(
+        lines[0].starts_with("USER") && lines[0].ends_with("IDLE"),
+        "{table}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("alice") && l.contains("away")),
+        "{table}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("root") && l.contains("invisible")),
+        "{table}"
+    );
+    // Connections of the registrations may still be closing: count only the users.
+    assert!(
+        lines.last().unwrap().starts_with("2 users online, "),
+        "{table}"
+    );
+
+    let out = server.run(&[
+        "admin",
+        "who",
+        "--user",
+        "alice",
+        "--password",
+        &password("alice"),
+    ]);
+    assert!(!out.status.success());
+    assert_eq!(
+        stderr(&out),
+        "breeze: not allowed: alice is not an administrator of this server\n"
+    );
+}
+
+#[test]
+fn no_server_and_no_password_are_clear_errors() {
+    let server = TestServer::start();
+    // A port that was free a moment ago and has nobody listening now.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let out = common::run(server.breeze(&[
+        "register",
+        "--user",
+        "alice",
+        "--password",
+        "long-enough",
+        "--server",
+        &closed.to_string(),
+    ]));
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.starts_with(&format!("breeze: cannot connect to {closed}: "))
+            && err.lines().count() == 1,
+        "{err}"
+    );
+
+    // Not a terminal, no password: refuse rather than hang on a prompt.
+    let out = server.run(&["send", "--user", "alice", "--to", "bob", "hi"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).starts_with("breeze: no password"),
+        "{}",
+        stderr(&out)
+    );
+}
