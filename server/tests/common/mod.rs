@@ -12,6 +12,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
+pub mod live;
+pub mod process;
+
 /// Bound on every wait; reaching it fails the test instead of hanging it.
 pub const WAIT: Duration = Duration::from_secs(10);
 
