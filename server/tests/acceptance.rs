@@ -1,5 +1,6 @@
-//! Acceptance tests: the whole server — core, tokio host, SQLite store — driven over
-//! loopback TCP the way clients use it, one behaviour per test, each bounded in time.
+//! Acceptance tests: the whole server — core, tokio host, SQLite store, and for the crash
+//! test the real binary — driven over loopback TCP the way clients use it, one behaviour per
+//! test, each bounded in time.
 //!
 //! Timings (PROTOCOL.md §11): the servers here announce a 100 ms heartbeat interval; the
 //! heartbeat timeout is 1 s, except where a test measures it (300 ms). `Live` clients ping
@@ -8,18 +9,24 @@
 
 mod common;
 
+use breeze_core::client::{Client, ClientConfig, ClientEvent, Mode};
 use breeze_core::codec::{decode, encode_frame};
 use breeze_core::message::{
     Attachment, ClientMsg, CloseReason, Credential, Delivery, ErrorCode, MAGIC, PROTOCOL_VERSION,
     Presence, RequestKind, ServerMsg, Status, WatchScope,
 };
 use breeze_core::{DuplicateLogin, UserId};
+use breeze_transport_tokio::{ClientCommand, ClientSettings, Clock, TcpConnector, run_client};
 use common::live::{InProcess, Live, announced, bounded, presence_in, says};
+use common::process::{ServerProcess, temp_db};
 use common::{WAIT, user};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, sleep, timeout};
 
 /// No in-process test may take longer than this.
@@ -834,4 +841,287 @@ async fn hostile_connections_are_refused_with_their_reason_while_others_keep_cha
         server.stop().await;
     })
     .await;
+}
+
+// ---- 8. the binary, SIGKILLed mid-load ----
+
+/// A `run_client` task and its channels.
+struct Driven {
+    commands: mpsc::Sender<ClientCommand>,
+    task: tokio::task::JoinHandle<Client>,
+}
+
+fn drive(addr: SocketAddr, name: &str, id_base: u64) -> (Driven, mpsc::Receiver<ClientEvent>) {
+    let clock = Clock::start();
+    let cfg = ClientConfig {
+        mode: Mode::Register,
+        id_base,
+        seed: id_base,
+        backoff_base: Duration::from_millis(50),
+        backoff_max: Duration::from_millis(200),
+        connect_timeout: Duration::from_secs(3),
+        ..ClientConfig::new(user(name), common::live::password(name))
+    };
+    let (commands, command_rx) = mpsc::channel(1024);
+    let (event_tx, events) = mpsc::channel(4096);
+    let task = tokio::spawn(run_client(
+        Client::new(cfg, clock.now()),
+        clock,
+        TcpConnector,
+        ClientSettings::new(addr),
+        command_rx,
+        event_tx,
+    ));
+    (Driven { commands, task }, events)
+}
+
+async fn next_event(events: &mut mpsc::Receiver<ClientEvent>, what: &str) -> ClientEvent {
+    match timeout(WAIT, events.recv()).await {
+        Ok(Some(ev)) => ev,
+        Ok(None) => panic!("the client ended while waiting for {what}"),
+        Err(_) => panic!("waited {WAIT:?} for {what}"),
+    }
+}
+
+const BINARY_FLAGS: &[&str] = &[
+    "--heartbeat-interval",
+    "250ms",
+    "--heartbeat-timeout",
+    "1500ms",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_messages_survive_repeated_sigkills_and_reach_the_app_exactly_once() {
+    const TOTAL: usize = 1200;
+    const WINDOW: usize = 64;
+    const KILL_AT_ACKS: [usize; 3] = [250, 600, 950];
+    bounded(Duration::from_secs(60), async {
+        let (_dir, db) = temp_db();
+        let spawn = |db: std::path::PathBuf, listen: SocketAddr| {
+            tokio::task::spawn_blocking(move || ServerProcess::spawn(&db, listen, BINARY_FLAGS))
+        };
+        let mut server = spawn(db.clone(), "127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let addr = server.addr;
+
+        let (recipient, mut recipient_events) = drive(addr, "recipient", 1 << 40);
+        loop {
+            let ev = next_event(&mut recipient_events, "recipient login").await;
+            if matches!(ev, ClientEvent::LoggedIn { .. }) {
+                break;
+            }
+        }
+        // The recipient's application: every message handed to it, in order. The client core
+        // has already deduplicated by seq and acked.
+        let app_log: Arc<Mutex<Vec<Delivery>>> = Arc::default();
+        let (count_tx, mut count_rx) = watch::channel(0usize);
+        let (other_tx, mut recipient_other) = mpsc::unbounded_channel();
+        let collector = {
+            let app_log = app_log.clone();
+            tokio::spawn(async move {
+                while let Some(ev) = recipient_events.recv().await {
+                    match ev {
+                        ClientEvent::Message(d) => {
+                            let mut log = app_log.lock().unwrap();
+                            log.push(d);
+                            let _ = count_tx.send(log.len());
+                        }
+                        other => {
+                            let _ = other_tx.send(other);
+                        }
+                    }
+                }
+            })
+        };
+
+        let (sender, mut sender_events) = drive(addr, "sender", 1 << 50);
+        loop {
+            let ev = next_event(&mut sender_events, "sender login").await;
+            if matches!(ev, ClientEvent::LoggedIn { .. }) {
+                break;
+            }
+        }
+
+        let started = Instant::now();
+        let mut ids: Vec<u64> = Vec::new();
+        let mut bodies: BTreeMap<u64, String> = BTreeMap::new();
+        let mut acked: BTreeMap<u64, u64> = BTreeMap::new();
+        let mut kills = KILL_AT_ACKS.iter().peekable();
+        // Per kill: the messages not yet confirmed, and the wall clock (as the server stamps
+        // `sent_at_ms`) once the killed process was gone.
+        let mut kill_points: Vec<(usize, Vec<u64>, u64)> = Vec::new();
+        let mut logins = 1;
+        while acked.len() < TOTAL {
+            // Keep a window of messages in flight.
+            while ids.len() < TOTAL && ids.len() - acked.len() < WINDOW {
+                let body = format!("message {} of {TOTAL}", ids.len());
+                let (id_tx, id_rx) = oneshot::channel();
+                sender
+                    .commands
+                    .send(ClientCommand::SendMessage {
+                        to: user("recipient"),
+                        body: body.clone(),
+                        attachment: None,
+                        id: Some(id_tx),
+                    })
+                    .await
+                    .unwrap();
+                let id = id_rx.await.unwrap();
+                ids.push(id);
+                bodies.insert(id, body);
+            }
+            if kills.next_if(|at| acked.len() >= **at).is_some() {
+                let in_flight: Vec<u64> = ids
+                    .iter()
+                    .filter(|id| !acked.contains_key(id))
+                    .copied()
+                    .collect();
+                let status = server.sigkill();
+                assert!(!status.success(), "the server survived SIGKILL: {status:?}");
+                kill_points.push((acked.len(), in_flight, unix_ms()));
+                server = spawn(db.clone(), addr).await.unwrap();
+            }
+            let ev = timeout(WAIT, sender_events.recv()).await;
+            let Ok(Some(ev)) = ev else {
+                panic!(
+                    "no sender event within {WAIT:?}; {} of {TOTAL} acked; server log:\n{}",
+                    acked.len(),
+                    server.log_so_far().join("\n")
+                );
+            };
+            match ev {
+                ClientEvent::MessageSent { id, seq } => {
+                    assert!(
+                        bodies.contains_key(&id),
+                        "an ack for an id never sent: {id}"
+                    );
+                    let before = acked.insert(id, seq);
+                    assert_eq!(before, None, "message {id} acknowledged twice");
+                }
+                ClientEvent::SendFailed { id, code } => panic!("message {id} refused: {code:?}"),
+                ClientEvent::LoggedIn { .. } => logins += 1,
+                _ => {}
+            }
+        }
+        assert_eq!(kills.next(), None, "every planned kill happened");
+
+        // Every acknowledged message reaches the recipient's application.
+        let all_there = timeout(WAIT, count_rx.wait_for(|n| *n >= TOTAL)).await;
+        let log = app_log.lock().unwrap().clone();
+        assert!(
+            all_there.is_ok(),
+            "the recipient's application has {} of {TOTAL} messages",
+            log.len()
+        );
+        // Which of the messages in flight at each kill the killed process had stored (their
+        // re-send was deduplicated) and which it lost before storing (stored after restart).
+        let stored_at: BTreeMap<u64, u64> = log.iter().map(|d| (d.id, d.sent_at_ms)).collect();
+        let kill_report: Vec<String> = kill_points
+            .iter()
+            .map(|(acked, in_flight, dead_ms)| {
+                let before = in_flight
+                    .iter()
+                    .filter(|id| stored_at.get(id).is_some_and(|at| at <= dead_ms))
+                    .count();
+                format!(
+                    "at {acked} acked: {} in flight, {before} already stored by the killed \
+                     process, {} stored after the restart",
+                    in_flight.len(),
+                    in_flight.len() - before
+                )
+            })
+            .collect();
+        eprintln!(
+            "{TOTAL} messages through {} SIGKILLs in {:?}, the sender logged in {logins} times; {}",
+            kill_points.len(),
+            started.elapsed(),
+            kill_report.join("; ")
+        );
+
+        // ... each exactly once, as stored once: one seq per id, one entry per seq.
+        let mut seqs_seen = BTreeSet::new();
+        let mut ids_seen = BTreeMap::new();
+        for d in &log {
+            assert!(
+                seqs_seen.insert(d.seq),
+                "seq {} handed to the app twice",
+                d.seq
+            );
+            assert_eq!(d.from, user("sender"));
+            assert_eq!(
+                ids_seen.insert(d.id, d.seq),
+                None,
+                "message id {} stored and delivered twice",
+                d.id
+            );
+            assert_eq!(bodies.get(&d.id), Some(&d.body), "id {}", d.id);
+        }
+        assert_eq!(
+            ids_seen, acked,
+            "the app's messages are exactly the acknowledged ones"
+        );
+        assert_eq!(log.len(), TOTAL);
+
+        // A storage write after the last acks makes them durable (writes complete in order).
+        recipient
+            .commands
+            .send(ClientCommand::AddContact(user("sender")))
+            .await
+            .unwrap();
+        loop {
+            let ev = timeout(WAIT, recipient_other.recv())
+                .await
+                .expect("contacts confirmed within the wait bound")
+                .expect("recipient events open");
+            if matches!(ev, ClientEvent::Contacts(_)) {
+                break;
+            }
+        }
+        for driven in [sender, recipient] {
+            driven.commands.send(ClientCommand::Quit).await.unwrap();
+            timeout(WAIT, driven.task).await.unwrap().unwrap();
+        }
+        collector.abort();
+
+        // One last kill, then the database as the next start would find it.
+        server.sigkill();
+        tokio::task::spawn_blocking(move || check_database(&db, TOTAL))
+            .await
+            .unwrap();
+    })
+    .await;
+}
+
+fn unix_ms() -> u64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    u64::try_from(since.unwrap().as_millis()).unwrap()
+}
+
+/// After the kills: SQLite finds no corruption, the server's own store opens it, and every
+/// message is stored once and marked acknowledged.
+fn check_database(db: &std::path::Path, total: usize) {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let integrity: String = conn
+        .query_row("PRAGMA integrity_check", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(integrity, "ok");
+    let (stored, distinct, unacked): (i64, i64, i64) = conn
+        .query_row(
+            "SELECT count(*), count(DISTINCT client_id), count(*) FILTER (WHERE delivered = 0)
+             FROM messages WHERE sender = 'sender' AND recipient = 'recipient'",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!((stored, distinct, unacked), (total as i64, total as i64, 0));
+    drop(conn);
+    let store = breeze_store::Db::open(db, &breeze_store::DbOptions::default()).unwrap();
+    let users: Vec<String> = store
+        .users()
+        .unwrap()
+        .into_iter()
+        .map(|u| u.as_str().to_owned())
+        .collect();
+    assert_eq!(users, ["recipient", "sender"]);
 }
