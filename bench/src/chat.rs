@@ -1,0 +1,264 @@
+//! Chat clients: pairs send each other messages at a set rate (or as fast as a window of
+//! unconfirmed messages allows), ack what they receive, and time each message from its
+//! (intended) send to its `Deliver`.
+
+use crate::net::{fill, next_msg};
+use crate::pop::{Errors, Session};
+use breeze_core::UserId;
+use breeze_core::codec::encode_frame;
+use breeze_core::message::{ClientMsg, ServerMsg};
+use bytes::{BufMut, BytesMut};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// How a client paces its sends.
+#[derive(Debug, Clone, Copy)]
+pub enum Pace {
+    /// One message every `interval`, starting `offset` into the run; latency counts from the
+    /// intended send time, so a late sender is not excused (no coordinated omission).
+    Rate {
+        interval: Duration,
+        offset: Duration,
+    },
+    /// Keep `window` messages sent and not yet confirmed by `Sent`.
+    Max { window: usize },
+}
+
+/// Counters all chat clients add to.
+#[derive(Debug)]
+pub struct ChatShared {
+    /// Message bodies carry their intended send time as nanoseconds since this instant.
+    pub epoch: Instant,
+    /// Sending starts here…
+    pub start: Instant,
+    /// …and latencies and deliveries count in `[window_start, window_end)`…
+    pub window_start: Instant,
+    pub window_end: Instant,
+    /// …and sending stops when this is set (at `window_end`).
+    pub stop_sending: AtomicBool,
+    pub sent: AtomicU64,
+    /// `Sent` received: the message is durable.
+    pub confirmed: AtomicU64,
+    pub delivered: AtomicU64,
+    pub delivered_in_window: AtomicU64,
+    pub duplicates: AtomicU64,
+    pub errors: Errors,
+    pub latencies_us: Mutex<Vec<u64>>,
+}
+
+impl ChatShared {
+    pub fn new(epoch: Instant, start: Instant, warmup: Duration, duration: Duration) -> ChatShared {
+        ChatShared {
+            epoch,
+            start,
+            window_start: start + warmup,
+            window_end: start + warmup + duration,
+            stop_sending: AtomicBool::new(false),
+            sent: AtomicU64::new(0),
+            confirmed: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
+            delivered_in_window: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
+            errors: Errors::default(),
+            latencies_us: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+/// The body of a message meant to leave at `at`: its send time, for the receiver's clock
+/// (the same process, so the same clock).
+pub fn body_for(epoch: Instant, at: Instant) -> String {
+    at.saturating_duration_since(epoch).as_nanos().to_string()
+}
+
+/// The intended send time a body carries.
+pub fn sent_at(epoch: Instant, body: &str) -> Option<Instant> {
+    body.parse::<u64>()
+        .ok()
+        .map(|ns| epoch + Duration::from_nanos(ns))
+}
+
+/// Runs one chat client until `stop`. `peer` is whom it writes to.
+pub async fn client(
+    session: Session,
+    peer: UserId,
+    pace: Pace,
+    shared: &ChatShared,
+    mut stop: watch::Receiver<bool>,
+) {
+    let Session {
+        mut stream,
+        mut buf,
+        heartbeat_interval,
+        ..
+    } = session;
+    let (mut r, mut w) = stream.split();
+    let mut out = BytesMut::with_capacity(8 * 1024);
+    let mut next_id = 1u64;
+    let mut outstanding = 0usize;
+    let mut last_seq = 0u64;
+    let mut lat: Vec<u64> = Vec::new();
+    let mut next_send = match pace {
+        Pace::Rate { offset, .. } => shared.start + offset,
+        Pace::Max { .. } => shared.start,
+    };
+    let mut next_ping = Instant::now() + heartbeat_interval;
+    let mut send_one = |out: &mut BytesMut, at: Instant| {
+        let msg = ClientMsg::Send {
+            id: next_id,
+            to: peer.clone(),
+            body: body_for(shared.epoch, at),
+            attachment: None,
+        };
+        next_id += 1;
+        out.put_slice(&encode_frame(&msg));
+    };
+    // The login may have read past `LoginOk`.
+    let mut unread = true;
+    loop {
+        if unread {
+            unread = false;
+            let now = Instant::now();
+            let mut seqs = Vec::new();
+            loop {
+                let msg = match next_msg(&mut buf) {
+                    Ok(Some(msg)) => msg,
+                    Ok(None) => break,
+                    Err(e) => {
+                        shared.errors.add(format!("bad frame: {e}"));
+                        return;
+                    }
+                };
+                match msg {
+                    ServerMsg::Sent { .. } => {
+                        outstanding = outstanding.saturating_sub(1);
+                        shared.confirmed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    ServerMsg::Deliver(d) => {
+                        seqs.push(d.seq);
+                        // Seqs grow per recipient while nothing is redelivered.
+                        if d.seq <= last_seq {
+                            shared.duplicates.fetch_add(1, Ordering::Relaxed);
+                            continue;
+                        }
+                        last_seq = d.seq;
+                        shared.delivered.fetch_add(1, Ordering::Relaxed);
+                        if now >= shared.window_start && now < shared.window_end {
+                            shared.delivered_in_window.fetch_add(1, Ordering::Relaxed);
+                        }
+                        if let Some(at) = sent_at(shared.epoch, &d.body)
+                            && at >= shared.window_start
+                            && at < shared.window_end
+                        {
+                            lat.push(now.saturating_duration_since(at).as_micros() as u64);
+                        }
+                    }
+                    ServerMsg::Error { request, code, .. } => {
+                        shared.errors.add(format!("{request:?}: {code}"));
+                        outstanding = outstanding.saturating_sub(1);
+                    }
+                    ServerMsg::Bye { reason } => {
+                        shared.errors.add(format!("bye: {reason}"));
+                        return;
+                    }
+                    _ => {}
+                }
+            }
+            for chunk in seqs.chunks(4096) {
+                out.put_slice(&encode_frame(&ClientMsg::Ack {
+                    seqs: chunk.to_vec(),
+                }));
+            }
+            if let Pace::Max { window } = pace
+                && now >= shared.start
+                && !shared.stop_sending.load(Ordering::Relaxed)
+            {
+                let mut n = 0;
+                while outstanding < window {
+                    send_one(&mut out, now);
+                    outstanding += 1;
+                    n += 1;
+                }
+                shared.sent.fetch_add(n, Ordering::Relaxed);
+            }
+        }
+        if !out.is_empty() {
+            if let Err(e) = w.write_all(&out).await {
+                shared.errors.add(format!("write: {e}"));
+                break;
+            }
+            out.clear();
+        }
+        let sending = !shared.stop_sending.load(Ordering::Relaxed);
+        let wake = match pace {
+            Pace::Rate { .. } if sending => next_send,
+            Pace::Max { window } if sending && outstanding < window => next_send,
+            _ => next_ping,
+        }
+        .min(next_ping);
+        tokio::select! {
+            biased;
+            _ = stop.changed() => break,
+            read = fill(&mut r, &mut buf) => {
+                if let Err(e) = read {
+                    shared.errors.add(format!("read: {e}"));
+                    break;
+                }
+                unread = true;
+            }
+            () = tokio::time::sleep_until(wake) => {
+                let now = Instant::now();
+                if now >= next_ping {
+                    out.put_slice(&encode_frame(&ClientMsg::Ping { nonce: 0 }));
+                    next_ping = now + heartbeat_interval;
+                }
+                if !shared.stop_sending.load(Ordering::Relaxed) {
+                    let mut n = 0;
+                    match pace {
+                        Pace::Rate { interval, .. } => {
+                            // Catch up on every send that is due, each stamped with its own
+                            // intended time.
+                            while next_send <= now {
+                                send_one(&mut out, next_send);
+                                next_send += interval;
+                                n += 1;
+                            }
+                        }
+                        Pace::Max { window } => {
+                            while outstanding < window {
+                                send_one(&mut out, now);
+                                outstanding += 1;
+                                n += 1;
+                            }
+                        }
+                    }
+                    shared.sent.fetch_add(n, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+    shared
+        .latencies_us
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .extend(lat);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_body_carries_its_send_time() {
+        let epoch = Instant::now();
+        let at = epoch + Duration::from_micros(1234);
+        let body = body_for(epoch, at);
+        assert_eq!(body, "1234000");
+        assert_eq!(sent_at(epoch, &body), Some(at));
+        assert_eq!(sent_at(epoch, "hello"), None);
+    }
+}

@@ -1,0 +1,76 @@
+//! `breeze-bench`: runs one scenario against a breeze-server and prints a table and one JSON
+//! line. Progress goes to stderr.
+
+use breeze_bench::scenarios::{self, AbruptArgs, ChatArgs, DetectArgs, HoldArgs};
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Load generator for breeze-server over loopback TCP.
+///
+/// Starts its own release server (target/release/breeze-server, fresh temporary database)
+/// unless given `--addr`. Every phase is bounded in time; all traffic stays on 127.0.0.0/8.
+#[derive(Debug, Parser)]
+#[command(name = "breeze-bench", version)]
+struct Cli {
+    /// Worker threads of the bench's one tokio runtime (it shares the cores with the server).
+    #[arg(long, global = true, default_value_t = 1)]
+    threads: usize,
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Debug, Subcommand)]
+enum Scenario {
+    /// Login storm, presence convergence, idle memory and CPU, then a reconnect storm.
+    Hold(HoldArgs),
+    /// Silent peers: time from their last frame to their watchers' offline notice.
+    Detect(DetectArgs),
+    /// Closing peers (FIN or RST): time from the close to their watchers' offline notice.
+    Abrupt(AbruptArgs),
+    /// Pairs of users messaging each other: throughput, loss, latency, server CPU.
+    Chat(ChatArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let fd_limit = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => limit,
+        Err(e) => {
+            eprintln!("breeze-bench: cannot raise RLIMIT_NOFILE: {e}");
+            rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft)
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cli.threads.max(1))
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("breeze-bench: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let threads = cli.threads.max(1);
+    let result = runtime.block_on(async move {
+        match cli.scenario {
+            Scenario::Hold(a) => scenarios::hold(a, fd_limit).await,
+            Scenario::Detect(a) => scenarios::detect(a, fd_limit).await,
+            Scenario::Abrupt(a) => scenarios::abrupt(a, fd_limit).await,
+            Scenario::Chat(a) => scenarios::chat(a, fd_limit).await,
+        }
+    });
+    match result {
+        Ok(mut report) => {
+            report
+                .field("bench_threads", threads)
+                .field("fd_limit", fd_limit);
+            report.print();
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("breeze-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

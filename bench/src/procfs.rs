@@ -1,0 +1,98 @@
+//! CPU time and resident memory of a process, from /proc.
+
+use std::io;
+
+/// /proc reports CPU times in USER_HZ ticks, which the kernel fixes at 100 per second on every
+/// architecture Linux exposes to user space (`sysconf(_SC_CLK_TCK)`), whatever CONFIG_HZ is.
+pub const TICKS_PER_SECOND: f64 = 100.0;
+
+/// User plus system CPU time, in ticks, from the text of `/proc/PID/stat`. The command name
+/// (field 2) is in parentheses and may itself contain spaces and parentheses, so fields are
+/// counted from the last `)`.
+pub fn parse_stat_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    // After the name: state is field 3, utime field 14, stime field 15.
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(14 - 3)?.parse().ok()?;
+    let stime: u64 = fields.get(15 - 3)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// `VmRSS` in bytes, from the text of `/proc/PID/status`.
+pub fn parse_vmrss_bytes(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let mut parts = line["VmRSS:".len()..].split_whitespace();
+    let value: u64 = parts.next()?.parse().ok()?;
+    match parts.next() {
+        Some("kB") | None => Some(value * 1024),
+        _ => None,
+    }
+}
+
+fn path(pid: Option<u32>, file: &str) -> String {
+    match pid {
+        Some(pid) => format!("/proc/{pid}/{file}"),
+        None => format!("/proc/self/{file}"),
+    }
+}
+
+fn bad(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, format!("cannot parse {what}"))
+}
+
+/// CPU seconds (user + system, all threads) of `pid`, or of this process for `None`.
+pub fn cpu_seconds(pid: Option<u32>) -> io::Result<f64> {
+    let text = std::fs::read_to_string(path(pid, "stat"))?;
+    let ticks = parse_stat_ticks(&text).ok_or_else(|| bad("stat"))?;
+    Ok(ticks as f64 / TICKS_PER_SECOND)
+}
+
+/// Resident set size of `pid` (or of this process), in bytes.
+pub fn rss_bytes(pid: Option<u32>) -> io::Result<u64> {
+    let text = std::fs::read_to_string(path(pid, "status"))?;
+    parse_vmrss_bytes(&text).ok_or_else(|| bad("status"))
+}
+
+/// Where one process stood at one moment, for differences over a window.
+#[derive(Debug, Clone, Copy)]
+pub struct Sample {
+    pub cpu_s: f64,
+    pub rss: u64,
+}
+
+impl Sample {
+    pub fn take(pid: Option<u32>) -> Option<Sample> {
+        Some(Sample {
+            cpu_s: cpu_seconds(pid).ok()?,
+            rss: rss_bytes(pid).ok()?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_fields_are_counted_after_the_name() {
+        // A name with a space and a parenthesis, as a process may call itself.
+        let stat = "4242 (bre eze) x) S 1 4242 4242 0 -1 4194560 1234 0 0 0 \
+                    731 269 0 0 20 0 5 0 12345 1000000 2000 18446744073709551615";
+        assert_eq!(parse_stat_ticks(stat), Some(731 + 269));
+        assert_eq!(parse_stat_ticks("garbage"), None);
+        assert_eq!(parse_stat_ticks("1 (x) S 1 2"), None);
+    }
+
+    #[test]
+    fn vmrss_is_read_in_kib() {
+        let status = "Name:\tbreeze-server\nVmPeak:\t  9000 kB\nVmRSS:\t   51234 kB\nThreads:\t5\n";
+        assert_eq!(parse_vmrss_bytes(status), Some(51234 * 1024));
+        assert_eq!(parse_vmrss_bytes("Name:\tzombie\n"), None);
+    }
+
+    #[test]
+    fn this_process_can_be_read() {
+        assert!(cpu_seconds(None).unwrap() >= 0.0);
+        assert!(rss_bytes(None).unwrap() > 0);
+    }
+}

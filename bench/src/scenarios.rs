@@ -1,0 +1,1169 @@
+//! The four scenarios: each sets up users, runs bounded phases, and returns its report.
+
+use crate::chat::{self, ChatShared, Pace};
+use crate::plot::{self, Mark};
+use crate::pop::{self, Population, Scope};
+use crate::presence::{self, Close, Control, Go, Leave, Shared};
+use crate::procfs::Sample;
+use crate::report::{Report, round};
+use crate::stats::{Summary, ms};
+use crate::target::{Policy, ServerOpts, Target};
+use breeze_core::message::Credential;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+/// Sockets kept free for everything else in this process (and the server's own files).
+pub const FD_RESERVE: u64 = 100;
+
+/// Options every scenario has.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Common {
+    #[command(flatten)]
+    pub server: ServerOpts,
+    /// Write a latency histogram (PNG) here.
+    #[arg(long, value_name = "FILE")]
+    pub plot: Option<PathBuf>,
+    /// Logins in flight at most during a login storm (connect to `LoginOk`).
+    #[arg(long, default_value_t = 256, value_name = "N")]
+    pub inflight: usize,
+    /// Longest any one phase may take before the scenario gives up on it and reports what
+    /// it has.
+    #[arg(long, default_value = "180s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub phase_timeout: Duration,
+}
+
+/// The most clients this process can hold open: the file limit (raised to its hard limit at
+/// start) less a reserve. Says so, plainly, when asked for more.
+pub fn cap_clients(asked: usize, fd_limit: u64) -> usize {
+    let cap = fd_limit.saturating_sub(FD_RESERVE) as usize;
+    if asked > cap {
+        eprintln!(
+            "breeze-bench: asked for {asked} clients, but RLIMIT_NOFILE allows {fd_limit} open \
+             files per process (the server has the same limit), so this run uses {cap} clients. \
+             Raise the hard limit (ulimit -Hn, /etc/security/limits.conf) to go further."
+        );
+        cap
+    } else {
+        asked
+    }
+}
+
+pub fn bar(len: u64, msg: &str) -> ProgressBar {
+    let pb = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
+    pb.set_style(
+        ProgressStyle::with_template("{msg:>18} [{elapsed_precise}] {wide_bar} {pos}/{len}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    pb.set_message(msg.to_owned());
+    pb
+}
+
+/// Polls `count` until it reaches `target` or `timeout` passes; returns whether it did.
+async fn wait_for(
+    count: impl Fn() -> usize,
+    target: usize,
+    timeout: Duration,
+    pb: &ProgressBar,
+) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let c = count();
+        pb.set_position(c as u64);
+        if c >= target {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Sleeps `d`, showing it as a bar of seconds.
+async fn timed(d: Duration, msg: &str) {
+    let pb = bar(d.as_secs().max(1), msg);
+    let end = Instant::now() + d;
+    while Instant::now() < end {
+        pb.set_position((d.as_secs_f64() - (end - Instant::now()).as_secs_f64()) as u64);
+        tokio::time::sleep(Duration::from_millis(100).min(end - Instant::now())).await;
+    }
+    pb.finish_and_clear();
+}
+
+fn block<T>(f: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(f)
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+fn common_fields(r: &mut Report, opts: &ServerOpts, target: &Target) {
+    r.field("loadavg_at_start", loadavg())
+        .field(
+            "server",
+            if target.spawned() {
+                "spawned"
+            } else {
+                "external"
+            },
+        )
+        .field("argon2_memory_kib", opts.argon2_memory_kib)
+        .field("argon2_iterations", opts.argon2_iterations)
+        .field("synchronous", opts.synchronous.clone());
+}
+
+fn finish(r: &mut Report, target: Target, errors: usize, last_error: Option<String>) {
+    let warnings = target.finish();
+    r.both("client errors", errors.to_string(), "errors", errors);
+    if let Some(e) = &last_error {
+        r.both("last client error", e.clone(), "last_error", e.clone());
+    }
+    r.both(
+        "server warnings logged",
+        warnings.len().to_string(),
+        "server_warnings",
+        warnings.len(),
+    );
+    if let Some(w) = warnings.last() {
+        r.field("last_server_warning", w.clone());
+    }
+}
+
+fn write_plot(
+    path: &Option<PathBuf>,
+    title: &str,
+    samples: &[u64],
+    marks: &[Mark],
+    r: &mut Report,
+) {
+    if let Some(path) = path {
+        match plot::histogram(path, title, samples, marks) {
+            Ok(()) => {
+                r.both(
+                    "histogram",
+                    path.display().to_string(),
+                    "plot",
+                    path.display().to_string(),
+                );
+            }
+            Err(e) => eprintln!("breeze-bench: cannot write {}: {e}", path.display()),
+        }
+    }
+}
+
+fn setup_report(r: &mut Report, s: &pop::SetupStats, took: Duration) {
+    r.row(
+        "setup",
+        format!(
+            "{} registered ({} already), {} contacts added, {} errors, {:.1} s",
+            s.registered,
+            s.already_there,
+            s.contacts_added,
+            s.errors,
+            took.as_secs_f64()
+        ),
+    );
+    r.field("setup", json!({"registered": s.registered, "already_registered": s.already_there,
+        "contacts_added": s.contacts_added, "errors": s.errors, "seconds": round(took.as_secs_f64(), 2),
+        "last_error": s.last_error}));
+    if let Some(e) = &s.last_error {
+        eprintln!("breeze-bench: setup error: {e}");
+    }
+}
+
+async fn run_setup(addr: std::net::SocketAddr, pop: &Arc<Population>, r: &mut Report) {
+    let pb = bar(pop.n as u64, "setup");
+    let t = Instant::now();
+    let s = pop::setup(addr, pop, &pb).await;
+    pb.finish_and_clear();
+    setup_report(r, &s, t.elapsed());
+}
+
+/// Presence clients, spawned and controlled together.
+struct Crowd {
+    shared: Arc<Shared>,
+    go: watch::Sender<Go>,
+    stop: watch::Sender<bool>,
+    strike: watch::Sender<Option<Instant>>,
+    tasks: JoinSet<()>,
+    round: u64,
+}
+
+impl Crowd {
+    fn spawn(
+        pop: &Arc<Population>,
+        inflight: usize,
+        victims: &[usize],
+        stagger: Duration,
+        leave: Leave,
+    ) -> Crowd {
+        let shared = Arc::new(Shared::new(pop.clone(), inflight, victims));
+        let (go, go_rx) = watch::channel(Go {
+            round: 0,
+            addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        });
+        let (stop, stop_rx) = watch::channel(false);
+        let (strike, strike_rx) = watch::channel(None);
+        let mut tasks = JoinSet::new();
+        for i in 0..pop.n {
+            let ctl = Control {
+                go: go_rx.clone(),
+                stop: stop_rx.clone(),
+                strike: strike_rx.clone(),
+                stagger,
+                leave,
+            };
+            tasks.spawn(presence::client(i, shared.clone(), ctl));
+        }
+        Crowd {
+            shared,
+            go,
+            stop,
+            strike,
+            tasks,
+            round: 0,
+        }
+    }
+
+    /// A login storm to `addr`: returns (seconds to the last LoginOk, seconds until every
+    /// view was complete), `None` where the phase timed out.
+    async fn storm(&mut self, addr: std::net::SocketAddr, timeout: Duration, what: &str) -> Storm {
+        let n = self.shared.pop.n;
+        self.shared.logged_in.store(0, Ordering::Relaxed);
+        self.shared.complete.store(0, Ordering::Relaxed);
+        self.round += 1;
+        let t0 = Instant::now();
+        let _ = self.go.send(Go {
+            round: self.round,
+            addr,
+        });
+        let pb = bar(n as u64, &format!("{what}: logins"));
+        let s = &self.shared;
+        let logged = wait_for(|| s.logged_in.load(Ordering::Relaxed), n, timeout, &pb).await;
+        let login_s = t0.elapsed().as_secs_f64();
+        pb.set_message(format!("{what}: presence"));
+        let left = timeout.saturating_sub(t0.elapsed());
+        let complete = wait_for(|| s.complete.load(Ordering::Relaxed), n, left, &pb).await;
+        let presence_s = t0.elapsed().as_secs_f64();
+        pb.finish_and_clear();
+        let mut login_us = s.take_login_us();
+        Storm {
+            logins: s.logged_in.load(Ordering::Relaxed),
+            login_s: logged.then_some(login_s),
+            presence_s: complete.then_some(presence_s),
+            complete: s.complete.load(Ordering::Relaxed),
+            latency: Summary::of(&mut login_us),
+            samples: login_us,
+        }
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        let all = async { while self.tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(Duration::from_secs(15), all)
+            .await
+            .is_err()
+        {
+            self.tasks.abort_all();
+        }
+    }
+}
+
+struct Storm {
+    logins: usize,
+    login_s: Option<f64>,
+    presence_s: Option<f64>,
+    complete: usize,
+    latency: Option<Summary>,
+    samples: Vec<u64>,
+}
+
+impl Storm {
+    fn report(&self, r: &mut Report, label: &str, key: &str, n: usize) {
+        let rate = self.login_s.map(|s| n as f64 / s);
+        r.row(
+            format!("{label}: logins"),
+            match (self.login_s, rate) {
+                (Some(s), Some(rate)) => format!("{n} in {s:.3} s = {rate:.0} logins/s"),
+                _ => format!("only {} of {n} logged in (timed out)", self.logins),
+            },
+        );
+        r.row(
+            format!("{label}: all presence known"),
+            match self.presence_s {
+                Some(s) => format!("{s:.3} s after the first connect"),
+                None => format!("only {} of {n} views complete (timed out)", self.complete),
+            },
+        );
+        if let Some(l) = &self.latency {
+            r.row(
+                format!("{label}: login latency"),
+                format!("p50 {} p99 {} max {}", ms(l.p50), ms(l.p99), ms(l.max)),
+            );
+        }
+        r.field(
+            key,
+            json!({
+                "clients": n,
+                "logged_in": self.logins,
+                "seconds_to_last_login": self.login_s.map(|s| round(s, 4)),
+                "logins_per_s": rate.map(|x| round(x, 1)),
+                "seconds_to_all_presence": self.presence_s.map(|s| round(s, 4)),
+                "views_complete": self.complete,
+                "login_latency": Summary::json(self.latency.as_ref()),
+            }),
+        );
+    }
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct HoldArgs {
+    #[arg(long, default_value_t = 1000)]
+    pub clients: usize,
+    #[arg(long, value_enum, default_value_t = Scope::Contacts)]
+    pub scope: Scope,
+    /// Contacts per user (scope contacts), on a ring: user i watches i+1 … i+contacts.
+    #[arg(long, default_value_t = 20)]
+    pub contacts: usize,
+    /// The idle window, with heartbeats only, over which server CPU is measured.
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    pub idle: Duration,
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub heartbeat_interval: Duration,
+    #[arg(long, default_value = "45s", value_parser = humantime::parse_duration)]
+    pub heartbeat_timeout: Duration,
+    /// Skip the reconnect storm (restart the server; everyone returns with a resume token).
+    #[arg(long)]
+    pub no_restart: bool,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+pub async fn hold(a: HoldArgs, fd_limit: u64) -> Result<Report, String> {
+    let n = cap_clients(a.clients, fd_limit);
+    let pop = Arc::new(Population {
+        n,
+        prefix: a.common.server.prefix.clone(),
+        scope: a.scope,
+        contacts: a.contacts,
+    });
+    let policy = Policy {
+        scope: a.scope.flag(),
+        heartbeat_interval: a.heartbeat_interval,
+        heartbeat_timeout: a.heartbeat_timeout,
+        max_connections: n + 100,
+    };
+    let mut target = block(|| Target::new(&a.common.server, &policy))?;
+    let mut r = Report::new("hold");
+    common_fields(&mut r, &a.common.server, &target);
+    r.both(
+        "clients",
+        format!("{n} (asked {})", a.clients),
+        "clients",
+        n,
+    )
+    .field("clients_asked", a.clients)
+    .both(
+        "scope",
+        format!("{} ({} contacts each)", a.scope.flag(), pop.view_size()),
+        "scope",
+        a.scope.flag(),
+    )
+    .field("contacts", a.contacts)
+    .both(
+        "heartbeat",
+        format!(
+            "interval {:?}, timeout {:?}",
+            a.heartbeat_interval, a.heartbeat_timeout
+        ),
+        "heartbeat_interval_ms",
+        a.heartbeat_interval.as_millis() as u64,
+    )
+    .field(
+        "heartbeat_timeout_ms",
+        a.heartbeat_timeout.as_millis() as u64,
+    )
+    .field("inflight", a.common.inflight);
+    run_setup(target.addr, &pop, &mut r).await;
+    if target.spawned() {
+        // A fresh process, so the setup's allocations do not hide in the baseline.
+        block(|| target.stop().and_then(|()| target.start()))?;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let base = target.sample();
+    let bench0 = Sample::take(None);
+    let mut crowd = Crowd::spawn(&pop, a.common.inflight, &[], Duration::ZERO, Leave::Silent);
+    let first = crowd
+        .storm(target.addr, a.common.phase_timeout, "password storm")
+        .await;
+    first.report(&mut r, "password storm", "password_storm", n);
+    let after_storm = target.sample();
+
+    // Idle: only heartbeats. Let the storm's last work settle first.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let idle0 = target.sample();
+    let bench_idle0 = Sample::take(None);
+    timed(a.idle, "idle window").await;
+    let idle1 = target.sample();
+    let bench_idle1 = Sample::take(None);
+    let online = crowd.shared.logged_in.load(Ordering::Relaxed).max(1);
+    match (base, idle0, idle1) {
+        (Some(base), Some(i0), Some(i1)) => {
+            let per_conn = (i1.rss as f64 - base.rss as f64) / online as f64;
+            let cpu = i1.cpu_s - i0.cpu_s;
+            r.both(
+                "server RSS before logins",
+                format!("{:.1} MiB", base.rss as f64 / 1048576.0),
+                "server_rss_base_bytes",
+                base.rss,
+            )
+            .both(
+                "server RSS, all idle",
+                format!("{:.1} MiB", i1.rss as f64 / 1048576.0),
+                "server_rss_idle_bytes",
+                i1.rss,
+            )
+            .both(
+                "server RSS per idle client",
+                format!("{:.2} kB ((idle - base) / {online})", per_conn / 1000.0),
+                "rss_per_client_bytes",
+                round(per_conn, 1),
+            )
+            .both(
+                format!("server CPU in {:?} idle", a.idle),
+                format!("{cpu:.3} s"),
+                "idle_server_cpu_s",
+                round(cpu, 4),
+            )
+            .field("idle_seconds", a.idle.as_secs_f64());
+            if let Some(s) = after_storm {
+                r.field("server_rss_after_storm_bytes", s.rss);
+            }
+        }
+        _ => {
+            r.row("server CPU and RSS", "not measured (no server pid)");
+        }
+    }
+    if let (Some(b0), Some(b1)) = (bench_idle0, bench_idle1) {
+        r.both(
+            "bench CPU in idle window",
+            format!("{:.3} s", b1.cpu_s - b0.cpu_s),
+            "idle_bench_cpu_s",
+            round(b1.cpu_s - b0.cpu_s, 4),
+        );
+    }
+
+    if target.spawned() && !a.no_restart {
+        crowd.shared.ended.store(0, Ordering::Relaxed);
+        block(|| target.stop())?;
+        let pb = bar(n as u64, "server stopped");
+        let s = crowd.shared.clone();
+        wait_for(
+            || s.ended.load(Ordering::Relaxed),
+            online,
+            Duration::from_secs(30),
+            &pb,
+        )
+        .await;
+        pb.finish_and_clear();
+        block(|| target.start())?;
+        let second = crowd
+            .storm(target.addr, a.common.phase_timeout, "reconnect storm")
+            .await;
+        second.report(&mut r, "reconnect storm (token)", "reconnect_storm", n);
+    } else {
+        r.both(
+            "reconnect storm",
+            "not measured (needs a server the bench starts)",
+            "reconnect_storm",
+            Value::Null,
+        );
+    }
+    if let (Some(b0), Some(b1)) = (bench0, Sample::take(None)) {
+        r.both(
+            "bench CPU, whole run after setup",
+            format!("{:.2} s", b1.cpu_s - b0.cpu_s),
+            "bench_cpu_s",
+            round(b1.cpu_s - b0.cpu_s, 3),
+        );
+    }
+    write_plot(
+        &a.common.plot,
+        &format!("hold: password login latency, {n} clients"),
+        &first.samples,
+        &[],
+        &mut r,
+    );
+    let errors = crowd.shared.errors.count();
+    let last = crowd.shared.errors.last();
+    crowd.stop().await;
+    finish(&mut r, target, errors, last);
+    Ok(r)
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct DetectArgs {
+    #[arg(long, default_value_t = 1000)]
+    pub clients: usize,
+    /// Clients that go silent: stop sending and reading, socket kept open.
+    #[arg(long, default_value_t = 100)]
+    pub silent: usize,
+    /// Silent client j goes quiet j × this after the first.
+    #[arg(long, default_value_t = 10)]
+    pub stagger_ms: u64,
+    #[arg(long, value_enum, default_value_t = Scope::Contacts)]
+    pub scope: Scope,
+    #[arg(long, default_value_t = 20)]
+    pub contacts: usize,
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub heartbeat_interval: Duration,
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub heartbeat_timeout: Duration,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct AbruptArgs {
+    #[arg(long, default_value_t = 1000)]
+    pub clients: usize,
+    /// Clients that close.
+    #[arg(long, default_value_t = 100)]
+    pub drop: usize,
+    #[arg(long, value_enum, default_value_t = Close::Fin)]
+    pub close: Close,
+    /// Closing client j closes j × this after the first (0: all at once).
+    #[arg(long, default_value_t = 0)]
+    pub stagger_ms: u64,
+    #[arg(long, value_enum, default_value_t = Scope::Contacts)]
+    pub scope: Scope,
+    #[arg(long, default_value_t = 20)]
+    pub contacts: usize,
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub heartbeat_interval: Duration,
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub heartbeat_timeout: Duration,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+/// What `detect` and `abrupt` share: victims leave, watchers are timed.
+struct Departure {
+    name: &'static str,
+    clients: usize,
+    victims: usize,
+    stagger: Duration,
+    scope: Scope,
+    contacts: usize,
+    heartbeat_interval: Duration,
+    heartbeat_timeout: Duration,
+    leave: Leave,
+    common: Common,
+}
+
+pub async fn detect(a: DetectArgs, fd_limit: u64) -> Result<Report, String> {
+    departure(
+        Departure {
+            name: "detect",
+            clients: a.clients,
+            victims: a.silent,
+            stagger: Duration::from_millis(a.stagger_ms),
+            scope: a.scope,
+            contacts: a.contacts,
+            heartbeat_interval: a.heartbeat_interval,
+            heartbeat_timeout: a.heartbeat_timeout,
+            leave: Leave::Silent,
+            common: a.common,
+        },
+        fd_limit,
+    )
+    .await
+}
+
+pub async fn abrupt(a: AbruptArgs, fd_limit: u64) -> Result<Report, String> {
+    departure(
+        Departure {
+            name: "abrupt",
+            clients: a.clients,
+            victims: a.drop,
+            stagger: Duration::from_millis(a.stagger_ms),
+            scope: a.scope,
+            contacts: a.contacts,
+            heartbeat_interval: a.heartbeat_interval,
+            heartbeat_timeout: a.heartbeat_timeout,
+            leave: Leave::Close(a.close),
+            common: a.common,
+        },
+        fd_limit,
+    )
+    .await
+}
+
+async fn departure(d: Departure, fd_limit: u64) -> Result<Report, String> {
+    let n = cap_clients(d.clients, fd_limit);
+    let pop = Arc::new(Population {
+        n,
+        prefix: d.common.server.prefix.clone(),
+        scope: d.scope,
+        contacts: d.contacts,
+    });
+    let victims = pop.spread(d.victims);
+    let policy = Policy {
+        scope: d.scope.flag(),
+        heartbeat_interval: d.heartbeat_interval,
+        heartbeat_timeout: d.heartbeat_timeout,
+        max_connections: n + 100,
+    };
+    let target = block(|| Target::new(&d.common.server, &policy))?;
+    let mut r = Report::new(d.name);
+    common_fields(&mut r, &d.common.server, &target);
+    let how = match d.leave {
+        Leave::Silent => "silent (no writes, no reads, socket open)".to_owned(),
+        Leave::Close(Close::Fin) => "close with FIN".to_owned(),
+        Leave::Close(Close::Rst) => "close with RST (SO_LINGER 0)".to_owned(),
+    };
+    r.both("clients", n.to_string(), "clients", n)
+        .both(
+            "leaving",
+            format!(
+                "{} clients, {how}, {} ms apart",
+                victims.len(),
+                d.stagger.as_millis()
+            ),
+            "leaving",
+            victims.len(),
+        )
+        .field(
+            "how",
+            match d.leave {
+                Leave::Silent => "silent",
+                Leave::Close(Close::Fin) => "fin",
+                Leave::Close(Close::Rst) => "rst",
+            },
+        )
+        .field("stagger_ms", d.stagger.as_millis() as u64)
+        .both(
+            "scope",
+            format!(
+                "{} ({} watchers each)",
+                d.scope.flag(),
+                pop.watchers_of(0).len()
+            ),
+            "scope",
+            d.scope.flag(),
+        )
+        .both(
+            "heartbeat",
+            format!(
+                "interval {:?}, timeout {:?}",
+                d.heartbeat_interval, d.heartbeat_timeout
+            ),
+            "heartbeat_timeout_ms",
+            d.heartbeat_timeout.as_millis() as u64,
+        )
+        .field(
+            "heartbeat_interval_ms",
+            d.heartbeat_interval.as_millis() as u64,
+        );
+    run_setup(target.addr, &pop, &mut r).await;
+    let mut crowd = Crowd::spawn(&pop, d.common.inflight, &victims, d.stagger, d.leave);
+    let storm = crowd
+        .storm(target.addr, d.common.phase_timeout, "logins")
+        .await;
+    storm.report(&mut r, "login storm", "login_storm", n);
+
+    // Expected notifications: every watcher of a victim that is not itself a victim.
+    let is_victim: std::collections::HashSet<usize> = victims.iter().copied().collect();
+    let expected: Vec<usize> = victims
+        .iter()
+        .map(|&v| {
+            pop.watchers_of(v)
+                .into_iter()
+                .filter(|w| !is_victim.contains(w))
+                .count()
+        })
+        .collect();
+    let total_expected: usize = expected.iter().sum();
+    crowd.shared.recording.store(true, Ordering::Relaxed);
+    let strike = Instant::now() + Duration::from_millis(300);
+    let _ = crowd.strike.send(Some(strike));
+    let cpu0 = target.sample();
+    let wait = match d.leave {
+        Leave::Silent => d.heartbeat_timeout + Duration::from_secs(5),
+        Leave::Close(_) => Duration::from_secs(10),
+    } + d.stagger * victims.len() as u32
+        + Duration::from_millis(300);
+    let pb = bar(total_expected as u64, "offline notices");
+    let s = crowd.shared.clone();
+    wait_for(
+        || s.offline_seen.lock().map(|v| v.len()).unwrap_or(0),
+        total_expected,
+        wait,
+        &pb,
+    )
+    .await;
+    pb.finish_and_clear();
+    let cpu1 = target.sample();
+    // A notice that arrives late still counts, if it arrives while we look.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let seen = std::mem::take(
+        &mut *crowd
+            .shared
+            .offline_seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
+    let left_at = crowd
+        .shared
+        .left_at
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    let mut first = vec![None::<Instant>; victims.len()];
+    let mut last = vec![None::<Instant>; victims.len()];
+    let mut got = vec![0usize; victims.len()];
+    let mut pairs_us = Vec::new();
+    for &(slot, at) in &seen {
+        got[slot] += 1;
+        first[slot] = Some(first[slot].map_or(at, |f: Instant| f.min(at)));
+        last[slot] = Some(last[slot].map_or(at, |l: Instant| l.max(at)));
+        if let Some(left) = left_at[slot] {
+            pairs_us.push(at.saturating_duration_since(left).as_micros() as u64);
+        }
+    }
+    let mut all_us = Vec::new();
+    let mut first_us = Vec::new();
+    let mut missed = 0usize;
+    for j in 0..victims.len() {
+        missed += expected[j].saturating_sub(got[j]);
+        if let (Some(left), Some(l), Some(f)) = (left_at[j], last[j], first[j])
+            && got[j] >= expected[j]
+        {
+            all_us.push(l.saturating_duration_since(left).as_micros() as u64);
+            first_us.push(f.saturating_duration_since(left).as_micros() as u64);
+        }
+    }
+    let left_count = left_at.iter().filter(|x| x.is_some()).count();
+    let samples = all_us.clone();
+    let all = Summary::of(&mut all_us);
+    let first_s = Summary::of(&mut first_us);
+    let pairs = Summary::of(&mut pairs_us);
+    let base = match d.leave {
+        Leave::Silent => "last frame",
+        Leave::Close(_) => "close",
+    };
+    r.both(
+        "victims that left",
+        left_count.to_string(),
+        "left",
+        left_count,
+    )
+    .both(
+        "notices seen / expected",
+        format!("{} / {total_expected} (missed {missed})", seen.len()),
+        "notices_seen",
+        seen.len(),
+    )
+    .field("notices_expected", total_expected)
+    .field("notices_missed", missed);
+    if let Some(s) = &all {
+        r.row(
+            format!("{base} → all watchers told"),
+            format!(
+                "p50 {} p99 {} max {} (n={})",
+                ms(s.p50),
+                ms(s.p99),
+                ms(s.max),
+                s.count
+            ),
+        );
+    } else {
+        r.row(
+            format!("{base} → all watchers told"),
+            "no complete victim".to_string(),
+        );
+    }
+    if let Some(s) = &first_s {
+        r.row(
+            format!("{base} → first watcher told"),
+            format!("p50 {} p99 {} max {}", ms(s.p50), ms(s.p99), ms(s.max)),
+        );
+    }
+    if let Some(s) = &pairs {
+        r.row(
+            format!("{base} → each watcher told"),
+            format!(
+                "p50 {} p99 {} p99.9 {} max {}",
+                ms(s.p50),
+                ms(s.p99),
+                ms(s.p999),
+                ms(s.max)
+            ),
+        );
+    }
+    r.field("latency_all_watchers", Summary::json(all.as_ref()))
+        .field("latency_first_watcher", Summary::json(first_s.as_ref()))
+        .field("latency_each_watcher", Summary::json(pairs.as_ref()));
+    let mut marks = Vec::new();
+    if d.leave == Leave::Silent {
+        let timeout_us = d.heartbeat_timeout.as_micros() as u64;
+        let over = |s: &Summary| {
+            json!({
+                "p50_us": s.p50 as i64 - timeout_us as i64,
+                "p99_us": s.p99 as i64 - timeout_us as i64,
+                "max_us": s.max as i64 - timeout_us as i64,
+            })
+        };
+        if let Some(s) = &all {
+            r.row(
+                "overshoot beyond timeout",
+                format!(
+                    "p50 {:+.3} ms p99 {:+.3} ms max {:+.3} ms",
+                    (s.p50 as f64 - timeout_us as f64) / 1000.0,
+                    (s.p99 as f64 - timeout_us as f64) / 1000.0,
+                    (s.max as f64 - timeout_us as f64) / 1000.0
+                ),
+            );
+            r.field("overshoot", over(s));
+        }
+        marks.push(Mark {
+            label: "timeout".into(),
+            us: timeout_us,
+        });
+    }
+    if let (Some(c0), Some(c1)) = (cpu0, cpu1) {
+        r.both(
+            "server CPU while they left",
+            format!("{:.3} s", c1.cpu_s - c0.cpu_s),
+            "server_cpu_s",
+            round(c1.cpu_s - c0.cpu_s, 4),
+        );
+    }
+    write_plot(
+        &d.common.plot,
+        &format!("{}: {base} to all watchers told", d.name),
+        &samples,
+        &marks,
+        &mut r,
+    );
+    let errors = crowd.shared.errors.count();
+    let last_err = crowd.shared.errors.last();
+    crowd.stop().await;
+    finish(&mut r, target, errors, last_err);
+    Ok(r)
+}
+
+/// `--rate`: messages per second over all senders, or `max`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Rate {
+    Max,
+    PerSecond(f64),
+}
+
+pub fn parse_rate(s: &str) -> Result<Rate, String> {
+    if s.eq_ignore_ascii_case("max") {
+        return Ok(Rate::Max);
+    }
+    match s.replace('_', "").parse::<f64>() {
+        Ok(r) if r > 0.0 && r.is_finite() => Ok(Rate::PerSecond(r)),
+        _ => Err(format!(
+            "`{s}` is not a positive number of messages per second or `max`"
+        )),
+    }
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ChatArgs {
+    /// Pairs of users writing to each other (each of the 2 × pairs clients sends).
+    #[arg(long, default_value_t = 100)]
+    pub pairs: usize,
+    /// Messages per second over all senders, or `max` (each sender keeps `--window`
+    /// messages unconfirmed).
+    #[arg(long, default_value = "max", value_parser = parse_rate)]
+    pub rate: Rate,
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// Sending before the measured window starts.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub warmup: Duration,
+    /// Unconfirmed messages per sender with `--rate max`.
+    #[arg(long, default_value_t = 32)]
+    pub window: usize,
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub heartbeat_interval: Duration,
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub heartbeat_timeout: Duration,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+pub async fn chat(a: ChatArgs, fd_limit: u64) -> Result<Report, String> {
+    let n = cap_clients(a.pairs * 2, fd_limit) / 2 * 2;
+    let pairs = n / 2;
+    let pop = Arc::new(Population {
+        n,
+        prefix: a.common.server.prefix.clone(),
+        scope: Scope::Contacts,
+        contacts: 0,
+    });
+    let policy = Policy {
+        scope: "contacts",
+        heartbeat_interval: a.heartbeat_interval,
+        heartbeat_timeout: a.heartbeat_timeout,
+        max_connections: n + 100,
+    };
+    let target = block(|| Target::new(&a.common.server, &policy))?;
+    let mut r = Report::new("chat");
+    common_fields(&mut r, &a.common.server, &target);
+    r.both(
+        "pairs",
+        format!("{pairs} ({n} clients, each sends to its peer)"),
+        "pairs",
+        pairs,
+    )
+    .both(
+        "rate",
+        match a.rate {
+            Rate::Max => format!("max (window {} per sender)", a.window),
+            Rate::PerSecond(x) => format!("{x:.0} msg/s in all"),
+        },
+        "rate",
+        match a.rate {
+            Rate::Max => Value::from("max"),
+            Rate::PerSecond(x) => Value::from(x),
+        },
+    )
+    .both(
+        "measured window",
+        format!("{:?} after {:?} warm-up", a.duration, a.warmup),
+        "duration_s",
+        a.duration.as_secs_f64(),
+    )
+    .field("warmup_s", a.warmup.as_secs_f64())
+    .field("window", a.window);
+    run_setup(target.addr, &pop, &mut r).await;
+
+    // Log everyone in first.
+    let pb = bar(n as u64, "logins");
+    let slots = Arc::new(Semaphore::new(a.common.inflight.max(1)));
+    let done = Arc::new(AtomicUsize::new(0));
+    let mut logins = JoinSet::new();
+    for i in 0..n {
+        let (pop, slots, done, addr) = (pop.clone(), slots.clone(), done.clone(), target.addr);
+        logins.spawn(async move {
+            let _slot = slots.acquire().await;
+            let s = tokio::time::timeout(
+                Duration::from_secs(60),
+                pop::login(addr, &pop, i, Credential::Password(pop.password(i))),
+            )
+            .await
+            .unwrap_or_else(|_| Err("login timed out".into()));
+            done.fetch_add(1, Ordering::Relaxed);
+            (i, s)
+        });
+    }
+    let mut sessions: Vec<Option<pop::Session>> = (0..n).map(|_| None).collect();
+    let mut login_errors = Vec::new();
+    while let Some(j) = logins.join_next().await {
+        pb.set_position(done.load(Ordering::Relaxed) as u64);
+        match j {
+            Ok((i, Ok(s))) => sessions[i] = Some(s),
+            Ok((_, Err(e))) => login_errors.push(e),
+            Err(e) => login_errors.push(e.to_string()),
+        }
+    }
+    pb.finish_and_clear();
+    if let Some(e) = login_errors.last() {
+        eprintln!(
+            "breeze-bench: {} logins failed, e.g. {e}",
+            login_errors.len()
+        );
+    }
+
+    let epoch = Instant::now();
+    let start = epoch + Duration::from_millis(200);
+    let shared = Arc::new(ChatShared::new(epoch, start, a.warmup, a.duration));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = JoinSet::new();
+    for (i, s) in sessions.into_iter().enumerate() {
+        let Some(s) = s else { continue };
+        let peer = pop.user(i ^ 1);
+        let pace = match a.rate {
+            Rate::Max => Pace::Max {
+                window: a.window.max(1),
+            },
+            Rate::PerSecond(rate) => {
+                let interval = Duration::from_secs_f64(n as f64 / rate);
+                Pace::Rate {
+                    interval,
+                    offset: interval.mul_f64(i as f64 / n as f64),
+                }
+            }
+        };
+        let (shared, stop) = (shared.clone(), stop_rx.clone());
+        tasks.spawn(async move { chat::client(s, peer, pace, &shared, stop).await });
+    }
+    let total = (a.warmup + a.duration).as_secs().max(1);
+    let pb = bar(total, "chatting (s)");
+    let mut sampled0 = None;
+    loop {
+        let now = Instant::now();
+        if sampled0.is_none() && now >= shared.window_start {
+            sampled0 = Some((
+                target.sample(),
+                Sample::take(None),
+                shared.delivered.load(Ordering::Relaxed),
+            ));
+        }
+        if now >= shared.window_end {
+            break;
+        }
+        pb.set_position(now.saturating_duration_since(start).as_secs());
+        tokio::time::sleep(
+            Duration::from_millis(5).min(shared.window_end.saturating_duration_since(now)),
+        )
+        .await;
+    }
+    shared.stop_sending.store(true, Ordering::Relaxed);
+    let server1 = target.sample();
+    let bench1 = Sample::take(None);
+    pb.finish_and_clear();
+    // Drain: everything confirmed should arrive.
+    let drain_until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < drain_until {
+        let c = shared.confirmed.load(Ordering::Relaxed);
+        if shared.delivered.load(Ordering::Relaxed) >= c && c >= shared.sent.load(Ordering::Relaxed)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let _ = stop_tx.send(true);
+    let all = async { while tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout(Duration::from_secs(10), all)
+        .await
+        .is_err()
+    {
+        tasks.abort_all();
+    }
+
+    let secs = a.duration.as_secs_f64();
+    let sent = shared.sent.load(Ordering::Relaxed);
+    let confirmed = shared.confirmed.load(Ordering::Relaxed);
+    let delivered = shared.delivered.load(Ordering::Relaxed);
+    let in_window = shared.delivered_in_window.load(Ordering::Relaxed);
+    let rate = in_window as f64 / secs;
+    let mut lat = std::mem::take(
+        &mut *shared
+            .latencies_us
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
+    let samples = lat.clone();
+    let l = Summary::of(&mut lat);
+    r.both(
+        "delivered",
+        format!("{rate:.0} msg/s ({in_window} in the window)"),
+        "delivered_per_s",
+        round(rate, 1),
+    )
+    .field("delivered_in_window", in_window)
+    .both(
+        "sent / durable (Sent) / delivered",
+        format!("{sent} / {confirmed} / {delivered}"),
+        "sent",
+        sent,
+    )
+    .field("confirmed", confirmed)
+    .field("delivered_total", delivered)
+    .both(
+        "lost (durable, never delivered)",
+        confirmed.saturating_sub(delivered).to_string(),
+        "lost",
+        confirmed.saturating_sub(delivered),
+    )
+    .field("unconfirmed", sent.saturating_sub(confirmed))
+    .field("duplicates", shared.duplicates.load(Ordering::Relaxed))
+    .field("login_errors", login_errors.len());
+    match &l {
+        Some(s) => r.row(
+            "latency send → Deliver",
+            format!(
+                "p50 {} p99 {} p99.9 {} max {} (n={})",
+                ms(s.p50),
+                ms(s.p99),
+                ms(s.p999),
+                ms(s.max),
+                s.count
+            ),
+        ),
+        None => r.row("latency send → Deliver", "no samples"),
+    };
+    r.field("latency", Summary::json(l.as_ref()));
+    if let (Some((Some(s0), b0, _)), Some(s1)) = (sampled0, server1) {
+        let cpu = s1.cpu_s - s0.cpu_s;
+        let per = cpu * 1e6 / in_window.max(1) as f64;
+        r.both(
+            "server CPU in window",
+            format!("{cpu:.2} s = {:.0} % of one core", cpu / secs * 100.0),
+            "server_cpu_s",
+            round(cpu, 3),
+        )
+        .both(
+            "server CPU per delivered message",
+            format!("{per:.2} µs"),
+            "server_cpu_us_per_msg",
+            round(per, 2),
+        )
+        .field("server_rss_bytes", s1.rss);
+        if let (Some(b0), Some(b1)) = (b0, bench1) {
+            let bcpu = b1.cpu_s - b0.cpu_s;
+            r.both(
+                "bench CPU in window",
+                format!("{bcpu:.2} s = {:.0} % of one core", bcpu / secs * 100.0),
+                "bench_cpu_s",
+                round(bcpu, 3),
+            );
+        }
+    } else {
+        r.row("server CPU", "not measured (no server pid)");
+    }
+    write_plot(
+        &a.common.plot,
+        &format!("chat: send to Deliver, {pairs} pairs"),
+        &samples,
+        &[],
+        &mut r,
+    );
+    finish(&mut r, target, shared.errors.count(), shared.errors.last());
+    Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_parse() {
+        assert_eq!(parse_rate("max"), Ok(Rate::Max));
+        assert_eq!(parse_rate("10_000"), Ok(Rate::PerSecond(10_000.0)));
+        assert!(parse_rate("0").is_err());
+        assert!(parse_rate("fast").is_err());
+    }
+
+    #[test]
+    fn clients_are_capped_by_the_file_limit() {
+        assert_eq!(cap_clients(1000, 20_000), 1000);
+        assert_eq!(cap_clients(25_000, 20_000), 19_900);
+    }
+}
