@@ -12,6 +12,13 @@ use std::collections::BTreeMap;
 /// Most seqs one `Ack` may carry, and most history items one request may return.
 const MAX_ACK: usize = 4096;
 const MAX_HISTORY: u16 = 500;
+/// History loads in flight at once, per connection and on the whole server; one more is
+/// answered `Busy`. A `History` request is a few bytes, its answer up to `MAX_HISTORY` bodies
+/// read and held in memory (megabytes): without a bound, a client pipelining requests and
+/// never reading would make the server hold gigabytes, and fill the store's queue ahead of
+/// everyone's messages.
+pub(crate) const MAX_HISTORY_LOADS_PER_CONN: u8 = 2;
+pub(crate) const MAX_HISTORY_LOADS: usize = 16;
 const MAX_ATTACHMENT_LABEL: usize = 255;
 
 impl Server {
@@ -164,6 +171,15 @@ impl Server {
         if !self.users.contains_key(&with) {
             return self.error(conn, RequestKind::History, ErrorCode::NoSuchUser, None);
         }
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if c.history_loads >= MAX_HISTORY_LOADS_PER_CONN || self.history_loads >= MAX_HISTORY_LOADS
+        {
+            return self.error(conn, RequestKind::History, ErrorCode::Busy, None);
+        }
+        c.history_loads += 1;
+        self.history_loads += 1;
         let limit = limit.min(MAX_HISTORY);
         self.request(
             StorageOp::LoadHistory {
@@ -182,9 +198,11 @@ impl Server {
         with: UserId,
         r: Result<Vec<HistoryItem>, StorageError>,
     ) {
-        if !self.conns.contains_key(&conn) {
+        self.history_loads -= 1;
+        let Some(c) = self.conns.get_mut(&conn) else {
             return;
-        }
+        };
+        c.history_loads -= 1;
         match r {
             Ok(mut items) => {
                 // Keep the page within the frame limit; the client pages on from the oldest

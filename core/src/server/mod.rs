@@ -152,6 +152,8 @@ pub struct Server {
     next_request: u64,
     presence: PresenceBoard,
     logins: LoginGuard,
+    /// `History` requests of every connection waiting for storage.
+    history_loads: usize,
     out: VecDeque<Output>,
 }
 
@@ -169,6 +171,7 @@ impl Server {
             next_request: 0,
             presence: PresenceBoard::default(),
             logins: LoginGuard::default(),
+            history_loads: 0,
             out: VecDeque::new(),
         }
     }

@@ -22,6 +22,8 @@ pub(crate) struct Conn {
     pub(crate) addr: Option<IpAddr>,
     /// The frame budget's theoretical arrival time (see `guard::admit_frame`).
     pub(crate) frame_tat: Instant,
+    /// `History` requests of this connection waiting for storage.
+    pub(crate) history_loads: u8,
 }
 
 #[derive(Debug)]
@@ -63,6 +65,7 @@ impl Conn {
             phase: Phase::AwaitHello,
             addr,
             frame_tat: now,
+            history_loads: 0,
         }
     }
 

@@ -926,3 +926,75 @@ fn a_session_can_only_act_as_its_own_user() {
         }]
     ));
 }
+
+#[test]
+fn history_loads_in_flight_are_bounded_per_connection_and_in_all() {
+    use super::messaging::{MAX_HISTORY_LOADS, MAX_HISTORY_LOADS_PER_CONN};
+    let history = ClientMsg::History {
+        with: user("b"),
+        before: None,
+        limit: 500,
+    };
+    let busy = ServerMsg::Error {
+        request: RequestKind::History,
+        code: ErrorCode::Busy,
+        id: None,
+    };
+    let per_conn = usize::from(MAX_HISTORY_LOADS_PER_CONN);
+    let names: Vec<String> = (0..=MAX_HISTORY_LOADS / per_conn)
+        .map(|i| format!("u{i}"))
+        .collect();
+    let mut users: Vec<&str> = names.iter().map(String::as_str).collect();
+    users.push("b");
+    let mut rig = Rig::new(cfg(), &users);
+    let conns: Vec<crate::ids::ConnId> = names
+        .iter()
+        .map(|name| {
+            let c = rig.login(name, Status::Online);
+            rig.take(c);
+            c
+        })
+        .collect();
+    for &c in &conns {
+        rig.take(c);
+    }
+    rig.deferred = Some(Vec::new());
+
+    // A pipelining connection gets its share; the rest is refused, not queued.
+    let a = conns[0];
+    for _ in 0..per_conn + 3 {
+        rig.frame(a, history.clone());
+    }
+    assert_eq!(rig.take(a), vec![busy.clone(); 3]);
+    // An answer frees a place.
+    rig.complete(0);
+    assert!(matches!(rig.take(a)[..], [ServerMsg::History { .. }]));
+    rig.frame(a, history.clone());
+    assert_eq!(rig.take(a), vec![]);
+    rig.frame(a, history.clone());
+    assert_eq!(rig.take(a), vec![busy.clone()]);
+
+    // Many connections together are bounded too.
+    let mut in_flight = per_conn;
+    let mut next = conns[1..].iter();
+    while in_flight < MAX_HISTORY_LOADS {
+        let c = *next.next().unwrap();
+        for _ in 0..per_conn {
+            rig.frame(c, history.clone());
+        }
+        assert_eq!(rig.take(c), vec![]);
+        in_flight += per_conn;
+    }
+    let late = *next.next().unwrap();
+    rig.frame(late, history.clone());
+    assert_eq!(rig.take(late), vec![busy.clone()]);
+    // A closed connection's loads count until storage answers them.
+    rig.close(a);
+    rig.take(late);
+    rig.frame(late, history.clone());
+    assert_eq!(rig.take(late), vec![busy]);
+    rig.complete(0);
+    rig.complete(0);
+    rig.frame(late, history);
+    assert_eq!(rig.take(late), vec![]);
+}
