@@ -69,6 +69,24 @@ impl Sample {
     }
 }
 
+/// A counter from the `TcpExt` lines of `/proc/net/netstat` (a header line of names, then a
+/// line of values), e.g. `ListenOverflows`: connections the kernel dropped because a
+/// listener's accept queue was full.
+pub fn parse_tcpext(netstat: &str, name: &str) -> Option<u64> {
+    let mut lines = netstat.lines().filter(|l| l.starts_with("TcpExt:"));
+    let names = lines.next()?.split_whitespace().skip(1);
+    let values = lines.next()?.split_whitespace().skip(1);
+    names.zip(values).find(|(n, _)| *n == name)?.1.parse().ok()
+}
+
+/// `ListenOverflows` now, machine-wide (this network namespace).
+pub fn listen_overflows() -> Option<u64> {
+    parse_tcpext(
+        &std::fs::read_to_string("/proc/net/netstat").ok()?,
+        "ListenOverflows",
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,6 +106,16 @@ mod tests {
         let status = "Name:\tbreeze-server\nVmPeak:\t  9000 kB\nVmRSS:\t   51234 kB\nThreads:\t5\n";
         assert_eq!(parse_vmrss_bytes(status), Some(51234 * 1024));
         assert_eq!(parse_vmrss_bytes("Name:\tzombie\n"), None);
+    }
+
+    #[test]
+    fn tcpext_counters_are_found_by_name() {
+        let netstat = "TcpExt: SyncookiesSent ListenOverflows ListenDrops\n\
+                       TcpExt: 0 40 41\n\
+                       IpExt: InNoRoutes\nIpExt: 0\n";
+        assert_eq!(parse_tcpext(netstat, "ListenOverflows"), Some(40));
+        assert_eq!(parse_tcpext(netstat, "ListenDrops"), Some(41));
+        assert_eq!(parse_tcpext(netstat, "Nope"), None);
     }
 
     #[test]

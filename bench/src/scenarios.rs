@@ -30,8 +30,11 @@ pub struct Common {
     /// Write a latency histogram (PNG) here.
     #[arg(long, value_name = "FILE")]
     pub plot: Option<PathBuf>,
-    /// Logins in flight at most during a login storm (connect to `LoginOk`).
-    #[arg(long, default_value_t = 256, value_name = "N")]
+    /// Logins in flight at most during a login storm (connect to `LoginOk`). The default
+    /// stays within the server's listen backlog (128, tokio's `TcpListener::bind`): more
+    /// than that can overflow its accept queue while it is busy, and each dropped SYN
+    /// costs its client a 1 s retransmission.
+    #[arg(long, default_value_t = 128, value_name = "N")]
     pub inflight: usize,
     /// Longest any one phase may take before the scenario gives up on it and reports what
     /// it has.
@@ -242,6 +245,7 @@ impl Crowd {
         self.shared.logged_in.store(0, Ordering::Relaxed);
         self.shared.complete.store(0, Ordering::Relaxed);
         self.round += 1;
+        let overflows0 = crate::procfs::listen_overflows();
         let t0 = Instant::now();
         let _ = self.go.send(Go {
             round: self.round,
@@ -264,6 +268,9 @@ impl Crowd {
             complete: s.complete.load(Ordering::Relaxed),
             latency: Summary::of(&mut login_us),
             samples: login_us,
+            listen_overflows: crate::procfs::listen_overflows()
+                .zip(overflows0)
+                .map(|(b, a)| b.saturating_sub(a)),
         }
     }
 
@@ -286,6 +293,9 @@ struct Storm {
     complete: usize,
     latency: Option<Summary>,
     samples: Vec<u64>,
+    /// Connections the kernel dropped meanwhile because an accept queue was full (each
+    /// costs its client a 1 s SYN retransmission).
+    listen_overflows: Option<u64>,
 }
 
 impl Storm {
@@ -311,6 +321,9 @@ impl Storm {
                 format!("p50 {} p99 {} max {}", ms(l.p50), ms(l.p99), ms(l.max)),
             );
         }
+        if let Some(o) = self.listen_overflows {
+            r.row(format!("{label}: accept queue overflows"), o.to_string());
+        }
         r.field(
             key,
             json!({
@@ -321,6 +334,7 @@ impl Storm {
                 "seconds_to_all_presence": self.presence_s.map(|s| round(s, 4)),
                 "views_complete": self.complete,
                 "login_latency": Summary::json(self.latency.as_ref()),
+                "listen_overflows": self.listen_overflows,
             }),
         );
     }
