@@ -8,7 +8,9 @@ use crate::session::{self, Session, Setup};
 use crate::ui::{self, Colour, Style};
 use breeze_core::UserId;
 use breeze_core::client::{ClientEvent, Mode, StopReason};
-use breeze_core::message::{CloseReason, Delivery, HistoryItem, Presence, Status};
+use breeze_core::message::{
+    CloseReason, Delivery, ErrorCode, HistoryItem, Presence, RequestKind, Status,
+};
 use breeze_transport_tokio::ClientCommand;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -232,6 +234,13 @@ impl Chat {
             ClientEvent::History { with, items } => self.show_history(&with, &items),
             ClientEvent::Who { .. } => {}
             ClientEvent::PasswordChanged => self.info("password changed"),
+            // After login a `Login` error can only be about the mailbox.
+            ClientEvent::Error {
+                request: RequestKind::Login,
+                code: ErrorCode::StorageFailed,
+            } if self.logged_in => self.error(
+                "the server cannot read your offline messages now; they come with the next login",
+            ),
             ClientEvent::Error { request, code } => self.error(&ui::request_error(request, code)),
             ClientEvent::Disconnected {
                 reason,

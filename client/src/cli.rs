@@ -43,12 +43,15 @@ pub enum Command {
     },
     /// Send one message and wait until the server has stored it; prints its sequence number.
     ///
-    /// For scripts: logs in (invisible, so nobody sees USER come online), sends, waits for
-    /// the server's confirmation that the message is durable, logs out. Note that under the
+    /// For scripts: logs in (invisible by default, so nobody sees USER come online), sends,
+    /// waits for the server's confirmation that the message is durable, logs out. Messages
+    /// waiting for USER arrive at that login and are printed to stderr. Note that under the
     /// server's default duplicate-login policy (`replace`) this ends USER's other session.
     Send {
         #[command(flatten)]
         account: Account,
+        #[command(flatten)]
+        login: OneShotStatus,
         /// The recipient; online or not (the server keeps it for them).
         #[arg(long, value_name = "USER")]
         to: UserId,
@@ -69,9 +72,14 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum AdminCommand {
     /// List the users online and their sessions: node, connection, connected for, idle.
+    ///
+    /// Logs in for the query (invisible by default) and out again; like `send`, this ends
+    /// the user's other session under the server's duplicate-login policy `replace`.
     Who {
         #[command(flatten)]
         account: Account,
+        #[command(flatten)]
+        login: OneShotStatus,
         /// Give up when the server has not answered within this long.
         #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, value_name = "DURATION")]
         timeout: Duration,
@@ -103,6 +111,15 @@ pub struct Account {
         value_name = "PASSWORD"
     )]
     pub password: Option<String>,
+}
+
+/// The status a one-shot command logs in with.
+#[derive(Debug, Args)]
+pub struct OneShotStatus {
+    /// The status for this short login. Under the server's duplicate-login policy `multi`
+    /// a login sets the status of the user's other sessions too: pass theirs to keep it.
+    #[arg(long, value_enum, default_value_t = StatusArg::Invisible)]
+    pub status: StatusArg,
 }
 
 /// A status as typed on the command line and in `/status`.

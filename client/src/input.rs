@@ -34,7 +34,13 @@ pub fn spawn_reader() -> mpsc::Receiver<Input> {
         .spawn(move || {
             let interactive = std::io::stdin().is_terminal();
             let stdin = std::io::stdin();
-            let mut lines = stdin.lock().lines();
+            // Lossy: a stray invalid byte must not end the session as end of input would.
+            let mut lines = stdin.lock().split(b'\n').map(|line| {
+                line.map(|bytes| {
+                    let text = String::from_utf8_lossy(&bytes);
+                    text.strip_suffix('\r').unwrap_or(&text).to_string()
+                })
+            });
             while let Some(Ok(line)) = lines.next() {
                 let input = if line.trim() == "/passwd" {
                     if interactive {
@@ -106,15 +112,15 @@ pub enum Action {
 
 pub const HELP: &str = "\
 commands:
-  /msg USER TEXT                         send TEXT to USER (kept for them if offline)
-  /status online|busy|away|invisible     change your status
-  /who                                   show the user list again
-  /contacts                              show your contact list
-  /contacts add|remove USER              change your contact list
-  /history USER [N]                      the last N (default 20) messages with USER
-  /passwd                                change your password (asks for old and new)
-  /help                                  this list
-  /quit                                  log out and exit (Ctrl-D and Ctrl-C too)";
+  /msg USER TEXT                      send TEXT to USER (kept if offline)
+  /status online|busy|away|invisible  change your status
+  /who                                show the user list again
+  /contacts                           show your contact list
+  /contacts add|remove USER           change your contact list
+  /history USER [N]                   the last N messages with USER (20)
+  /passwd                             change your password (asks for both)
+  /help                               this list
+  /quit                               log out and exit (or Ctrl-D, Ctrl-C)";
 
 /// Parses one line; the error is a one-line explanation for the user.
 pub fn parse(line: &str) -> Result<Action, String> {
@@ -242,6 +248,11 @@ mod tests {
         );
         assert_eq!(parse("/quit"), Ok(Action::Quit));
         assert_eq!(parse("   "), Ok(Action::Nothing));
+    }
+
+    #[test]
+    fn the_help_fits_a_narrow_terminal() {
+        assert!(HELP.lines().all(|l| l.chars().count() <= 78), "{HELP}");
     }
 
     #[test]

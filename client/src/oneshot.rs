@@ -1,8 +1,8 @@
 //! The subcommands that log in, do one thing and leave: `register`, `send`, `admin who`.
 //!
 //! Unlike `chat` they do not wait out a server that cannot be reached: the first failed
-//! connection before login is the answer. They log in invisible, so that nobody sees the user
-//! come online for a moment.
+//! connection before login is the answer. They log in invisible unless told otherwise, so
+//! that nobody sees the user come online for a moment.
 
 use crate::Fatal;
 use crate::cli::Account;
@@ -99,13 +99,6 @@ fn stop_reason(user: &UserId, reason: StopReason) -> String {
     }
 }
 
-fn invisible(mode: Mode) -> Setup {
-    Setup {
-        mode,
-        status: Status::Invisible,
-    }
-}
-
 pub async fn register(account: Account, timeout: Duration) -> Result<(), Fatal> {
     let password = session::password(&account, true)?;
     if !password_is_acceptable(&password) {
@@ -114,7 +107,12 @@ pub async fn register(account: Account, timeout: Duration) -> Result<(), Fatal> 
             ErrorCode::InvalidPassword
         )));
     }
-    let session = Session::start(&account, password, invisible(Mode::Register)).await?;
+    // A new account has no other session whose status this could change.
+    let setup = Setup {
+        mode: Mode::Register,
+        status: Status::Invisible,
+    };
+    let session = Session::start(&account, password, setup).await?;
     let user = account.user.clone();
     let mut registered = false;
     // Registration is followed by a login on the same connection; waiting for it lets the
@@ -148,12 +146,17 @@ pub async fn register(account: Account, timeout: Duration) -> Result<(), Fatal> 
 
 pub async fn send(
     account: Account,
+    status: Status,
     to: UserId,
     text: String,
     timeout: Duration,
 ) -> Result<(), Fatal> {
     let password = session::password(&account, false)?;
-    let session = Session::start(&account, password, invisible(Mode::Login)).await?;
+    let setup = Setup {
+        mode: Mode::Login,
+        status,
+    };
+    let session = Session::start(&account, password, setup).await?;
     let (tx, mut rx) = oneshot::channel();
     session.command(ClientCommand::SendMessage {
         to: to.clone(),
@@ -185,9 +188,13 @@ pub async fn send(
     Ok(())
 }
 
-pub async fn admin_who(account: Account, timeout: Duration) -> Result<(), Fatal> {
+pub async fn admin_who(account: Account, status: Status, timeout: Duration) -> Result<(), Fatal> {
     let password = session::password(&account, false)?;
-    let session = Session::start(&account, password, invisible(Mode::Login)).await?;
+    let setup = Setup {
+        mode: Mode::Login,
+        status,
+    };
+    let session = Session::start(&account, password, setup).await?;
     let (users, connections) = drive(session, timeout, "the server's answer", |session, event| {
         match event {
             ClientEvent::LoggedIn { .. } => session.command(ClientCommand::Who),

@@ -52,6 +52,42 @@ fn a_message_sent_to_an_offline_user_is_printed_at_their_login() {
     alice.expect("logged out");
     let (status, err) = alice.exit();
     assert!(status.success(), "{err}");
+
+    // A one-shot login receives (and so acks) the user's waiting messages: it shows them.
+    let send = |from: &str, to: &str, text: &str| {
+        let pw = password(from);
+        server.run(&["send", "--user", from, "--password", &pw, "--to", to, text])
+    };
+    assert!(send("alice", "bob", "yes, here").status.success());
+    let out = send("bob", "alice", "good");
+    assert!(out.status.success());
+    assert!(
+        stderr(&out).starts_with("breeze: message received: ")
+            && stderr(&out).ends_with(" alice: yes, here\n"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn help_explains_the_flags() {
+    let server = TestServer::start();
+    let out = common::run(server.breeze(&["--help"]));
+    assert!(out.status.success());
+    for word in ["register", "chat", "send", "admin"] {
+        assert!(stdout(&out).contains(word), "{}", stdout(&out));
+    }
+    let out = common::run(server.breeze(&["send", "--help"]));
+    for flag in [
+        "--server",
+        "BREEZE_SERVER",
+        "--user",
+        "BREEZE_PASSWORD",
+        "--to",
+        "--timeout",
+    ] {
+        assert!(stdout(&out).contains(flag), "{}", stdout(&out));
+    }
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! Command-line flags, each with an environment-variable fallback, and their checks.
 
-use crate::settings::{DbLocation, Settings};
+use crate::settings::{DbLocation, Settings, TlsFiles};
 use breeze_core::codec::DEFAULT_MAX_FRAME;
 use breeze_core::config::{FrameRate, LoginThrottle};
 use breeze_core::message::WatchScope;
@@ -147,6 +147,26 @@ pub struct Args {
         value_name = "N"
     )]
     pub hash_threads: usize,
+
+    /// PEM file with the server's TLS certificate chain (its own certificate first). Given
+    /// with --tls-key, the server speaks only TLS on --listen; clients verify it with the CA
+    /// that signed it, or by pinning this very file.
+    #[arg(
+        long,
+        env = "BREEZE_TLS_CERT",
+        value_name = "PEM",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM file with the private key of --tls-cert.
+    #[arg(
+        long,
+        env = "BREEZE_TLS_KEY",
+        value_name = "PEM",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -258,8 +278,14 @@ impl Args {
             },
             ..HostConfig::default()
         };
+        let tls = match (self.tls_cert, self.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            // The parser insists on both or neither.
+            _ => None,
+        };
         Ok(Settings {
             listen: self.listen,
+            tls,
             db: DbLocation::File(self.db),
             db_options: DbOptions {
                 synchronous: match self.synchronous {
@@ -362,6 +388,24 @@ mod tests {
             parse(&["--max-connections", "0"]).unwrap_err().to_string(),
             "--max-connections must be greater than zero"
         );
+    }
+
+    #[test]
+    fn tls_needs_both_files() {
+        assert_eq!(parse(&[]).unwrap().tls, None);
+        let s = parse(&["--tls-cert", "c.pem", "--tls-key", "k.pem"]).unwrap();
+        assert_eq!(
+            s.tls,
+            Some(TlsFiles {
+                cert: "c.pem".into(),
+                key: "k.pem".into()
+            })
+        );
+        for args in [&["--tls-cert", "c.pem"][..], &["--tls-key", "k.pem"]] {
+            let mut argv = vec!["breeze-server"];
+            argv.extend_from_slice(args);
+            assert!(Args::try_parse_from(argv).is_err(), "{args:?}");
+        }
     }
 
     #[test]

@@ -6,13 +6,16 @@ pub mod cli;
 mod settings;
 mod storage;
 
-pub use settings::{DbLocation, Settings};
+pub use settings::{DbLocation, Settings, TlsFiles};
 pub use storage::StoreBackend;
 
 use breeze_core::message::WhoEntry;
 use breeze_core::server::{Server, Stats};
 use breeze_store::{Db, Hasher, StoreError};
-use breeze_transport_tokio::{Clock, Host, HostHandle, HostStopped, result_channel};
+use breeze_transport_tokio::tls::{TlsError, TlsListener, TlsListenerConfig};
+use breeze_transport_tokio::{
+    Clock, Host, HostHandle, HostStopped, Listener, StorageBackend, result_channel,
+};
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -45,6 +48,9 @@ pub enum StartError {
         #[source]
         source: io::Error,
     },
+    /// The TLS certificate or key cannot be used; the message names the file.
+    #[error("{0}")]
+    Tls(#[source] TlsError),
     #[error("the startup work panicked")]
     Panicked,
 }
@@ -83,8 +89,17 @@ impl Running {
     }
 }
 
-/// Opens the database, loads the user directory, binds and starts serving.
+/// Reads the TLS files (if any), opens the database, loads the user directory, binds and
+/// starts serving.
 pub async fn start(settings: Settings) -> Result<Running, StartError> {
+    // First, since it is cheap and a typo in a path should not wait for a database.
+    let tls = match &settings.tls {
+        Some(files) => Some(
+            breeze_transport_tokio::tls::server_config(&files.cert, &files.key)
+                .map_err(StartError::Tls)?,
+        ),
+        None => None,
+    };
     // Opening and migrating the database and computing the hasher's first hash block; do it
     // off the runtime's workers.
     let opened = {
@@ -98,36 +113,72 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
             .map_err(|_| StartError::Panicked)??
     };
     let (db, users, hasher) = opened;
-    let listener =
-        TcpListener::bind(settings.listen)
-            .await
-            .map_err(|source| StartError::Listen {
-                addr: settings.listen,
-                source,
-            })?;
+    let listen_error = |source| StartError::Listen {
+        addr: settings.listen,
+        source,
+    };
+    let listener = TcpListener::bind(settings.listen)
+        .await
+        .map_err(listen_error)?;
     let (results, receiver) = result_channel();
     let backend = StoreBackend::start(db, hasher, settings.hash_threads, results)
         .map_err(StartError::Storage)?;
     let registered = users.len();
     let clock = Clock::start();
     let server = Server::new(settings.server.clone(), users);
-    let (host, handle) = Host::new(
+    let serve = Serve {
         server,
-        listener,
         backend,
         receiver,
         clock,
-        settings.host.clone(),
-    )
-    .map_err(|source| StartError::Listen {
-        addr: settings.listen,
-        source,
-    })?;
-    log_startup(&settings, handle.local_addr(), registered);
-    Ok(Running {
-        handle,
-        task: host.spawn(),
-    })
+        settings: &settings,
+        registered,
+    };
+    match tls {
+        None => serve.on(listener),
+        Some(config) => {
+            // The TLS handshake gets the same deadline as the protocol's Hello after it.
+            let limits = TlsListenerConfig {
+                handshake_timeout: settings.server.handshake_timeout,
+                ..TlsListenerConfig::default()
+            };
+            let listener = TlsListener::new(listener, config, limits).map_err(listen_error)?;
+            serve.on(listener)
+        }
+    }
+}
+
+/// Everything `start` made, waiting for its listener.
+struct Serve<'a, B> {
+    server: Server,
+    backend: B,
+    receiver: breeze_transport_tokio::ResultReceiver,
+    clock: Clock,
+    settings: &'a Settings,
+    registered: usize,
+}
+
+impl<B: StorageBackend> Serve<'_, B> {
+    fn on<L: Listener>(self, listener: L) -> Result<Running, StartError> {
+        let settings = self.settings;
+        let (host, handle) = Host::new(
+            self.server,
+            listener,
+            self.backend,
+            self.receiver,
+            self.clock,
+            settings.host.clone(),
+        )
+        .map_err(|source| StartError::Listen {
+            addr: settings.listen,
+            source,
+        })?;
+        log_startup(settings, handle.local_addr(), self.registered);
+        Ok(Running {
+            handle,
+            task: host.spawn(),
+        })
+    }
 }
 
 /// Runs a server until `shutdown_signal` resolves, then shuts it down gracefully.
@@ -183,6 +234,7 @@ fn log_startup(settings: &Settings, addr: SocketAddr, registered: usize) {
         outbound_queue_bytes = host.outbound_queue.bytes,
         synchronous = ?settings.db_options.synchronous,
         admins = ?admins,
+        tls = settings.tls.is_some(),
         "breeze-server listening on {addr}"
     );
 }

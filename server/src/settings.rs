@@ -36,6 +36,16 @@ pub struct Settings {
     pub server: ServerConfig,
     /// Transport limits.
     pub host: HostConfig,
+    /// Speak TLS, and only TLS, on `listen`.
+    pub tls: Option<TlsFiles>,
+}
+
+/// The server's TLS certificate chain and private key, as PEM files; read at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The certificate chain, the server's own certificate first.
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 impl Settings {
@@ -49,6 +59,7 @@ impl Settings {
             hash_threads: 2,
             server: ServerConfig::default(),
             host: HostConfig::default(),
+            tls: None,
         }
     }
 

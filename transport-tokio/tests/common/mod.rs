@@ -10,7 +10,8 @@ use breeze_core::storage::StorageOp;
 use breeze_core::testkit::MemStore;
 use breeze_core::{RequestId, ServerConfig, UserId};
 use breeze_transport_tokio::{
-    Clock, Host, HostConfig, HostHandle, QueueLimits, ResultSender, StorageBackend, result_channel,
+    Clock, Host, HostConfig, HostHandle, Listener, QueueLimits, ResultSender, StorageBackend,
+    result_channel,
 };
 use bytes::BytesMut;
 use std::net::SocketAddr;
@@ -80,12 +81,22 @@ impl TestServer {
         cfg: ServerConfig,
         host: HostConfig,
     ) -> TestServer {
+        let listener = TcpListener::bind(addr).await.unwrap();
+        Self::start_listener(listener, store, cfg, host)
+    }
+
+    /// Serves `listener` (TLS over TCP, say) instead of a plain TCP port.
+    pub fn start_listener<L: Listener>(
+        listener: L,
+        store: Arc<Mutex<MemStore>>,
+        cfg: ServerConfig,
+        host: HostConfig,
+    ) -> TestServer {
         // RUST_LOG=debug shows the host's view when a test fails.
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_test_writer()
             .try_init();
-        let listener = TcpListener::bind(addr).await.unwrap();
         let users = store.lock().unwrap().users();
         let (results, receiver) = result_channel();
         let backend = MemBackend {
