@@ -19,6 +19,8 @@ use tokio::sync::oneshot;
 
 /// How long a chat whose input ended waits for the login and the offline messages.
 const FINISH_LOGIN: Duration = Duration::from_secs(10);
+/// How long quitting waits for the server to confirm messages still unconfirmed.
+const UNSENT_GRACE: Duration = Duration::from_secs(5);
 
 pub async fn run(account: Account, status: StatusArg, style: Style) -> Result<(), Fatal> {
     let password = session::password(&account, false)?;
@@ -167,7 +169,27 @@ impl Chat {
         }
     }
 
-    async fn quit(self) -> Result<(), Fatal> {
+    async fn quit(mut self) -> Result<(), Fatal> {
+        // Messages typed just before /quit may not be stored yet, and the outbox dies with
+        // the process: give the server a moment to confirm them.
+        let deadline = tokio::time::Instant::now() + UNSENT_GRACE;
+        while self.unsent() > 0 {
+            match tokio::time::timeout_at(deadline, self.session.events.recv()).await {
+                Ok(Some(event)) => {
+                    if let Some(end) = self.on_event(event) {
+                        return end;
+                    }
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
+        let unsent = self.unsent();
+        if unsent > 0 {
+            let s = if unsent == 1 { "" } else { "s" };
+            self.error(&format!(
+                "{unsent} message{s} not confirmed by the server, maybe lost"
+            ));
+        }
         let style = self.style;
         self.session.quit().await;
         let stamp = style.paint(Colour::Grey, &ui::now_stamp());
@@ -175,6 +197,12 @@ impl Chat {
         let _ = writeln!(out, "{stamp} {} logged out", style.paint(Colour::Cyan, "*"));
         let _ = out.flush();
         Ok(())
+    }
+
+    /// Messages the server has not confirmed (nor refused).
+    fn unsent(&mut self) -> usize {
+        self.resolve_ids();
+        self.unresolved.len() + self.outgoing.len()
     }
 
     /// Handles one event; `Some` ends the chat with that result.
@@ -273,8 +301,7 @@ impl Chat {
                 let queued = !self.logged_in;
                 let you = self.style.paint(Colour::Bold, "you");
                 let note = if queued {
-                    self.style
-                        .paint(Colour::Grey, " (queued until reconnected)")
+                    self.style.paint(Colour::Grey, " (queued until logged in)")
                 } else {
                     String::new()
                 };

@@ -253,3 +253,22 @@ fn no_server_and_no_password_are_clear_errors() {
         stderr(&out)
     );
 }
+
+#[test]
+fn a_message_typed_before_login_is_sent_before_quit() {
+    let server = TestServer::start();
+    server.register("alice");
+    server.register("bob");
+    // Typed at once, before the login can have happened, and the input closed.
+    let mut alice = server.chat("alice", &[]);
+    alice.type_line("/msg bob written early");
+    alice.type_line("/quit");
+    alice.expect("queued until logged in");
+    alice.expect("logged out");
+    let (status, err) = alice.exit();
+    assert!(status.success(), "{err}");
+
+    let mut bob = server.chat("bob", &[]);
+    bob.expect("alice: written early");
+    bob.expect("1 offline message");
+}
