@@ -31,6 +31,7 @@ pub async fn run(account: Account, status: StatusArg, style: Style) -> Result<()
         Setup {
             mode: Mode::Login,
             status,
+            receives: true,
         },
     )
     .await?;

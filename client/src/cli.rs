@@ -45,8 +45,8 @@ pub enum Command {
     ///
     /// For scripts: logs in (invisible by default, so nobody sees USER come online), sends,
     /// waits for the server's confirmation that the message is durable, logs out. Messages
-    /// waiting for USER arrive at that login and are printed to stderr. Note that under the
-    /// server's default duplicate-login policy (`replace`) this ends USER's other session.
+    /// waiting for USER are left for USER's chat. Note that under the server's default
+    /// duplicate-login policy (`replace`) this ends USER's other session.
     Send {
         #[command(flatten)]
         account: Account,

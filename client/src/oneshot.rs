@@ -52,16 +52,6 @@ async fn drive<T>(
         }
         match event {
             ClientEvent::LoggedIn { .. } => logged_in = true,
-            // Offline messages are acked by the client core as they arrive: show them, so
-            // that a one-shot login does not make them vanish unseen.
-            ClientEvent::Message(d) => {
-                let mut text = format!("{} {}: {}", ui::stamp(d.sent_at_ms), d.from, d.body);
-                if let Some(a) = &d.attachment {
-                    text.push(' ');
-                    text.push_str(&ui::attachment(a));
-                }
-                eprintln!("breeze: message received: {text}");
-            }
             // After login, a `Login` error only says the mailbox could not be read.
             ClientEvent::Error {
                 request: request @ (RequestKind::Login | RequestKind::Register),
@@ -111,6 +101,7 @@ pub async fn register(account: Account, timeout: Duration) -> Result<(), Fatal> 
     let setup = Setup {
         mode: Mode::Register,
         status: Status::Invisible,
+        receives: false,
     };
     let session = Session::start(&account, password, setup).await?;
     let user = account.user.clone();
@@ -155,6 +146,7 @@ pub async fn send(
     let setup = Setup {
         mode: Mode::Login,
         status,
+        receives: false,
     };
     let session = Session::start(&account, password, setup).await?;
     let (tx, mut rx) = oneshot::channel();
@@ -193,6 +185,7 @@ pub async fn admin_who(account: Account, status: Status, timeout: Duration) -> R
     let setup = Setup {
         mode: Mode::Login,
         status,
+        receives: false,
     };
     let session = Session::start(&account, password, setup).await?;
     let (users, connections) = drive(session, timeout, "the server's answer", |session, event| {

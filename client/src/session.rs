@@ -38,6 +38,9 @@ pub struct Session {
 pub struct Setup {
     pub mode: Mode,
     pub status: Status,
+    /// Whether messages that arrive are the user's to read. One-shot commands say no, so
+    /// the messages stay in the mailbox for the user's chat.
+    pub receives: bool,
 }
 
 impl Session {
@@ -47,6 +50,7 @@ impl Session {
         let mut cfg = ClientConfig::new(account.user.clone(), password);
         cfg.mode = setup.mode;
         cfg.status = setup.status;
+        cfg.ack_deliveries = setup.receives;
         cfg.client_name = concat!("breeze/", env!("CARGO_PKG_VERSION")).to_string();
         // Jitter must differ between clients, or a server restart brings them all back at
         // the same instant; ids must differ between runs, or the server takes a new message

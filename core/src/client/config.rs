@@ -34,6 +34,10 @@ pub struct ClientConfig {
     pub backoff_max: Duration,
     /// Connecting, the handshake and the login together must finish within this.
     pub connect_timeout: Duration,
+    /// Acknowledge every delivery as it reaches the application (the normal case). A
+    /// one-shot tool that logs in only to send turns this off, so the messages waiting for
+    /// the user stay in their mailbox for their real client.
+    pub ack_deliveries: bool,
 }
 
 impl ClientConfig {
@@ -50,6 +54,7 @@ impl ClientConfig {
             backoff_base: Duration::from_millis(250),
             backoff_max: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
+            ack_deliveries: true,
         }
     }
 }
@@ -67,6 +72,7 @@ impl fmt::Debug for ClientConfig {
             .field("backoff_base", &self.backoff_base)
             .field("backoff_max", &self.backoff_max)
             .field("connect_timeout", &self.connect_timeout)
+            .field("ack_deliveries", &self.ack_deliveries)
             .finish_non_exhaustive()
     }
 }

@@ -68,6 +68,7 @@ pub struct Client {
     client_name: String,
     mode: Mode,
     connect_timeout: Duration,
+    ack_deliveries: bool,
     phase: Phase,
     backoff: Backoff,
     token: Option<Vec<u8>>,
@@ -109,6 +110,7 @@ impl Client {
             client_name: truncate(cfg.client_name, MAX_CLIENT_NAME),
             mode: cfg.mode,
             connect_timeout: cfg.connect_timeout,
+            ack_deliveries: cfg.ack_deliveries,
             phase: Phase::Stopped(StopReason::LoggedOut),
             backoff: Backoff::new(cfg.backoff_base, cfg.backoff_max, cfg.seed),
             token: None,
@@ -354,6 +356,12 @@ impl Client {
         self.outbox.len()
     }
 
+    /// How long connecting, the handshake and the login may take together; a host that
+    /// connects for the client bounds its connect attempt by this too.
+    pub fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
+    }
+
     /// `(interval, timeout)` from the current connection's `Welcome`.
     pub fn heartbeat(&self) -> Option<(Duration, Duration)> {
         match &self.phase {
@@ -436,7 +444,9 @@ impl Client {
             }
             ServerMsg::Deliver(delivery) => {
                 // Acked even when seen: the server redelivers until it has the ack.
-                self.pending_acks.push(delivery.seq);
+                if self.ack_deliveries {
+                    self.pending_acks.push(delivery.seq);
+                }
                 if self.seen.insert(delivery.seq) {
                     self.events.push_back(ClientEvent::Message(delivery));
                 }
@@ -518,6 +528,8 @@ impl Client {
         self.contacts = contacts.into_iter().collect();
         self.backoff.reset();
         self.events.push_back(ClientEvent::LoggedIn { user });
+        let list = self.contacts.iter().cloned().collect();
+        self.events.push_back(ClientEvent::Contacts(list));
 
         let resend: Vec<ClientMsg> = self.outbox.iter().map(Outgoing::to_msg).collect();
         for msg in &resend {

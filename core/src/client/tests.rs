@@ -193,6 +193,7 @@ fn handshake_then_login_then_snapshot() {
             ClientEvent::LoggedIn {
                 user: user("alice")
             },
+            ClientEvent::Contacts(vec![user("bob")]),
             ClientEvent::PresenceSnapshot(vec![
                 entry("bob", Presence::Online),
                 entry("carol", Presence::Offline)
@@ -491,6 +492,18 @@ fn a_redelivered_message_reaches_the_app_once_but_is_acked_each_time() {
         outputs(&mut client),
         [Out::Msg(ClientMsg::Ack { seqs: vec![5] })]
     );
+}
+
+#[test]
+fn a_client_that_does_not_ack_leaves_messages_in_the_mailbox() {
+    let mut client = started(ClientConfig {
+        ack_deliveries: false,
+        ..config()
+    });
+    connect_and_log_in(&mut client, at(0), b"");
+    feed(&mut client, at(1), deliver(5));
+    assert_eq!(outputs(&mut client), []);
+    assert!(matches!(&events(&mut client)[..], [ClientEvent::Message(d)] if d.seq == 5));
 }
 
 #[test]
