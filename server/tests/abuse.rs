@@ -646,3 +646,52 @@ async fn a_request_before_login_is_refused_and_the_connection_stays_usable() {
     assert_unaffected("requests before login", &before, &during, 10);
     stop(server).await;
 }
+
+/// A known weakness (SECURITY.md, "Known weaknesses"): at login the whole mailbox is queued
+/// for the connection at once, so a mailbox larger than the outbound queue (4 MiB or 4096
+/// messages by default) overflows it and the owner is cut as a slow reader at every login,
+/// never getting the mail. Any user can cause it by sending five 1 MiB attachments to someone
+/// who is offline. Run with `--ignored` to see it fail; it should pass once the mailbox is
+/// delivered in pieces.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "known weakness: a mailbox larger than the outbound queue locks its owner out"]
+async fn a_mailbox_larger_than_the_outbound_queue_still_reaches_its_owner() {
+    let (server, _dir) = start(|_| {}).await;
+    let addr = server.local_addr();
+    Peer::hello(addr).await.register("mailbox-owner").await;
+    let mut sender = Peer::user(addr, "mailbox-sender").await;
+    let n = 5;
+    for id in 0..n {
+        sender
+            .send(&ClientMsg::Send {
+                id,
+                to: user("mailbox-owner"),
+                body: String::new(),
+                attachment: Some(breeze_core::message::Attachment {
+                    mime: "image/jpeg".into(),
+                    name: format!("photo-{id}.jpg"),
+                    data: vec![0x5A; 1 << 20],
+                }),
+            })
+            .await;
+    }
+    for _ in 0..n {
+        sender
+            .recv_until("sent", |m| matches!(m, ServerMsg::Sent { .. }))
+            .await;
+    }
+    let mut owner = Peer::hello(addr).await;
+    owner.login("mailbox-owner").await;
+    let mut delivered = 0;
+    loop {
+        match owner.recv().await {
+            Some(ServerMsg::Deliver(_)) => delivered += 1,
+            Some(ServerMsg::OfflineDone { .. }) => break,
+            Some(ServerMsg::Bye { reason }) => panic!("cut as {reason:?} after {delivered}"),
+            Some(_) => {}
+            None => panic!("closed after {delivered}"),
+        }
+    }
+    assert_eq!(delivered, n);
+    stop(server).await;
+}
