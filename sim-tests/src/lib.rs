@@ -1,1 +1,22 @@
-//! Turmoil simulations of Breeze: see the tests.
+//! Deterministic simulations of Breeze on turmoil's simulated network.
+//!
+//! The real `breeze_transport_tokio::Host` (over the real server core and the real
+//! `breeze_store::Db`) and the real `run_client` (over the real client core) run on turmoil
+//! hosts: one server, several clients. A seed chooses the cluster's settings and a schedule
+//! of faults and traffic ([`plan`]); the driver ([`harness`]) performs it tick by tick; an
+//! oracle that never reads the server's state ([`oracle`]) checks that presence is exact and
+//! messages arrive once.
+//!
+//! Replaying a seed: `SIM_SEED=1234 cargo test -p breeze-sim-tests --release -- random_seeds
+//! --nocapture` (add `SIM_TRACE=1` for the whole event log). Soaks: `SIM_SEEDS=10000` with the
+//! same command, or the `sim-soak` binary.
+
+pub mod harness;
+pub mod net;
+pub mod oracle;
+pub mod plan;
+pub mod runner;
+pub mod storage;
+
+pub use harness::{Harness, Outcome, run, run_seed};
+pub use plan::{Action, Plan, SimConfig};

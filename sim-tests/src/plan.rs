@@ -1,0 +1,325 @@
+//! What a simulation runs: its settings and a schedule of actions, from a seed or by hand.
+//!
+//! The random generator lays out, per client, non-overlapping fault episodes (a partition,
+//! a hold, a crash, a bounce, a logout), a few cluster-wide ones (the server crashing and
+//! restarting, a group of clients cut off at once so that they all come back together), and
+//! ordinary traffic in between: status and contact changes and messages.
+
+use breeze_core::DuplicateLogin;
+use breeze_core::message::{Status, WatchScope};
+use breeze_core::rng::SplitMix64;
+use std::time::Duration;
+
+/// Settings of one simulated cluster.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    pub seed: u64,
+    /// Client hosts. Host `h` logs in as user `devices[h]`.
+    pub devices: Vec<usize>,
+    /// Registered users (`u0`, `u1`, …).
+    pub users: usize,
+    /// turmoil's step: the network delivers on tick boundaries, timers fire in between.
+    pub tick: Duration,
+    pub min_latency: Duration,
+    pub max_latency: Duration,
+    pub heartbeat_interval: Duration,
+    pub heartbeat_timeout: Duration,
+    pub handshake_timeout: Duration,
+    pub offline_grace: Duration,
+    pub duplicate_login: DuplicateLogin,
+    pub scope: WatchScope,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    /// The client's budget for connect, handshake and login together.
+    pub connect_timeout: Duration,
+    /// When the schedule ends and the network heals.
+    pub schedule_end: Duration,
+    /// After the heal, every client is started again and every message must arrive.
+    pub final_round: bool,
+}
+
+impl SimConfig {
+    /// One device per user, timings small enough that a minute of simulated time covers many
+    /// timeouts, and a network with a few to a few tens of milliseconds of latency.
+    pub fn small(seed: u64, clients: usize) -> SimConfig {
+        SimConfig {
+            seed,
+            devices: (0..clients).collect(),
+            users: clients,
+            tick: Duration::from_millis(5),
+            min_latency: Duration::from_millis(1),
+            max_latency: Duration::from_millis(40),
+            heartbeat_interval: Duration::from_secs(1),
+            heartbeat_timeout: Duration::from_secs(3),
+            handshake_timeout: Duration::from_secs(2),
+            offline_grace: Duration::ZERO,
+            duplicate_login: DuplicateLogin::Replace,
+            scope: WatchScope::Everyone,
+            backoff_base: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(2),
+            schedule_end: Duration::from_secs(20),
+            final_round: true,
+        }
+    }
+
+    /// Long enough after a heal for everything to play out: a stream broken by a partition
+    /// is noticed within a heartbeat timeout (by the server, and by the client from its own
+    /// silence), the server's offline grace runs, and the client waits out one connect
+    /// attempt that may have started into the dead network plus its largest backoff.
+    pub fn settle(&self) -> Duration {
+        self.heartbeat_timeout * 2
+            + self.offline_grace
+            + self.connect_timeout
+            + self.backoff_max * 2
+            + self.max_latency * 10
+            + Duration::from_secs(1)
+    }
+
+    pub fn clients(&self) -> usize {
+        self.devices.len()
+    }
+}
+
+/// Something the driver does to the cluster at a given instant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    SetStatus(usize, Status),
+    /// Host `h` adds (`true`) or removes user `u` as a contact.
+    Contact(usize, usize, bool),
+    /// Host `h` sends a message to user `u`.
+    Send(usize, usize),
+    Logout(usize),
+    Start(usize),
+    /// Segments between the server and host `h` are dropped from now on: an established
+    /// stream goes silent for good (turmoil does not retransmit), like a NAT losing state.
+    Partition(usize),
+    Repair(usize),
+    /// Segments between the server and host `h` are held and delivered on release: a
+    /// silent outage that TCP survives when it is short.
+    Hold(usize),
+    Release(usize),
+    /// The client process dies; its sockets close (the server reads an EOF).
+    CrashClient(usize),
+    /// A crashed client host starts again, with a fresh client.
+    RestartClient(usize),
+    /// Crash and restart at once.
+    BounceClient(usize),
+    CrashServer,
+    /// The server starts again over the same storage.
+    RestartServer,
+}
+
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub cfg: SimConfig,
+    /// Sorted by time; actions at the same instant run in order.
+    pub actions: Vec<(Duration, Action)>,
+}
+
+impl Plan {
+    pub fn new(cfg: SimConfig) -> Plan {
+        Plan {
+            cfg,
+            actions: Vec::new(),
+        }
+    }
+
+    pub fn at(mut self, at: Duration, action: Action) -> Plan {
+        self.push(at, action);
+        self
+    }
+
+    pub fn push(&mut self, at: Duration, action: Action) {
+        self.actions.push((at, action));
+    }
+
+    fn sort(&mut self) {
+        // Stable: actions placed at the same instant keep their order.
+        self.actions.sort_by_key(|(at, _)| *at);
+    }
+}
+
+/// A small random generator over the core's SplitMix64.
+#[derive(Debug, Clone)]
+pub struct Rng(SplitMix64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(SplitMix64::new(seed))
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        if n == 0 { 0 } else { self.0.next_u64() % n }
+    }
+
+    /// Uniform in `lo..=hi`.
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.0.below_inclusive(hi.saturating_sub(lo))
+    }
+
+    pub fn index(&mut self, n: usize) -> usize {
+        self.below(n as u64) as usize
+    }
+
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+
+    pub fn millis(&mut self, lo: u64, hi: u64) -> Duration {
+        Duration::from_millis(self.range(lo, hi))
+    }
+
+    pub fn between(&mut self, lo: Duration, hi: Duration) -> Duration {
+        let (lo, hi) = (lo.as_millis() as u64, hi.as_millis() as u64);
+        self.millis(lo, hi.max(lo))
+    }
+
+    pub fn status(&mut self) -> Status {
+        match self.below(4) {
+            0 => Status::Online,
+            1 => Status::Busy,
+            2 => Status::Away,
+            _ => Status::Invisible,
+        }
+    }
+}
+
+/// Busy intervals of one client, so its fault episodes do not overlap.
+#[derive(Debug, Default, Clone)]
+struct Lane(Vec<(Duration, Duration)>);
+
+impl Lane {
+    fn free(&self, from: Duration, to: Duration) -> bool {
+        // A little air between episodes, so each one's effects can be told apart.
+        let air = Duration::from_millis(300);
+        self.0
+            .iter()
+            .all(|&(a, b)| to + air <= a || b + air <= from)
+    }
+
+    fn take(&mut self, from: Duration, to: Duration) {
+        self.0.push((from, to));
+    }
+}
+
+/// The random plan for `seed`: 5–8 clients, 15–25 s of faults and traffic, then the heal.
+pub fn random(seed: u64) -> Plan {
+    let mut rng = Rng::new(seed ^ 0x5EED_B4EE_2E00_0000);
+    let clients = rng.range(5, 8) as usize;
+    let mut cfg = SimConfig::small(seed, clients);
+    cfg.heartbeat_timeout = rng.millis(2000, 4000);
+    cfg.heartbeat_interval = cfg.heartbeat_timeout / 3;
+    if rng.chance(40) {
+        cfg.offline_grace = rng.millis(300, 2000);
+    }
+    if rng.chance(25) {
+        cfg.duplicate_login = DuplicateLogin::Multi;
+    }
+    if rng.chance(30) {
+        cfg.scope = WatchScope::Contacts;
+    }
+    cfg.max_latency = rng.millis(5, 60);
+    cfg.schedule_end = rng.millis(15_000, 25_000);
+    let mut plan = Plan::new(cfg.clone());
+    let end = cfg.schedule_end;
+    let t = cfg.heartbeat_timeout;
+    let mut lanes = vec![Lane::default(); clients];
+
+    // The server goes down and comes back: every client reconnects at once.
+    if rng.chance(30) {
+        let at = rng.between(Duration::from_secs(2), end - Duration::from_secs(4));
+        let down = rng.millis(50, 3000);
+        plan.push(at, Action::CrashServer);
+        plan.push(at + down, Action::RestartServer);
+    }
+    // A group of clients loses the network together and comes back together.
+    if rng.chance(30) {
+        let at = rng.between(Duration::from_secs(1), end - Duration::from_secs(3));
+        let len = rng.between(Duration::from_millis(200), t * 2);
+        let until = (at + len).min(end);
+        let hold = rng.chance(50);
+        for (h, lane) in lanes.iter_mut().enumerate() {
+            if rng.chance(60) && lane.free(at, until) {
+                lane.take(at, until);
+                let (cut, heal) = if hold {
+                    (Action::Hold(h), Action::Release(h))
+                } else {
+                    (Action::Partition(h), Action::Repair(h))
+                };
+                plan.push(at, cut);
+                plan.push(until, heal);
+            }
+        }
+    }
+    // Each client's own misfortunes.
+    for (h, lane) in lanes.iter_mut().enumerate() {
+        for _ in 0..rng.range(0, 3) {
+            let at = rng.between(Duration::from_millis(500), end - Duration::from_millis(500));
+            let kind = rng.below(6);
+            let len = match kind {
+                // Around the timeout on both sides: shorter and longer outages alike.
+                0 | 1 => rng.between(Duration::from_millis(100), t * 2 + t / 2),
+                _ => rng.between(Duration::from_millis(100), Duration::from_secs(6)),
+            };
+            // Some crashes and logouts last past the end: those users stay offline.
+            let forever = kind >= 3 && rng.chance(25);
+            let until = if forever { end } else { (at + len).min(end) };
+            if !lane.free(at, until) {
+                continue;
+            }
+            lane.take(at, until);
+            match kind {
+                0 => {
+                    plan.push(at, Action::Partition(h));
+                    plan.push(until, Action::Repair(h));
+                }
+                1 => {
+                    plan.push(at, Action::Hold(h));
+                    plan.push(until, Action::Release(h));
+                }
+                2 => plan.push(at, Action::BounceClient(h)),
+                3 => {
+                    plan.push(at, Action::CrashClient(h));
+                    if !forever {
+                        plan.push(until, Action::RestartClient(h));
+                    }
+                }
+                _ => {
+                    plan.push(at, Action::Logout(h));
+                    if !forever {
+                        plan.push(until, Action::Start(h));
+                    }
+                }
+            }
+        }
+    }
+    // Ordinary use, some of it while its host is cut off or down.
+    let users = cfg.users;
+    for _ in 0..rng.range(15, 45) {
+        let at = rng.between(Duration::from_millis(200), end);
+        let h = rng.index(clients);
+        let other = (cfg.devices[h] + 1 + rng.index(users - 1)) % users;
+        match rng.below(10) {
+            0..=3 => plan.push(at, Action::Send(h, other)),
+            4 | 5 => {
+                let status = rng.status();
+                plan.push(at, Action::SetStatus(h, status));
+            }
+            6..=8 => {
+                let add = rng.chance(70);
+                plan.push(at, Action::Contact(h, other, add));
+            }
+            _ => {
+                // A quick change of mind: several contact requests in flight at once.
+                let step = rng.millis(1, 30);
+                plan.push(at, Action::Contact(h, other, true));
+                plan.push(at + step, Action::Contact(h, other, false));
+                plan.push(at + step * 2, Action::Contact(h, other, true));
+            }
+        }
+    }
+    plan.actions.retain(|(at, _)| *at <= end);
+    plan.sort();
+    plan
+}

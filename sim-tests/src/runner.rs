@@ -1,0 +1,89 @@
+//! Running many seeds: on every core, with a report a person can act on.
+
+use crate::harness::{Outcome, run_seed};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// What a batch of seeds found.
+#[derive(Debug)]
+pub struct Report {
+    pub seeds: u64,
+    pub failures: Vec<Outcome>,
+    pub elapsed: Duration,
+    pub simulated: Duration,
+}
+
+/// The command that replays one seed.
+pub fn replay_command(seed: u64) -> String {
+    format!("SIM_SEED={seed} cargo test -p breeze-sim-tests --release -- random_seeds --nocapture")
+}
+
+/// A failure, as the test output shows it.
+pub fn describe(outcome: &Outcome) -> String {
+    let mut text = format!(
+        "seed {} failed with {} violation(s):\n",
+        outcome.seed,
+        outcome.violations.len()
+    );
+    for v in outcome.violations.iter().take(20) {
+        text.push_str(&format!("  {v}\n"));
+    }
+    text.push_str("last events:\n");
+    for line in &outcome.tail {
+        text.push_str(&format!("  {line}\n"));
+    }
+    text.push_str(&format!(
+        "replay: {}\n  (SIM_TRACE=1 prints every event)\n",
+        replay_command(outcome.seed)
+    ));
+    text
+}
+
+/// Runs seeds `first .. first + count` on `threads` threads.
+pub fn run_seeds(first: u64, count: u64, threads: usize, progress: bool) -> Report {
+    let start = Instant::now();
+    let next = AtomicU64::new(first);
+    let end = first + count;
+    let failures = Mutex::new(Vec::new());
+    let simulated = Mutex::new(Duration::ZERO);
+    let done = AtomicU64::new(0);
+    std::thread::scope(|scope| {
+        for _ in 0..threads.max(1) {
+            scope.spawn(|| {
+                loop {
+                    let seed = next.fetch_add(1, Ordering::Relaxed);
+                    if seed >= end {
+                        return;
+                    }
+                    let outcome = run_seed(seed);
+                    *simulated.lock().expect("lock") += outcome.simulated;
+                    if !outcome.passed() {
+                        eprintln!("{}", describe(&outcome));
+                        failures.lock().expect("lock").push(outcome);
+                    }
+                    let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+                    if progress && n.is_multiple_of(500) {
+                        eprintln!("{n} seeds run, {:?}", start.elapsed());
+                    }
+                }
+            });
+        }
+    });
+    let mut failures = failures.into_inner().expect("lock");
+    failures.sort_by_key(|o| o.seed);
+    Report {
+        seeds: count,
+        failures,
+        elapsed: start.elapsed(),
+        simulated: simulated.into_inner().expect("lock"),
+    }
+}
+
+/// How many threads to use: `SIM_THREADS`, else every core.
+pub fn threads() -> usize {
+    std::env::var("SIM_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
