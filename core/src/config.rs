@@ -40,6 +40,11 @@ pub struct ServerConfig {
     pub frame_rate: FrameRate,
     /// Growing delays after failed logins.
     pub login_throttle: LoginThrottle,
+    /// Offline messages go out in pages of at most this many messages and bytes; the next
+    /// page follows the client's ack of the last one, so a large mailbox never floods a
+    /// connection's outbound queue.
+    pub mailbox_page: u32,
+    pub mailbox_page_bytes: u64,
 }
 
 /// A sustained rate with a burst allowance. `per_second: 0` switches the limit off.
@@ -89,6 +94,8 @@ impl Default for ServerConfig {
                 max_delay: Duration::from_secs(300),
                 forget_after: Duration::from_secs(900),
             },
+            mailbox_page: 256,
+            mailbox_page_bytes: 1024 * 1024,
         }
     }
 }

@@ -45,8 +45,15 @@ pub enum StorageOp {
         body: String,
         attachment: Option<Attachment>,
     },
-    /// Every message to `user` not yet marked delivered, in sequence order.
-    LoadMailbox { user: UserId },
+    /// Messages to `user` not yet marked delivered whose seq is above `after`, in sequence
+    /// order: at most `limit`, and no more than `max_bytes` of bodies and attachment data
+    /// together — but always the first one, however large.
+    LoadMailbox {
+        user: UserId,
+        after: u64,
+        limit: u32,
+        max_bytes: u64,
+    },
     /// The recipient's application has these messages. Seqs addressed to anyone else are
     /// ignored.
     MarkDelivered { user: UserId, seqs: Vec<u64> },
@@ -72,7 +79,9 @@ impl std::fmt::Debug for StorageOp {
             StorageOp::StoreMessage { from, to, id, .. } => {
                 write!(f, "StoreMessage({from}->{to} #{id})")
             }
-            StorageOp::LoadMailbox { user } => write!(f, "LoadMailbox({user})"),
+            StorageOp::LoadMailbox { user, after, .. } => {
+                write!(f, "LoadMailbox({user}, after {after})")
+            }
             StorageOp::MarkDelivered { user, seqs } => {
                 write!(f, "MarkDelivered({user}, {} seqs)", seqs.len())
             }
@@ -98,6 +107,40 @@ pub struct Stored {
     pub duplicate: bool,
 }
 
+/// One page of a mailbox.
+#[derive(Clone, PartialEq, Eq, Debug, Default)]
+pub struct MailboxPage {
+    pub messages: Vec<Delivery>,
+    /// Further undelivered messages follow the last one.
+    pub more: bool,
+}
+
+impl MailboxPage {
+    /// Pages `undelivered` (in seq order, all above the page's `after`) by `limit` and
+    /// `max_bytes`, the way every store must.
+    pub fn take(
+        undelivered: impl IntoIterator<Item = Delivery>,
+        limit: u32,
+        max_bytes: u64,
+    ) -> Self {
+        let mut page = MailboxPage::default();
+        let mut bytes = 0u64;
+        for d in undelivered {
+            let size =
+                d.body.len() as u64 + d.attachment.as_ref().map_or(0, |a| a.data.len() as u64);
+            let full = page.messages.len() as u64 >= u64::from(limit.max(1))
+                || (!page.messages.is_empty() && bytes + size > max_bytes);
+            if full {
+                page.more = true;
+                break;
+            }
+            bytes += size;
+            page.messages.push(d);
+        }
+        page
+    }
+}
+
 #[derive(Clone, PartialEq, Eq, Debug, thiserror::Error)]
 pub enum StorageError {
     #[error("user name taken")]
@@ -117,7 +160,7 @@ pub enum StorageResult {
     PasswordChanged(Result<(), StorageError>),
     ContactSet(Result<(), StorageError>),
     MessageStored(Result<Stored, StorageError>),
-    MailboxLoaded(Result<Vec<Delivery>, StorageError>),
+    MailboxLoaded(Result<MailboxPage, StorageError>),
     DeliveredMarked(Result<(), StorageError>),
     HistoryLoaded(Result<Vec<HistoryItem>, StorageError>),
 }

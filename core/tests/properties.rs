@@ -71,6 +71,8 @@ fn case() -> impl Strategy<Value = Case> {
                     offline_grace: Duration::from_millis(grace_ms),
                     duplicate_login: dup,
                     scope,
+                    // Small pages, so mailbox paging is exercised across reconnects.
+                    mailbox_page: 2,
                     ..ServerConfig::default()
                 },
                 users,

@@ -10,7 +10,7 @@ use crate::error::StoreError;
 use crate::hash::Hasher;
 use breeze_core::UserId;
 use breeze_core::message::{Attachment, AttachmentInfo, Credential, Delivery, HistoryItem};
-use breeze_core::storage::{Account, StorageError, StorageOp, StorageResult, Stored};
+use breeze_core::storage::{Account, MailboxPage, StorageError, StorageOp, StorageResult, Stored};
 use rusqlite::types::Type;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use sha2::{Digest, Sha256};
@@ -234,7 +234,14 @@ pub(crate) fn start(
             },
             now_ms,
         )?)),
-        StorageOp::LoadMailbox { user } => Step::Done(R::MailboxLoaded(Ok(mailbox(conn, &user)?))),
+        StorageOp::LoadMailbox {
+            user,
+            after,
+            limit,
+            max_bytes,
+        } => Step::Done(R::MailboxLoaded(Ok(mailbox(
+            conn, &user, after, limit, max_bytes,
+        )?))),
         StorageOp::MarkDelivered { user, seqs } => {
             mark_delivered(conn, &user, &seqs)?;
             Step::Done(R::DeliveredMarked(Ok(())))
@@ -535,16 +542,40 @@ fn store_message(
     }))
 }
 
-fn mailbox(conn: &Connection, user: &UserId) -> Result<Vec<Delivery>, StoreError> {
+fn mailbox(
+    conn: &Connection,
+    user: &UserId,
+    after: u64,
+    limit: u32,
+    max_bytes: u64,
+) -> Result<MailboxPage, StoreError> {
     let mut stmt = conn.prepare_cached(concat!(
         "SELECT ",
         delivery_columns!(),
-        " FROM messages WHERE recipient = ?1 AND delivered = 0 ORDER BY seq"
+        " FROM messages WHERE recipient = ?1 AND delivered = 0 AND seq > ?2 ORDER BY seq LIMIT ?3"
     ))?;
-    let deliveries = stmt
-        .query_map([user.as_str()], |row| delivery_at(row).map(|(d, _)| d))?
-        .collect::<Result<_, _>>()?;
-    Ok(deliveries)
+    // One row past the page tells whether more follow.
+    let fetch = i64::from(limit.max(1)) + 1;
+    let after = i64::try_from(after).unwrap_or(i64::MAX);
+    let mut rows = stmt.query_map(params![user.as_str(), after, fetch], |row| {
+        delivery_at(row).map(|(d, _)| d)
+    })?;
+    let mut failure = None;
+    let page = MailboxPage::take(
+        std::iter::from_fn(|| match rows.next()? {
+            Ok(d) => Some(d),
+            Err(e) => {
+                failure = Some(e);
+                None
+            }
+        }),
+        limit,
+        max_bytes,
+    );
+    match failure {
+        Some(e) => Err(e.into()),
+        None => Ok(page),
+    }
 }
 
 fn mark_delivered(conn: &Connection, user: &UserId, seqs: &[u64]) -> Result<(), StoreError> {

@@ -66,6 +66,9 @@ fn a_batch_whose_commit_fails_leaves_nothing() {
             RequestId(4),
             StorageOp::LoadMailbox {
                 user: user("alice"),
+                after: 0,
+                limit: 100,
+                max_bytes: 1 << 20,
             },
         ),
     ];

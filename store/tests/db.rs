@@ -309,6 +309,42 @@ fn mailbox_is_in_seq_order_and_only_the_recipient_marks_it() {
 }
 
 #[test]
+fn the_mailbox_is_read_in_pages_by_count_and_bytes() {
+    let mut s = Store::memory();
+    for name in ["alice", "bob"] {
+        s.register(name, "password").expect("register");
+    }
+    let seqs: Vec<u64> = (0..5)
+        .map(|i| {
+            s.send("alice", "bob", i, &"x".repeat(100))
+                .expect("store")
+                .delivery
+                .seq
+        })
+        .collect();
+    let page = s.mailbox_page("bob", 0, 2, u64::MAX);
+    assert_eq!(
+        page.messages.iter().map(|d| d.seq).collect::<Vec<_>>(),
+        seqs[..2]
+    );
+    assert!(page.more);
+    let page = s.mailbox_page("bob", seqs[1], 2, 250);
+    assert_eq!(
+        page.messages.iter().map(|d| d.seq).collect::<Vec<_>>(),
+        seqs[2..4]
+    );
+    assert!(page.more);
+    let page = s.mailbox_page("bob", seqs[3], 2, 50);
+    assert_eq!(
+        page.messages.len(),
+        1,
+        "one message even above the byte budget"
+    );
+    assert!(!page.more);
+    assert!(s.mailbox_page("bob", seqs[4], 2, 50).messages.is_empty());
+}
+
+#[test]
 fn history_pages_newest_first_through_one_conversation() {
     let mut s = Store::memory();
     for name in ["alice", "bob", "carol"] {

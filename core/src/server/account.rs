@@ -166,7 +166,11 @@ impl Server {
             c.phase = Phase::Session(Session {
                 user: user.clone(),
                 since: now,
-                mailbox: Mailbox::Loading { held: Vec::new() },
+                mailbox: Mailbox::Reading {
+                    floor: 0,
+                    count: 0,
+                    held: Vec::new(),
+                },
             });
         }
         let u = self.users.get_mut(&user).expect("checked above");
@@ -206,7 +210,7 @@ impl Server {
                 user: user.clone(),
                 at: self.location(conn),
             }));
-        self.request(StorageOp::LoadMailbox { user }, Pending::Mailbox { conn });
+        self.read_mailbox(conn, user, 0);
     }
 
     pub(super) fn change_password(&mut self, conn: ConnId, user: UserId, old: String, new: String) {

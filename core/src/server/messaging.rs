@@ -6,7 +6,8 @@ use super::{Output, Pending, Server};
 use crate::codec::{LENGTH_PREFIX, encode_frame};
 use crate::ids::{ConnId, UserId};
 use crate::message::{Attachment, Delivery, ErrorCode, HistoryItem, RequestKind, ServerMsg};
-use crate::storage::{StorageError, StorageOp, Stored};
+use crate::storage::{MailboxPage, StorageError, StorageOp, Stored};
+use bytes::Bytes;
 use std::collections::BTreeMap;
 
 /// Most seqs one `Ack` may carry, and most history items one request may return.
@@ -89,8 +90,9 @@ impl Server {
         }
     }
 
-    /// Pushes a stored message to every session of `to`; sessions still reading their
-    /// mailbox hold it until the mailbox is out, so order and uniqueness hold per session.
+    /// Pushes a stored message to every session of `to`; for a session still paging
+    /// through its mailbox, the mailbox brings it (see `Mailbox`), so order and uniqueness
+    /// hold per session.
     fn deliver(&mut self, to: &UserId, delivery: Delivery) {
         let Some(u) = self.users.get(to) else { return };
         let seq = delivery.seq;
@@ -101,7 +103,8 @@ impl Server {
             };
             match &mut c.phase {
                 Phase::Session(s) => match &mut s.mailbox {
-                    Mailbox::Loading { held } => held.push((seq, frame.clone())),
+                    Mailbox::Reading { held, .. } => held.push((seq, frame.clone())),
+                    Mailbox::AwaitingAck { .. } => {}
                     Mailbox::Live { floor } if seq <= *floor => {}
                     Mailbox::Live { .. } => self.out.push_back(Output::Send {
                         conn: *conn,
@@ -113,33 +116,58 @@ impl Server {
         }
     }
 
-    pub(super) fn mailbox_loaded(&mut self, conn: ConnId, r: Result<Vec<Delivery>, StorageError>) {
+    pub(super) fn read_mailbox(&mut self, conn: ConnId, user: UserId, after: u64) {
+        let op = StorageOp::LoadMailbox {
+            user,
+            after,
+            limit: self.cfg.mailbox_page,
+            max_bytes: self.cfg.mailbox_page_bytes,
+        };
+        self.request(op, Pending::Mailbox { conn });
+    }
+
+    pub(super) fn mailbox_loaded(&mut self, conn: ConnId, r: Result<MailboxPage, StorageError>) {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
         let Phase::Session(s) = &mut c.phase else {
             return;
         };
-        let Mailbox::Loading { held } = &mut s.mailbox else {
+        let Mailbox::Reading { floor, count, held } = &mut s.mailbox else {
             return;
         };
-        let held = std::mem::take(held);
-        let (loaded, failed) = match r {
-            Ok(list) => (list, false),
+        let (mut floor, mut count, held) = (*floor, *count, std::mem::take(held));
+        let (page, failed) = match r {
+            Ok(page) => (page, false),
             // The messages stay stored; the next login delivers them.
-            Err(_) => (Vec::new(), true),
+            Err(_) => (MailboxPage::default(), true),
         };
-        let count = loaded.len() as u32;
-        let floor = loaded.iter().map(|d| d.seq).max().unwrap_or(0);
-        s.mailbox = Mailbox::Live { floor };
-        let mut by_seq: BTreeMap<u64, bytes::Bytes> = loaded
-            .into_iter()
-            .map(|d| (d.seq, encode_frame(&ServerMsg::Deliver(d))))
-            .collect();
-        for (seq, frame) in held {
-            by_seq.entry(seq).or_insert(frame);
+        for d in page.messages {
+            if d.seq > floor {
+                floor = d.seq;
+                count += 1;
+                self.out.push_back(Output::Send {
+                    conn,
+                    frame: encode_frame(&ServerMsg::Deliver(d)),
+                });
+            }
         }
-        for frame in by_seq.into_values() {
+        if page.more && !failed {
+            // What was held is above this page and was reported before the next read: the
+            // next page brings it.
+            s.mailbox = Mailbox::AwaitingAck {
+                floor,
+                count,
+                last: floor,
+            };
+            return;
+        }
+        s.mailbox = Mailbox::Live { floor };
+        let mut late: BTreeMap<u64, Bytes> = BTreeMap::new();
+        for (seq, frame) in held.into_iter().filter(|(seq, _)| *seq > floor) {
+            late.entry(seq).or_insert(frame);
+        }
+        for frame in late.into_values() {
             self.out.push_back(Output::Send { conn, frame });
         }
         if failed {
@@ -152,11 +180,36 @@ impl Server {
         if seqs.len() > MAX_ACK {
             return self.error(conn, RequestKind::Ack, ErrorCode::TooLarge, None);
         }
-        if !seqs.is_empty() {
-            self.request(
-                StorageOp::MarkDelivered { user, seqs },
-                Pending::MarkDelivered,
-            );
+        if seqs.is_empty() {
+            return;
+        }
+        let next_page = self
+            .conns
+            .get_mut(&conn)
+            .and_then(|c| match &mut c.phase {
+                Phase::Session(s) => Some(&mut s.mailbox),
+                _ => None,
+            })
+            .and_then(|mailbox| match *mailbox {
+                Mailbox::AwaitingAck { floor, count, last } if seqs.contains(&last) => {
+                    *mailbox = Mailbox::Reading {
+                        floor,
+                        count,
+                        held: Vec::new(),
+                    };
+                    Some(floor)
+                }
+                _ => None,
+            });
+        self.request(
+            StorageOp::MarkDelivered {
+                user: user.clone(),
+                seqs,
+            },
+            Pending::MarkDelivered,
+        );
+        if let Some(after) = next_page {
+            self.read_mailbox(conn, user, after);
         }
     }
 

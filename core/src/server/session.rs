@@ -45,14 +45,25 @@ pub(crate) struct Session {
 }
 
 /// Whether the offline messages of a new session have been pushed yet.
+///
+/// They go out in pages, each read after the client acked the last page, so a mailbox of
+/// any size passes through a bounded outbound queue. `floor` is the highest seq pushed so
+/// far: every message at or below it was committed before a page was read, so it was in a
+/// page or already acknowledged, and a late storage result for it must not deliver it again.
 #[derive(Debug)]
 pub(crate) enum Mailbox {
-    /// The mailbox is being read; live deliveries wait here (seq, frame) so that the session
-    /// receives everything in sequence order, each message once.
-    Loading { held: Vec<(u64, Bytes)> },
-    /// Pushed. `floor` is the highest seq the mailbox held: every message at or below it was
-    /// committed before the mailbox was read, so it was in the mailbox or already acknowledged,
-    /// and a late storage result for it must not deliver it again.
+    /// A page is being read. Live deliveries wait in `held` (seq, frame): the read may not
+    /// reflect writes reported while it was in flight.
+    Reading {
+        floor: u64,
+        count: u32,
+        held: Vec<(u64, Bytes)>,
+    },
+    /// A page is out; the next is read once the client acks its last seq. Live deliveries
+    /// are dropped meanwhile: they are stored, undelivered, above `floor`, so the next read
+    /// brings them.
+    AwaitingAck { floor: u64, count: u32, last: u64 },
+    /// All pushed; live deliveries go straight out.
     Live { floor: u64 },
 }
 

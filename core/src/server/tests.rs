@@ -998,3 +998,104 @@ fn history_loads_in_flight_are_bounded_per_connection_and_in_all() {
     rig.frame(late, history);
     assert_eq!(rig.take(late), vec![]);
 }
+
+#[test]
+fn a_large_mailbox_goes_out_page_by_page_as_the_client_acks() {
+    let paged = ServerConfig {
+        mailbox_page: 3,
+        ..cfg()
+    };
+    let mut rig = Rig::new(paged, &["a", "b"]);
+    let a = rig.login("a", Status::Online);
+    for id in 0..7 {
+        rig.frame(
+            a,
+            ClientMsg::Send {
+                id,
+                to: user("b"),
+                body: format!("m{id}"),
+                attachment: None,
+            },
+        );
+    }
+    let b = rig.login("b", Status::Online);
+    let seqs = |msgs: &[ServerMsg]| -> Vec<u64> {
+        msgs.iter()
+            .filter_map(|m| match m {
+                ServerMsg::Deliver(d) => Some(d.seq),
+                _ => None,
+            })
+            .collect()
+    };
+    let got = rig.take(b);
+    assert_eq!(seqs(&got), vec![1, 2, 3]);
+    assert!(
+        !got.iter()
+            .any(|m| matches!(m, ServerMsg::OfflineDone { .. }))
+    );
+    // A message arriving meanwhile comes in its turn, once.
+    rig.frame(
+        a,
+        ClientMsg::Send {
+            id: 7,
+            to: user("b"),
+            body: "late".into(),
+            attachment: None,
+        },
+    );
+    assert_eq!(seqs(&rig.take(b)), Vec::<u64>::new());
+    // Acking only part of the page does not move on; acking its last seq does.
+    rig.frame(b, ClientMsg::Ack { seqs: vec![1, 2] });
+    assert!(rig.take(b).is_empty());
+    rig.frame(b, ClientMsg::Ack { seqs: vec![3] });
+    assert_eq!(seqs(&rig.take(b)), vec![4, 5, 6]);
+    rig.frame(
+        b,
+        ClientMsg::Ack {
+            seqs: vec![4, 5, 6],
+        },
+    );
+    let got = rig.take(b);
+    assert_eq!(seqs(&got), vec![7, 8]);
+    assert_eq!(got.last(), Some(&ServerMsg::OfflineDone { count: 8 }));
+    rig.frame(
+        a,
+        ClientMsg::Send {
+            id: 8,
+            to: user("b"),
+            body: "live".into(),
+            attachment: None,
+        },
+    );
+    assert_eq!(seqs(&rig.take(b)), vec![9]);
+}
+
+#[test]
+fn a_mailbox_page_is_cut_by_bytes_but_always_holds_one_message() {
+    use crate::message::{Attachment, Delivery};
+    use crate::storage::MailboxPage;
+    let big = |seq| Delivery {
+        seq,
+        from: user("a"),
+        id: seq,
+        body: String::new(),
+        attachment: Some(Attachment {
+            mime: "image/png".into(),
+            name: "x.png".into(),
+            data: vec![0; 600],
+        }),
+        sent_at_ms: 0,
+    };
+    let page = MailboxPage::take((1..=5).map(big), 100, 1000);
+    assert_eq!(page.messages.len(), 1);
+    assert!(page.more);
+    let page = MailboxPage::take((1..=5).map(big), 100, 100);
+    assert_eq!(
+        page.messages.len(),
+        1,
+        "one message even above the byte budget"
+    );
+    let page = MailboxPage::take((1..=2).map(big), 100, 10_000);
+    assert_eq!(page.messages.len(), 2);
+    assert!(!page.more);
+}

@@ -4,7 +4,7 @@
 
 use crate::ids::UserId;
 use crate::message::{AttachmentInfo, Credential, Delivery, HistoryItem};
-use crate::storage::{Account, StorageError, StorageOp, StorageResult, Stored};
+use crate::storage::{Account, MailboxPage, StorageError, StorageOp, StorageResult, Stored};
 use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Debug, Clone)]
@@ -147,12 +147,20 @@ impl MemStore {
                     duplicate: false,
                 }))
             }
-            StorageOp::LoadMailbox { user } => StorageResult::MailboxLoaded(Ok(self
-                .messages
-                .values()
-                .filter(|r| r.to == user && !r.delivered)
-                .map(|r| r.delivery.clone())
-                .collect())),
+            StorageOp::LoadMailbox {
+                user,
+                after,
+                limit,
+                max_bytes,
+            } => {
+                let undelivered = self
+                    .messages
+                    .range(after.saturating_add(1)..)
+                    .map(|(_, r)| r)
+                    .filter(|r| r.to == user && !r.delivered)
+                    .map(|r| r.delivery.clone());
+                StorageResult::MailboxLoaded(Ok(MailboxPage::take(undelivered, limit, max_bytes)))
+            }
             StorageOp::MarkDelivered { user, seqs } => {
                 for seq in seqs {
                     if let Some(r) = self.messages.get_mut(&seq)

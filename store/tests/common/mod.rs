@@ -136,8 +136,31 @@ impl Store {
     }
 
     pub fn mailbox(&mut self, name: &str) -> Vec<breeze_core::message::Delivery> {
-        match self.apply(StorageOp::LoadMailbox { user: user(name) }) {
-            StorageResult::MailboxLoaded(Ok(m)) => m,
+        match self.apply(StorageOp::LoadMailbox {
+            user: user(name),
+            after: 0,
+            limit: u32::MAX,
+            max_bytes: u64::MAX,
+        }) {
+            StorageResult::MailboxLoaded(Ok(page)) => page.messages,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    pub fn mailbox_page(
+        &mut self,
+        name: &str,
+        after: u64,
+        limit: u32,
+        max_bytes: u64,
+    ) -> breeze_core::storage::MailboxPage {
+        match self.apply(StorageOp::LoadMailbox {
+            user: user(name),
+            after,
+            limit,
+            max_bytes,
+        }) {
+            StorageResult::MailboxLoaded(Ok(page)) => page,
             other => panic!("unexpected {other:?}"),
         }
     }
