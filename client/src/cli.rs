@@ -3,6 +3,7 @@
 use breeze_core::UserId;
 use breeze_core::message::Status;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// The Breeze chat client.
@@ -111,6 +112,27 @@ pub struct Account {
         value_name = "PASSWORD"
     )]
     pub password: Option<String>,
+
+    /// Speak TLS and verify the server's certificate chain against this CA certificate (PEM),
+    /// and its name against --tls-name (or the address dialled).
+    #[arg(
+        long,
+        env = "BREEZE_TLS_CA",
+        value_name = "PEM",
+        conflicts_with = "tls_pin"
+    )]
+    pub tls_ca: Option<PathBuf>,
+
+    /// Speak TLS and accept only the server whose certificate is exactly the first one in
+    /// this PEM file (normally a copy of the server's --tls-cert). Name and expiry are not
+    /// checked: the pin is the trust.
+    #[arg(long, env = "BREEZE_TLS_PIN", value_name = "PEM")]
+    pub tls_pin: Option<PathBuf>,
+
+    /// The name the server's certificate must carry with --tls-ca; also sent as the TLS
+    /// server name.
+    #[arg(long, env = "BREEZE_TLS_NAME", value_name = "NAME")]
+    pub tls_name: Option<String>,
 }
 
 /// The status a one-shot command logs in with.

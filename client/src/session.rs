@@ -6,11 +6,14 @@ use crate::cli::Account;
 use breeze_core::UserId;
 use breeze_core::client::{Client, ClientConfig, ClientEvent, Mode};
 use breeze_core::message::Status;
+use breeze_transport_tokio::tls::{TlsConnector, TlsError};
 use breeze_transport_tokio::{
     ClientCommand, ClientSettings, Clock, Connector, TcpConnector, run_client,
 };
+use std::future::Future;
 use std::io::{self, IsTerminal};
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -64,14 +67,26 @@ impl Session {
         let (command_tx, mut command_rx) = mpsc::unbounded_channel();
         let (runner_tx, runner_rx) = mpsc::channel(64);
         let (event_tx, event_rx) = mpsc::channel(EVENT_QUEUE);
-        let runner = run_client(
-            client,
-            clock,
-            connector.clone(),
-            ClientSettings::new(addr),
-            runner_rx,
-            event_tx,
-        );
+        let settings = ClientSettings::new(addr);
+        // The two connectors make different stream types, hence one boxed runner.
+        let runner: Pin<Box<dyn Future<Output = Client> + Send>> = match tls(account)? {
+            None => Box::pin(run_client(
+                client,
+                clock,
+                connector.clone(),
+                settings,
+                runner_rx,
+                event_tx,
+            )),
+            Some(tls) => Box::pin(run_client(
+                client,
+                clock,
+                tls.over(connector.clone()),
+                settings,
+                runner_rx,
+                event_tx,
+            )),
+        };
         // Forwards the unbounded queue into the runner's bounded one. When the application
         // drops its sender this drops the runner's, which the runner takes for `Quit`.
         tokio::spawn(async move {
@@ -171,6 +186,23 @@ impl Connector for RecordingConnector {
             Err(e) => Attempt::Failed(e.to_string()),
         });
         result
+    }
+}
+
+/// The TLS connector the account's flags ask for, if any.
+fn tls(account: &Account) -> Result<Option<TlsConnector>, Fatal> {
+    let fatal = |e: TlsError| Fatal(e.to_string());
+    let connector = match (&account.tls_ca, &account.tls_pin) {
+        (Some(ca), _) => TlsConnector::from_ca_file(ca).map_err(fatal)?,
+        (None, Some(pin)) => TlsConnector::pinned(pin).map_err(fatal)?,
+        (None, None) if account.tls_name.is_some() => {
+            return Err(Fatal("--tls-name needs --tls-ca or --tls-pin".to_string()));
+        }
+        (None, None) => return Ok(None),
+    };
+    match &account.tls_name {
+        Some(name) => connector.with_server_name(name).map(Some).map_err(fatal),
+        None => Ok(Some(connector)),
     }
 }
 

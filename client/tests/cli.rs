@@ -274,3 +274,43 @@ fn a_message_typed_before_login_is_sent_before_quit() {
     bob.expect("alice: written early");
     bob.expect("1 offline message");
 }
+
+#[test]
+fn tls_flags_pin_the_servers_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, pem: String| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, pem).unwrap();
+        path
+    };
+    let names = vec!["127.0.0.1".to_string(), "localhost".to_string()];
+    let own = rcgen::generate_simple_self_signed(names.clone()).unwrap();
+    let cert = write("cert.pem", own.cert.pem());
+    let key = write("key.pem", own.signing_key.serialize_pem());
+    let stranger = write(
+        "stranger.pem",
+        rcgen::generate_simple_self_signed(names)
+            .unwrap()
+            .cert
+            .pem(),
+    );
+    let files = breeze_server::TlsFiles {
+        cert: cert.clone(),
+        key,
+    };
+    let server = TestServer::start_with(|s| s.tls = Some(files));
+    let pw = password("tina");
+    let register = |extra: &[&str]| {
+        let mut args = vec!["register", "--user", "tina", "--password", &pw];
+        args.extend_from_slice(extra);
+        server.run(&args)
+    };
+    let out = register(&["--tls-pin", stranger.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+    let out = register(&[]);
+    assert!(!out.status.success(), "plain TCP to a TLS server must fail");
+    let out = register(&["--tls-pin", cert.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "registered tina\n");
+}

@@ -28,6 +28,11 @@ pub struct TestServer {
 
 impl TestServer {
     pub fn start() -> TestServer {
+        TestServer::start_with(|_| {})
+    }
+
+    /// A server whose settings `adjust` changes first.
+    pub fn start_with(adjust: impl FnOnce(&mut Settings)) -> TestServer {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -36,6 +41,7 @@ impl TestServer {
         let dir = tempfile::tempdir().unwrap();
         let mut settings = Settings::for_tests(DbLocation::File(dir.path().join("breeze.db")));
         settings.server.admins.insert(UserId::new(ADMIN).unwrap());
+        adjust(&mut settings);
         let running = runtime
             .block_on(breeze_server::start(settings))
             .expect("the server starts");
