@@ -267,6 +267,8 @@ pub fn server_core_inputs() -> Vec<(&'static str, ServerInput)> {
             step(Settle),
             f(1, Msg::AddContact { user: u(3) }),
             step(Settle),
+            // One contact is the fuzz configuration's limit.
+            f(1, Msg::AddContact { user: u(1) }),
             step(open()),
             f(2, hello_msg()),
             f(
