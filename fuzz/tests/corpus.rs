@@ -33,12 +33,7 @@ fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
 /// Crashes the fuzzer found in breeze-core that are not fixed yet: (target, corpus file,
 /// what is wrong). Their files must still fail; once the core is fixed, the test says so and
 /// the entry goes, leaving the file as an ordinary regression input.
-const KNOWN_CRASHES: &[(&str, &str, &str)] = &[(
-    "server_core",
-    "regress-abort-replaced-ghost",
-    "handle_aborted(conn, CloseReason::Replaced) on a session: Server::forget takes it for a \
-     replacement in progress, so the user stays online (and visibly Online) forever",
-)];
+const KNOWN_CRASHES: &[(&str, &str, &str)] = &[];
 
 fn replay(target: &str, check: fn(&[u8])) {
     let files = corpus(target);

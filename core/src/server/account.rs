@@ -155,13 +155,16 @@ impl Server {
             self.users.insert(user.clone(), User::new());
             self.presence.joined(user.clone());
         }
-        let was_online = self.users[&user].is_online();
         if self.cfg.duplicate_login == DuplicateLogin::Replace {
+            // The old sessions end like any other; the new one starts before the next drain,
+            // and announcements compare what watchers were told with the state at the drain,
+            // so watchers see no offline/online flap.
             let old: Vec<ConnId> = self.users[&user].sessions.iter().copied().collect();
             for old in old {
                 self.close(now, old, CloseReason::Replaced);
             }
         }
+        let was_online = self.users[&user].is_online();
         if let Some(c) = self.conns.get_mut(&conn) {
             c.phase = Phase::Session(Session {
                 user: user.clone(),

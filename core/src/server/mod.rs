@@ -553,10 +553,6 @@ impl Server {
                 | SessionEnd::Closed(CloseReason::FrameTooLarge)
                 | SessionEnd::Closed(CloseReason::Flooding)
         );
-        if end == SessionEnd::Closed(CloseReason::Replaced) {
-            // The replacing session is added right after; no flap is announced.
-            return;
-        }
         if died && !self.cfg.offline_grace.is_zero() {
             let until = now + self.cfg.offline_grace;
             u.lingering = Some(until);

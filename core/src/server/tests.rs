@@ -335,6 +335,22 @@ fn replace_kicks_the_old_session_without_a_flap() {
 }
 
 #[test]
+fn a_session_ended_as_replaced_with_no_replacement_goes_offline() {
+    // Found by fuzzing: the reason alone once meant "a replacement follows".
+    let mut rig = Rig::new(cfg(), &["w", "u"]);
+    let w = rig.login("w", Status::Online);
+    let u = rig.login("u", Status::Online);
+    rig.take(w);
+    rig.server.handle_aborted(rig.now, u, CloseReason::Replaced);
+    rig.pump();
+    assert_eq!(
+        diffs(&rig.take(w)),
+        vec![&diff(&[("u", Presence::Offline)])]
+    );
+    assert_eq!(rig.server.stats().online_users, 1);
+}
+
+#[test]
 fn multi_keeps_a_user_online_until_the_last_session_ends() {
     let mut rig = Rig::new(
         ServerConfig {
