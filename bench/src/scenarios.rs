@@ -240,7 +240,10 @@ impl Crowd {
 
     /// A login storm to `addr`: returns (seconds to the last LoginOk, seconds until every
     /// view was complete), `None` where the phase timed out.
-    async fn storm(&mut self, addr: std::net::SocketAddr, timeout: Duration, what: &str) -> Storm {
+    async fn storm(&mut self, target: &Target, timeout: Duration, what: &str) -> Storm {
+        let addr = target.addr;
+        let server0 = target.sample();
+        let bench0 = Sample::take(None);
         let n = self.shared.pop.n;
         self.shared.logged_in.store(0, Ordering::Relaxed);
         self.shared.complete.store(0, Ordering::Relaxed);
@@ -255,6 +258,12 @@ impl Crowd {
         let s = &self.shared;
         let logged = wait_for(|| s.logged_in.load(Ordering::Relaxed), n, timeout, &pb).await;
         let login_s = t0.elapsed().as_secs_f64();
+        let cpu = match (server0, target.sample(), bench0, Sample::take(None)) {
+            (Some(s0), Some(s1), Some(b0), Some(b1)) => {
+                Some((s1.cpu_s - s0.cpu_s, b1.cpu_s - b0.cpu_s))
+            }
+            _ => None,
+        };
         pb.set_message(format!("{what}: presence"));
         let left = timeout.saturating_sub(t0.elapsed());
         let complete = wait_for(|| s.complete.load(Ordering::Relaxed), n, left, &pb).await;
@@ -268,6 +277,7 @@ impl Crowd {
             complete: s.complete.load(Ordering::Relaxed),
             latency: Summary::of(&mut login_us),
             samples: login_us,
+            cpu,
             listen_overflows: crate::procfs::listen_overflows()
                 .zip(overflows0)
                 .map(|(b, a)| b.saturating_sub(a)),
@@ -296,6 +306,8 @@ struct Storm {
     /// Connections the kernel dropped meanwhile because an accept queue was full (each
     /// costs its client a 1 s SYN retransmission).
     listen_overflows: Option<u64>,
+    /// Server and bench CPU seconds from the first connect to the last `LoginOk`.
+    cpu: Option<(f64, f64)>,
 }
 
 impl Storm {
@@ -324,6 +336,15 @@ impl Storm {
         if let Some(o) = self.listen_overflows {
             r.row(format!("{label}: accept queue overflows"), o.to_string());
         }
+        if let Some((server, bench)) = self.cpu {
+            r.row(
+                format!("{label}: CPU until last login"),
+                format!(
+                    "server {server:.2} s ({:.0} µs per login), bench {bench:.2} s",
+                    server * 1e6 / self.logins.max(1) as f64
+                ),
+            );
+        }
         r.field(
             key,
             json!({
@@ -335,6 +356,9 @@ impl Storm {
                 "views_complete": self.complete,
                 "login_latency": Summary::json(self.latency.as_ref()),
                 "listen_overflows": self.listen_overflows,
+                "server_cpu_s": self.cpu.map(|c| round(c.0, 3)),
+                "server_cpu_us_per_login": self.cpu.map(|c| round(c.0 * 1e6 / self.logins.max(1) as f64, 1)),
+                "bench_cpu_s": self.cpu.map(|c| round(c.1, 3)),
             }),
         );
     }
@@ -418,7 +442,7 @@ pub async fn hold(a: HoldArgs, fd_limit: u64) -> Result<Report, String> {
     let bench0 = Sample::take(None);
     let mut crowd = Crowd::spawn(&pop, a.common.inflight, &[], Duration::ZERO, Leave::Silent);
     let first = crowd
-        .storm(target.addr, a.common.phase_timeout, "password storm")
+        .storm(&target, a.common.phase_timeout, "password storm")
         .await;
     first.report(&mut r, "password storm", "password_storm", n);
     let after_storm = target.sample();
@@ -492,7 +516,7 @@ pub async fn hold(a: HoldArgs, fd_limit: u64) -> Result<Report, String> {
         pb.finish_and_clear();
         block(|| target.start())?;
         let second = crowd
-            .storm(target.addr, a.common.phase_timeout, "reconnect storm")
+            .storm(&target, a.common.phase_timeout, "reconnect storm")
             .await;
         second.report(&mut r, "reconnect storm (token)", "reconnect_storm", n);
     } else {
@@ -691,9 +715,7 @@ async fn departure(d: Departure, fd_limit: u64) -> Result<Report, String> {
         );
     run_setup(target.addr, &pop, &mut r).await;
     let mut crowd = Crowd::spawn(&pop, d.common.inflight, &victims, d.stagger, d.leave);
-    let storm = crowd
-        .storm(target.addr, d.common.phase_timeout, "logins")
-        .await;
+    let storm = crowd.storm(&target, d.common.phase_timeout, "logins").await;
     storm.report(&mut r, "login storm", "login_storm", n);
 
     // Expected notifications: every watcher of a victim that is not itself a victim.
