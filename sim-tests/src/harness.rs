@@ -532,7 +532,10 @@ pub fn run(plan: &Plan) -> Outcome {
     harness.outcome()
 }
 
-/// Runs the random plan of `seed`.
+/// Runs the random plan of `seed`, with the knobs the environment asks for.
 pub fn run_seed(seed: u64) -> Outcome {
-    run(&crate::plan::random(seed))
+    run(&crate::plan::random_with(
+        seed,
+        crate::plan::Knobs::from_env(),
+    ))
 }

@@ -57,6 +57,8 @@ pub fn user_name(u: usize) -> UserId {
 
 /// How many trace lines a failure report shows.
 const TAIL: usize = 60;
+/// Violations kept per run: the first ones are the interesting ones.
+const MAX_VIOLATIONS: usize = 200;
 
 /// Why a user's last session ended, as far as presence is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +94,8 @@ struct UserLog {
     replaced: u32,
     /// When the server closed one of this user's sessions for silence.
     timeouts: Vec<Duration>,
+    /// The contact list the server last sent this user (`LoginOk`, `Contacts`).
+    contacts: Option<BTreeSet<usize>>,
 }
 
 impl UserLog {
@@ -123,6 +127,15 @@ impl UserLog {
             .find(|c| c.at < at)
             .map_or(Status::Online, |c| c.status);
         (before, self.statuses.iter().any(|c| c.at == at))
+    }
+
+    /// Status in force at `at`, changes at `at` included.
+    fn status_at(&self, at: Duration) -> Status {
+        self.statuses
+            .iter()
+            .rev()
+            .find(|c| c.at <= at)
+            .map_or(Status::Online, |c| c.status)
     }
 
     /// Whether a session was live on both sides of `at`.
@@ -276,6 +289,9 @@ pub struct Oracle {
     tail: VecDeque<String>,
     print: bool,
     violations: Vec<String>,
+    /// Running-check findings already reported, so a wrong view is reported once, not
+    /// once per tick.
+    reported: BTreeSet<String>,
     pub stats: Stats,
 }
 
@@ -353,6 +369,7 @@ impl Oracle {
             tail: VecDeque::new(),
             print: std::env::var_os("SIM_TRACE").is_some(),
             violations: Vec::new(),
+            reported: BTreeSet::new(),
             stats: Stats::default(),
         }
     }
@@ -377,6 +394,9 @@ impl Oracle {
     }
 
     pub fn violation(&mut self, at: Duration, what: String) {
+        if self.violations.len() >= MAX_VIOLATIONS {
+            return;
+        }
         let line = format!("at {:.3}s: {what}", at.as_secs_f64());
         self.trace(at, format_args!("VIOLATION {what}"));
         self.violations.push(line);
@@ -546,7 +566,18 @@ impl Oracle {
     fn server_msg(&mut self, conn: u64, at: Duration, msg: ServerMsg) {
         self.trace(at, format_args!("s{conn} -> {}", server_msg_line(&msg)));
         match msg {
-            ServerMsg::LoginOk { user, status, .. } => {
+            ServerMsg::Contacts { contacts } => {
+                if let Some(u) = self.conns[&conn].session {
+                    let list = contacts.iter().filter_map(|c| self.user_of(c)).collect();
+                    self.user_logs[u].contacts = Some(list);
+                }
+            }
+            ServerMsg::LoginOk {
+                user,
+                status,
+                contacts,
+                ..
+            } => {
                 let Some(u) = self.user_of(&user) else {
                     return self.violation(at, format!("s{conn}: LoginOk for unknown {user}"));
                 };
@@ -570,6 +601,12 @@ impl Oracle {
                     end: None,
                 });
                 log.statuses.push(StatusChange { at, status });
+                log.contacts = Some(
+                    contacts
+                        .iter()
+                        .filter_map(|c| self.user_index.get(c).copied())
+                        .collect(),
+                );
             }
             ServerMsg::PresenceSnapshot { entries } => {
                 let mut told = BTreeMap::new();
@@ -932,10 +969,13 @@ impl Oracle {
                 let Some(exp) = expected[u] else { continue };
                 let told = c.told.get(&u).copied().unwrap_or(Presence::Offline);
                 if told != exp {
-                    problems.push(format!(
+                    let what = format!(
                         "s{id} ({}) was told {} is {told:?}; the truth is {exp:?}",
                         self.users[me], self.users[u]
-                    ));
+                    );
+                    if !self.reported.contains(&what) {
+                        problems.push(what);
+                    }
                 }
             }
         }
@@ -949,14 +989,14 @@ impl Oracle {
                 _ => c.opened + self.handshake_timeout,
             };
             if t > deadline + self.timeout_slack + margin {
-                problems.push(format!(
-                    "s{id} from {} still open {:?} past its deadline",
-                    c.peer,
-                    t - deadline
-                ));
+                let what = format!("s{id} from {} still open past its deadline", c.peer);
+                if !self.reported.contains(&what) {
+                    problems.push(what);
+                }
             }
         }
         for p in problems {
+            self.reported.insert(p.clone());
             self.violation(t, p);
         }
     }
@@ -968,6 +1008,10 @@ impl Oracle {
             let log = &self.user_logs[u];
             let name = &self.users[u];
             let (status, changed_now) = log.status_before(at);
+            // Invisible users are shown offline, whenever that happens.
+            if log.status_at(at) == Status::Invisible {
+                continue;
+            }
             if log.live_across(at) {
                 if status.visible() != Presence::Offline && !changed_now {
                     problems.push((
@@ -1066,6 +1110,37 @@ impl Oracle {
                     "c{h} ({})'s view differs from the truth: {}",
                     self.users[me],
                     diff.join(", ")
+                ));
+            }
+        }
+        // The contact list the server holds is the one the user asked for, whatever the
+        // scope (changes whose fate a crash made unknown excepted).
+        for h in 0..self.hosts.len() {
+            if !self.wants_online(h) || self.shared_users.contains(&self.hosts[h].user) {
+                continue;
+            }
+            let u = self.hosts[h].user;
+            let intent = &self.intents[h];
+            let Some(told) = &self.user_logs[u].contacts else {
+                continue;
+            };
+            let wrong: Vec<String> = (0..self.users.len())
+                .filter(|c| !intent.uncertain.contains(c))
+                .filter(|c| told.contains(c) != intent.contacts.contains(c))
+                .map(|c| {
+                    let want = if intent.contacts.contains(&c) {
+                        "wanted"
+                    } else {
+                        "not wanted"
+                    };
+                    format!("{} ({want})", self.users[c])
+                })
+                .collect();
+            if !wrong.is_empty() {
+                problems.push(format!(
+                    "{}'s contacts at the server differ from what c{h} asked for: {}",
+                    self.users[u],
+                    wrong.join(", ")
                 ));
             }
         }

@@ -203,8 +203,33 @@ impl Lane {
     }
 }
 
-/// The random plan for `seed`: 5–8 clients, 15–25 s of faults and traffic, then the heal.
+/// What the random generator may do beyond its defaults.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Knobs {
+    /// Status and contact changes of mind in flight at the instant of a fault. Off by
+    /// default: they lose the user's last choice in two client-core races (an `OwnStatus`
+    /// echo of an older `SetStatus` overwrites a newer status; a stale `Contacts` answer
+    /// confirms a change whose reversal is still in flight), which the core has yet to fix.
+    /// `SIM_RACES=1` turns them on.
+    pub in_flight_races: bool,
+}
+
+impl Knobs {
+    /// The knobs the environment asks for (`SIM_RACES=1`).
+    pub fn from_env() -> Knobs {
+        Knobs {
+            in_flight_races: std::env::var("SIM_RACES").is_ok_and(|v| v == "1"),
+        }
+    }
+}
+
+/// The random plan for `seed` with the default knobs.
 pub fn random(seed: u64) -> Plan {
+    random_with(seed, Knobs::default())
+}
+
+/// The random plan for `seed`: 5–8 clients, 15–25 s of faults and traffic, then the heal.
+pub fn random_with(seed: u64, knobs: Knobs) -> Plan {
     let mut rng = Rng::new(seed ^ 0x5EED_B4EE_2E00_0000);
     let clients = rng.range(5, 8) as usize;
     let mut cfg = SimConfig::small(seed, clients);
@@ -294,8 +319,71 @@ pub fn random(seed: u64) -> Plan {
             }
         }
     }
-    // Ordinary use, some of it while its host is cut off or down.
+    // Messages in flight when a fault hits: stored but not yet acknowledged to the sender,
+    // or delivered but not yet acknowledged by the recipient. Their re-sends and
+    // redeliveries must reach each application once.
     let users = cfg.users;
+    let faults: Vec<(Duration, Option<usize>)> = plan
+        .actions
+        .iter()
+        .filter_map(|(at, a)| match *a {
+            Action::Partition(h)
+            | Action::Hold(h)
+            | Action::CrashClient(h)
+            | Action::BounceClient(h)
+            | Action::Logout(h) => Some((*at, Some(h))),
+            Action::CrashServer => Some((*at, None)),
+            _ => None,
+        })
+        .collect();
+    for (at, victim) in faults {
+        if !rng.chance(70) {
+            continue;
+        }
+        for _ in 0..rng.range(1, 4) {
+            let lead = rng.between(Duration::ZERO, cfg.max_latency * 3);
+            let when = at.saturating_sub(lead);
+            let from = match victim {
+                Some(h) if rng.chance(50) => h,
+                _ => rng.index(clients),
+            };
+            let to = match victim {
+                Some(h) if from != h => cfg.devices[h],
+                _ => (cfg.devices[from] + 1 + rng.index(users - 1)) % users,
+            };
+            if to != cfg.devices[from] {
+                plan.push(when, Action::Send(from, to));
+            }
+        }
+        // Changes of mind in flight when the fault hits: some requests processed, the
+        // answers to some lost, the last one maybe never arriving.
+        let Some(h) = victim else { continue };
+        if !knobs.in_flight_races {
+            continue;
+        }
+        if rng.chance(40) {
+            let mut leads: Vec<Duration> = (0..3)
+                .map(|_| rng.between(Duration::ZERO, cfg.max_latency * 4))
+                .collect();
+            leads.sort_by(|a, b| b.cmp(a));
+            let other = (cfg.devices[h] + 1 + rng.index(users - 1)) % users;
+            let first = rng.chance(50);
+            for (n, lead) in leads.into_iter().enumerate() {
+                plan.push(
+                    at.saturating_sub(lead),
+                    Action::Contact(h, other, (n % 2 == 0) == first),
+                );
+            }
+        }
+        if rng.chance(40) {
+            let early = rng.between(Duration::ZERO, cfg.max_latency * 4);
+            let late = rng.between(Duration::ZERO, early);
+            let (a, b) = (rng.status(), rng.status());
+            plan.push(at.saturating_sub(early), Action::SetStatus(h, a));
+            plan.push(at.saturating_sub(late), Action::SetStatus(h, b));
+        }
+    }
+    // Ordinary use, some of it while its host is cut off or down.
     for _ in 0..rng.range(15, 45) {
         let at = rng.between(Duration::from_millis(200), end);
         let h = rng.index(clients);

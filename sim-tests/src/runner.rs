@@ -16,7 +16,14 @@ pub struct Report {
 
 /// The command that replays one seed.
 pub fn replay_command(seed: u64) -> String {
-    format!("SIM_SEED={seed} cargo test -p breeze-sim-tests --release -- random_seeds --nocapture")
+    let races = if crate::plan::Knobs::from_env().in_flight_races {
+        "SIM_RACES=1 "
+    } else {
+        ""
+    };
+    format!(
+        "{races}SIM_SEED={seed} cargo test -p breeze-sim-tests --release -- random_seeds --nocapture"
+    )
 }
 
 /// A failure, as the test output shows it.
