@@ -117,9 +117,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         addr: settings.listen,
         source,
     };
-    let listener = TcpListener::bind(settings.listen)
-        .await
-        .map_err(listen_error)?;
+    let listener = bind(settings.listen).map_err(listen_error)?;
     let (results, receiver) = result_channel();
     let backend = StoreBackend::start(db, hasher, settings.hash_threads, results)
         .map_err(StartError::Storage)?;
@@ -237,4 +235,21 @@ fn log_startup(settings: &Settings, addr: SocketAddr, registered: usize) {
         tls = settings.tls.is_some(),
         "breeze-server listening on {addr}"
     );
+}
+
+/// Connections the kernel may queue before the server accepts them. The standard library's
+/// 128 overflows when thousands of clients come back at once after a restart, and each
+/// dropped SYN costs its client a second before the retry.
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // A restarted server must not wait for the old one's TIME_WAIT sockets to clear.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
