@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::sync::Arc;
 
 /// A connection on one node, numbered by the host that accepted it. Never reused by a host
 /// while the server state machine lives.
@@ -29,9 +30,12 @@ pub struct RequestId(pub u64);
 /// A validated user name: 1–32 characters from `A-Z a-z 0-9 _ - .`, case-sensitive, not
 /// starting with `.` or `-`. Restricting the alphabet keeps names unambiguous on a terminal
 /// and safe in logs.
+///
+/// Shared, not copied: a name sits in many places at once (sessions, contact lists, the
+/// watcher index, presence batches), and a clone is a reference count, not an allocation.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct UserId(String);
+pub struct UserId(Arc<str>);
 
 pub const MAX_USER_LEN: usize = 32;
 
@@ -50,22 +54,8 @@ pub enum InvalidUserId {
 impl UserId {
     pub fn new(name: impl Into<String>) -> Result<Self, InvalidUserId> {
         let name = name.into();
-        if name.is_empty() {
-            return Err(InvalidUserId::Empty);
-        }
-        if name.len() > MAX_USER_LEN {
-            return Err(InvalidUserId::TooLong);
-        }
-        if !name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
-        {
-            return Err(InvalidUserId::BadCharacter);
-        }
-        if name.starts_with('.') || name.starts_with('-') {
-            return Err(InvalidUserId::BadStart);
-        }
-        Ok(UserId(name))
+        check(&name)?;
+        Ok(UserId(name.into()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -74,8 +64,27 @@ impl UserId {
 
     /// Checks a name that arrived off the wire (serde skips validation).
     pub fn validate(&self) -> Result<(), InvalidUserId> {
-        UserId::new(self.0.clone()).map(|_| ())
+        check(&self.0)
     }
+}
+
+fn check(name: &str) -> Result<(), InvalidUserId> {
+    if name.is_empty() {
+        return Err(InvalidUserId::Empty);
+    }
+    if name.len() > MAX_USER_LEN {
+        return Err(InvalidUserId::TooLong);
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+    {
+        return Err(InvalidUserId::BadCharacter);
+    }
+    if name.starts_with('.') || name.starts_with('-') {
+        return Err(InvalidUserId::BadStart);
+    }
+    Ok(())
 }
 
 impl fmt::Display for UserId {

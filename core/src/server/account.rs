@@ -155,6 +155,8 @@ impl Server {
             self.users.insert(user.clone(), User::new());
             self.presence.joined(user.clone());
         }
+        // From here on the name is the directory's own, so that every copy shares it.
+        let user = self.interned(&user).expect("in the directory");
         if self.cfg.duplicate_login == DuplicateLogin::Replace {
             // The old sessions end like any other; the new one starts before the next drain,
             // and announcements compare what watchers were told with the state at the drain,
@@ -176,16 +178,19 @@ impl Server {
                 },
             });
         }
-        let u = self.users.get_mut(&user).expect("checked above");
-        if u.sessions.is_empty() {
+        if self.users[&user].sessions.is_empty() {
             // Coming online (or back within the grace): contacts from storage are current.
-            u.contacts = account
+            let contacts = account
                 .contacts
-                .into_iter()
-                .filter(|c| *c != user)
+                .iter()
+                .filter(|c| **c != user)
+                .filter_map(|c| self.interned(c))
                 .collect();
+            let u = self.users.get_mut(&user).expect("checked above");
+            u.contacts = contacts;
             self.presence.watch(&user, &u.contacts);
         }
+        let u = self.users.get_mut(&user).expect("checked above");
         u.lingering = None;
         u.sessions.insert(conn);
         let status_changed = u.status != status;
@@ -325,6 +330,7 @@ impl Server {
             }
             return;
         }
+        let contact = self.interned(&contact).unwrap_or(contact);
         let Some(u) = self.users.get_mut(&user) else {
             return;
         };

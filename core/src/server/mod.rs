@@ -400,6 +400,13 @@ impl Server {
             .unwrap_or_default()
     }
 
+    /// The directory's copy of `user`'s name, if registered. Names held for long (sessions,
+    /// contact lists, the watcher index) are taken from here, so each name is one allocation
+    /// however many places hold it.
+    fn interned(&self, user: &UserId) -> Option<UserId> {
+        self.users.get_key_value(user).map(|(name, _)| name.clone())
+    }
+
     fn location(&self, conn: ConnId) -> SessionLocation {
         SessionLocation {
             node: self.cfg.node,
