@@ -204,21 +204,28 @@ impl Lane {
 }
 
 /// What the random generator may do beyond its defaults.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Knobs {
-    /// Status and contact changes of mind in flight at the instant of a fault. Off by
-    /// default: they lose the user's last choice in two client-core races (an `OwnStatus`
-    /// echo of an older `SetStatus` overwrites a newer status; a stale `Contacts` answer
-    /// confirms a change whose reversal is still in flight), which the core has yet to fix.
-    /// `SIM_RACES=1` turns them on.
+    /// Status and contact changes of mind in flight at the instant of a fault. They found
+    /// two client-core races (an `OwnStatus` echo of an older `SetStatus` overwrote a newer
+    /// status; a stale `Contacts` answer confirmed a change whose reversal was still in
+    /// flight), now fixed. On by default; `SIM_RACES=0` turns them off.
     pub in_flight_races: bool,
 }
 
+impl Default for Knobs {
+    fn default() -> Self {
+        Knobs {
+            in_flight_races: true,
+        }
+    }
+}
+
 impl Knobs {
-    /// The knobs the environment asks for (`SIM_RACES=1`).
+    /// The knobs the environment asks for (`SIM_RACES=0` turns the races off).
     pub fn from_env() -> Knobs {
         Knobs {
-            in_flight_races: std::env::var("SIM_RACES").is_ok_and(|v| v == "1"),
+            in_flight_races: std::env::var("SIM_RACES").map_or(true, |v| v != "0"),
         }
     }
 }

@@ -17,9 +17,9 @@ pub struct Report {
 /// The command that replays one seed.
 pub fn replay_command(seed: u64) -> String {
     let races = if crate::plan::Knobs::from_env().in_flight_races {
-        "SIM_RACES=1 "
-    } else {
         ""
+    } else {
+        "SIM_RACES=0 "
     };
     format!(
         "{races}SIM_SEED={seed} cargo test -p breeze-sim-tests --release -- random_seeds --nocapture"

@@ -387,16 +387,15 @@ fn a_bigger_cluster_under_every_fault() {
     }
 }
 
-/// Two client-core races the simulation found, reproduced by random seeds with the
-/// in-flight changes of mind turned on. Seed 22: the user sets Busy then Away; the
+/// Two client-core races the simulation found (now fixed), kept as regressions: random
+/// seeds with the in-flight changes of mind turned on. Seed 22: the user sets Busy then Away; the
 /// `OwnStatus(Busy)` echo of the first arrives after the second was sent and overwrites
 /// the desired status; the link then goes silent, and the client logs in again as Busy.
 /// Seed 36: remove, add, remove a contact within 15 ms; the answer to the first remove
 /// confirms "removed" and drops the pending change while the last remove is still in
 /// flight; the partition loses it, and the contact stays added for good.
 #[test]
-#[ignore = "client-core races, not fixed yet: see the comment"]
-fn known_client_races_lose_a_status_or_contact_change() {
+fn changes_of_mind_in_flight_at_a_fault_are_not_lost() {
     let knobs = breeze_sim_tests::plan::Knobs {
         in_flight_races: true,
     };

@@ -82,6 +82,9 @@ pub struct Client {
     password_in_doubt: Option<String>,
     /// Desired, and as last confirmed: re-asserted at every login.
     status: Status,
+    /// `SetStatus` requests on this connection whose `OwnStatus` echo has not come back: an
+    /// echo of an older choice must not overwrite a newer one still on its way.
+    status_in_flight: u32,
     contacts: BTreeSet<UserId>,
     /// Contact changes the server has not confirmed yet; `true` adds. The last change per
     /// user wins. A change sent on a connection that died is sent again after the next login,
@@ -118,6 +121,7 @@ impl Client {
             password_changes: VecDeque::new(),
             password_in_doubt: None,
             status: cfg.status,
+            status_in_flight: 0,
             contacts: BTreeSet::new(),
             contact_changes: BTreeMap::new(),
             contacts_in_flight: VecDeque::new(),
@@ -248,6 +252,7 @@ impl Client {
     pub fn set_status(&mut self, now: Instant, status: Status) {
         self.status = status;
         if self.is_logged_in() {
+            self.status_in_flight += 1;
             self.send(now, &ClientMsg::SetStatus { status });
         }
     }
@@ -416,15 +421,23 @@ impl Client {
                 }
             }
             ServerMsg::OwnStatus { status } => {
-                self.status = status;
+                if self.status_in_flight > 0 {
+                    self.status_in_flight -= 1;
+                } else {
+                    self.status = status;
+                }
                 self.events.push_back(ClientEvent::OwnStatus(status));
             }
             ServerMsg::Contacts { contacts } => {
                 self.contacts = contacts.into_iter().collect();
                 self.contacts_in_flight.pop_front();
                 let confirmed = &self.contacts;
-                self.contact_changes
-                    .retain(|user, add| confirmed.contains(user) != *add);
+                // A change whose request for that user is still out is not settled by an
+                // answer to an earlier one.
+                let in_flight = &self.contacts_in_flight;
+                self.contact_changes.retain(|user, add| {
+                    in_flight.contains(user) || confirmed.contains(user) != *add
+                });
                 let list = self.contacts.iter().cloned().collect();
                 self.events.push_back(ClientEvent::Contacts(list));
             }
@@ -537,6 +550,7 @@ impl Client {
         }
         // `Login` carried the status; it differs only if changed while the login was out.
         if status != self.status {
+            self.status_in_flight += 1;
             self.send(
                 now,
                 &ClientMsg::SetStatus {
@@ -659,6 +673,7 @@ impl Client {
         }
         // The server redelivers what it has no ack for; the seen set catches the repeat.
         self.pending_acks.clear();
+        self.status_in_flight = 0;
         if socket == Socket::Open {
             self.outputs.push_back(ClientOutput::Disconnect);
         }

@@ -495,6 +495,59 @@ fn a_redelivered_message_reaches_the_app_once_but_is_acked_each_time() {
 }
 
 #[test]
+fn an_echo_of_an_older_status_does_not_overwrite_a_newer_choice() {
+    // Found by the simulation: Busy then Away; Busy's echo arrives after Away was sent.
+    let mut client = logged_in(at(0));
+    client.set_status(at(1), Status::Busy);
+    client.set_status(at(2), Status::Away);
+    feed(
+        &mut client,
+        at(3),
+        ServerMsg::OwnStatus {
+            status: Status::Busy,
+        },
+    );
+    assert_eq!(client.own_status(), Status::Away);
+    feed(
+        &mut client,
+        at(4),
+        ServerMsg::OwnStatus {
+            status: Status::Away,
+        },
+    );
+    assert_eq!(client.own_status(), Status::Away);
+    // With nothing of ours in flight, another device's change is adopted.
+    feed(
+        &mut client,
+        at(5),
+        ServerMsg::OwnStatus {
+            status: Status::Busy,
+        },
+    );
+    assert_eq!(client.own_status(), Status::Busy);
+}
+
+#[test]
+fn a_contact_change_reversed_in_flight_is_kept_until_the_last_answer() {
+    // Found by the simulation: remove, add, remove within one round trip; the answer to
+    // the first agrees with the last wish, but the last is still out and may be lost.
+    let mut client = logged_in(at(0));
+    client.remove_contact(at(1), user("bob"));
+    client.add_contact(at(1), user("bob"));
+    client.remove_contact(at(1), user("bob"));
+    outputs(&mut client);
+    feed(&mut client, at(2), ServerMsg::Contacts { contacts: vec![] });
+    // The connection dies before the other answers: the last wish is sent again.
+    let now = drop_and_retry(&mut client, at(3));
+    client.handle_connected(now);
+    feed(&mut client, now, welcome());
+    feed(&mut client, now, login_ok(b"", &["bob"]));
+    assert!(
+        outputs(&mut client).contains(&Out::Msg(ClientMsg::RemoveContact { user: user("bob") }))
+    );
+}
+
+#[test]
 fn a_client_that_does_not_ack_leaves_messages_in_the_mailbox() {
     let mut client = started(ClientConfig {
         ack_deliveries: false,
