@@ -291,6 +291,10 @@ impl Harness {
                     }
                     intent.pending.insert(u, add);
                     intent.uncertain.remove(&u);
+                    // Sent at once when logged in; otherwise queued for the next login.
+                    if oracle.host_logged_in(h) {
+                        oracle.intents[h].in_flight.push_back(u);
+                    }
                 }
             }
             Action::Send(h, to) => {
@@ -392,6 +396,7 @@ impl Harness {
         // Unconfirmed contact changes died with the client: stored or not, nobody knows.
         let pending = std::mem::take(&mut intent.pending);
         intent.uncertain.extend(pending.into_keys());
+        intent.in_flight.clear();
     }
 
     fn restart_client(&mut self, h: usize) {

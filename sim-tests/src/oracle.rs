@@ -222,6 +222,12 @@ pub struct Intent {
     pub pending: BTreeMap<usize, bool>,
     /// Changes whose fate a crash made unknown (they may or may not have been stored).
     pub uncertain: BTreeSet<usize>,
+    /// Contact requests the client has out on its connection, oldest first, as the client
+    /// itself counts them: an answer to an earlier request must not settle a later change
+    /// of mind for the same user (the client core had exactly that bug).
+    pub in_flight: VecDeque<usize>,
+    /// The next `Contacts` event is the list a login brings, not an answer.
+    pub login_list_next: bool,
 }
 
 /// A message the driver had a client send.
@@ -348,6 +354,8 @@ impl Oracle {
                     contacts: BTreeSet::new(),
                     pending: BTreeMap::new(),
                     uncertain: BTreeSet::new(),
+                    in_flight: VecDeque::new(),
+                    login_list_next: false,
                 })
                 .collect(),
             user_logs: (0..cfg.users).map(|_| UserLog::default()).collect(),
@@ -546,7 +554,10 @@ impl Oracle {
                 return;
             }
             ClientMsg::SetStatus { status } => {
-                if let Some(u) = session {
+                // Only a live session's change counts: bytes still arriving on a connection
+                // whose session the server already ended (replaced, closed) change nothing.
+                let live = |u: usize| self.user_logs[u].live().any(|s| s.conn == conn);
+                if let Some(u) = session.filter(|&u| live(u)) {
                     self.user_logs[u].statuses.push(StatusChange {
                         at,
                         status: *status,
@@ -792,6 +803,9 @@ impl Oracle {
                 h.logged_in = true;
                 h.logins += 1;
                 h.stopped = None;
+                let intent = &mut self.intents[host];
+                intent.in_flight.clear();
+                intent.login_list_next = true;
             }
             ClientEvent::Disconnected { .. } => self.hosts[host].logged_in = false,
             ClientEvent::Stopped(reason) => {
@@ -823,9 +837,20 @@ impl Oracle {
             }
             ClientEvent::Contacts(list) => {
                 let list: BTreeSet<usize> = list.iter().filter_map(|u| self.user_of(u)).collect();
-                self.intents[host]
+                let intent = &mut self.intents[host];
+                let login = std::mem::take(&mut intent.login_list_next);
+                if !login {
+                    intent.in_flight.pop_front();
+                }
+                let in_flight = &intent.in_flight;
+                intent
                     .pending
-                    .retain(|u, add| list.contains(u) != *add);
+                    .retain(|u, add| in_flight.contains(u) || list.contains(u) != *add);
+                if login {
+                    // The client sends again every change the login's list does not show.
+                    let resent: Vec<usize> = intent.pending.keys().copied().collect();
+                    intent.in_flight.extend(resent);
+                }
             }
             ClientEvent::MessageSent { id, .. } => {
                 self.stats.messages_acked += 1;
