@@ -22,7 +22,7 @@ use crate::time::{Duration, Instant};
 use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-pub const PASSWORD: &str = "correct horse";
+pub use super::rig::PASSWORD;
 
 #[derive(Debug, Clone)]
 pub struct WorldConfig {
@@ -89,6 +89,8 @@ pub struct World {
     pub violations: Vec<String>,
     /// A hash of everything that happened, for determinism checks.
     pub trace_hash: u64,
+    /// Print every traced event (`BREEZE_TRACE` set), read once rather than per event.
+    verbose: bool,
     /// Connections the server closed for silence.
     pub heartbeat_timeouts: usize,
 }
@@ -144,6 +146,7 @@ impl World {
             sent: BTreeMap::new(),
             violations: Vec::new(),
             trace_hash: 0xcbf2_9ce4_8422_2325,
+            verbose: std::env::var_os("BREEZE_TRACE").is_some(),
             heartbeat_timeouts: 0,
         }
     }
@@ -151,7 +154,7 @@ impl World {
     fn trace(&mut self, what: std::fmt::Arguments<'_>) {
         // FNV-1a over a rendering of each event: cheap, stable, enough to compare two runs.
         let text = format!("{:?} {what}", self.now);
-        if std::env::var_os("BREEZE_TRACE").is_some() {
+        if self.verbose {
             eprintln!("{text}");
         }
         for b in text.bytes() {
