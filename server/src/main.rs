@@ -6,6 +6,12 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
 
+// glibc's malloc hands the store writer's freed batches back to the kernel after every
+// commit (madvise, and a TLB shootdown across cores each time): at chat saturation that was
+// a fifth of the server's CPU. mimalloc keeps freed pages for reuse per thread.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let args = Args::parse();
     // Logs go to stderr, leaving stdout to whatever wraps the server.
