@@ -486,34 +486,19 @@ fn store_message(
     msg: NewMessage,
     now_ms: u64,
 ) -> Result<Result<Stored, StorageError>, StoreError> {
-    let first = conn
-        .prepare_cached(concat!(
-            "SELECT ",
-            delivery_columns!(),
-            " FROM messages WHERE sender = ?1 AND client_id = ?2"
-        ))?
-        .query_row(params![msg.from.as_str(), id_to_sql(msg.id)], delivery_at)
-        .optional()?;
-    if let Some((delivery, to)) = first {
-        return Ok(Ok(Stored {
-            to,
-            delivery,
-            duplicate: true,
-        }));
-    }
-    if !user_exists(conn, &msg.to)? || !user_exists(conn, &msg.from)? {
-        return Ok(Err(StorageError::NoSuchUser));
-    }
     let (mime, name, data) = match &msg.attachment {
         Some(a) => (Some(&a.mime), Some(&a.name), Some(&a.data)),
         None => (None, None, None),
     };
     let sent_at = ms_to_sql(now_ms);
-    let seq: i64 = conn
+    // One statement for the common case: the unique (sender, client_id) index finds a resent
+    // message, and the foreign keys find an unknown sender or recipient, both while inserting.
+    let inserted = conn
         .prepare_cached(
             "INSERT INTO messages (sender, recipient, client_id, body, attachment_mime,
                                    attachment_name, attachment_data, sent_at_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING seq",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             ON CONFLICT (sender, client_id) DO NOTHING RETURNING seq",
         )?
         .query_row(
             params![
@@ -526,8 +511,33 @@ fn store_message(
                 data,
                 sent_at
             ],
-            |row| row.get(0),
-        )?;
+            |row| row.get::<_, i64>(0),
+        )
+        .optional();
+    let seq = match inserted {
+        Ok(Some(seq)) => seq,
+        Err(rusqlite::Error::SqliteFailure(e, _))
+            if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY =>
+        {
+            return Ok(Err(StorageError::NoSuchUser));
+        }
+        Err(e) => return Err(e.into()),
+        // Stored before: answer with the first copy, whatever this one says.
+        Ok(None) => {
+            let (delivery, to) = conn
+                .prepare_cached(concat!(
+                    "SELECT ",
+                    delivery_columns!(),
+                    " FROM messages WHERE sender = ?1 AND client_id = ?2"
+                ))?
+                .query_row(params![msg.from.as_str(), id_to_sql(msg.id)], delivery_at)?;
+            return Ok(Ok(Stored {
+                to,
+                delivery,
+                duplicate: true,
+            }));
+        }
+    };
     Ok(Ok(Stored {
         to: msg.to,
         delivery: Delivery {

@@ -477,11 +477,26 @@ fn a_failing_request_fails_alone_in_its_batch() {
                 password: "password".to_owned(),
             },
         ),
+        // No savepoint around a message: its one statement fails whole.
+        (
+            RequestId(4),
+            StorageOp::StoreMessage {
+                from: user("ghost"),
+                to: user("bob"),
+                id: 2,
+                body: "refused".to_owned(),
+                attachment: None,
+            },
+        ),
     ];
     let results = s.db.apply_batch(ops, NOW, &s.hasher);
     assert_eq!(
         results.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
-        vec![RequestId(1), RequestId(2), RequestId(3)]
+        vec![RequestId(1), RequestId(2), RequestId(3), RequestId(4)]
+    );
+    assert_eq!(
+        results[3].1,
+        StorageResult::MessageStored(Err(StorageError::NoSuchUser))
     );
     assert!(matches!(results[0].1, StorageResult::MessageStored(Ok(_))));
     assert!(matches!(
