@@ -12,18 +12,16 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 /// How a client paces its sends.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 pub enum Pace {
-    /// One message every `interval`, starting `offset` into the run; latency counts from the
-    /// intended send time, so a late sender is not excused (no coordinated omission).
-    Rate {
-        interval: Duration,
-        offset: Duration,
-    },
+    /// Send one message at each intended time the pacer (`crate::pacer`) hands over; latency
+    /// counts from that time, so a late sender is not excused (no coordinated omission).
+    Rate(UnboundedReceiver<Instant>),
     /// Keep `window` messages sent and not yet confirmed by `Sent`.
     Max { window: usize },
 }
@@ -86,7 +84,7 @@ pub fn sent_at(epoch: Instant, body: &str) -> Option<Instant> {
 pub async fn client(
     session: Session,
     peer: UserId,
-    pace: Pace,
+    mut pace: Pace,
     shared: &ChatShared,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -102,10 +100,6 @@ pub async fn client(
     let mut outstanding = 0usize;
     let mut last_seq = 0u64;
     let mut lat: Vec<u64> = Vec::new();
-    let mut next_send = match pace {
-        Pace::Rate { offset, .. } => shared.start + offset,
-        Pace::Max { .. } => shared.start,
-    };
     let mut next_ping = Instant::now() + heartbeat_interval;
     let mut send_one = |out: &mut BytesMut, at: Instant| {
         let msg = ClientMsg::Send {
@@ -195,8 +189,7 @@ pub async fn client(
         }
         let sending = !shared.stop_sending.load(Ordering::Relaxed);
         let wake = match pace {
-            Pace::Rate { .. } if sending => next_send,
-            Pace::Max { window } if sending && outstanding < window => next_send,
+            Pace::Max { window } if sending && outstanding < window => shared.start,
             _ => next_ping,
         }
         .min(next_ping);
@@ -210,31 +203,33 @@ pub async fn client(
                 }
                 unread = true;
             }
+            Some(at) = intended(&mut pace), if sending => {
+                send_one(&mut out, at);
+                let mut n = 1;
+                // Catch up on every send already due, each stamped with its own time.
+                if let Pace::Rate(times) = &mut pace {
+                    while let Ok(at) = times.try_recv() {
+                        send_one(&mut out, at);
+                        n += 1;
+                    }
+                }
+                shared.sent.fetch_add(n, Ordering::Relaxed);
+            }
             () = tokio::time::sleep_until(wake) => {
                 let now = Instant::now();
                 if now >= next_ping {
                     out.put_slice(&encode_frame(&ClientMsg::Ping { nonce: 0 }));
                     next_ping = now + heartbeat_interval;
                 }
-                if !shared.stop_sending.load(Ordering::Relaxed) {
+                if let Pace::Max { window } = pace
+                    && now >= shared.start
+                    && !shared.stop_sending.load(Ordering::Relaxed)
+                {
                     let mut n = 0;
-                    match pace {
-                        Pace::Rate { interval, .. } => {
-                            // Catch up on every send that is due, each stamped with its own
-                            // intended time.
-                            while next_send <= now {
-                                send_one(&mut out, next_send);
-                                next_send += interval;
-                                n += 1;
-                            }
-                        }
-                        Pace::Max { window } => {
-                            while outstanding < window {
-                                send_one(&mut out, now);
-                                outstanding += 1;
-                                n += 1;
-                            }
-                        }
+                    while outstanding < window {
+                        send_one(&mut out, now);
+                        outstanding += 1;
+                        n += 1;
                     }
                     shared.sent.fetch_add(n, Ordering::Relaxed);
                 }
@@ -246,6 +241,14 @@ pub async fn client(
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .extend(lat);
+}
+
+/// The next intended send time under `Pace::Rate`; never resolves under `Pace::Max`.
+async fn intended(pace: &mut Pace) -> Option<Instant> {
+    match pace {
+        Pace::Rate(times) => times.recv().await,
+        Pace::Max { .. } => std::future::pending().await,
+    }
 }
 
 #[cfg(test)]

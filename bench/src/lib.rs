@@ -6,6 +6,7 @@
 
 pub mod chat;
 pub mod net;
+pub mod pacer;
 pub mod plot;
 pub mod pop;
 pub mod presence;

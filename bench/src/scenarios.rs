@@ -1,6 +1,7 @@
 //! The four scenarios: each sets up users, runs bounded phases, and returns its report.
 
 use crate::chat::{self, ChatShared, Pace};
+use crate::pacer;
 use crate::plot::{self, Mark};
 use crate::pop::{self, Population, Scope};
 use crate::presence::{self, Close, Control, Go, Leave, Shared};
@@ -1030,21 +1031,33 @@ pub async fn chat(a: ChatArgs, fd_limit: u64) -> Result<Report, String> {
     let start = epoch + Duration::from_millis(200);
     let shared = Arc::new(ChatShared::new(epoch, start, a.warmup, a.duration));
     let (stop_tx, stop_rx) = watch::channel(false);
+    // Under a set rate, client i sends every n/rate seconds, the clients evenly staggered.
+    let mut paced = match a.rate {
+        Rate::Max => None,
+        Rate::PerSecond(rate) => {
+            let interval = Duration::from_secs_f64(n as f64 / rate);
+            let schedules: Vec<_> = (0..n)
+                .map(|i| pacer::Schedule {
+                    first: start + interval.mul_f64(i as f64 / n as f64),
+                    interval,
+                })
+                .collect();
+            let (thread, times) = pacer::start(&schedules, shared.window_end)
+                .map_err(|e| format!("cannot start the pacing thread: {e}"))?;
+            Some((thread, times.into_iter()))
+        }
+    };
     let mut tasks = JoinSet::new();
     for (i, s) in sessions.into_iter().enumerate() {
+        // Taken for every client, logged in or not, so each keeps its own schedule.
+        let times = paced.as_mut().and_then(|(_, times)| times.next());
         let Some(s) = s else { continue };
         let peer = pop.user(i ^ 1);
-        let pace = match a.rate {
-            Rate::Max => Pace::Max {
+        let pace = match times {
+            Some(times) => Pace::Rate(times),
+            None => Pace::Max {
                 window: a.window.max(1),
             },
-            Rate::PerSecond(rate) => {
-                let interval = Duration::from_secs_f64(n as f64 / rate);
-                Pace::Rate {
-                    interval,
-                    offset: interval.mul_f64(i as f64 / n as f64),
-                }
-            }
         };
         let (shared, stop) = (shared.clone(), stop_rx.clone());
         tasks.spawn(async move { chat::client(s, peer, pace, &shared, stop).await });
@@ -1091,6 +1104,12 @@ pub async fn chat(a: ChatArgs, fd_limit: u64) -> Result<Report, String> {
         .is_err()
     {
         tasks.abort_all();
+    }
+    // It stopped at the end of the window, long before the drain ended.
+    if let Some((thread, _)) = paced
+        && thread.join().is_err()
+    {
+        return Err("the pacing thread panicked".to_owned());
     }
 
     let secs = a.duration.as_secs_f64();
