@@ -14,6 +14,7 @@ mod presence;
 mod session;
 #[cfg(test)]
 mod tests;
+mod vec_set;
 
 use crate::codec::{decode, encode_frame};
 use crate::config::ServerConfig;

@@ -7,6 +7,7 @@
 //! and a snapshot built from the announced state never disagrees with the diffs that follow
 //! it — so no watcher hears the same thing twice or out of order.
 
+use super::vec_set::VecSet;
 use super::{Output, Server};
 use crate::codec::encode_frame;
 use crate::ids::{ConnId, UserId};
@@ -21,7 +22,7 @@ pub(super) struct PresenceBoard {
     /// Users registered since the last flush: the everyone scope lists them (as offline).
     joined: BTreeSet<UserId>,
     /// Contacts scope: watched user → connected users who have them as a contact.
-    watchers: BTreeMap<UserId, BTreeSet<UserId>>,
+    watchers: BTreeMap<UserId, VecSet<UserId>>,
 }
 
 impl PresenceBoard {

@@ -1,11 +1,11 @@
 //! Connections, sessions and users as the server core sees them.
 
+use super::vec_set::VecSet;
 use crate::config::ServerConfig;
 use crate::ids::{ConnId, RequestId, UserId};
 use crate::message::{Presence, Status};
 use crate::time::Instant;
 use bytes::Bytes;
-use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 /// One open connection on this node.
@@ -105,10 +105,10 @@ impl Conn {
 #[derive(Debug)]
 pub(crate) struct User {
     pub(crate) status: Status,
-    pub(crate) sessions: BTreeSet<ConnId>,
+    pub(crate) sessions: VecSet<ConnId>,
     /// Loaded from storage when the user comes online; authoritative while connected, since
     /// every change goes through this core.
-    pub(crate) contacts: BTreeSet<UserId>,
+    pub(crate) contacts: VecSet<UserId>,
     /// The user's last session died and the offline grace runs until this instant.
     pub(crate) lingering: Option<Instant>,
 }
@@ -117,8 +117,8 @@ impl User {
     pub(crate) fn new() -> Self {
         User {
             status: Status::Online,
-            sessions: BTreeSet::new(),
-            contacts: BTreeSet::new(),
+            sessions: VecSet::new(),
+            contacts: VecSet::new(),
             lingering: None,
         }
     }
