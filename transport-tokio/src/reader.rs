@@ -1,7 +1,7 @@
 //! Splitting frames off a byte stream with little memory per connection.
 //!
-//! The buffer starts empty and is topped up in small steps, so an idle connection holds a few
-//! hundred bytes, not a fixed 8 KiB. A large frame grows it — only after `split_frame` has
+//! The buffer starts empty, is topped up in small steps and is let go once drained, so an idle
+//! connection holds none, not a fixed 8 KiB. A large frame grows it — only after `split_frame` has
 //! checked the announced length against the limit — and once that frame has been handed on,
 //! the buffer goes back to small.
 
@@ -39,6 +39,13 @@ impl FrameReader {
     pub(crate) fn next_frame(&mut self) -> Result<Option<Bytes>, FrameError> {
         let frame = split_frame(&mut self.buf, self.max_frame)?;
         if frame.is_some() && self.buf.is_empty() && self.buf.capacity() > SHRINK_ABOVE {
+            self.buf = BytesMut::new();
+        }
+        if frame.is_none() && self.buf.is_empty() {
+            // Everything read has been handed on: an idle connection holds no buffer. The
+            // spare room of the last read would otherwise pin its whole allocation, some
+            // 300 bytes per connection, and the next read allocates afresh (cheap next to
+            // the read itself).
             self.buf = BytesMut::new();
         }
         Ok(frame)
@@ -81,6 +88,19 @@ mod tests {
         feed(&mut reader, &encode_frame(&ClientMsg::Ping { nonce: 1 }));
         assert!(reader.next_frame().unwrap().is_some());
         assert!(reader.capacity() <= SHRINK_ABOVE);
+    }
+
+    #[test]
+    fn a_drained_reader_holds_no_buffer() {
+        let mut reader = FrameReader::new(1000);
+        let ping = encode_frame(&ClientMsg::Ping { nonce: 1 });
+        feed(&mut reader, &ping[..3]);
+        assert_eq!(reader.next_frame().unwrap(), None);
+        assert!(reader.capacity() > 0, "a partial frame is kept");
+        feed(&mut reader, &ping[3..]);
+        assert!(reader.next_frame().unwrap().is_some());
+        assert_eq!(reader.next_frame().unwrap(), None);
+        assert_eq!(reader.capacity(), 0);
     }
 
     #[test]
