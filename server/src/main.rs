@@ -6,13 +6,30 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
 
-// glibc's malloc hands the store writer's freed batches back to the kernel after every
-// commit (madvise, and a TLB shootdown across cores each time): at chat saturation that was
-// a fifth of the server's CPU. mimalloc keeps freed pages for reuse per thread.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+/// Keeps glibc's malloc from handing freed memory back to the kernel until this much sits
+/// free at the top of a heap (the default is 128 KiB). The store writer frees a batch's worth
+/// after every commit, and each time glibc gave it back (madvise, with a TLB shootdown on
+/// every core) only to fault it in again for the next batch: a fifth of the server's CPU at
+/// chat saturation. Raising the threshold keeps that memory for reuse; glibc stays the
+/// allocator because it packs 20,000 idle connections tighter than mimalloc did (3.4 against
+/// 4.0 kB each in the bench).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn tune_malloc() {
+    const TRIM_THRESHOLD: libc::c_int = 16 << 20;
+    // SAFETY: mallopt only sets a tunable of the allocator; it is called before any other
+    // thread exists, and a refusal (0) leaves the default in place.
+    let applied = unsafe { libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD) };
+    if applied == 0 {
+        eprintln!("breeze-server: could not raise malloc's trim threshold; going on");
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn tune_malloc() {}
 
 fn main() -> ExitCode {
+    tune_malloc();
     let args = Args::parse();
     // Logs go to stderr, leaving stdout to whatever wraps the server.
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
