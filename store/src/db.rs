@@ -43,6 +43,7 @@ impl Default for DbOptions {
 #[derive(Debug)]
 pub struct Db {
     pub(crate) conn: Connection,
+    pub(crate) busy_timeout: Duration,
 }
 
 /// A unit of work in a batch: a request from the core, or the second half of one whose
@@ -127,7 +128,10 @@ impl Db {
         // message was a third of the server's instructions in the benchmark's profile.
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         schema::migrate(&mut conn)?;
-        Ok(Db { conn })
+        Ok(Db {
+            conn,
+            busy_timeout: opts.busy_timeout,
+        })
     }
 
     /// The schema version of the open database (after migration, `SCHEMA_VERSION`).

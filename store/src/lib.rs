@@ -10,6 +10,7 @@
 
 #![forbid(unsafe_code)]
 
+mod checkpoint;
 mod db;
 mod error;
 mod hash;

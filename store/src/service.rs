@@ -1,5 +1,6 @@
 //! `StorageService`: the `Db` on a writer thread with group commit, argon2 on a small pool.
 
+use crate::checkpoint::Checkpointer;
 use crate::db::{Db, HashMode, Outcome, Work};
 use crate::error::StoreError;
 use crate::hash::Hasher;
@@ -88,11 +89,12 @@ impl StorageService {
             }
         }
 
+        let checkpointer = Checkpointer::start(&db.conn, db.busy_timeout);
         let writer_on_done = Arc::clone(&on_done);
         let writer = thread::Builder::new()
             .name("breeze-store-writer".to_owned())
             .spawn(move || {
-                write_loop(db, &hasher, &inbox, jobs, &*writer_on_done);
+                write_loop(db, checkpointer, &hasher, &inbox, jobs, &*writer_on_done);
                 for handle in pool {
                     if handle.join().is_err() {
                         tracing::error!("a password hashing thread panicked");
@@ -147,6 +149,7 @@ fn now_ms() -> u64 {
 
 fn write_loop(
     mut db: Db,
+    checkpointer: Option<Checkpointer>,
     hasher: &Hasher,
     inbox: &Receiver<Msg>,
     jobs: Sender<(RequestId, HashJob)>,
@@ -175,7 +178,11 @@ fn write_loop(
         if batch.is_empty() {
             continue;
         }
-        for (id, outcome) in db.run_batch(batch, now_ms(), hasher, HashMode::Defer) {
+        let outcomes = db.run_batch(batch, now_ms(), hasher, HashMode::Defer);
+        if let Some(checkpointer) = &checkpointer {
+            checkpointer.committed();
+        }
+        for (id, outcome) in outcomes {
             match outcome {
                 Outcome::Done(result) => on_done(id, result),
                 Outcome::Hash(job) => {
@@ -187,6 +194,10 @@ fn write_loop(
                     }
                 }
             }
+        }
+        // After the results are out, so this batch does not wait for it.
+        if let Some(checkpointer) = &checkpointer {
+            checkpointer.catch_up(&db.conn);
         }
     }
 }

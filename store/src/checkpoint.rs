@@ -1,0 +1,169 @@
+//! WAL checkpoints on a thread of their own, so the writer never stops long for one.
+//!
+//! SQLite's automatic checkpoint runs inside the commit that crosses its threshold (1,000
+//! WAL pages): that commit copies the pages into the database file and fsyncs it, 2 to 4 ms
+//! at 10,000 messages a second, while every request behind it waits. That was the chat
+//! latency's tail. Here the writer's automatic checkpoint is off and this thread, on a second
+//! connection, runs a `PASSIVE` checkpoint after commits (at most one per `PAUSE`). A passive
+//! checkpoint never blocks the writer, but a writer that never pauses never lets the WAL
+//! start over either, so the writer, once the WAL holds more than `CATCH_UP_ABOVE` frames,
+//! runs one passive checkpoint itself between two batches. The thread has copied nearly
+//! everything by then, so that catch-up is short (the last few commits' pages and one fsync),
+//! and the writer's next transaction starts the WAL from its beginning: the file is reused,
+//! not grown.
+
+use crate::error::StoreError;
+use rusqlite::Connection;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+/// WAL frames (pages, 4 KiB each by default) past which the writer catches up and lets the
+/// WAL start over: 16 MiB.
+const CATCH_UP_ABOVE: i64 = 4_096;
+/// Least time between two checkpoints of the thread: each costs an fsync, and the writer's
+/// catch-up copies whatever is left.
+const PAUSE: Duration = Duration::from_millis(2);
+
+#[derive(Debug, Default)]
+struct Signal {
+    state: Mutex<State>,
+    wake: Condvar,
+    /// Frames in the WAL at the thread's last checkpoint.
+    frames: AtomicI64,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Commits happened since the last checkpoint began.
+    dirty: bool,
+    stop: bool,
+}
+
+/// Owns the checkpoint thread; dropping it stops the thread after the checkpoint in progress.
+#[derive(Debug)]
+pub(crate) struct Checkpointer {
+    signal: Arc<Signal>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    /// Takes checkpoints over from `writer`, if it is a file database in WAL mode (in-memory
+    /// databases have no WAL). On any failure the writer keeps its automatic checkpoints.
+    pub(crate) fn start(writer: &Connection, busy_timeout: Duration) -> Option<Checkpointer> {
+        match Checkpointer::try_start(writer, busy_timeout) {
+            Ok(started) => started,
+            Err(e) => {
+                tracing::warn!(error = %e, "no checkpoint thread; the writer checkpoints itself");
+                None
+            }
+        }
+    }
+
+    fn try_start(
+        writer: &Connection,
+        busy_timeout: Duration,
+    ) -> Result<Option<Checkpointer>, StoreError> {
+        let path = match writer.path() {
+            Some(path) if !path.is_empty() => path.to_owned(),
+            _ => return Ok(None),
+        };
+        let mode: String = writer.pragma_query_value(None, "journal_mode", |row| row.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Ok(None);
+        }
+        let conn = Connection::open(&path)?;
+        conn.busy_timeout(busy_timeout)?;
+        // The same durability as the writer's: a checkpoint syncs the database file as
+        // the writer's own would have.
+        let sync: i64 = writer.pragma_query_value(None, "synchronous", |row| row.get(0))?;
+        conn.pragma_update(None, "synchronous", sync)?;
+        let signal = Arc::new(Signal::default());
+        let thread = thread::Builder::new()
+            .name("breeze-store-checkpoint".to_owned())
+            .spawn({
+                let signal = Arc::clone(&signal);
+                move || checkpoint_loop(&conn, &signal)
+            })
+            .map_err(StoreError::Spawn)?;
+        // Only once the thread runs: until then the writer's own checkpoints stand.
+        writer.pragma_update(None, "wal_autocheckpoint", 0)?;
+        Ok(Some(Checkpointer {
+            signal,
+            thread: Some(thread),
+        }))
+    }
+
+    /// The writer committed: there may be pages to copy.
+    pub(crate) fn committed(&self) {
+        let mut state = self.signal.lock();
+        if !state.dirty {
+            state.dirty = true;
+            drop(state);
+            self.signal.wake.notify_one();
+        }
+    }
+
+    /// Called by the writer between batches, on its own connection: if the WAL has grown
+    /// past `CATCH_UP_ABOVE`, copies what the thread has not yet, so the next transaction
+    /// starts the WAL over.
+    pub(crate) fn catch_up(&self, writer: &Connection) {
+        if self.signal.frames.load(Ordering::Relaxed) <= CATCH_UP_ABOVE {
+            return;
+        }
+        match checkpoint(writer) {
+            // Until the thread's next checkpoint reports the fresh WAL.
+            Ok(_) => self.signal.frames.store(0, Ordering::Relaxed),
+            Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed"),
+        }
+    }
+}
+
+impl Signal {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // Only flags live under this lock; a panic elsewhere cannot leave them torn.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        self.signal.lock().stop = true;
+        self.signal.wake.notify_one();
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            tracing::error!("the checkpoint thread panicked");
+        }
+    }
+}
+
+fn checkpoint_loop(conn: &Connection, signal: &Signal) {
+    loop {
+        {
+            let mut state = signal.lock();
+            while !state.dirty && !state.stop {
+                state = signal
+                    .wake
+                    .wait(state)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
+            if state.stop {
+                return;
+            }
+            state.dirty = false;
+        }
+        match checkpoint(conn) {
+            Ok(frames) => signal.frames.store(frames, Ordering::Relaxed),
+            Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed"),
+        }
+        thread::sleep(PAUSE);
+    }
+}
+
+/// Runs one passive checkpoint; how many frames the WAL holds.
+fn checkpoint(conn: &Connection) -> Result<i64, StoreError> {
+    // Columns: whether it was blocked, frames in the WAL, frames now in the database file.
+    Ok(conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| row.get(1))?)
+}
