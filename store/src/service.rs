@@ -57,7 +57,7 @@ impl StorageService {
     /// Starts the writer and `hash_threads` hashing threads (at least one). Fails only if the
     /// operating system refuses a thread.
     pub fn start(
-        db: Db,
+        mut db: Db,
         hasher: Hasher,
         hash_threads: usize,
         on_done: impl Fn(RequestId, StorageResult) + Send + Sync + 'static,
@@ -89,7 +89,7 @@ impl StorageService {
             }
         }
 
-        let checkpointer = Checkpointer::start(&db.conn, db.busy_timeout);
+        let checkpointer = Checkpointer::start(&mut db.conn, db.busy_timeout);
         let writer_on_done = Arc::clone(&on_done);
         let writer = thread::Builder::new()
             .name("breeze-store-writer".to_owned())
@@ -179,9 +179,6 @@ fn write_loop(
             continue;
         }
         let outcomes = db.run_batch(batch, now_ms(), hasher, HashMode::Defer);
-        if let Some(checkpointer) = &checkpointer {
-            checkpointer.committed();
-        }
         for (id, outcome) in outcomes {
             match outcome {
                 Outcome::Done(result) => on_done(id, result),
