@@ -265,7 +265,12 @@ async fn watch_session(
                     ServerMsg::PresenceDiff { entries } => {
                         let recording = shared.recording.load(Ordering::Relaxed);
                         view.apply(pop, &entries, false, |u| {
-                            if recording && let Some(slot) = shared.victim_slot[u] {
+                            // Only watchers that stay count: under `--stagger-ms` a victim
+                            // still online hears of those that left before it.
+                            if recording
+                                && victim.is_none()
+                                && let Some(slot) = shared.victim_slot[u]
+                            {
                                 shared
                                     .offline_seen
                                     .lock()
