@@ -21,16 +21,16 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 /// WAL frames (pages, 4 KiB each by default) past which the writer catches up and lets the
-/// WAL start over: 16 MiB.
-const CATCH_UP_ABOVE: i64 = 4_096;
+/// WAL start over: 32 MiB.
+const CATCH_UP_ABOVE: i64 = 8_192;
 /// The thread checkpoints after this many commits, or sooner once the WAL has grown by
 /// `MAX_STEP` frames. Counting commits keeps the pages left for the writer's catch-up few at
 /// moderate rates (small commits of a few frames each), while at saturation, where one
 /// commit writes dozens of frames, the frame bound keeps checkpoints (each an fsync of the
-/// database file and a copy of hot pages) about as rare as SQLite's own: a checkpoint every
+/// database file and a copy of hot pages) no more frequent than SQLite's own: a checkpoint every
 /// 128 frames had cost a tenth more CPU per message there.
 const STEP_COMMITS: u32 = 32;
-const MAX_STEP: i64 = 1_024;
+const MAX_STEP: i64 = 2_048;
 
 #[derive(Debug, Default)]
 struct Signal {

@@ -156,8 +156,9 @@ fn dropping_the_service_also_flushes() {
 
 /// Checkpoints run beside the writer, and the writer lets the WAL start over once it is
 /// large, so a long run of small commits reuses the WAL file instead of growing it: 3,000
-/// one-message commits write ~12,000 WAL frames (~48 MiB), and the file stays within the
-/// catch-up size (16 MiB) plus a margin. Nothing is lost on the way.
+/// one-message commits write ~16,000 WAL frames (~65 MB, which is what the file grows to
+/// without the catch-up), and the file stays within the catch-up size (32 MiB) plus a margin.
+/// Nothing is lost on the way.
 #[test]
 fn the_wal_is_reused_under_a_long_run_of_commits() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -181,7 +182,7 @@ fn the_wal_is_reused_under_a_long_run_of_commits() {
         largest = largest.max(std::fs::metadata(&wal).map_or(0, |m| m.len()));
     }
     service.shutdown();
-    assert!(largest < 24 << 20, "the WAL grew to {largest} bytes");
+    assert!(largest < 40 << 20, "the WAL grew to {largest} bytes");
     let mut store = Store::new(Db::open(&path, &DbOptions::default()).expect("reopen"));
     assert_eq!(store.mailbox("bob").len(), 3_000);
 }
