@@ -9,6 +9,7 @@ use breeze_transport_tokio::{Connector, Listener};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -19,6 +20,24 @@ pub const PORT: u16 = 7700;
 pub struct SimListener {
     inner: turmoil::net::TcpListener,
     oracle: Shared,
+    morgue: Arc<Mutex<Morgue>>,
+}
+
+/// The server's streams dropped while its host crashes, held back so that they close in
+/// connection order.
+///
+/// A crash drops the host's tokio runtime, and tokio drops the tasks in an order set by
+/// process-wide task ids (the current-thread scheduler shards its task list by id). Each
+/// stream's close sends a segment, and turmoil draws each segment's latency from the seeded
+/// RNG, so two runs of one seed in one process drew those latencies in different orders and
+/// went different ways. Here the last of a crashing incarnation's streams to go closes them
+/// all, sorted.
+#[derive(Default)]
+struct Morgue {
+    /// Streams of this server incarnation not dropped yet.
+    live: usize,
+    /// Sorted by connection.
+    held: Vec<(u64, turmoil::net::TcpStream)>,
 }
 
 impl std::fmt::Debug for SimListener {
@@ -34,7 +53,11 @@ impl SimListener {
     pub async fn bind(oracle: Shared) -> io::Result<SimListener> {
         let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), PORT);
         let inner = turmoil::net::TcpListener::bind(addr).await?;
-        Ok(SimListener { inner, oracle })
+        Ok(SimListener {
+            inner,
+            oracle,
+            morgue: Arc::default(),
+        })
     }
 }
 
@@ -44,10 +67,15 @@ impl Listener for SimListener {
     async fn accept(&mut self) -> io::Result<(Observed, SocketAddr)> {
         let (stream, peer) = self.inner.accept().await?;
         let conn = crate::oracle::lock(&self.oracle).server_accepted(now(), peer);
+        self.morgue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .live += 1;
         let observed = Observed {
-            inner: stream,
+            inner: Some(stream),
             conn,
             oracle: self.oracle.clone(),
+            morgue: self.morgue.clone(),
         };
         Ok((observed, peer))
     }
@@ -58,11 +86,26 @@ impl Listener for SimListener {
 }
 
 /// A server-side stream that reports what passes through it.
-#[derive(Debug)]
 pub struct Observed {
-    inner: turmoil::net::TcpStream,
+    /// Taken only by `drop`.
+    inner: Option<turmoil::net::TcpStream>,
     conn: u64,
     oracle: Shared,
+    morgue: Arc<Mutex<Morgue>>,
+}
+
+impl std::fmt::Debug for Observed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Observed")
+            .field("conn", &self.conn)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Observed {
+    fn stream(&mut self) -> Pin<&mut turmoil::net::TcpStream> {
+        Pin::new(self.inner.as_mut().expect("only drop takes the stream"))
+    }
 }
 
 impl AsyncRead for Observed {
@@ -74,7 +117,7 @@ impl AsyncRead for Observed {
         // turmoil answers a read into a full buffer with "nothing", which is not an EOF.
         let watch = buf.remaining() > 0;
         let before = buf.filled().len();
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let polled = self.stream().poll_read(cx, buf);
         if watch {
             match &polled {
                 Poll::Ready(Ok(())) => {
@@ -97,7 +140,7 @@ impl AsyncWrite for Observed {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        let polled = self.stream().poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = &polled {
             crate::oracle::lock(&self.oracle).server_wrote(self.conn, now(), &buf[..*n]);
         }
@@ -105,17 +148,38 @@ impl AsyncWrite for Observed {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        self.stream().poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        self.stream().poll_shutdown(cx)
     }
 }
 
 impl Drop for Observed {
     fn drop(&mut self) {
-        crate::oracle::lock(&self.oracle).server_dropped(self.conn, now());
+        let crashing = {
+            let mut oracle = crate::oracle::lock(&self.oracle);
+            oracle.server_dropped(self.conn, now());
+            !oracle.server_is_up()
+        };
+        let Some(stream) = self.inner.take() else {
+            return;
+        };
+        let mut morgue = self.morgue.lock().unwrap_or_else(PoisonError::into_inner);
+        morgue.live -= 1;
+        if !crashing {
+            drop(morgue);
+            return drop(stream);
+        }
+        let at = morgue.held.partition_point(|(conn, _)| *conn < self.conn);
+        morgue.held.insert(at, (self.conn, stream));
+        if morgue.live == 0 {
+            let held = std::mem::take(&mut morgue.held);
+            drop(morgue);
+            // A vector drops its elements first to last.
+            drop(held);
+        }
     }
 }
 

@@ -67,9 +67,12 @@ fn random_seeds() {
     );
 }
 
+/// Runs each seed twice in this one process. Runs before it leave process-wide state behind
+/// (tokio's task ids, which order a crashed runtime's teardown), so a second run of a seed
+/// starts from different such state than its first; several seeds cover several offsets.
 #[test]
 fn the_same_seed_gives_the_same_trace() {
-    for seed in [7, 1234, 99_999] {
+    for seed in [7, 1234, 99_999, 1, 2, 3, 5, 8, 13, 21] {
         let a = run_seed(seed);
         let b = run_seed(seed);
         assert_eq!(
