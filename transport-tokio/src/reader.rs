@@ -1,9 +1,9 @@
 //! Splitting frames off a byte stream with little memory per connection.
 //!
 //! The buffer starts empty, is topped up in small steps and is let go once drained, so an idle
-//! connection holds none, not a fixed 8 KiB. A large frame grows it — only after `split_frame` has
-//! checked the announced length against the limit — and once that frame has been handed on,
-//! the buffer goes back to small.
+//! connection holds none, not a fixed 8 KiB. A large frame grows it — only after
+//! `split_frame` has checked the announced length against the limit — and once that frame has
+//! been handed on, the buffer goes back to small.
 
 use breeze_core::codec::{FrameError, split_frame};
 use bytes::{Bytes, BytesMut};
@@ -43,9 +43,9 @@ impl FrameReader {
         }
         if frame.is_none() && self.buf.is_empty() {
             // Everything read has been handed on: an idle connection holds no buffer. The
-            // spare room of the last read would otherwise pin its whole allocation, some
-            // 300 bytes per connection, and the next read allocates afresh (cheap next to
-            // the read itself).
+            // spare room of the last read would otherwise keep its allocation (up to a read
+            // step) alive on every idle connection; the next read allocates afresh, which is
+            // cheap next to the read itself.
             self.buf = BytesMut::new();
         }
         Ok(frame)
