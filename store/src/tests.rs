@@ -206,3 +206,58 @@ fn mailbox_and_history_queries_use_their_indexes() {
     assert!(mailbox.contains("messages_mailbox"), "{mailbox}");
     assert!(!mailbox.contains("TEMP B-TREE"), "{mailbox}");
 }
+
+/// Without a savepoint per message, a storage error midway through a batch must still leave
+/// the truth behind: every message reported stored is in the database, every one reported
+/// failed is not, and the file is sound. A page limit makes the database run out of room
+/// partway through a batch of large messages, as a full disk would.
+#[test]
+fn a_full_database_keeps_exactly_the_messages_it_reported_stored() {
+    let mut db = Db::open_in_memory(&DbOptions::default()).expect("db");
+    let hasher = hasher();
+    db.apply(RequestId(0), register("alice"), NOW, &hasher);
+    let pages: i64 = db
+        .conn
+        .pragma_query_value(None, "page_count", |r| r.get(0))
+        .expect("page_count");
+    db.conn
+        .pragma_update(None, "max_page_count", pages + 40)
+        .expect("max_page_count");
+    let big = |id: u64| StorageOp::StoreMessage {
+        from: user("alice"),
+        to: user("alice"),
+        id,
+        body: "x".repeat(16 * 1024),
+        attachment: None,
+    };
+    let ops = (1..=40).map(|id| (RequestId(id), big(id))).collect();
+    let results = db.apply_batch(ops, NOW, &hasher);
+    let mut stored = Vec::new();
+    for (id, result) in &results {
+        match result {
+            StorageResult::MessageStored(Ok(s)) => stored.push(s.delivery.id),
+            StorageResult::MessageStored(Err(StorageError::Failed(_))) => {}
+            other => panic!("request {id:?}: {other:?}"),
+        }
+    }
+    assert!(stored.len() < 40, "the page limit never bit");
+
+    db.conn
+        .pragma_update(None, "max_page_count", 1_000_000)
+        .expect("max_page_count");
+    let in_db: Vec<u64> = db
+        .conn
+        .prepare("SELECT client_id FROM messages ORDER BY seq")
+        .expect("prepare")
+        .query_map([], |r| r.get::<_, i64>(0))
+        .expect("query")
+        .map(|id| id.map(|id| id as u64))
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    assert_eq!(in_db, stored);
+    let check: String = db
+        .conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .expect("integrity_check");
+    assert_eq!(check, "ok");
+}
