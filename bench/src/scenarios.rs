@@ -5,7 +5,7 @@ use crate::pacer;
 use crate::plot::{self, Mark};
 use crate::pop::{self, Population, Scope};
 use crate::presence::{self, Close, Control, Go, Leave, Shared};
-use crate::procfs::Sample;
+use crate::procfs::{self, Sample};
 use crate::report::{Report, round};
 use crate::stats::{Summary, ms};
 use crate::target::{Policy, ServerOpts, Target};
@@ -734,7 +734,9 @@ async fn departure(d: Departure, fd_limit: u64) -> Result<Report, String> {
     crowd.shared.recording.store(true, Ordering::Relaxed);
     let strike = Instant::now() + Duration::from_millis(300);
     let _ = crowd.strike.send(Some(strike));
-    let cpu0 = target.sample();
+    let threads = |target: &Target| target.pid().and_then(|pid| procfs::thread_cpu_ns(pid).ok());
+    let cpu0 = threads(&target);
+    let own0 = procfs::thread_cpu_ns(std::process::id()).ok();
     let wait = match d.leave {
         Leave::Silent => d.heartbeat_timeout + Duration::from_secs(5),
         Leave::Close(_) => Duration::from_secs(10),
@@ -750,7 +752,8 @@ async fn departure(d: Departure, fd_limit: u64) -> Result<Report, String> {
     )
     .await;
     pb.finish_and_clear();
-    let cpu1 = target.sample();
+    let cpu1 = threads(&target);
+    let own1 = procfs::thread_cpu_ns(std::process::id()).ok();
     // A notice that arrives late still counts, if it arrives while we look.
     tokio::time::sleep(Duration::from_millis(50)).await;
     let seen = std::mem::take(
@@ -879,11 +882,26 @@ async fn departure(d: Departure, fd_limit: u64) -> Result<Report, String> {
         });
     }
     if let (Some(c0), Some(c1)) = (cpu0, cpu1) {
+        let ns = procfs::cpu_ns_between(&c0, &c1);
+        let per_leaver = ns as f64 / 1000.0 / victims.len().max(1) as f64;
         r.both(
             "server CPU while they left",
-            format!("{:.3} s", c1.cpu_s - c0.cpu_s),
+            format!(
+                "{:.2} ms ({per_leaver:.0} µs per leaving client)",
+                ns as f64 / 1e6
+            ),
             "server_cpu_s",
-            round(c1.cpu_s - c0.cpu_s, 4),
+            round(ns as f64 / 1e9, 6),
+        )
+        .field("server_cpu_us_per_leaver", round(per_leaver, 1));
+    }
+    if let (Some(c0), Some(c1)) = (own0, own1) {
+        let ns = procfs::cpu_ns_between(&c0, &c1);
+        r.both(
+            "bench CPU while they left",
+            format!("{:.2} ms", ns as f64 / 1e6),
+            "bench_cpu_s",
+            round(ns as f64 / 1e9, 6),
         );
     }
     write_plot(
