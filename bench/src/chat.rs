@@ -167,10 +167,15 @@ pub async fn client(
                     seqs: chunk.to_vec(),
                 }));
             }
-            if let Pace::Max { window } = pace
-                && now >= shared.start
-                && !shared.stop_sending.load(Ordering::Relaxed)
-            {
+        }
+        // Under `--rate max`, top the window up after every read (a `Sent` frees a slot) and
+        // when the start comes.
+        if let Pace::Max { window } = pace
+            && !shared.stop_sending.load(Ordering::Relaxed)
+            && outstanding < window
+        {
+            let now = Instant::now();
+            if now >= shared.start {
                 let mut n = 0;
                 while outstanding < window {
                     send_one(&mut out, now);
@@ -220,18 +225,6 @@ pub async fn client(
                 if now >= next_ping {
                     out.put_slice(&encode_frame(&ClientMsg::Ping { nonce: 0 }));
                     next_ping = now + heartbeat_interval;
-                }
-                if let Pace::Max { window } = pace
-                    && now >= shared.start
-                    && !shared.stop_sending.load(Ordering::Relaxed)
-                {
-                    let mut n = 0;
-                    while outstanding < window {
-                        send_one(&mut out, now);
-                        outstanding += 1;
-                        n += 1;
-                    }
-                    shared.sent.fetch_add(n, Ordering::Relaxed);
                 }
             }
         }
