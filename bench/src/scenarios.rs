@@ -418,21 +418,9 @@ pub async fn hold(a: HoldArgs, fd_limit: u64) -> Result<Report, String> {
         "scope",
         a.scope.flag(),
     )
-    .field("contacts", a.contacts)
-    .both(
-        "heartbeat",
-        format!(
-            "interval {:?}, timeout {:?}",
-            a.heartbeat_interval, a.heartbeat_timeout
-        ),
-        "heartbeat_interval_ms",
-        a.heartbeat_interval.as_millis() as u64,
-    )
-    .field(
-        "heartbeat_timeout_ms",
-        a.heartbeat_timeout.as_millis() as u64,
-    )
-    .field("inflight", a.common.inflight);
+    .field("contacts", a.contacts);
+    heartbeat_fields(&mut r, a.heartbeat_interval, a.heartbeat_timeout)
+        .field("inflight", a.common.inflight);
     run_setup(target.addr, &pop, &mut r).await;
     if target.spawned() {
         // A fresh process, so the setup's allocations do not hide in the baseline.
@@ -700,20 +688,8 @@ async fn departure(d: Departure, fd_limit: u64) -> Result<Report, String> {
             ),
             "scope",
             d.scope.flag(),
-        )
-        .both(
-            "heartbeat",
-            format!(
-                "interval {:?}, timeout {:?}",
-                d.heartbeat_interval, d.heartbeat_timeout
-            ),
-            "heartbeat_timeout_ms",
-            d.heartbeat_timeout.as_millis() as u64,
-        )
-        .field(
-            "heartbeat_interval_ms",
-            d.heartbeat_interval.as_millis() as u64,
         );
+    heartbeat_fields(&mut r, d.heartbeat_interval, d.heartbeat_timeout);
     run_setup(target.addr, &pop, &mut r).await;
     let mut crowd = Crowd::spawn(&pop, d.common.inflight, &victims, d.stagger, d.leave);
     let storm = crowd.storm(&target, d.common.phase_timeout, "logins").await;
@@ -883,17 +859,23 @@ async fn departure(d: Departure, fd_limit: u64) -> Result<Report, String> {
     }
     if let (Some(c0), Some(c1)) = (cpu0, cpu1) {
         let ns = procfs::cpu_ns_between(&c0, &c1);
-        let per_leaver = ns as f64 / 1000.0 / victims.len().max(1) as f64;
         r.both(
             "server CPU while they left",
-            format!(
-                "{:.2} ms ({per_leaver:.0} µs per leaving client)",
-                ns as f64 / 1e6
-            ),
+            format!("{:.2} ms", ns as f64 / 1e6),
             "server_cpu_s",
             round(ns as f64 / 1e9, 6),
-        )
-        .field("server_cpu_us_per_leaver", round(per_leaver, 1));
+        );
+        // Closes are over in milliseconds; a silent leave spans the heartbeat timeout, whose
+        // CPU is mostly everyone's heartbeats, so a share per leaver would mean nothing there.
+        if let Leave::Close(_) = d.leave {
+            let per_leaver = ns as f64 / 1000.0 / victims.len().max(1) as f64;
+            r.both(
+                "server CPU per leaving client",
+                format!("{per_leaver:.0} µs"),
+                "server_cpu_us_per_leaver",
+                round(per_leaver, 1),
+            );
+        }
     }
     if let (Some(c0), Some(c1)) = (own0, own1) {
         let ns = procfs::cpu_ns_between(&c0, &c1);
@@ -1220,6 +1202,17 @@ pub async fn chat(a: ChatArgs, fd_limit: u64) -> Result<Report, String> {
     );
     finish(&mut r, target, shared.errors.count(), shared.errors.last());
     Ok(r)
+}
+
+/// The heartbeat settings the server ran with, as a table row and two JSON fields.
+fn heartbeat_fields(r: &mut Report, interval: Duration, timeout: Duration) -> &mut Report {
+    r.both(
+        "heartbeat",
+        format!("interval {interval:?}, timeout {timeout:?}"),
+        "heartbeat_interval_ms",
+        interval.as_millis() as u64,
+    )
+    .field("heartbeat_timeout_ms", timeout.as_millis() as u64)
 }
 
 #[cfg(test)]
