@@ -1,7 +1,11 @@
-//! Framing and encoding: a u32 big-endian length, then that many bytes of postcard.
+//! Encoding and the stream framing.
 //!
-//! The length is checked against the limit before a single payload byte is buffered, so a
-//! peer announcing a 4 GiB frame costs four bytes of memory, not four gigabytes.
+//! The core speaks *payloads*: one message is one postcard payload ([`encode`], [`decode`]).
+//! How payloads are delimited is the transport's business. A byte stream (TCP, TLS) frames
+//! each payload with a u32 big-endian length ([`put_frame`], [`split_frame`]); the length is
+//! checked against the limit before a single payload byte is buffered, so a peer announcing
+//! a 4 GiB frame costs four bytes of memory, not four gigabytes. A message-oriented transport
+//! (one WebSocket message per payload) needs no prefix at all.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use serde::Serialize;
@@ -25,15 +29,28 @@ pub enum FrameError {
     TooLarge { len: u32, max: u32 },
 }
 
-/// Encodes `msg` as one frame, length prefix included.
-pub fn encode_frame<T: Serialize>(msg: &T) -> Bytes {
+/// Encodes `msg` as one payload: what the core hands a transport and takes from one.
+pub fn encode<T: Serialize>(msg: &T) -> Bytes {
     let mut out = BytesMut::with_capacity(64);
-    out.put_u32(0);
     let writer = (&mut out).writer();
     // Writing into memory cannot fail, and our types have no fallible Serialize impls.
     postcard::to_io(msg, writer).expect("postcard encoding into memory");
-    let len = (out.len() - LENGTH_PREFIX) as u32;
-    out[..LENGTH_PREFIX].copy_from_slice(&len.to_be_bytes());
+    out.freeze()
+}
+
+/// Appends `payload` to `out` as one stream frame: its length, then its bytes.
+pub fn put_frame(out: &mut BytesMut, payload: &[u8]) {
+    out.reserve(LENGTH_PREFIX + payload.len());
+    out.put_u32(payload.len() as u32);
+    out.put_slice(payload);
+}
+
+/// Encodes `msg` as one stream frame, length prefix included: for raw stream peers (tests,
+/// the fuzzers); the core itself only makes payloads.
+pub fn encode_frame<T: Serialize>(msg: &T) -> Bytes {
+    let payload = encode(msg);
+    let mut out = BytesMut::with_capacity(LENGTH_PREFIX + payload.len());
+    put_frame(&mut out, &payload);
     out.freeze()
 }
 

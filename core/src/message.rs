@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 pub const MAGIC: [u8; 4] = *b"BRZE";
 /// The wire version this build speaks.
 pub const PROTOCOL_VERSION: u16 = 1;
+/// The longest `Hello::client` name the server accepts, in bytes; longer is `BadHandshake`.
+pub const MAX_CLIENT_NAME: usize = 64;
 
 /// What a user chooses to be.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]

@@ -134,11 +134,11 @@ pub async fn run_client<C: Connector>(
                         }
                     }));
                 }
-                ClientOutput::Send(frame) => {
+                ClientOutput::Send(payload) => {
                     // Without a connection there is nobody to send to; the client core only
                     // sends on a connection it was told is up.
                     if let Some(conn) = &mut conn {
-                        conn.queue.push_back(frame);
+                        conn.queue.push_back(stream_frame(&payload));
                     }
                 }
                 ClientOutput::Disconnect => {
@@ -313,4 +313,11 @@ impl<S: Stream> ClientConn<S> {
 
 fn far_future() -> tokio::time::Instant {
     tokio::time::Instant::now() + Duration::from_secs(365 * 86_400)
+}
+
+/// `payload` with its length prefix, as the byte stream carries it.
+fn stream_frame(payload: &[u8]) -> bytes::Bytes {
+    let mut out = bytes::BytesMut::new();
+    breeze_core::codec::put_frame(&mut out, payload);
+    out.freeze()
 }

@@ -8,8 +8,9 @@ use crate::link::{Link, LinkHandle, Next};
 use crate::listener::Stream;
 use crate::reader::FrameReader;
 use breeze_core::ConnId;
-use breeze_core::codec::{FrameError, encode_frame};
-use breeze_core::message::{CloseReason, ServerMsg};
+use breeze_core::codec::{FrameError, put_frame};
+use breeze_core::message::CloseReason;
+use breeze_core::server;
 use bytes::{Buf, Bytes};
 use std::io;
 use std::net::SocketAddr;
@@ -168,7 +169,7 @@ async fn finish<S: Stream>(
         }
         Ending::Abort(reason) => {
             // A half-written frame must be finished first, or the Bye would land inside it.
-            let bye = encode_frame(&ServerMsg::Bye { reason });
+            let bye = stream_frame(&server::bye(reason));
             let said = async {
                 wr.write_all(&current).await?;
                 wr.write_all(&bye).await?;
@@ -251,7 +252,7 @@ async fn linger<R: AsyncRead + Unpin>(rd: &mut R, until: Instant) {
 /// Tells a connection the host will not serve why (`ServerFull`) and closes it, all within
 /// `settings.bye_timeout` plus the linger.
 pub(crate) async fn refuse<S: Stream>(mut stream: S, reason: CloseReason, settings: ConnSettings) {
-    let bye = encode_frame(&ServerMsg::Bye { reason });
+    let bye = stream_frame(&server::bye(reason));
     let said = async {
         stream.write_all(&bye).await?;
         stream.shutdown().await
@@ -259,6 +260,13 @@ pub(crate) async fn refuse<S: Stream>(mut stream: S, reason: CloseReason, settin
     if let Ok(Ok(())) = timeout_at(Instant::now() + settings.bye_timeout, said).await {
         linger(&mut stream, Instant::now() + settings.linger).await;
     }
+}
+
+/// `payload` with its length prefix, as the byte stream carries it.
+fn stream_frame(payload: &[u8]) -> Bytes {
+    let mut out = bytes::BytesMut::new();
+    put_frame(&mut out, payload);
+    out.freeze()
 }
 
 #[cfg(test)]

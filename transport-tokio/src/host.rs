@@ -11,9 +11,8 @@ use crate::link::{LinkHandle, QueueLimits};
 use crate::listener::Listener;
 use crate::storage::{ResultReceiver, StorageBackend};
 use crate::time::Clock;
-use breeze_core::codec::encode_frame;
-use breeze_core::message::{CloseReason, ServerMsg, WhoEntry};
-use breeze_core::server::{Output, Server, ServerEvent, Stats};
+use breeze_core::message::{CloseReason, WhoEntry};
+use breeze_core::server::{self, Output, Server, ServerEvent, Stats};
 use breeze_core::{ConnId, Instant};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -356,7 +355,7 @@ impl<B: StorageBackend> Core<B> {
             Inbound::Accepted { conn, peer, link } => {
                 debug!(conn = conn.0, %peer, "connection accepted");
                 self.conns.insert(conn, Peer { link, addr: peer });
-                self.server.handle_connect_from(now, conn, Some(peer.ip()));
+                self.server.handle_connect(now, conn, Some(peer.ip()));
             }
             Inbound::Frame { conn, payload } => self.server.handle_frame(now, conn, &payload),
             Inbound::TooLarge { conn, len } => {
@@ -397,11 +396,11 @@ impl<B: StorageBackend> Core<B> {
 
     fn perform(&mut self, now: Instant, out: Output) {
         match out {
-            Output::Send { conn, frame } => {
+            Output::Send { conn, payload } => {
                 let Some(peer) = self.conns.get(&conn) else {
                     return;
                 };
-                if peer.link.push(frame, self.limits).is_err() {
+                if peer.link.push(payload, self.limits).is_err() {
                     let Some(peer) = self.conns.remove(&conn) else {
                         return;
                     };
@@ -424,8 +423,7 @@ impl<B: StorageBackend> Core<B> {
     /// Queues `Bye{reason}` behind whatever is already queued, or, if the queue is full,
     /// gives up on the queue and lets the connection say it directly.
     fn say_bye(&self, peer: &Peer, reason: CloseReason) {
-        let bye = encode_frame(&ServerMsg::Bye { reason });
-        if peer.link.push(bye, self.limits).is_err() {
+        if peer.link.push(server::bye(reason), self.limits).is_err() {
             peer.link.abort(reason);
         }
     }

@@ -7,6 +7,7 @@
 //! *now* that it is to write `Bye{SlowReader}` and go, not after it has written the very
 //! frames it cannot get rid of; a channel only delivers in order.
 
+use breeze_core::codec::{LENGTH_PREFIX, put_frame};
 use breeze_core::message::CloseReason;
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
@@ -72,27 +73,24 @@ const SHRINK_ABOVE: usize = 16;
 /// cheap next to a system call. Larger frames (attachments) go out alone, uncopied.
 const COALESCE_UP_TO: usize = 64 * 1024;
 
-/// `first`, followed by as many of the next queued frames as fit in `COALESCE_UP_TO`, as one
-/// buffer.
-fn coalesce(first: Bytes, rest: &mut VecDeque<Bytes>) -> Bytes {
-    let mut len = first.len();
+/// `first`, followed by as many of the next queued payloads as fit in `COALESCE_UP_TO`, each
+/// framed with its length, as one buffer. Returns the buffer and the payload bytes it took.
+fn coalesce(first: Bytes, rest: &mut VecDeque<Bytes>) -> (Bytes, usize) {
+    let mut len = LENGTH_PREFIX + first.len();
     let mut joined = 0;
-    for frame in rest.iter() {
-        if len + frame.len() > COALESCE_UP_TO {
+    for payload in rest.iter() {
+        if len + LENGTH_PREFIX + payload.len() > COALESCE_UP_TO {
             break;
         }
-        len += frame.len();
+        len += LENGTH_PREFIX + payload.len();
         joined += 1;
     }
-    if joined == 0 {
-        return first;
-    }
     let mut buf = BytesMut::with_capacity(len);
-    buf.extend_from_slice(&first);
-    for frame in rest.drain(..joined) {
-        buf.extend_from_slice(&frame);
+    put_frame(&mut buf, &first);
+    for payload in rest.drain(..joined) {
+        put_frame(&mut buf, &payload);
     }
-    buf.freeze()
+    (buf.freeze(), len - LENGTH_PREFIX * (joined + 1))
 }
 
 impl Link {
@@ -152,8 +150,8 @@ impl Link {
             return Next::Wait;
         }
         if let Some(first) = q.frames.pop_front() {
-            let frame = coalesce(first, &mut q.frames);
-            q.bytes -= frame.len();
+            let (frame, took) = coalesce(first, &mut q.frames);
+            q.bytes -= took;
             if q.frames.is_empty() && q.frames.capacity() > SHRINK_ABOVE {
                 q.frames = VecDeque::new();
             }
@@ -235,7 +233,7 @@ mod tests {
     fn one_large_frame_fits_an_empty_queue() {
         let link = Link::default();
         link.push(frame(100), LIMITS).unwrap();
-        assert!(matches!(link.next(true), Next::Write(f) if f.len() == 100));
+        assert!(matches!(link.next(true), Next::Write(f) if f.len() == LENGTH_PREFIX + 100));
     }
 
     #[test]
@@ -250,8 +248,15 @@ mod tests {
         }
         let big = vec![9u8; COALESCE_UP_TO];
         link.push(Bytes::from(big.clone()), limits).unwrap();
-        assert!(matches!(link.next(true), Next::Write(f) if f[..] == [0, 0, 1, 1, 2, 2]));
-        assert!(matches!(link.next(true), Next::Write(f) if f[..] == big[..]));
+        let framed = |parts: &[&[u8]]| {
+            let mut out = BytesMut::new();
+            parts.iter().for_each(|p| put_frame(&mut out, p));
+            out
+        };
+        assert!(
+            matches!(link.next(true), Next::Write(f) if f[..] == framed(&[&[0, 0], &[1, 1], &[2, 2]])[..])
+        );
+        assert!(matches!(link.next(true), Next::Write(f) if f[..] == framed(&[&big])[..]));
         assert!(matches!(link.next(true), Next::Wait));
         // The byte count followed what was taken, so the queue is empty, not "full".
         for _ in 0..8 {

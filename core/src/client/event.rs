@@ -15,7 +15,7 @@ use std::fmt;
 pub enum ClientOutput {
     /// Open a connection to the server; report `handle_connected` or `handle_disconnected`.
     Connect,
-    /// Write this frame (length prefix included).
+    /// Write this payload as one frame of the transport.
     Send(Bytes),
     /// Close the connection (or abandon the connect in progress) after writing every `Send`
     /// before this. The host need not report `handle_disconnected` for it.
@@ -27,7 +27,7 @@ impl fmt::Debug for ClientOutput {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ClientOutput::Connect => f.write_str("Connect"),
-            ClientOutput::Send(frame) => write!(f, "Send({} bytes)", frame.len()),
+            ClientOutput::Send(payload) => write!(f, "Send({} bytes)", payload.len()),
             ClientOutput::Disconnect => f.write_str("Disconnect"),
         }
     }

@@ -28,11 +28,11 @@ pub use backoff::jitter_bounds;
 pub use config::{ClientConfig, Mode};
 pub use event::{ClientEvent, ClientOutput, ClientState, StopReason};
 
-use crate::codec::{self, encode_frame};
+use crate::codec::{self, encode};
 use crate::ids::UserId;
 use crate::message::{
-    Attachment, ClientMsg, CloseReason, Credential, ErrorCode, MAGIC, PROTOCOL_VERSION, Presence,
-    PresenceEntry, RequestKind, ServerMsg, Status,
+    Attachment, ClientMsg, CloseReason, Credential, ErrorCode, MAGIC, MAX_CLIENT_NAME,
+    PROTOCOL_VERSION, Presence, PresenceEntry, RequestKind, ServerMsg, Status,
 };
 use crate::time::{Duration, Instant};
 use backoff::Backoff;
@@ -42,9 +42,6 @@ use outbox::{Outbox, Outgoing};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 use view::PresenceView;
-
-/// The server reads at most this much of `Hello::client`.
-const MAX_CLIENT_NAME: usize = 64;
 
 #[derive(Debug)]
 enum Phase {
@@ -758,8 +755,7 @@ impl Client {
             return;
         };
         conn.last_sent = now;
-        self.outputs
-            .push_back(ClientOutput::Send(encode_frame(msg)));
+        self.outputs.push_back(ClientOutput::Send(encode(msg)));
     }
 }
 

@@ -1,10 +1,9 @@
 //! The client driven by hand: server frames in, decoded client frames and events out.
 
 use super::*;
-use crate::codec::{DEFAULT_MAX_FRAME, LENGTH_PREFIX, decode, split_frame};
+use crate::codec::{DEFAULT_MAX_FRAME, decode, encode};
 use crate::message::{Delivery, WatchScope};
 use bytes::Bytes;
-use bytes::BytesMut;
 use proptest::prelude::*;
 
 const INTERVAL: Duration = Duration::from_secs(10);
@@ -40,12 +39,7 @@ fn outputs(client: &mut Client) -> Vec<Out> {
         .map(|out| match out {
             ClientOutput::Connect => Out::Connect,
             ClientOutput::Disconnect => Out::Disconnect,
-            ClientOutput::Send(frame) => {
-                let mut buf = BytesMut::from(&frame[..]);
-                let payload = split_frame(&mut buf, DEFAULT_MAX_FRAME).unwrap().unwrap();
-                assert!(buf.is_empty(), "one frame per Send");
-                Out::Msg(decode::<ClientMsg>(&payload).unwrap())
-            }
+            ClientOutput::Send(payload) => Out::Msg(decode::<ClientMsg>(&payload).unwrap()),
         })
         .collect()
 }
@@ -55,8 +49,7 @@ fn events(client: &mut Client) -> Vec<ClientEvent> {
 }
 
 fn feed(client: &mut Client, now: Instant, msg: ServerMsg) {
-    let frame = encode_frame(&msg);
-    client.handle_frame(now, &frame[LENGTH_PREFIX..]);
+    client.handle_frame(now, &encode(&msg));
 }
 
 fn welcome() -> ServerMsg {
@@ -564,9 +557,9 @@ fn deliveries_read_together_are_acked_in_one_frame() {
     let mut client = logged_in(at(0));
     let frames: Vec<Bytes> = [deliver(1), deliver(2), deliver(1)]
         .iter()
-        .map(encode_frame)
+        .map(encode)
         .collect();
-    client.handle_frames(at(1), frames.iter().map(|f| &f[LENGTH_PREFIX..]));
+    client.handle_frames(at(1), frames.iter().map(|f| &f[..]));
     assert_eq!(
         outputs(&mut client),
         [Out::Msg(ClientMsg::Ack {

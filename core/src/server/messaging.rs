@@ -3,7 +3,7 @@
 
 use super::session::{Mailbox, Phase};
 use super::{Output, Pending, Server};
-use crate::codec::{LENGTH_PREFIX, encode_frame};
+use crate::codec::encode;
 use crate::ids::{ConnId, UserId};
 use crate::message::{Attachment, Delivery, ErrorCode, HistoryItem, RequestKind, ServerMsg};
 use crate::storage::{MailboxPage, StorageError, StorageOp, Stored};
@@ -96,19 +96,19 @@ impl Server {
     fn deliver(&mut self, to: &UserId, delivery: Delivery) {
         let Some(u) = self.users.get(to) else { return };
         let seq = delivery.seq;
-        let frame = encode_frame(&ServerMsg::Deliver(delivery));
+        let payload = encode(&ServerMsg::Deliver(delivery));
         for conn in &u.sessions {
             let Some(c) = self.conns.get_mut(conn) else {
                 continue;
             };
             match &mut c.phase {
                 Phase::Session(s) => match &mut s.mailbox {
-                    Mailbox::Reading { held, .. } => held.push((seq, frame.clone())),
+                    Mailbox::Reading { held, .. } => held.push((seq, payload.clone())),
                     Mailbox::AwaitingAck { .. } => {}
                     Mailbox::Live { floor } if seq <= *floor => {}
                     Mailbox::Live { .. } => self.out.push_back(Output::Send {
                         conn: *conn,
-                        frame: frame.clone(),
+                        payload: payload.clone(),
                     }),
                 },
                 _ => debug_assert!(false, "a user's session list holds only sessions"),
@@ -148,7 +148,7 @@ impl Server {
                 count += 1;
                 self.out.push_back(Output::Send {
                     conn,
-                    frame: encode_frame(&ServerMsg::Deliver(d)),
+                    payload: encode(&ServerMsg::Deliver(d)),
                 });
             }
         }
@@ -164,11 +164,11 @@ impl Server {
         }
         s.mailbox = Mailbox::Live { floor };
         let mut late: BTreeMap<u64, Bytes> = BTreeMap::new();
-        for (seq, frame) in held.into_iter().filter(|(seq, _)| *seq > floor) {
-            late.entry(seq).or_insert(frame);
+        for (seq, payload) in held.into_iter().filter(|(seq, _)| *seq > floor) {
+            late.entry(seq).or_insert(payload);
         }
-        for frame in late.into_values() {
-            self.out.push_back(Output::Send { conn, frame });
+        for payload in late.into_values() {
+            self.out.push_back(Output::Send { conn, payload });
         }
         if failed {
             self.error(conn, RequestKind::Login, ErrorCode::StorageFailed, None);
@@ -261,17 +261,17 @@ impl Server {
                 // Keep the page within the frame limit; the client pages on from the oldest
                 // item it got.
                 let page = |items: &Vec<HistoryItem>| {
-                    encode_frame(&ServerMsg::History {
+                    encode(&ServerMsg::History {
                         with: with.clone(),
                         items: items.clone(),
                     })
                 };
-                let mut frame = page(&items);
-                while frame.len() > self.cfg.max_frame as usize + LENGTH_PREFIX && items.len() > 1 {
+                let mut payload = page(&items);
+                while payload.len() > self.cfg.max_frame as usize && items.len() > 1 {
                     items.truncate(items.len() / 2);
-                    frame = page(&items);
+                    payload = page(&items);
                 }
-                self.out.push_back(Output::Send { conn, frame });
+                self.out.push_back(Output::Send { conn, payload });
             }
             Err(_) => self.error(conn, RequestKind::History, ErrorCode::StorageFailed, None),
         }

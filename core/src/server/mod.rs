@@ -16,12 +16,12 @@ mod session;
 mod tests;
 mod vec_set;
 
-use crate::codec::{decode, encode_frame};
+use crate::codec::{decode, encode};
 use crate::config::ServerConfig;
 use crate::ids::{ConnId, RequestId, SessionLocation, UserId};
 use crate::message::{
-    ClientMsg, CloseReason, ErrorCode, MAGIC, PROTOCOL_VERSION, RequestKind, ServerMsg, Status,
-    WhoEntry, WhoSession,
+    ClientMsg, CloseReason, ErrorCode, MAGIC, MAX_CLIENT_NAME, PROTOCOL_VERSION, RequestKind,
+    ServerMsg, Status, WhoEntry, WhoSession,
 };
 use crate::storage::{StorageOp, StorageResult};
 use crate::time::Instant;
@@ -36,8 +36,8 @@ use std::net::IpAddr;
 /// An effect for the host to perform.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
-    /// Write this frame (length prefix included) to the connection.
-    Send { conn: ConnId, frame: Bytes },
+    /// Write this payload to the connection as one frame of its transport.
+    Send { conn: ConnId, payload: Bytes },
     /// Close the connection once the frames queued before this are written. The core has
     /// already forgotten it; a later `handle_closed` for it is ignored.
     Close { conn: ConnId, reason: CloseReason },
@@ -181,13 +181,9 @@ impl Server {
         &self.cfg
     }
 
-    /// A new connection. `conn` must never have been used before.
-    pub fn handle_connect(&mut self, now: Instant, conn: ConnId) {
-        self.handle_connect_from(now, conn, None);
-    }
-
-    /// A new connection from `addr`: failed logins from it are counted against it.
-    pub fn handle_connect_from(&mut self, now: Instant, conn: ConnId, addr: Option<IpAddr>) {
+    /// A new connection from `addr` (if the transport knows it: failed logins and
+    /// registrations from it are counted against it). `conn` must never have been used before.
+    pub fn handle_connect(&mut self, now: Instant, conn: ConnId, addr: Option<IpAddr>) {
         if self.conns.contains_key(&conn) {
             return;
         }
@@ -424,7 +420,7 @@ impl Server {
         else {
             return self.close(now, conn, CloseReason::BadHandshake);
         };
-        if magic != MAGIC || client.len() > 64 {
+        if magic != MAGIC || client.len() > MAX_CLIENT_NAME {
             return self.close(now, conn, CloseReason::BadHandshake);
         }
         // One version exists. A server that speaks several will answer a client's version
@@ -526,7 +522,10 @@ impl Server {
         let Some(c) = self.conns.remove(&conn) else {
             return;
         };
-        self.send(conn, &ServerMsg::Bye { reason });
+        self.out.push_back(Output::Send {
+            conn,
+            payload: bye(reason),
+        });
         self.out.push_back(Output::Close { conn, reason });
         self.forget(now, conn, c, end);
     }
@@ -582,7 +581,7 @@ impl Server {
     fn send(&mut self, conn: ConnId, msg: &ServerMsg) {
         self.out.push_back(Output::Send {
             conn,
-            frame: encode_frame(msg),
+            payload: encode(msg),
         });
     }
 
@@ -600,14 +599,22 @@ impl Server {
         let Some(u) = self.users.get(user) else {
             return;
         };
-        let frame = encode_frame(msg);
+        let payload = encode(msg);
         for &conn in u.sessions.iter().filter(|&&c| Some(c) != except) {
             self.out.push_back(Output::Send {
                 conn,
-                frame: frame.clone(),
+                payload: payload.clone(),
             });
         }
     }
+}
+
+/// The payload of `Bye{reason}`: the last thing a connection is told before the server
+/// closes it. The one place it is built, for the core's own closes and for the transports'
+/// (a refused connection, a slow reader, a frame over the limit), as quinn-proto's
+/// `Endpoint::refuse` builds its refusals.
+pub fn bye(reason: CloseReason) -> Bytes {
+    encode(&ServerMsg::Bye { reason })
 }
 
 fn millis(d: crate::time::Duration) -> u64 {

@@ -9,7 +9,7 @@
 
 use super::vec_set::VecSet;
 use super::{Output, Server};
-use crate::codec::encode_frame;
+use crate::codec::encode;
 use crate::ids::{ConnId, UserId};
 use crate::message::{Presence, PresenceEntry, ServerMsg, WatchScope};
 use std::collections::{BTreeMap, BTreeSet};
@@ -153,12 +153,12 @@ impl Server {
             return;
         }
         let changed: BTreeSet<&UserId> = changes.iter().map(|e| &e.user).collect();
-        let shared = encode_frame(&ServerMsg::PresenceDiff {
+        let shared = encode(&ServerMsg::PresenceDiff {
             entries: changes.clone(),
         });
         for (&conn, c) in &self.conns {
             let Some(user) = c.user() else { continue };
-            let frame = if changed.contains(user) {
+            let payload = if changed.contains(user) {
                 let entries: Vec<PresenceEntry> = changes
                     .iter()
                     .filter(|e| &e.user != user)
@@ -167,11 +167,11 @@ impl Server {
                 if entries.is_empty() {
                     continue;
                 }
-                encode_frame(&ServerMsg::PresenceDiff { entries })
+                encode(&ServerMsg::PresenceDiff { entries })
             } else {
                 shared.clone()
             };
-            self.out.push_back(Output::Send { conn, frame });
+            self.out.push_back(Output::Send { conn, payload });
         }
     }
 
@@ -191,8 +191,8 @@ impl Server {
             }
         }
         for (conn, entries) in batches {
-            let frame = encode_frame(&ServerMsg::PresenceDiff { entries });
-            self.out.push_back(Output::Send { conn, frame });
+            let payload = encode(&ServerMsg::PresenceDiff { entries });
+            self.out.push_back(Output::Send { conn, payload });
         }
     }
 }

@@ -52,7 +52,7 @@ pub(crate) struct Session {
 /// page or already acknowledged, and a late storage result for it must not deliver it again.
 #[derive(Debug)]
 pub(crate) enum Mailbox {
-    /// A page is being read. Live deliveries wait in `held` (seq, frame): the read may not
+    /// A page is being read. Live deliveries wait in `held` (seq, payload): the read may not
     /// reflect writes reported while it was in flight.
     Reading {
         floor: u64,

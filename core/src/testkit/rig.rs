@@ -2,7 +2,7 @@
 //! complete at once, in order. Frames the server sends are decoded and kept per connection.
 
 use super::store::MemStore;
-use crate::codec::{LENGTH_PREFIX, decode, encode_frame};
+use crate::codec::{decode, encode};
 use crate::config::ServerConfig;
 use crate::ids::{ConnId, RequestId, UserId};
 use crate::message::{
@@ -53,9 +53,8 @@ impl Rig {
     pub fn pump(&mut self) {
         while let Some(out) = self.server.poll_output() {
             match out {
-                Output::Send { conn, frame } => {
-                    let msg =
-                        decode::<ServerMsg>(&frame[LENGTH_PREFIX..]).expect("server frames decode");
+                Output::Send { conn, payload } => {
+                    let msg = decode::<ServerMsg>(&payload).expect("server payloads decode");
                     self.inbox.entry(conn).or_default().push(msg);
                 }
                 Output::Close { conn, reason } => {
@@ -82,15 +81,13 @@ impl Rig {
     pub fn open_from(&mut self, addr: Option<std::net::IpAddr>) -> ConnId {
         self.next_conn += 1;
         let conn = ConnId(self.next_conn);
-        self.server.handle_connect_from(self.now, conn, addr);
+        self.server.handle_connect(self.now, conn, addr);
         self.pump();
         conn
     }
 
     pub fn frame(&mut self, conn: ConnId, msg: ClientMsg) {
-        let frame = encode_frame(&msg);
-        self.server
-            .handle_frame(self.now, conn, &frame[LENGTH_PREFIX..]);
+        self.server.handle_frame(self.now, conn, &encode(&msg));
         self.pump();
     }
 

@@ -12,7 +12,7 @@
 
 use super::store::MemStore;
 use crate::client::{Client, ClientConfig, ClientEvent, ClientOutput, ClientState, Mode};
-use crate::codec::{LENGTH_PREFIX, decode};
+use crate::codec::decode;
 use crate::config::ServerConfig;
 use crate::ids::{ConnId, RequestId, UserId};
 use crate::message::{ClientMsg, CloseReason, Presence, ServerMsg, Status, WatchScope};
@@ -422,7 +422,7 @@ impl World {
             {
                 let (_, p) = link.to_server.pop_front().expect("checked");
                 match p {
-                    Packet::Open => self.server.handle_connect(now, conn),
+                    Packet::Open => self.server.handle_connect(now, conn, None),
                     Packet::Frame(payload) if link.server_open => {
                         link.last_frame_at_server = now;
                         let node = link.node;
@@ -491,15 +491,14 @@ impl World {
         let now = self.now;
         let at = now + self.cfg.latency;
         match out {
-            Output::Send { conn, frame } => {
-                self.observe_server_frame(conn, &frame);
+            Output::Send { conn, payload } => {
+                self.observe_server_frame(conn, &payload);
                 let link = self
                     .links
                     .get_mut(&conn)
                     .expect("server writes only to known links");
                 if !link.partitioned && link.client_open {
-                    link.to_client
-                        .push_back((at, Packet::Frame(frame.slice(LENGTH_PREFIX..))));
+                    link.to_client.push_back((at, Packet::Frame(payload)));
                 }
             }
             Output::Close { conn, reason } => {
@@ -554,14 +553,13 @@ impl World {
                 self.links.insert(conn, link);
                 self.nodes[i].conn = Some(conn);
             }
-            ClientOutput::Send(frame) => {
+            ClientOutput::Send(payload) => {
                 let Some(conn) = self.nodes[i].conn else {
                     return;
                 };
                 let link = self.links.get_mut(&conn).expect("known link");
                 if !link.partitioned && link.server_open {
-                    link.to_server
-                        .push_back((at, Packet::Frame(frame.slice(LENGTH_PREFIX..))));
+                    link.to_server.push_back((at, Packet::Frame(payload)));
                 }
             }
             ClientOutput::Disconnect => {
@@ -589,8 +587,8 @@ impl World {
         }
     }
 
-    fn observe_server_frame(&mut self, conn: ConnId, frame: &Bytes) {
-        let msg = match decode::<ServerMsg>(&frame[LENGTH_PREFIX..]) {
+    fn observe_server_frame(&mut self, conn: ConnId, payload: &Bytes) {
+        let msg = match decode::<ServerMsg>(payload) {
             Ok(msg) => msg,
             Err(e) => return self.violation(format!("server sent an undecodable frame: {e}")),
         };

@@ -37,7 +37,7 @@ pub mod input;
 
 pub use input::{Blob, Encode, ServerInput, Setup, Step};
 
-use breeze_core::codec::{LENGTH_PREFIX, decode, encode_frame};
+use breeze_core::codec::{decode, encode};
 use breeze_core::config::{FrameRate, LoginThrottle, password_is_acceptable};
 use breeze_core::message::{
     Attachment, ClientMsg, CloseReason, Credential, Delivery, MAGIC, PROTOCOL_VERSION, Presence,
@@ -372,15 +372,14 @@ impl Harness {
                         ..ConnModel::default()
                     },
                 );
-                self.server.handle_connect_from(self.now, conn, addr);
+                self.server.handle_connect(self.now, conn, addr);
             }
             Op::Frame { conn, msg } => {
                 let Some(conn) = self.pick_conn(*conn) else {
                     return;
                 };
                 let msg = self.client_msg(msg);
-                let frame = encode_frame(&msg);
-                self.frame(conn, &frame[LENGTH_PREFIX..]);
+                self.frame(conn, &encode(&msg));
             }
             Op::Raw { conn, bytes } => {
                 let Some(conn) = self.pick_conn(*conn) else {
@@ -711,7 +710,7 @@ impl Harness {
 
     fn output(&mut self, out: Output) {
         match out {
-            Output::Send { conn, frame } => self.sent(conn, &frame),
+            Output::Send { conn, payload } => self.sent(conn, &payload),
             Output::Close { conn, reason } => {
                 trace!("   close {conn:?} {reason:?}");
                 let now = self.now;
@@ -942,19 +941,14 @@ impl Harness {
     }
 
     /// One frame to `conn`.
-    fn sent(&mut self, conn: ConnId, frame: &[u8]) {
-        assert!(
-            frame.len() >= LENGTH_PREFIX,
-            "frame without a length prefix"
-        );
-        let len = u32::from_be_bytes([frame[0], frame[1], frame[2], frame[3]]) as usize;
-        assert_eq!(len, frame.len() - LENGTH_PREFIX, "wrong length prefix");
+    fn sent(&mut self, conn: ConnId, payload: &[u8]) {
+        let len = payload.len();
         assert!(
             len <= self.cfg.max_frame as usize,
             "frame of {len} bytes over the limit {}",
             self.cfg.max_frame
         );
-        let msg = match decode::<ServerMsg>(&frame[LENGTH_PREFIX..]) {
+        let msg = match decode::<ServerMsg>(payload) {
             Ok(msg) => msg,
             Err(e) => {
                 panic!("the server sent {conn:?} a frame that does not decode ({e}): {frame:?}")
