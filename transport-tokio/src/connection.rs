@@ -1,24 +1,22 @@
 //! One task per connection: it reads frames for the core and writes what the core queued.
 //!
-//! Reading and writing share one task (over the two halves of the stream, driven from one
-//! `select!`) rather than a task each: a task costs memory at 20k connections, and one task
+//! The driver is generic over [`Framed`]: it sees payloads, never a transport's framing, so
+//! every transport shares the queue, slow-reader, closing and `Bye` handling here. Reading
+//! and writing share one task (over the two halves, driven from one `select!`) rather than a task each: a task costs memory at 20k connections, and one task
 //! sees both directions, so ending a connection needs no coordination between two.
 
+use crate::frames::{FrameRead, FrameWrite, Framed, WriteStep};
 use crate::link::{Link, LinkHandle, Next};
-use crate::listener::Stream;
-use crate::reader::FrameReader;
 use breeze_core::ConnId;
-use breeze_core::codec::{FrameError, put_frame};
+use breeze_core::codec::FrameError;
 use breeze_core::message::CloseReason;
 use breeze_core::server;
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::io::{ReadHalf, WriteHalf};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio::time::{Instant, Sleep, sleep, timeout_at};
@@ -53,9 +51,7 @@ pub(crate) struct ConnSettings {
     pub(crate) max_frame: u32,
     /// How long a connection told to close may take to write what is queued and close.
     pub(crate) close_timeout: Duration,
-    /// After closing our side, how long to wait for the peer's close. Closing a socket with
-    /// unread input makes the kernel send a reset, which can destroy our last frames (the
-    /// `Bye` saying why) before the peer reads them; reading until the peer closes avoids it.
+    /// After closing our side, how long to wait for the peer's close (see `FrameRead::discard`).
     pub(crate) linger: Duration,
     /// How long a `Bye` to a slow reader or a refused connection may take to write.
     pub(crate) bye_timeout: Duration,
@@ -75,28 +71,24 @@ enum Ending {
 
 /// Runs one connection to its end. Holds `_permit` (a slot of the connection limit) until the
 /// socket is really closed.
-pub(crate) async fn drive<S: Stream>(
+pub(crate) async fn drive<F: Framed>(
     conn: ConnId,
-    stream: S,
+    frames: F,
     link: Arc<Link>,
     core: mpsc::Sender<Inbound>,
     settings: ConnSettings,
     _permit: OwnedSemaphorePermit,
 ) {
-    let (mut rd, mut wr) = tokio::io::split(stream);
-    let mut reader = FrameReader::new(settings.max_frame);
+    let (mut rd, mut wr) = frames.split(settings.max_frame);
     // Stops once the peer closed (reported to the core) or sent an oversize frame (likewise).
     let mut reading = true;
-    // The frame being written; `advance`d as the socket takes it.
-    let mut current = Bytes::new();
     let mut unflushed = false;
     // Boxed, and only once closing: a timer is large, and an idle connection needs none.
     let mut deadline: Option<Pin<Box<Sleep>>> = None;
 
     let ending = loop {
-        match link.next(current.is_empty()) {
-            Next::Write(frame) => current = frame,
-            Next::Wait => {}
+        match link.next(!wr.has_pending(), |payload| wr.put(payload)) {
+            Next::Write | Next::Wait => {}
             Next::Flushed if !unflushed => break Ending::Flushed,
             Next::Flushed => {}
             Next::Abort(reason) => break Ending::Abort(reason),
@@ -104,23 +96,20 @@ pub(crate) async fn drive<S: Stream>(
         if deadline.is_none() && link.closing() {
             deadline = Some(Box::pin(sleep(settings.close_timeout)));
         }
-        let writing = !current.is_empty();
+        let writing = wr.has_pending();
         tokio::select! {
             biased;
             () = async { deadline.as_mut().expect("guarded").await }, if deadline.is_some() => {
                 break Ending::Broken;
             }
             () = link.changed() => {}
-            step = write_step(&mut wr, &current), if writing || unflushed => match step {
+            step = wr.write_step(), if writing || unflushed => match step {
                 Ok(WriteStep::Wrote(0)) | Err(_) => break Ending::Broken,
-                Ok(WriteStep::Wrote(n)) => {
-                    current.advance(n);
-                    unflushed = true;
-                }
+                Ok(WriteStep::Wrote(_)) => unflushed = true,
                 Ok(WriteStep::Flushed) => unflushed = false,
             },
-            read = rd.read_buf(reader.buf_for_read()), if reading => match read {
-                Ok(0) | Err(_) => {
+            read = rd.fill(), if reading => match read {
+                Ok(false) | Err(_) => {
                     // The peer is gone, or half-closed. Stop reading but keep writing until
                     // the host closes us: after a `Logout` and a half-close the peer still
                     // gets its `Bye`.
@@ -129,7 +118,7 @@ pub(crate) async fn drive<S: Stream>(
                         break Ending::HostGone;
                     }
                 }
-                Ok(_) => match forward_frames(conn, &mut reader, &core).await {
+                Ok(true) => match forward_frames(conn, &mut rd, &core).await {
                     Forwarded::All => {}
                     Forwarded::TooLarge => reading = false,
                     Forwarded::HostGone => break Ending::HostGone,
@@ -149,50 +138,39 @@ pub(crate) async fn drive<S: Stream>(
         None => Instant::now() + settings.close_timeout,
     };
     // Boxed so that the rarely taken closing path adds nothing to every idle connection.
-    Box::pin(finish(ending, rd, wr, current, deadline, settings)).await;
+    Box::pin(finish(ending, rd, wr, deadline, settings)).await;
 }
 
-/// Ends the connection the way the main loop decided.
-async fn finish<S: Stream>(
+/// Ends the connection the way the main loop decided. Whenever a last frame was written, the
+/// write side is shut down first and the connection then reads until the peer closes (up to
+/// the linger), so that the kernel does not answer unread input with a reset that destroys
+/// the `Bye` before the peer reads it.
+async fn finish<R: FrameRead, W: FrameWrite>(
     ending: Ending,
-    mut rd: ReadHalf<S>,
-    mut wr: WriteHalf<S>,
-    current: Bytes,
+    mut rd: R,
+    mut wr: W,
     deadline: Instant,
     settings: ConnSettings,
 ) {
-    match ending {
-        Ending::Flushed => {
-            if timeout_at(deadline, wr.shutdown()).await.is_ok() {
-                linger(&mut rd, Instant::now() + settings.linger).await;
-            }
-        }
+    let said = match ending {
+        Ending::Flushed => timeout_at(deadline, wr.finish()).await,
         Ending::Abort(reason) => {
             // A half-written frame must be finished first, or the Bye would land inside it.
-            let bye = stream_frame(&server::bye(reason));
             let said = async {
-                wr.write_all(&current).await?;
-                wr.write_all(&bye).await?;
-                wr.shutdown().await
+                while wr.has_pending() {
+                    if let WriteStep::Wrote(0) = wr.write_step().await? {
+                        return Err(io::ErrorKind::WriteZero.into());
+                    }
+                }
+                wr.put(server::bye(reason));
+                wr.finish().await
             };
-            let _ = timeout_at(Instant::now() + settings.bye_timeout, said).await;
+            timeout_at(Instant::now() + settings.bye_timeout, said).await
         }
-        Ending::Broken | Ending::HostGone => {}
-    }
-}
-
-enum WriteStep {
-    Wrote(usize),
-    Flushed,
-}
-
-/// Writes some of `pending`, or flushes once it is all written. One future for both, since
-/// both need the write half. Cancel-safe: a write either took bytes or did not.
-async fn write_step<W: AsyncWrite + Unpin>(wr: &mut W, pending: &[u8]) -> io::Result<WriteStep> {
-    if pending.is_empty() {
-        wr.flush().await.map(|()| WriteStep::Flushed)
-    } else {
-        wr.write(pending).await.map(WriteStep::Wrote)
+        Ending::Broken | Ending::HostGone => return,
+    };
+    if let Ok(Ok(())) = said {
+        linger(&mut rd, Instant::now() + settings.linger).await;
     }
 }
 
@@ -202,11 +180,11 @@ enum Forwarded {
     HostGone,
 }
 
-/// Hands every complete frame in the buffer to the core. Waiting on a full core channel is
-/// the backpressure: this connection stops reading, and TCP slows the peer down.
-async fn forward_frames(
+/// Hands every complete frame read so far to the core. Waiting on a full core channel is the
+/// backpressure: this connection stops reading, and the transport slows the peer down.
+async fn forward_frames<R: FrameRead>(
     conn: ConnId,
-    reader: &mut FrameReader,
+    reader: &mut R,
     core: &mpsc::Sender<Inbound>,
 ) -> Forwarded {
     loop {
@@ -237,36 +215,18 @@ async fn to_core(core: &mpsc::Sender<Inbound>, event: Inbound) -> bool {
 }
 
 /// Reads and discards until the peer closes or `until`.
-async fn linger<R: AsyncRead + Unpin>(rd: &mut R, until: Instant) {
-    let mut sink = [0u8; 512];
-    let drain = async {
-        while let Ok(n) = rd.read(&mut sink).await {
-            if n == 0 {
-                break;
-            }
-        }
-    };
-    let _ = timeout_at(until, drain).await;
+async fn linger<R: FrameRead>(rd: &mut R, until: Instant) {
+    let _ = timeout_at(until, rd.discard()).await;
 }
 
-/// Tells a connection the host will not serve why (`ServerFull`) and closes it, all within
-/// `settings.bye_timeout` plus the linger.
-pub(crate) async fn refuse<S: Stream>(mut stream: S, reason: CloseReason, settings: ConnSettings) {
-    let bye = stream_frame(&server::bye(reason));
-    let said = async {
-        stream.write_all(&bye).await?;
-        stream.shutdown().await
-    };
-    if let Ok(Ok(())) = timeout_at(Instant::now() + settings.bye_timeout, said).await {
-        linger(&mut stream, Instant::now() + settings.linger).await;
+/// Tells a connection the host will not serve it why (`ServerFull`, `ServerShutdown`) and
+/// closes it, all within `settings.bye_timeout` plus the linger.
+pub(crate) async fn refuse<F: Framed>(frames: F, reason: CloseReason, settings: ConnSettings) {
+    let (mut rd, mut wr) = frames.split(settings.max_frame);
+    wr.put(server::bye(reason));
+    if let Ok(Ok(())) = timeout_at(Instant::now() + settings.bye_timeout, wr.finish()).await {
+        linger(&mut rd, Instant::now() + settings.linger).await;
     }
-}
-
-/// `payload` with its length prefix, as the byte stream carries it.
-fn stream_frame(payload: &[u8]) -> Bytes {
-    let mut out = bytes::BytesMut::new();
-    put_frame(&mut out, payload);
-    out.freeze()
 }
 
 #[cfg(test)]
@@ -291,7 +251,14 @@ mod tests {
             linger: Duration::ZERO,
             bye_timeout: Duration::ZERO,
         };
-        let task = drive(ConnId(1), stream, link, core, settings, permit);
+        let task = drive(
+            ConnId(1),
+            crate::LengthPrefixed(stream),
+            link,
+            core,
+            settings,
+            permit,
+        );
         let size = std::mem::size_of_val(&task);
         assert!(size <= 1024, "a connection future takes {size} bytes");
     }

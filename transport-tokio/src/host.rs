@@ -6,7 +6,9 @@
 //! drained, so the core can batch presence changes (a hundred clients dropping at once make
 //! one diff per watcher, not a hundred).
 
-use crate::connection::{self, ConnSettings, Inbound};
+use crate::acceptor::Acceptor;
+use crate::connection::{ConnSettings, Inbound};
+use crate::length_prefixed::LengthPrefixed;
 use crate::link::{LinkHandle, QueueLimits};
 use crate::listener::Listener;
 use crate::storage::{ResultReceiver, StorageBackend};
@@ -16,12 +18,13 @@ use breeze_core::server::{self, Output, Server, ServerEvent, Stats};
 use breeze_core::{ConnId, Instant};
 use std::collections::BTreeMap;
 use std::fmt;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::pin::Pin;
 use std::time::Duration;
-use tokio::sync::{Semaphore, mpsc, oneshot};
-use tokio::task::JoinHandle;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::{JoinHandle, JoinSet};
 use tracing::{debug, info, warn};
 
 /// Transport limits and timings; the protocol's own policy lives in `ServerConfig`.
@@ -84,18 +87,27 @@ enum Control {
     Shutdown(oneshot::Sender<()>),
 }
 
-/// Talks to a running host: introspection for the console, and shutdown. Cheap to clone.
-/// When every handle is dropped the host shuts down as if told to.
+/// Talks to a running host: introspection for the console, admission for transports that
+/// are not a [`Listener`], and shutdown. Cheap to clone. When every handle is dropped the
+/// host shuts down as if told to.
 #[derive(Debug, Clone)]
 pub struct HostHandle {
     control: mpsc::Sender<Control>,
     local_addr: SocketAddr,
+    acceptor: Acceptor,
 }
 
 impl HostHandle {
-    /// The address the host listens on (the real port when bound to port 0).
+    /// The address of the listener the host was made with (the real port when bound to
+    /// port 0). [`Host::listen`] returns the addresses of the others.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Admits connections into this host under its one id space and connection limit: for
+    /// a transport that accepts on its own (an HTTP server upgrading to WebSocket).
+    pub fn acceptor(&self) -> Acceptor {
+        self.acceptor.clone()
     }
 
     /// Connection, session and user counts.
@@ -125,18 +137,23 @@ impl HostHandle {
     }
 }
 
-/// A server core, a listener and a storage backend, ready to run.
-pub struct Host<L: Listener, B: StorageBackend> {
+/// An accept loop, made by `listen` and started by `run`.
+type AcceptLoop = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// A server core, its listeners and a storage backend, ready to run.
+pub struct Host<B: StorageBackend> {
     server: Server,
-    listener: L,
     backend: B,
     results: ResultReceiver,
     cfg: HostConfig,
     clock: Clock,
     control: mpsc::Receiver<Control>,
+    acceptor: Acceptor,
+    inbound: mpsc::Receiver<Inbound>,
+    listeners: Vec<(SocketAddr, AcceptLoop)>,
 }
 
-impl<L: Listener, B: StorageBackend> fmt::Debug for Host<L, B> {
+impl<B: StorageBackend> fmt::Debug for Host<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Host")
             .field("cfg", &self.cfg)
@@ -145,10 +162,11 @@ impl<L: Listener, B: StorageBackend> fmt::Debug for Host<L, B> {
     }
 }
 
-impl<L: Listener, B: StorageBackend> Host<L, B> {
+impl<B: StorageBackend> Host<B> {
+    /// A host serving `listener` (more can be added with [`listen`](Host::listen)).
     /// `results` is the receiving end of the channel `backend` reports on. The core's
     /// instants count from `clock`'s epoch: start it when the `Server` is made.
-    pub fn new(
+    pub fn new<L: Listener>(
         server: Server,
         listener: L,
         backend: B,
@@ -156,22 +174,48 @@ impl<L: Listener, B: StorageBackend> Host<L, B> {
         clock: Clock,
         cfg: HostConfig,
     ) -> io::Result<(Self, HostHandle)> {
-        let local_addr = listener.local_addr()?;
+        let settings = ConnSettings {
+            max_frame: server.config().max_frame,
+            close_timeout: cfg.close_timeout,
+            linger: cfg.linger,
+            bye_timeout: cfg.bye_timeout,
+        };
+        let (inbound_tx, inbound) = mpsc::channel(cfg.inbound_capacity.max(1));
+        let acceptor = Acceptor::new(cfg.max_connections, cfg.max_refusals, inbound_tx, settings);
         let (tx, rx) = mpsc::channel(16);
-        let host = Host {
+        let mut host = Host {
             server,
-            listener,
             backend,
             results,
             cfg,
             clock,
             control: rx,
+            acceptor: acceptor.clone(),
+            inbound,
+            listeners: Vec::new(),
         };
+        let local_addr = host.listen(listener)?;
         let handle = HostHandle {
             control: tx,
             local_addr,
+            acceptor,
         };
         Ok((host, handle))
+    }
+
+    /// Serves another listener of length-prefixed streams (plain TCP beside TLS, a second
+    /// address) from the same core, under the same connection limit and id space. Returns
+    /// its address.
+    pub fn listen<L: Listener>(&mut self, listener: L) -> io::Result<SocketAddr> {
+        let addr = listener.local_addr()?;
+        let accept = accept_loop(listener, self.acceptor.clone());
+        self.listeners.push((addr, Box::pin(accept)));
+        Ok(addr)
+    }
+
+    /// Admission into this host for transports that accept on their own.
+    pub fn acceptor(&self) -> Acceptor {
+        self.acceptor.clone()
     }
 
     /// Runs the host on a task of its own.
@@ -183,32 +227,21 @@ impl<L: Listener, B: StorageBackend> Host<L, B> {
     pub async fn run(self) {
         let Host {
             server,
-            listener,
             backend,
             results,
             cfg,
             clock,
             mut control,
+            acceptor,
+            mut inbound,
+            listeners,
         } = self;
-        let settings = ConnSettings {
-            max_frame: server.config().max_frame,
-            close_timeout: cfg.close_timeout,
-            linger: cfg.linger,
-            bye_timeout: cfg.bye_timeout,
-        };
-        let (inbound_tx, mut inbound) = mpsc::channel(cfg.inbound_capacity.max(1));
-        let slots = cfg
-            .max_connections
-            .min(Semaphore::MAX_PERMITS)
-            .min(u32::MAX as usize);
-        let permits = Arc::new(Semaphore::new(slots));
-        let accept = tokio::spawn(accept_loop(
-            listener,
-            inbound_tx,
-            permits.clone(),
-            Arc::new(Semaphore::new(cfg.max_refusals)),
-            settings,
-        ));
+        let mut accepting = JoinSet::new();
+        let mut addrs = BTreeMap::new();
+        for (addr, accept) in listeners {
+            let id = accepting.spawn(accept).id();
+            addrs.insert(id, addr);
+        }
         let mut core = Core {
             server,
             backend,
@@ -218,7 +251,6 @@ impl<L: Listener, B: StorageBackend> Host<L, B> {
         };
         let mut results = results.0;
         let mut results_open = true;
-        let mut inbound_open = true;
         let batch = cfg.batch.max(1);
         let mut ready_results = Vec::with_capacity(batch);
         let mut ready_inbound = Vec::with_capacity(batch);
@@ -248,12 +280,16 @@ impl<L: Listener, B: StorageBackend> Host<L, B> {
                         results_open = false;
                     }
                 }
-                n = inbound.recv_many(&mut ready_inbound, batch), if inbound_open => {
-                    // Only if the accept task died: existing connections are gone with it.
-                    if n == 0 {
-                        tracing::error!("the accept task stopped; no new connections");
-                        inbound_open = false;
-                    }
+                // The host's own acceptor holds a sender, so the channel never closes.
+                _ = inbound.recv_many(&mut ready_inbound, batch) => {}
+                Some(ended) = accepting.join_next_with_id() => {
+                    // An accept loop only ends by panicking. A server that silently stopped
+                    // accepting would be a zombie: end the host, so the process ends too.
+                    let id = match &ended {
+                        Ok((id, ())) => *id,
+                        Err(e) => e.id(),
+                    };
+                    panic!("the accept loop for {} ended: {ended:?}", addrs[&id]);
                 }
                 () = tokio::time::sleep_until(wake.unwrap_or_else(far_future)), if wake.is_some() => {}
             }
@@ -264,7 +300,7 @@ impl<L: Listener, B: StorageBackend> Host<L, B> {
                     Err(_) => break,
                 }
             }
-            while inbound_open && ready_inbound.len() < batch {
+            while ready_inbound.len() < batch {
                 match inbound.try_recv() {
                     Ok(ev) => ready_inbound.push(ev),
                     Err(_) => break,
@@ -284,8 +320,8 @@ impl<L: Listener, B: StorageBackend> Host<L, B> {
         };
 
         // Shutdown. Stop accepting first, so nobody connects to a server that is leaving.
-        accept.abort();
-        let _ = accept.await;
+        acceptor.close();
+        accepting.shutdown().await;
         let now = clock.now();
         // Connections accepted but not yet seen are told too.
         while let Ok(ev) = inbound.try_recv() {
@@ -303,7 +339,7 @@ impl<L: Listener, B: StorageBackend> Host<L, B> {
         );
         // Wait for every connection to finish writing, while still draining their events
         // so none of them blocks on a full inbound queue.
-        let all_closed = permits.acquire_many_owned(slots as u32);
+        let all_closed = acceptor.all_closed();
         tokio::pin!(all_closed);
         let waited = tokio::time::timeout(cfg.shutdown_grace, async {
             loop {
@@ -460,52 +496,18 @@ impl<B: StorageBackend> Core<B> {
 /// retrying at once would spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
-async fn accept_loop<L: Listener>(
-    mut listener: L,
-    inbound: mpsc::Sender<Inbound>,
-    permits: Arc<Semaphore>,
-    refusals: Arc<Semaphore>,
-    settings: ConnSettings,
-) {
-    let mut next_conn = 0u64;
+/// Accepts byte streams from `listener` and admits them as length-prefixed frame connections.
+async fn accept_loop<L: Listener>(mut listener: L, acceptor: Acceptor) {
     loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                acceptor.admit(peer, LengthPrefixed(stream)).await;
+            }
             Err(e) => {
                 warn!(error = %e, "accepting a connection failed");
                 tokio::time::sleep(ACCEPT_BACKOFF).await;
-                continue;
             }
-        };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            debug!(%peer, "refusing connection: {}", CloseReason::ServerFull);
-            if let Ok(slot) = refusals.clone().try_acquire_owned() {
-                tokio::spawn(async move {
-                    connection::refuse(stream, CloseReason::ServerFull, settings).await;
-                    drop(slot);
-                });
-            }
-            continue;
-        };
-        next_conn += 1;
-        let conn = ConnId(next_conn);
-        let (handle, link) = LinkHandle::new();
-        let accepted = Inbound::Accepted {
-            conn,
-            peer,
-            link: handle,
-        };
-        if inbound.send(accepted).await.is_err() {
-            return;
         }
-        tokio::spawn(connection::drive(
-            conn,
-            stream,
-            link,
-            inbound.clone(),
-            settings,
-            permit,
-        ));
     }
 }
 

@@ -6,10 +6,11 @@
 //! Control out of band: when a slow reader overflows its queue, the connection must learn
 //! *now* that it is to write `Bye{SlowReader}` and go, not after it has written the very
 //! frames it cannot get rid of; a channel only delivers in order.
+//!
+//! It holds payloads; the connection's frame writer frames them as its transport does.
 
-use breeze_core::codec::{LENGTH_PREFIX, put_frame};
 use breeze_core::message::CloseReason;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use tokio::sync::Notify;
@@ -38,10 +39,10 @@ enum End {
 }
 
 /// What the connection should do next.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Next {
-    /// Write these bytes: the next queued frame, or several joined.
-    Write(Bytes),
+    /// Payloads were handed to the writer: write them.
+    Write,
     /// Nothing to do until `changed()`.
     Wait,
     /// Everything queued before the close was taken: finish writing, then close.
@@ -67,32 +68,6 @@ pub(crate) struct Link {
 /// Keeps a queue below this many slots when it drains, so a burst does not pin memory.
 const SHRINK_ABOVE: usize = 16;
 
-/// Queued frames are joined into one write up to this size. A busy connection (a chat peer
-/// at saturation) has several small frames waiting each time it wakes, and one `write` per
-/// frame made the loopback send path the largest cost in the server's profile; the copy is
-/// cheap next to a system call. Larger frames (attachments) go out alone, uncopied.
-const COALESCE_UP_TO: usize = 64 * 1024;
-
-/// `first`, followed by as many of the next queued payloads as fit in `COALESCE_UP_TO`, each
-/// framed with its length, as one buffer. Returns the buffer and the payload bytes it took.
-fn coalesce(first: Bytes, rest: &mut VecDeque<Bytes>) -> (Bytes, usize) {
-    let mut len = LENGTH_PREFIX + first.len();
-    let mut joined = 0;
-    for payload in rest.iter() {
-        if len + LENGTH_PREFIX + payload.len() > COALESCE_UP_TO {
-            break;
-        }
-        len += LENGTH_PREFIX + payload.len();
-        joined += 1;
-    }
-    let mut buf = BytesMut::with_capacity(len);
-    put_frame(&mut buf, &first);
-    for payload in rest.drain(..joined) {
-        put_frame(&mut buf, &payload);
-    }
-    (buf.freeze(), len - LENGTH_PREFIX * (joined + 1))
-}
-
 impl Link {
     fn lock(&self) -> MutexGuard<'_, Queue> {
         // The critical sections cannot panic halfway through; a poisoned lock still holds a
@@ -100,7 +75,7 @@ impl Link {
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Queues a frame. Frames after an end are dropped: the connection is going away.
+    /// Queues a payload. Payloads after an end are dropped: the connection is going away.
     pub(crate) fn push(&self, frame: Bytes, limits: QueueLimits) -> Result<(), Full> {
         let mut q = self.lock();
         if q.end.is_some() {
@@ -138,10 +113,10 @@ impl Link {
         self.wake.notify_one();
     }
 
-    /// What to do next. With `take` the next queued frame is taken; without (a frame is
-    /// still being written) only an abort is reported, so a slow reader stuck mid-frame is
-    /// noticed.
-    pub(crate) fn next(&self, take: bool) -> Next {
+    /// What to do next. With `take` queued payloads are handed to `put` (the connection's
+    /// frame writer) for as long as it wants more; without (the writer still has bytes to
+    /// write) only an abort is reported, so a slow reader stuck mid-frame is noticed.
+    pub(crate) fn next(&self, take: bool, mut put: impl FnMut(Bytes) -> bool) -> Next {
         let mut q = self.lock();
         if let Some(End::Abort(reason)) = q.end {
             return Next::Abort(reason);
@@ -149,13 +124,17 @@ impl Link {
         if !take {
             return Next::Wait;
         }
-        if let Some(first) = q.frames.pop_front() {
-            let (frame, took) = coalesce(first, &mut q.frames);
-            q.bytes -= took;
+        if !q.frames.is_empty() {
+            while let Some(payload) = q.frames.pop_front() {
+                q.bytes -= payload.len();
+                if !put(payload) {
+                    break;
+                }
+            }
             if q.frames.is_empty() && q.frames.capacity() > SHRINK_ABOVE {
                 q.frames = VecDeque::new();
             }
-            return Next::Write(frame);
+            return Next::Write;
         }
         match q.end {
             Some(_) => Next::Flushed,
@@ -215,6 +194,16 @@ mod tests {
         Bytes::from(vec![0u8; n])
     }
 
+    /// Takes what `next` hands out, as a writer that wants at most `up_to` payloads.
+    fn take(link: &Link, up_to: usize) -> (Next, Vec<Bytes>) {
+        let mut got = Vec::new();
+        let next = link.next(true, |p| {
+            got.push(p);
+            got.len() < up_to
+        });
+        (next, got)
+    }
+
     #[test]
     fn a_full_queue_refuses_by_count_and_by_bytes() {
         let link = Link::default();
@@ -233,11 +222,13 @@ mod tests {
     fn one_large_frame_fits_an_empty_queue() {
         let link = Link::default();
         link.push(frame(100), LIMITS).unwrap();
-        assert!(matches!(link.next(true), Next::Write(f) if f.len() == LENGTH_PREFIX + 100));
+        let (next, got) = take(&link, usize::MAX);
+        assert_eq!(next, Next::Write);
+        assert_eq!(got, [frame(100)]);
     }
 
     #[test]
-    fn small_queued_frames_go_out_as_one_write_in_order() {
+    fn payloads_go_to_the_writer_in_order_while_it_wants_more() {
         let link = Link::default();
         let limits = QueueLimits {
             frames: 8,
@@ -246,18 +237,12 @@ mod tests {
         for i in 0..3u8 {
             link.push(Bytes::from(vec![i; 2]), limits).unwrap();
         }
-        let big = vec![9u8; COALESCE_UP_TO];
-        link.push(Bytes::from(big.clone()), limits).unwrap();
-        let framed = |parts: &[&[u8]]| {
-            let mut out = BytesMut::new();
-            parts.iter().for_each(|p| put_frame(&mut out, p));
-            out
-        };
-        assert!(
-            matches!(link.next(true), Next::Write(f) if f[..] == framed(&[&[0, 0], &[1, 1], &[2, 2]])[..])
-        );
-        assert!(matches!(link.next(true), Next::Write(f) if f[..] == framed(&[&big])[..]));
-        assert!(matches!(link.next(true), Next::Wait));
+        let (_, got) = take(&link, 2);
+        assert_eq!(got, [Bytes::from(vec![0; 2]), Bytes::from(vec![1; 2])]);
+        assert_eq!(link.next(false, |_| unreachable!()), Next::Wait);
+        let (_, got) = take(&link, 2);
+        assert_eq!(got, [Bytes::from(vec![2; 2])]);
+        assert_eq!(take(&link, 2).0, Next::Wait);
         // The byte count followed what was taken, so the queue is empty, not "full".
         for _ in 0..8 {
             link.push(frame(1), limits).unwrap();
@@ -270,25 +255,25 @@ mod tests {
         link.push(frame(1), LIMITS).unwrap();
         link.close();
         assert!(link.closing());
-        assert!(matches!(link.next(true), Next::Write(_)));
-        assert!(matches!(link.next(true), Next::Flushed));
+        assert_eq!(take(&link, 8).0, Next::Write);
+        assert_eq!(take(&link, 8).0, Next::Flushed);
 
         let link = Link::default();
         link.push(frame(1), LIMITS).unwrap();
         link.abort(CloseReason::SlowReader);
         link.close();
-        assert!(matches!(
-            link.next(false),
+        assert_eq!(
+            link.next(false, |_| true),
             Next::Abort(CloseReason::SlowReader)
-        ));
+        );
     }
 
     #[test]
     fn dropping_the_handle_closes() {
         let (handle, link) = LinkHandle::new();
-        assert!(matches!(link.next(true), Next::Wait));
+        assert_eq!(take(&link, 8).0, Next::Wait);
         assert!(!link.closing());
         drop(handle);
-        assert!(matches!(link.next(true), Next::Flushed));
+        assert_eq!(take(&link, 8).0, Next::Flushed);
     }
 }

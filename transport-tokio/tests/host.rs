@@ -3,6 +3,7 @@
 mod common;
 
 use breeze_core::message::{ClientMsg, CloseReason, Presence, PresenceEntry, ServerMsg};
+use breeze_core::testkit::MemStore;
 use common::{Peer, TestServer, WAIT, fast_config, host_config, user};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -230,6 +231,57 @@ async fn connections_beyond_the_limit_are_told_server_full() {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
+    }
+    server.stop().await;
+}
+
+/// Two listeners feed one core: their users see each other, and one connection limit and
+/// one id space cover both.
+#[tokio::test]
+async fn two_listeners_share_one_core_and_one_limit() {
+    let host = breeze_transport_tokio::HostConfig {
+        max_connections: 2,
+        ..host_config()
+    };
+    let first = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let second = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let second_addr = second.local_addr().unwrap();
+    let store = std::sync::Arc::new(std::sync::Mutex::new(MemStore::new()));
+    let server = TestServer::start_with(first, store, fast_config(), host, |h| {
+        assert_eq!(h.listen(second).unwrap(), second_addr);
+    });
+    let (mut alice, _) = Peer::register_and_login(server.addr, "alice").await;
+    let (_bob, got) = Peer::register_and_login(second_addr, "bob").await;
+    assert_eq!(
+        got[1],
+        ServerMsg::PresenceSnapshot {
+            entries: vec![PresenceEntry {
+                user: user("alice"),
+                presence: Presence::Online
+            }]
+        }
+    );
+    alice
+        .recv_until("bob online", |m| {
+            matches!(m, ServerMsg::PresenceDiff { entries } if entries.iter().any(|e| e.user == user("bob") && e.presence == Presence::Online))
+        })
+        .await;
+    let who = server.handle.who().await.unwrap();
+    let conns: Vec<u64> = who
+        .iter()
+        .flat_map(|u| u.sessions.iter().map(|s| s.conn))
+        .collect();
+    assert_eq!(conns.len(), 2);
+    assert_ne!(conns[0], conns[1], "one id space across listeners");
+    // The limit counts both listeners' connections.
+    for addr in [server.addr, second_addr] {
+        let mut extra = Peer::connect(addr).await;
+        assert_eq!(
+            extra.last_before_close().await,
+            Some(ServerMsg::Bye {
+                reason: CloseReason::ServerFull
+            })
+        );
     }
     server.stop().await;
 }

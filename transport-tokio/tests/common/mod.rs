@@ -92,6 +92,17 @@ impl TestServer {
         cfg: ServerConfig,
         host: HostConfig,
     ) -> TestServer {
+        Self::start_with(listener, store, cfg, host, |_| {})
+    }
+
+    /// Like `start_listener`, with `more` adding to the host before it runs (listeners).
+    pub fn start_with<L: Listener>(
+        listener: L,
+        store: Arc<Mutex<MemStore>>,
+        cfg: ServerConfig,
+        host: HostConfig,
+        more: impl FnOnce(&mut Host<MemBackend>),
+    ) -> TestServer {
         // RUST_LOG=debug shows the host's view when a test fails.
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -104,7 +115,7 @@ impl TestServer {
             results,
         };
         let clock = Clock::start();
-        let (host, handle) = Host::new(
+        let (mut host, handle) = Host::new(
             Server::new(cfg, users),
             listener,
             backend,
@@ -113,6 +124,7 @@ impl TestServer {
             host,
         )
         .unwrap();
+        more(&mut host);
         let addr = handle.local_addr();
         TestServer {
             handle,
