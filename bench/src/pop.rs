@@ -232,34 +232,34 @@ async fn send_bytes(stream: &mut TcpStream, bytes: &[u8]) -> Result<(), String> 
 
 async fn add_contacts(addr: SocketAddr, pop: &Population, i: usize) -> Result<usize, String> {
     let mut s = login(addr, pop, i, Credential::Password(pop.password(i))).await?;
-    let contacts = pop.contacts_of(i);
-    let mut out = BytesMut::new();
-    for &c in &contacts {
-        out.put_slice(&encode_frame(&ClientMsg::AddContact { user: pop.user(c) }));
-    }
-    send_bytes(&mut s.stream, &out).await?;
-    let mut answered = 0;
-    let mut added = 0;
-    while answered < contacts.len() {
+    // The whole list in one request, answered once.
+    let add = pop.contacts_of(i).iter().map(|&c| pop.user(c)).collect();
+    send(
+        &mut s.stream,
+        &ClientMsg::ChangeContacts {
+            add,
+            remove: vec![],
+        },
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let added = loop {
         match recv(&mut s.stream, &mut s.buf)
             .await
             .map_err(|e| e.to_string())?
         {
-            ServerMsg::Contacts { .. } => {
-                answered += 1;
-                added += 1;
-            }
+            ServerMsg::ContactsChanged { added, .. } => break added.len(),
             ServerMsg::Error {
-                request: RequestKind::AddContact,
+                request: RequestKind::ChangeContacts,
                 code,
                 ..
             } => {
-                return Err(format!("add contact: {code}"));
+                return Err(format!("add contacts: {code}"));
             }
-            ServerMsg::Bye { reason } => return Err(format!("add contact: bye: {reason}")),
+            ServerMsg::Bye { reason } => return Err(format!("add contacts: bye: {reason}")),
             _ => {}
         }
-    }
+    };
     // A clean end, so the setup leaves nobody in a grace period.
     let _ = send(&mut s.stream, &ClientMsg::Logout).await;
     let _ = tokio::time::timeout(Duration::from_secs(2), async {

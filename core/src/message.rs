@@ -123,6 +123,12 @@ pub enum ClientMsg {
         limit: u16,
     },
     AdminWho,
+    /// Adds and removes many contacts in one request, answered once: a client importing its
+    /// list sends one of these, not one `AddContact` per contact.
+    ChangeContacts {
+        add: Vec<UserId>,
+        remove: Vec<UserId>,
+    },
 }
 
 /// Which request a `ServerMsg::Error` answers.
@@ -141,6 +147,7 @@ pub enum RequestKind {
     Ping,
     History,
     AdminWho,
+    ChangeContacts,
 }
 
 impl ClientMsg {
@@ -159,6 +166,7 @@ impl ClientMsg {
             ClientMsg::Ping { .. } => RequestKind::Ping,
             ClientMsg::History { .. } => RequestKind::History,
             ClientMsg::AdminWho => RequestKind::AdminWho,
+            ClientMsg::ChangeContacts { .. } => RequestKind::ChangeContacts,
         }
     }
 }
@@ -334,8 +342,13 @@ pub enum ServerMsg {
     OwnStatus {
         status: Status,
     },
-    Contacts {
-        contacts: Vec<UserId>,
+    /// The answer to a contact request, to every session of the user: what changed, not the
+    /// whole list. `rejected` names requested additions that are not registered users (or
+    /// the user itself); they were skipped.
+    ContactsChanged {
+        added: Vec<UserId>,
+        removed: Vec<UserId>,
+        rejected: Vec<UserId>,
     },
     PasswordChanged,
     /// The message with this id is durable on the server.

@@ -4,7 +4,7 @@
 //! and reports back with `Server::handle_storage`. Password hashes never reach the core: it
 //! receives verdicts.
 //!
-//! Ordering: the host applies the plain writes (`SetContact`, `StoreMessage`,
+//! Ordering: the host applies the plain writes (`SetContacts`, `StoreMessage`,
 //! `MarkDelivered`) in the order they were emitted and reports their results in that order.
 //! Verifying requests (`Register`, `Authenticate`, `ChangePassword`: they hash off the
 //! writer's thread) and reads (`LoadMailbox`, `LoadHistory`) may complete in any order, but a
@@ -30,11 +30,13 @@ pub enum StorageOp {
         old: String,
         new: String,
     },
-    /// Add (or remove) `contact` on `user`'s contact list.
-    SetContact {
+    /// Add the users in `add` to `user`'s contact list and take those in `remove` off it, all
+    /// or nothing. Adding a contact already there, or removing one that is not, changes
+    /// nothing; an `add` naming no registered user fails the whole request with `NoSuchUser`.
+    SetContacts {
         user: UserId,
-        contact: UserId,
-        add: bool,
+        add: Vec<UserId>,
+        remove: Vec<UserId>,
     },
     /// Make a message durable. `(from, id)` is unique: a second store of the same pair changes
     /// nothing and reports the first copy with `duplicate: true`.
@@ -73,8 +75,8 @@ impl std::fmt::Debug for StorageOp {
             StorageOp::Register { user, .. } => write!(f, "Register({user})"),
             StorageOp::Authenticate { user, .. } => write!(f, "Authenticate({user})"),
             StorageOp::ChangePassword { user, .. } => write!(f, "ChangePassword({user})"),
-            StorageOp::SetContact { user, contact, add } => {
-                write!(f, "SetContact({user}, {contact}, add={add})")
+            StorageOp::SetContacts { user, add, remove } => {
+                write!(f, "SetContacts({user}, +{add:?}, -{remove:?})")
             }
             StorageOp::StoreMessage { from, to, id, .. } => {
                 write!(f, "StoreMessage({from}->{to} #{id})")
@@ -158,7 +160,7 @@ pub enum StorageResult {
     Registered(Result<(), StorageError>),
     Authenticated(Result<Account, StorageError>),
     PasswordChanged(Result<(), StorageError>),
-    ContactSet(Result<(), StorageError>),
+    ContactsSet(Result<(), StorageError>),
     MessageStored(Result<Stored, StorageError>),
     MailboxLoaded(Result<MailboxPage, StorageError>),
     DeliveredMarked(Result<(), StorageError>),

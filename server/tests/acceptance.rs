@@ -459,20 +459,25 @@ async fn under_contacts_scope_only_those_who_listed_a_user_hear_of_it_and_the_li
                 user: user(contact),
             });
             let contacts = who
-                .recv_until("contacts", |m| matches!(m, ServerMsg::Contacts { .. }))
+                .recv_until("contacts", |m| {
+                    matches!(m, ServerMsg::ContactsChanged { .. })
+                })
                 .await;
             assert_eq!(
                 contacts,
-                ServerMsg::Contacts {
-                    contacts: vec![user(contact)]
+                ServerMsg::ContactsChanged {
+                    added: vec![user(contact)],
+                    removed: vec![],
+                    rejected: vec![],
                 }
             );
-            let snapshot = who
-                .recv_until("new snapshot", |m| {
-                    matches!(m, ServerMsg::PresenceSnapshot { .. })
+            // The new contact's presence, as a diff: not the whole view again.
+            let diff = who
+                .recv_until("its presence", |m| {
+                    matches!(m, ServerMsg::PresenceDiff { .. })
                 })
                 .await;
-            let ServerMsg::PresenceSnapshot { entries } = snapshot else {
+            let ServerMsg::PresenceDiff { entries } = diff else {
                 unreachable!()
             };
             assert_eq!(entries.len(), 1);
@@ -591,7 +596,9 @@ async fn an_offline_message_survives_a_restart_and_is_delivered_once_until_acked
         alice.send(&ClientMsg::Ack { seqs: seqs.clone() });
         alice.send(&ClientMsg::AddContact { user: user("bob") });
         alice
-            .recv_until("contacts", |m| matches!(m, ServerMsg::Contacts { .. }))
+            .recv_until("contacts", |m| {
+                matches!(m, ServerMsg::ContactsChanged { .. })
+            })
             .await;
         alice.send(&ClientMsg::Logout);
         alice.expect_bye(CloseReason::LoggedOut).await;

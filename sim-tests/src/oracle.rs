@@ -190,6 +190,9 @@ struct ServerConn {
     /// The user whose session this connection carries.
     session: Option<usize>,
     told: BTreeMap<usize, Presence>,
+    /// Contacts just added under scope `Contacts`: the diff that follows `ContactsChanged`
+    /// introduces them to the view, so an `Offline` there is news, not a repeat.
+    introduced: BTreeSet<usize>,
     snapshot_at: Option<Duration>,
     /// Seqs delivered on this connection: each at most once.
     delivered: BTreeSet<u64>,
@@ -468,6 +471,7 @@ impl Oracle {
                 login: None,
                 session: None,
                 told: BTreeMap::new(),
+                introduced: BTreeSet::new(),
                 snapshot_at: None,
                 delivered: BTreeSet::new(),
                 rx: BytesMut::new(),
@@ -577,10 +581,27 @@ impl Oracle {
     fn server_msg(&mut self, conn: u64, at: Duration, msg: ServerMsg) {
         self.trace(at, format_args!("s{conn} -> {}", server_msg_line(&msg)));
         match msg {
-            ServerMsg::Contacts { contacts } => {
+            ServerMsg::ContactsChanged { added, removed, .. } => {
                 if let Some(u) = self.conns[&conn].session {
-                    let list = contacts.iter().filter_map(|c| self.user_of(c)).collect();
-                    self.user_logs[u].contacts = Some(list);
+                    let added: Vec<usize> = added.iter().filter_map(|c| self.user_of(c)).collect();
+                    let removed: Vec<usize> =
+                        removed.iter().filter_map(|c| self.user_of(c)).collect();
+                    // A diff applies to the list this user was last told (at login).
+                    let list = self.user_logs[u].contacts.get_or_insert_with(BTreeSet::new);
+                    list.extend(added.iter().copied());
+                    for c in &removed {
+                        list.remove(c);
+                    }
+                    if self.scope == WatchScope::Contacts {
+                        // Removed contacts leave this connection's view; added ones enter it
+                        // with the diff that follows.
+                        let c = self.conns.get_mut(&conn).expect("known");
+                        for r in &removed {
+                            c.told.remove(r);
+                            c.introduced.remove(r);
+                        }
+                        c.introduced.extend(added);
+                    }
                 }
             }
             ServerMsg::LoginOk {
@@ -634,6 +655,7 @@ impl Oracle {
                 }
                 let c = self.conns.get_mut(&conn).expect("known");
                 c.told = told;
+                c.introduced.clear();
                 c.snapshot_at = Some(at);
             }
             ServerMsg::PresenceDiff { entries } => {
@@ -648,7 +670,8 @@ impl Oracle {
                     }
                     let c = self.conns.get_mut(&conn).expect("known");
                     let before = c.told.insert(u, e.presence).unwrap_or(Presence::Offline);
-                    if before == e.presence && c.snapshot_at.is_some() {
+                    let introduced = c.introduced.remove(&u);
+                    if before == e.presence && c.snapshot_at.is_some() && !introduced {
                         self.violation(
                             at,
                             format!(

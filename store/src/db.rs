@@ -70,6 +70,7 @@ impl Work {
         match self {
             // Token logins write at once; password ones do after hashing (inline, in
             // `apply_batch`), as does a change of password.
+            Work::Op(StorageOp::SetContacts { add, remove, .. }) => add.len() + remove.len() > 1,
             Work::Op(op) => matches!(
                 op,
                 StorageOp::Authenticate { .. } | StorageOp::ChangePassword { .. }

@@ -29,7 +29,7 @@ pub(crate) enum Kind {
     Register,
     Authenticate,
     ChangePassword,
-    SetContact,
+    SetContacts,
     StoreMessage,
     LoadMailbox,
     MarkDelivered,
@@ -42,7 +42,7 @@ impl Kind {
             StorageOp::Register { .. } => Kind::Register,
             StorageOp::Authenticate { .. } => Kind::Authenticate,
             StorageOp::ChangePassword { .. } => Kind::ChangePassword,
-            StorageOp::SetContact { .. } => Kind::SetContact,
+            StorageOp::SetContacts { .. } => Kind::SetContacts,
             StorageOp::StoreMessage { .. } => Kind::StoreMessage,
             StorageOp::LoadMailbox { .. } => Kind::LoadMailbox,
             StorageOp::MarkDelivered { .. } => Kind::MarkDelivered,
@@ -56,7 +56,7 @@ impl Kind {
             Kind::Register => StorageResult::Registered(Err(e)),
             Kind::Authenticate => StorageResult::Authenticated(Err(e)),
             Kind::ChangePassword => StorageResult::PasswordChanged(Err(e)),
-            Kind::SetContact => StorageResult::ContactSet(Err(e)),
+            Kind::SetContacts => StorageResult::ContactsSet(Err(e)),
             Kind::StoreMessage => StorageResult::MessageStored(Err(e)),
             Kind::LoadMailbox => StorageResult::MailboxLoaded(Err(e)),
             Kind::MarkDelivered => StorageResult::DeliveredMarked(Err(e)),
@@ -214,8 +214,8 @@ pub(crate) fn start(
             old,
             new,
         }),
-        StorageOp::SetContact { user, contact, add } => {
-            Step::Done(R::ContactSet(set_contact(conn, &user, &contact, add)?))
+        StorageOp::SetContacts { user, add, remove } => {
+            Step::Done(R::ContactsSet(set_contacts(conn, &user, &add, &remove)?))
         }
         StorageOp::StoreMessage {
             from,
@@ -424,22 +424,30 @@ fn contacts(conn: &Connection, user: &UserId) -> Result<Vec<UserId>, StoreError>
     Ok(contacts)
 }
 
-fn set_contact(
+/// All or nothing: every addition is checked before anything is written, and a request
+/// that writes more than one row runs under a savepoint (`Work::needs_savepoint`).
+fn set_contacts(
     conn: &Connection,
     user: &UserId,
-    contact: &UserId,
-    add: bool,
+    add: &[UserId],
+    remove: &[UserId],
 ) -> Result<Result<(), StorageError>, StoreError> {
-    if !user_exists(conn, contact)? {
-        return Ok(Err(StorageError::NoSuchUser));
+    for contact in add {
+        if !user_exists(conn, contact)? {
+            return Ok(Err(StorageError::NoSuchUser));
+        }
     }
-    let sql = if add {
-        "INSERT INTO contacts (user, contact) VALUES (?1, ?2) ON CONFLICT DO NOTHING"
-    } else {
-        "DELETE FROM contacts WHERE user = ?1 AND contact = ?2"
-    };
-    conn.prepare_cached(sql)?
-        .execute([user.as_str(), contact.as_str()])?;
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO contacts (user, contact) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+    )?;
+    for contact in add {
+        insert.execute([user.as_str(), contact.as_str()])?;
+    }
+    let mut delete =
+        conn.prepare_cached("DELETE FROM contacts WHERE user = ?1 AND contact = ?2")?;
+    for contact in remove {
+        delete.execute([user.as_str(), contact.as_str()])?;
+    }
     Ok(Ok(()))
 }
 

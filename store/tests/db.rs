@@ -243,6 +243,38 @@ fn contacts_are_added_removed_and_checked() {
     );
 }
 
+/// Many contacts in one request: added and removed together, or, if one addition names no
+/// user, nothing at all.
+#[test]
+fn many_contacts_change_in_one_request_all_or_nothing() {
+    let mut s = Store::memory();
+    for name in ["alice", "bob", "carol", "dave"] {
+        s.register(name, "password").expect("register");
+    }
+    assert_eq!(s.set_contact("alice", "dave", true), Ok(()));
+    assert_eq!(
+        s.set_contacts(
+            "alice",
+            vec![user("bob"), user("carol"), user("nobody")],
+            vec![user("dave")]
+        ),
+        Err(StorageError::NoSuchUser)
+    );
+    let account = s.password_login("alice", "password").expect("login");
+    assert_eq!(account.contacts, vec![user("dave")], "nothing changed");
+
+    assert_eq!(
+        s.set_contacts(
+            "alice",
+            vec![user("bob"), user("carol")],
+            vec![user("dave")]
+        ),
+        Ok(())
+    );
+    let account = s.password_login("alice", "password").expect("login");
+    assert_eq!(account.contacts, vec![user("bob"), user("carol")]);
+}
+
 #[test]
 fn a_resent_message_returns_the_first_copy() {
     let mut s = Store::memory();
@@ -464,10 +496,10 @@ fn a_failing_request_fails_alone_in_its_batch() {
         // The contact exists but the owner does not: the foreign key refuses the row.
         (
             RequestId(2),
-            StorageOp::SetContact {
+            StorageOp::SetContacts {
                 user: user("ghost"),
-                contact: user("bob"),
-                add: true,
+                add: vec![user("bob")],
+                remove: vec![],
             },
         ),
         (
@@ -501,7 +533,7 @@ fn a_failing_request_fails_alone_in_its_batch() {
     assert!(matches!(results[0].1, StorageResult::MessageStored(Ok(_))));
     assert!(matches!(
         results[1].1,
-        StorageResult::ContactSet(Err(StorageError::Failed(_)))
+        StorageResult::ContactsSet(Err(StorageError::Failed(_)))
     ));
     assert_eq!(results[2].1, StorageResult::Registered(Ok(())));
     assert_eq!(s.mailbox("bob").len(), 1);

@@ -75,10 +75,10 @@ fn results_come_back_and_shutdown_flushes_everything() {
     }
     service.submit(
         RequestId(5),
-        StorageOp::SetContact {
+        StorageOp::SetContacts {
             user: user("alice"),
-            contact: user("bob"),
-            add: true,
+            add: vec![user("bob")],
+            remove: vec![],
         },
     );
     service.shutdown();
@@ -101,7 +101,7 @@ fn results_come_back_and_shutdown_flushes_everything() {
                 assert_eq!(account.resume_token.len(), breeze_store::TOKEN_LEN);
             }
             (4, StorageResult::Authenticated(Err(StorageError::BadCredentials))) => {}
-            (5, StorageResult::ContactSet(Ok(()))) => {}
+            (5, StorageResult::ContactsSet(Ok(()))) => {}
             (100.., StorageResult::MessageStored(Ok(stored))) => {
                 assert!(stored.delivery.seq > last_seq);
                 last_seq = stored.delivery.seq;

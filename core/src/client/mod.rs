@@ -32,7 +32,7 @@ use crate::codec::{self, encode};
 use crate::ids::UserId;
 use crate::message::{
     Attachment, ClientMsg, CloseReason, Credential, ErrorCode, MAGIC, MAX_CLIENT_NAME,
-    PROTOCOL_VERSION, Presence, PresenceEntry, RequestKind, ServerMsg, Status,
+    PROTOCOL_VERSION, Presence, PresenceEntry, RequestKind, ServerMsg, Status, WatchScope,
 };
 use crate::time::{Duration, Instant};
 use backoff::Backoff;
@@ -87,9 +87,13 @@ pub struct Client {
     /// user wins. A change sent on a connection that died is sent again after the next login,
     /// as outbox messages are, until the server's list agrees.
     contact_changes: BTreeMap<UserId, bool>,
-    /// Contact requests sent on this connection, oldest first: the server answers each with
-    /// `Contacts` or an `Error` naming no user, so answers are matched by order.
-    contacts_in_flight: VecDeque<UserId>,
+    /// Contact requests sent on this connection, oldest first, each with the users it names:
+    /// the server answers each with `ContactsChanged` or an `Error` naming no user, so
+    /// answers are matched by order.
+    contacts_in_flight: VecDeque<Vec<UserId>>,
+    /// Whose presence the server shows (from `Welcome`): under `Contacts`, a removed contact
+    /// leaves the view.
+    scope: WatchScope,
     view: PresenceView,
     seen: SeenSeqs,
     outbox: Outbox,
@@ -122,6 +126,7 @@ impl Client {
             contacts: BTreeSet::new(),
             contact_changes: BTreeMap::new(),
             contacts_in_flight: VecDeque::new(),
+            scope: WatchScope::Everyone,
             seen: SeenSeqs::new(REMEMBERED_SEQS),
             outbox: Outbox::new(cfg.id_base),
             pending_acks: Vec::new(),
@@ -262,6 +267,21 @@ impl Client {
         self.change_contact(now, user, false);
     }
 
+    /// Adds and removes many contacts in one request (an import), answered once; offline,
+    /// the changes wait for the next login like single ones. A name in both lists is removed.
+    pub fn change_contacts(&mut self, now: Instant, add: Vec<UserId>, remove: Vec<UserId>) {
+        let changes: BTreeMap<UserId, bool> = add
+            .into_iter()
+            .map(|u| (u, true))
+            .chain(remove.into_iter().map(|u| (u, false)))
+            .collect();
+        self.contact_changes
+            .extend(changes.iter().map(|(u, a)| (u.clone(), *a)));
+        if self.is_logged_in() {
+            self.send_contact_changes(now, changes.into_iter().collect());
+        }
+    }
+
     /// Online only. On success later logins use `new`.
     pub fn change_password(&mut self, now: Instant, old: String, new: String) {
         if self.send_online(
@@ -392,14 +412,18 @@ impl Client {
             ServerMsg::Welcome {
                 heartbeat_interval_ms,
                 heartbeat_timeout_ms,
+                scope,
                 ..
-            } => self.on_welcome(
-                now,
-                Heartbeat {
-                    interval: Duration::from_millis(heartbeat_interval_ms.into()),
-                    timeout: Duration::from_millis(heartbeat_timeout_ms.into()),
-                },
-            ),
+            } => {
+                self.scope = scope;
+                self.on_welcome(
+                    now,
+                    Heartbeat {
+                        interval: Duration::from_millis(heartbeat_interval_ms.into()),
+                        timeout: Duration::from_millis(heartbeat_timeout_ms.into()),
+                    },
+                )
+            }
             ServerMsg::Registered { .. } => self.on_registered(now),
             ServerMsg::LoginOk {
                 user,
@@ -425,19 +449,11 @@ impl Client {
                 }
                 self.events.push_back(ClientEvent::OwnStatus(status));
             }
-            ServerMsg::Contacts { contacts } => {
-                self.contacts = contacts.into_iter().collect();
-                self.contacts_in_flight.pop_front();
-                let confirmed = &self.contacts;
-                // A change whose request for that user is still out is not settled by an
-                // answer to an earlier one.
-                let in_flight = &self.contacts_in_flight;
-                self.contact_changes.retain(|user, add| {
-                    in_flight.contains(user) || confirmed.contains(user) != *add
-                });
-                let list = self.contacts.iter().cloned().collect();
-                self.events.push_back(ClientEvent::Contacts(list));
-            }
+            ServerMsg::ContactsChanged {
+                added,
+                removed,
+                rejected,
+            } => self.on_contacts_changed(added, removed, rejected),
             ServerMsg::PasswordChanged => {
                 if let Some(new) = self.password_changes.pop_front() {
                     self.password = new;
@@ -559,14 +575,13 @@ impl Client {
         let confirmed = &self.contacts;
         self.contact_changes
             .retain(|user, add| confirmed.contains(user) != *add);
+        // Everything changed while offline goes in one request, answered once.
         let pending: Vec<(UserId, bool)> = self
             .contact_changes
             .iter()
             .map(|(u, a)| (u.clone(), *a))
             .collect();
-        for (user, add) in pending {
-            self.send_contact_change(now, user, add);
-        }
+        self.send_contact_changes(now, pending);
     }
 
     fn on_error(&mut self, now: Instant, request: RequestKind, code: ErrorCode, id: Option<u64>) {
@@ -587,11 +602,15 @@ impl Client {
                 }
                 if matches!(
                     request,
-                    RequestKind::AddContact | RequestKind::RemoveContact
+                    RequestKind::AddContact
+                        | RequestKind::RemoveContact
+                        | RequestKind::ChangeContacts
                 ) {
                     // Refused for good (unknown user, too many): retrying cannot help.
-                    if let Some(user) = self.contacts_in_flight.pop_front() {
-                        self.contact_changes.remove(&user);
+                    if let Some(users) = self.contacts_in_flight.pop_front() {
+                        for user in users {
+                            self.contact_changes.remove(&user);
+                        }
                     }
                 }
                 self.events.push_back(ClientEvent::Error { request, code });
@@ -726,13 +745,63 @@ impl Client {
     fn change_contact(&mut self, now: Instant, user: UserId, add: bool) {
         self.contact_changes.insert(user.clone(), add);
         if self.is_logged_in() {
-            self.send_contact_change(now, user, add);
+            self.send(now, &contact_msg(user.clone(), add));
+            self.contacts_in_flight.push_back(vec![user]);
         }
     }
 
-    fn send_contact_change(&mut self, now: Instant, user: UserId, add: bool) {
-        self.send(now, &contact_msg(user.clone(), add));
-        self.contacts_in_flight.push_back(user);
+    /// Sends every change in `changes` as one `ChangeContacts` request.
+    fn send_contact_changes(&mut self, now: Instant, changes: Vec<(UserId, bool)>) {
+        if changes.is_empty() {
+            return;
+        }
+        let users = changes.iter().map(|(u, _)| u.clone()).collect();
+        let (add, remove): (Vec<_>, Vec<_>) = changes.into_iter().partition(|(_, add)| *add);
+        let msg = ClientMsg::ChangeContacts {
+            add: add.into_iter().map(|(u, _)| u).collect(),
+            remove: remove.into_iter().map(|(u, _)| u).collect(),
+        };
+        self.send(now, &msg);
+        self.contacts_in_flight.push_back(users);
+    }
+
+    fn on_contacts_changed(
+        &mut self,
+        added: Vec<UserId>,
+        removed: Vec<UserId>,
+        rejected: Vec<UserId>,
+    ) {
+        self.contacts.extend(added);
+        for user in &removed {
+            self.contacts.remove(user);
+        }
+        self.contacts_in_flight.pop_front();
+        let confirmed = &self.contacts;
+        // A change whose request for that user is still out is not settled by an answer to an
+        // earlier one; a rejected name (not a registered user) never will be.
+        let in_flight = &self.contacts_in_flight;
+        self.contact_changes.retain(|user, add| {
+            in_flight.iter().any(|users| users.contains(user))
+                || (!rejected.contains(user) && confirmed.contains(user) != *add)
+        });
+        if self.scope == WatchScope::Contacts
+            && removed.iter().any(|u| self.view.users().contains_key(u))
+        {
+            let kept = self
+                .view
+                .users()
+                .iter()
+                .filter(|(u, _)| !removed.contains(u))
+                .map(|(user, &presence)| PresenceEntry {
+                    user: user.clone(),
+                    presence,
+                })
+                .collect();
+            let taken = self.view.replace(kept);
+            self.events.push_back(ClientEvent::PresenceSnapshot(taken));
+        }
+        let list = self.contacts.iter().cloned().collect();
+        self.events.push_back(ClientEvent::Contacts(list));
     }
 
     /// Sends `msg` if logged in, else tells the application it was refused; true if sent.

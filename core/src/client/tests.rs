@@ -529,14 +529,25 @@ fn a_contact_change_reversed_in_flight_is_kept_until_the_last_answer() {
     client.add_contact(at(1), user("bob"));
     client.remove_contact(at(1), user("bob"));
     outputs(&mut client);
-    feed(&mut client, at(2), ServerMsg::Contacts { contacts: vec![] });
+    feed(
+        &mut client,
+        at(2),
+        ServerMsg::ContactsChanged {
+            added: vec![],
+            removed: vec![user("bob")],
+            rejected: vec![],
+        },
+    );
     // The connection dies before the other answers: the last wish is sent again.
     let now = drop_and_retry(&mut client, at(3));
     client.handle_connected(now);
     feed(&mut client, now, welcome());
     feed(&mut client, now, login_ok(b"", &["bob"]));
     assert!(
-        outputs(&mut client).contains(&Out::Msg(ClientMsg::RemoveContact { user: user("bob") }))
+        outputs(&mut client).contains(&Out::Msg(ClientMsg::ChangeContacts {
+            add: vec![],
+            remove: vec![user("bob")]
+        }))
     );
 }
 
@@ -716,13 +727,48 @@ fn changes_made_offline_are_sent_after_login() {
     );
     assert_eq!(
         outputs(&mut client),
-        [
-            Out::Msg(ClientMsg::AddContact { user: user("bob") }),
-            Out::Msg(ClientMsg::RemoveContact {
-                user: user("carol")
-            }),
-        ],
-        "dave came and went, erin is there already"
+        [Out::Msg(ClientMsg::ChangeContacts {
+            add: vec![user("bob")],
+            remove: vec![user("carol")],
+        })],
+        "one request for all of them; dave came and went, erin is there already"
+    );
+}
+
+/// An import is one request; the answer settles every name it covered, and a name the
+/// server rejected is not retried.
+#[test]
+fn an_import_is_one_request_and_one_answer_settles_it() {
+    let mut client = logged_in(at(0));
+    outputs(&mut client);
+    client.change_contacts(at(1), vec![user("bob"), user("ghost")], vec![]);
+    assert_eq!(
+        outputs(&mut client),
+        [Out::Msg(ClientMsg::ChangeContacts {
+            add: vec![user("bob"), user("ghost")],
+            remove: vec![],
+        })]
+    );
+    feed(
+        &mut client,
+        at(2),
+        ServerMsg::ContactsChanged {
+            added: vec![user("bob")],
+            removed: vec![],
+            rejected: vec![user("ghost")],
+        },
+    );
+    assert_eq!(client.contacts().iter().collect::<Vec<_>>(), [&user("bob")]);
+    assert!(events(&mut client).contains(&ClientEvent::Contacts(vec![user("bob")])));
+    // Nothing is left to send again at the next login.
+    let now = drop_and_retry(&mut client, at(3));
+    client.handle_connected(now);
+    feed(&mut client, now, welcome());
+    feed(&mut client, now, login_ok(b"", &["bob"]));
+    assert!(
+        !outputs(&mut client)
+            .iter()
+            .any(|o| matches!(o, Out::Msg(ClientMsg::ChangeContacts { .. })))
     );
 }
 

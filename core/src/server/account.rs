@@ -1,14 +1,12 @@
 //! Accounts and sessions: registration, login (with the duplicate-login policy), password
-//! changes, status and contacts.
+//! changes and status.
 
 use super::guard::Culprit;
 use super::session::{Mailbox, Phase, Session, User};
 use super::{Output, Pending, Server, ServerEvent};
 use crate::config::{DuplicateLogin, password_is_acceptable};
 use crate::ids::{ConnId, UserId};
-use crate::message::{
-    CloseReason, Credential, ErrorCode, RequestKind, ServerMsg, Status, WatchScope,
-};
+use crate::message::{CloseReason, Credential, ErrorCode, RequestKind, ServerMsg, Status};
 use crate::storage::{Account, StorageError, StorageOp};
 use crate::time::Instant;
 
@@ -264,98 +262,5 @@ impl Server {
         u.status = status;
         self.presence.touch(user.clone());
         self.send_to_user(&user, &ServerMsg::OwnStatus { status });
-    }
-
-    pub(super) fn change_contact(
-        &mut self,
-        conn: ConnId,
-        user: UserId,
-        contact: UserId,
-        add: bool,
-    ) {
-        let kind = if add {
-            RequestKind::AddContact
-        } else {
-            RequestKind::RemoveContact
-        };
-        let Some(u) = self.users.get(&user) else {
-            return;
-        };
-        if add {
-            if contact == user {
-                return self.error(conn, kind, ErrorCode::InvalidName, None);
-            }
-            if !self.users.contains_key(&contact) {
-                return self.error(conn, kind, ErrorCode::NoSuchUser, None);
-            }
-            if u.contacts.len() >= self.cfg.max_contacts && !u.contacts.contains(&contact) {
-                return self.error(conn, kind, ErrorCode::TooManyContacts, None);
-            }
-        }
-        self.request(
-            StorageOp::SetContact {
-                user: user.clone(),
-                contact: contact.clone(),
-                add,
-            },
-            Pending::SetContact {
-                conn,
-                user,
-                contact,
-                add,
-            },
-        );
-    }
-
-    pub(super) fn contact_set(
-        &mut self,
-        conn: ConnId,
-        user: UserId,
-        contact: UserId,
-        add: bool,
-        r: Result<(), StorageError>,
-    ) {
-        if let Err(e) = r {
-            let kind = if add {
-                RequestKind::AddContact
-            } else {
-                RequestKind::RemoveContact
-            };
-            let code = match e {
-                StorageError::NoSuchUser => ErrorCode::NoSuchUser,
-                _ => ErrorCode::StorageFailed,
-            };
-            if self.conns.contains_key(&conn) {
-                self.error(conn, kind, code, None);
-            }
-            return;
-        }
-        let contact = self.interned(&contact).unwrap_or(contact);
-        let Some(u) = self.users.get_mut(&user) else {
-            return;
-        };
-        // Storage has it; memory only tracks contacts of connected users, reloaded at login.
-        if u.sessions.is_empty() {
-            return;
-        }
-        let changed = if add {
-            u.contacts.insert(contact.clone())
-        } else {
-            u.contacts.remove(&contact)
-        };
-        if changed {
-            let one = std::iter::once(&contact);
-            if add {
-                self.presence.watch(&user, one)
-            } else {
-                self.presence.unwatch(&user, one)
-            }
-        }
-        let contacts: Vec<UserId> = self.users[&user].contacts.iter().cloned().collect();
-        self.send_to_user(&user, &ServerMsg::Contacts { contacts });
-        if self.cfg.scope == WatchScope::Contacts {
-            let entries = self.snapshot_for(&user);
-            self.send_to_user(&user, &ServerMsg::PresenceSnapshot { entries });
-        }
     }
 }

@@ -7,6 +7,7 @@
 //! burst of inputs before draining (100 sockets closing at once) sends one diff per watcher.
 
 mod account;
+mod contacts;
 mod deadline;
 mod guard;
 mod messaging;
@@ -119,11 +120,15 @@ enum Pending {
     ChangePassword {
         conn: ConnId,
     },
-    SetContact {
+    SetContacts {
         conn: ConnId,
         user: UserId,
-        contact: UserId,
-        add: bool,
+        /// Which request it answers (`AddContact`, `RemoveContact`, `ChangeContacts`).
+        kind: RequestKind,
+        add: Vec<UserId>,
+        remove: Vec<UserId>,
+        /// Additions skipped (not registered users), reported in the answer.
+        rejected: Vec<UserId>,
     },
     Send {
         conn: ConnId,
@@ -259,15 +264,9 @@ impl Server {
             (Pending::ChangePassword { conn }, StorageResult::PasswordChanged(r)) => {
                 self.password_changed(conn, r)
             }
-            (
-                Pending::SetContact {
-                    conn,
-                    user,
-                    contact,
-                    add,
-                },
-                StorageResult::ContactSet(r),
-            ) => self.contact_set(conn, user, contact, add, r),
+            (pending @ Pending::SetContacts { .. }, StorageResult::ContactsSet(r)) => {
+                self.contacts_set(pending, r)
+            }
             (Pending::Send { conn, id }, StorageResult::MessageStored(r)) => {
                 self.message_stored(conn, id, r)
             }
@@ -477,10 +476,17 @@ impl Server {
             ClientMsg::Ack { seqs } => self.ack(conn, user, seqs),
             ClientMsg::SetStatus { status } => self.set_status(user, status),
             ClientMsg::AddContact { user: contact } => {
-                self.change_contact(conn, user, contact, true)
+                self.change_contacts(conn, user, RequestKind::AddContact, vec![contact], vec![])
             }
-            ClientMsg::RemoveContact { user: contact } => {
-                self.change_contact(conn, user, contact, false)
+            ClientMsg::RemoveContact { user: contact } => self.change_contacts(
+                conn,
+                user,
+                RequestKind::RemoveContact,
+                vec![],
+                vec![contact],
+            ),
+            ClientMsg::ChangeContacts { add, remove } => {
+                self.change_contacts(conn, user, RequestKind::ChangeContacts, add, remove)
             }
             ClientMsg::ChangePassword { old, new } => self.change_password(conn, user, old, new),
             ClientMsg::History {

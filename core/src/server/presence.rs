@@ -23,6 +23,10 @@ pub(super) struct PresenceBoard {
     joined: BTreeSet<UserId>,
     /// Contacts scope: watched user → connected users who have them as a contact.
     watchers: BTreeMap<UserId, VecSet<UserId>>,
+    /// Contacts scope: watcher → contacts it added since the last flush. The flush tells the
+    /// watcher their announced presence in the same diff as the batch's changes, so a
+    /// contact change costs no snapshot and no second diff.
+    introduced: BTreeMap<UserId, BTreeSet<UserId>>,
 }
 
 impl PresenceBoard {
@@ -70,6 +74,16 @@ impl PresenceBoard {
         }
     }
 
+    /// `watcher` has just added `contacts`: the next flush tells it their presence.
+    pub(super) fn introduce(&mut self, watcher: &UserId, contacts: &[UserId]) {
+        if !contacts.is_empty() {
+            self.introduced
+                .entry(watcher.clone())
+                .or_default()
+                .extend(contacts.iter().cloned());
+        }
+    }
+
     pub(super) fn clear(&mut self) {
         *self = PresenceBoard::default();
     }
@@ -107,7 +121,7 @@ impl Server {
     /// Announces every net change since the last flush, one frame per watcher connection.
     pub(super) fn flush_presence(&mut self) {
         let board = &mut self.presence;
-        if board.dirty.is_empty() && board.joined.is_empty() {
+        if board.dirty.is_empty() && board.joined.is_empty() && board.introduced.is_empty() {
             return;
         }
         let mut changes: Vec<PresenceEntry> = Vec::new();
@@ -177,6 +191,31 @@ impl Server {
 
     fn fan_out_to_watchers(&mut self, changes: Vec<PresenceEntry>) {
         let mut batches: BTreeMap<ConnId, Vec<PresenceEntry>> = BTreeMap::new();
+        let changed: BTreeSet<&UserId> = changes.iter().map(|e| &e.user).collect();
+        for (watcher, contacts) in std::mem::take(&mut self.presence.introduced) {
+            let Some(w) = self.users.get(&watcher) else {
+                continue;
+            };
+            // A contact whose change this batch announces is covered by that entry, which
+            // goes to every watcher, the new one included.
+            let entries: Vec<PresenceEntry> = contacts
+                .iter()
+                .filter(|c| !changed.contains(c) && w.contacts.contains(c))
+                .map(|c| PresenceEntry {
+                    user: c.clone(),
+                    presence: self.presence.announced(c),
+                })
+                .collect();
+            if entries.is_empty() {
+                continue;
+            }
+            for &conn in w.sessions.iter() {
+                batches
+                    .entry(conn)
+                    .or_default()
+                    .extend(entries.iter().cloned());
+            }
+        }
         for entry in changes {
             let Some(watchers) = self.presence.watchers.get(&entry.user) else {
                 continue;

@@ -462,10 +462,12 @@ fn contacts_scope_only_tells_users_who_listed_the_contact() {
     let stranger = rig.login("stranger", Status::Online);
     rig.frame(fan, ClientMsg::AddContact { user: user("star") });
     let got = rig.take(fan);
-    assert!(got.contains(&ServerMsg::Contacts {
-        contacts: vec![user("star")]
+    assert!(got.contains(&ServerMsg::ContactsChanged {
+        added: vec![user("star")],
+        removed: vec![],
+        rejected: vec![],
     }));
-    assert!(got.contains(&ServerMsg::PresenceSnapshot {
+    assert!(got.contains(&ServerMsg::PresenceDiff {
         entries: vec![PresenceEntry {
             user: user("star"),
             presence: Presence::Offline

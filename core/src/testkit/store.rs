@@ -95,15 +95,14 @@ impl MemStore {
                     Err(StorageError::BadCredentials)
                 })
             }
-            StorageOp::SetContact { user, contact, add } => {
-                StorageResult::ContactSet(if !self.passwords.contains_key(&contact) {
+            StorageOp::SetContacts { user, add, remove } => {
+                StorageResult::ContactsSet(if add.iter().any(|c| !self.passwords.contains_key(c)) {
                     Err(StorageError::NoSuchUser)
                 } else {
                     let set = self.contacts.entry(user).or_default();
-                    if add {
-                        set.insert(contact);
-                    } else {
-                        set.remove(&contact);
+                    set.extend(add);
+                    for c in &remove {
+                        set.remove(c);
                     }
                     Ok(())
                 })

@@ -198,7 +198,7 @@ fn reason(r: Reason) -> CloseReason {
 fn is_write(op: &StorageOp) -> bool {
     matches!(
         op,
-        StorageOp::SetContact { .. }
+        StorageOp::SetContacts { .. }
             | StorageOp::StoreMessage { .. }
             | StorageOp::MarkDelivered { .. }
     )
@@ -210,7 +210,7 @@ fn failed(op: &StorageOp) -> StorageResult {
         StorageOp::Register { .. } => StorageResult::Registered(Err(e)),
         StorageOp::Authenticate { .. } => StorageResult::Authenticated(Err(e)),
         StorageOp::ChangePassword { .. } => StorageResult::PasswordChanged(Err(e)),
-        StorageOp::SetContact { .. } => StorageResult::ContactSet(Err(e)),
+        StorageOp::SetContacts { .. } => StorageResult::ContactsSet(Err(e)),
         StorageOp::StoreMessage { .. } => StorageResult::MessageStored(Err(e)),
         StorageOp::LoadMailbox { .. } => StorageResult::MailboxLoaded(Err(e)),
         StorageOp::MarkDelivered { .. } => StorageResult::DeliveredMarked(Err(e)),
@@ -867,14 +867,15 @@ impl Harness {
                     "ChangePassword to a bad password"
                 );
             }
-            StorageOp::SetContact { user, contact, add } => {
+            StorageOp::SetContacts { user, add, remove } => {
                 assert!(
                     has_session(user),
-                    "SetContact for {user:?} without a session"
+                    "SetContacts for {user:?} without a session"
                 );
+                assert!(!add.contains(user), "{user:?} adds itself as a contact");
                 assert!(
-                    !*add || contact != user,
-                    "{user:?} adds itself as a contact"
+                    add.len() <= self.cfg.max_contacts && remove.len() <= self.cfg.max_contacts,
+                    "SetContacts over the contact limit"
                 );
             }
             StorageOp::StoreMessage {
@@ -951,7 +952,7 @@ impl Harness {
         let msg = match decode::<ServerMsg>(payload) {
             Ok(msg) => msg,
             Err(e) => {
-                panic!("the server sent {conn:?} a frame that does not decode ({e}): {frame:?}")
+                panic!("the server sent {conn:?} a frame that does not decode ({e}): {payload:?}")
             }
         };
         trace!("   send {conn:?}: {msg:?}");
@@ -1065,8 +1066,20 @@ impl Harness {
                     d.id
                 );
             }
+            ServerMsg::ContactsChanged { removed, .. } => {
+                assert!(
+                    m.logged_in_as().is_some(),
+                    "ContactsChanged to {conn:?}, not logged in"
+                );
+                // Under scope `Contacts` a removed contact leaves the view on the client's
+                // side; the server says nothing more of it.
+                if self.cfg.scope == WatchScope::Contacts {
+                    for r in &removed {
+                        m.view.remove(r);
+                    }
+                }
+            }
             ServerMsg::OwnStatus { .. }
-            | ServerMsg::Contacts { .. }
             | ServerMsg::PasswordChanged
             | ServerMsg::History { .. }
             | ServerMsg::Who { .. } => {

@@ -95,12 +95,26 @@ impl Store {
         contact: &str,
         add: bool,
     ) -> Result<(), StorageError> {
-        match self.apply(StorageOp::SetContact {
+        let (adds, removes) = if add {
+            (vec![user(contact)], vec![])
+        } else {
+            (vec![], vec![user(contact)])
+        };
+        self.set_contacts(name, adds, removes)
+    }
+
+    pub fn set_contacts(
+        &mut self,
+        name: &str,
+        add: Vec<UserId>,
+        remove: Vec<UserId>,
+    ) -> Result<(), StorageError> {
+        match self.apply(StorageOp::SetContacts {
             user: user(name),
-            contact: user(contact),
             add,
+            remove,
         }) {
-            StorageResult::ContactSet(r) => r,
+            StorageResult::ContactsSet(r) => r,
             other => panic!("unexpected {other:?}"),
         }
     }
