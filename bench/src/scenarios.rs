@@ -31,10 +31,10 @@ pub struct Common {
     /// Write a latency histogram (PNG) here.
     #[arg(long, value_name = "FILE")]
     pub plot: Option<PathBuf>,
-    /// Logins in flight at most during a login storm (connect to `LoginOk`). The default
-    /// stays within the server's listen backlog (128, tokio's `TcpListener::bind`): more
-    /// than that can overflow its accept queue while it is busy, and each dropped SYN
-    /// costs its client a 1 s retransmission.
+    /// Logins in flight at most during a login storm (connect to `LoginOk`). The server's
+    /// listen backlog is 4096 (`LISTEN_BACKLOG` in server/src/lib.rs), so this is not about
+    /// dropped SYNs; it keeps the storm a queue of logins the server works through, so that
+    /// the latencies measured are the server's and not a queue the bench built itself.
     #[arg(long, default_value_t = 128, value_name = "N")]
     pub inflight: usize,
     /// Longest any one phase may take before the scenario gives up on it and reports what

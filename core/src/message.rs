@@ -273,6 +273,9 @@ pub struct Delivery {
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct HistoryItem {
     pub seq: u64,
+    /// The sender's id for the message (`Send.id`): a client that lost its state matches
+    /// its own sent messages by it.
+    pub id: u64,
     pub from: UserId,
     pub to: UserId,
     pub body: String,
@@ -318,6 +321,12 @@ pub enum ServerMsg {
         /// Largest `Send::body`, in bytes.
         max_body: u32,
         scope: WatchScope,
+        /// Longest contact list, and longest list in one `ChangeContacts`.
+        max_contacts: u32,
+        /// Frames per second a connection may send, sustained (0: no limit) …
+        frame_rate: u32,
+        /// … and in one burst; beyond them the server closes with `Bye{Flooding}`.
+        frame_burst: u32,
     },
     Registered {
         user: UserId,

@@ -141,3 +141,184 @@ fn every_shared_enum_variant_is_named_in_the_contract() {
         assert!(named, "PROTOCOL.md never names `{name}`");
     }
 }
+
+fn hex(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The rows of the §2.4 table: the message as the table writes it, and its frame's bytes
+/// with the table's grouping backticks removed.
+fn vector_rows(doc: &str) -> Vec<(String, String)> {
+    let start = doc.find("### 2.4 More test vectors").expect("§2.4");
+    doc[start..]
+        .lines()
+        .skip_while(|l| !l.starts_with("| Message"))
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            let message = cells[1].trim_matches('`').to_string();
+            let bytes = cells[2].replace("` `", " ").trim_matches('`').to_string();
+            (message, bytes)
+        })
+        .collect()
+}
+
+/// §2.3 and §2.4 are what an implementer checks an encoder against first: each vector is
+/// encoded here by the real `encode_frame`, and the document must show exactly these.
+#[test]
+fn the_documented_test_vectors_are_what_the_encoder_produces() {
+    use breeze_core::codec::encode_frame;
+    use breeze_core::ids::UserId;
+    use breeze_core::message::{Attachment, Delivery, PresenceEntry};
+    let user = |n: &str| UserId::new(n).expect("valid name");
+    let vectors: Vec<(&str, bytes::Bytes)> = vec![
+        (
+            r#"ClientMsg::Hello { magic: *b"BRZE", version: 1, client: "cli/1" }"#,
+            encode_frame(&ClientMsg::Hello {
+                magic: *b"BRZE",
+                version: 1,
+                client: "cli/1".into(),
+            }),
+        ),
+        (
+            "ServerMsg::Welcome { version: 1, heartbeat_interval_ms: 10000, heartbeat_timeout_ms: 30000, max_frame: 1114112, max_attachment: 1048576, max_body: 16384, scope: Everyone, max_contacts: 1000, frame_rate: 2000, frame_burst: 4000 }",
+            encode_frame(&ServerMsg::Welcome {
+                version: 1,
+                heartbeat_interval_ms: 10_000,
+                heartbeat_timeout_ms: 30_000,
+                max_frame: 1_114_112,
+                max_attachment: 1_048_576,
+                max_body: 16_384,
+                scope: WatchScope::Everyone,
+                max_contacts: 1000,
+                frame_rate: 2000,
+                frame_burst: 4000,
+            }),
+        ),
+        (
+            r#"ClientMsg::Login { user: "alice", credential: Password("hunter22"), status: Away }"#,
+            encode_frame(&ClientMsg::Login {
+                user: user("alice"),
+                credential: Credential::Password("hunter22".into()),
+                status: Status::Away,
+            }),
+        ),
+        (
+            r#"ClientMsg::Login { user: "bob", credential: Token([0xDE, 0xAD]), status: Invisible }"#,
+            encode_frame(&ClientMsg::Login {
+                user: user("bob"),
+                credential: Credential::Token(vec![0xDE, 0xAD]),
+                status: Status::Invisible,
+            }),
+        ),
+        ("ClientMsg::Logout", encode_frame(&ClientMsg::Logout)),
+        (
+            r#"ClientMsg::Send { id: 1, to: "bob", body: "hi", attachment: None }"#,
+            encode_frame(&ClientMsg::Send {
+                id: 1,
+                to: user("bob"),
+                body: "hi".into(),
+                attachment: None,
+            }),
+        ),
+        (
+            r#"ClientMsg::Send { id: 7, to: "bob", body: "", attachment: Some(Attachment { mime: "a/b", name: "f", data: [1, 2, 3] }) }"#,
+            encode_frame(&ClientMsg::Send {
+                id: 7,
+                to: user("bob"),
+                body: String::new(),
+                attachment: Some(Attachment {
+                    mime: "a/b".into(),
+                    name: "f".into(),
+                    data: vec![1, 2, 3],
+                }),
+            }),
+        ),
+        (
+            "ClientMsg::Ack { seqs: [42, 43] }",
+            encode_frame(&ClientMsg::Ack { seqs: vec![42, 43] }),
+        ),
+        (
+            r#"ClientMsg::History { with: "bob", before: Some(1000), limit: 50 }"#,
+            encode_frame(&ClientMsg::History {
+                with: user("bob"),
+                before: Some(1000),
+                limit: 50,
+            }),
+        ),
+        (
+            "ServerMsg::Sent { id: 1, seq: 42 }",
+            encode_frame(&ServerMsg::Sent { id: 1, seq: 42 }),
+        ),
+        (
+            r#"ServerMsg::Deliver(Delivery { seq: 42, from: "alice", id: 1, body: "hi", attachment: None, sent_at_ms: 0 })"#,
+            encode_frame(&ServerMsg::Deliver(Delivery {
+                seq: 42,
+                from: user("alice"),
+                id: 1,
+                body: "hi".into(),
+                attachment: None,
+                sent_at_ms: 0,
+            })),
+        ),
+        (
+            r#"ServerMsg::PresenceDiff { entries: [PresenceEntry { user: "bob", presence: Away }] }"#,
+            encode_frame(&ServerMsg::PresenceDiff {
+                entries: vec![PresenceEntry {
+                    user: user("bob"),
+                    presence: Presence::Away,
+                }],
+            }),
+        ),
+        (
+            "ServerMsg::Error { request: Send, code: NoSuchUser, id: Some(1) }",
+            encode_frame(&ServerMsg::Error {
+                request: RequestKind::Send,
+                code: ErrorCode::NoSuchUser,
+                id: Some(1),
+            }),
+        ),
+        (
+            "ServerMsg::Bye { reason: FrameTooLarge }",
+            encode_frame(&ServerMsg::Bye {
+                reason: CloseReason::FrameTooLarge,
+            }),
+        ),
+    ];
+    let doc = doc();
+    let expected: Vec<(String, String)> = vectors
+        .iter()
+        .map(|(m, frame)| (m.to_string(), hex(frame)))
+        .collect();
+    let documented = vector_rows(&doc);
+    for (e, d) in expected.iter().zip(&documented) {
+        assert_eq!(
+            d, e,
+            "a §2.4 row differs from the encoder (left: the document)"
+        );
+    }
+    assert_eq!(
+        documented.len(),
+        expected.len(),
+        "§2.4 rows vs vectors here"
+    );
+
+    // §2.3, the worked example.
+    let ping = hex(&encode_frame(&ClientMsg::Ping { nonce: 300 }));
+    let pong = hex(&encode_frame(&ServerMsg::Pong { nonce: 300 }));
+    let worked = &doc[doc.find("### 2.3").expect("§2.3")..doc.find("### 2.4").expect("§2.4")];
+    assert_eq!(ping, "00 00 00 03 0A AC 02");
+    assert!(
+        worked.contains(&format!("```\n{ping}\n```")),
+        "§2.3 shows {ping}"
+    );
+    assert!(
+        worked.contains(&format!("```\n{pong}\n```")),
+        "§2.3 shows {pong}"
+    );
+}

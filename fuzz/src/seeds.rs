@@ -72,6 +72,9 @@ pub fn frame_decoder() -> Vec<(&'static str, Vec<u8>)> {
             max_attachment: 512,
             max_body: 256,
             scope: WatchScope::Contacts,
+            max_contacts: 10,
+            frame_rate: 100,
+            frame_burst: 200,
         },
         ServerMsg::LoginOk {
             user: user("alice"),

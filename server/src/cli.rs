@@ -115,8 +115,15 @@ pub struct Args {
     #[arg(long, env = "BREEZE_FRAME_BURST", default_value_t = ServerConfig::default().frame_rate.burst, value_name = "FRAMES")]
     pub frame_burst: u32,
 
-    /// Failed password logins for one user (and failed logins from one address) allowed
-    /// before further attempts are refused for a delay that doubles with each failure.
+    /// Contacts one user may list (also the longest list one bulk change may carry).
+    /// At most 10 000: the whole list travels in one `LoginOk` frame (33 bytes a name at
+    /// most), which must stay well inside the 1 MiB frames clients accept.
+    #[arg(long, env = "BREEZE_MAX_CONTACTS", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=10_000), value_name = "N")]
+    pub max_contacts: u32,
+
+    /// Failed password logins for one user, or from one address, that go unpunished; the
+    /// next password login is then refused for a delay that doubles with each failure.
+    /// Token logins are never throttled.
     #[arg(long, env = "BREEZE_LOGIN_FREE_ATTEMPTS", default_value_t = ServerConfig::default().login_throttle.free_attempts, value_name = "N")]
     pub login_free_attempts: u32,
 
@@ -260,6 +267,7 @@ impl Args {
             max_frame: self.max_frame,
             max_attachment: self.max_attachment,
             admins: self.admins.into_iter().collect(),
+            max_contacts: self.max_contacts as usize,
             frame_rate: FrameRate {
                 per_second: self.frame_rate,
                 burst: self.frame_burst,
@@ -356,6 +364,8 @@ mod tests {
             "64",
             "--outbound-queue",
             "10",
+            "--max-contacts",
+            "5000",
         ])
         .unwrap();
         assert!(s.listen.is_ipv6());
@@ -368,6 +378,7 @@ mod tests {
         assert_eq!(s.db_options.synchronous, Synchronous::Normal);
         assert_eq!(s.hash_cost.memory_kib, 64);
         assert_eq!(s.host.outbound_queue.frames, 10);
+        assert_eq!(s.server.max_contacts, 5000);
     }
 
     #[test]
@@ -415,6 +426,8 @@ mod tests {
             &["--admin", "not a name"],
             &["--scope", "world"],
             &["--listen", "localhost"],
+            &["--max-contacts", "0"],
+            &["--max-contacts", "10001"],
         ] {
             let mut argv = vec!["breeze-server"];
             argv.extend_from_slice(args);

@@ -624,7 +624,7 @@ fn history(
     };
     let mut stmt = conn.prepare_cached(
         "SELECT seq, sender, recipient, body, attachment_mime, attachment_name,
-                length(attachment_data), sent_at_ms
+                length(attachment_data), sent_at_ms, client_id
          FROM messages
          WHERE min(sender, recipient) = ?1 AND max(sender, recipient) = ?2 AND seq < ?3
          ORDER BY seq DESC LIMIT ?4",
@@ -644,6 +644,7 @@ fn history(
                 };
                 Ok(HistoryItem {
                     seq: u64_from_sql(row.get(0)?),
+                    id: id_from_sql(row.get(8)?),
                     from: user_at(row, 1)?,
                     to: user_at(row, 2)?,
                     body: row.get(3)?,

@@ -428,6 +428,11 @@ fn history_pages_newest_first_through_one_conversation() {
         ("bob", "alice")
     );
     assert_eq!(page[1].body, "m9");
+    // Each item names the sender's own id, so a client without state finds its messages.
+    assert_eq!(
+        page.iter().map(|h| h.id).collect::<Vec<_>>(),
+        vec![50, 9, 8, 7]
+    );
 
     // The same conversation from the other side, paged by `before`.
     let next = s.history("bob", "alice", Some(page[3].seq), 100);

@@ -61,6 +61,9 @@ fn welcome() -> ServerMsg {
         max_attachment: 1024 * 1024,
         max_body: 16 * 1024,
         scope: WatchScope::Everyone,
+        max_contacts: 1000,
+        frame_rate: 2000,
+        frame_burst: 4000,
     }
 }
 

@@ -74,11 +74,12 @@ impl Server {
         }
         let addr = c.addr;
         let password = matches!(credential, Credential::Password(_));
-        // Tokens are not guessable, so only password logins count against the user: a
-        // stranger failing on a name cannot lock its owner's devices out.
+        // Tokens are not guessable (128 random bits), so the throttle is for passwords only:
+        // a stranger failing on a name cannot lock its owner's devices out, and one guesser
+        // behind an office NAT cannot block everyone's reconnects from that address.
         let culprits = [
             password.then(|| Culprit::User(user.clone())),
-            addr.map(Culprit::Addr),
+            addr.filter(|_| password).map(Culprit::Addr),
         ];
         if culprits
             .iter()
@@ -135,7 +136,7 @@ impl Server {
                         .logins
                         .failed(Culprit::User(user.clone()), now, &throttle);
                 }
-                if let Some(addr) = addr {
+                if let Some(addr) = addr.filter(|_| password) {
                     self.logins.failed(Culprit::Addr(addr), now, &throttle);
                 }
                 self.out.push_back(Output::Event(ServerEvent::LoginFailed {

@@ -61,9 +61,12 @@ impl LoginGuard {
             forget_at: now,
         });
         f.count = f.count.saturating_add(1);
-        if f.count > cfg.free_attempts {
+        // `free_attempts` failures go unpunished; the one that reaches the count blocks the
+        // next attempt. (No failure can be refused before it happened, so 0 acts as 1.)
+        let free = cfg.free_attempts.max(1);
+        if f.count >= free {
             // Doubling delays: 1, 2, 4 … × base, capped.
-            let doublings = (f.count - cfg.free_attempts - 1).min(20);
+            let doublings = (f.count - free).min(20);
             let delay = cfg
                 .base_delay
                 .saturating_mul(1 << doublings)
@@ -133,10 +136,13 @@ mod tests {
         let mut g = LoginGuard::default();
         let who = Culprit::User(UserId::new("x").unwrap());
         g.failed(who.clone(), ms(0), &cfg);
+        assert_eq!(g.blocked(&who, ms(0)), None, "the first free failure");
         g.failed(who.clone(), ms(0), &cfg);
-        assert_eq!(g.blocked(&who, ms(0)), None);
-        g.failed(who.clone(), ms(0), &cfg);
-        assert_eq!(g.blocked(&who, ms(0)), Some(ms(1000)));
+        assert_eq!(
+            g.blocked(&who, ms(0)),
+            Some(ms(1000)),
+            "two free failures: the third attempt waits"
+        );
         g.failed(who.clone(), ms(1000), &cfg);
         assert_eq!(g.blocked(&who, ms(1000)), Some(ms(3000)));
         for _ in 0..10 {

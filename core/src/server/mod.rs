@@ -439,6 +439,9 @@ impl Server {
             max_attachment: cfg.max_attachment,
             max_body: cfg.max_body.try_into().unwrap_or(u32::MAX),
             scope: cfg.scope,
+            max_contacts: cfg.max_contacts.try_into().unwrap_or(u32::MAX),
+            frame_rate: cfg.frame_rate.per_second,
+            frame_burst: cfg.frame_rate.burst,
         };
         self.send(conn, &welcome);
     }

@@ -187,6 +187,7 @@ impl MemStore {
                     .take(limit as usize)
                     .map(|r| HistoryItem {
                         seq: r.delivery.seq,
+                        id: r.delivery.id,
                         from: r.from.clone(),
                         to: r.to.clone(),
                         body: r.delivery.body.clone(),
