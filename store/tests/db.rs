@@ -2,10 +2,11 @@ mod common;
 
 use breeze_core::RequestId;
 use breeze_core::message::{Attachment, AttachmentInfo, Credential};
-use breeze_core::storage::{StorageError, StorageOp, StorageResult};
+use breeze_core::storage::{
+    MAX_HISTORY, MAX_TOKENS_PER_USER, StorageError, StorageOp, StorageResult,
+};
 use breeze_store::{
-    Db, DbOptions, HashCost, Hasher, MAX_TOKENS_PER_USER, SCHEMA_VERSION, StoreError, Synchronous,
-    TOKEN_LEN,
+    Db, DbOptions, HashCost, Hasher, SCHEMA_VERSION, StoreError, Synchronous, TOKEN_LEN,
 };
 use common::{NOW, Store, user};
 
@@ -473,7 +474,7 @@ fn history_is_capped() {
     );
     assert_eq!(
         s.history("alice", "bob", None, u16::MAX).len(),
-        usize::from(breeze_store::MAX_HISTORY_LIMIT)
+        usize::from(MAX_HISTORY)
     );
 }
 
