@@ -430,8 +430,10 @@ fn set_contacts(
     add: &[UserId],
     remove: &[UserId],
 ) -> Result<Result<(), StorageError>, StoreError> {
-    for contact in add {
-        if !user_exists(conn, contact)? {
+    // The owner is checked too: the foreign key would catch an unknown one only when
+    // something is added, and as a failed statement rather than an answer.
+    for name in std::iter::once(user).chain(add) {
+        if !user_exists(conn, name)? {
             return Ok(Err(StorageError::NoSuchUser));
         }
     }

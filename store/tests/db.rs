@@ -480,65 +480,82 @@ fn history_is_capped() {
 
 #[test]
 fn a_failing_request_fails_alone_in_its_batch() {
-    let mut s = Store::memory();
-    s.register("alice", "password").expect("register");
-    s.register("bob", "password").expect("register");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("breeze.db");
+    let mut s = Store::new(open(&path));
+    for name in ["alice", "bob", "carol"] {
+        s.register(name, "password").expect("register");
+    }
+    // Every request the store answers is well-formed; a failure has to be planted.
+    rusqlite::Connection::open(&path)
+        .expect("raw open")
+        .execute_batch(
+            "CREATE TRIGGER no_carol BEFORE INSERT ON contacts WHEN NEW.contact = 'carol'
+             BEGIN SELECT RAISE(ABORT, 'planted failure'); END;",
+        )
+        .expect("trigger");
+    let message = |id: u64| StorageOp::StoreMessage {
+        from: user("alice"),
+        to: user("bob"),
+        id,
+        body: format!("message {id}"),
+        attachment: None,
+    };
     let ops = vec![
-        (
-            RequestId(1),
-            StorageOp::StoreMessage {
-                from: user("alice"),
-                to: user("bob"),
-                id: 1,
-                body: "kept".to_owned(),
-                attachment: None,
-            },
-        ),
-        // The contact exists but the owner does not: the foreign key refuses the row.
+        (RequestId(1), message(1)),
+        // Two rows: bob is written, then carol fails, and the savepoint takes bob back.
         (
             RequestId(2),
             StorageOp::SetContacts {
-                user: user("ghost"),
-                add: vec![user("bob")],
+                user: user("alice"),
+                add: vec![user("bob"), user("carol")],
                 remove: vec![],
             },
         ),
         (
             RequestId(3),
             StorageOp::Register {
-                user: user("carol"),
+                user: user("dave"),
                 password: "password".to_owned(),
             },
         ),
-        // No savepoint around a message: its one statement fails whole.
+        // One row, no savepoint: the failed statement undoes itself.
         (
             RequestId(4),
-            StorageOp::StoreMessage {
-                from: user("ghost"),
-                to: user("bob"),
-                id: 2,
-                body: "refused".to_owned(),
-                attachment: None,
+            StorageOp::SetContacts {
+                user: user("bob"),
+                add: vec![user("carol")],
+                remove: vec![],
             },
         ),
+        (RequestId(5), message(2)),
     ];
     let results = s.db.apply_batch(ops, NOW, &s.hasher);
     assert_eq!(
-        results.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
-        vec![RequestId(1), RequestId(2), RequestId(3), RequestId(4)]
+        results.iter().map(|(id, _)| id.0).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4, 5]
     );
-    assert_eq!(
-        results[3].1,
-        StorageResult::MessageStored(Err(StorageError::NoSuchUser))
-    );
-    assert!(matches!(results[0].1, StorageResult::MessageStored(Ok(_))));
-    assert!(matches!(
-        results[1].1,
-        StorageResult::ContactsSet(Err(StorageError::Failed(_)))
-    ));
+    for i in [1, 3] {
+        assert!(
+            matches!(
+                results[i].1,
+                StorageResult::ContactsSet(Err(StorageError::Failed(_)))
+            ),
+            "{:?}",
+            results[i]
+        );
+    }
     assert_eq!(results[2].1, StorageResult::Registered(Ok(())));
-    assert_eq!(s.mailbox("bob").len(), 1);
-    assert!(s.password_login("carol", "password").is_ok());
+    assert_eq!(s.mailbox("bob").len(), 2);
+    assert!(s.password_login("dave", "password").is_ok());
+    for name in ["alice", "bob"] {
+        let account = s.password_login(name, "password").expect("login");
+        assert!(
+            account.contacts.is_empty(),
+            "{name}: {:?}",
+            account.contacts
+        );
+    }
 }
 
 #[test]
