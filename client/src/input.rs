@@ -3,12 +3,13 @@
 
 use crate::cli::StatusArg;
 use breeze_core::UserId;
+use breeze_core::storage::MAX_HISTORY;
 use clap::ValueEnum;
 use std::io::{BufRead, IsTerminal};
 use tokio::sync::mpsc;
 
-/// Largest page `/history` asks for (the server caps replies at 500).
-const MAX_HISTORY: u16 = 500;
+/// The page `/history` asks for without an N; an N may be up to `MAX_HISTORY`, the most the
+/// server returns.
 const DEFAULT_HISTORY: u16 = 20;
 
 /// A line from the reader thread.

@@ -15,11 +15,25 @@
 use crate::ids::UserId;
 use crate::message::{Attachment, Credential, Delivery, HistoryItem};
 
+/// Most items one `LoadHistory` returns, whatever its `limit` says. The core asks for no more
+/// and every store cuts at it too: a history page is read and held whole in memory.
+pub const MAX_HISTORY: u16 = 500;
+
+/// Resume tokens a store keeps per user; issuing one more forgets the oldest. Each device
+/// holds one live token (two while its newest is unconfirmed), so this covers a handful of
+/// devices.
+pub const MAX_TOKENS_PER_USER: usize = 8;
+
 #[derive(Clone, PartialEq, Eq)]
 pub enum StorageOp {
     /// Create an account; the host hashes the password.
     Register { user: UserId, password: String },
     /// Verify a password or resume token; on success return the account and a fresh token.
+    ///
+    /// A password login issues a token of its own and leaves the others valid. A token login
+    /// issues a successor and keeps the presented token valid (its `LoginOk` may be lost)
+    /// until a successor is itself used: then the presented token's predecessor and its
+    /// other successors are spent. Only the newest `MAX_TOKENS_PER_USER` tokens are kept.
     Authenticate {
         user: UserId,
         credential: Credential,
@@ -32,14 +46,16 @@ pub enum StorageOp {
     },
     /// Add the users in `add` to `user`'s contact list and take those in `remove` off it, all
     /// or nothing. Adding a contact already there, or removing one that is not, changes
-    /// nothing; an `add` naming no registered user fails the whole request with `NoSuchUser`.
+    /// nothing; a `user` or an `add` naming no registered user fails the whole request with
+    /// `NoSuchUser`.
     SetContacts {
         user: UserId,
         add: Vec<UserId>,
         remove: Vec<UserId>,
     },
     /// Make a message durable. `(from, id)` is unique: a second store of the same pair changes
-    /// nothing and reports the first copy with `duplicate: true`.
+    /// nothing and reports the first copy with `duplicate: true`, whatever it says. Otherwise
+    /// a `from` or `to` naming no registered user fails with `NoSuchUser`.
     StoreMessage {
         from: UserId,
         to: UserId,
@@ -59,7 +75,8 @@ pub enum StorageOp {
     /// The recipient's application has these messages. Seqs addressed to anyone else are
     /// ignored.
     MarkDelivered { user: UserId, seqs: Vec<u64> },
-    /// The conversation between `user` and `with`, newest first, below `before`.
+    /// The conversation between `user` and `with`, newest first, below `before`: at most
+    /// `limit` items, and never more than `MAX_HISTORY`.
     LoadHistory {
         user: UserId,
         with: UserId,

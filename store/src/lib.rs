@@ -21,7 +21,7 @@ mod service;
 pub use db::{Db, DbOptions, Synchronous};
 pub use error::StoreError;
 pub use hash::{HashCost, Hasher};
-pub use ops::{MAX_HISTORY_LIMIT, MAX_TOKENS_PER_USER, TOKEN_LEN};
+pub use ops::TOKEN_LEN;
 pub use schema::SCHEMA_VERSION;
 pub use service::{MAX_BATCH, StorageService};
 

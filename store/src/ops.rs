@@ -10,18 +10,16 @@ use crate::error::StoreError;
 use crate::hash::Hasher;
 use breeze_core::UserId;
 use breeze_core::message::{Attachment, AttachmentInfo, Credential, Delivery, HistoryItem};
-use breeze_core::storage::{Account, MailboxPage, StorageError, StorageOp, StorageResult, Stored};
+use breeze_core::storage::{
+    Account, MAX_HISTORY, MAX_TOKENS_PER_USER, MailboxPage, StorageError, StorageOp, StorageResult,
+    Stored,
+};
 use rusqlite::types::Type;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use sha2::{Digest, Sha256};
 
 /// Resume tokens are this many random bytes.
 pub const TOKEN_LEN: usize = 32;
-/// Tokens kept per user; issuing one more forgets the oldest. Each device holds one live
-/// token (two while its newest is unconfirmed), so this covers a handful of devices.
-pub const MAX_TOKENS_PER_USER: usize = 8;
-/// Most history items one `LoadHistory` returns, whatever it asks for.
-pub const MAX_HISTORY_LIMIT: u16 = 500;
 
 /// Which request a result answers: a failure must still be reported as the right variant.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -432,8 +430,10 @@ fn set_contacts(
     add: &[UserId],
     remove: &[UserId],
 ) -> Result<Result<(), StorageError>, StoreError> {
-    for contact in add {
-        if !user_exists(conn, contact)? {
+    // The owner is checked too: the foreign key would catch an unknown one only when
+    // something is added, and as a failed statement rather than an answer.
+    for name in std::iter::once(user).chain(add) {
+        if !user_exists(conn, name)? {
             return Ok(Err(StorageError::NoSuchUser));
         }
     }
@@ -614,7 +614,7 @@ fn history(
     before: Option<u64>,
     limit: u16,
 ) -> Result<Vec<HistoryItem>, StoreError> {
-    let limit = limit.min(MAX_HISTORY_LIMIT);
+    let limit = limit.min(MAX_HISTORY);
     let before = before.map_or(i64::MAX, |b| i64::try_from(b).unwrap_or(i64::MAX));
     // The same pair whichever way round, to match the `messages_history` index expressions.
     let (lo, hi) = if user <= with {

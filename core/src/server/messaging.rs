@@ -6,13 +6,12 @@ use super::{Output, Pending, Server};
 use crate::codec::encode;
 use crate::ids::{ConnId, UserId};
 use crate::message::{Attachment, Delivery, ErrorCode, HistoryItem, RequestKind, ServerMsg};
-use crate::storage::{MailboxPage, StorageError, StorageOp, Stored};
+use crate::storage::{MAX_HISTORY, MailboxPage, StorageError, StorageOp, Stored};
 use bytes::Bytes;
 use std::collections::BTreeMap;
 
-/// Most seqs one `Ack` may carry, and most history items one request may return.
+/// Most seqs one `Ack` may carry.
 const MAX_ACK: usize = 4096;
-const MAX_HISTORY: u16 = 500;
 /// History loads in flight at once, per connection and on the whole server; one more is
 /// answered `Busy`. A `History` request is a few bytes, its answer up to `MAX_HISTORY` bodies
 /// read and held in memory (megabytes): without a bound, a client pipelining requests and

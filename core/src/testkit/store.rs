@@ -1,10 +1,14 @@
 //! An in-memory implementation of the storage contract, for tests, fuzzing and the
 //! in-memory harness. Passwords are compared in plain text: hashing belongs to real hosts,
-//! and this store never leaves a test process.
+//! and this store never leaves a test process. Otherwise it answers as the SQLite store
+//! does, which `testkit::contract` checks against both.
 
 use crate::ids::UserId;
 use crate::message::{AttachmentInfo, Credential, Delivery, HistoryItem};
-use crate::storage::{Account, MailboxPage, StorageError, StorageOp, StorageResult, Stored};
+use crate::storage::{
+    Account, MAX_HISTORY, MAX_TOKENS_PER_USER, MailboxPage, StorageError, StorageOp, StorageResult,
+    Stored,
+};
 use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Debug, Clone)]
@@ -15,10 +19,20 @@ struct Row {
     delivered: bool,
 }
 
+/// A resume token, kept the way the SQLite store keeps one.
+#[derive(Debug, Clone)]
+struct Token {
+    id: u64,
+    value: Vec<u8>,
+    /// The token this one was issued for, at a token login.
+    parent: Option<u64>,
+}
+
 #[derive(Debug, Default, Clone)]
 pub struct MemStore {
     passwords: BTreeMap<UserId, String>,
-    tokens: BTreeMap<Vec<u8>, UserId>,
+    /// Each user's live tokens, oldest first.
+    tokens: BTreeMap<UserId, Vec<Token>>,
     contacts: BTreeMap<UserId, BTreeSet<UserId>>,
     messages: BTreeMap<u64, Row>,
     by_sender_id: BTreeMap<(UserId, u64), u64>,
@@ -51,6 +65,50 @@ impl MemStore {
             .count()
     }
 
+    /// A login by resume token: the presented token stays valid until its successor is used
+    /// (the `LoginOk` carrying the successor may be lost); using a successor spends its
+    /// parent and the parent's other successors.
+    fn resume(&mut self, user: &UserId, token: &[u8]) -> Result<Account, StorageError> {
+        let live = self.tokens.get_mut(user);
+        let Some((live, id, parent)) = live.and_then(|live| {
+            let found = live.iter().find(|t| t.value == token)?;
+            let (id, parent) = (found.id, found.parent);
+            Some((live, id, parent))
+        }) else {
+            return Err(StorageError::BadCredentials);
+        };
+        if let Some(parent) = parent {
+            live.retain(|t| t.id != parent && (t.parent != Some(parent) || t.id == id));
+        }
+        Ok(self.login(user, Some(id)))
+    }
+
+    /// Issues a fresh token, forgetting the oldest beyond `MAX_TOKENS_PER_USER`, and reads
+    /// the account.
+    fn login(&mut self, user: &UserId, parent: Option<u64>) -> Account {
+        self.next_token += 1;
+        let id = self.next_token;
+        let value = format!("token-{id}").into_bytes();
+        let live = self.tokens.entry(user.clone()).or_default();
+        live.push(Token {
+            id,
+            value: value.clone(),
+            parent,
+        });
+        let excess = live.len().saturating_sub(MAX_TOKENS_PER_USER);
+        live.drain(..excess);
+        Account {
+            contacts: self
+                .contacts
+                .get(user)
+                .into_iter()
+                .flatten()
+                .cloned()
+                .collect(),
+            resume_token: value,
+        }
+    }
+
     pub fn apply(&mut self, op: StorageOp, now_ms: u64) -> StorageResult {
         match op {
             StorageOp::Register { user, password } => {
@@ -63,40 +121,28 @@ impl MemStore {
                 })
             }
             StorageOp::Authenticate { user, credential } => {
-                let ok = match &credential {
-                    Credential::Password(p) => self.passwords.get(&user) == Some(p),
-                    Credential::Token(t) => self.tokens.get(t) == Some(&user),
-                };
-                StorageResult::Authenticated(if ok {
-                    self.next_token += 1;
-                    let token = format!("token-{}", self.next_token).into_bytes();
-                    self.tokens.insert(token.clone(), user.clone());
-                    let contacts = self
-                        .contacts
-                        .get(&user)
-                        .into_iter()
-                        .flatten()
-                        .cloned()
-                        .collect();
-                    Ok(Account {
-                        contacts,
-                        resume_token: token,
-                    })
-                } else {
-                    Err(StorageError::BadCredentials)
+                StorageResult::Authenticated(match credential {
+                    Credential::Password(p) if self.passwords.get(&user) == Some(&p) => {
+                        Ok(self.login(&user, None))
+                    }
+                    Credential::Password(_) => Err(StorageError::BadCredentials),
+                    Credential::Token(t) => self.resume(&user, &t),
                 })
             }
             StorageOp::ChangePassword { user, old, new } => {
                 StorageResult::PasswordChanged(if self.passwords.get(&user) == Some(&old) {
                     self.passwords.insert(user.clone(), new);
-                    self.tokens.retain(|_, u| *u != user);
+                    self.tokens.remove(&user);
                     Ok(())
                 } else {
                     Err(StorageError::BadCredentials)
                 })
             }
             StorageOp::SetContacts { user, add, remove } => {
-                StorageResult::ContactsSet(if add.iter().any(|c| !self.passwords.contains_key(c)) {
+                let unknown = std::iter::once(&user)
+                    .chain(&add)
+                    .any(|u| !self.passwords.contains_key(u));
+                StorageResult::ContactsSet(if unknown {
                     Err(StorageError::NoSuchUser)
                 } else {
                     let set = self.contacts.entry(user).or_default();
@@ -121,6 +167,9 @@ impl MemStore {
                         delivery: row.delivery.clone(),
                         duplicate: true,
                     }));
+                }
+                if !self.passwords.contains_key(&from) || !self.passwords.contains_key(&to) {
+                    return StorageResult::MessageStored(Err(StorageError::NoSuchUser));
                 }
                 let seq = self.next_seq;
                 self.next_seq += 1;
@@ -184,7 +233,7 @@ impl MemStore {
                     .filter(|r| {
                         (r.from == user && r.to == with) || (r.from == with && r.to == user)
                     })
-                    .take(limit as usize)
+                    .take(usize::from(limit.min(MAX_HISTORY)))
                     .map(|r| HistoryItem {
                         seq: r.delivery.seq,
                         id: r.delivery.id,

@@ -44,7 +44,7 @@ use breeze_core::message::{
     PresenceEntry, ServerMsg, Status, WatchScope,
 };
 use breeze_core::server::{Output, Server, ServerEvent, SessionEnd};
-use breeze_core::storage::{StorageError, StorageOp, StorageResult};
+use breeze_core::storage::{MAX_HISTORY, StorageError, StorageOp, StorageResult};
 use breeze_core::testkit::MemStore;
 use breeze_core::{
     ConnId, DuplicateLogin, Duration, Instant, NodeId, RequestId, ServerConfig, UserId,
@@ -61,7 +61,6 @@ const PASSWORDS: [&str; 5] = [PASSWORD, "battery staple", "hunter22", "short", "
 const MAX_BODY: usize = 64;
 const MAX_ATTACHMENT: u32 = 64;
 const MAX_ACK: usize = 4096;
-const MAX_HISTORY: u16 = 500;
 const GRACE: Duration = Duration::from_secs(5);
 
 /// The server configuration for a run.

@@ -1,0 +1,1127 @@
+//! The storage contract (`crate::storage`) as named checks that any store can be put through.
+//!
+//! The core is tested against `MemStore` and deployed against SQLite; a behaviour the two
+//! disagree on is a behaviour the core's tests never saw. Every store runs this one suite:
+//! `MemStore` in the core's tests, SQLite in `breeze-store`'s. A check gets a factory of fresh,
+//! empty stores and reports the first thing that broke the contract.
+
+use super::store::MemStore;
+use crate::ids::UserId;
+use crate::message::{Attachment, AttachmentInfo, Credential, Delivery, HistoryItem};
+use crate::storage::{
+    Account, MAX_HISTORY, MAX_TOKENS_PER_USER, MailboxPage, StorageError, StorageOp, StorageResult,
+    Stored,
+};
+use std::fmt::Debug;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+/// A store under test: performs one request at `now_ms`, as a host would.
+pub trait Backend {
+    fn apply(&mut self, op: StorageOp, now_ms: u64) -> StorageResult;
+}
+
+impl Backend for MemStore {
+    fn apply(&mut self, op: StorageOp, now_ms: u64) -> StorageResult {
+        MemStore::apply(self, op, now_ms)
+    }
+}
+
+/// Makes a fresh, empty store.
+pub type Fresh<'a> = dyn FnMut() -> Box<dyn Backend> + 'a;
+
+/// What broke, if anything.
+pub type Outcome<T = ()> = Result<T, String>;
+
+/// One behaviour every store must show.
+#[derive(Clone, Copy, Debug)]
+pub struct Check {
+    pub name: &'static str,
+    pub run: fn(&mut Fresh<'_>) -> Outcome,
+}
+
+/// The whole contract.
+pub const CHECKS: &[Check] = &[
+    Check {
+        name: "a_name_is_registered_once",
+        run: a_name_is_registered_once,
+    },
+    Check {
+        name: "a_password_login_issues_a_fresh_token",
+        run: a_password_login_issues_a_fresh_token,
+    },
+    Check {
+        name: "a_token_login_rotates_the_token",
+        run: a_token_login_rotates_the_token,
+    },
+    Check {
+        name: "a_token_belongs_to_its_user",
+        run: a_token_belongs_to_its_user,
+    },
+    Check {
+        name: "only_the_newest_tokens_are_kept",
+        run: only_the_newest_tokens_are_kept,
+    },
+    Check {
+        name: "a_password_change_revokes_every_token",
+        run: a_password_change_revokes_every_token,
+    },
+    Check {
+        name: "contacts_are_added_and_removed",
+        run: contacts_are_added_and_removed,
+    },
+    Check {
+        name: "a_contacts_change_is_all_or_nothing",
+        run: a_contacts_change_is_all_or_nothing,
+    },
+    Check {
+        name: "a_stored_message_waits_in_the_mailbox",
+        run: a_stored_message_waits_in_the_mailbox,
+    },
+    Check {
+        name: "a_resent_message_returns_the_first_copy",
+        run: a_resent_message_returns_the_first_copy,
+    },
+    Check {
+        name: "a_message_needs_known_users",
+        run: a_message_needs_known_users,
+    },
+    Check {
+        name: "only_the_recipient_marks_delivered",
+        run: only_the_recipient_marks_delivered,
+    },
+    Check {
+        name: "the_mailbox_is_read_in_pages",
+        run: the_mailbox_is_read_in_pages,
+    },
+    Check {
+        name: "history_pages_newest_first_through_one_conversation",
+        run: history_pages_newest_first_through_one_conversation,
+    },
+    Check {
+        name: "history_is_capped",
+        run: history_is_capped,
+    },
+    Check {
+        name: "attachments_are_kept_whole",
+        run: attachments_are_kept_whole,
+    },
+];
+
+/// Runs every check on fresh stores from `fresh`: one line per failed check, naming it and
+/// `backend`.
+pub fn violations(backend: &str, mut fresh: impl FnMut() -> Box<dyn Backend>) -> Vec<String> {
+    CHECKS
+        .iter()
+        .filter_map(|check| {
+            // A store that panics breaks the contract too; the other checks still run.
+            let outcome = catch_unwind(AssertUnwindSafe(|| (check.run)(&mut fresh)))
+                .unwrap_or_else(|panic| Err(format!("panicked: {}", panic_message(&*panic))));
+            outcome
+                .err()
+                .map(|why| format!("{} on {backend}: {why}", check.name))
+        })
+        .collect()
+}
+
+/// `violations`, as a test assertion.
+pub fn assert_keeps_contract(backend: &str, fresh: impl FnMut() -> Box<dyn Backend>) {
+    let broken = violations(backend, fresh);
+    assert!(
+        broken.is_empty(),
+        "{backend} breaks {} of {} storage contract checks:\n{}",
+        broken.len(),
+        CHECKS.len(),
+        broken.join("\n")
+    );
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(no message)".to_owned()
+    }
+}
+
+const PASSWORD: &str = "correct horse";
+/// The first request's clock; each further request is a millisecond later.
+const START_MS: u64 = 1_700_000_000_000;
+
+fn user(name: &str) -> UserId {
+    UserId::new(name).expect("a valid user name")
+}
+
+fn users(names: &[&str]) -> Vec<UserId> {
+    names.iter().map(|n| user(n)).collect()
+}
+
+fn ensure(ok: bool, what: impl FnOnce() -> String) -> Outcome {
+    if ok { Ok(()) } else { Err(what()) }
+}
+
+fn ensure_eq<T: PartialEq + Debug>(got: T, want: T, what: &str) -> Outcome {
+    ensure(got == want, || {
+        format!("{what}: got {got:?}, want {want:?}")
+    })
+}
+
+fn unexpected<T>(asked: &str, got: StorageResult) -> Outcome<T> {
+    Err(format!("{asked} answered {got:?}"))
+}
+
+/// A store and its clock, with one method per request.
+struct Store {
+    backend: Box<dyn Backend>,
+    now_ms: u64,
+}
+
+impl Store {
+    fn new(fresh: &mut Fresh<'_>) -> Store {
+        Store {
+            backend: fresh(),
+            now_ms: START_MS - 1,
+        }
+    }
+
+    /// A fresh store where each of `names` is registered with `PASSWORD`.
+    fn with_users(fresh: &mut Fresh<'_>, names: &[&str]) -> Outcome<Store> {
+        let mut s = Store::new(fresh);
+        for name in names {
+            ensure_eq(s.register(name, PASSWORD)?, Ok(()), "registering")?;
+        }
+        Ok(s)
+    }
+
+    /// Performs `op` a millisecond after the previous request: returns when it did.
+    fn apply(&mut self, op: StorageOp) -> (StorageResult, u64) {
+        self.now_ms += 1;
+        (self.backend.apply(op, self.now_ms), self.now_ms)
+    }
+
+    fn register(&mut self, name: &str, password: &str) -> Outcome<Result<(), StorageError>> {
+        match self.apply(StorageOp::Register {
+            user: user(name),
+            password: password.to_owned(),
+        }) {
+            (StorageResult::Registered(r), _) => Ok(r),
+            (other, _) => unexpected("Register", other),
+        }
+    }
+
+    fn login(
+        &mut self,
+        name: &str,
+        credential: Credential,
+    ) -> Outcome<Result<Account, StorageError>> {
+        match self.apply(StorageOp::Authenticate {
+            user: user(name),
+            credential,
+        }) {
+            (StorageResult::Authenticated(r), _) => Ok(r),
+            (other, _) => unexpected("Authenticate", other),
+        }
+    }
+
+    fn password_login(
+        &mut self,
+        name: &str,
+        password: &str,
+    ) -> Outcome<Result<Account, StorageError>> {
+        self.login(name, Credential::Password(password.to_owned()))
+    }
+
+    fn token_login(&mut self, name: &str, token: &[u8]) -> Outcome<Result<Account, StorageError>> {
+        self.login(name, Credential::Token(token.to_vec()))
+    }
+
+    /// The token of a login that must succeed.
+    fn token_of(&mut self, name: &str, credential: Credential, what: &str) -> Outcome<Vec<u8>> {
+        match self.login(name, credential)? {
+            Ok(account) => Ok(account.resume_token),
+            Err(e) => Err(format!("{what}: login refused with {e:?}")),
+        }
+    }
+
+    fn contacts(&mut self, name: &str) -> Outcome<Vec<UserId>> {
+        match self.password_login(name, PASSWORD)? {
+            Ok(account) => Ok(account.contacts),
+            Err(e) => Err(format!("login of {name} refused with {e:?}")),
+        }
+    }
+
+    fn change_password(
+        &mut self,
+        name: &str,
+        old: &str,
+        new: &str,
+    ) -> Outcome<Result<(), StorageError>> {
+        match self.apply(StorageOp::ChangePassword {
+            user: user(name),
+            old: old.to_owned(),
+            new: new.to_owned(),
+        }) {
+            (StorageResult::PasswordChanged(r), _) => Ok(r),
+            (other, _) => unexpected("ChangePassword", other),
+        }
+    }
+
+    fn set_contacts(
+        &mut self,
+        name: &str,
+        add: &[&str],
+        remove: &[&str],
+    ) -> Outcome<Result<(), StorageError>> {
+        match self.apply(StorageOp::SetContacts {
+            user: user(name),
+            add: users(add),
+            remove: users(remove),
+        }) {
+            (StorageResult::ContactsSet(r), _) => Ok(r),
+            (other, _) => unexpected("SetContacts", other),
+        }
+    }
+
+    /// Stores a message: its result, and when it was stored.
+    fn send_with(
+        &mut self,
+        from: &str,
+        to: &str,
+        id: u64,
+        body: &str,
+        attachment: Option<Attachment>,
+    ) -> Outcome<(Result<Stored, StorageError>, u64)> {
+        match self.apply(StorageOp::StoreMessage {
+            from: user(from),
+            to: user(to),
+            id,
+            body: body.to_owned(),
+            attachment,
+        }) {
+            (StorageResult::MessageStored(r), at) => Ok((r, at)),
+            (other, _) => unexpected("StoreMessage", other),
+        }
+    }
+
+    fn send(
+        &mut self,
+        from: &str,
+        to: &str,
+        id: u64,
+        body: &str,
+    ) -> Outcome<Result<Stored, StorageError>> {
+        Ok(self.send_with(from, to, id, body, None)?.0)
+    }
+
+    /// A message that must be stored afresh: its delivery.
+    fn stored(&mut self, from: &str, to: &str, id: u64, body: &str) -> Outcome<Delivery> {
+        match self.send(from, to, id, body)? {
+            Ok(s) if !s.duplicate => Ok(s.delivery),
+            other => Err(format!("storing {from}->{to} #{id} answered {other:?}")),
+        }
+    }
+
+    fn mailbox_page(
+        &mut self,
+        name: &str,
+        after: u64,
+        limit: u32,
+        max_bytes: u64,
+    ) -> Outcome<MailboxPage> {
+        match self.apply(StorageOp::LoadMailbox {
+            user: user(name),
+            after,
+            limit,
+            max_bytes,
+        }) {
+            (StorageResult::MailboxLoaded(Ok(page)), _) => Ok(page),
+            (other, _) => unexpected("LoadMailbox", other),
+        }
+    }
+
+    /// The whole mailbox, which must fit one page.
+    fn mailbox(&mut self, name: &str) -> Outcome<Vec<Delivery>> {
+        let page = self.mailbox_page(name, 0, u32::MAX, u64::MAX)?;
+        ensure(!page.more, || {
+            format!("an unbounded page of {name}'s mailbox has more")
+        })?;
+        Ok(page.messages)
+    }
+
+    fn mark_delivered(&mut self, name: &str, seqs: Vec<u64>) -> Outcome {
+        match self.apply(StorageOp::MarkDelivered {
+            user: user(name),
+            seqs,
+        }) {
+            (StorageResult::DeliveredMarked(Ok(())), _) => Ok(()),
+            (other, _) => unexpected("MarkDelivered", other),
+        }
+    }
+
+    fn history(
+        &mut self,
+        name: &str,
+        with: &str,
+        before: Option<u64>,
+        limit: u16,
+    ) -> Outcome<Vec<HistoryItem>> {
+        match self.apply(StorageOp::LoadHistory {
+            user: user(name),
+            with: user(with),
+            before,
+            limit,
+        }) {
+            (StorageResult::HistoryLoaded(Ok(items)), _) => Ok(items),
+            (other, _) => unexpected("LoadHistory", other),
+        }
+    }
+
+    fn history_seqs(
+        &mut self,
+        name: &str,
+        with: &str,
+        before: Option<u64>,
+        limit: u16,
+    ) -> Outcome<Vec<u64>> {
+        Ok(self
+            .history(name, with, before, limit)?
+            .iter()
+            .map(|h| h.seq)
+            .collect())
+    }
+}
+
+fn seqs(deliveries: &[Delivery]) -> Vec<u64> {
+    deliveries.iter().map(|d| d.seq).collect()
+}
+
+fn a_name_is_registered_once(fresh: &mut Fresh<'_>) -> Outcome {
+    let mut s = Store::new(fresh);
+    ensure_eq(s.register("alice", PASSWORD)?, Ok(()), "first registration")?;
+    ensure_eq(
+        s.register("alice", "another password")?,
+        Err(StorageError::UserTaken),
+        "second registration",
+    )?;
+    ensure(s.password_login("alice", PASSWORD)?.is_ok(), || {
+        "the first password stopped working".to_owned()
+    })?;
+    ensure_eq(
+        s.password_login("alice", "another password")?.map(|_| ()),
+        Err(StorageError::BadCredentials),
+        "the refused registration's password",
+    )
+}
+
+fn a_password_login_issues_a_fresh_token(fresh: &mut Fresh<'_>) -> Outcome {
+    let mut s = Store::with_users(fresh, &["alice", "bob"])?;
+    let first = s
+        .password_login("alice", PASSWORD)?
+        .map_err(|e| format!("password login refused with {e:?}"))?;
+    ensure_eq(first.contacts, vec![], "a new account's contacts")?;
+    ensure(!first.resume_token.is_empty(), || {
+        "an empty resume token".to_owned()
+    })?;
+    let second = s.token_of(
+        "alice",
+        Credential::Password(PASSWORD.into()),
+        "second login",
+    )?;
+    ensure(second != first.resume_token, || {
+        "two logins got the same token".to_owned()
+    })?;
+    // A password login spends no token: the first device still resumes.
+    for (which, token) in [("first", &first.resume_token), ("second", &second)] {
+        ensure(s.token_login("alice", token)?.is_ok(), || {
+            format!("the {which} password login's token was refused")
+        })?;
+    }
+    for (name, password, what) in [
+        ("alice", "wrong horse", "a wrong password"),
+        ("alice", "", "an empty password"),
+        ("carol", PASSWORD, "an unknown user"),
+    ] {
+        ensure_eq(
+            s.password_login(name, password)?.map(|_| ()),
+            Err(StorageError::BadCredentials),
+            what,
+        )?;
+    }
+    Ok(())
+}
+
+fn a_token_login_rotates_the_token(fresh: &mut Fresh<'_>) -> Outcome {
+    let mut s = Store::with_users(fresh, &["alice"])?;
+    let pw = || Credential::Password(PASSWORD.into());
+    let tok = |t: &[u8]| Credential::Token(t.to_vec());
+    let t1 = s.token_of("alice", pw(), "password login")?;
+    let t2 = s.token_of("alice", tok(&t1), "login with t1")?;
+    ensure(t2 != t1, || {
+        "a token login handed back the same token".to_owned()
+    })?;
+    // Until a successor of t1 is used, t1 still works: t2's LoginOk may have been lost.
+    let t2b = s.token_of("alice", tok(&t1), "t1 again, t2 unused")?;
+    let t3 = s.token_of("alice", tok(&t2b), "login with t2b")?;
+    // Using t2b proved it arrived: t1 and its other successor t2 are spent.
+    for (which, token) in [("t1", &t1), ("t2", &t2)] {
+        ensure_eq(
+            s.token_login("alice", token)?.map(|_| ()),
+            Err(StorageError::BadCredentials),
+            &format!("{which} after t1's successor t2b was used"),
+        )?;
+    }
+    // t2b is t3's parent: it lives until t3 is used.
+    let t3b = s.token_of("alice", tok(&t2b), "t2b again, t3 unused")?;
+    s.token_of("alice", tok(&t3), "login with t3")?;
+    for (which, token) in [("t2b", &t2b), ("t3b", &t3b)] {
+        ensure_eq(
+            s.token_login("alice", token)?.map(|_| ()),
+            Err(StorageError::BadCredentials),
+            &format!("{which} after t2b's successor t3 was used"),
+        )?;
+    }
+    Ok(())
+}
+
+fn a_token_belongs_to_its_user(fresh: &mut Fresh<'_>) -> Outcome {
+    let mut s = Store::with_users(fresh, &["alice", "bob"])?;
+    let token = s.token_of(
+        "alice",
+        Credential::Password(PASSWORD.into()),
+        "password login",
+    )?;
+    let mut altered = token.clone();
+    if let Some(last) = altered.last_mut() {
+        *last ^= 1;
+    }
+    for (name, token, what) in [
+        ("bob", token.clone(), "alice's token for bob"),
+        ("carol", token.clone(), "alice's token for an unknown user"),
+        ("alice", altered, "an altered token"),
+        ("alice", token[..token.len() / 2].to_vec(), "half a token"),
+        ("alice", vec![], "an empty token"),
+    ] {
+        ensure_eq(
+            s.token_login(name, &token)?.map(|_| ()),
+            Err(StorageError::BadCredentials),
+            what,
+        )?;
+    }
+    s.token_of("alice", Credential::Token(token), "alice's own token")?;
+    Ok(())
+}
+
+fn only_the_newest_tokens_are_kept(fresh: &mut Fresh<'_>) -> Outcome {
+    let mut s = Store::with_users(fresh, &["alice", "bob"])?;
+    let bobs = s.token_of("bob", Credential::Password(PASSWORD.into()), "bob's login")?;
+    let mut tokens = Vec::new();
+    for i in 0..MAX_TOKENS_PER_USER + 2 {
+        tokens.push(s.token_of(
+            "alice",
+            Credential::Password(PASSWORD.into()),
+            &format!("login {i}"),
+        )?);
+    }
+    // Oldest first: each login below issues one more token, which forgets the one it used.
+    for (i, token) in tokens.iter().enumerate() {
+        let kept = i >= 2;
+        ensure_eq(
+            s.token_login("alice", token)?.is_ok(),
+            kept,
+            &format!("token {i} of {} accepted", tokens.len()),
+        )?;
+    }
+    s.token_of(
+        "bob",
+        Credential::Token(bobs),
+        "bob's token after alice's many logins",
+    )?;
+    Ok(())
+}
+
+fn a_password_change_revokes_every_token(fresh: &mut Fresh<'_>) -> Outcome {
+    let mut s = Store::with_users(fresh, &["alice", "bob"])?;
+    let by_password = s.token_of(
+        "alice",
+        Credential::Password(PASSWORD.into()),
+        "password login",
+    )?;
+    let by_token = s.token_of(
+        "alice",
+        Credential::Token(by_password.clone()),
+        "token login",
+    )?;
+    let bobs = s.token_of("bob", Credential::Password(PASSWORD.into()), "bob's login")?;
+    for (name, old, what) in [
+        ("alice", "wrong", "a wrong old password"),
+        ("carol", PASSWORD, "an unknown user"),
+    ] {
+        ensure_eq(
+            s.change_password(name, old, "new password")?,
+            Err(StorageError::BadCredentials),
+            what,
+        )?;
+    }
+    // Using the parent keeps its successor `by_token` alive.
+    ensure(s.token_login("alice", &by_password)?.is_ok(), || {
+        "a refused change revoked a token".to_owned()
+    })?;
+    ensure_eq(
+        s.change_password("alice", PASSWORD, "new password")?,
+        Ok(()),
+        "the change",
+    )?;
+    for (which, token) in [("password", &by_password), ("token", &by_token)] {
+        ensure_eq(
+            s.token_login("alice", token)?.map(|_| ()),
+            Err(StorageError::BadCredentials),
+            &format!("the {which} login's token after the change"),
+        )?;
+    }
+    ensure_eq(
+        s.password_login("alice", PASSWORD)?.map(|_| ()),
+        Err(StorageError::BadCredentials),
+        "the old password",
+    )?;
+    s.token_of(
+        "alice",
+        Credential::Password("new password".into()),
+        "the new password",
+    )?;
+    s.token_of(
+        "bob",
+        Credential::Token(bobs),
+        "bob's token after alice's change",
+    )?;
+    Ok(())
+}
+
+fn contacts_are_added_and_removed(fresh: &mut Fresh<'_>) -> Outcome {
+    let mut s = Store::with_users(fresh, &["alice", "bob", "carol"])?;
+    for (add, what) in [
+        ("carol", "adding carol"),
+        ("bob", "adding bob"),
+        ("bob", "adding bob again"),
+    ] {
+        ensure_eq(s.set_contacts("alice", &[add], &[])?, Ok(()), what)?;
+    }
+    ensure_eq(
+        s.set_contacts("alice", &["nobody"], &[])?,
+        Err(StorageError::NoSuchUser),
+        "adding an unknown user",
+    )?;
+    // Sorted, whatever the order of adding.
+    ensure_eq(
+        s.contacts("alice")?,
+        users(&["bob", "carol"]),
+        "contacts at a password login",
+    )?;
+    let token = s.token_of(
+        "alice",
+        Credential::Password(PASSWORD.into()),
+        "password login",
+    )?;
+    match s.token_login("alice", &token)? {
+        Ok(account) => ensure_eq(
+            account.contacts,
+            users(&["bob", "carol"]),
+            "contacts at a token login",
+        )?,
+        Err(e) => return Err(format!("token login refused with {e:?}")),
+    }
+    for what in ["removing carol", "removing carol again"] {
+        ensure_eq(s.set_contacts("alice", &[], &["carol"])?, Ok(()), what)?;
+    }
+    ensure_eq(
+        s.contacts("alice")?,
+        users(&["bob"]),
+        "contacts after the removal",
+    )?;
+    ensure_eq(
+        s.contacts("bob")?,
+        vec![],
+        "bob's contacts: lists are one-way",
+    )?;
+    ensure_eq(
+        s.set_contacts("nobody", &["bob"], &[])?,
+        Err(StorageError::NoSuchUser),
+        "an unknown user adding a contact",
+    )?;
+    ensure_eq(
+        s.set_contacts("nobody", &[], &["bob"])?,
+        Err(StorageError::NoSuchUser),
+        "an unknown user removing a contact",
+    )
+}
+
+fn a_contacts_change_is_all_or_nothing(fresh: &mut Fresh<'_>) -> Outcome {
+    let mut s = Store::with_users(fresh, &["alice", "bob", "carol", "dave"])?;
+    ensure_eq(
+        s.set_contacts("alice", &["dave"], &[])?,
+        Ok(()),
+        "adding dave",
+    )?;
+    ensure_eq(
+        s.set_contacts("alice", &["bob", "carol", "nobody"], &["dave"])?,
+        Err(StorageError::NoSuchUser),
+        "a change naming an unknown user",
+    )?;
+    ensure_eq(
+        s.contacts("alice")?,
+        users(&["dave"]),
+        "contacts after the refused change",
+    )?;
+    ensure_eq(
+        s.set_contacts("alice", &["bob", "carol"], &["dave"])?,
+        Ok(()),
+        "the same change without the unknown user",
+    )?;
+    ensure_eq(
+        s.contacts("alice")?,
+        users(&["bob", "carol"]),
+        "contacts after the change",
+    )
+}
+
+fn a_stored_message_waits_in_the_mailbox(fresh: &mut Fresh<'_>) -> Outcome {
+    let mut s = Store::with_users(fresh, &["alice", "bob", "carol"])?;
+    let (stored, at) = s.send_with("alice", "bob", 7, "one", None)?;
+    let stored = stored.map_err(|e| format!("storing refused with {e:?}"))?;
+    ensure_eq(
+        stored.to.clone(),
+        user("bob"),
+        "the stored message's addressee",
+    )?;
+    ensure(!stored.duplicate, || {
+        "a first store reported a duplicate".to_owned()
+    })?;
+    let a = stored.delivery;
+    ensure_eq(
+        (
+            a.from.clone(),
+            a.id,
+            a.body.as_str(),
+            a.attachment.clone(),
+            a.sent_at_ms,
+        ),
+        (user("alice"), 7, "one", None, at),
+        "the stored delivery (from, id, body, attachment, sent_at_ms)",
+    )?;
+    let b = s.stored("carol", "bob", 1, "two")?;
+    let to_carol = s.stored("alice", "carol", 8, "for carol")?;
+    let c = s.stored("alice", "bob", 9, "three")?;
+    ensure(
+        a.seq < b.seq && b.seq < to_carol.seq && to_carol.seq < c.seq,
+        || {
+            format!(
+                "seqs not increasing in storage order: {:?}",
+                [a.seq, b.seq, to_carol.seq, c.seq]
+            )
+        },
+    )?;
+    ensure_eq(
+        s.mailbox("bob")?,
+        vec![a.clone(), b.clone(), c.clone()],
+        "bob's mailbox",
+    )?;
+    ensure_eq(s.mailbox("carol")?, vec![to_carol], "carol's mailbox")?;
+    ensure_eq(s.mailbox("alice")?, vec![], "the sender's mailbox")?;
+    ensure_eq(s.mailbox("nobody")?, vec![], "an unknown user's mailbox")?;
+    // Reading is not delivering.
+    ensure_eq(
+        seqs(&s.mailbox("bob")?),
+        seqs(&[a, b, c]),
+        "bob's mailbox read again",
+    )
+}
+
+fn a_resent_message_returns_the_first_copy(fresh: &mut Fresh<'_>) -> Outcome {
+    let mut s = Store::with_users(fresh, &["alice", "bob", "carol"])?;
+    let (first, at) = s.send_with("alice", "bob", u64::MAX, "hello", None)?;
+    let first = first.map_err(|e| format!("storing refused with {e:?}"))?;
+    let want = Stored {
+        duplicate: true,
+        ..first.clone()
+    };
+    // Whatever the resend says, even naming another or an unknown addressee.
+    for (to, body, what) in [
+        ("bob", "hello", "an identical resend"),
+        ("carol", "changed", "a resend to carol"),
+        ("nobody", "changed", "a resend to an unknown user"),
+    ] {
+        ensure_eq(s.send("alice", to, u64::MAX, body)?, Ok(want.clone()), what)?;
+    }
+    ensure_eq(first.delivery.sent_at_ms, at, "the first copy's time")?;
+    // Ids are per sender.
+    let bobs = s.stored("bob", "alice", u64::MAX, "hi")?;
+    ensure(bobs.seq > first.delivery.seq, || {
+        "a later message got a lower seq".to_owned()
+    })?;
+    ensure_eq(
+        s.mailbox("bob")?,
+        vec![first.delivery],
+        "bob's mailbox after the resends",
+    )?;
+    ensure_eq(
+        s.mailbox("carol")?,
+        vec![],
+        "carol's mailbox after a resend named her",
+    )
+}
+
+fn a_message_needs_known_users(fresh: &mut Fresh<'_>) -> Outcome {
+    let mut s = Store::with_users(fresh, &["alice", "bob"])?;
+    for (from, to, what) in [
+        ("alice", "nobody", "a message to an unknown user"),
+        ("nobody", "bob", "a message from an unknown user"),
+    ] {
+        ensure_eq(
+            s.send(from, to, 1, "hello?")?,
+            Err(StorageError::NoSuchUser),
+            what,
+        )?;
+    }
+    ensure_eq(s.mailbox("bob")?, vec![], "bob's mailbox")?;
+    ensure_eq(s.mailbox("nobody")?, vec![], "the unknown user's mailbox")?;
+    ensure_eq(
+        s.history("alice", "nobody", None, 10)?,
+        vec![],
+        "history with the unknown user",
+    )?;
+    // The refused id was not taken.
+    let stored = s.stored("alice", "bob", 1, "hello")?;
+    ensure_eq(
+        s.mailbox("bob")?,
+        vec![stored],
+        "bob's mailbox after a good message",
+    )
+}
+
+fn only_the_recipient_marks_delivered(fresh: &mut Fresh<'_>) -> Outcome {
+    let mut s = Store::with_users(fresh, &["alice", "bob", "carol"])?;
+    let a = s.stored("alice", "bob", 1, "one")?;
+    let b = s.stored("carol", "bob", 1, "two")?;
+    let c = s.stored("alice", "bob", 2, "three")?;
+    let to_carol = s.stored("alice", "carol", 3, "for carol")?;
+    // Bob cannot mark carol's message; unknown and absurd seqs change nothing.
+    s.mark_delivered(
+        "bob",
+        vec![b.seq, to_carol.seq, to_carol.seq + 1000, u64::MAX],
+    )?;
+    ensure_eq(
+        s.mailbox("bob")?,
+        vec![a.clone(), c.clone()],
+        "bob's mailbox after marking",
+    )?;
+    ensure_eq(
+        s.mailbox("carol")?,
+        vec![to_carol.clone()],
+        "carol's mailbox after bob marked",
+    )?;
+    s.mark_delivered("alice", vec![a.seq])?;
+    ensure_eq(
+        seqs(&s.mailbox("bob")?),
+        seqs(&[a.clone(), c.clone()]),
+        "bob's after the sender marked",
+    )?;
+    s.mark_delivered("nobody", vec![a.seq])?;
+    s.mark_delivered("bob", vec![a.seq, c.seq, a.seq])?;
+    ensure_eq(s.mailbox("bob")?, vec![], "bob's mailbox after marking all")?;
+    // Delivered is not forgotten.
+    ensure_eq(
+        s.history_seqs("bob", "alice", None, 10)?,
+        vec![c.seq, a.seq],
+        "bob's history with alice",
+    )
+}
+
+fn the_mailbox_is_read_in_pages(fresh: &mut Fresh<'_>) -> Outcome {
+    let mut s = Store::with_users(fresh, &["alice", "bob"])?;
+    let mut all = Vec::new();
+    for i in 0..5 {
+        all.push(s.stored("alice", "bob", i, &"x".repeat(100))?.seq);
+    }
+    let big = Attachment {
+        mime: "application/octet-stream".to_owned(),
+        name: "big".to_owned(),
+        data: vec![0; 300],
+    };
+    let (with_file, _) = s.send_with("alice", "bob", 9, "", Some(big))?;
+    all.push(
+        with_file
+            .map_err(|e| format!("storing refused with {e:?}"))?
+            .delivery
+            .seq,
+    );
+    let mut page = |after: u64, limit: u32, max_bytes: u64| -> Outcome<(Vec<u64>, bool)> {
+        let page = s.mailbox_page("bob", after, limit, max_bytes)?;
+        Ok((seqs(&page.messages), page.more))
+    };
+    ensure_eq(
+        page(0, 2, u64::MAX)?,
+        (all[..2].to_vec(), true),
+        "two by count",
+    )?;
+    ensure_eq(
+        page(all[1], 2, 250)?,
+        (all[2..4].to_vec(), true),
+        "two fitting 250 bytes",
+    )?;
+    ensure_eq(
+        page(all[1], 9, 250)?,
+        (all[2..4].to_vec(), true),
+        "250 bytes, count to spare",
+    )?;
+    ensure_eq(
+        page(all[3], 9, 50)?,
+        (vec![all[4]], true),
+        "one above the byte budget",
+    )?;
+    // Attachment data counts: 100 + 300 bytes do not fit 350.
+    ensure_eq(
+        page(all[3], 9, 350)?,
+        (vec![all[4]], true),
+        "a body, then an attachment",
+    )?;
+    ensure_eq(
+        page(all[3], 9, 400)?,
+        (all[4..].to_vec(), false),
+        "the last two, exactly",
+    )?;
+    ensure_eq(
+        page(all[4], 0, u64::MAX)?,
+        (vec![all[5]], false),
+        "a limit of 0 reads one",
+    )?;
+    ensure_eq(
+        page(0, 0, 0)?,
+        (vec![all[0]], true),
+        "a limit and budget of 0 read one",
+    )?;
+    ensure_eq(
+        page(all[5], 9, u64::MAX)?,
+        (vec![], false),
+        "after the last",
+    )?;
+    ensure_eq(
+        page(u64::MAX, 9, u64::MAX)?,
+        (vec![], false),
+        "after u64::MAX",
+    )
+}
+
+fn history_pages_newest_first_through_one_conversation(fresh: &mut Fresh<'_>) -> Outcome {
+    let mut s = Store::with_users(fresh, &["alice", "bob", "carol"])?;
+    let mut sent = Vec::new();
+    for i in 0..10u64 {
+        let (from, to) = if i % 2 == 0 {
+            ("alice", "bob")
+        } else {
+            ("bob", "alice")
+        };
+        let (r, at) = s.send_with(from, to, i, &format!("m{i}"), None)?;
+        let d = r
+            .map_err(|e| format!("storing refused with {e:?}"))?
+            .delivery;
+        sent.push(HistoryItem {
+            seq: d.seq,
+            // The sender's own id comes back, so a client without state finds its messages.
+            id: i,
+            from: user(from),
+            to: user(to),
+            body: format!("m{i}"),
+            attachment: None,
+            sent_at_ms: at,
+        });
+        s.stored("alice", "carol", 100 + i, "elsewhere")?;
+    }
+    let newest_first: Vec<HistoryItem> = sent.iter().rev().cloned().collect();
+    ensure_eq(
+        s.history("alice", "bob", None, 4)?,
+        newest_first[..4].to_vec(),
+        "the newest 4",
+    )?;
+    // The same conversation from the other side, paged by `before`.
+    ensure_eq(
+        s.history("bob", "alice", Some(sent[6].seq), 100)?,
+        newest_first[4..].to_vec(),
+        "bob's side below the 7th",
+    )?;
+    ensure_eq(
+        s.history("alice", "bob", Some(sent[0].seq), 100)?,
+        vec![],
+        "below the first",
+    )?;
+    ensure_eq(
+        s.history("alice", "bob", Some(0), 100)?,
+        vec![],
+        "below seq 0",
+    )?;
+    ensure_eq(s.history("alice", "bob", None, 0)?, vec![], "a limit of 0")?;
+    ensure_eq(
+        s.history("alice", "bob", Some(u64::MAX), 100)?.len(),
+        10,
+        "below u64::MAX",
+    )?;
+    ensure_eq(
+        s.history("carol", "alice", None, u16::MAX)?.len(),
+        10,
+        "carol's conversation",
+    )?;
+    ensure_eq(
+        s.history("bob", "carol", None, 10)?,
+        vec![],
+        "no conversation",
+    )?;
+    ensure_eq(
+        s.history("nobody", "alice", None, 10)?,
+        vec![],
+        "an unknown user's",
+    )?;
+    // A note to oneself is one conversation, listed once.
+    let note = s.stored("alice", "alice", 77, "note to self")?;
+    ensure_eq(
+        s.history_seqs("alice", "alice", None, 10)?,
+        vec![note.seq],
+        "notes to self",
+    )?;
+    ensure_eq(
+        s.mailbox("alice")?.last(),
+        Some(&note),
+        "a note to self waits last in the mailbox",
+    )
+}
+
+fn history_is_capped(fresh: &mut Fresh<'_>) -> Outcome {
+    let mut s = Store::with_users(fresh, &["alice", "bob"])?;
+    let extra = 5;
+    let mut all = Vec::new();
+    for i in 0..u64::from(MAX_HISTORY) + extra {
+        all.push(s.stored("alice", "bob", i, "")?.seq);
+    }
+    all.reverse();
+    let cap = usize::from(MAX_HISTORY);
+    let page = s.history_seqs("bob", "alice", None, u16::MAX)?;
+    ensure_eq(page.as_slice(), &all[..cap], "a page asking for u16::MAX")?;
+    ensure_eq(
+        s.history_seqs("bob", "alice", page.last().copied(), MAX_HISTORY)?,
+        all[cap..].to_vec(),
+        "the rest",
+    )
+}
+
+fn attachments_are_kept_whole(fresh: &mut Fresh<'_>) -> Outcome {
+    let mut s = Store::with_users(fresh, &["alice", "bob"])?;
+    let pdf = Attachment {
+        mime: "application/pdf".to_owned(),
+        name: "doc.pdf".to_owned(),
+        data: (0..=255).cycle().take(1234).collect(),
+    };
+    // Empty labels and data are still an attachment.
+    let blank = Attachment {
+        mime: String::new(),
+        name: String::new(),
+        data: vec![],
+    };
+    let mut stored = Vec::new();
+    for (id, attachment) in [(1, pdf.clone()), (2, blank.clone())] {
+        let (r, _) = s.send_with("alice", "bob", id, "file", Some(attachment.clone()))?;
+        let d = r
+            .map_err(|e| format!("storing refused with {e:?}"))?
+            .delivery;
+        ensure_eq(
+            d.attachment.as_ref(),
+            Some(&attachment),
+            "the stored delivery's attachment",
+        )?;
+        stored.push(d);
+    }
+    ensure_eq(
+        s.mailbox("bob")?,
+        stored.clone(),
+        "the mailbox's attachments",
+    )?;
+    let (again, _) = s.send_with("alice", "bob", 1, "other", Some(blank.clone()))?;
+    ensure_eq(
+        again.map(|r| r.delivery.attachment),
+        Ok(Some(pdf.clone())),
+        "a resend's attachment",
+    )?;
+    let info = |a: &Attachment| AttachmentInfo {
+        mime: a.mime.clone(),
+        name: a.name.clone(),
+        size: a.data.len() as u64,
+    };
+    let history: Vec<Option<AttachmentInfo>> = s
+        .history("alice", "bob", None, 10)?
+        .into_iter()
+        .map(|h| h.attachment)
+        .collect();
+    ensure_eq(
+        history,
+        vec![Some(info(&blank)), Some(info(&pdf))],
+        "history's attachment info",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mem_store_keeps_the_contract() {
+        assert_keeps_contract("MemStore", || Box::new(MemStore::new()));
+    }
+
+    /// A store that forgets deliveries and pages history past the cap: the suite must say
+    /// so, by check and by backend, and find nothing else wrong.
+    struct Broken(MemStore);
+
+    impl Backend for Broken {
+        fn apply(&mut self, op: StorageOp, now_ms: u64) -> StorageResult {
+            let StorageOp::LoadHistory {
+                user,
+                with,
+                mut before,
+                limit,
+            } = op
+            else {
+                return match op {
+                    StorageOp::MarkDelivered { .. } => StorageResult::DeliveredMarked(Ok(())),
+                    op => self.0.apply(op, now_ms),
+                };
+            };
+            let mut items = Vec::new();
+            while items.len() < usize::from(limit) {
+                let page = StorageOp::LoadHistory {
+                    user: user.clone(),
+                    with: with.clone(),
+                    before,
+                    limit: limit - items.len() as u16,
+                };
+                let StorageResult::HistoryLoaded(Ok(page)) = self.0.apply(page, now_ms) else {
+                    unreachable!("MemStore reads history");
+                };
+                let Some(last) = page.last() else { break };
+                before = Some(last.seq);
+                items.extend(page);
+            }
+            StorageResult::HistoryLoaded(Ok(items))
+        }
+    }
+
+    #[test]
+    fn a_broken_store_is_caught_by_name() {
+        let broken = violations("broken", || Box::new(Broken(MemStore::new())));
+        let names: Vec<&str> = broken
+            .iter()
+            .map(|line| line.split(" on broken: ").next().unwrap_or(line))
+            .collect();
+        assert_eq!(
+            names,
+            ["only_the_recipient_marks_delivered", "history_is_capped"],
+            "{broken:#?}"
+        );
+    }
+}
