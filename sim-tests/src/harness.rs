@@ -1,20 +1,21 @@
 //! The driver: builds the turmoil world, runs a plan on it and asks the oracle.
 //!
 //! One server host runs the real `breeze_transport_tokio::Host` over `SimListener` and the
-//! inline store; each client host runs the real `run_client` over `SimConnector`. The driver
+//! simulation's store (`SimStorage`); each client host runs the real `run_client` over `SimConnector`. The driver
 //! steps the simulation one tick at a time, performs the plan's actions between ticks, and
 //! after each tick lets the oracle check what it has seen.
 //!
 //! A run has three parts: the schedule (faults and traffic), the heal (every link repaired
 //! and released, the server up) followed by the settle time, after which every view must be
 //! the truth; then the final round (every crashed client restarted, every logged-out one
-//! started, contact changes whose fate a crash made unknown made again), after which every
-//! acknowledged message must have been delivered.
+//! started, contact changes whose fate a crash or a storage failure made unknown made again,
+//! and every client a storage failure left with work for its next login logged in again),
+//! after which every acknowledged message must have been delivered.
 
 use crate::net::{PORT, SimConnector, SimListener};
 use crate::oracle::{self, Oracle, Shared, now, user_name};
 use crate::plan::{Action, Plan, SimConfig};
-use crate::storage::{SharedStore, SimStorage};
+use crate::storage::{SharedStore, SimStorage, StorageFaults};
 use breeze_core::client::{Client, ClientConfig, Mode};
 use breeze_core::message::Status;
 use breeze_core::server::Server;
@@ -71,6 +72,7 @@ pub struct Harness {
     sim: turmoil::Sim<'static>,
     pub oracle: Shared,
     pub cfg: SimConfig,
+    store: SharedStore,
     slots: Vec<Rc<RefCell<Slot>>>,
     names: Vec<String>,
     pending_ids: Vec<PendingId>,
@@ -133,10 +135,7 @@ fn new_store(cfg: &SimConfig) -> SharedStore {
             "registering u{u}"
         );
     }
-    SharedStore {
-        db: Arc::new(Mutex::new(db)),
-        hasher: Arc::new(hasher),
-    }
+    SharedStore::new(db, hasher, cfg.seed)
 }
 
 impl Harness {
@@ -165,7 +164,8 @@ impl Harness {
                     let users = store.lock().users()?;
                     let listener = SimListener::bind(oracle.clone()).await?;
                     let (results, receiver) = result_channel();
-                    let backend = SimStorage::new(store, results);
+                    let (backend, late_results) = SimStorage::new(store, results, oracle.clone());
+                    tokio::spawn(late_results);
                     let clock = Clock::start();
                     let server = Server::new(server_cfg, users);
                     let (host, _handle) =
@@ -201,6 +201,7 @@ impl Harness {
             sim,
             oracle,
             cfg,
+            store,
             slots,
             names,
             pending_ids: Vec::new(),
@@ -384,6 +385,7 @@ impl Harness {
                 self.server_down = false;
                 self.sim.bounce("server");
             }
+            Action::Storage(faults) => self.store.set_faults(faults),
         }
     }
 
@@ -407,8 +409,11 @@ impl Harness {
         intent.status = Status::Online;
     }
 
-    /// Repairs and releases every link and brings the server back.
+    /// Repairs and releases every link, brings the server back and ends a storage spell.
     pub fn heal(&mut self) {
+        if !self.store.faults().is_healthy() {
+            self.perform(&Action::Storage(StorageFaults::HEALTHY));
+        }
         for h in 0..self.cfg.clients() {
             if self.partitioned[h] {
                 self.perform(&Action::Repair(h));
@@ -422,23 +427,35 @@ impl Harness {
         }
     }
 
-    /// Brings every client back: crashed ones restarted, logged-out ones started, and
-    /// contact changes whose fate is unknown made again.
+    /// Brings every client back: crashed ones restarted, logged-out ones started, contact
+    /// changes whose fate is unknown made again, and clients with work that only a login
+    /// does (a message whose store failed is sent again after a reconnect, a mailbox that
+    /// could not be read comes with the next login) logged out and in again, as the
+    /// protocol's "try again later" asks of an application.
     pub fn everyone_back(&mut self) {
+        let mut again = Vec::new();
         for h in 0..self.cfg.clients() {
-            let (alive, logged_out) = {
+            let (alive, logged_out, needs_login) = {
                 let oracle = self.oracle();
-                (oracle.intents[h].alive, oracle.intents[h].logged_out)
+                let intent = &oracle.intents[h];
+                (intent.alive, intent.logged_out, oracle.needs_login(h))
             };
             if !alive {
                 self.perform(&Action::RestartClient(h));
             } else if logged_out {
                 self.perform(&Action::Start(h));
+            } else if needs_login {
+                self.perform(&Action::Logout(h));
+                again.push(h);
             }
         }
-        // The restarted ones take their commands once they run.
+        // The restarted ones take their commands once they run; the logged-out ones report
+        // that they stopped before they are started again (else the stop looks unasked for).
         let t = self.elapsed() + self.cfg.tick * 2;
         self.run_until(t);
+        for h in again {
+            self.perform(&Action::Start(h));
+        }
         for h in 0..self.cfg.clients() {
             let (uncertain, contacts) = {
                 let oracle = self.oracle();

@@ -9,8 +9,9 @@
 //!
 //! Replaying a seed: `SIM_SEED=1234 cargo test -p breeze-sim-tests --release -- random_seeds
 //! --nocapture` (add `SIM_TRACE=1` for the whole event log). Soaks: `SIM_SEEDS=10000` with the
-//! same command, or the `sim-soak` binary.
+//! same command, or the `sim-soak` binary (from a random base seed unless told one).
 
+pub mod completions;
 pub mod harness;
 pub mod net;
 pub mod oracle;

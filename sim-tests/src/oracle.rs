@@ -18,7 +18,11 @@
 //!   session died, for the offline grace and two ticks): no ghost, no missed change;
 //! * no watcher is told the same presence twice in a row, nor about itself;
 //! * no application sees a message twice, or one addressed to someone else;
-//! * no client stops by itself (except when replaced by another device, where allowed).
+//! * no client stops by itself (except when replaced by another device, where allowed);
+//! * the server answers `StorageFailed` only where the driver made a storage request of that
+//!   user fail (`Send` with that very message id, `Login` for the login or its mailbox, a
+//!   contact request for a contact change), once per failure; and an application hears of
+//!   no other error.
 //!
 //! Checks made on the recorded history at the end:
 //! * an offline announcement never precedes the death of the user's last session plus the
@@ -27,11 +31,20 @@
 //! * after the heal and the settle time, every client that should be logged in is, and its
 //!   view (rebuilt from its events) equals the truth derived from the intents;
 //! * every message acknowledged to its sender reached its recipient's application.
+//!
+//! A failed storage request changes nothing: a contact change it carried is of unknown fate
+//! (the client drops it and tells its application, which makes it again in the final round);
+//! a message whose store failed stays in its client's outbox until the next login, and
+//! a mailbox that could not be read comes with the next login, so the final round logs such
+//! clients in again and then every message must have been acknowledged and delivered.
 
 use crate::plan::SimConfig;
 use breeze_core::client::{ClientEvent, StopReason};
 use breeze_core::codec::{DEFAULT_MAX_FRAME, decode, split_frame};
-use breeze_core::message::{ClientMsg, CloseReason, Presence, ServerMsg, Status, WatchScope};
+use breeze_core::message::{
+    ClientMsg, CloseReason, ErrorCode, Presence, RequestKind, ServerMsg, Status, WatchScope,
+};
+use breeze_core::storage::StorageOp;
 use breeze_core::{DuplicateLogin, UserId};
 use bytes::BytesMut;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -247,6 +260,17 @@ struct Delivery {
     at: Duration,
 }
 
+/// What a failed storage request entitles the server to answer `StorageFailed` about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Failed {
+    /// `Authenticate` (the login) or `LoadMailbox` (the login's mailbox).
+    Login,
+    /// `SetContacts`.
+    Contacts,
+    /// `StoreMessage` of the message with this id.
+    Send(u64),
+}
+
 /// Counts for the report.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Stats {
@@ -259,6 +283,10 @@ pub struct Stats {
     pub deliveries: u64,
     pub server_restarts: u64,
     pub client_crashes: u64,
+    /// Storage requests the driver made fail.
+    pub storage_failures: u64,
+    /// `StorageFailed` answers the server wrote (each backed by one of those).
+    pub storage_failures_told: u64,
 }
 
 pub struct Oracle {
@@ -289,6 +317,11 @@ pub struct Oracle {
     /// (host, incarnation, client message id) acknowledged with `MessageSent`.
     acked: BTreeSet<(usize, u32, u64)>,
     deliveries: BTreeMap<u64, Vec<Delivery>>,
+    /// Storage failures the driver injected and the server has not answered yet, by user
+    /// and kind: each justifies one `StorageFailed`.
+    storage_failures: BTreeMap<(usize, Failed), u32>,
+    /// By host: a storage failure left work that only the client's next login does.
+    needs_login: Vec<bool>,
     /// Users whose devices may replace each other (several hosts log in as them).
     shared_users: BTreeSet<usize>,
     /// Every presence change an application saw: (host, instant, user, presence).
@@ -373,6 +406,8 @@ impl Oracle {
             message_ids: BTreeMap::new(),
             acked: BTreeSet::new(),
             deliveries: BTreeMap::new(),
+            storage_failures: BTreeMap::new(),
+            needs_login: vec![false; cfg.devices.len()],
             shared_users,
             seen: Vec::new(),
             hash: 0xcbf2_9ce4_8422_2325,
@@ -686,6 +721,11 @@ impl Oracle {
                     }
                 }
             }
+            ServerMsg::Error {
+                request,
+                code: ErrorCode::StorageFailed,
+                id,
+            } => self.storage_failure_told(conn, at, request, id),
             ServerMsg::Deliver(d) => {
                 let c = self.conns.get_mut(&conn).expect("known");
                 if !c.delivered.insert(d.seq) {
@@ -731,6 +771,61 @@ impl Oracle {
                 self.conn_ended(conn, at, kind);
             }
             _ => {}
+        }
+    }
+
+    /// The server told a connection that storage failed: a failure of that user's request of
+    /// that kind must stand behind it.
+    fn storage_failure_told(
+        &mut self,
+        conn: u64,
+        at: Duration,
+        request: RequestKind,
+        id: Option<u64>,
+    ) {
+        let c = &self.conns[&conn];
+        let Some(u) = c.session.or(c.login) else {
+            return self.violation(at, format!("s{conn}: StorageFailed before any login"));
+        };
+        let failed = match (request, id) {
+            (RequestKind::Login, _) => Failed::Login,
+            (
+                RequestKind::AddContact | RequestKind::RemoveContact | RequestKind::ChangeContacts,
+                _,
+            ) => Failed::Contacts,
+            (RequestKind::Send, Some(id)) => Failed::Send(id),
+            _ => {
+                return self.violation(
+                    at,
+                    format!("s{conn}: StorageFailed for {request:?} (id {id:?})"),
+                );
+            }
+        };
+        match self.storage_failures.get_mut(&(u, failed)) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                self.stats.storage_failures_told += 1;
+            }
+            _ => {
+                let name = &self.users[u];
+                return self.violation(
+                    at,
+                    format!("s{conn}: StorageFailed for {request:?} (id {id:?}) of {name}, but no such request of theirs failed"),
+                );
+            }
+        }
+        if let Failed::Send(id) = failed {
+            // The client keeps the message and sends it again after its next login.
+            let current = self
+                .message_ids
+                .keys()
+                .find(|&&(host, incarnation, i)| {
+                    i == id && self.hosts[host].incarnation == incarnation
+                })
+                .map(|&(host, _, _)| host);
+            if let Some(host) = current {
+                self.needs_login[host] = true;
+            }
         }
     }
 
@@ -789,6 +884,8 @@ impl Oracle {
     // ---- the clients' side ----
 
     pub fn client_started(&mut self, host: usize, at: Duration) -> u32 {
+        // A fresh client logs in anyway, and an outbox dies with its client.
+        self.needs_login[host] = false;
         let h = &mut self.hosts[host];
         h.incarnation += 1;
         h.running = true;
@@ -826,6 +923,7 @@ impl Oracle {
                 h.logged_in = true;
                 h.logins += 1;
                 h.stopped = None;
+                self.needs_login[host] = false;
                 let intent = &mut self.intents[host];
                 intent.in_flight.clear();
                 intent.login_list_next = true;
@@ -909,6 +1007,23 @@ impl Oracle {
                     at,
                 });
             }
+            // The server's side checked that a storage failure stands behind each of these.
+            ClientEvent::Error {
+                request: RequestKind::Login,
+                code: ErrorCode::StorageFailed,
+            } => {
+                // After `LoginOk`: the mailbox could not be read and waits for the next
+                // login. (Before it the login failed, and the client retries by itself.)
+                self.needs_login[host] |= self.hosts[host].logged_in;
+            }
+            ClientEvent::Error {
+                request:
+                    RequestKind::AddContact | RequestKind::RemoveContact | RequestKind::ChangeContacts,
+                code: ErrorCode::StorageFailed,
+            } => {
+                // An answer like any other: the client drops its oldest request in flight.
+                self.intents[host].in_flight.pop_front();
+            }
             ClientEvent::Error { request, code } => {
                 self.violation(at, format!("c{host}: {request:?} failed: {code:?}"));
             }
@@ -917,6 +1032,45 @@ impl Oracle {
     }
 
     // ---- the driver's side ----
+
+    /// The storage failed `op` (a fault the driver injected): it changed nothing, and the
+    /// server may answer `StorageFailed` about it once.
+    pub fn storage_failed(&mut self, at: Duration, op: &StorageOp) {
+        self.stats.storage_failures += 1;
+        self.trace(at, format_args!("storage: {op:?} fails"));
+        let (user, failed) = match op {
+            StorageOp::Authenticate { user, .. } | StorageOp::LoadMailbox { user, .. } => {
+                (user, Failed::Login)
+            }
+            StorageOp::SetContacts { user, .. } => (user, Failed::Contacts),
+            StorageOp::StoreMessage { from, id, .. } => (from, Failed::Send(*id)),
+            // Nothing the client hears of: unmarked messages come again with the next login,
+            // and the client's seen-set keeps them from its application.
+            StorageOp::MarkDelivered { .. }
+            | StorageOp::Register { .. }
+            | StorageOp::ChangePassword { .. }
+            | StorageOp::LoadHistory { .. } => return,
+        };
+        let Some(u) = self.user_of(user) else { return };
+        *self.storage_failures.entry((u, failed)).or_default() += 1;
+        if let StorageOp::SetContacts { add, remove, .. } = op {
+            // The client drops a change the server refused and tells its application: what
+            // the user's list holds for those contacts is now up to later requests, if any.
+            let changed: Vec<usize> = add
+                .iter()
+                .chain(remove)
+                .filter_map(|c| self.user_of(c))
+                .collect();
+            for h in (0..self.hosts.len()).filter(|&h| self.hosts[h].user == u) {
+                self.intents[h].uncertain.extend(changed.iter().copied());
+            }
+        }
+    }
+
+    /// Whether a storage failure left host `host` with work only its next login does.
+    pub fn needs_login(&self, host: usize) -> bool {
+        self.needs_login[host]
+    }
 
     /// The driver had host `host` send message number `k` to user `to`.
     pub fn message_sent(&mut self, k: u64, host: usize, to: usize) {
@@ -1270,6 +1424,18 @@ impl Oracle {
     /// Connections of `user` the server closed for silence, with the instant.
     pub fn heartbeat_timeouts(&self, user: usize) -> Vec<Duration> {
         self.user_logs[user].timeouts.clone()
+    }
+
+    /// Sessions `user` had at the server, over the whole run.
+    pub fn sessions_of(&self, user: usize) -> usize {
+        self.user_logs[user].sessions.len()
+    }
+
+    /// Whether message `k` was acknowledged to its sender.
+    pub fn message_acked(&self, k: u64) -> bool {
+        self.message_ids
+            .iter()
+            .any(|(key, &m)| m == k && self.acked.contains(key))
     }
 
     /// Deliveries of message `k`, for scenario checks.

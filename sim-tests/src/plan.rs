@@ -3,8 +3,10 @@
 //! The random generator lays out, per client, non-overlapping fault episodes (a partition,
 //! a hold, a crash, a bounce, a logout), a few cluster-wide ones (the server crashing and
 //! restarting, a group of clients cut off at once so that they all come back together), and
-//! ordinary traffic in between: status and contact changes and messages.
+//! ordinary traffic in between: status and contact changes and messages. Some seeds also
+//! give the storage a bad spell: slow, failing, or both.
 
+use crate::storage::StorageFaults;
 use breeze_core::DuplicateLogin;
 use breeze_core::message::{Status, WatchScope};
 use breeze_core::rng::SplitMix64;
@@ -108,6 +110,8 @@ pub enum Action {
     CrashServer,
     /// The server starts again over the same storage.
     RestartServer,
+    /// The storage behaves so from now on (`StorageFaults::HEALTHY` ends a bad spell).
+    Storage(StorageFaults),
 }
 
 #[derive(Debug, Clone)]
@@ -211,22 +215,40 @@ pub struct Knobs {
     /// status; a stale `Contacts` answer confirmed a change whose reversal was still in
     /// flight), now fixed. On by default; `SIM_RACES=0` turns them off.
     pub in_flight_races: bool,
+    /// Spells of slow and failing storage in some seeds. On by default;
+    /// `SIM_STORAGE_FAULTS=0` turns them off.
+    pub storage_faults: bool,
 }
 
 impl Default for Knobs {
     fn default() -> Self {
         Knobs {
             in_flight_races: true,
+            storage_faults: true,
         }
     }
 }
 
 impl Knobs {
-    /// The knobs the environment asks for (`SIM_RACES=0` turns the races off).
+    /// The knobs the environment asks for (`SIM_RACES=0`, `SIM_STORAGE_FAULTS=0`).
     pub fn from_env() -> Knobs {
+        let on = |name: &str| std::env::var(name).map_or(true, |v| v != "0");
         Knobs {
-            in_flight_races: std::env::var("SIM_RACES").map_or(true, |v| v != "0"),
+            in_flight_races: on("SIM_RACES"),
+            storage_faults: on("SIM_STORAGE_FAULTS"),
         }
+    }
+
+    /// The environment that sets these knobs, for a replay command: empty for the defaults.
+    pub fn env_prefix(&self) -> String {
+        let mut prefix = String::new();
+        if !self.in_flight_races {
+            prefix.push_str("SIM_RACES=0 ");
+        }
+        if !self.storage_faults {
+            prefix.push_str("SIM_STORAGE_FAULTS=0 ");
+        }
+        prefix
     }
 }
 
@@ -414,7 +436,68 @@ pub fn random_with(seed: u64, knobs: Knobs) -> Plan {
             }
         }
     }
+    if knobs.storage_faults {
+        // A stream of its own, so that the rest of a seed's plan is the same with the storage
+        // faults on or off, and seeds found before they existed still tell their story.
+        storage_spells(&mut plan, &mut Rng::new(seed ^ 0x5707_A6E0_FA17_0000));
+    }
     plan.actions.retain(|(at, _)| *at <= end);
     plan.sort();
     plan
+}
+
+/// In 30% of seeds, one or two spells of bad storage, each with traffic so that the faults
+/// hit requests: results held back (some past the client's connect timeout, so that logins
+/// complete after the client gave up), requests failing, or both.
+fn storage_spells(plan: &mut Plan, rng: &mut Rng) {
+    if !rng.chance(30) {
+        return;
+    }
+    let cfg = plan.cfg.clone();
+    let (users, clients) = (cfg.users, cfg.clients());
+    let latest = cfg.schedule_end - Duration::from_secs(3);
+    let mut from = Duration::from_secs(1);
+    for _ in 0..rng.range(1, 2) {
+        if from >= latest {
+            break;
+        }
+        let at = rng.between(from, latest);
+        let len = rng.between(Duration::from_millis(500), Duration::from_secs(6));
+        let until = (at + len).min(cfg.schedule_end - Duration::from_secs(1));
+        let slow = |rng: &mut Rng| {
+            let fastest = rng.millis(5, 300);
+            let slowest = rng.between(fastest, cfg.connect_timeout + Duration::from_secs(1));
+            Some((fastest, slowest))
+        };
+        let faults = match rng.below(3) {
+            0 => StorageFaults {
+                slow: slow(rng),
+                commit_first: rng.chance(50),
+                failing: 0,
+            },
+            1 => StorageFaults {
+                failing: rng.range(10, 60) as u8,
+                ..StorageFaults::HEALTHY
+            },
+            _ => StorageFaults {
+                slow: slow(rng),
+                commit_first: rng.chance(50),
+                failing: rng.range(10, 40) as u8,
+            },
+        };
+        plan.push(at, Action::Storage(faults));
+        plan.push(until, Action::Storage(StorageFaults::HEALTHY));
+        for _ in 0..rng.range(2, 6) {
+            let when = rng.between(at, until);
+            let h = rng.index(clients);
+            let other = (cfg.devices[h] + 1 + rng.index(users - 1)) % users;
+            if rng.chance(60) {
+                plan.push(when, Action::Send(h, other));
+            } else {
+                let add = rng.chance(60);
+                plan.push(when, Action::Contact(h, other, add));
+            }
+        }
+        from = until + Duration::from_millis(300);
+    }
 }

@@ -1,8 +1,9 @@
 //! Running many seeds: on every core, with a report a person can act on.
 
 use crate::harness::{Outcome, run_seed};
-use std::sync::Mutex;
+use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// What a batch of seeds found.
@@ -14,16 +15,43 @@ pub struct Report {
     pub simulated: Duration,
 }
 
-/// The command that replays one seed.
+/// The command that replays one seed, on one line: the knobs it ran with, the seed, and the
+/// commit it ran at (a seed replays the same only on the same code).
 pub fn replay_command(seed: u64) -> String {
-    let races = if crate::plan::Knobs::from_env().in_flight_races {
-        ""
-    } else {
-        "SIM_RACES=0 "
-    };
+    let knobs = crate::plan::Knobs::from_env().env_prefix();
     format!(
-        "{races}SIM_SEED={seed} cargo test -p breeze-sim-tests --release -- random_seeds --nocapture"
+        "{knobs}SIM_SEED={seed} cargo test -p breeze-sim-tests --release -- random_seeds --nocapture  # at commit {}",
+        commit()
     )
+}
+
+/// The commit of the checkout the simulation runs from (`git rev-parse --short HEAD`),
+/// marked when tracked files differ from it; `unknown` without git or outside a checkout.
+pub fn commit() -> &'static str {
+    static COMMIT: OnceLock<String> = OnceLock::new();
+    COMMIT.get_or_init(|| {
+        let git = |args: &[&str]| {
+            Command::new("git")
+                .args(args)
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .output()
+                .ok()
+                .filter(|out| out.status.success())
+                .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        };
+        match git(&["rev-parse", "--short", "HEAD"]) {
+            Some(hash) if !hash.is_empty() => {
+                let changed = git(&["status", "--porcelain", "--untracked-files=no"])
+                    .is_some_and(|s| !s.is_empty());
+                if changed {
+                    format!("{hash} with uncommitted changes")
+                } else {
+                    hash
+                }
+            }
+            _ => "unknown".to_string(),
+        }
+    })
 }
 
 /// A failure, as the test output shows it.

@@ -401,10 +401,92 @@ fn a_bigger_cluster_under_every_fault() {
 fn changes_of_mind_in_flight_at_a_fault_are_not_lost() {
     let knobs = breeze_sim_tests::plan::Knobs {
         in_flight_races: true,
+        storage_faults: false,
     };
     // 22 and 36 found the races; 73 and 299 catch the contact race with the core as it is now.
     for seed in [22, 36, 73, 299] {
         let outcome = run(&breeze_sim_tests::plan::random_with(seed, knobs));
         assert!(outcome.passed(), "{}", describe(&outcome));
+    }
+}
+
+/// Storage fails a message's store: the sender is told `StorageFailed` (the oracle checks
+/// that a failure stands behind it), nothing is stored, so nothing is delivered or
+/// acknowledged; the client keeps the message and sends it again after its next login, and
+/// then it arrives, once.
+#[test]
+fn a_message_whose_store_fails_is_not_delivered_until_sent_again() {
+    let cfg = SimConfig::small(600, 5);
+    let failing = breeze_sim_tests::storage::StorageFaults {
+        failing: 100,
+        ..breeze_sim_tests::storage::StorageFaults::HEALTHY
+    };
+    let healthy = breeze_sim_tests::storage::StorageFaults::HEALTHY;
+    let (again, back) = (secs(6.0), secs(6.2));
+    let plan = Plan::new(cfg)
+        .at(secs(3.0), Action::Storage(failing))
+        .at(secs(3.2), Action::Send(0, 1))
+        .at(secs(3.6), Action::Storage(healthy))
+        // The application tries again later, as the protocol asks: a new login sends it.
+        .at(again, Action::Logout(0))
+        .at(back, Action::Start(0));
+    let h = run_checked(&plan);
+    let o = oracle(&h);
+    assert_eq!(o.stats.storage_failures, 1, "only the store failed");
+    assert_eq!(o.stats.storage_failures_told, 1, "and the sender was told");
+    assert!(o.message_acked(0), "acknowledged once stored");
+    let delivered = o.delivery_times(0);
+    assert_eq!(delivered.len(), 1, "delivered once: {delivered:?}");
+    assert!(
+        delivered[0] > back,
+        "delivered at {:?}, before it was sent again",
+        delivered[0]
+    );
+}
+
+/// Storage answers logins later than the client waits: each login completes at the server
+/// after its client gave up on it and hung up. A late answer for a connection that is gone
+/// makes no session, so the user is never shown online until a login completes in time,
+/// and then once.
+#[test]
+fn a_login_that_completes_after_the_client_gave_up_leaves_no_ghost() {
+    let mut cfg = SimConfig::small(700, 5);
+    cfg.final_round = false;
+    let late = cfg.connect_timeout + Duration::from_millis(500);
+    let slow = breeze_sim_tests::storage::StorageFaults {
+        slow: Some((late, late)),
+        ..breeze_sim_tests::storage::StorageFaults::HEALTHY
+    };
+    let (bounce, healed) = (secs(3.1), secs(9.0));
+    let plan = Plan::new(cfg.clone())
+        .at(secs(3.0), Action::Storage(slow))
+        .at(bounce, Action::BounceClient(2))
+        .at(
+            healed,
+            Action::Storage(breeze_sim_tests::storage::StorageFaults::HEALTHY),
+        );
+    let h = run_checked(&plan);
+    let o = oracle(&h);
+    // The first incarnation's session and the one login after the heal: no session for any
+    // of the abandoned attempts.
+    assert_eq!(o.sessions_of(2), 2);
+    assert_eq!(
+        o.host_logins(2),
+        2,
+        "once before the bounce, once after the heal"
+    );
+    assert!(o.host_logged_in(2));
+    for host in [0, 1, 3, 4] {
+        let seen: Vec<_> = o
+            .seen(host, 2)
+            .into_iter()
+            .filter(|&(at, _)| at > bounce)
+            .collect();
+        let online: Vec<_> = seen.iter().filter(|s| s.1 == Presence::Online).collect();
+        assert_eq!(online.len(), 1, "c{host} saw u2: {seen:?}");
+        assert!(
+            online[0].0 > healed,
+            "c{host} saw u2 online early: {seen:?}"
+        );
     }
 }
