@@ -85,6 +85,24 @@ pub enum StorageOp {
     },
 }
 
+impl StorageOp {
+    /// The answer a backend gives when it cannot perform `self`: the result of the op's own
+    /// kind, carrying `e`. Fault injection (the simulation, the fuzzer) builds its
+    /// failures here, so a new op cannot be forgotten in one of them.
+    pub fn failed(&self, e: StorageError) -> StorageResult {
+        match self {
+            StorageOp::Register { .. } => StorageResult::Registered(Err(e)),
+            StorageOp::Authenticate { .. } => StorageResult::Authenticated(Err(e)),
+            StorageOp::ChangePassword { .. } => StorageResult::PasswordChanged(Err(e)),
+            StorageOp::SetContacts { .. } => StorageResult::ContactsSet(Err(e)),
+            StorageOp::StoreMessage { .. } => StorageResult::MessageStored(Err(e)),
+            StorageOp::LoadMailbox { .. } => StorageResult::MailboxLoaded(Err(e)),
+            StorageOp::MarkDelivered { .. } => StorageResult::DeliveredMarked(Err(e)),
+            StorageOp::LoadHistory { .. } => StorageResult::HistoryLoaded(Err(e)),
+        }
+    }
+}
+
 impl std::fmt::Debug for StorageOp {
     // Hand-written so passwords and message bodies never reach a log.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

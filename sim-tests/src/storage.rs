@@ -139,21 +139,6 @@ impl SharedStore {
     }
 }
 
-/// The answer to `op` when the storage fails it.
-fn failure(op: &StorageOp) -> StorageResult {
-    let e = StorageError::Failed("simulated storage fault".to_string());
-    match op {
-        StorageOp::Register { .. } => StorageResult::Registered(Err(e)),
-        StorageOp::Authenticate { .. } => StorageResult::Authenticated(Err(e)),
-        StorageOp::ChangePassword { .. } => StorageResult::PasswordChanged(Err(e)),
-        StorageOp::SetContacts { .. } => StorageResult::ContactsSet(Err(e)),
-        StorageOp::StoreMessage { .. } => StorageResult::MessageStored(Err(e)),
-        StorageOp::LoadMailbox { .. } => StorageResult::MailboxLoaded(Err(e)),
-        StorageOp::MarkDelivered { .. } => StorageResult::DeliveredMarked(Err(e)),
-        StorageOp::LoadHistory { .. } => StorageResult::HistoryLoaded(Err(e)),
-    }
-}
-
 /// The backend of one server incarnation.
 #[derive(Debug)]
 pub struct SimStorage {
@@ -218,7 +203,7 @@ impl StorageBackend for SimStorage {
         }
         let what = format!("{op:?}");
         let work = if fate.fails {
-            Work::Answer(failure(&op))
+            Work::Answer(op.failed(StorageError::Failed("simulated storage fault".into())))
         } else if inline || (fate.commit_first && in_order && !self.late().a_write_in_order_waits())
         {
             Work::Answer(self.store.apply(id, op))

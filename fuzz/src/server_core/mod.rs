@@ -203,20 +203,6 @@ fn is_write(op: &StorageOp) -> bool {
     )
 }
 
-fn failed(op: &StorageOp) -> StorageResult {
-    let e = StorageError::Failed("injected by the fuzzer".into());
-    match op {
-        StorageOp::Register { .. } => StorageResult::Registered(Err(e)),
-        StorageOp::Authenticate { .. } => StorageResult::Authenticated(Err(e)),
-        StorageOp::ChangePassword { .. } => StorageResult::PasswordChanged(Err(e)),
-        StorageOp::SetContacts { .. } => StorageResult::ContactsSet(Err(e)),
-        StorageOp::StoreMessage { .. } => StorageResult::MessageStored(Err(e)),
-        StorageOp::LoadMailbox { .. } => StorageResult::MailboxLoaded(Err(e)),
-        StorageOp::MarkDelivered { .. } => StorageResult::DeliveredMarked(Err(e)),
-        StorageOp::LoadHistory { .. } => StorageResult::HistoryLoaded(Err(e)),
-    }
-}
-
 /// Whether `BREEZE_FUZZ_TRACE` is set: then every step and output is printed to stderr.
 fn tracing() -> bool {
     static TRACE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
@@ -605,7 +591,7 @@ impl Harness {
         let Waiting { id, op } = self.waiting.remove(i);
         let write = is_write(&op);
         let result = if fail {
-            failed(&op)
+            op.failed(StorageError::Failed("injected by the fuzzer".into()))
         } else {
             self.perform(op.clone())
         };
