@@ -819,9 +819,9 @@ impl Client {
     }
 
     fn send(&mut self, now: Instant, msg: &ClientMsg) {
+        // Every caller checks for a connection first (or runs on one's frames).
         let Some(conn) = self.connection_mut() else {
-            debug_assert!(false, "{:?} with no connection", msg.kind());
-            return;
+            unreachable!("invariant: {:?} sent with no connection", msg.kind());
         };
         conn.last_sent = now;
         self.outputs.push_back(ClientOutput::Send(encode(msg)));

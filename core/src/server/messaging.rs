@@ -110,7 +110,7 @@ impl Server {
                         payload: payload.clone(),
                     }),
                 },
-                _ => debug_assert!(false, "a user's session list holds only sessions"),
+                _ => unreachable!("invariant: a user's session list holds only sessions"),
             }
         }
     }

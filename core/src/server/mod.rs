@@ -277,11 +277,10 @@ impl Server {
                 self.history_loaded(conn, with, r)
             }
             (Pending::MarkDelivered, StorageResult::DeliveredMarked(_)) => {}
+            // The storage contract answers each request with its own kind; anything else is
+            // a backend bug, and going on would attach the wrong data to a session.
             (pending, result) => {
-                debug_assert!(
-                    false,
-                    "storage result {result:?} does not answer {pending:?}"
-                )
+                unreachable!("invariant: storage result {result:?} does not answer {pending:?}")
             }
         }
     }

@@ -1252,3 +1252,155 @@ fn a_mailbox_page_is_cut_by_bytes_but_always_holds_one_message() {
     assert_eq!(page.messages.len(), 2);
     assert!(!page.more);
 }
+
+/// How a session can end, each through the path that really produces it.
+#[derive(Debug, Clone, Copy)]
+enum End {
+    /// The host reports it cut the connection for this reason.
+    Aborted(CloseReason),
+    /// The client sends a frame that does not decode.
+    Garbage,
+    /// The client falls silent past the heartbeat timeout.
+    Silence,
+    /// The peer closes or resets the connection.
+    ConnectionLost,
+    /// The client logs out.
+    Logout,
+}
+
+/// Every variant; `died_without_meaning_to` below is exhaustive, so a new one is noticed there.
+const ALL_CLOSE_REASONS: [CloseReason; 12] = [
+    CloseReason::HandshakeTimeout,
+    CloseReason::HeartbeatTimeout,
+    CloseReason::Replaced,
+    CloseReason::LoggedOut,
+    CloseReason::BadHandshake,
+    CloseReason::UnsupportedVersion,
+    CloseReason::FrameTooLarge,
+    CloseReason::Malformed,
+    CloseReason::SlowReader,
+    CloseReason::ServerFull,
+    CloseReason::ServerShutdown,
+    CloseReason::Flooding,
+];
+
+/// The grace is for clients that did not mean to leave: their connection died, or the server
+/// cut it for something a reconnect fixes. Exhaustive, so a new reason must be placed here.
+fn died_without_meaning_to(reason: CloseReason) -> bool {
+    match reason {
+        CloseReason::HeartbeatTimeout
+        | CloseReason::FrameTooLarge
+        | CloseReason::Malformed
+        | CloseReason::SlowReader
+        | CloseReason::Flooding => true,
+        CloseReason::HandshakeTimeout
+        | CloseReason::Replaced
+        | CloseReason::LoggedOut
+        | CloseReason::BadHandshake
+        | CloseReason::UnsupportedVersion
+        | CloseReason::ServerFull
+        | CloseReason::ServerShutdown => false,
+    }
+}
+
+/// Ends `u`'s only session by `end` at a 5 s grace, keeping watcher `w` alive, and returns
+/// whether `w` was told `u` is offline at once (`Some(false)`), only when the grace ran out
+/// (`Some(true)`), or never (`None`).
+fn offline_after(end: End) -> Option<bool> {
+    let grace = Duration::from_secs(5);
+    let mut rig = Rig::new(
+        ServerConfig {
+            offline_grace: grace,
+            ..cfg()
+        },
+        &["w", "u"],
+    );
+    let w = rig.login("w", Status::Online);
+    let u = rig.login("u", Status::Online);
+    rig.take(w);
+    let keep_alive = |rig: &mut Rig, seconds: u64| {
+        for _ in 0..seconds {
+            rig.advance(Duration::from_secs(1));
+            rig.frame(w, ClientMsg::Ping { nonce: 0 });
+        }
+    };
+    match end {
+        End::Aborted(reason) => {
+            rig.server.handle_aborted(rig.now, u, reason);
+            rig.pump();
+        }
+        End::Garbage => {
+            rig.server.handle_frame(rig.now, u, &[0xff, 0xff, 0xff]);
+            rig.pump();
+            assert_eq!(rig.closed[&u], CloseReason::Malformed);
+        }
+        End::Silence => {
+            keep_alive(&mut rig, 3);
+            assert_eq!(rig.closed[&u], CloseReason::HeartbeatTimeout);
+        }
+        End::ConnectionLost => rig.close(u),
+        End::Logout => rig.frame(u, ClientMsg::Logout),
+    }
+    let offline = vec![diff(&[("u", Presence::Offline)])];
+    let now: Vec<ServerMsg> = diffs(&rig.take(w)).into_iter().cloned().collect();
+    if now == offline {
+        return Some(false);
+    }
+    assert!(now.is_empty(), "{end:?}: {now:?}");
+    keep_alive(&mut rig, grace.as_secs());
+    let later: Vec<ServerMsg> = diffs(&rig.take(w)).into_iter().cloned().collect();
+    if later.is_empty() {
+        return None;
+    }
+    assert_eq!(later, offline, "{end:?}");
+    Some(true)
+}
+
+#[test]
+fn every_close_reason_either_waits_out_the_grace_or_announces_at_once() {
+    for reason in ALL_CLOSE_REASONS {
+        assert_eq!(
+            offline_after(End::Aborted(reason)),
+            Some(died_without_meaning_to(reason)),
+            "{reason:?}"
+        );
+    }
+    // The paths the core takes itself agree with the table.
+    assert_eq!(offline_after(End::Garbage), Some(true));
+    assert_eq!(offline_after(End::Silence), Some(true));
+    assert_eq!(offline_after(End::ConnectionLost), Some(true));
+    assert_eq!(offline_after(End::Logout), Some(false));
+}
+
+#[test]
+fn under_multi_a_new_device_status_is_told_to_the_others_not_to_itself() {
+    let mut rig = Rig::new(
+        ServerConfig {
+            duplicate_login: DuplicateLogin::Multi,
+            ..cfg()
+        },
+        &["u"],
+    );
+    let phone = rig.login("u", Status::Online);
+    let laptop = rig.login("u", Status::Online);
+    let own = |msgs: Vec<ServerMsg>| -> Vec<ServerMsg> {
+        msgs.into_iter()
+            .filter(|m| matches!(m, ServerMsg::OwnStatus { .. }))
+            .collect()
+    };
+    assert!(
+        own(rig.take(phone)).is_empty(),
+        "same status, nothing to say"
+    );
+    assert!(own(rig.take(laptop)).is_empty());
+    let desk = rig.login("u", Status::Busy);
+    let told = vec![ServerMsg::OwnStatus {
+        status: Status::Busy,
+    }];
+    assert_eq!(own(rig.take(phone)), told);
+    assert_eq!(own(rig.take(laptop)), told);
+    assert!(
+        own(rig.take(desk)).is_empty(),
+        "the device that set it learns it from its LoginOk"
+    );
+}
