@@ -53,6 +53,11 @@ pub enum StartError {
     Tls(#[source] TlsError),
     #[error("the startup work panicked")]
     Panicked,
+    /// The core task ended without being asked: it panicked (an accept loop or the storage
+    /// writer died, or an invariant failed). The process must end rather than linger with
+    /// its listener closed; a supervisor restarts it, everyone offline.
+    #[error("the server stopped by itself ({0}); exiting so that it can be restarted")]
+    Died(String),
 }
 
 /// A server that is up and serving.
@@ -184,11 +189,36 @@ pub async fn run(
     settings: Settings,
     shutdown_signal: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
-    let running = start(settings).await?;
-    shutdown_signal.await;
-    info!("shutdown requested");
-    running.shutdown().await;
-    Ok(())
+    serve(start(settings).await?, shutdown_signal).await
+}
+
+/// Serves until `shutdown_signal` resolves (then shuts down gracefully), or until the core
+/// task dies, which is an error: no zombie server that keeps the process up with nothing
+/// accepting (ARCHITECTURE.md, Invariants).
+pub async fn serve(
+    mut running: Running,
+    shutdown_signal: impl Future<Output = ()>,
+) -> Result<(), StartError> {
+    tokio::select! {
+        () = shutdown_signal => {
+            info!("shutdown requested");
+            running.shutdown().await;
+            Ok(())
+        }
+        ended = &mut running.task => Err(StartError::Died(match ended {
+            Ok(()) => "its core task returned".to_owned(),
+            Err(e) if e.is_panic() => {
+                let payload = e.into_panic();
+                let text = payload
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| payload.downcast_ref::<&str>().copied())
+                    .unwrap_or("no message");
+                format!("its core task panicked: {text}")
+            }
+            Err(_) => "its core task was cancelled".to_owned(),
+        })),
+    }
 }
 
 fn open_store(
@@ -252,4 +282,54 @@ fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(LISTEN_BACKLOG)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// Long enough for any machine to notice a finished task; `serve` hangs forever without
+    /// the fix, so the bound only turns a hang into a failure.
+    const BOUND: Duration = Duration::from_secs(30);
+
+    #[tokio::test]
+    async fn a_dead_core_task_ends_serve_with_an_error() {
+        let running = start(Settings::for_tests(DbLocation::Memory))
+            .await
+            .unwrap();
+        running.task.abort();
+        let served = tokio::time::timeout(BOUND, serve(running, std::future::pending()))
+            .await
+            .expect("serve returned once its core task was gone");
+        assert!(matches!(served, Err(StartError::Died(_))), "{served:?}");
+    }
+
+    #[tokio::test]
+    async fn a_panicking_core_task_is_reported_with_its_message() {
+        let mut running = start(Settings::for_tests(DbLocation::Memory))
+            .await
+            .unwrap();
+        let host = std::mem::replace(
+            &mut running.task,
+            tokio::spawn(async { panic!("invariant: test") }),
+        );
+        host.abort();
+        let served = tokio::time::timeout(BOUND, serve(running, std::future::pending()))
+            .await
+            .expect("serve returned once its core task panicked");
+        let Err(StartError::Died(why)) = served else {
+            panic!("{served:?}");
+        };
+        assert!(why.contains("panicked: invariant: test"), "{why}");
+    }
+
+    #[tokio::test]
+    async fn a_shutdown_signal_ends_serve_cleanly() {
+        let running = start(Settings::for_tests(DbLocation::Memory))
+            .await
+            .unwrap();
+        let served = tokio::time::timeout(BOUND, serve(running, async {})).await;
+        assert!(matches!(served, Ok(Ok(()))), "{served:?}");
+    }
 }

@@ -35,6 +35,13 @@ impl StorageBackend for StoreBackend {
     fn submit(&mut self, id: RequestId, op: StorageOp) {
         if let Some(service) = &self.service {
             service.submit(id, op);
+            // The writer ends only when shut down, which takes the service; so here it can
+            // only have died of a panic. Without it no login or message can be stored:
+            // end the core task, and with it the process (ARCHITECTURE.md, Invariants).
+            assert!(
+                service.is_running(),
+                "invariant: the storage writer thread died"
+            );
         }
     }
 

@@ -118,6 +118,11 @@ impl StorageService {
         }
     }
 
+    /// False once the writer thread has ended: after `shutdown`, or if it died of a panic.
+    pub fn is_running(&self) -> bool {
+        self.writer.as_ref().is_some_and(|w| !w.is_finished())
+    }
+
     /// Finishes everything submitted so far (hashing included), commits it, reports it and
     /// joins the threads. Dropping the service does the same.
     pub fn shutdown(mut self) {
