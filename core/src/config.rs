@@ -45,6 +45,39 @@ pub struct ServerConfig {
     /// connection's outbound queue.
     pub mailbox_page: u32,
     pub mailbox_page_bytes: u64,
+    /// Storage requests and password hashes in flight, per connection and on the server.
+    pub work: WorkBudget,
+    /// Registrations per source address.
+    pub register_throttle: RegisterThrottle,
+}
+
+/// How many of something may be in flight at once: for one connection, and on the whole
+/// server. One more is refused (`Busy`) rather than queued.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Budget {
+    pub per_conn: u32,
+    pub total: u32,
+}
+
+/// The core's budgets for work it hands to the host. Every storage request counts against
+/// `storage` until its result is handled, and one that costs an argon2 hash (`Register`, a
+/// password `Login`, `ChangePassword`) against `hashing` too. `storage.total` is also the
+/// bound of every queue between the core and storage (the store's request queue, the host's
+/// result channel), and `hashing.total` of the store's hash-job queue: those queues are sized
+/// from it, so they can never fill up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WorkBudget {
+    pub storage: Budget,
+    pub hashing: Budget,
+}
+
+/// Registrations from one source address: a burst of `burst`, then one per `every` (GCRA,
+/// like the frame budget). Beyond it `Register` is refused with `RateLimited`. `burst: 0`
+/// switches the limit off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RegisterThrottle {
+    pub burst: u32,
+    pub every: Duration,
 }
 
 /// A sustained rate with a burst allowance. `per_second: 0` switches the limit off.
@@ -96,6 +129,29 @@ impl Default for ServerConfig {
             },
             mailbox_page: 256,
             mailbox_page_bytes: 1024 * 1024,
+            work: WorkBudget {
+                // 256 per connection lets a client re-send a long outbox after a reconnect
+                // in one go. 1024 on the server is two full store transactions (the store's
+                // `MAX_BATCH`), so the writer always has its next batch waiting, and holds at
+                // most ~1.1 GB even if every request were a `Send` of `max_frame` bytes.
+                storage: Budget {
+                    per_conn: 256,
+                    total: 1024,
+                },
+                // A hash takes tens of ms on one of `--hash-threads` (2) threads: 64 waiting
+                // is about a second of queue. Two per connection allows a pipelined
+                // `Register` + `Login`.
+                hashing: Budget {
+                    per_conn: 2,
+                    total: 64,
+                },
+            },
+            // An office behind one NAT may sign up a few people at once; a script may not
+            // fill the directory.
+            register_throttle: RegisterThrottle {
+                burst: 10,
+                every: Duration::from_secs(30),
+            },
         }
     }
 }

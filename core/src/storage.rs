@@ -86,6 +86,20 @@ pub enum StorageOp {
 }
 
 impl StorageOp {
+    /// Whether performing it costs an argon2 hash: it counts against the core's hashing
+    /// budget (`WorkBudget::hashing`), and a store runs it on its hashing threads.
+    pub fn hashes(&self) -> bool {
+        matches!(
+            self,
+            StorageOp::Register { .. }
+                | StorageOp::Authenticate {
+                    credential: Credential::Password(_),
+                    ..
+                }
+                | StorageOp::ChangePassword { .. }
+        )
+    }
+
     /// The answer a backend gives when it cannot perform `self`: the result of the op's own
     /// kind, carrying `e`. Fault injection (the simulation, the fuzzer) builds its
     /// failures here, so a new op cannot be forgotten in one of them.

@@ -11,7 +11,7 @@ use crate::storage::{Account, StorageError, StorageOp};
 use crate::time::Instant;
 
 impl Server {
-    pub(super) fn register(&mut self, conn: ConnId, user: UserId, password: String) {
+    pub(super) fn register(&mut self, now: Instant, conn: ConnId, user: UserId, password: String) {
         if user.validate().is_err() {
             return self.error(conn, RequestKind::Register, ErrorCode::InvalidName, None);
         }
@@ -26,7 +26,22 @@ impl Server {
         if self.users.contains_key(&user) {
             return self.error(conn, RequestKind::Register, ErrorCode::UserTaken, None);
         }
+        if !self.has_room(conn, 1, 1) {
+            return self.error(conn, RequestKind::Register, ErrorCode::Busy, None);
+        }
+        // Counted only once the hash would be spent: refusals above cost nothing.
+        let addr = self.conns.get(&conn).and_then(|c| c.addr);
+        if let Some(addr) = addr
+            && !self
+                .registrations
+                .admit(addr, now, &self.cfg.register_throttle)
+        {
+            self.out
+                .push_back(Output::Event(ServerEvent::RegisterThrottled { user, addr }));
+            return self.error(conn, RequestKind::Register, ErrorCode::RateLimited, None);
+        }
         self.request(
+            conn,
             StorageOp::Register {
                 user: user.clone(),
                 password,
@@ -90,9 +105,13 @@ impl Server {
                 .push_back(Output::Event(ServerEvent::LoginThrottled { user, addr }));
             return self.error(conn, RequestKind::Login, ErrorCode::RateLimited, None);
         }
+        if !self.has_room(conn, 1, u32::from(password)) {
+            return self.error(conn, RequestKind::Login, ErrorCode::Busy, None);
+        }
         // Unknown and invalid names go to storage too, so a failure looks and takes the same
         // as a wrong password and does not reveal who exists.
         let id = self.request(
+            conn,
             StorageOp::Authenticate {
                 user: user.clone(),
                 credential,
@@ -229,7 +248,11 @@ impl Server {
                 None,
             );
         }
+        if !self.has_room(conn, 1, 1) {
+            return self.error(conn, RequestKind::ChangePassword, ErrorCode::Busy, None);
+        }
         self.request(
+            conn,
             StorageOp::ChangePassword { user, old, new },
             Pending::ChangePassword { conn },
         );

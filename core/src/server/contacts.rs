@@ -64,9 +64,13 @@ impl Server {
         if after > max && after > u.contacts.len() {
             return self.error(conn, kind, ErrorCode::TooManyContacts, None);
         }
+        if !self.has_room(conn, 1, 0) {
+            return self.error(conn, kind, ErrorCode::Busy, None);
+        }
         let add: Vec<UserId> = adding.into_iter().collect();
         let remove: Vec<UserId> = remove.into_iter().collect();
         self.request(
+            conn,
             StorageOp::SetContacts {
                 user: user.clone(),
                 add: add.clone(),

@@ -1,8 +1,9 @@
 //! Abuse limits the core enforces on its own, in virtual time: a frame budget per connection,
-//! and growing delays after failed logins, per user and per source address.
+//! growing delays after failed logins, per user and per source address, and a registration
+//! rate per source address.
 
 use super::deadline::DeadlineQueue;
-use crate::config::{FrameRate, LoginThrottle};
+use crate::config::{FrameRate, LoginThrottle, RegisterThrottle};
 use crate::ids::UserId;
 use crate::time::{Duration, Instant};
 use std::collections::BTreeMap;
@@ -14,13 +15,65 @@ pub(crate) fn admit_frame(tat: &mut Instant, now: Instant, limit: &FrameRate) ->
     if limit.per_second == 0 {
         return true;
     }
-    let interval = Duration::from_secs(1) / limit.per_second;
+    gcra(
+        tat,
+        now,
+        Duration::from_secs(1) / limit.per_second,
+        limit.burst,
+    )
+}
+
+/// One more event at `now` under "one per `interval`, bursts of `burst`", if it fits.
+fn gcra(tat: &mut Instant, now: Instant, interval: Duration, burst: u32) -> bool {
     let next = (*tat).max(now) + interval;
-    if next - now > interval * limit.burst.max(1) {
+    if next - now > interval * burst.max(1) {
         return false;
     }
     *tat = next;
     true
+}
+
+/// Registrations per source address (GCRA, one `Instant` per address that registered
+/// lately). An address is forgotten once its burst has refilled, when it would behave as a
+/// new one anyway, so the map holds only addresses active within `burst × every`.
+#[derive(Debug, Default)]
+pub(crate) struct RegisterGuard {
+    tat: BTreeMap<IpAddr, Instant>,
+    /// One entry per remembered address, at or before its `tat` (lazily moved on).
+    forget: DeadlineQueue<IpAddr>,
+}
+
+impl RegisterGuard {
+    /// Admits one registration from `addr` at `now`, or says it must wait.
+    pub(crate) fn admit(&mut self, addr: IpAddr, now: Instant, cfg: &RegisterThrottle) -> bool {
+        if cfg.burst == 0 {
+            return true;
+        }
+        let known = self.tat.contains_key(&addr);
+        let tat = self.tat.entry(addr).or_insert(now);
+        let admitted = gcra(tat, now, cfg.every, cfg.burst);
+        if !known {
+            let at = *tat;
+            self.forget.push(at, addr);
+        }
+        admitted
+    }
+
+    pub(crate) fn expire(&mut self, now: Instant) {
+        while let Some((_, addr)) = self.forget.pop_due(now) {
+            match self.tat.get(&addr) {
+                Some(&tat) if tat > now => self.forget.push(tat, addr),
+                Some(_) => {
+                    self.tat.remove(&addr);
+                }
+                None => {}
+            }
+        }
+    }
+
+    pub(crate) fn next_expiry(&self) -> Option<Instant> {
+        self.forget.next()
+    }
 }
 
 /// Whose failures a login attempt counts against.
@@ -123,6 +176,32 @@ mod tests {
         // At the sustained rate (one per 10 ms) everything passes.
         let mut tat = Instant::ZERO;
         assert!((0..1000).all(|i| admit_frame(&mut tat, ms(i * 10), &limit)));
+    }
+
+    #[test]
+    fn registrations_per_address_come_in_a_burst_then_at_the_rate_and_are_forgotten() {
+        let cfg = RegisterThrottle {
+            burst: 3,
+            every: Duration::from_secs(10),
+        };
+        let a: IpAddr = [10, 0, 0, 1].into();
+        let b: IpAddr = [10, 0, 0, 2].into();
+        let mut g = RegisterGuard::default();
+        let admitted = (0..10).filter(|_| g.admit(a, ms(0), &cfg)).count();
+        assert_eq!(admitted, 3, "the burst");
+        assert!(g.admit(b, ms(0), &cfg), "another address has its own burst");
+        assert!(!g.admit(a, ms(9_999), &cfg));
+        assert!(g.admit(a, ms(10_000), &cfg), "one more per interval");
+        assert!(!g.admit(a, ms(10_000), &cfg));
+        // Quiet until the burst has refilled: forgotten, and a full burst again.
+        g.expire(ms(39_999));
+        assert!(g.tat.contains_key(&a));
+        g.expire(ms(40_000));
+        assert!(!g.tat.contains_key(&a) && !g.tat.contains_key(&b));
+        assert_eq!(g.next_expiry(), None);
+        assert_eq!((0..10).filter(|_| g.admit(a, ms(40_000), &cfg)).count(), 3);
+        let off = RegisterThrottle { burst: 0, ..cfg };
+        assert!((0..100).all(|_| g.admit(a, ms(40_000), &off)));
     }
 
     #[test]

@@ -41,6 +41,9 @@ impl Server {
             Some(ErrorCode::TooLarge)
         } else if !self.users.contains_key(&to) {
             Some(ErrorCode::NoSuchUser)
+        } else if !self.has_room(conn, 1, 0) {
+            // Not stored: the client sends it again with the same id (PROTOCOL.md §13.1).
+            Some(ErrorCode::Busy)
         } else {
             None
         };
@@ -48,6 +51,7 @@ impl Server {
             return self.error(conn, RequestKind::Send, code, Some(id));
         }
         self.request(
+            conn,
             StorageOp::StoreMessage {
                 from,
                 to,
@@ -122,7 +126,7 @@ impl Server {
             limit: self.cfg.mailbox_page,
             max_bytes: self.cfg.mailbox_page_bytes,
         };
-        self.request(op, Pending::Mailbox { conn });
+        self.request(conn, op, Pending::Mailbox { conn });
     }
 
     pub(super) fn mailbox_loaded(&mut self, conn: ConnId, r: Result<MailboxPage, StorageError>) {
@@ -182,6 +186,18 @@ impl Server {
         if seqs.is_empty() {
             return;
         }
+        let Some(Phase::Session(session)) = self.conns.get(&conn).map(|c| &c.phase) else {
+            return;
+        };
+        let next_page = match session.mailbox {
+            Mailbox::AwaitingAck { last, .. } => seqs.contains(&last),
+            _ => false,
+        };
+        // The mark and, if this acks a page, the next page's read: both or neither, so a
+        // refused ack leaves the mailbox waiting for it to come again.
+        if !self.has_room(conn, 1 + u32::from(next_page), 0) {
+            return self.error(conn, RequestKind::Ack, ErrorCode::Busy, None);
+        }
         let next_page = self
             .conns
             .get_mut(&conn)
@@ -201,6 +217,7 @@ impl Server {
                 _ => None,
             });
         self.request(
+            conn,
             StorageOp::MarkDelivered {
                 user: user.clone(),
                 seqs,
@@ -223,17 +240,22 @@ impl Server {
         if !self.users.contains_key(&with) {
             return self.error(conn, RequestKind::History, ErrorCode::NoSuchUser, None);
         }
-        let Some(c) = self.conns.get_mut(&conn) else {
+        let Some(c) = self.conns.get(&conn) else {
             return;
         };
-        if c.history_loads >= MAX_HISTORY_LOADS_PER_CONN || self.history_loads >= MAX_HISTORY_LOADS
+        if c.history_loads >= MAX_HISTORY_LOADS_PER_CONN
+            || self.history_loads >= MAX_HISTORY_LOADS
+            || !self.has_room(conn, 1, 0)
         {
             return self.error(conn, RequestKind::History, ErrorCode::Busy, None);
         }
-        c.history_loads += 1;
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.history_loads += 1;
+        }
         self.history_loads += 1;
         let limit = limit.min(MAX_HISTORY);
         self.request(
+            conn,
             StorageOp::LoadHistory {
                 user,
                 with: with.clone(),

@@ -7,6 +7,7 @@
 //! burst of inputs before draining (100 sockets closing at once) sends one diff per watcher.
 
 mod account;
+mod budget;
 mod contacts;
 mod deadline;
 mod guard;
@@ -26,9 +27,10 @@ use crate::message::{
 };
 use crate::storage::{StorageOp, StorageResult};
 use crate::time::Instant;
+use budget::{Charge, InFlight};
 use bytes::Bytes;
 use deadline::DeadlineQueue;
-use guard::{LoginGuard, admit_frame};
+use guard::{LoginGuard, RegisterGuard, admit_frame};
 use presence::PresenceBoard;
 use session::{Conn, Phase, User};
 use std::collections::{BTreeMap, VecDeque};
@@ -70,6 +72,11 @@ pub enum ServerEvent {
     LoginThrottled {
         user: UserId,
         addr: Option<IpAddr>,
+    },
+    /// A registration was refused: its address registered too many accounts lately.
+    RegisterThrottled {
+        user: UserId,
+        addr: IpAddr,
     },
 }
 
@@ -154,10 +161,14 @@ pub struct Server {
     online: usize,
     heartbeats: DeadlineQueue<ConnId>,
     graces: DeadlineQueue<UserId>,
-    pending: BTreeMap<RequestId, Pending>,
+    /// Storage requests not yet answered, with the budget places each holds.
+    pending: BTreeMap<RequestId, (Charge, Pending)>,
     next_request: u64,
+    /// Storage requests and hashes in flight on the whole server (see `budget`).
+    in_flight: InFlight,
     presence: PresenceBoard,
     logins: LoginGuard,
+    registrations: RegisterGuard,
     /// `History` requests of every connection waiting for storage.
     history_loads: usize,
     out: VecDeque<Output>,
@@ -175,8 +186,10 @@ impl Server {
             graces: DeadlineQueue::default(),
             pending: BTreeMap::new(),
             next_request: 0,
+            in_flight: InFlight::default(),
             presence: PresenceBoard::default(),
             logins: LoginGuard::default(),
+            registrations: RegisterGuard::default(),
             history_loads: 0,
             out: VecDeque::new(),
         }
@@ -245,9 +258,12 @@ impl Server {
 
     /// The host finished a storage request.
     pub fn handle_storage(&mut self, now: Instant, id: RequestId, result: StorageResult) {
-        let Some(pending) = self.pending.remove(&id) else {
+        let Some((charge, pending)) = self.pending.remove(&id) else {
             return;
         };
+        // Released first, so a result that makes the next request (a login's mailbox read)
+        // finds its place free.
+        self.release(charge);
         match (pending, result) {
             (Pending::Register { conn, user }, StorageResult::Registered(r)) => {
                 self.registered(conn, user, r)
@@ -303,6 +319,7 @@ impl Server {
             self.close(now, conn, reason);
         }
         self.logins.expire(now);
+        self.registrations.expire(now);
         while let Some((_, user)) = self.graces.pop_due(now) {
             let Some(u) = self.users.get_mut(&user) else {
                 continue;
@@ -322,6 +339,7 @@ impl Server {
             self.heartbeats.next(),
             self.graces.next(),
             self.logins.next_expiry(),
+            self.registrations.next_expiry(),
         ]
         .into_iter()
         .flatten()
@@ -448,7 +466,7 @@ impl Server {
     /// Handshake done, not logged in.
     fn on_anonymous(&mut self, now: Instant, conn: ConnId, msg: ClientMsg) {
         match msg {
-            ClientMsg::Register { user, password } => self.register(conn, user, password),
+            ClientMsg::Register { user, password } => self.register(now, conn, user, password),
             ClientMsg::Login {
                 user,
                 credential,
@@ -502,7 +520,7 @@ impl Server {
             ClientMsg::Register {
                 user: new,
                 password,
-            } => self.register(conn, new, password),
+            } => self.register(now, conn, new, password),
             ClientMsg::AdminWho => {
                 if self.cfg.admins.contains(&user) {
                     let who = ServerMsg::Who {
@@ -576,14 +594,6 @@ impl Server {
         }
         self.online -= 1;
         self.presence.touch(user);
-    }
-
-    fn request(&mut self, op: StorageOp, pending: Pending) -> RequestId {
-        let id = RequestId(self.next_request);
-        self.next_request += 1;
-        self.pending.insert(id, pending);
-        self.out.push_back(Output::Storage { id, op });
-        id
     }
 
     fn send(&mut self, conn: ConnId, msg: &ServerMsg) {

@@ -1,5 +1,6 @@
 //! Connections, sessions and users as the server core sees them.
 
+use super::budget::InFlight;
 use super::vec_set::VecSet;
 use crate::config::ServerConfig;
 use crate::ids::{ConnId, RequestId, UserId};
@@ -24,6 +25,8 @@ pub(crate) struct Conn {
     pub(crate) frame_tat: Instant,
     /// `History` requests of this connection waiting for storage.
     pub(crate) history_loads: u8,
+    /// Storage requests and hashes of this connection in flight (see `budget`).
+    pub(crate) in_flight: InFlight,
 }
 
 #[derive(Debug)]
@@ -77,6 +80,7 @@ impl Conn {
             addr,
             frame_tat: now,
             history_loads: 0,
+            in_flight: InFlight::default(),
         }
     }
 

@@ -1404,3 +1404,78 @@ fn under_multi_a_new_device_status_is_told_to_the_others_not_to_itself() {
         "the device that set it learns it from its LoginOk"
     );
 }
+
+#[test]
+fn registrations_are_throttled_per_address_and_logged() {
+    use crate::config::RegisterThrottle;
+    let cfg = ServerConfig {
+        register_throttle: RegisterThrottle {
+            burst: 2,
+            every: Duration::from_secs(60),
+        },
+        // The connections stay up while the allowance refills.
+        heartbeat_timeout: Duration::from_secs(600),
+        ..ServerConfig::default()
+    };
+    let mut rig = Rig::new(cfg, &[]);
+    let script: std::net::IpAddr = "192.0.2.7".parse().unwrap();
+    let office: std::net::IpAddr = "192.0.2.8".parse().unwrap();
+    let from = |rig: &mut Rig, addr| {
+        let c = rig.open_from(Some(addr));
+        rig.frame(
+            c,
+            ClientMsg::Hello {
+                magic: MAGIC,
+                version: 1,
+                client: String::new(),
+            },
+        );
+        rig.take(c);
+        c
+    };
+    let register = |rig: &mut Rig, c, name: &str| {
+        rig.frame(
+            c,
+            ClientMsg::Register {
+                user: user(name),
+                password: "long enough".into(),
+            },
+        );
+        rig.take(c)
+    };
+    let registered = |name: &str| vec![ServerMsg::Registered { user: user(name) }];
+    let limited = vec![ServerMsg::Error {
+        request: RequestKind::Register,
+        code: ErrorCode::RateLimited,
+        id: None,
+    }];
+    // The burst, over any number of connections from the address; then refused.
+    let c1 = from(&mut rig, script);
+    assert_eq!(register(&mut rig, c1, "s1"), registered("s1"));
+    let c2 = from(&mut rig, script);
+    assert_eq!(register(&mut rig, c2, "s2"), registered("s2"));
+    assert_eq!(register(&mut rig, c2, "s3"), limited);
+    assert!(rig.events.iter().any(|e| matches!(
+        e,
+        ServerEvent::RegisterThrottled { addr, .. } if *addr == script
+    )));
+    // Refusals that cost nothing (a taken name) do not use the allowance up, nor do they
+    // tell a throttled address anything new.
+    assert_eq!(
+        register(&mut rig, c2, "s1"),
+        vec![ServerMsg::Error {
+            request: RequestKind::Register,
+            code: ErrorCode::UserTaken,
+            id: None,
+        }]
+    );
+    // Another address has its own allowance.
+    let o = from(&mut rig, office);
+    assert_eq!(register(&mut rig, o, "o1"), registered("o1"));
+    // One more per interval.
+    rig.advance(Duration::from_secs(59));
+    assert_eq!(register(&mut rig, c2, "s3"), limited);
+    rig.advance(Duration::from_secs(1));
+    assert_eq!(register(&mut rig, c2, "s3"), registered("s3"));
+    assert_eq!(register(&mut rig, c2, "s4"), limited);
+}
