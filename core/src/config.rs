@@ -59,6 +59,14 @@ pub struct Budget {
     pub total: u32,
 }
 
+impl Budget {
+    /// How many may be in flight on the server (a `total` of 0 acts as 1): the capacity of
+    /// the queues that carry them.
+    pub fn capacity(&self) -> usize {
+        usize::try_from(self.total.max(1)).unwrap_or(usize::MAX)
+    }
+}
+
 /// The core's budgets for work it hands to the host. Every storage request counts against
 /// `storage` until its result is handled, and one that costs an argon2 hash (`Register`, a
 /// password `Login`, `ChangePassword`) against `hashing` too. `storage.total` is also the

@@ -2,7 +2,7 @@
 
 use crate::settings::{DbLocation, Settings, TlsFiles};
 use breeze_core::codec::DEFAULT_MAX_FRAME;
-use breeze_core::config::{FrameRate, LoginThrottle};
+use breeze_core::config::{Budget, FrameRate, LoginThrottle, RegisterThrottle, WorkBudget};
 use breeze_core::message::WatchScope;
 use breeze_core::{DuplicateLogin, ServerConfig, UserId};
 use breeze_store::{DbOptions, HashCost, Synchronous};
@@ -127,6 +127,34 @@ pub struct Args {
     #[arg(long, env = "BREEZE_LOGIN_FREE_ATTEMPTS", default_value_t = ServerConfig::default().login_throttle.free_attempts, value_name = "N")]
     pub login_free_attempts: u32,
 
+    /// Registrations one source address may make at once; beyond them, one more per
+    /// --register-every, and the rest are refused (`RateLimited`). 0 switches the limit off.
+    #[arg(long, env = "BREEZE_REGISTER_BURST", default_value_t = ServerConfig::default().register_throttle.burst, value_name = "N")]
+    pub register_burst: u32,
+
+    /// How often one source address earns one more registration after its burst.
+    #[arg(long, env = "BREEZE_REGISTER_EVERY", default_value = "30s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub register_every: Duration,
+
+    /// Storage requests (messages, logins, contact changes, reads) the whole server may
+    /// have waiting for the database; one more is refused as busy, and the client retries.
+    /// Also the size of the queues to and from the storage threads.
+    #[arg(long, env = "BREEZE_MAX_STORAGE", default_value_t = ServerConfig::default().work.storage.total, value_name = "N")]
+    pub max_storage: u32,
+
+    /// Storage requests one connection may have waiting for the database.
+    #[arg(long, env = "BREEZE_MAX_STORAGE_PER_CONNECTION", default_value_t = ServerConfig::default().work.storage.per_conn, value_name = "N")]
+    pub max_storage_per_connection: u32,
+
+    /// Password hashes (registrations, password logins and changes) the whole server may
+    /// have waiting for the hashing threads; one more is refused as busy.
+    #[arg(long, env = "BREEZE_MAX_HASHING", default_value_t = ServerConfig::default().work.hashing.total, value_name = "N")]
+    pub max_hashing: u32,
+
+    /// Password hashes one connection may have waiting.
+    #[arg(long, env = "BREEZE_MAX_HASHING_PER_CONNECTION", default_value_t = ServerConfig::default().work.hashing.per_conn, value_name = "N")]
+    pub max_hashing_per_connection: u32,
+
     /// A user allowed the administrators' `who` query. Repeat the flag or give a
     /// comma-separated list.
     #[arg(
@@ -231,6 +259,11 @@ impl Args {
             ("--hash-threads", self.hash_threads == 0),
             ("--argon2-iterations", self.argon2_iterations == 0),
             ("--argon2-memory-kib", self.argon2_memory_kib == 0),
+            ("--max-storage", self.max_storage == 0),
+            ("--max-storage-per-connection", self.max_storage_per_connection == 0),
+            ("--max-hashing", self.max_hashing == 0),
+            ("--max-hashing-per-connection", self.max_hashing_per_connection == 0),
+            ("--register-every", self.register_every.is_zero()),
         ] {
             if zero {
                 return Err(ConfigError::Zero(flag));
@@ -275,6 +308,20 @@ impl Args {
             login_throttle: LoginThrottle {
                 free_attempts: self.login_free_attempts,
                 ..defaults.login_throttle
+            },
+            register_throttle: RegisterThrottle {
+                burst: self.register_burst,
+                every: self.register_every,
+            },
+            work: WorkBudget {
+                storage: Budget {
+                    per_conn: self.max_storage_per_connection,
+                    total: self.max_storage,
+                },
+                hashing: Budget {
+                    per_conn: self.max_hashing_per_connection,
+                    total: self.max_hashing,
+                },
             },
             ..defaults
         };
@@ -379,6 +426,35 @@ mod tests {
         assert_eq!(s.hash_cost.memory_kib, 64);
         assert_eq!(s.host.outbound_queue.frames, 10);
         assert_eq!(s.server.max_contacts, 5000);
+    }
+
+    #[test]
+    fn work_budgets_and_the_registration_throttle_reach_the_core() {
+        assert_eq!(parse(&[]).unwrap().server.work, ServerConfig::default().work);
+        let s = parse(&[
+            "--max-storage",
+            "100",
+            "--max-storage-per-connection",
+            "10",
+            "--max-hashing",
+            "8",
+            "--max-hashing-per-connection",
+            "1",
+            "--register-burst",
+            "0",
+            "--register-every",
+            "1m",
+        ])
+        .unwrap();
+        let work = s.server.work;
+        assert_eq!((work.storage.total, work.storage.per_conn), (100, 10));
+        assert_eq!((work.hashing.total, work.hashing.per_conn), (8, 1));
+        assert_eq!(s.server.register_throttle.burst, 0);
+        assert_eq!(s.server.register_throttle.every, Duration::from_secs(60));
+        assert_eq!(
+            parse(&["--max-storage", "0"]).unwrap_err().to_string(),
+            "--max-storage must be greater than zero"
+        );
     }
 
     #[test]

@@ -123,9 +123,15 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         source,
     };
     let listener = bind(settings.listen).map_err(listen_error)?;
-    let (results, receiver) = result_channel();
-    let backend = StoreBackend::start(db, hasher, settings.hash_threads, results)
-        .map_err(StartError::Storage)?;
+    let (results, receiver) = result_channel(&settings.server);
+    let backend = StoreBackend::start(
+        db,
+        hasher,
+        settings.hash_threads,
+        settings.server.work,
+        results,
+    )
+    .map_err(StartError::Storage)?;
     let registered = users.len();
     let clock = Clock::start();
     let server = Server::new(settings.server.clone(), users);

@@ -1,6 +1,7 @@
 //! breeze-store's `StorageService` as the host's `StorageBackend`.
 
 use breeze_core::RequestId;
+use breeze_core::config::WorkBudget;
 use breeze_core::storage::StorageOp;
 use breeze_store::{Db, Hasher, StorageService, StoreError};
 use breeze_transport_tokio::{ResultSender, StorageBackend};
@@ -13,15 +14,16 @@ pub struct StoreBackend {
 }
 
 impl StoreBackend {
-    /// Starts the store's writer thread and `hash_threads` password hashing threads;
-    /// results go to `results`.
+    /// Starts the store's writer thread and `hash_threads` password hashing threads, with
+    /// queues sized for the core's `budget`; results go to `results`.
     pub fn start(
         db: Db,
         hasher: Hasher,
         hash_threads: usize,
+        budget: WorkBudget,
         results: ResultSender,
     ) -> Result<StoreBackend, StoreError> {
-        let service = StorageService::start(db, hasher, hash_threads, move |id, result| {
+        let service = StorageService::start(db, hasher, hash_threads, budget, move |id, result| {
             // After the host is gone nobody waits for the result; the write is done anyway.
             results.send(id, result);
         })?;

@@ -163,7 +163,7 @@ impl Harness {
                 async move {
                     let users = store.lock().users()?;
                     let listener = SimListener::bind(oracle.clone()).await?;
-                    let (results, receiver) = result_channel();
+                    let (results, receiver) = result_channel(&server_cfg);
                     let (backend, late_results) = SimStorage::new(store, results, oracle.clone());
                     tokio::spawn(late_results);
                     let clock = Clock::start();

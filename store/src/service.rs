@@ -6,9 +6,10 @@ use crate::error::StoreError;
 use crate::hash::Hasher;
 use crate::ops::{Finish, HashJob, Kind};
 use breeze_core::RequestId;
+use breeze_core::config::WorkBudget;
 use breeze_core::storage::{StorageOp, StorageResult};
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -39,8 +40,17 @@ enum Msg {
 /// anything submitted around them. Every other request completes in submission order, and
 /// each result is reported only after its writes are committed, so a request submitted
 /// after a result was reported sees that write.
+///
+/// Both queues are bounded by the core's `WorkBudget`, which admits at most
+/// `storage.total` requests (and `hashing.total` hashes) until their results are handled.
+/// Each admitted request is in exactly one place at a time — the request queue, the
+/// writer's batch, the hash-job queue, a hashing thread, the request queue again as
+/// `Hashed`, then `on_done` — so the request queue never holds more than `storage.total`
+/// (plus the one `Shutdown`) and the job queue never more than `hashing.total`. `submit`
+/// therefore never waits; a full queue would mean the budget was broken, and is treated as
+/// the broken invariant it is (ARCHITECTURE.md, Invariants).
 pub struct StorageService {
-    queue: Sender<Msg>,
+    queue: SyncSender<Msg>,
     writer: Option<JoinHandle<()>>,
     on_done: OnDone,
 }
@@ -54,18 +64,22 @@ impl std::fmt::Debug for StorageService {
 }
 
 impl StorageService {
-    /// Starts the writer and `hash_threads` hashing threads (at least one). Fails only if the
+    /// Starts the writer and `hash_threads` hashing threads (at least one), with queues
+    /// sized for the core's `budget`: submit no more than it admits. Fails only if the
     /// operating system refuses a thread.
     pub fn start(
         mut db: Db,
         hasher: Hasher,
         hash_threads: usize,
+        budget: WorkBudget,
         on_done: impl Fn(RequestId, StorageResult) + Send + Sync + 'static,
     ) -> Result<StorageService, StoreError> {
         let on_done: OnDone = Arc::new(on_done);
         let hasher = Arc::new(hasher);
-        let (queue, inbox) = mpsc::channel::<Msg>();
-        let (jobs, job_inbox) = mpsc::channel::<(RequestId, HashJob)>();
+        // One more for `Shutdown`.
+        let (queue, inbox) = mpsc::sync_channel::<Msg>(budget.storage.capacity() + 1);
+        let (jobs, job_inbox) =
+            mpsc::sync_channel::<(RequestId, HashJob)>(budget.hashing.capacity());
         let job_inbox = Arc::new(Mutex::new(job_inbox));
 
         let mut pool = Vec::new();
@@ -109,12 +123,21 @@ impl StorageService {
         })
     }
 
-    /// Queues a request; its result comes back through `on_done`.
+    /// Queues a request without waiting; its result comes back through `on_done`.
+    ///
+    /// # Panics
+    /// If more requests are in flight than the budget the service was started with.
     pub fn submit(&self, id: RequestId, op: StorageOp) {
         let kind = Kind::of(&op);
-        if self.queue.send(Msg::Submit(id, op)).is_err() {
+        match self.queue.try_send(Msg::Submit(id, op)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                panic!("invariant: more storage requests in flight than the work budget admits")
+            }
             // Only after the writer died of a panic: still answer, or the core waits forever.
-            (self.on_done)(id, kind.failed("storage writer stopped"));
+            Err(TrySendError::Disconnected(_)) => {
+                (self.on_done)(id, kind.failed("storage writer stopped"));
+            }
         }
     }
 
@@ -157,7 +180,7 @@ fn write_loop(
     checkpointer: Option<Checkpointer>,
     hasher: &Hasher,
     inbox: &Receiver<Msg>,
-    jobs: Sender<(RequestId, HashJob)>,
+    jobs: SyncSender<(RequestId, HashJob)>,
     on_done: &(dyn Fn(RequestId, StorageResult) + Send + Sync),
 ) {
     let mut hashing = 0usize;
@@ -189,10 +212,14 @@ fn write_loop(
                 Outcome::Done(result) => on_done(id, result),
                 Outcome::Hash(job) => {
                     let kind = job.kind();
-                    if jobs.send((id, job)).is_ok() {
-                        hashing += 1;
-                    } else {
-                        on_done(id, kind.failed("password hashing stopped"));
+                    match jobs.try_send((id, job)) {
+                        Ok(()) => hashing += 1,
+                        Err(TrySendError::Full(_)) => {
+                            panic!("invariant: more hashes in flight than the work budget admits")
+                        }
+                        Err(TrySendError::Disconnected(_)) => {
+                            on_done(id, kind.failed("password hashing stopped"));
+                        }
                     }
                 }
             }
@@ -207,7 +234,7 @@ fn write_loop(
 fn hash_loop(
     job_inbox: &Mutex<Receiver<(RequestId, HashJob)>>,
     hasher: &Hasher,
-    back: &Sender<Msg>,
+    back: &SyncSender<Msg>,
 ) {
     loop {
         // The lock guards only the handing out of jobs, so poisoning leaves nothing torn.
@@ -222,6 +249,8 @@ fn hash_loop(
         // A panic must still answer, or the writer would wait for this job forever.
         let finish = panic::catch_unwind(AssertUnwindSafe(|| job.run(hasher)))
             .unwrap_or_else(|_| Finish::Done(kind.failed("password hashing panicked")));
+        // Never waits: the request's own place in the queue is free (see `StorageService`).
+        // Even if it did, the writer it waits for never waits for this thread.
         if back.send(Msg::Hashed(id, kind, finish)).is_err() {
             return;
         }

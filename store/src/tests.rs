@@ -3,9 +3,11 @@
 use crate::db::{HashMode, Outcome, Work};
 use crate::ops::{HashJob, Kind};
 use crate::{Db, DbOptions, HashCost, Hasher, StorageService};
+use breeze_core::config::{Budget, ServerConfig, WorkBudget};
 use breeze_core::message::Credential;
 use breeze_core::storage::{StorageError, StorageOp, StorageResult};
 use breeze_core::{RequestId, UserId};
+use std::collections::BTreeMap;
 use std::sync::mpsc;
 
 const NOW: u64 = 1_700_000_000_000;
@@ -102,7 +104,8 @@ fn the_service_reports_a_failed_commit_for_every_request() {
     db.apply(RequestId(0), register("alice"), NOW, &hasher());
     break_commits(&mut db);
     let (tx, rx) = mpsc::channel();
-    let service = StorageService::start(db, hasher(), 1, move |id, result| {
+    let budget = ServerConfig::default().work;
+    let service = StorageService::start(db, hasher(), 1, budget, move |id, result| {
         let _ = tx.send((id, result));
     })
     .expect("start");
@@ -260,4 +263,52 @@ fn a_full_database_keeps_exactly_the_messages_it_reported_stored() {
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .expect("integrity_check");
     assert_eq!(check, "ok");
+}
+
+/// The queues are sized from the core's budget, and that is enough: a core that keeps the
+/// budget full — hashing requests included, which pass through the request queue twice —
+/// never finds a queue full (that would panic in `submit` or on the writer thread).
+#[test]
+fn a_full_budget_fits_the_service_queues() {
+    let budget = WorkBudget {
+        storage: Budget {
+            per_conn: 4,
+            total: 4,
+        },
+        hashing: Budget {
+            per_conn: 2,
+            total: 2,
+        },
+    };
+    let mut db = Db::open_in_memory(&DbOptions::default()).expect("db");
+    db.apply(RequestId(0), register("alice"), NOW, &hasher());
+    let (tx, rx) = mpsc::channel();
+    let service = StorageService::start(db, hasher(), 2, budget, move |id, result| {
+        let _ = tx.send((id, result));
+    })
+    .expect("start");
+    // As the core would: fill the budget, then one more request per result handled.
+    let mut in_flight = std::collections::BTreeMap::new();
+    let submit = |service: &StorageService, in_flight: &mut BTreeMap<u64, bool>, n: u64| {
+        let hashes = in_flight.values().filter(|&&h| h).count() < 2;
+        in_flight.insert(n, hashes);
+        let op = if hashes {
+            register(&format!("u{n}"))
+        } else {
+            message(n)
+        };
+        service.submit(RequestId(n), op);
+    };
+    for n in 1..=4 {
+        submit(&service, &mut in_flight, n);
+    }
+    for n in 5..=200 {
+        let (id, _) = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("every request is answered");
+        in_flight.remove(&id.0).expect("a request of ours");
+        submit(&service, &mut in_flight, n);
+    }
+    service.shutdown();
+    assert_eq!(rx.try_iter().count(), 4, "the last four, answered at shutdown");
 }

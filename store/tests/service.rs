@@ -1,6 +1,7 @@
 mod common;
 
 use breeze_core::RequestId;
+use breeze_core::config::ServerConfig;
 use breeze_core::message::Credential;
 use breeze_core::storage::{StorageError, StorageOp, StorageResult};
 use breeze_store::{Db, DbOptions, StorageService};
@@ -16,7 +17,10 @@ fn start(
     let on_done = move |id, result| {
         let _ = tx.send((id, result));
     };
-    let service = StorageService::start(db, hasher(), hash_threads, on_done).expect("start");
+    // The default budget: more than any test here has in flight.
+    let budget = ServerConfig::default().work;
+    let service =
+        StorageService::start(db, hasher(), hash_threads, budget, on_done).expect("start");
     (service, rx)
 }
 

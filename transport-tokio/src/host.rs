@@ -174,6 +174,12 @@ impl<B: StorageBackend> Host<B> {
         clock: Clock,
         cfg: HostConfig,
     ) -> io::Result<(Self, HostHandle)> {
+        // The backend's sends never wait only if the channel holds every result the core
+        // can have outstanding (`result_channel` sizes it so).
+        assert!(
+            results.0.max_capacity() >= server.config().work.storage.capacity(),
+            "the result channel is smaller than the core's storage budget"
+        );
         let settings = ConnSettings {
             max_frame: server.config().max_frame,
             close_timeout: cfg.close_timeout,
@@ -487,6 +493,9 @@ impl<B: StorageBackend> Core<B> {
             ServerEvent::LoginThrottled { user, addr } => {
                 let addr = addr.map(|a| a.to_string()).unwrap_or_default();
                 warn!(%user, %addr, "login refused: too many failures");
+            }
+            ServerEvent::RegisterThrottled { user, addr } => {
+                warn!(%user, %addr, "registration refused: too many from this address");
             }
         }
     }

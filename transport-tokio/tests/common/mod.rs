@@ -109,7 +109,7 @@ impl TestServer {
             .with_test_writer()
             .try_init();
         let users = store.lock().unwrap().users();
-        let (results, receiver) = result_channel();
+        let (results, receiver) = result_channel(&cfg);
         let backend = MemBackend {
             store: store.clone(),
             results,
