@@ -105,7 +105,9 @@ pub struct SetupStats {
     pub last_error: Option<String>,
 }
 
-const REGISTER_CHUNK: usize = 100;
+pub const REGISTER_CHUNK: usize = 100;
+/// Connections registering (or setting up contacts) at once.
+pub const SETUP_CONNECTIONS: usize = 16;
 const SETUP_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Registers every user: chunks of `REGISTER_CHUNK` pipelined on one connection each, a few
@@ -117,7 +119,7 @@ pub async fn setup(addr: SocketAddr, pop: &Arc<Population>, pb: &ProgressBar) ->
     pb.set_position(0);
     pb.set_message("registering");
     let mut tasks = JoinSet::new();
-    let slots = Arc::new(Semaphore::new(16));
+    let slots = Arc::new(Semaphore::new(SETUP_CONNECTIONS));
     for start in (0..pop.n).step_by(REGISTER_CHUNK) {
         let (pop, slots, pb) = (pop.clone(), slots.clone(), pb.clone());
         tasks.spawn(async move {

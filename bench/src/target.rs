@@ -92,6 +92,21 @@ impl Target {
             format!("--argon2-memory-kib={}", opts.argon2_memory_kib),
             format!("--argon2-iterations={}", opts.argon2_iterations),
             format!("--synchronous={}", opts.synchronous),
+            // Setup pipelines `REGISTER_CHUNK` registrations on each of `SETUP_CONNECTIONS`
+            // connections at once (then logs 128 users in at once), and `--rate max` keeps a
+            // window of sends per client: the bench measures throughput, so the server's
+            // abuse limits must not be what it hits.
+            "--register-burst=0".to_owned(),
+            format!(
+                "--max-hashing-per-connection={}",
+                crate::pop::REGISTER_CHUNK
+            ),
+            format!(
+                "--max-hashing={}",
+                crate::pop::REGISTER_CHUNK * crate::pop::SETUP_CONNECTIONS
+            ),
+            "--max-storage-per-connection=4096".to_owned(),
+            "--max-storage=65536".to_owned(),
         ];
         args.extend(opts.server_args.iter().cloned());
         let dir = tempfile::Builder::new()

@@ -260,9 +260,15 @@ impl Args {
             ("--argon2-iterations", self.argon2_iterations == 0),
             ("--argon2-memory-kib", self.argon2_memory_kib == 0),
             ("--max-storage", self.max_storage == 0),
-            ("--max-storage-per-connection", self.max_storage_per_connection == 0),
+            (
+                "--max-storage-per-connection",
+                self.max_storage_per_connection == 0,
+            ),
             ("--max-hashing", self.max_hashing == 0),
-            ("--max-hashing-per-connection", self.max_hashing_per_connection == 0),
+            (
+                "--max-hashing-per-connection",
+                self.max_hashing_per_connection == 0,
+            ),
             ("--register-every", self.register_every.is_zero()),
         ] {
             if zero {
@@ -430,7 +436,10 @@ mod tests {
 
     #[test]
     fn work_budgets_and_the_registration_throttle_reach_the_core() {
-        assert_eq!(parse(&[]).unwrap().server.work, ServerConfig::default().work);
+        assert_eq!(
+            parse(&[]).unwrap().server.work,
+            ServerConfig::default().work
+        );
         let s = parse(&[
             "--max-storage",
             "100",

@@ -23,10 +23,11 @@ impl StoreBackend {
         budget: WorkBudget,
         results: ResultSender,
     ) -> Result<StoreBackend, StoreError> {
-        let service = StorageService::start(db, hasher, hash_threads, budget, move |id, result| {
-            // After the host is gone nobody waits for the result; the write is done anyway.
-            results.send(id, result);
-        })?;
+        let service =
+            StorageService::start(db, hasher, hash_threads, budget, move |id, result| {
+                // After the host is gone nobody waits for the result; the write is done anyway.
+                results.send(id, result);
+            })?;
         Ok(StoreBackend {
             service: Some(service),
         })

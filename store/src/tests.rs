@@ -310,5 +310,9 @@ fn a_full_budget_fits_the_service_queues() {
         submit(&service, &mut in_flight, n);
     }
     service.shutdown();
-    assert_eq!(rx.try_iter().count(), 4, "the last four, answered at shutdown");
+    assert_eq!(
+        rx.try_iter().count(),
+        4,
+        "the last four, answered at shutdown"
+    );
 }

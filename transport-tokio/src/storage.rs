@@ -6,9 +6,9 @@
 //! map in a simulation — is its own business.
 
 use breeze_core::RequestId;
+use breeze_core::ServerConfig;
 use breeze_core::storage::{StorageOp, StorageResult};
 use std::future::Future;
-use breeze_core::ServerConfig;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
