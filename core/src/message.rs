@@ -200,7 +200,9 @@ pub enum ErrorCode {
     RateLimited,
     #[error("the server could not store that, try again")]
     StorageFailed,
-    #[error("a request of this kind is already in progress")]
+    /// Nothing was done: the connection or the server has too much of this work in flight
+    /// (PROTOCOL.md §9.3).
+    #[error("the server is busy with requests like this one, try again shortly")]
     Busy,
 }
 
