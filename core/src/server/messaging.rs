@@ -190,32 +190,25 @@ impl Server {
             return;
         };
         let next_page = match session.mailbox {
-            Mailbox::AwaitingAck { last, .. } => seqs.contains(&last),
-            _ => false,
+            Mailbox::AwaitingAck { floor, count, last } if seqs.contains(&last) => {
+                Some((floor, count))
+            }
+            _ => None,
         };
         // The mark and, if this acks a page, the next page's read: both or neither, so a
         // refused ack leaves the mailbox waiting for it to come again.
-        if !self.has_room(conn, 1 + u32::from(next_page), 0) {
+        if !self.has_room(conn, 1 + u32::from(next_page.is_some()), 0) {
             return self.error(conn, RequestKind::Ack, ErrorCode::Busy, None);
         }
-        let next_page = self
-            .conns
-            .get_mut(&conn)
-            .and_then(|c| match &mut c.phase {
-                Phase::Session(s) => Some(&mut s.mailbox),
-                _ => None,
-            })
-            .and_then(|mailbox| match *mailbox {
-                Mailbox::AwaitingAck { floor, count, last } if seqs.contains(&last) => {
-                    *mailbox = Mailbox::Reading {
-                        floor,
-                        count,
-                        held: Vec::new(),
-                    };
-                    Some(floor)
-                }
-                _ => None,
-            });
+        if let Some((floor, count)) = next_page
+            && let Some(Phase::Session(s)) = self.conns.get_mut(&conn).map(|c| &mut c.phase)
+        {
+            s.mailbox = Mailbox::Reading {
+                floor,
+                count,
+                held: Vec::new(),
+            };
+        }
         self.request(
             conn,
             StorageOp::MarkDelivered {
@@ -224,7 +217,7 @@ impl Server {
             },
             Pending::MarkDelivered,
         );
-        if let Some(after) = next_page {
+        if let Some((after, _)) = next_page {
             self.read_mailbox(conn, user, after);
         }
     }
