@@ -241,6 +241,44 @@ mod tests {
     }
 
     #[test]
+    fn a_login_hands_its_place_to_the_mailbox_read_even_when_the_server_is_full() {
+        let mut rig = Rig::new(tight(), &["a", "b", "c"]);
+        let [a, b] = logged_in(&mut rig, &["a", "b"])[..] else {
+            unreachable!()
+        };
+        for id in 0..3 {
+            rig.frame(a, send(id));
+        }
+        rig.frame(b, send(10));
+        let fresh = rig.hello();
+        rig.take(fresh);
+        rig.frame(
+            fresh,
+            ClientMsg::Login {
+                user: user("c"),
+                credential: Credential::Password(PASSWORD.into()),
+                status: Status::Online,
+            },
+        );
+        assert_eq!(rig.server.stats().pending_storage, 5, "the server is full");
+        rig.frame(b, send(11));
+        assert_eq!(rig.take(b), vec![busy(RequestKind::Send, Some(11))]);
+        // The login's answer makes the first mailbox read in its place: no refusal.
+        rig.complete(4);
+        assert!(matches!(
+            rig.take(fresh)[..],
+            [ServerMsg::LoginOk { .. }, ..]
+        ));
+        assert_eq!(rig.server.stats().pending_storage, 5);
+        rig.complete(4);
+        assert!(
+            rig.take(fresh)
+                .contains(&ServerMsg::OfflineDone { count: 0 })
+        );
+        assert_eq!(rig.server.stats().pending_storage, 4);
+    }
+
+    #[test]
     fn password_hashing_is_budgeted_per_connection_and_on_the_server() {
         let mut rig = Rig::new(tight(), &["a", "b"]);
         let [a, b] = logged_in(&mut rig, &["a", "b"])[..] else {
