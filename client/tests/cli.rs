@@ -69,6 +69,20 @@ fn a_message_sent_to_an_offline_user_is_printed_at_their_login() {
     bob.expect("logged out");
     let (status, err) = bob.exit();
     assert!(status.success(), "{err}");
+
+    // Alice's chat acked what it printed: only the newer message waits for her.
+    let mut alice = server.chat("alice", &[]);
+    alice.expect("bob: good");
+    alice.expect("1 offline message");
+    assert!(
+        !alice.seen.iter().any(|l| l.contains("are you there?")),
+        "{:#?}",
+        alice.seen
+    );
+    alice.type_line("/quit");
+    alice.expect("logged out");
+    let (status, err) = alice.exit();
+    assert!(status.success(), "{err}");
 }
 
 #[test]

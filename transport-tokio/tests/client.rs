@@ -2,10 +2,10 @@
 
 mod common;
 
-use breeze_core::client::{Client, ClientConfig, ClientEvent, Mode};
-use breeze_core::message::{CloseReason, Presence};
+use breeze_core::client::{AckMode, Client, ClientConfig, ClientEvent, Mode};
+use breeze_core::message::{ClientMsg, CloseReason, Presence, ServerMsg};
 use breeze_transport_tokio::{ClientCommand, ClientSettings, Clock, TcpConnector, run_client};
-use common::{TestServer, WAIT, fast_config, host_config, user};
+use common::{Peer, TestServer, WAIT, fast_config, host_config, user};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::timeout;
@@ -141,5 +141,121 @@ async fn run_client_logs_in_and_reconnects_after_a_server_restart() {
     let client = timeout(WAIT, task).await.unwrap().unwrap();
     assert!(!client.is_logged_in());
     server.wait_stats("carol gone", |s| s.sessions == 0).await;
+    server.stop().await;
+}
+
+/// A `run_client` task and its channels.
+struct Running {
+    commands: mpsc::Sender<ClientCommand>,
+    events: mpsc::Receiver<ClientEvent>,
+    task: tokio::task::JoinHandle<Client>,
+}
+
+fn run(cfg: ClientConfig, addr: std::net::SocketAddr) -> Running {
+    let clock = Clock::start();
+    let client = Client::new(cfg, clock.now());
+    let (commands, command_rx) = mpsc::channel(16);
+    let (event_tx, events) = mpsc::channel(256);
+    let task = tokio::spawn(run_client(
+        client,
+        clock,
+        TcpConnector,
+        ClientSettings::new(addr),
+        command_rx,
+        event_tx,
+    ));
+    Running {
+        commands,
+        events,
+        task,
+    }
+}
+
+impl Running {
+    /// The next message delivered to the application: its seq.
+    async fn message(&mut self) -> u64 {
+        match expect(&mut self.events, "a message", |e| {
+            matches!(e, ClientEvent::Message(_))
+        })
+        .await
+        {
+            ClientEvent::Message(d) => d.seq,
+            _ => unreachable!(),
+        }
+    }
+
+    /// A request answered through the store after everything the runner wrote before it:
+    /// once it is back, any ack written earlier has reached the store.
+    async fn round_trip(&mut self) {
+        self.commands
+            .send(ClientCommand::History {
+                with: user("dave"),
+                before: None,
+                limit: 1,
+            })
+            .await
+            .unwrap();
+        expect(&mut self.events, "history", |e| {
+            matches!(e, ClientEvent::History { .. })
+        })
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn run_client_acks_only_what_the_application_has() {
+    let server = TestServer::start(fast_config(), host_config()).await;
+    let addr = server.addr;
+    let undelivered = || server.store.lock().unwrap().undelivered(&user("carol"));
+    let (mut dave, _) = Peer::register_and_login(addr, "dave").await;
+    let mut send = async |id: u64| {
+        dave.send(&ClientMsg::Send {
+            id,
+            to: user("carol"),
+            body: format!("message {id}"),
+            attachment: None,
+        })
+        .await;
+        dave.recv_until("sent", |m| matches!(m, ServerMsg::Sent { .. }))
+            .await;
+    };
+    let manual = |mode| ClientConfig {
+        acks: AckMode::Manual,
+        ..config("carol", mode)
+    };
+
+    // Manual: the application has the message, and has not acked it.
+    let mut carol = run(manual(Mode::Register), addr);
+    expect(&mut carol.events, "logged in", |e| {
+        matches!(e, ClientEvent::LoggedIn { .. })
+    })
+    .await;
+    send(1).await;
+    let seq = carol.message().await;
+    carol.round_trip().await;
+    assert_eq!(undelivered(), 1);
+
+    // Its process dies: the next one gets the message again, and acks it.
+    carol.task.abort();
+    let mut carol = run(manual(Mode::Login), addr);
+    assert_eq!(carol.message().await, seq);
+    carol.commands.send(ClientCommand::Ack(seq)).await.unwrap();
+    carol.round_trip().await;
+    assert_eq!(undelivered(), 0);
+    carol.commands.send(ClientCommand::Quit).await.unwrap();
+    timeout(WAIT, carol.task).await.unwrap().unwrap();
+
+    // The default acks what the runner handed to the application.
+    let mut carol = run(config("carol", Mode::Login), addr);
+    expect(&mut carol.events, "logged in", |e| {
+        matches!(e, ClientEvent::LoggedIn { .. })
+    })
+    .await;
+    send(2).await;
+    assert_ne!(carol.message().await, seq);
+    carol.round_trip().await;
+    assert_eq!(undelivered(), 0);
+    carol.commands.send(ClientCommand::Quit).await.unwrap();
+    timeout(WAIT, carol.task).await.unwrap().unwrap();
     server.stop().await;
 }
