@@ -31,7 +31,6 @@ pub async fn run(account: Account, status: StatusArg, style: Style) -> Result<()
         Setup {
             mode: Mode::Login,
             status,
-            receives: true,
         },
     )
     .await?;
@@ -139,9 +138,7 @@ struct Outgoing {
 
 impl Chat {
     fn line(&self, text: &str) {
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{text}");
-        let _ = out.flush();
+        let _ = print_line(text);
     }
 
     fn info(&self, text: &str) {
@@ -226,7 +223,13 @@ impl Chat {
                 self.presence_dirty = true;
                 self.info(&self.style.change(&user, presence));
             }
-            ClientEvent::Message(delivery) => self.show_message(&delivery),
+            ClientEvent::Message(delivery) => {
+                // Acked only once on the screen (or in the file standard output goes to):
+                // one that could not be written comes again at the next login.
+                if self.show_message(&delivery).is_ok() {
+                    self.session.command(ClientCommand::Ack(delivery.seq));
+                }
+            }
             ClientEvent::MessageSent { id, .. } => {
                 self.resolve_ids();
                 if let Some(out) = self.outgoing.remove(&id)
@@ -360,7 +363,7 @@ impl Chat {
         }
     }
 
-    fn show_message(&self, d: &Delivery) {
+    fn show_message(&self, d: &Delivery) -> std::io::Result<()> {
         let stamp = self.style.paint(Colour::Grey, &ui::stamp(d.sent_at_ms));
         let from = self.style.paint(Colour::Bold, d.from.as_str());
         let mut text = format!("{stamp} {from}: {}", d.body);
@@ -368,7 +371,7 @@ impl Chat {
             text.push(' ');
             text.push_str(&ui::attachment(a));
         }
-        self.line(&text);
+        print_line(&text)
     }
 
     fn show_contacts(&self) {
@@ -435,4 +438,11 @@ fn stopped(reason: StopReason) -> Result<(), Fatal> {
         StopReason::UserTaken => "that user name is taken".into(),
         StopReason::Refused { request, code } => ui::request_error(request, code),
     }))
+}
+
+/// Writes one line to standard output, flushed.
+fn print_line(text: &str) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{text}")?;
+    out.flush()
 }

@@ -101,7 +101,6 @@ pub async fn register(account: Account, timeout: Duration) -> Result<(), Fatal> 
     let setup = Setup {
         mode: Mode::Register,
         status: Status::Invisible,
-        receives: false,
     };
     let session = Session::start(&account, password, setup).await?;
     let user = account.user.clone();
@@ -146,7 +145,6 @@ pub async fn send(
     let setup = Setup {
         mode: Mode::Login,
         status,
-        receives: false,
     };
     let session = Session::start(&account, password, setup).await?;
     let (tx, mut rx) = oneshot::channel();
@@ -185,7 +183,6 @@ pub async fn admin_who(account: Account, status: Status, timeout: Duration) -> R
     let setup = Setup {
         mode: Mode::Login,
         status,
-        receives: false,
     };
     let session = Session::start(&account, password, setup).await?;
     let (users, connections) = drive(session, timeout, "the server's answer", |session, event| {

@@ -4,7 +4,7 @@
 use crate::Fatal;
 use crate::cli::Account;
 use breeze_core::UserId;
-use breeze_core::client::{Client, ClientConfig, ClientEvent, Mode};
+use breeze_core::client::{AckMode, Client, ClientConfig, ClientEvent, Mode};
 use breeze_core::message::Status;
 use breeze_transport_tokio::tls::{TlsConnector, TlsError};
 use breeze_transport_tokio::{
@@ -36,14 +36,13 @@ pub struct Session {
     pub connector: RecordingConnector,
 }
 
-/// How a subcommand wants the client core set up.
+/// How a subcommand wants the client core set up. Acks are always manual: `chat` acks each
+/// message once it has printed it (`ClientCommand::Ack`); the one-shot commands never ack,
+/// so the messages waiting for the user stay in the mailbox for their chat.
 #[derive(Debug, Clone, Copy)]
 pub struct Setup {
     pub mode: Mode,
     pub status: Status,
-    /// Whether messages that arrive are the user's to read. One-shot commands say no, so
-    /// the messages stay in the mailbox for the user's chat.
-    pub receives: bool,
 }
 
 impl Session {
@@ -53,7 +52,9 @@ impl Session {
         let mut cfg = ClientConfig::new(account.user.clone(), password);
         cfg.mode = setup.mode;
         cfg.status = setup.status;
-        cfg.ack_deliveries = setup.receives;
+        // A message is acked once printed, not when the runner hands it over: one still in
+        // the event queue when the process dies comes again at the next login.
+        cfg.acks = AckMode::Manual;
         cfg.client_name = concat!("breeze/", env!("CARGO_PKG_VERSION")).to_string();
         // Jitter must differ between clients, or a server restart brings them all back at
         // the same instant; ids must differ between runs, or the server takes a new message

@@ -2,6 +2,7 @@
 
 mod common;
 
+use breeze_testsupport::Pki;
 use common::{ADMIN, TestServer, password, stderr, stdout};
 
 #[test]
@@ -68,6 +69,20 @@ fn a_message_sent_to_an_offline_user_is_printed_at_their_login() {
     bob.type_line("/quit");
     bob.expect("logged out");
     let (status, err) = bob.exit();
+    assert!(status.success(), "{err}");
+
+    // Alice's chat acked what it printed: only the newer message waits for her.
+    let mut alice = server.chat("alice", &[]);
+    alice.expect("bob: good");
+    alice.expect("1 offline message");
+    assert!(
+        !alice.seen.iter().any(|l| l.contains("are you there?")),
+        "{:#?}",
+        alice.seen
+    );
+    alice.type_line("/quit");
+    alice.expect("logged out");
+    let (status, err) = alice.exit();
     assert!(status.success(), "{err}");
 }
 
@@ -277,26 +292,11 @@ fn a_message_typed_before_login_is_sent_before_quit() {
 
 #[test]
 fn tls_flags_pin_the_servers_certificate() {
-    let dir = tempfile::tempdir().unwrap();
-    let write = |name: &str, pem: String| {
-        let path = dir.path().join(name);
-        std::fs::write(&path, pem).unwrap();
-        path
-    };
-    let names = vec!["127.0.0.1".to_string(), "localhost".to_string()];
-    let own = rcgen::generate_simple_self_signed(names.clone()).unwrap();
-    let cert = write("cert.pem", own.cert.pem());
-    let key = write("key.pem", own.signing_key.serialize_pem());
-    let stranger = write(
-        "stranger.pem",
-        rcgen::generate_simple_self_signed(names)
-            .unwrap()
-            .cert
-            .pem(),
-    );
+    let pki = Pki::new();
+    let (cert, stranger) = (&pki.cert, &pki.stranger);
     let files = breeze_server::TlsFiles {
         cert: cert.clone(),
-        key,
+        key: pki.key.clone(),
     };
     let server = TestServer::start_with(|s| s.tls = Some(files));
     let pw = password("tina");

@@ -12,6 +12,8 @@ pub const MAGIC: [u8; 4] = *b"BRZE";
 pub const PROTOCOL_VERSION: u16 = 1;
 /// The longest `Hello::client` name the server accepts, in bytes; longer is `BadHandshake`.
 pub const MAX_CLIENT_NAME: usize = 64;
+/// The most seqs one `Ack` may carry; more is refused with `TooLarge`, none of them marked.
+pub const MAX_ACK_SEQS: usize = 4096;
 
 /// What a user chooses to be.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]

@@ -13,7 +13,8 @@ use breeze_core::message::{
     ClientMsg, CloseReason, Credential, ErrorCode, MAGIC, PROTOCOL_VERSION, RequestKind, ServerMsg,
     Status,
 };
-use hostile::{Bystanders, Peer, WAIT, assert_unaffected, log_lines, rss_kib, start, stop, user};
+use breeze_testsupport::{PASSWORD, Peer, WAIT, user};
+use hostile::{Bystanders, assert_unaffected, log_lines, rss_kib, start, stop};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -376,8 +377,7 @@ async fn password_guessing_is_throttled_per_user_and_per_address_and_logged() {
     let mut device = Peer::connect_from(SECOND_ADDRESS, addr).await;
     device.say_hello().await;
     device.register("brute-victim").await;
-    let ServerMsg::LoginOk { resume_token, .. } =
-        device.try_login("brute-victim", hostile::PASSWORD).await
+    let ServerMsg::LoginOk { resume_token, .. } = device.try_login("brute-victim", PASSWORD).await
     else {
         panic!("the victim logs in")
     };
@@ -400,16 +400,16 @@ async fn password_guessing_is_throttled_per_user_and_per_address_and_logged() {
     let answer = guesser.try_login("brute-victim", "guess-0003").await;
     assert!(is_error(&answer, ErrorCode::RateLimited), "{answer:?}");
     // Per address: the guesser's address is refused for any other user too.
-    let answer = guesser.try_login("brute-other", hostile::PASSWORD).await;
+    let answer = guesser.try_login("brute-other", PASSWORD).await;
     assert!(is_error(&answer, ErrorCode::RateLimited), "{answer:?}");
 
     // Per user: from another address, password logins to the victim are refused as well
     // (even the right one), while other users log in from there normally.
     let mut elsewhere = Peer::connect_from(SECOND_ADDRESS, addr).await;
     elsewhere.say_hello().await;
-    let answer = elsewhere.try_login("brute-victim", hostile::PASSWORD).await;
+    let answer = elsewhere.try_login("brute-victim", PASSWORD).await;
     assert!(is_error(&answer, ErrorCode::RateLimited), "{answer:?}");
-    let answer = elsewhere.try_login("brute-other", hostile::PASSWORD).await;
+    let answer = elsewhere.try_login("brute-other", PASSWORD).await;
     assert!(matches!(answer, ServerMsg::LoginOk { .. }), "{answer:?}");
     // The victim's device still gets in with its resume token, even from the guesser's
     // own (throttled) address: tokens are not guessable, so the throttle is for passwords.

@@ -7,19 +7,19 @@
 //! every half interval on their own, so only a peer told to go silent ever times out.
 //! Latency figures are printed with `eprintln!` (see them with `--nocapture`).
 
-mod common;
+mod live;
 
-use breeze_core::client::{Client, ClientConfig, ClientEvent, Mode};
+use breeze_core::client::{ClientConfig, ClientEvent, Mode};
 use breeze_core::codec::{decode, encode_frame};
 use breeze_core::message::{
     Attachment, ClientMsg, CloseReason, Credential, Delivery, ErrorCode, MAGIC, PROTOCOL_VERSION,
     Presence, RequestKind, ServerMsg, Status, WatchScope,
 };
 use breeze_core::{DuplicateLogin, UserId};
-use breeze_transport_tokio::{ClientCommand, ClientSettings, Clock, TcpConnector, run_client};
-use common::live::{InProcess, Live, announced, bounded, presence_in, says};
-use common::process::{ServerProcess, temp_db};
-use common::{WAIT, user};
+use breeze_testsupport::process::{ServerProcess, temp_db};
+use breeze_testsupport::{WAIT, client_config, drive, user};
+use breeze_transport_tokio::{ClientCommand, TcpConnector};
+use live::{Live, announced, bounded, presence_in, says, start_server};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -62,7 +62,7 @@ fn send_msg(id: u64, to: &str, body: &str) -> ClientMsg {
 #[tokio::test]
 async fn register_then_log_in_and_bad_credentials_never_say_whether_the_user_exists() {
     bounded(TEST_LIMIT, async {
-        let server = InProcess::start(|_| {}).await;
+        let server = start_server(|_| {}).await;
         let addr = server.addr();
 
         let mut reg = Live::connect(addr).await;
@@ -141,7 +141,7 @@ async fn register_then_log_in_and_bad_credentials_never_say_whether_the_user_exi
 #[tokio::test]
 async fn a_second_login_under_replace_closes_the_first_without_a_presence_flap() {
     bounded(TEST_LIMIT, async {
-        let server = InProcess::start(|s| s.server.duplicate_login = DuplicateLogin::Replace).await;
+        let server = start_server(|s| s.server.duplicate_login = DuplicateLogin::Replace).await;
         let addr = server.addr();
         let (mut watcher, _) = Live::signed_up(addr, "watcher").await;
         let (mut first, _) = Live::signed_up(addr, "alice").await;
@@ -190,7 +190,7 @@ async fn a_second_login_under_replace_closes_the_first_without_a_presence_flap()
 #[tokio::test]
 async fn under_multi_both_sessions_live_and_the_user_is_offline_only_after_both_end() {
     bounded(TEST_LIMIT, async {
-        let server = InProcess::start(|s| s.server.duplicate_login = DuplicateLogin::Multi).await;
+        let server = start_server(|s| s.server.duplicate_login = DuplicateLogin::Multi).await;
         let addr = server.addr();
         let (mut watcher, _) = Live::signed_up(addr, "watcher").await;
         let (mut phone, _) = Live::signed_up(addr, "alice").await;
@@ -244,7 +244,7 @@ async fn under_multi_both_sessions_live_and_the_user_is_offline_only_after_both_
 #[tokio::test]
 async fn presence_is_a_snapshot_at_login_and_offline_at_logout() {
     bounded(TEST_LIMIT, async {
-        let server = InProcess::start(|_| {}).await;
+        let server = start_server(|_| {}).await;
         let addr = server.addr();
         let (mut watcher, first) = Live::signed_up(addr, "watcher").await;
         assert!(first.snapshot.is_empty());
@@ -290,8 +290,7 @@ async fn presence_is_a_snapshot_at_login_and_offline_at_logout() {
 async fn a_killed_client_socket_is_announced_offline_promptly() {
     bounded(TEST_LIMIT, async {
         // A long heartbeat timeout: only the closed socket can explain a prompt Offline.
-        let server =
-            InProcess::start(|s| s.server.heartbeat_timeout = Duration::from_secs(10)).await;
+        let server = start_server(|s| s.server.heartbeat_timeout = Duration::from_secs(10)).await;
         let addr = server.addr();
         let (mut watcher, _) = Live::signed_up(addr, "watcher").await;
         let (victim, _) = Live::signed_up(addr, "victim").await;
@@ -319,7 +318,7 @@ async fn a_silent_peer_is_announced_offline_between_the_timeout_and_a_second_lat
     const TIMEOUT: Duration = Duration::from_millis(300);
     const SLACK: Duration = Duration::from_secs(1);
     bounded(TEST_LIMIT, async {
-        let server = InProcess::start(|s| s.server.heartbeat_timeout = TIMEOUT).await;
+        let server = start_server(|s| s.server.heartbeat_timeout = TIMEOUT).await;
         let addr = server.addr();
         let (mut watcher, _) = Live::signed_up(addr, "watcher").await;
         let mut overshoots = Vec::new();
@@ -364,7 +363,7 @@ async fn a_silent_peer_is_announced_offline_between_the_timeout_and_a_second_lat
 #[tokio::test]
 async fn status_changes_reach_watchers_and_invisible_users_look_offline() {
     bounded(TEST_LIMIT, async {
-        let server = InProcess::start(|_| {}).await;
+        let server = start_server(|_| {}).await;
         let addr = server.addr();
         let (mut watcher, _) = Live::signed_up(addr, "watcher").await;
         let (mut alice, _) = Live::signed_up(addr, "alice").await;
@@ -435,7 +434,7 @@ async fn status_changes_reach_watchers_and_invisible_users_look_offline() {
 #[tokio::test]
 async fn under_contacts_scope_only_those_who_listed_a_user_hear_of_it_and_the_list_persists() {
     bounded(TEST_LIMIT, async {
-        let server = InProcess::start(|s| s.server.scope = WatchScope::Contacts).await;
+        let server = start_server(|s| s.server.scope = WatchScope::Contacts).await;
         let addr = server.addr();
         let mut reg = Live::connect(addr).await;
         assert!(matches!(
@@ -521,7 +520,7 @@ async fn under_contacts_scope_only_those_who_listed_a_user_hear_of_it_and_the_li
 #[tokio::test]
 async fn an_offline_message_survives_a_restart_and_is_delivered_once_until_acked() {
     bounded(TEST_LIMIT, async {
-        let mut server = InProcess::start(|_| {}).await;
+        let mut server = start_server(|_| {}).await;
         let mut reg = Live::connect(server.addr()).await;
         reg.register("alice").await;
         drop(reg);
@@ -791,7 +790,7 @@ fn summary(rtts: &[Duration]) -> String {
 #[tokio::test]
 async fn hostile_connections_are_refused_with_their_reason_while_others_keep_chatting() {
     bounded(TEST_LIMIT, async {
-        let server = InProcess::start(|_| {}).await;
+        let server = start_server(|_| {}).await;
         let addr = server.addr();
         let max_frame = server.settings().server.max_frame;
         let handshake = server.settings().server.handshake_timeout;
@@ -852,44 +851,16 @@ async fn hostile_connections_are_refused_with_their_reason_while_others_keep_cha
 
 // ---- 8. the binary, SIGKILLed mid-load ----
 
-/// A `run_client` task and its channels.
-struct Driven {
-    commands: mpsc::Sender<ClientCommand>,
-    task: tokio::task::JoinHandle<Client>,
-}
-
-fn drive(addr: SocketAddr, name: &str, id_base: u64) -> (Driven, mpsc::Receiver<ClientEvent>) {
-    let clock = Clock::start();
-    let cfg = ClientConfig {
-        mode: Mode::Register,
+/// `name` registering through `run_client`, with message ids from `id_base` on.
+fn client(name: &str, id_base: u64) -> ClientConfig {
+    ClientConfig {
         id_base,
         seed: id_base,
-        backoff_base: Duration::from_millis(50),
-        backoff_max: Duration::from_millis(200),
-        connect_timeout: Duration::from_secs(3),
-        ..ClientConfig::new(user(name), common::live::password(name))
-    };
-    let (commands, command_rx) = mpsc::channel(1024);
-    let (event_tx, events) = mpsc::channel(4096);
-    let task = tokio::spawn(run_client(
-        Client::new(cfg, clock.now()),
-        clock,
-        TcpConnector,
-        ClientSettings::new(addr),
-        command_rx,
-        event_tx,
-    ));
-    (Driven { commands, task }, events)
-}
-
-async fn next_event(events: &mut mpsc::Receiver<ClientEvent>, what: &str) -> ClientEvent {
-    match timeout(WAIT, events.recv()).await {
-        Ok(Some(ev)) => ev,
-        Ok(None) => panic!("the client ended while waiting for {what}"),
-        Err(_) => panic!("waited {WAIT:?} for {what}"),
+        ..client_config(name, &live::password(name), Mode::Register)
     }
 }
 
+const BIN: &str = env!("CARGO_BIN_EXE_breeze-server");
 const BINARY_FLAGS: &[&str] = &[
     "--heartbeat-interval",
     "250ms",
@@ -905,29 +876,27 @@ async fn acknowledged_messages_survive_repeated_sigkills_and_reach_the_app_exact
     bounded(Duration::from_secs(60), async {
         let (_dir, db) = temp_db();
         let spawn = |db: std::path::PathBuf, listen: SocketAddr| {
-            tokio::task::spawn_blocking(move || ServerProcess::spawn(&db, listen, BINARY_FLAGS))
+            tokio::task::spawn_blocking(move || {
+                ServerProcess::spawn(BIN.as_ref(), &db, listen, BINARY_FLAGS)
+            })
         };
         let mut server = spawn(db.clone(), "127.0.0.1:0".parse().unwrap())
             .await
             .unwrap();
         let addr = server.addr;
 
-        let (recipient, mut recipient_events) = drive(addr, "recipient", 1 << 40);
-        loop {
-            let ev = next_event(&mut recipient_events, "recipient login").await;
-            if matches!(ev, ClientEvent::LoggedIn { .. }) {
-                break;
-            }
-        }
+        let (recipient, mut recipient_events) =
+            drive(client("recipient", 1 << 40), TcpConnector, addr);
+        recipient_events.logged_in().await;
         // The recipient's application: every message handed to it, in order. The client core
-        // has already deduplicated by seq and acked.
+        // has already deduplicated by seq, and acks each as the runner hands it over.
         let app_log: Arc<Mutex<Vec<Delivery>>> = Arc::default();
         let (count_tx, mut count_rx) = watch::channel(0usize);
         let (other_tx, mut recipient_other) = mpsc::unbounded_channel();
         let collector = {
             let app_log = app_log.clone();
             tokio::spawn(async move {
-                while let Some(ev) = recipient_events.recv().await {
+                while let Some(ev) = recipient_events.0.recv().await {
                     match ev {
                         ClientEvent::Message(d) => {
                             let mut log = app_log.lock().unwrap();
@@ -942,13 +911,8 @@ async fn acknowledged_messages_survive_repeated_sigkills_and_reach_the_app_exact
             })
         };
 
-        let (sender, mut sender_events) = drive(addr, "sender", 1 << 50);
-        loop {
-            let ev = next_event(&mut sender_events, "sender login").await;
-            if matches!(ev, ClientEvent::LoggedIn { .. }) {
-                break;
-            }
-        }
+        let (sender, mut sender_events) = drive(client("sender", 1 << 50), TcpConnector, addr);
+        sender_events.logged_in().await;
 
         let started = Instant::now();
         let mut ids: Vec<u64> = Vec::new();
@@ -989,7 +953,7 @@ async fn acknowledged_messages_survive_repeated_sigkills_and_reach_the_app_exact
                 kill_points.push((acked.len(), in_flight, unix_ms()));
                 server = spawn(db.clone(), addr).await.unwrap();
             }
-            let ev = timeout(WAIT, sender_events.recv()).await;
+            let ev = timeout(WAIT, sender_events.0.recv()).await;
             let Ok(Some(ev)) = ev else {
                 panic!(
                     "no sender event within {WAIT:?}; {} of {TOTAL} acked; server log:\n{}",
@@ -1087,8 +1051,7 @@ async fn acknowledged_messages_survive_repeated_sigkills_and_reach_the_app_exact
             }
         }
         for driven in [sender, recipient] {
-            driven.commands.send(ClientCommand::Quit).await.unwrap();
-            timeout(WAIT, driven.task).await.unwrap().unwrap();
+            driven.quit().await;
         }
         collector.abort();
 

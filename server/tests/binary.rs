@@ -1,79 +1,27 @@
 //! The `breeze-server` binary as an operator runs it: flags, errors, signals.
 
-mod common;
-
 use breeze_core::message::{CloseReason, ServerMsg};
-use common::{Peer, WAIT};
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use breeze_testsupport::Peer;
+use breeze_testsupport::process::{Listening, server_command, wait_exit, watch_log};
+use std::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_breeze-server");
 
 /// Cheap hashing and a fresh database in `dir`, on a free loopback port.
-fn server_command(dir: &tempfile::TempDir) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.args(["--listen", "127.0.0.1:0", "--argon2-memory-kib", "8"])
-        .args(["--argon2-iterations", "1"])
-        .arg("--db")
-        .arg(dir.path().join("breeze.db"))
-        .env("RUST_LOG", "info")
-        .env_remove("BREEZE_LISTEN")
-        .env_remove("BREEZE_DB");
-    cmd
-}
-
-/// Collects stderr lines on a thread; yields the listening address once it is logged.
-fn watch_log(child: &mut Child) -> (SocketAddr, mpsc::Receiver<String>) {
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = rx.recv_timeout(left).expect("no 'listening on' line");
-        if let Some(rest) = line.split("listening on ").nth(1) {
-            let addr = rest.split_whitespace().next().unwrap().parse().unwrap();
-            return (addr, rx);
-        }
-    }
-}
-
-fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the server did not exit within {WAIT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+fn server(dir: &tempfile::TempDir) -> Command {
+    server_command(
+        BIN.as_ref(),
+        &dir.path().join("breeze.db"),
+        ([127, 0, 0, 1], 0).into(),
+    )
 }
 
 #[tokio::test]
 async fn sigterm_shuts_down_gracefully_and_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = server_command(&dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (addr, log) = watch_log(&mut child);
-    let mut peer = Peer::connect(addr).await;
-    peer.register("erin", "erin-password").await;
-    peer.login("erin", "erin-password").await;
+    let mut child = server(&dir).spawn().unwrap();
+    let Listening { addr, log, .. } = watch_log(&mut child).expect("listening");
+    let mut peer = Peer::user(addr, "erin").await;
 
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -101,7 +49,7 @@ async fn sigterm_shuts_down_gracefully_and_exits_zero() {
 #[test]
 fn inconsistent_settings_are_refused_in_plain_words() {
     let dir = tempfile::tempdir().unwrap();
-    let out = server_command(&dir)
+    let out = server(&dir)
         .args(["--heartbeat-interval", "2s", "--heartbeat-timeout", "1s"])
         .output()
         .unwrap();
@@ -134,7 +82,7 @@ fn an_unopenable_database_is_reported_in_plain_words() {
 #[test]
 fn environment_variables_stand_in_for_flags() {
     let dir = tempfile::tempdir().unwrap();
-    let out = server_command(&dir)
+    let out = server(&dir)
         .env("BREEZE_HEARTBEAT_INTERVAL", "3s")
         .env("BREEZE_HEARTBEAT_TIMEOUT", "2s")
         .output()

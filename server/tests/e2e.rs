@@ -1,32 +1,26 @@
 //! The whole server — core, tokio host, SQLite store — started in-process on a free
 //! loopback port over a database in a temporary directory.
 
-mod common;
-
+use breeze_core::client::{ClientEvent, Mode};
 use breeze_core::message::{ClientMsg, CloseReason, Presence, PresenceEntry, ServerMsg};
 use breeze_server::{DbLocation, Settings};
-use common::{Peer, WAIT, user};
+use breeze_testsupport::{InProcess, Peer, client_config, drive, user};
+use breeze_transport_tokio::TcpConnector;
 use std::time::Duration;
-use tokio::time::timeout;
 
-fn settings(dir: &tempfile::TempDir) -> Settings {
-    let mut s = Settings::for_tests(DbLocation::File(dir.path().join("breeze.db")));
+fn timings(s: &mut Settings) {
     s.server.heartbeat_interval = Duration::from_millis(200);
     s.server.heartbeat_timeout = Duration::from_secs(5);
-    s
 }
 
 #[tokio::test]
 async fn accounts_and_messages_survive_a_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = breeze_server::start(settings(&dir)).await.unwrap();
-    let addr = server.local_addr();
+    let mut server = InProcess::start(timings).await;
+    let addr = server.addr();
 
-    let mut alice = Peer::connect(addr).await;
-    alice.register("alice", "alice-password").await;
-    let mut bob = Peer::connect(addr).await;
-    bob.register("bob", "bob-password").await;
-    bob.login("bob", "bob-password").await;
+    let mut alice = Peer::hello(addr).await;
+    alice.register("alice").await;
+    let mut bob = Peer::user(addr, "bob").await;
     // A message for alice, who is not logged in: stored, confirmed to bob.
     bob.send(&ClientMsg::Send {
         id: 42,
@@ -37,20 +31,19 @@ async fn accounts_and_messages_survive_a_restart() {
     .await;
     bob.recv_until("sent", |m| matches!(m, ServerMsg::Sent { id: 42, .. }))
         .await;
-    assert_eq!(server.stats().await.unwrap().registered_users, 2);
+    assert_eq!(server.stats().await.registered_users, 2);
 
-    timeout(WAIT, server.shutdown()).await.unwrap();
+    server.restart().await;
     let shutdown = Some(ServerMsg::Bye {
         reason: CloseReason::ServerShutdown,
     });
     assert_eq!(bob.last_before_close().await, shutdown);
     assert_eq!(alice.last_before_close().await, shutdown);
 
-    // Same database, new process state: the directory is loaded, the message is waiting.
-    let server = breeze_server::start(settings(&dir)).await.unwrap();
-    assert_eq!(server.stats().await.unwrap().registered_users, 2);
-    let mut alice = Peer::connect(server.local_addr()).await;
-    let snapshot = alice.login("alice", "alice-password").await;
+    // Same database, new server state: the directory is loaded, the message is waiting.
+    assert_eq!(server.stats().await.registered_users, 2);
+    let mut alice = Peer::hello(server.addr()).await;
+    let snapshot = alice.login("alice").await;
     assert_eq!(
         snapshot,
         ServerMsg::PresenceSnapshot {
@@ -70,12 +63,12 @@ async fn accounts_and_messages_survive_a_restart() {
         (d.from, d.id, d.body.as_str()),
         (user("bob"), 42, "while you were out")
     );
-    let who = server.who().await.unwrap();
+    let who = server.who().await;
     assert_eq!(who.len(), 1);
     assert_eq!(who[0].user, user("alice"));
 
     // A wrong password is refused without saying whether the user exists.
-    let mut mallory = Peer::connect(server.local_addr()).await;
+    let mut mallory = Peer::hello(server.addr()).await;
     mallory
         .send(&ClientMsg::Login {
             user: user("alice"),
@@ -96,18 +89,14 @@ async fn accounts_and_messages_survive_a_restart() {
         ),
         "{refused:?}"
     );
-    timeout(WAIT, server.shutdown()).await.unwrap();
+    server.stop().await;
 }
 
 #[tokio::test]
 async fn an_in_memory_store_serves_too() {
-    let server = breeze_server::start(Settings::for_tests(DbLocation::Memory))
-        .await
-        .unwrap();
-    let mut peer = Peer::connect(server.local_addr()).await;
-    peer.register("solo", "solo-password").await;
-    peer.login("solo", "solo-password").await;
-    timeout(WAIT, server.shutdown()).await.unwrap();
+    let server = InProcess::start(|s| s.db = DbLocation::Memory).await;
+    Peer::user(server.addr(), "solo").await;
+    server.stop().await;
 }
 
 #[tokio::test]
@@ -128,63 +117,29 @@ async fn a_busy_port_is_reported_in_plain_words() {
 
 #[tokio::test]
 async fn run_client_comes_back_after_a_restart_on_the_same_database() {
-    use breeze_core::client::{Client, ClientConfig, ClientEvent, Mode};
-    use breeze_transport_tokio::{ClientCommand, ClientSettings, Clock, TcpConnector, run_client};
-    use tokio::sync::mpsc;
-
-    async fn expect(events: &mut mpsc::Receiver<ClientEvent>, f: impl Fn(&ClientEvent) -> bool) {
-        timeout(WAIT, async {
-            while let Some(ev) = events.recv().await {
-                if f(&ev) {
-                    return;
-                }
-            }
-            panic!("events closed");
-        })
-        .await
-        .expect("event within the wait bound");
-    }
-
-    let dir = tempfile::tempdir().unwrap();
-    let server = breeze_server::start(settings(&dir)).await.unwrap();
-    let addr = server.local_addr();
-    let clock = Clock::start();
-    let cfg = ClientConfig {
-        mode: Mode::Register,
-        backoff_base: Duration::from_millis(50),
-        backoff_max: Duration::from_millis(200),
-        ..ClientConfig::new(user("frank"), "frank-password")
-    };
-    let (commands, command_rx) = mpsc::channel(8);
-    let (event_tx, mut events) = mpsc::channel(256);
-    let task = tokio::spawn(run_client(
-        Client::new(cfg, clock.now()),
-        clock,
+    let mut server = InProcess::start(timings).await;
+    let (frank, mut events) = drive(
+        client_config("frank", "frank-password", Mode::Register),
         TcpConnector,
-        ClientSettings::new(addr),
-        command_rx,
-        event_tx,
-    ));
-    expect(&mut events, |e| matches!(e, ClientEvent::LoggedIn { .. })).await;
-    timeout(WAIT, server.shutdown()).await.unwrap();
-    expect(&mut events, |e| {
-        matches!(
-            e,
-            ClientEvent::Disconnected {
-                reason: Some(CloseReason::ServerShutdown),
-                ..
-            }
-        )
-    })
-    .await;
-
-    let mut again = settings(&dir);
-    again.listen = addr;
-    let server = breeze_server::start(again).await.unwrap();
+        server.addr(),
+    );
+    events.logged_in().await;
+    // Back on the same address and database.
+    server.restart().await;
+    events
+        .expect("shutdown", |e| {
+            matches!(
+                e,
+                ClientEvent::Disconnected {
+                    reason: Some(CloseReason::ServerShutdown),
+                    ..
+                }
+            )
+        })
+        .await;
     // Back in on its own: resume token first (the database kept it), password otherwise.
-    expect(&mut events, |e| matches!(e, ClientEvent::LoggedIn { .. })).await;
-    assert_eq!(server.stats().await.unwrap().sessions, 1);
-    commands.send(ClientCommand::Quit).await.unwrap();
-    timeout(WAIT, task).await.unwrap().unwrap();
-    timeout(WAIT, server.shutdown()).await.unwrap();
+    events.logged_in().await;
+    assert_eq!(server.stats().await.sessions, 1);
+    frank.quit().await;
+    server.stop().await;
 }

@@ -3,15 +3,9 @@
 
 #![cfg(target_os = "linux")]
 
-use breeze_core::codec::{DEFAULT_MAX_FRAME, decode, encode_frame, split_frame};
-use breeze_core::message::{ClientMsg, MAGIC, PROTOCOL_VERSION, ServerMsg};
-use bytes::BytesMut;
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+use breeze_testsupport::Peer;
+use breeze_testsupport::process::{server_command, watch_log};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 const BIN: &str = env!("CARGO_BIN_EXE_breeze-server");
 
@@ -19,25 +13,6 @@ fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
-async fn idle_connection(addr: SocketAddr) -> TcpStream {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    let hello = ClientMsg::Hello {
-        magic: MAGIC,
-        version: PROTOCOL_VERSION,
-        client: "mem".into(),
-    };
-    stream.write_all(&encode_frame(&hello)).await.unwrap();
-    let mut buf = BytesMut::new();
-    loop {
-        if let Some(payload) = split_frame(&mut buf, DEFAULT_MAX_FRAME).unwrap() {
-            let msg: ServerMsg = decode(&payload).unwrap();
-            assert!(matches!(msg, ServerMsg::Welcome { .. }));
-            return stream;
-        }
-        assert!(stream.read_buf(&mut buf).await.unwrap() > 0);
-    }
 }
 
 /// Run with `cargo test -p breeze-server --release --test memory -- --ignored --nocapture`
@@ -50,34 +25,30 @@ async fn memory_per_idle_connection() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(5000);
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(BIN)
-        .args(["--listen", "127.0.0.1:0", "--argon2-memory-kib", "8"])
-        .args(["--argon2-iterations", "1", "--heartbeat-timeout", "10m"])
-        .args(["--heartbeat-interval", "5m", "--handshake-timeout", "10m"])
-        .arg("--db")
-        .arg(dir.path().join("mem.db"))
-        .env("RUST_LOG", "warn,breeze_server=info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr: SocketAddr = loop {
-        let line = lines.next().unwrap().unwrap();
-        if let Some(rest) = line.split("listening on ").nth(1) {
-            break rest.split_whitespace().next().unwrap().parse().unwrap();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
+    let mut child = server_command(
+        BIN.as_ref(),
+        &dir.path().join("mem.db"),
+        ([127, 0, 0, 1], 0).into(),
+    )
+    .args(["--heartbeat-timeout", "10m", "--heartbeat-interval", "5m"])
+    .args(["--handshake-timeout", "10m"])
+    // One info line per session would be thousands here.
+    .env("RUST_LOG", "warn,breeze_server=info")
+    .spawn()
+    .unwrap();
+    // Held to the end: its thread keeps reading the server's stderr, so logging never blocks.
+    let listening = watch_log(&mut child).expect("listening");
+    let addr = listening.addr;
     // Warm up allocator arenas and the runtime with a first batch, then measure the rest.
     let mut conns = Vec::new();
     for _ in 0..100 {
-        conns.push(idle_connection(addr).await);
+        conns.push(Peer::hello(addr).await);
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let before = rss_kib(child.id());
     let started = Instant::now();
     for _ in 0..n {
-        conns.push(idle_connection(addr).await);
+        conns.push(Peer::hello(addr).await);
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let after = rss_kib(child.id());

@@ -1,6 +1,10 @@
 //! Drives a `breeze_core::client::Client` over a `Connector`: the client core decides when
 //! to connect, what to send and when to give up; this performs it with real (or simulated)
 //! sockets and tokio time.
+//!
+//! Acks follow the client core's `AckMode`: by default a message is acked once the runner
+//! has put its `ClientEvent::Message` into the application's event queue; under
+//! `AckMode::Manual` only when the application sends `ClientCommand::Ack` for its seq.
 
 use crate::listener::{Connector, Stream};
 use crate::reader::FrameReader;
@@ -17,6 +21,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::time::Duration;
 use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{sleep_until, timeout};
 use tracing::debug;
@@ -31,6 +36,9 @@ pub enum ClientCommand {
         attachment: Option<Attachment>,
         id: Option<oneshot::Sender<u64>>,
     },
+    /// The application has the message with this seq for good (`AckMode::Manual`; see
+    /// `Client::ack`). Acks given together go out in one frame.
+    Ack(u64),
     SetStatus(Status),
     AddContact(UserId),
     RemoveContact(UserId),
@@ -58,6 +66,7 @@ impl fmt::Debug for ClientCommand {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ClientCommand::SendMessage { to, .. } => write!(f, "SendMessage(to {to})"),
+            ClientCommand::Ack(seq) => write!(f, "Ack({seq})"),
             ClientCommand::SetStatus(s) => write!(f, "SetStatus({s:?})"),
             ClientCommand::AddContact(u) => write!(f, "AddContact({u})"),
             ClientCommand::RemoveContact(u) => write!(f, "RemoveContact({u})"),
@@ -99,12 +108,19 @@ impl ClientSettings {
 
 type Connecting<S> = Pin<Box<dyn Future<Output = io::Result<S>> + Send>>;
 
+/// Commands applied in one turn of the loop when several are waiting, so that acks (and
+/// other requests) given together leave in one batch, while a flood of commands still lets
+/// the socket and timers have their turn.
+const COMMANDS_PER_TURN: usize = 256;
+
 /// Runs `client` until `Quit` (or until `commands` is closed, which counts as `Quit`), and
 /// returns it. `clock` must be the clock whose `now()` the client was created with.
 ///
 /// Events are sent to `events` as they happen; the application must keep receiving them,
 /// since the runner waits for room rather than drop a message. If `events` is closed, events
-/// are discarded.
+/// are discarded. An application that acks (`AckMode::Manual`) must not wait for room in
+/// `commands` while it is not receiving events: the two would wait for each other. (The
+/// `breeze` CLI forwards an unbounded queue into `commands`.)
 pub async fn run_client<C: Connector>(
     mut client: Client,
     clock: Clock,
@@ -117,6 +133,10 @@ pub async fn run_client<C: Connector>(
     let mut connecting: Option<Connecting<C::Stream>> = None;
     let mut quitting = false;
     loop {
+        // Events first: taking a `Message` may queue its ack, which the outputs then carry.
+        while let Some(event) = client.poll_event() {
+            let _ = events.send(event).await;
+        }
         while let Some(out) = client.poll_output() {
             match out {
                 ClientOutput::Connect => {
@@ -149,9 +169,6 @@ pub async fn run_client<C: Connector>(
                 }
             }
         }
-        while let Some(event) = client.poll_event() {
-            let _ = events.send(event).await;
-        }
         if quitting {
             if let Some(conn) = conn.take() {
                 conn.close(settings.close_timeout).await;
@@ -169,7 +186,20 @@ pub async fn run_client<C: Connector>(
                         client.logout(now);
                         quitting = true;
                     }
-                    Some(command) => apply(&mut client, now, command),
+                    Some(command) => {
+                        apply(&mut client, now, command);
+                        for _ in 1..COMMANDS_PER_TURN {
+                            match commands.try_recv() {
+                                Ok(ClientCommand::Quit) | Err(TryRecvError::Disconnected) => {
+                                    client.logout(now);
+                                    quitting = true;
+                                    break;
+                                }
+                                Ok(command) => apply(&mut client, now, command),
+                                Err(TryRecvError::Empty) => break,
+                            }
+                        }
+                    }
                 }
             }
             connected = async { connecting.as_mut().expect("guarded").await }, if connecting.is_some() => {
@@ -218,6 +248,7 @@ fn apply(client: &mut Client, now: breeze_core::Instant, command: ClientCommand)
                 let _ = reply.send(sent);
             }
         }
+        ClientCommand::Ack(seq) => client.ack(now, seq),
         ClientCommand::SetStatus(status) => client.set_status(now, status),
         ClientCommand::AddContact(user) => client.add_contact(now, user),
         ClientCommand::RemoveContact(user) => client.remove_contact(now, user),

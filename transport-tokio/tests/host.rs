@@ -4,7 +4,8 @@ mod common;
 
 use breeze_core::message::{ClientMsg, CloseReason, Presence, PresenceEntry, ServerMsg};
 use breeze_core::testkit::MemStore;
-use common::{Peer, TestServer, WAIT, fast_config, host_config, user};
+use breeze_testsupport::{Peer, WAIT, user};
+use common::{TestServer, fast_config, host_config};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -17,7 +18,7 @@ async fn handshake_gets_welcome_with_the_configured_limits() {
         heartbeat_timeout_ms,
         max_frame,
         ..
-    } = peer.hello().await
+    } = peer.say_hello().await
     else {
         unreachable!()
     };
@@ -29,12 +30,16 @@ async fn handshake_gets_welcome_with_the_configured_limits() {
 #[tokio::test]
 async fn register_login_and_presence() {
     let server = TestServer::start(fast_config(), host_config()).await;
-    let (mut alice, got) = Peer::register_and_login(server.addr, "alice").await;
-    assert_eq!(got[1], ServerMsg::PresenceSnapshot { entries: vec![] });
+    let mut alice = Peer::hello(server.addr).await;
+    alice.register("alice").await;
+    let got = alice.login("alice").await;
+    assert_eq!(got, ServerMsg::PresenceSnapshot { entries: vec![] });
 
-    let (mut bob, got) = Peer::register_and_login(server.addr, "bob").await;
+    let mut bob = Peer::hello(server.addr).await;
+    bob.register("bob").await;
+    let got = bob.login("bob").await;
     assert_eq!(
-        got[1],
+        got,
         ServerMsg::PresenceSnapshot {
             entries: vec![PresenceEntry {
                 user: user("alice"),
@@ -100,11 +105,9 @@ async fn register_login_and_presence() {
 #[tokio::test]
 async fn an_oversize_frame_is_refused_and_others_keep_working() {
     let server = TestServer::start(fast_config(), host_config()).await;
-    let mut other = Peer::connect(server.addr).await;
-    other.hello().await;
+    let mut other = Peer::hello(server.addr).await;
 
-    let mut big = Peer::connect(server.addr).await;
-    big.hello().await;
+    let mut big = Peer::hello(server.addr).await;
     let max = fast_config().max_frame;
     // Only the length is sent: the server must refuse on it, not wait for the bytes.
     big.send_raw(&(max + 1).to_be_bytes()).await;
@@ -127,8 +130,7 @@ async fn an_oversize_frame_with_its_bytes_still_gets_the_bye() {
         ..fast_config()
     };
     let server = TestServer::start(cfg, host_config()).await;
-    let mut peer = Peer::connect(server.addr).await;
-    peer.hello().await;
+    let peer = Peer::hello(server.addr).await;
     let (rd, mut wr) = peer.stream.into_split();
     let writer = tokio::spawn(async move {
         use tokio::io::AsyncWriteExt;
@@ -139,7 +141,7 @@ async fn an_oversize_frame_with_its_bytes_still_gets_the_bye() {
         wr
     });
     let wr = writer.await.unwrap();
-    let mut peer = Peer::from_stream(rd.reunite(wr).unwrap());
+    let mut peer = Peer::over(rd.reunite(wr).unwrap());
     assert_eq!(
         peer.last_before_close().await,
         Some(ServerMsg::Bye {
@@ -152,8 +154,7 @@ async fn an_oversize_frame_with_its_bytes_still_gets_the_bye() {
 #[tokio::test]
 async fn garbage_is_malformed() {
     let server = TestServer::start(fast_config(), host_config()).await;
-    let mut peer = Peer::connect(server.addr).await;
-    peer.hello().await;
+    let mut peer = Peer::hello(server.addr).await;
     peer.send_raw(&[0, 0, 0, 5, 0xff, 0xff, 0xff, 0xff, 0xff])
         .await;
     assert_eq!(
@@ -189,10 +190,8 @@ async fn connections_beyond_the_limit_are_told_server_full() {
         ..host_config()
     };
     let server = TestServer::start(fast_config(), host).await;
-    let mut a = Peer::connect(server.addr).await;
-    a.hello().await;
-    let mut b = Peer::connect(server.addr).await;
-    b.hello().await;
+    let mut a = Peer::hello(server.addr).await;
+    let b = Peer::hello(server.addr).await;
     let mut c = Peer::connect(server.addr).await;
     assert_eq!(
         c.last_before_close().await,
@@ -250,10 +249,12 @@ async fn two_listeners_share_one_core_and_one_limit() {
     let server = TestServer::start_with(first, store, fast_config(), host, |h| {
         assert_eq!(h.listen(second).unwrap(), second_addr);
     });
-    let (mut alice, _) = Peer::register_and_login(server.addr, "alice").await;
-    let (_bob, got) = Peer::register_and_login(second_addr, "bob").await;
+    let mut alice = Peer::user(server.addr, "alice").await;
+    let mut bob = Peer::hello(second_addr).await;
+    bob.register("bob").await;
+    let got = bob.login("bob").await;
     assert_eq!(
-        got[1],
+        got,
         ServerMsg::PresenceSnapshot {
             entries: vec![PresenceEntry {
                 user: user("alice"),
@@ -289,8 +290,8 @@ async fn two_listeners_share_one_core_and_one_limit() {
 #[tokio::test]
 async fn a_silent_peer_is_announced_offline() {
     let server = TestServer::start(fast_config(), host_config()).await;
-    let (mut watcher, _) = Peer::register_and_login(server.addr, "watcher").await;
-    let (silent, _) = Peer::register_and_login(server.addr, "silent").await;
+    let mut watcher = Peer::user(server.addr, "watcher").await;
+    let silent = Peer::user(server.addr, "silent").await;
     watcher
         .recv_until("silent online", |m| {
             matches!(m, ServerMsg::PresenceDiff { entries } if entries[0].presence == Presence::Online)
@@ -332,9 +333,8 @@ async fn a_silent_peer_is_announced_offline() {
 #[tokio::test]
 async fn shutdown_says_goodbye_to_everyone() {
     let server = TestServer::start(fast_config(), host_config()).await;
-    let (mut alice, _) = Peer::register_and_login(server.addr, "alice").await;
-    let mut anon = Peer::connect(server.addr).await;
-    anon.hello().await;
+    let mut alice = Peer::user(server.addr, "alice").await;
+    let mut anon = Peer::hello(server.addr).await;
     let addr = server.addr;
     server.stop().await;
     let bye = Some(ServerMsg::Bye {
@@ -361,8 +361,7 @@ async fn ipv6_loopback_works() {
     )
     .await;
     assert!(server.addr.is_ipv6());
-    let mut peer = Peer::connect(server.addr).await;
-    peer.hello().await;
+    Peer::hello(server.addr).await;
     server.stop().await;
 }
 
@@ -386,19 +385,13 @@ async fn a_peer_that_never_reads_is_disconnected() {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     let stream = socket.connect(server.addr).await.unwrap();
-    let mut stuck = Peer::from_stream(stream);
-    stuck.hello().await;
-    stuck
-        .send(&ClientMsg::Register {
-            user: user("stuck"),
-            password: "password1".into(),
-        })
-        .await;
-    stuck.recv().await.unwrap();
+    let mut stuck = Peer::over(stream);
+    stuck.say_hello().await;
+    stuck.register("stuck").await;
     stuck.login("stuck").await;
     // From here on `stuck` reads nothing.
 
-    let (sender, _) = Peer::register_and_login(server.addr, "sender").await;
+    let sender = Peer::user(server.addr, "sender").await;
     let attachment = breeze_core::message::Attachment {
         mime: "application/octet-stream".into(),
         name: "blob".into(),
@@ -453,7 +446,7 @@ async fn a_peer_that_never_reads_is_disconnected() {
     })
     .await;
     assert!(closed.is_ok());
-    let (mut other, _) = Peer::register_and_login(server.addr, "other").await;
+    let mut other = Peer::user(server.addr, "other").await;
     other.ping(1).await;
     server.stop().await;
 }
@@ -461,7 +454,7 @@ async fn a_peer_that_never_reads_is_disconnected() {
 #[tokio::test]
 async fn a_half_closed_peer_still_gets_the_answer_to_its_last_frame() {
     let server = TestServer::start(fast_config(), host_config()).await;
-    let (mut alice, _) = Peer::register_and_login(server.addr, "alice").await;
+    let mut alice = Peer::user(server.addr, "alice").await;
     alice.send(&ClientMsg::Logout).await;
     use tokio::io::AsyncWriteExt;
     alice.stream.shutdown().await.unwrap();

@@ -4,63 +4,20 @@
 mod common;
 
 use breeze_core::ServerConfig;
-use breeze_core::codec::{DEFAULT_MAX_FRAME, decode, encode_frame, split_frame};
-use breeze_core::message::{ClientMsg, MAGIC, PROTOCOL_VERSION, ServerMsg};
+use breeze_core::codec::encode_frame;
+use breeze_core::message::{ClientMsg, ServerMsg};
 use breeze_core::testkit::MemStore;
+use breeze_testsupport::{Peer, Pki, WAIT};
 use breeze_transport_tokio::Connector;
 use breeze_transport_tokio::tls::{
     TlsConnector, TlsError, TlsListener, TlsListenerConfig, server_config,
 };
-use bytes::BytesMut;
-use common::{TestServer, WAIT, fast_config, host_config};
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
-};
-use std::path::PathBuf;
+use common::{TestServer, fast_config, host_config};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{Instant, timeout};
-
-/// A CA, a server certificate it signed (for `localhost` and 127.0.0.1) with its key, and an
-/// unrelated self-signed certificate, as PEM files in a temporary directory.
-struct Pki {
-    _dir: tempfile::TempDir,
-    ca: PathBuf,
-    cert: PathBuf,
-    key: PathBuf,
-    stranger: PathBuf,
-}
-
-fn pki() -> Pki {
-    let dir = tempfile::tempdir().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "Breeze test CA");
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let cert = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-        .unwrap()
-        .signed_by(&key, &ca)
-        .unwrap();
-    let stranger = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    let write = |name: &str, pem: String| {
-        let path = dir.path().join(name);
-        std::fs::write(&path, pem).unwrap();
-        path
-    };
-    Pki {
-        ca: write("ca.pem", ca.pem()),
-        cert: write("cert.pem", cert.pem()),
-        key: write("key.pem", key.serialize_pem()),
-        stranger: write("stranger.pem", stranger.cert.pem()),
-        _dir: dir,
-    }
-}
 
 async fn tls_server(pki: &Pki, limits: TlsListenerConfig) -> TestServer {
     let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -79,42 +36,15 @@ async fn tls_server(pki: &Pki, limits: TlsListenerConfig) -> TestServer {
     )
 }
 
-/// Says Hello over any stream and returns the server's answer (`None`: closed).
-async fn hello<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S) -> Option<ServerMsg> {
-    let hello = ClientMsg::Hello {
-        magic: MAGIC,
-        version: PROTOCOL_VERSION,
-        client: "tls-test".into(),
-    };
-    stream.write_all(&encode_frame(&hello)).await.ok()?;
-    let mut buf = BytesMut::new();
-    timeout(WAIT, async {
-        loop {
-            if let Some(payload) = split_frame(&mut buf, DEFAULT_MAX_FRAME).unwrap() {
-                return Some(decode(&payload).unwrap());
-            }
-            match stream.read_buf(&mut buf).await {
-                Ok(0) | Err(_) => return None,
-                Ok(_) => {}
-            }
-        }
-    })
-    .await
-    .expect("an answer or a close within the wait bound")
-}
-
 #[tokio::test]
 async fn a_client_verifying_by_ca_or_pin_gets_in_and_others_do_not() {
-    let pki = pki();
+    let pki = Pki::new();
     let server = tls_server(&pki, TlsListenerConfig::default()).await;
 
     // By the CA, checking the IP address connected to, then a DNS name.
     let mut by_ca = TlsConnector::from_ca_file(&pki.ca).unwrap();
-    let mut stream = by_ca.connect(server.addr).await.unwrap();
-    assert!(matches!(
-        hello(&mut stream).await,
-        Some(ServerMsg::Welcome { .. })
-    ));
+    let mut by_ca = Peer::over(by_ca.connect(server.addr).await.unwrap());
+    by_ca.say_hello().await;
     let mut by_name = TlsConnector::from_ca_file(&pki.ca)
         .unwrap()
         .with_server_name("localhost")
@@ -123,11 +53,8 @@ async fn a_client_verifying_by_ca_or_pin_gets_in_and_others_do_not() {
 
     // By the pinned certificate: the server's own PEM file.
     let mut pinned = TlsConnector::pinned(&pki.cert).unwrap();
-    let mut stream = pinned.connect(server.addr).await.unwrap();
-    assert!(matches!(
-        hello(&mut stream).await,
-        Some(ServerMsg::Welcome { .. })
-    ));
+    let mut pinned = Peer::over(pinned.connect(server.addr).await.unwrap());
+    pinned.say_hello().await;
 
     // A name the certificate does not carry, a CA that did not sign it, a different pin.
     let mut wrong_name = TlsConnector::from_ca_file(&pki.ca)
@@ -155,7 +82,7 @@ async fn a_client_verifying_by_ca_or_pin_gets_in_and_others_do_not() {
 
 #[tokio::test]
 async fn stalled_and_plain_handshakes_do_not_hold_up_the_accept_loop() {
-    let pki = pki();
+    let pki = Pki::new();
     let limits = TlsListenerConfig {
         handshake_timeout: Duration::from_millis(400),
         ..TlsListenerConfig::default()
@@ -173,11 +100,8 @@ async fn stalled_and_plain_handshakes_do_not_hold_up_the_accept_loop() {
     // Meanwhile a TLS client gets in at once.
     let started = Instant::now();
     let mut connector = TlsConnector::pinned(&pki.cert).unwrap();
-    let mut stream = connector.connect(server.addr).await.unwrap();
-    assert!(matches!(
-        hello(&mut stream).await,
-        Some(ServerMsg::Welcome { .. })
-    ));
+    let mut tls = Peer::over(connector.connect(server.addr).await.unwrap());
+    tls.say_hello().await;
     let took = started.elapsed();
     assert!(
         took < Duration::from_millis(300),
@@ -206,20 +130,8 @@ async fn stalled_and_plain_handshakes_do_not_hold_up_the_accept_loop() {
     assert!(started.elapsed() >= Duration::from_millis(350));
 
     // The TLS client is still served.
-    let ping = encode_frame(&ClientMsg::Ping { nonce: 7 });
-    stream.write_all(&ping).await.unwrap();
-    let mut buf = BytesMut::new();
-    let pong = timeout(WAIT, async {
-        loop {
-            if let Some(payload) = split_frame(&mut buf, DEFAULT_MAX_FRAME).unwrap() {
-                return decode::<ServerMsg>(&payload).unwrap();
-            }
-            assert!(stream.read_buf(&mut buf).await.unwrap() > 0);
-        }
-    })
-    .await
-    .unwrap();
-    assert_eq!(pong, ServerMsg::Pong { nonce: 7 });
+    tls.send(&ClientMsg::Ping { nonce: 7 }).await;
+    assert_eq!(tls.recv().await, Some(ServerMsg::Pong { nonce: 7 }));
     server
         .wait_stats("one connection left", |s| s.connections == 1)
         .await;
@@ -228,7 +140,7 @@ async fn stalled_and_plain_handshakes_do_not_hold_up_the_accept_loop() {
 
 #[test]
 fn bad_files_are_named_in_the_error() {
-    let pki = pki();
+    let pki = Pki::new();
     let missing = pki.cert.with_file_name("missing.pem");
     let text = |e: TlsError| e.to_string();
 
@@ -250,8 +162,7 @@ fn bad_files_are_named_in_the_error() {
         )
     );
     // A key that is not the certificate's.
-    let other_key = pki.key.with_file_name("other-key.pem");
-    std::fs::write(&other_key, KeyPair::generate().unwrap().serialize_pem()).unwrap();
+    let other_key = pki.unrelated_key("other-key.pem");
     let err = text(server_config(&pki.cert, &other_key).unwrap_err());
     assert!(
         err.starts_with(&format!(

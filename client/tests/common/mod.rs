@@ -4,26 +4,25 @@
 #![allow(dead_code)]
 
 use breeze_core::UserId;
-use breeze_server::{DbLocation, Running, Settings};
-use std::io::{BufRead, BufReader, Write};
+use breeze_server::Settings;
+use breeze_testsupport::process::{lines, wait_exit};
+use breeze_testsupport::{InProcess, WAIT};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_breeze");
-/// The longest any single expectation waits.
-pub const WAIT: Duration = Duration::from_secs(10);
 
 /// The user every server lets run `admin who`.
 pub const ADMIN: &str = "root";
 
-/// A server on a free loopback port with its database in a temporary directory.
+/// A server (`InProcess`) on its own runtime, for tests that are not async themselves.
 pub struct TestServer {
     runtime: tokio::runtime::Runtime,
-    running: Option<Running>,
+    server: Option<InProcess>,
     pub addr: SocketAddr,
-    _dir: tempfile::TempDir,
 }
 
 impl TestServer {
@@ -38,18 +37,14 @@ impl TestServer {
             .enable_all()
             .build()
             .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let mut settings = Settings::for_tests(DbLocation::File(dir.path().join("breeze.db")));
-        settings.server.admins.insert(UserId::new(ADMIN).unwrap());
-        adjust(&mut settings);
-        let running = runtime
-            .block_on(breeze_server::start(settings))
-            .expect("the server starts");
+        let server = runtime.block_on(InProcess::start(|settings| {
+            settings.server.admins.insert(UserId::new(ADMIN).unwrap());
+            adjust(settings);
+        }));
         TestServer {
-            addr: running.local_addr(),
-            running: Some(running),
+            addr: server.addr(),
+            server: Some(server),
             runtime,
-            _dir: dir,
         }
     }
 
@@ -90,10 +85,8 @@ impl TestServer {
 
 impl Drop for TestServer {
     fn drop(&mut self) {
-        if let Some(running) = self.running.take() {
-            let _ = self
-                .runtime
-                .block_on(async { tokio::time::timeout(WAIT, running.shutdown()).await });
+        if let Some(server) = self.server.take() {
+            self.runtime.block_on(server.stop());
         }
     }
 }
@@ -151,21 +144,6 @@ fn collect(mut pipe: impl std::io::Read + Send + 'static) -> mpsc::Receiver<Vec<
         let _ = tx.send(buf);
     });
     rx
-}
-
-pub fn wait_exit(child: &mut Child) -> ExitStatus {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("breeze did not exit within {WAIT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 /// A running `breeze chat`: its stdin to type into, and its output lines as they come.
@@ -241,17 +219,4 @@ impl Drop for ChatProcess {
             let _ = self.child.wait();
         }
     }
-}
-
-fn lines(pipe: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(pipe).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
 }

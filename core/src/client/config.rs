@@ -15,6 +15,24 @@ pub enum Mode {
     Register,
 }
 
+/// When the client acknowledges a delivered message. An ack is final: the server drops the
+/// message from the user's mailbox and never delivers it again, so it must not go out before
+/// the application has the message in the sense it cares about.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub enum AckMode {
+    /// Ack a message once `poll_event` has returned it: the application holds it in memory.
+    /// For an application that shows messages and keeps nothing; one that dies with messages
+    /// taken but not yet shown or saved loses those.
+    #[default]
+    OnHandover,
+    /// Ack only what the application passes to `Client::ack`, e.g. after saving or showing
+    /// it. Whatever it never acks is delivered again at its next login (after a crash, by a
+    /// new `Client`), so nothing is lost between the socket and the application. An
+    /// application that never acks leaves every message in the mailbox (a send-only tool),
+    /// and gets only the first page of it (PROTOCOL.md §13.3).
+    Manual,
+}
+
 #[derive(Clone)]
 pub struct ClientConfig {
     pub user: UserId,
@@ -34,10 +52,8 @@ pub struct ClientConfig {
     pub backoff_max: Duration,
     /// Connecting, the handshake and the login together must finish within this.
     pub connect_timeout: Duration,
-    /// Acknowledge every delivery as it reaches the application (the normal case). A
-    /// one-shot tool that logs in only to send turns this off, so the messages waiting for
-    /// the user stay in their mailbox for their real client.
-    pub ack_deliveries: bool,
+    /// When deliveries are acknowledged (default: once the application took them).
+    pub acks: AckMode,
 }
 
 impl ClientConfig {
@@ -54,7 +70,7 @@ impl ClientConfig {
             backoff_base: Duration::from_millis(250),
             backoff_max: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
-            ack_deliveries: true,
+            acks: AckMode::OnHandover,
         }
     }
 }
@@ -72,7 +88,7 @@ impl fmt::Debug for ClientConfig {
             .field("backoff_base", &self.backoff_base)
             .field("backoff_max", &self.backoff_max)
             .field("connect_timeout", &self.connect_timeout)
-            .field("ack_deliveries", &self.ack_deliveries)
+            .field("acks", &self.acks)
             .finish_non_exhaustive()
     }
 }

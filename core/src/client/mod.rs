@@ -9,6 +9,13 @@
 //! desired status (re-asserted by `Login`), contact changes made while offline, the resume
 //! token, and the set of delivered seqs (so a redelivery never reaches the application twice).
 //!
+//! Deliveries are acknowledged only once the application has them ([`AckMode`]): when
+//! `poll_event` returns the `Message` (the default), or when the application calls
+//! [`Client::ack`]. Acks wait in the client until the host next calls `poll_output`, so a host
+//! that drains `poll_event` and then `poll_output` sends everything taken together as one
+//! `Ack` frame. An ack the application gives while no session is up is not queued: the
+//! server delivers the message again at the next login, and the client acks the repeat itself.
+//!
 //! Commands that only make sense online — `request_history`, `admin_who`, `change_password` —
 //! are not queued while not logged in: they answer at once with
 //! `ClientEvent::Error { code: NotLoggedIn }`, since a stale history page or a password change
@@ -25,19 +32,20 @@ mod tests;
 mod view;
 
 pub use backoff::jitter_bounds;
-pub use config::{ClientConfig, Mode};
+pub use config::{AckMode, ClientConfig, Mode};
 pub use event::{ClientEvent, ClientOutput, ClientState, StopReason};
 
 use crate::codec::{self, encode};
 use crate::ids::UserId;
 use crate::message::{
-    Attachment, ClientMsg, CloseReason, Credential, ErrorCode, MAGIC, MAX_CLIENT_NAME,
-    PROTOCOL_VERSION, Presence, PresenceEntry, RequestKind, ServerMsg, Status, WatchScope,
+    Attachment, ClientMsg, CloseReason, Credential, ErrorCode, MAGIC, MAX_ACK_SEQS,
+    MAX_CLIENT_NAME, PROTOCOL_VERSION, Presence, PresenceEntry, RequestKind, ServerMsg, Status,
+    WatchScope,
 };
 use crate::time::{Duration, Instant};
 use backoff::Backoff;
 use connection::{Connection, Heartbeat, LoginStep, Stage};
-use dedupe::{REMEMBERED_SEQS, SeenSeqs};
+use dedupe::{Arrival, REMEMBERED_SEQS, SeenSeqs};
 use outbox::{Outbox, Outgoing};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
@@ -65,7 +73,7 @@ pub struct Client {
     client_name: String,
     mode: Mode,
     connect_timeout: Duration,
-    ack_deliveries: bool,
+    acks: AckMode,
     phase: Phase,
     backoff: Backoff,
     token: Option<Vec<u8>>,
@@ -97,8 +105,13 @@ pub struct Client {
     view: PresenceView,
     seen: SeenSeqs,
     outbox: Outbox,
-    /// Seqs delivered by the frames of the current `handle_frame(s)` call.
+    /// Seqs the application has (or that are repeats of ones it acked), to be sent as one
+    /// `Ack` by the next `poll_output`. Only filled while logged in; emptied when the
+    /// connection ends.
     pending_acks: Vec<u64>,
+    /// The latest time known when a pending ack was noted: sending it counts as sending from
+    /// then on for the ping timer (never later than the truth, so a ping is never late).
+    acks_noted_at: Instant,
     next_nonce: u64,
     outputs: VecDeque<ClientOutput>,
     events: VecDeque<ClientEvent>,
@@ -114,7 +127,7 @@ impl Client {
             client_name: truncate(cfg.client_name, MAX_CLIENT_NAME),
             mode: cfg.mode,
             connect_timeout: cfg.connect_timeout,
-            ack_deliveries: cfg.ack_deliveries,
+            acks: cfg.acks,
             phase: Phase::Stopped(StopReason::LoggedOut),
             backoff: Backoff::new(cfg.backoff_base, cfg.backoff_max, cfg.seed),
             token: None,
@@ -130,6 +143,7 @@ impl Client {
             seen: SeenSeqs::new(REMEMBERED_SEQS),
             outbox: Outbox::new(cfg.id_base),
             pending_acks: Vec::new(),
+            acks_noted_at: now,
             next_nonce: 0,
             outputs: VecDeque::new(),
             events: VecDeque::new(),
@@ -172,7 +186,7 @@ impl Client {
         self.handle_frames(now, [payload]);
     }
 
-    /// Several frame payloads read together; their deliveries are acked in one `Ack`.
+    /// Several frame payloads read together.
     pub fn handle_frames<'a>(
         &mut self,
         now: Instant,
@@ -180,10 +194,6 @@ impl Client {
     ) {
         for payload in payloads {
             self.ingest(now, payload);
-        }
-        if !self.pending_acks.is_empty() {
-            let seqs = std::mem::take(&mut self.pending_acks);
-            self.send(now, &ClientMsg::Ack { seqs });
         }
     }
 
@@ -213,12 +223,24 @@ impl Client {
         }
     }
 
+    /// The next thing for the host to do. Acks noted since the last call go out, batched,
+    /// once everything queued before them has been taken.
     pub fn poll_output(&mut self) -> Option<ClientOutput> {
+        if self.outputs.is_empty() {
+            self.flush_acks();
+        }
         self.outputs.pop_front()
     }
 
+    /// The next event for the application. Under [`AckMode::OnHandover`] taking a `Message`
+    /// here is what acknowledges it (sent with the next `poll_output`).
     pub fn poll_event(&mut self) -> Option<ClientEvent> {
-        self.events.pop_front()
+        let event = self.events.pop_front()?;
+        if let (ClientEvent::Message(delivery), AckMode::OnHandover) = (&event, self.acks) {
+            let noted_at = self.connection_mut().map(|c| c.last_received);
+            self.ack_seq(noted_at, delivery.seq);
+        }
+        Some(event)
     }
 
     /// When `handle_timeout` wants to be called next.
@@ -248,6 +270,15 @@ impl Client {
             self.send(now, &wire);
         }
         id
+    }
+
+    /// The application has the message `seq` for good (saved, shown): the server may forget
+    /// it. Sent with the next `poll_output`, batched with other acks; while no session is up
+    /// the server delivers the message again at the next login and the client acks that
+    /// repeat without telling the application. Under [`AckMode::OnHandover`] taking the
+    /// event already acked it, and this adds nothing.
+    pub fn ack(&mut self, now: Instant, seq: u64) {
+        self.ack_seq(Some(now), seq);
     }
 
     /// Takes effect at once when logged in, otherwise with the next login.
@@ -319,6 +350,8 @@ impl Client {
             return;
         }
         if self.is_logged_in() {
+            // What the application acked just before leaving is not delivered again.
+            self.flush_acks();
             self.send(now, &ClientMsg::Logout);
         }
         self.stop(StopReason::LoggedOut, None);
@@ -371,6 +404,11 @@ impl Client {
     /// The contact list as the server last sent it.
     pub fn contacts(&self) -> &BTreeSet<UserId> {
         &self.contacts
+    }
+
+    /// When this client acknowledges deliveries.
+    pub fn acks(&self) -> AckMode {
+        self.acks
     }
 
     /// Messages not yet confirmed durable by the server.
@@ -468,15 +506,13 @@ impl Client {
                     self.events.push_back(ClientEvent::MessageSent { id, seq });
                 }
             }
-            ServerMsg::Deliver(delivery) => {
-                // Acked even when seen: the server redelivers until it has the ack.
-                if self.ack_deliveries {
-                    self.pending_acks.push(delivery.seq);
-                }
-                if self.seen.insert(delivery.seq) {
-                    self.events.push_back(ClientEvent::Message(delivery));
-                }
-            }
+            ServerMsg::Deliver(delivery) => match self.seen.arrived(delivery.seq) {
+                Arrival::New => self.events.push_back(ClientEvent::Message(delivery)),
+                // The application has it; its ack (or the hand-over) will settle it.
+                Arrival::Unacked => {}
+                // The server redelivers until it has the ack: the first one was lost.
+                Arrival::Acked => self.note_ack(now, delivery.seq),
+            },
             ServerMsg::OfflineDone { count } => {
                 self.events.push_back(ClientEvent::OfflineDone { count })
             }
@@ -687,7 +723,7 @@ impl Client {
         if let Some(new) = std::mem::take(&mut self.password_changes).pop_back() {
             self.password_in_doubt = Some(new);
         }
-        // The server redelivers what it has no ack for; the seen set catches the repeat.
+        // The server redelivers what it has no ack for; the seen set acks the repeat.
         self.pending_acks.clear();
         self.status_in_flight = 0;
         if socket == Socket::Open {
@@ -818,12 +854,46 @@ impl Client {
         }
     }
 
+    /// The application acked `seq` at `now` (if known): queue it unless it was acked before.
+    fn ack_seq(&mut self, now: Option<Instant>, seq: u64) {
+        if self.seen.acked(seq) {
+            let now = now.unwrap_or(self.acks_noted_at);
+            self.note_ack(now, seq);
+        }
+    }
+
+    /// Queues `seq` for the next `Ack`, if there is a session to send it on.
+    fn note_ack(&mut self, now: Instant, seq: u64) {
+        if self.is_logged_in() {
+            self.pending_acks.push(seq);
+            self.acks_noted_at = self.acks_noted_at.max(now);
+        }
+    }
+
+    /// Sends the pending acks, as few `Ack` frames as the per-frame limit allows.
+    fn flush_acks(&mut self) {
+        if self.pending_acks.is_empty() {
+            return;
+        }
+        let seqs = std::mem::take(&mut self.pending_acks);
+        let now = self.acks_noted_at;
+        for chunk in seqs.chunks(MAX_ACK_SEQS) {
+            self.send(
+                now,
+                &ClientMsg::Ack {
+                    seqs: chunk.to_vec(),
+                },
+            );
+        }
+    }
+
     fn send(&mut self, now: Instant, msg: &ClientMsg) {
         // Every caller checks for a connection first (or runs on one's frames).
         let Some(conn) = self.connection_mut() else {
             unreachable!("invariant: {:?} sent with no connection", msg.kind());
         };
-        conn.last_sent = now;
+        // `max`: an ack noted earlier may be sent after something sent later.
+        conn.last_sent = conn.last_sent.max(now);
         self.outputs.push_back(ClientOutput::Send(encode(msg)));
     }
 }

@@ -465,19 +465,18 @@ fn a_refused_message_leaves_the_outbox_unless_storage_failed() {
 fn a_redelivered_message_reaches_the_app_once_but_is_acked_each_time() {
     let mut client = logged_in(at(0));
     feed(&mut client, at(1), deliver(5));
-    feed(&mut client, at(2), deliver(5));
+    assert!(matches!(&events(&mut client)[..], [ClientEvent::Message(d)] if d.seq == 5));
     assert_eq!(
         outputs(&mut client),
-        [
-            Out::Msg(ClientMsg::Ack { seqs: vec![5] }),
-            Out::Msg(ClientMsg::Ack { seqs: vec![5] })
-        ]
+        [Out::Msg(ClientMsg::Ack { seqs: vec![5] })]
     );
-    let messages = events(&mut client)
-        .into_iter()
-        .filter(|e| matches!(e, ClientEvent::Message(d) if d.seq == 5))
-        .count();
-    assert_eq!(messages, 1);
+    // The server did not get that ack: the repeat is acked again, and not shown.
+    feed(&mut client, at(2), deliver(5));
+    assert_eq!(events(&mut client), []);
+    assert_eq!(
+        outputs(&mut client),
+        [Out::Msg(ClientMsg::Ack { seqs: vec![5] })]
+    );
 
     // Across a reconnect too: the seen set lives as long as the client.
     let now = drop_and_retry(&mut client, at(3));
@@ -554,33 +553,163 @@ fn a_contact_change_reversed_in_flight_is_kept_until_the_last_answer() {
     );
 }
 
-#[test]
-fn a_client_that_does_not_ack_leaves_messages_in_the_mailbox() {
+fn manual() -> Client {
     let mut client = started(ClientConfig {
-        ack_deliveries: false,
+        acks: AckMode::Manual,
         ..config()
     });
     connect_and_log_in(&mut client, at(0), b"");
-    feed(&mut client, at(1), deliver(5));
-    assert_eq!(outputs(&mut client), []);
-    assert!(matches!(&events(&mut client)[..], [ClientEvent::Message(d)] if d.seq == 5));
+    client
 }
 
 #[test]
-fn deliveries_read_together_are_acked_in_one_frame() {
+fn a_client_that_does_not_ack_leaves_messages_in_the_mailbox() {
+    let mut client = manual();
+    feed(&mut client, at(1), deliver(5));
+    assert_eq!(outputs(&mut client), []);
+    assert!(matches!(&events(&mut client)[..], [ClientEvent::Message(d)] if d.seq == 5));
+    assert_eq!(outputs(&mut client), []);
+}
+
+#[test]
+fn nothing_is_acked_before_the_application_takes_the_message() {
+    let mut client = logged_in(at(0));
+    feed(&mut client, at(1), deliver(5));
+    feed(&mut client, at(2), deliver(6));
+    assert_eq!(outputs(&mut client), [], "not taken yet");
+    // A repeat of a message still waiting for the application is not acked either.
+    feed(&mut client, at(3), deliver(5));
+    assert_eq!(outputs(&mut client), []);
+    assert!(matches!(client.poll_event(), Some(ClientEvent::Message(d)) if d.seq == 5));
+    assert_eq!(
+        outputs(&mut client),
+        [Out::Msg(ClientMsg::Ack { seqs: vec![5] })],
+        "only what was taken"
+    );
+    assert!(matches!(client.poll_event(), Some(ClientEvent::Message(d)) if d.seq == 6));
+    assert_eq!(client.poll_event(), None);
+    assert_eq!(
+        outputs(&mut client),
+        [Out::Msg(ClientMsg::Ack { seqs: vec![6] })]
+    );
+}
+
+#[test]
+fn manual_acks_go_out_only_when_the_application_acks() {
+    let mut client = manual();
+    feed(&mut client, at(1), deliver(5));
+    feed(&mut client, at(1), deliver(6));
+    assert_eq!(events(&mut client).len(), 2);
+    assert_eq!(outputs(&mut client), []);
+    // Redelivered while the application holds it: neither shown again nor acked.
+    feed(&mut client, at(2), deliver(5));
+    assert_eq!(events(&mut client), []);
+    assert_eq!(outputs(&mut client), []);
+    client.ack(at(3), 6);
+    client.ack(at(3), 5);
+    client.ack(at(3), 5);
+    assert_eq!(
+        outputs(&mut client),
+        [Out::Msg(ClientMsg::Ack { seqs: vec![6, 5] })],
+        "one frame, each seq once"
+    );
+    // The ack counts as traffic for the ping timer.
+    assert_eq!(client.poll_timeout(), Some(at(3) + INTERVAL));
+}
+
+#[test]
+fn a_message_held_across_a_reconnect_is_acked_on_the_new_connection() {
+    let mut client = manual();
+    feed(&mut client, at(1), deliver(5));
+    feed(&mut client, at(1), deliver(6));
+    assert_eq!(events(&mut client).len(), 2);
+    let now = drop_and_retry(&mut client, at(2));
+    // Acked while disconnected: nothing to send it on, and nothing is queued for later.
+    client.ack(now, 6);
+    assert_eq!(outputs(&mut client), []);
+    connect_and_log_in(&mut client, now, b"");
+    // The mailbox comes again: 5 waits for the application, 6 is acked at once.
+    feed(&mut client, now, deliver(5));
+    feed(&mut client, now, deliver(6));
+    assert_eq!(events(&mut client), []);
+    assert_eq!(
+        outputs(&mut client),
+        [Out::Msg(ClientMsg::Ack { seqs: vec![6] })]
+    );
+    client.ack(now, 5);
+    assert_eq!(
+        outputs(&mut client),
+        [Out::Msg(ClientMsg::Ack { seqs: vec![5] })]
+    );
+}
+
+#[test]
+fn an_ack_never_crosses_into_the_next_connection_unsent() {
+    // Taken, but the connection dies before the host polls the ack out: the next session's
+    // redelivery is what gets acked, on that session.
+    let mut client = logged_in(at(0));
+    feed(&mut client, at(1), deliver(5));
+    assert_eq!(events(&mut client).len(), 1);
+    client.handle_disconnected(at(2));
+    assert_eq!(outputs(&mut client), []);
+    let retry_at = client.poll_timeout().unwrap();
+    client.handle_timeout(retry_at);
+    assert_eq!(outputs(&mut client), [Out::Connect]);
+    connect_and_log_in(&mut client, retry_at, b"");
+    feed(&mut client, retry_at, deliver(5));
+    assert_eq!(
+        outputs(&mut client),
+        [Out::Msg(ClientMsg::Ack { seqs: vec![5] })]
+    );
+}
+
+#[test]
+fn acks_given_just_before_a_logout_go_out_before_it() {
+    let mut client = manual();
+    feed(&mut client, at(1), deliver(5));
+    assert_eq!(events(&mut client).len(), 1);
+    client.ack(at(2), 5);
+    client.logout(at(2));
+    assert_eq!(
+        outputs(&mut client),
+        [
+            Out::Msg(ClientMsg::Ack { seqs: vec![5] }),
+            Out::Msg(ClientMsg::Logout),
+            Out::Disconnect
+        ]
+    );
+}
+
+#[test]
+fn deliveries_taken_together_are_acked_in_one_frame() {
     let mut client = logged_in(at(0));
     let frames: Vec<Bytes> = [deliver(1), deliver(2), deliver(1)]
         .iter()
         .map(encode)
         .collect();
     client.handle_frames(at(1), frames.iter().map(|f| &f[..]));
+    assert_eq!(events(&mut client).len(), 2);
     assert_eq!(
         outputs(&mut client),
-        [Out::Msg(ClientMsg::Ack {
-            seqs: vec![1, 2, 1]
-        })]
+        [Out::Msg(ClientMsg::Ack { seqs: vec![1, 2] })]
     );
-    assert_eq!(events(&mut client).len(), 2);
+}
+
+#[test]
+fn more_acks_than_one_frame_may_carry_are_split() {
+    let mut client = manual();
+    let total = MAX_ACK_SEQS as u64 + 1;
+    for seq in 0..total {
+        client.ack(at(1), seq);
+    }
+    let sizes: Vec<usize> = outputs(&mut client)
+        .into_iter()
+        .map(|out| match out {
+            Out::Msg(ClientMsg::Ack { seqs }) => seqs.len(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(sizes, [MAX_ACK_SEQS, 1]);
 }
 
 #[test]
@@ -950,29 +1079,55 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(crate::test_cases(1000)))]
 
     /// Whatever mix of presence and deliveries the server sends, across reconnects: the user
-    /// never appears in its own view, every delivery is acked, and each seq reaches the
-    /// application exactly once.
+    /// never appears in its own view, each seq reaches the application exactly once, no ack
+    /// goes out for a message the application has not taken (under `Manual`: acked), and
+    /// every delivery of a message the application has is acked (each repeat included).
     #[test]
     fn every_seq_reaches_the_app_once_and_every_delivery_is_acked(
-        script in prop::collection::vec((server_msg(), any::<bool>()), 0..60)
+        manual_acks in any::<bool>(),
+        script in prop::collection::vec((server_msg(), any::<bool>(), any::<bool>()), 0..60)
     ) {
-        let mut client = logged_in(at(0));
+        let acks = if manual_acks { AckMode::Manual } else { AckMode::OnHandover };
+        let mut client = started(ClientConfig { acks, ..config() });
+        connect_and_log_in(&mut client, at(0), b"");
         let mut now = at(0);
         let (mut delivered, mut acked, mut seqs_sent) = (BTreeMap::new(), 0usize, 0usize);
-        for (msg, drop_after) in script {
+        // Seqs the application took (`OnHandover`) or acked (`Manual`), and those taken and
+        // not acked yet (`Manual`).
+        let (mut released, mut held) = (BTreeSet::new(), BTreeSet::new());
+        for (msg, app_acks, drop_after) in script {
             if let ServerMsg::Deliver(d) = &msg {
                 delivered.entry(d.seq).or_insert(0usize);
-                seqs_sent += 1;
-            }
-            feed(&mut client, now, msg);
-            for out in outputs(&mut client) {
-                if let Out::Msg(ClientMsg::Ack { seqs }) = out {
-                    acked += seqs.len();
+                // Under `Manual` a delivery is acked when the application acks it, or at
+                // once if it already had.
+                if !manual_acks || released.contains(&d.seq) {
+                    seqs_sent += 1;
                 }
             }
+            feed(&mut client, now, msg);
             for event in events(&mut client) {
                 if let ClientEvent::Message(d) = event {
                     *delivered.get_mut(&d.seq).unwrap() += 1;
+                    if manual_acks {
+                        held.insert(d.seq);
+                    } else {
+                        released.insert(d.seq);
+                    }
+                }
+            }
+            if app_acks {
+                for seq in std::mem::take(&mut held) {
+                    client.ack(now, seq);
+                    released.insert(seq);
+                    seqs_sent += 1;
+                }
+            }
+            for out in outputs(&mut client) {
+                if let Out::Msg(ClientMsg::Ack { seqs }) = out {
+                    for seq in &seqs {
+                        prop_assert!(released.contains(seq), "acked {} before the app", seq);
+                    }
+                    acked += seqs.len();
                 }
             }
             prop_assert!(!client.presence().contains_key(&user("alice")));

@@ -5,13 +5,13 @@ use super::session::{Mailbox, Phase};
 use super::{Output, Pending, Server};
 use crate::codec::encode;
 use crate::ids::{ConnId, UserId};
-use crate::message::{Attachment, Delivery, ErrorCode, HistoryItem, RequestKind, ServerMsg};
+use crate::message::{
+    Attachment, Delivery, ErrorCode, HistoryItem, MAX_ACK_SEQS, RequestKind, ServerMsg,
+};
 use crate::storage::{MAX_HISTORY, MailboxPage, StorageError, StorageOp, Stored};
 use bytes::Bytes;
 use std::collections::BTreeMap;
 
-/// Most seqs one `Ack` may carry.
-const MAX_ACK: usize = 4096;
 /// History loads in flight at once, per connection and on the whole server; one more is
 /// answered `Busy`. A `History` request is a few bytes, its answer up to `MAX_HISTORY` bodies
 /// read and held in memory (megabytes): without a bound, a client pipelining requests and
@@ -180,7 +180,7 @@ impl Server {
     }
 
     pub(super) fn ack(&mut self, conn: ConnId, user: UserId, seqs: Vec<u64>) {
-        if seqs.len() > MAX_ACK {
+        if seqs.len() > MAX_ACK_SEQS {
             return self.error(conn, RequestKind::Ack, ErrorCode::TooLarge, None);
         }
         if seqs.is_empty() {

@@ -6,12 +6,13 @@
 //! The harness is also an oracle. While it runs it checks, independently of the server's
 //! state: a silent connection is closed exactly at its last frame + timeout; no watcher is
 //! told the same presence twice in a row, nor about itself; an invisible user is never
-//! announced visible; no application sees a message twice or a message for someone else.
+//! announced visible; no application sees a message twice or a message for someone else; no
+//! client acks a message its application has not taken (under `AckMode::Manual`: acked).
 //! `check_converged` compares every logged-in client's view with the truth the harness
 //! derives from what each client was asked to do.
 
 use super::store::MemStore;
-use crate::client::{Client, ClientConfig, ClientEvent, ClientOutput, ClientState, Mode};
+use crate::client::{AckMode, Client, ClientConfig, ClientEvent, ClientOutput, ClientState, Mode};
 use crate::codec::decode;
 use crate::config::ServerConfig;
 use crate::ids::{ConnId, RequestId, UserId};
@@ -69,6 +70,14 @@ pub struct Node {
     pub stopped: bool,
     /// Messages the application received, by (sender, id).
     pub received: BTreeMap<(UserId, u64), u32>,
+    /// Under `AckMode::Manual`: messages the application took and has not acked, by seq.
+    pub held: BTreeMap<u64, (UserId, u64)>,
+    /// Seqs the application took (`OnHandover`) or acked (`Manual`): the only ones its
+    /// client may ack. Kept across `restart_client`, since acks of the old process may still
+    /// be on the wire.
+    released: BTreeSet<u64>,
+    /// Clients this node has had before the current one (`restart_client`).
+    restarts: u64,
 }
 
 #[derive(Debug)]
@@ -99,6 +108,22 @@ pub fn user_name(i: usize) -> UserId {
     UserId::new(format!("u{i}")).expect("valid")
 }
 
+/// How client `i` of a world is set up, after `restarts` earlier ones.
+fn client_config(cfg: &WorldConfig, i: usize, restarts: u64, acks: AckMode) -> ClientConfig {
+    ClientConfig {
+        mode: Mode::Login,
+        seed: cfg.seed ^ (i as u64).wrapping_mul(0x9E37_79B9) ^ restarts,
+        // Unique per client and run, as a real host's random base is: the server takes a
+        // reused id for a re-send.
+        id_base: ((i as u64) << 32) + (restarts << 24),
+        backoff_base: Duration::from_millis(100),
+        backoff_max: Duration::from_secs(2),
+        connect_timeout: Duration::from_secs(3),
+        acks,
+        ..ClientConfig::new(user_name(i), PASSWORD)
+    }
+}
+
 impl World {
     pub fn new(cfg: WorldConfig) -> Self {
         let mut store = MemStore::new();
@@ -108,28 +133,18 @@ impl World {
         }
         let server = Server::new(cfg.server.clone(), users.clone());
         let now = Instant::ZERO;
-        let nodes = users
-            .iter()
-            .enumerate()
-            .map(|(i, u)| {
-                let client_cfg = ClientConfig {
-                    mode: Mode::Login,
-                    seed: cfg.seed ^ (i as u64).wrapping_mul(0x9E37_79B9),
-                    id_base: (i as u64) << 32,
-                    backoff_base: Duration::from_millis(100),
-                    backoff_max: Duration::from_secs(2),
-                    connect_timeout: Duration::from_secs(3),
-                    ..ClientConfig::new(u.clone(), PASSWORD)
-                };
-                Node {
-                    user: u.clone(),
-                    client: Client::new(client_cfg, now),
-                    conn: None,
-                    status: Status::Online,
-                    contacts: BTreeSet::new(),
-                    stopped: false,
-                    received: BTreeMap::new(),
-                }
+        let nodes = (0..users.len())
+            .map(|i| Node {
+                user: users[i].clone(),
+                client: Client::new(client_config(&cfg, i, 0, AckMode::OnHandover), now),
+                conn: None,
+                status: Status::Online,
+                contacts: BTreeSet::new(),
+                stopped: false,
+                received: BTreeMap::new(),
+                held: BTreeMap::new(),
+                released: BTreeSet::new(),
+                restarts: 0,
             })
             .collect();
         World {
@@ -233,6 +248,45 @@ impl World {
         }
         self.trace(format_args!("crash {i}"));
         self.nodes[i].client.handle_disconnected(now);
+        self.settle_outputs();
+    }
+
+    /// The application's process dies and a new one starts, with a new `Client` acking by
+    /// `acks` (same user, settings and status; contacts and unsent messages die with the old
+    /// one). Messages the old application held unacked may reach the new one: the oracle
+    /// forgets them. (Acks still in flight when it dies may bring messages back too, which the
+    /// oracle reports: restart when the network is quiet.)
+    pub fn restart_client(&mut self, i: usize, acks: AckMode) {
+        self.crash_link(i);
+        let now = self.now;
+        let node = &mut self.nodes[i];
+        node.restarts += 1;
+        let cfg = ClientConfig {
+            status: node.status,
+            ..client_config(&self.cfg, i, node.restarts, acks)
+        };
+        for (_, key) in std::mem::take(&mut node.held) {
+            node.received.remove(&key);
+        }
+        node.client = Client::new(cfg, now);
+        node.contacts.clear();
+        node.stopped = false;
+        self.trace(format_args!("restart {i} acking {acks:?}"));
+        self.settle_outputs();
+    }
+
+    /// The application of client `i` acks the `n` oldest messages it holds, or all if it
+    /// holds fewer (`AckMode::Manual`).
+    pub fn ack_held(&mut self, i: usize, n: usize) {
+        let now = self.now;
+        let node = &mut self.nodes[i];
+        for _ in 0..n {
+            let Some((seq, _)) = node.held.pop_first() else {
+                break;
+            };
+            node.released.insert(seq);
+            node.client.ack(now, seq);
+        }
         self.settle_outputs();
     }
 
@@ -478,6 +532,8 @@ impl World {
                     self.perform_client(i, out);
                 }
                 while let Some(ev) = self.nodes[i].client.poll_event() {
+                    // Taking an event may queue an ack: poll the outputs again.
+                    busy = true;
                     self.observe_event(i, ev);
                 }
             }
@@ -582,6 +638,19 @@ impl World {
             Ok(ClientMsg::SetStatus { status }) => {
                 self.status_at_server.insert(user, status);
             }
+            Ok(ClientMsg::Ack { seqs }) => {
+                let early: Vec<u64> = seqs
+                    .iter()
+                    .copied()
+                    .filter(|seq| !self.nodes[node].released.contains(seq))
+                    .collect();
+                if !early.is_empty() {
+                    self.violation(format!(
+                        "{user} acked {early:?} before its application had them"
+                    ));
+                }
+                self.trace(format_args!("{user} → Ack {seqs:?}"));
+            }
             Ok(msg) => self.trace(format_args!("{user} → {msg:?}")),
             Err(e) => self.violation(format!("{user} sent an undecodable frame: {e}")),
         }
@@ -650,7 +719,13 @@ impl World {
                 if self.sent.get(&key) != Some(&me) {
                     self.violation(format!("{me} received {key:?}, addressed to someone else"));
                 }
-                let count = self.nodes[i].received.entry(key.clone()).or_default();
+                let node = &mut self.nodes[i];
+                if node.client.acks() == AckMode::Manual {
+                    node.held.insert(d.seq, key.clone());
+                } else {
+                    node.released.insert(d.seq);
+                }
+                let count = node.received.entry(key.clone()).or_default();
                 *count += 1;
                 let count = *count;
                 if count > 1 {

@@ -40,8 +40,8 @@ pub use input::{Blob, Encode, ServerInput, Setup, Step};
 use breeze_core::codec::{decode, encode};
 use breeze_core::config::{FrameRate, LoginThrottle, password_is_acceptable};
 use breeze_core::message::{
-    Attachment, ClientMsg, CloseReason, Credential, Delivery, MAGIC, PROTOCOL_VERSION, Presence,
-    PresenceEntry, ServerMsg, Status, WatchScope,
+    Attachment, ClientMsg, CloseReason, Credential, Delivery, MAGIC, MAX_ACK_SEQS,
+    PROTOCOL_VERSION, Presence, PresenceEntry, ServerMsg, Status, WatchScope,
 };
 use breeze_core::server::{Output, Server, ServerEvent, SessionEnd};
 use breeze_core::storage::{MAX_HISTORY, StorageError, StorageOp, StorageResult};
@@ -60,7 +60,6 @@ pub const INITIAL_USERS: [&str; 3] = ["u0", "u1", "u2"];
 const PASSWORDS: [&str; 5] = [PASSWORD, "battery staple", "hunter22", "short", ""];
 const MAX_BODY: usize = 64;
 const MAX_ATTACHMENT: u32 = 64;
-const MAX_ACK: usize = 4096;
 const GRACE: Duration = Duration::from_secs(5);
 
 /// The server configuration for a run.
@@ -495,7 +494,7 @@ impl Harness {
             },
             Msg::Ack { ref seqs, too_many } => ClientMsg::Ack {
                 seqs: if too_many {
-                    (0..=MAX_ACK as u64).collect()
+                    (0..=MAX_ACK_SEQS as u64).collect()
                 } else {
                     seqs.0.iter().map(|&s| s as u64).collect()
                 },
@@ -911,7 +910,7 @@ impl Harness {
                     "MarkDelivered for {user:?} without a session"
                 );
                 assert!(
-                    !seqs.is_empty() && seqs.len() <= MAX_ACK,
+                    !seqs.is_empty() && seqs.len() <= MAX_ACK_SEQS,
                     "{} seqs",
                     seqs.len()
                 );

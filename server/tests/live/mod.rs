@@ -1,5 +1,5 @@
-//! Acceptance-test support: an in-process server over a SQLite file in a temporary directory,
-//! and `Live`, a raw protocol client that keeps its connection alive on its own.
+//! Acceptance-test support: the server's timings for these tests, and `Live`, a raw protocol
+//! client that keeps its connection alive on its own.
 //!
 //! `Live` owns its socket through two tasks: a reader that stamps every frame with its
 //! arrival time (so latencies are measured when bytes arrive, not when the test gets round to
@@ -8,15 +8,14 @@
 //! socket open (a peer behind a partition); dropping a `Live` closes its socket at once (a
 //! killed client).
 
-use super::{WAIT, user};
 use breeze_core::UserId;
-use breeze_core::codec::{decode, encode_frame, split_frame};
+use breeze_core::codec::encode_frame;
 use breeze_core::message::{
-    ClientMsg, CloseReason, Credential, ErrorCode, MAGIC, PROTOCOL_VERSION, Presence,
-    PresenceEntry, RequestKind, ServerMsg, Status, WhoEntry,
+    ClientMsg, CloseReason, Credential, ErrorCode, Presence, PresenceEntry, RequestKind, ServerMsg,
+    Status,
 };
-use breeze_core::server::Stats;
-use breeze_server::{DbLocation, Running, Settings};
+use breeze_server::Settings;
+use breeze_testsupport::{InProcess, Peer, WAIT, take_msg, user};
 use bytes::{Bytes, BytesMut};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -24,7 +23,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -32,8 +30,6 @@ use tokio::time::{Instant, MissedTickBehavior, timeout};
 
 /// Keep-alive pings carry nonces with this bit set; their pongs never reach the test.
 const KEEPALIVE_NONCE: u64 = 1 << 63;
-/// Server frames are not bounded by `max_frame` (PROTOCOL.md §1); be generous.
-const MAX_SERVER_FRAME: u32 = 16 * 1024 * 1024;
 
 /// Fails the test, instead of hanging it, when `f` takes longer than `limit`.
 pub async fn bounded<F: Future>(limit: Duration, f: F) -> F::Output {
@@ -71,110 +67,17 @@ pub fn announced(msgs: &[ServerMsg], name: &str) -> Vec<Presence> {
         .collect()
 }
 
-/// Settings for an in-process server on a free loopback port over `db`: cheap hashing, a
-/// 100 ms heartbeat interval, a 1 s heartbeat timeout (tests that measure the timeout
-/// shorten it), a 500 ms handshake deadline, and short close timers.
-pub fn test_settings(db: std::path::PathBuf) -> Settings {
-    let mut s = Settings::for_tests(DbLocation::File(db));
-    s.server.heartbeat_interval = Duration::from_millis(100);
-    s.server.heartbeat_timeout = Duration::from_secs(1);
-    s.server.handshake_timeout = Duration::from_millis(500);
-    s.host.linger = Duration::from_millis(200);
-    s.host.shutdown_grace = Duration::from_secs(1);
-    s
-}
-
-/// A whole server (core, tokio host, SQLite store) started in-process on a temporary
-/// database.
-pub struct InProcess {
-    running: Option<Running>,
-    settings: Settings,
-    dir: tempfile::TempDir,
-}
-
-impl InProcess {
-    /// Starts a server with `test_settings`, adjusted by `tweak`.
-    pub async fn start(tweak: impl FnOnce(&mut Settings)) -> InProcess {
-        let dir = tempfile::tempdir().unwrap();
-        let mut settings = test_settings(dir.path().join("breeze.db"));
-        tweak(&mut settings);
-        let running = timeout(WAIT, breeze_server::start(settings.clone()))
-            .await
-            .expect("the server did not start within the wait bound")
-            .expect("the server did not start");
-        InProcess {
-            running: Some(running),
-            settings,
-            dir,
-        }
-    }
-
-    pub fn addr(&self) -> SocketAddr {
-        self.running().local_addr()
-    }
-
-    pub fn settings(&self) -> &Settings {
-        &self.settings
-    }
-
-    pub fn db_path(&self) -> std::path::PathBuf {
-        self.dir.path().join("breeze.db")
-    }
-
-    fn running(&self) -> &Running {
-        self.running.as_ref().expect("server is stopped")
-    }
-
-    pub async fn stats(&self) -> Stats {
-        self.running().stats().await.unwrap()
-    }
-
-    pub async fn who(&self) -> Vec<WhoEntry> {
-        self.running().who().await.unwrap()
-    }
-
-    /// Polls the server's counters until `f` holds.
-    pub async fn wait_stats(&self, what: &str, f: impl Fn(&Stats) -> bool) -> Stats {
-        let polled = timeout(WAIT, async {
-            loop {
-                let stats = self.stats().await;
-                if f(&stats) {
-                    return stats;
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        })
-        .await;
-        match polled {
-            Ok(stats) => stats,
-            Err(_) => panic!(
-                "waited {WAIT:?} for {what}; stats: {:?}",
-                self.stats().await
-            ),
-        }
-    }
-
-    /// Shuts the server down gracefully and starts a new one on the same database file (on
-    /// a new free port).
-    pub async fn restart(&mut self) {
-        let running = self.running.take().expect("server is stopped");
-        timeout(WAIT, running.shutdown())
-            .await
-            .expect("shutdown within the wait bound");
-        let running = timeout(WAIT, breeze_server::start(self.settings.clone()))
-            .await
-            .expect("the server did not restart within the wait bound")
-            .expect("the server did not restart");
-        self.running = Some(running);
-    }
-
-    pub async fn stop(mut self) {
-        if let Some(running) = self.running.take() {
-            timeout(WAIT, running.shutdown())
-                .await
-                .expect("shutdown within the wait bound");
-        }
-    }
+/// A whole server in-process (`InProcess`) with the timings these tests assume: a 100 ms
+/// heartbeat interval, a 1 s heartbeat timeout (tests that measure the timeout shorten it)
+/// and a 500 ms handshake deadline; then `tweak`.
+pub async fn start_server(tweak: impl FnOnce(&mut Settings)) -> InProcess {
+    InProcess::start(|s| {
+        s.server.heartbeat_interval = Duration::from_millis(100);
+        s.server.heartbeat_timeout = Duration::from_secs(1);
+        s.server.handshake_timeout = Duration::from_millis(500);
+        tweak(s);
+    })
+    .await
 }
 
 #[derive(Debug)]
@@ -217,30 +120,10 @@ impl Drop for Live {
 impl Live {
     /// Connects and completes the handshake.
     pub async fn connect(addr: SocketAddr) -> Live {
-        let mut stream = timeout(WAIT, TcpStream::connect(addr))
-            .await
-            .expect("connect within the wait bound")
-            .expect("connect");
-        stream.set_nodelay(true).unwrap();
-        let hello = ClientMsg::Hello {
-            magic: MAGIC,
-            version: PROTOCOL_VERSION,
-            client: "acceptance".into(),
-        };
+        let mut peer = Peer::connect(addr).await;
         let sent = Instant::now();
-        stream.write_all(&encode_frame(&hello)).await.unwrap();
-        let mut buf = BytesMut::new();
-        let welcome: ServerMsg = timeout(WAIT, async {
-            loop {
-                if let Some(payload) = split_frame(&mut buf, MAX_SERVER_FRAME).unwrap() {
-                    return decode(&payload).unwrap();
-                }
-                let n = stream.read_buf(&mut buf).await.unwrap();
-                assert!(n > 0, "closed before Welcome");
-            }
-        })
-        .await
-        .expect("Welcome within the wait bound");
+        let welcome = peer.say_hello().await;
+        let (stream, buf) = peer.into_parts();
         let ServerMsg::Welcome {
             heartbeat_interval_ms,
             ..
@@ -493,20 +376,14 @@ impl Live {
 async fn read_loop(mut rd: OwnedReadHalf, mut buf: BytesMut, tx: mpsc::UnboundedSender<Inbound>) {
     loop {
         loop {
-            match split_frame(&mut buf, MAX_SERVER_FRAME) {
-                Ok(Some(payload)) => match decode::<ServerMsg>(&payload) {
-                    Ok(ServerMsg::Pong { nonce }) if nonce & KEEPALIVE_NONCE != 0 => {}
-                    Ok(msg) => {
-                        let _ = tx.send(Inbound::Msg(Instant::now(), msg));
-                    }
-                    Err(e) => {
-                        let _ = tx.send(Inbound::Garbled(e.to_string()));
-                        return;
-                    }
-                },
+            match take_msg(&mut buf) {
+                Ok(Some(ServerMsg::Pong { nonce })) if nonce & KEEPALIVE_NONCE != 0 => {}
+                Ok(Some(msg)) => {
+                    let _ = tx.send(Inbound::Msg(Instant::now(), msg));
+                }
                 Ok(None) => break,
                 Err(e) => {
-                    let _ = tx.send(Inbound::Garbled(e.to_string()));
+                    let _ = tx.send(Inbound::Garbled(e));
                     return;
                 }
             }
