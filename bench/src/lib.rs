@@ -5,6 +5,7 @@
 //! measured.
 
 pub mod chat;
+pub mod import;
 pub mod net;
 pub mod pacer;
 pub mod plot;

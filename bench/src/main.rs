@@ -1,6 +1,7 @@
 //! `breeze-bench`: runs one scenario against a breeze-server and prints a table and one JSON
 //! line. Progress goes to stderr.
 
+use breeze_bench::import::{self, ImportArgs};
 use breeze_bench::scenarios::{self, AbruptArgs, ChatArgs, DetectArgs, HoldArgs};
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -29,6 +30,8 @@ enum Scenario {
     Abrupt(AbruptArgs),
     /// Pairs of users messaging each other: throughput, loss, latency, server CPU.
     Chat(ChatArgs),
+    /// A client importing its address book (1,000 contacts) in one request: bytes and time.
+    Import(ImportArgs),
 }
 
 fn main() -> ExitCode {
@@ -58,6 +61,7 @@ fn main() -> ExitCode {
             Scenario::Detect(a) => scenarios::detect(a, fd_limit).await,
             Scenario::Abrupt(a) => scenarios::abrupt(a, fd_limit).await,
             Scenario::Chat(a) => scenarios::chat(a, fd_limit).await,
+            Scenario::Import(a) => import::import(a, fd_limit).await,
         }
     });
     match result {

@@ -101,7 +101,7 @@ async fn timed(d: Duration, msg: &str) {
     pb.finish_and_clear();
 }
 
-fn block<T>(f: impl FnOnce() -> T) -> T {
+pub(crate) fn block<T>(f: impl FnOnce() -> T) -> T {
     tokio::task::block_in_place(f)
 }
 
@@ -111,7 +111,7 @@ fn loadavg() -> String {
         .unwrap_or_default()
 }
 
-fn common_fields(r: &mut Report, opts: &ServerOpts, target: &Target) {
+pub(crate) fn common_fields(r: &mut Report, opts: &ServerOpts, target: &Target) {
     r.field("loadavg_at_start", loadavg())
         .field(
             "server",
@@ -126,7 +126,7 @@ fn common_fields(r: &mut Report, opts: &ServerOpts, target: &Target) {
         .field("synchronous", opts.synchronous.clone());
 }
 
-fn finish(r: &mut Report, target: Target, errors: usize, last_error: Option<String>) {
+pub(crate) fn finish(r: &mut Report, target: Target, errors: usize, last_error: Option<String>) {
     let warnings = target.finish();
     r.both("client errors", errors.to_string(), "errors", errors);
     if let Some(e) = &last_error {
@@ -185,7 +185,7 @@ fn setup_report(r: &mut Report, s: &pop::SetupStats, took: Duration) {
     }
 }
 
-async fn run_setup(addr: std::net::SocketAddr, pop: &Arc<Population>, r: &mut Report) {
+pub(crate) async fn run_setup(addr: std::net::SocketAddr, pop: &Arc<Population>, r: &mut Report) {
     let pb = bar(pop.n as u64, "setup");
     let t = Instant::now();
     let s = pop::setup(addr, pop, &pb).await;

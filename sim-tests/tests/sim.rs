@@ -412,8 +412,8 @@ fn changes_of_mind_in_flight_at_a_fault_are_not_lost() {
 
 /// Storage fails a message's store: the sender is told `StorageFailed` (the oracle checks
 /// that a failure stands behind it), nothing is stored, so nothing is delivered or
-/// acknowledged; the client keeps the message and sends it again after its next login, and
-/// then it arrives, once.
+/// acknowledged; the client keeps the message and sends it again `RESEND_AFTER` later on the
+/// same connection, and then it arrives, once.
 #[test]
 fn a_message_whose_store_fails_is_not_delivered_until_sent_again() {
     let cfg = SimConfig::small(600, 5);
@@ -422,14 +422,11 @@ fn a_message_whose_store_fails_is_not_delivered_until_sent_again() {
         ..breeze_sim_tests::storage::StorageFaults::HEALTHY
     };
     let healthy = breeze_sim_tests::storage::StorageFaults::HEALTHY;
-    let (again, back) = (secs(6.0), secs(6.2));
+    let sent = secs(3.2);
     let plan = Plan::new(cfg)
         .at(secs(3.0), Action::Storage(failing))
-        .at(secs(3.2), Action::Send(0, 1))
-        .at(secs(3.6), Action::Storage(healthy))
-        // The application tries again later, as the protocol asks: a new login sends it.
-        .at(again, Action::Logout(0))
-        .at(back, Action::Start(0));
+        .at(sent, Action::Send(0, 1))
+        .at(secs(3.6), Action::Storage(healthy));
     let h = run_checked(&plan);
     let o = oracle(&h);
     assert_eq!(o.stats.storage_failures, 1, "only the store failed");
@@ -437,8 +434,9 @@ fn a_message_whose_store_fails_is_not_delivered_until_sent_again() {
     assert!(o.message_acked(0), "acknowledged once stored");
     let delivered = o.delivery_times(0);
     assert_eq!(delivered.len(), 1, "delivered once: {delivered:?}");
+    let again = sent + breeze_core::client::RESEND_AFTER;
     assert!(
-        delivered[0] > back,
+        delivered[0] > again,
         "delivered at {:?}, before it was sent again",
         delivered[0]
     );

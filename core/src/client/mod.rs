@@ -51,6 +51,11 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 use view::PresenceView;
 
+/// How long a message refused with `Busy` or `StorageFailed` waits before it is sent again:
+/// long enough for a server's budget to drain (its storage commits take milliseconds), short
+/// enough that a user barely notices.
+pub const RESEND_AFTER: Duration = Duration::from_secs(1);
+
 #[derive(Debug)]
 enum Phase {
     Disconnected { retry_at: Instant },
@@ -105,6 +110,10 @@ pub struct Client {
     view: PresenceView,
     seen: SeenSeqs,
     outbox: Outbox,
+    /// Ids of outbox messages the server refused for now (`Busy`, `StorageFailed`), to be
+    /// sent again at `resend_at` on the same connection rather than only at the next login.
+    refused_for_now: BTreeSet<u64>,
+    resend_at: Option<Instant>,
     /// Seqs the application has (or that are repeats of ones it acked), to be sent as one
     /// `Ack` by the next `poll_output`. Only filled while logged in; emptied when the
     /// connection ends.
@@ -142,6 +151,8 @@ impl Client {
             scope: WatchScope::Everyone,
             seen: SeenSeqs::new(REMEMBERED_SEQS),
             outbox: Outbox::new(cfg.id_base),
+            refused_for_now: BTreeSet::new(),
+            resend_at: None,
             pending_acks: Vec::new(),
             acks_noted_at: now,
             next_nonce: 0,
@@ -210,7 +221,13 @@ impl Client {
             Phase::Connecting { login_deadline } if now >= *login_deadline => {
                 self.reconnect_later(now, None, Socket::Open)
             }
-            Phase::Connected(conn) => {
+            Phase::Connected(_) => {
+                if self.resend_at.is_some_and(|t| now >= t) && self.is_logged_in() {
+                    self.resend_refused(now);
+                }
+                let Phase::Connected(conn) = &self.phase else {
+                    return;
+                };
                 if conn.give_up_at().is_some_and(|t| now >= t) {
                     self.reconnect_later(now, None, Socket::Open);
                 } else if conn.ping_at().is_some_and(|t| now >= t) {
@@ -248,7 +265,12 @@ impl Client {
         match &self.phase {
             Phase::Disconnected { retry_at } => Some(*retry_at),
             Phase::Connecting { login_deadline } => Some(*login_deadline),
-            Phase::Connected(conn) => conn.give_up_at().into_iter().chain(conn.ping_at()).min(),
+            Phase::Connected(conn) => conn
+                .give_up_at()
+                .into_iter()
+                .chain(conn.ping_at())
+                .chain(self.resend_at)
+                .min(),
             Phase::Stopped(_) => None,
         }
     }
@@ -593,6 +615,9 @@ impl Client {
         let list = self.contacts.iter().cloned().collect();
         self.events.push_back(ClientEvent::Contacts(list));
 
+        // Everything still in the outbox goes again, the ones refused for now included.
+        self.refused_for_now.clear();
+        self.resend_at = None;
         let resend: Vec<ClientMsg> = self.outbox.iter().map(Outgoing::to_msg).collect();
         for msg in &resend {
             self.send(now, msg);
@@ -625,8 +650,16 @@ impl Client {
             (RequestKind::Register | RequestKind::Login, _) if self.login_step().is_some() => {
                 self.on_login_error(now, request, code)
             }
-            // Not the message's fault: it goes out again with the next login.
-            (RequestKind::Send, Some(_)) if code == ErrorCode::StorageFailed => {}
+            // Not the message's fault: the server is busy or its disk failed this once. It
+            // goes again after `RESEND_AFTER` (PROTOCOL.md §9.3), or with the next login.
+            (RequestKind::Send, Some(id))
+                if matches!(code, ErrorCode::StorageFailed | ErrorCode::Busy) =>
+            {
+                if self.outbox.contains(id) {
+                    self.refused_for_now.insert(id);
+                    self.resend_at.get_or_insert(now + RESEND_AFTER);
+                }
+            }
             (RequestKind::Send, Some(id)) => {
                 if self.outbox.remove(id).is_some() {
                     self.events.push_back(ClientEvent::SendFailed { id, code });
@@ -642,8 +675,11 @@ impl Client {
                         | RequestKind::RemoveContact
                         | RequestKind::ChangeContacts
                 ) {
-                    // Refused for good (unknown user, too many): retrying cannot help.
-                    if let Some(users) = self.contacts_in_flight.pop_front() {
+                    let users = self.contacts_in_flight.pop_front().unwrap_or_default();
+                    // Refused for good (unknown user, too many): retrying cannot help. Busy
+                    // or a failed disk is the server's state, not the wish's: it stays, and
+                    // goes again with the next login.
+                    if !matches!(code, ErrorCode::Busy | ErrorCode::StorageFailed) {
                         for user in users {
                             self.contact_changes.remove(&user);
                         }
@@ -651,6 +687,21 @@ impl Client {
                 }
                 self.events.push_back(ClientEvent::Error { request, code });
             }
+        }
+    }
+
+    /// Sends again, in the order the application sent them, the messages refused for now.
+    fn resend_refused(&mut self, now: Instant) {
+        self.resend_at = None;
+        let refused = std::mem::take(&mut self.refused_for_now);
+        let again: Vec<ClientMsg> = self
+            .outbox
+            .iter()
+            .filter(|m| refused.contains(&m.id))
+            .map(Outgoing::to_msg)
+            .collect();
+        for msg in &again {
+            self.send(now, msg);
         }
     }
 
@@ -725,6 +776,9 @@ impl Client {
         }
         // The server redelivers what it has no ack for; the seen set acks the repeat.
         self.pending_acks.clear();
+        // The next login sends the whole outbox again.
+        self.refused_for_now.clear();
+        self.resend_at = None;
         self.status_in_flight = 0;
         if socket == Socket::Open {
             self.outputs.push_back(ClientOutput::Disconnect);

@@ -68,6 +68,10 @@ impl Outbox {
         self.pending.remove(&id.wrapping_sub(self.id_base))
     }
 
+    pub(crate) fn contains(&self, id: u64) -> bool {
+        self.pending.contains_key(&id.wrapping_sub(self.id_base))
+    }
+
     /// Pending messages in the order the application sent them.
     pub(crate) fn iter(&self) -> impl Iterator<Item = &Outgoing> {
         self.pending.values()

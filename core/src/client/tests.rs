@@ -462,6 +462,46 @@ fn a_refused_message_leaves_the_outbox_unless_storage_failed() {
 }
 
 #[test]
+fn a_message_refused_as_busy_goes_again_on_the_same_connection() {
+    let mut client = logged_in(at(0));
+    let a = client.send_message(at(1), user("bob"), "a".into(), None);
+    let b = client.send_message(at(1), user("bob"), "b".into(), None);
+    outputs(&mut client);
+    for (id, code) in [(a, ErrorCode::Busy), (b, ErrorCode::StorageFailed)] {
+        let refusal = ServerMsg::Error {
+            request: RequestKind::Send,
+            code,
+            id: Some(id),
+        };
+        feed(&mut client, at(2), refusal);
+    }
+    assert!(
+        events(&mut client).is_empty(),
+        "not the application's problem"
+    );
+    assert_eq!(client.unacked(), 2);
+    let due = at(2) + super::RESEND_AFTER;
+    assert_eq!(client.poll_timeout(), Some(due));
+    client.handle_timeout(at(2) + (super::RESEND_AFTER - Duration::from_millis(1)));
+    assert!(outputs(&mut client).is_empty());
+    client.handle_timeout(due);
+    let again = |id, body: &str| {
+        Out::Msg(ClientMsg::Send {
+            id,
+            to: user("bob"),
+            body: body.into(),
+            attachment: None,
+        })
+    };
+    assert_eq!(outputs(&mut client), [again(a, "a"), again(b, "b")]);
+    assert_ne!(
+        client.poll_timeout(),
+        Some(due),
+        "sent once, not again and again"
+    );
+}
+
+#[test]
 fn a_redelivered_message_reaches_the_app_once_but_is_acked_each_time() {
     let mut client = logged_in(at(0));
     feed(&mut client, at(1), deliver(5));

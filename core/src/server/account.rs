@@ -194,6 +194,8 @@ impl Server {
                     count: 0,
                     held: Vec::new(),
                 },
+                marking: false,
+                acks_waiting: Vec::new(),
             });
         }
         if self.users[&user].sessions.is_empty() {

@@ -330,6 +330,34 @@ mod tests {
     }
 
     #[test]
+    fn acks_arriving_while_one_is_marked_wait_and_go_as_one_mark() {
+        let mut rig = Rig::new(tight(), &["a"]);
+        let [a] = logged_in(&mut rig, &["a"])[..] else {
+            unreachable!()
+        };
+        // Far more single-seq acks than the connection has places: one mark in flight.
+        for seq in 1..=100 {
+            rig.frame(a, ClientMsg::Ack { seqs: vec![seq] });
+        }
+        assert_eq!(rig.take(a), vec![], "none refused");
+        assert_eq!(rig.server.stats().pending_storage, 1);
+        // Its answer sends everything that waited, as one mark.
+        rig.complete(0);
+        assert_eq!(rig.server.stats().pending_storage, 1);
+        rig.complete(0);
+        assert_eq!(rig.server.stats().pending_storage, 0);
+        // Idle again: the next ack is a mark of its own at once.
+        rig.frame(a, ClientMsg::Ack { seqs: vec![101] });
+        assert_eq!(rig.server.stats().pending_storage, 1);
+        // What waits is bounded like one Ack frame.
+        let many: Vec<u64> = (1_000..1_000 + crate::message::MAX_ACK_SEQS as u64).collect();
+        rig.frame(a, ClientMsg::Ack { seqs: many });
+        assert_eq!(rig.take(a), vec![]);
+        rig.frame(a, ClientMsg::Ack { seqs: vec![9] });
+        assert_eq!(rig.take(a), vec![busy(RequestKind::Ack, None)]);
+    }
+
+    #[test]
     fn an_ack_that_asks_for_the_next_mailbox_page_needs_room_for_both() {
         let cfg = ServerConfig {
             mailbox_page: 1,

@@ -195,30 +195,58 @@ impl Server {
             }
             _ => None,
         };
-        // The mark and, if this acks a page, the next page's read: both or neither, so a
-        // refused ack leaves the mailbox waiting for it to come again.
-        if !self.has_room(conn, 1 + u32::from(next_page.is_some()), 0) {
+        let marking = session.marking;
+        // While a mark is in flight these wait for it, bounded like one Ack frame.
+        let joins = marking && session.acks_waiting.len() + seqs.len() <= MAX_ACK_SEQS;
+        // The mark (unless it joins the one in flight) and, if this acks a page, the next
+        // page's read: both or neither, so a refused ack leaves the mailbox waiting for it
+        // to come again.
+        let places = u32::from(!marking) + u32::from(next_page.is_some());
+        if (marking && !joins) || !self.has_room(conn, places, 0) {
             return self.error(conn, RequestKind::Ack, ErrorCode::Busy, None);
         }
-        if let Some((floor, count)) = next_page
-            && let Some(Phase::Session(s)) = self.conns.get_mut(&conn).map(|c| &mut c.phase)
-        {
+        let Some(Phase::Session(s)) = self.conns.get_mut(&conn).map(|c| &mut c.phase) else {
+            return;
+        };
+        if let Some((floor, count)) = next_page {
             s.mailbox = Mailbox::Reading {
                 floor,
                 count,
                 held: Vec::new(),
             };
         }
-        self.request(
-            conn,
-            StorageOp::MarkDelivered {
-                user: user.clone(),
-                seqs,
-            },
-            Pending::MarkDelivered,
-        );
+        if joins {
+            s.acks_waiting.extend(seqs);
+        } else {
+            s.marking = true;
+            self.mark_delivered(conn, user.clone(), seqs);
+        }
         if let Some((after, _)) = next_page {
             self.read_mailbox(conn, user, after);
+        }
+    }
+
+    fn mark_delivered(&mut self, conn: ConnId, user: UserId, seqs: Vec<u64>) {
+        self.request(
+            conn,
+            StorageOp::MarkDelivered { user, seqs },
+            Pending::MarkDelivered { conn },
+        );
+    }
+
+    /// A mark is answered (its place already free): the acks that waited for it go next.
+    pub(super) fn delivered_marked(&mut self, conn: ConnId) {
+        let room = self.has_room(conn, 1, 0);
+        let Some(Phase::Session(s)) = self.conns.get_mut(&conn).map(|c| &mut c.phase) else {
+            return;
+        };
+        let seqs = std::mem::take(&mut s.acks_waiting);
+        // Without room the waiting acks are dropped, as a crash would lose them: the
+        // messages stay undelivered and come again at the next login (PROTOCOL.md §13.2).
+        s.marking = room && !seqs.is_empty();
+        if s.marking {
+            let user = s.user.clone();
+            self.mark_delivered(conn, user, seqs);
         }
     }
 

@@ -148,7 +148,9 @@ enum Pending {
         conn: ConnId,
         with: UserId,
     },
-    MarkDelivered,
+    MarkDelivered {
+        conn: ConnId,
+    },
 }
 
 #[derive(Debug)]
@@ -292,7 +294,9 @@ impl Server {
             (Pending::History { conn, with }, StorageResult::HistoryLoaded(r)) => {
                 self.history_loaded(conn, with, r)
             }
-            (Pending::MarkDelivered, StorageResult::DeliveredMarked(_)) => {}
+            (Pending::MarkDelivered { conn }, StorageResult::DeliveredMarked(_)) => {
+                self.delivered_marked(conn)
+            }
             // The storage contract answers each request with its own kind; anything else is
             // a backend bug, and going on would attach the wrong data to a session.
             (pending, result) => {

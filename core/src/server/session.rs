@@ -45,6 +45,12 @@ pub(crate) struct Session {
     pub(crate) user: UserId,
     pub(crate) since: Instant,
     pub(crate) mailbox: Mailbox,
+    /// Acks of this session: at most one `MarkDelivered` in flight; acks arriving meanwhile
+    /// wait here and go as one request when it is answered. A client that acks each message
+    /// by itself so costs one storage place, not one per frame, and is never refused `Busy`
+    /// for acking at the pace messages arrive.
+    pub(crate) marking: bool,
+    pub(crate) acks_waiting: Vec<u64>,
 }
 
 /// Whether the offline messages of a new session have been pushed yet.

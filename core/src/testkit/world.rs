@@ -675,6 +675,16 @@ impl World {
                     .map(|e| (e.user.clone(), e.presence))
                     .collect();
             }
+            // Under scope Contacts a removed contact leaves the watcher's view (PROTOCOL.md,
+            // RemoveContact), so a later re-add rightly introduces it again: what it was told is gone.
+            ServerMsg::ContactsChanged { removed, .. }
+                if self.cfg.server.scope == WatchScope::Contacts =>
+            {
+                let link = self.links.get_mut(&conn).expect("known");
+                for user in removed {
+                    link.told.remove(user);
+                }
+            }
             ServerMsg::PresenceDiff { entries } => {
                 for e in entries {
                     if e.user == me {
