@@ -52,9 +52,9 @@ struct Import {
 
 pub async fn import(a: ImportArgs, fd_limit: u64) -> Result<Report, String> {
     let contacts = a.contacts.max(1);
-    let online = a.online.min(contacts);
+    // The online contacts hold a socket each, and the importer one more.
+    let online = cap_clients(a.online.min(contacts) + 1, fd_limit).saturating_sub(1);
     let n = contacts + a.imports.max(1);
-    cap_clients(online + 1, fd_limit);
     // Users 0..contacts are the address book; the importers come after them.
     let pop = Arc::new(Population {
         n,
