@@ -131,6 +131,15 @@ pub enum ClientMsg {
         add: Vec<UserId>,
         remove: Vec<UserId>,
     },
+    /// Logs in as an agent (a script, a bot, an admin query): the session can send, read
+    /// history and ask `AdminWho`, but takes no part in the user's presence, the
+    /// duplicate-login policy or delivery, and is issued no resume token. The user's own
+    /// devices are neither replaced, hidden nor greyed by it (PROTOCOL.md §10.5). A password
+    /// only: resume tokens belong to the user's devices, and an agent must not spend them.
+    AgentLogin {
+        user: UserId,
+        password: String,
+    },
 }
 
 /// Which request a `ServerMsg::Error` answers.
@@ -150,6 +159,7 @@ pub enum RequestKind {
     History,
     AdminWho,
     ChangeContacts,
+    AgentLogin,
 }
 
 impl ClientMsg {
@@ -169,6 +179,7 @@ impl ClientMsg {
             ClientMsg::History { .. } => RequestKind::History,
             ClientMsg::AdminWho => RequestKind::AdminWho,
             ClientMsg::ChangeContacts { .. } => RequestKind::ChangeContacts,
+            ClientMsg::AgentLogin { .. } => RequestKind::AgentLogin,
         }
     }
 }

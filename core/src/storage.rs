@@ -34,9 +34,14 @@ pub enum StorageOp {
     /// issues a successor and keeps the presented token valid (its `LoginOk` may be lost)
     /// until a successor is itself used: then the presented token's predecessor and its
     /// other successors are spent. Only the newest `MAX_TOKENS_PER_USER` tokens are kept.
+    ///
+    /// Without `issue_token` (an agent's password login) no token is issued and none is
+    /// spent: the account comes back with an empty `resume_token`, so a script logging in
+    /// every minute cannot push the user's devices' tokens out of the newest few.
     Authenticate {
         user: UserId,
         credential: Credential,
+        issue_token: bool,
     },
     /// Replace the password after verifying the old one; invalidate the user's resume tokens.
     ChangePassword {

@@ -119,6 +119,7 @@ mod tests {
             Some(p) => StorageOp::Authenticate {
                 user,
                 credential: Credential::Password(p.to_string()),
+                issue_token: true,
             },
             None => StorageOp::MarkDelivered {
                 user,

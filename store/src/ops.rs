@@ -80,6 +80,7 @@ pub(crate) enum HashJob {
         user: UserId,
         password: String,
         stored: Option<String>,
+        issue_token: bool,
     },
     ChangePassword {
         user: UserId,
@@ -100,6 +101,7 @@ pub(crate) enum Finish {
         user: UserId,
         verified: String,
         rehash: Option<String>,
+        issue_token: bool,
     },
     ChangePassword {
         user: UserId,
@@ -136,6 +138,7 @@ impl HashJob {
                 user,
                 password,
                 stored,
+                issue_token,
             } => hasher.verify_stored(&password, stored).map(|verified| {
                 let Some(verified) = verified else {
                     return Finish::Done(bad(kind));
@@ -150,6 +153,7 @@ impl HashJob {
                     user,
                     verified,
                     rehash,
+                    issue_token,
                 }
             }),
             HashJob::ChangePassword {
@@ -195,14 +199,19 @@ pub(crate) fn start(
         StorageOp::Authenticate {
             user,
             credential: Credential::Password(password),
+            issue_token,
         } => Step::Hash(HashJob::Login {
             stored: password_hash(conn, &user)?,
             user,
             password,
+            issue_token,
         }),
+        // A token is spent and succeeded by a login of the device holding it; the core never
+        // asks for a token login without one (agents log in by password).
         StorageOp::Authenticate {
             user,
             credential: Credential::Token(token),
+            ..
         } => Step::Done(R::Authenticated(resume(
             conn, &user, &token, now_ms, hasher,
         )?)),
@@ -281,14 +290,20 @@ pub(crate) fn finish(
             user,
             verified,
             rehash,
+            issue_token,
         } => {
             // The password may have changed while this one was being verified; a login with
             // the old password must not hand out a token that outlives the change.
             let new_hash = rehash.as_deref().unwrap_or(&verified);
-            if swap_hash(conn, &user, &verified, new_hash)? {
-                R::Authenticated(Ok(login(conn, &user, None, now_ms, hasher)?))
-            } else {
+            if !swap_hash(conn, &user, &verified, new_hash)? {
                 R::Authenticated(Err(StorageError::BadCredentials))
+            } else if !issue_token {
+                R::Authenticated(Ok(Account {
+                    contacts: contacts(conn, &user)?,
+                    resume_token: Vec::new(),
+                }))
+            } else {
+                R::Authenticated(Ok(login(conn, &user, None, now_ms, hasher)?))
             }
         }
         Finish::ChangePassword {

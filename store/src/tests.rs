@@ -62,6 +62,7 @@ fn a_batch_whose_commit_fails_leaves_nothing() {
             StorageOp::Authenticate {
                 user: user("alice"),
                 credential: Credential::Password("password".to_owned()),
+                issue_token: true,
             },
         ),
         (
@@ -137,6 +138,7 @@ fn a_password_changed_during_verification_does_not_log_in() {
     let login = StorageOp::Authenticate {
         user: user("alice"),
         credential: Credential::Password("password".to_owned()),
+        issue_token: true,
     };
     let mut outcomes = db.run_batch(
         vec![(RequestId(1), Work::Op(login))],

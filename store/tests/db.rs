@@ -100,6 +100,7 @@ fn an_outdated_hash_is_upgraded_at_login() {
     let login = StorageOp::Authenticate {
         user: user("alice"),
         credential: Credential::Password("password".to_owned()),
+        issue_token: true,
     };
     assert!(matches!(
         db.apply(RequestId(2), login.clone(), NOW, &stronger),

@@ -65,6 +65,7 @@ fn results_come_back_and_shutdown_flushes_everything() {
         StorageOp::Authenticate {
             user: user("alice"),
             credential: Credential::Password("alice's password".to_owned()),
+            issue_token: true,
         },
     );
     service.submit(
@@ -72,6 +73,7 @@ fn results_come_back_and_shutdown_flushes_everything() {
         StorageOp::Authenticate {
             user: user("alice"),
             credential: Credential::Password("wrong".to_owned()),
+            issue_token: true,
         },
     );
     for i in 0..200 {

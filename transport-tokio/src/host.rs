@@ -472,11 +472,16 @@ impl<B: StorageBackend> Core<B> {
 
     fn log(&self, ev: ServerEvent) {
         match ev {
-            ServerEvent::SessionStarted { user, at } => {
+            ServerEvent::SessionStarted { user, at, agent } => {
+                let what = if agent {
+                    "agent session started"
+                } else {
+                    "session started"
+                };
                 let peer = self.conns.get(&at.conn).map(|p| p.addr);
                 match peer {
-                    Some(peer) => info!(%user, conn = at.conn.0, %peer, "session started"),
-                    None => info!(%user, conn = at.conn.0, "session started"),
+                    Some(peer) => info!(%user, conn = at.conn.0, %peer, "{what}"),
+                    None => info!(%user, conn = at.conn.0, "{what}"),
                 }
             }
             ServerEvent::SessionEnded { user, at, reason } => {

@@ -13,6 +13,11 @@ pub enum Mode {
     Login,
     /// Create the account, then log in. Later connections only log in.
     Register,
+    /// Log in as an agent (`AgentLogin`, for scripts, bots and admin queries): the session
+    /// takes no part in the user's presence or the duplicate-login policy, gets no
+    /// deliveries and no resume token, so the user's own devices are left exactly as they
+    /// are. It can send, read history and ask `AdminWho`. Always by password.
+    Agent,
 }
 
 /// When the client acknowledges a delivered message. An ack is final: the server drops the

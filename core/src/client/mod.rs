@@ -572,7 +572,7 @@ impl Client {
             };
             self.send(now, &register);
             self.set_stage(Stage::LoggingIn(LoginStep::Registering));
-        } else if let Some(token) = self.token.clone() {
+        } else if let (Some(token), false) = (self.token.clone(), self.mode == Mode::Agent) {
             self.send_login(now, Credential::Token(token));
             self.set_stage(Stage::LoggingIn(LoginStep::Token));
         } else {
@@ -605,7 +605,10 @@ impl Client {
             // Possibly the in-doubt new password: it is the one that works now.
             self.password = password;
         }
-        self.mode = Mode::Login;
+        let agent = self.mode == Mode::Agent;
+        if !agent {
+            self.mode = Mode::Login;
+        }
         self.register_in_doubt = false;
         self.password_in_doubt = None;
         self.token = (!token.is_empty()).then_some(token);
@@ -621,6 +624,10 @@ impl Client {
         let resend: Vec<ClientMsg> = self.outbox.iter().map(Outgoing::to_msg).collect();
         for msg in &resend {
             self.send(now, msg);
+        }
+        if agent {
+            // No status, no contact list of its own to keep: the server refuses both.
+            return;
         }
         // `Login` carried the status; it differs only if changed while the login was out.
         if status != self.status {
@@ -647,7 +654,9 @@ impl Client {
 
     fn on_error(&mut self, now: Instant, request: RequestKind, code: ErrorCode, id: Option<u64>) {
         match (request, id) {
-            (RequestKind::Register | RequestKind::Login, _) if self.login_step().is_some() => {
+            (RequestKind::Register | RequestKind::Login | RequestKind::AgentLogin, _)
+                if self.login_step().is_some() =>
+            {
                 self.on_login_error(now, request, code)
             }
             // Not the message's fault: the server is busy or its disk failed this once. It
@@ -824,10 +833,16 @@ impl Client {
     }
 
     fn send_login(&mut self, now: Instant, credential: Credential) {
-        let login = ClientMsg::Login {
-            user: self.user.clone(),
-            credential,
-            status: self.status,
+        let login = match (self.mode, credential) {
+            (Mode::Agent, Credential::Password(password)) => ClientMsg::AgentLogin {
+                user: self.user.clone(),
+                password,
+            },
+            (_, credential) => ClientMsg::Login {
+                user: self.user.clone(),
+                credential,
+                status: self.status,
+            },
         };
         self.send(now, &login);
     }

@@ -1180,3 +1180,44 @@ proptest! {
         prop_assert!(delivered.values().all(|&n| n == 1), "{:?}", delivered);
     }
 }
+
+/// `Mode::Agent` logs in with `AgentLogin` on every connection, by password, and asserts
+/// neither a status nor contact changes after `LoginOk` (an agent may set neither).
+#[test]
+fn an_agent_logs_in_by_password_and_asserts_no_status_or_contacts() {
+    let mut client = started(ClientConfig {
+        mode: Mode::Agent,
+        status: Status::Busy,
+        ..config()
+    });
+    client.add_contact(at(0), user("bob"));
+    let agent_login = Out::Msg(ClientMsg::AgentLogin {
+        user: user("alice"),
+        password: PASSWORD.into(),
+    });
+    client.handle_connected(at(0));
+    let hello_and_login = outputs(&mut client);
+    feed(&mut client, at(1), welcome());
+    let mut sent = hello_and_login;
+    sent.extend(outputs(&mut client));
+    assert!(sent.contains(&agent_login), "{sent:?}");
+    // The server's answer to an agent: invisible, no token.
+    feed(
+        &mut client,
+        at(2),
+        ServerMsg::LoginOk {
+            user: user("alice"),
+            status: Status::Invisible,
+            resume_token: Vec::new(),
+            contacts: vec![],
+        },
+    );
+    assert!(client.is_logged_in());
+    assert_eq!(outputs(&mut client), [], "no SetStatus, no ChangeContacts");
+
+    // A reconnect logs in as an agent again, still by password.
+    let retry = drop_and_retry(&mut client, at(3));
+    client.handle_connected(retry);
+    feed(&mut client, retry, welcome());
+    assert!(outputs(&mut client).contains(&agent_login));
+}

@@ -2,7 +2,7 @@
 //! changes and status.
 
 use super::guard::Culprit;
-use super::session::{Mailbox, Phase, Session, User};
+use super::session::{Mailbox, Phase, Role, Session, User};
 use super::{Output, Pending, Server, ServerEvent};
 use crate::config::{DuplicateLogin, password_is_acceptable};
 use crate::ids::{ConnId, UserId};
@@ -79,13 +79,14 @@ impl Server {
         conn: ConnId,
         user: UserId,
         credential: Credential,
-        status: Status,
+        role: Role,
     ) {
         let Some(c) = self.conns.get(&conn) else {
             return;
         };
+        let kind = login_kind(role);
         if matches!(c.phase, Phase::Ready { login: Some(_) }) {
-            return self.error(conn, RequestKind::Login, ErrorCode::Busy, None);
+            return self.error(conn, kind, ErrorCode::Busy, None);
         }
         let addr = c.addr;
         let password = matches!(credential, Credential::Password(_));
@@ -103,10 +104,10 @@ impl Server {
         {
             self.out
                 .push_back(Output::Event(ServerEvent::LoginThrottled { user, addr }));
-            return self.error(conn, RequestKind::Login, ErrorCode::RateLimited, None);
+            return self.error(conn, kind, ErrorCode::RateLimited, None);
         }
         if !self.has_room(conn, 1, u32::from(password)) {
-            return self.error(conn, RequestKind::Login, ErrorCode::Busy, None);
+            return self.error(conn, kind, ErrorCode::Busy, None);
         }
         // Unknown and invalid names go to storage too, so a failure looks and takes the same
         // as a wrong password and does not reveal who exists.
@@ -115,11 +116,12 @@ impl Server {
             StorageOp::Authenticate {
                 user: user.clone(),
                 credential,
+                issue_token: role != Role::Agent,
             },
             Pending::Login {
                 conn,
                 user,
-                status,
+                role,
                 password,
             },
         );
@@ -133,10 +135,11 @@ impl Server {
         now: Instant,
         conn: ConnId,
         user: UserId,
-        status: Status,
+        role: Role,
         password: bool,
         r: Result<Account, StorageError>,
     ) {
+        let kind = login_kind(role);
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
@@ -163,9 +166,9 @@ impl Server {
                     addr,
                     failures,
                 }));
-                return self.error(conn, RequestKind::Login, ErrorCode::BadCredentials, None);
+                return self.error(conn, kind, ErrorCode::BadCredentials, None);
             }
-            Err(_) => return self.error(conn, RequestKind::Login, ErrorCode::StorageFailed, None),
+            Err(_) => return self.error(conn, kind, ErrorCode::StorageFailed, None),
         };
         self.logins.succeeded(&Culprit::User(user.clone()));
         if !self.users.contains_key(&user) {
@@ -175,6 +178,10 @@ impl Server {
         }
         // From here on the name is the directory's own, so that every copy shares it.
         let user = self.interned(&user).expect("in the directory");
+        let status = match role {
+            Role::Device(status) => status,
+            Role::Agent => return self.agent_started(now, conn, user, account),
+        };
         if self.cfg.duplicate_login == DuplicateLogin::Replace {
             // The old sessions end like any other; the new one starts before the next drain,
             // and announcements compare what watchers were told with the state at the drain,
@@ -196,6 +203,7 @@ impl Server {
                 },
                 marking: false,
                 acks_waiting: Vec::new(),
+                agent: false,
             });
         }
         if self.users[&user].sessions.is_empty() {
@@ -237,8 +245,40 @@ impl Server {
             .push_back(Output::Event(ServerEvent::SessionStarted {
                 user: user.clone(),
                 at: self.location(conn),
+                agent: false,
             }));
         self.read_mailbox(conn, user, 0);
+    }
+
+    /// An agent's login succeeded. It joins none of the user's state: no session in
+    /// `User::sessions`, no presence, no replacement, no mailbox. It is told the user's
+    /// contacts (a script may want them) and `Invisible`, which is what others see of it.
+    fn agent_started(&mut self, now: Instant, conn: ConnId, user: UserId, account: Account) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        c.phase = Phase::Session(Session {
+            user: user.clone(),
+            since: now,
+            // Nothing is ever delivered to it; `Live` is the state that holds nothing back.
+            mailbox: Mailbox::Live { floor: 0 },
+            marking: false,
+            acks_waiting: Vec::new(),
+            agent: true,
+        });
+        let ok = ServerMsg::LoginOk {
+            user: user.clone(),
+            status: Status::Invisible,
+            resume_token: Vec::new(),
+            contacts: account.contacts,
+        };
+        self.send(conn, &ok);
+        self.out
+            .push_back(Output::Event(ServerEvent::SessionStarted {
+                user,
+                at: self.location(conn),
+                agent: true,
+            }));
     }
 
     pub(super) fn change_password(&mut self, conn: ConnId, user: UserId, old: String, new: String) {
@@ -288,5 +328,13 @@ impl Server {
         u.status = status;
         self.presence.touch(user.clone());
         self.send_to_user(&user, &ServerMsg::OwnStatus { status });
+    }
+}
+
+/// The request a login's errors answer.
+fn login_kind(role: Role) -> RequestKind {
+    match role {
+        Role::Device(_) => RequestKind::Login,
+        Role::Agent => RequestKind::AgentLogin,
     }
 }

@@ -22,8 +22,8 @@ use crate::codec::{decode, encode};
 use crate::config::ServerConfig;
 use crate::ids::{ConnId, RequestId, SessionLocation, UserId};
 use crate::message::{
-    ClientMsg, CloseReason, ErrorCode, MAGIC, MAX_CLIENT_NAME, PROTOCOL_VERSION, RequestKind,
-    ServerMsg, Status, WhoEntry, WhoSession,
+    ClientMsg, CloseReason, Credential, ErrorCode, MAGIC, MAX_CLIENT_NAME, PROTOCOL_VERSION,
+    RequestKind, ServerMsg, WhoEntry, WhoSession,
 };
 use crate::storage::{StorageOp, StorageResult};
 use crate::time::Instant;
@@ -32,7 +32,7 @@ use bytes::Bytes;
 use deadline::DeadlineQueue;
 use guard::{LoginGuard, RegisterGuard, admit_frame};
 use presence::PresenceBoard;
-use session::{Conn, Phase, User};
+use session::{Conn, Phase, Role, User};
 use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;
 
@@ -55,6 +55,8 @@ pub enum ServerEvent {
     SessionStarted {
         user: UserId,
         at: SessionLocation,
+        /// An agent's session (`AgentLogin`): outside presence and the duplicate-login policy.
+        agent: bool,
     },
     SessionEnded {
         user: UserId,
@@ -69,15 +71,9 @@ pub enum ServerEvent {
         failures: u32,
     },
     /// A login was refused unchecked, because of earlier failures.
-    LoginThrottled {
-        user: UserId,
-        addr: Option<IpAddr>,
-    },
+    LoginThrottled { user: UserId, addr: Option<IpAddr> },
     /// A registration was refused: its address registered too many accounts lately.
-    RegisterThrottled {
-        user: UserId,
-        addr: IpAddr,
-    },
+    RegisterThrottled { user: UserId, addr: IpAddr },
 }
 
 /// Why a session ended.
@@ -120,7 +116,7 @@ enum Pending {
     Login {
         conn: ConnId,
         user: UserId,
-        status: Status,
+        role: Role,
         /// A password, not a token, was tried.
         password: bool,
     },
@@ -274,11 +270,11 @@ impl Server {
                 Pending::Login {
                     conn,
                     user,
-                    status,
+                    role,
                     password,
                 },
                 StorageResult::Authenticated(r),
-            ) => self.authenticated(now, conn, user, status, password, r),
+            ) => self.authenticated(now, conn, user, role, password, r),
             (Pending::ChangePassword { conn }, StorageResult::PasswordChanged(r)) => {
                 self.password_changed(conn, r)
             }
@@ -475,7 +471,10 @@ impl Server {
                 user,
                 credential,
                 status,
-            } => self.login(now, conn, user, credential, status),
+            } => self.login(now, conn, user, credential, Role::Device(status)),
+            ClientMsg::AgentLogin { user, password } => {
+                self.login(now, conn, user, Credential::Password(password), Role::Agent)
+            }
             ClientMsg::Ping { nonce } => self.send(conn, &ServerMsg::Pong { nonce }),
             ClientMsg::Hello { .. } => self.close(now, conn, CloseReason::BadHandshake),
             ClientMsg::Send { id, .. } => {
@@ -486,9 +485,24 @@ impl Server {
     }
 
     fn on_session(&mut self, now: Instant, conn: ConnId, msg: ClientMsg) {
-        let Some(user) = self.conns.get(&conn).and_then(|c| c.user()).cloned() else {
+        let Some(session) = self.conns.get(&conn).and_then(|c| c.session()) else {
             return;
         };
+        let user = session.user.clone();
+        if session.agent
+            && matches!(
+                msg,
+                ClientMsg::Ack { .. }
+                    | ClientMsg::SetStatus { .. }
+                    | ClientMsg::AddContact { .. }
+                    | ClientMsg::RemoveContact { .. }
+                    | ClientMsg::ChangeContacts { .. }
+            )
+        {
+            // An agent has no presence to set, gets no deliveries to ack, and is not where
+            // the user's contact list (which drives the user's presence) is kept.
+            return self.error(conn, msg.kind(), ErrorCode::Forbidden, None);
+        }
         match msg {
             ClientMsg::Ping { nonce } => self.send(conn, &ServerMsg::Pong { nonce }),
             ClientMsg::Send {
@@ -536,8 +550,8 @@ impl Server {
                     self.error(conn, RequestKind::AdminWho, ErrorCode::Forbidden, None);
                 }
             }
-            ClientMsg::Login { .. } => {
-                self.error(conn, RequestKind::Login, ErrorCode::AlreadyLoggedIn, None)
+            ClientMsg::Login { .. } | ClientMsg::AgentLogin { .. } => {
+                self.error(conn, msg.kind(), ErrorCode::AlreadyLoggedIn, None)
             }
             ClientMsg::Hello { .. } => self.close(now, conn, CloseReason::BadHandshake),
         }
@@ -573,6 +587,10 @@ impl Server {
             at,
             reason: end,
         }));
+        if session.agent {
+            // Never one of the user's sessions: its end changes nothing anyone sees.
+            return;
+        }
         let Some(u) = self.users.get_mut(&user) else {
             return;
         };

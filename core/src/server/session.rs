@@ -40,10 +40,23 @@ pub(crate) enum Phase {
     Session(Session),
 }
 
+/// What a login asks to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// One of the user's devices, with the status it logs in with: it makes the user online,
+    /// is subject to the duplicate-login policy and gets the user's messages.
+    Device(Status),
+    /// A script, bot or admin query (`AgentLogin`): none of the above. It is kept out of
+    /// `User::sessions`, so presence, replacement and delivery never see it.
+    Agent,
+}
+
 #[derive(Debug)]
 pub(crate) struct Session {
     pub(crate) user: UserId,
     pub(crate) since: Instant,
+    /// An agent session (`Role::Agent`): not one of `User::sessions`.
+    pub(crate) agent: bool,
     pub(crate) mailbox: Mailbox,
     /// Acks of this session: at most one `MarkDelivered` in flight; acks arriving meanwhile
     /// wait here and go as one request when it is answered. A client that acks each message

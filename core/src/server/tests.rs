@@ -1479,3 +1479,191 @@ fn registrations_are_throttled_per_address_and_logged() {
     assert_eq!(register(&mut rig, c2, "s3"), registered("s3"));
     assert_eq!(register(&mut rig, c2, "s4"), limited);
 }
+
+/// PROTOCOL.md §10.5: a script's or bot's login (`AgentLogin`) is not a device. Under either
+/// duplicate-login policy it neither replaces, nor greys, nor re-statuses the user's
+/// sessions, receives none of the user's messages, and its end announces nothing.
+#[test]
+fn an_agent_login_leaves_the_users_devices_alone() {
+    for policy in [DuplicateLogin::Replace, DuplicateLogin::Multi] {
+        let mut rig = Rig::new(
+            ServerConfig {
+                duplicate_login: policy,
+                admins: [user("u")].into(),
+                ..cfg()
+            },
+            &["w", "u"],
+        );
+        let w = rig.login("w", Status::Online);
+        let device = rig.login("u", Status::Busy);
+        rig.take(w);
+        rig.take(device);
+
+        let agent = rig.agent("u");
+        match &rig.take(agent)[..] {
+            [
+                ServerMsg::Welcome { .. },
+                ServerMsg::LoginOk {
+                    status: Status::Invisible,
+                    resume_token,
+                    ..
+                },
+            ] => assert!(resume_token.is_empty(), "an agent gets no token"),
+            other => panic!("{policy:?}: unexpected {other:?}"),
+        }
+        assert!(
+            !rig.closed.contains_key(&device),
+            "{policy:?}: not replaced"
+        );
+        assert_eq!(
+            rig.take(device),
+            vec![],
+            "{policy:?}: the device is told nothing"
+        );
+        assert!(
+            diffs(&rig.take(w)).is_empty(),
+            "{policy:?}: watchers see nothing"
+        );
+        assert_eq!(rig.server.sessions_of(&user("u")).len(), 1);
+
+        // It can send as the user; the user's messages still go to the device only.
+        rig.frame(
+            agent,
+            ClientMsg::Send {
+                id: 7,
+                to: user("w"),
+                body: "from a script".into(),
+                attachment: None,
+            },
+        );
+        assert!(rig.take(agent).contains(&ServerMsg::Sent { id: 7, seq: 1 }));
+        assert!(
+            rig.take(w)
+                .iter()
+                .any(|m| matches!(m, ServerMsg::Deliver(d) if d.from == user("u")))
+        );
+        rig.frame(
+            w,
+            ClientMsg::Send {
+                id: 1,
+                to: user("u"),
+                body: "hi".into(),
+                attachment: None,
+            },
+        );
+        assert!(
+            rig.take(device)
+                .iter()
+                .any(|m| matches!(m, ServerMsg::Deliver(d) if d.id == 1))
+        );
+        assert!(
+            rig.take(agent).is_empty(),
+            "{policy:?}: no delivery to an agent"
+        );
+
+        // An admin query from an agent; u shows with its one device session.
+        rig.frame(agent, ClientMsg::AdminWho);
+        match &rig.take(agent)[..] {
+            [ServerMsg::Who { users, .. }] => {
+                let u = users
+                    .iter()
+                    .find(|e| e.user == user("u"))
+                    .expect("u listed");
+                assert_eq!(u.sessions.len(), 1, "{policy:?}: {u:?}");
+                assert_eq!(u.status, Status::Busy);
+            }
+            other => panic!("{policy:?}: unexpected {other:?}"),
+        }
+
+        rig.frame(agent, ClientMsg::Logout);
+        assert_eq!(rig.closed[&agent], CloseReason::LoggedOut);
+        assert!(
+            diffs(&rig.take(w)).is_empty(),
+            "{policy:?}: its end is silent"
+        );
+        assert!(!rig.closed.contains_key(&device));
+        assert_eq!(rig.server.stats().online_users, 2);
+    }
+}
+
+/// An agent of an offline user shows nobody online and leaves the mailbox for the user.
+#[test]
+fn an_agent_of_an_offline_user_keeps_it_offline_and_its_mailbox_whole() {
+    let mut rig = Rig::new(cfg(), &["w", "u"]);
+    let w = rig.login("w", Status::Online);
+    rig.frame(
+        w,
+        ClientMsg::Send {
+            id: 1,
+            to: user("u"),
+            body: "for later".into(),
+            attachment: None,
+        },
+    );
+    rig.take(w);
+    let agent = rig.agent("u");
+    let got = rig.take(agent);
+    assert!(
+        !got.iter().any(|m| matches!(
+            m,
+            ServerMsg::Deliver(_)
+                | ServerMsg::OfflineDone { .. }
+                | ServerMsg::PresenceSnapshot { .. }
+        )),
+        "{got:?}"
+    );
+    assert!(diffs(&rig.take(w)).is_empty());
+    assert_eq!(rig.server.stats().online_users, 1);
+    rig.close(agent);
+    assert!(diffs(&rig.take(w)).is_empty());
+    assert_eq!(rig.store.undelivered(&user("u")), 1);
+}
+
+/// What only a device may do is refused to an agent, which stays connected.
+#[test]
+fn an_agent_cannot_set_a_status_change_contacts_or_ack() {
+    let mut rig = Rig::new(cfg(), &["w", "u"]);
+    let agent = rig.agent("u");
+    rig.take(agent);
+    let refused = [
+        ClientMsg::SetStatus {
+            status: Status::Online,
+        },
+        ClientMsg::AddContact { user: user("w") },
+        ClientMsg::RemoveContact { user: user("w") },
+        ClientMsg::ChangeContacts {
+            add: vec![user("w")],
+            remove: vec![],
+        },
+        ClientMsg::Ack { seqs: vec![1] },
+    ];
+    for msg in refused {
+        let request = msg.kind();
+        rig.frame(agent, msg);
+        assert_eq!(
+            rig.take(agent),
+            vec![ServerMsg::Error {
+                request,
+                code: ErrorCode::Forbidden,
+                id: None
+            }]
+        );
+    }
+    rig.frame(
+        agent,
+        ClientMsg::AgentLogin {
+            user: user("u"),
+            password: crate::testkit::rig::PASSWORD.into(),
+        },
+    );
+    assert_eq!(
+        rig.take(agent),
+        vec![ServerMsg::Error {
+            request: RequestKind::AgentLogin,
+            code: ErrorCode::AlreadyLoggedIn,
+            id: None
+        }]
+    );
+    assert!(!rig.closed.contains_key(&agent));
+    assert_eq!(rig.server.stats().online_users, 0);
+}

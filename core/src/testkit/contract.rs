@@ -58,6 +58,10 @@ pub const CHECKS: &[Check] = &[
         run: a_token_belongs_to_its_user,
     },
     Check {
+        name: "an_agent_login_issues_no_token_and_spends_none",
+        run: an_agent_login_issues_no_token_and_spends_none,
+    },
+    Check {
         name: "only_the_newest_tokens_are_kept",
         run: only_the_newest_tokens_are_kept,
     },
@@ -215,9 +219,19 @@ impl Store {
         name: &str,
         credential: Credential,
     ) -> Outcome<Result<Account, StorageError>> {
+        self.authenticate(name, credential, true)
+    }
+
+    fn authenticate(
+        &mut self,
+        name: &str,
+        credential: Credential,
+        issue_token: bool,
+    ) -> Outcome<Result<Account, StorageError>> {
         match self.apply(StorageOp::Authenticate {
             user: user(name),
             credential,
+            issue_token,
         }) {
             (StorageResult::Authenticated(r), _) => Ok(r),
             (other, _) => unexpected("Authenticate", other),
@@ -536,6 +550,50 @@ fn only_the_newest_tokens_are_kept(fresh: &mut Fresh<'_>) -> Outcome {
         "bob",
         Credential::Token(bobs),
         "bob's token after alice's many logins",
+    )?;
+    Ok(())
+}
+
+/// A script logging in every minute (`AgentLogin`) must not push the user's devices'
+/// tokens out of the newest `MAX_TOKENS_PER_USER`, and gets none of its own.
+fn an_agent_login_issues_no_token_and_spends_none(fresh: &mut Fresh<'_>) -> Outcome {
+    let mut s = Store::with_users(fresh, &["alice", "bob"])?;
+    ensure_eq(
+        s.set_contacts("alice", &["bob"], &[])?,
+        Ok(()),
+        "alice adds bob",
+    )?;
+    let device = s.token_of(
+        "alice",
+        Credential::Password(PASSWORD.into()),
+        "device login",
+    )?;
+    for i in 0..MAX_TOKENS_PER_USER + 2 {
+        let account = s
+            .authenticate("alice", Credential::Password(PASSWORD.into()), false)?
+            .map_err(|e| format!("agent login {i} refused: {e:?}"))?;
+        ensure_eq(
+            account,
+            Account {
+                contacts: users(&["bob"]),
+                resume_token: Vec::new(),
+            },
+            &format!("agent login {i}"),
+        )?;
+    }
+    ensure_eq(
+        s.authenticate(
+            "alice",
+            Credential::Password("wrong password".into()),
+            false,
+        )?,
+        Err(StorageError::BadCredentials),
+        "agent login with a wrong password",
+    )?;
+    s.token_of(
+        "alice",
+        Credential::Token(device),
+        "the device's token after many agent logins",
     )?;
     Ok(())
 }

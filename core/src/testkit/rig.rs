@@ -118,6 +118,19 @@ impl Rig {
         conn
     }
 
+    /// A new connection, logged in as an agent (`AgentLogin`) of `name`.
+    pub fn agent(&mut self, name: &str) -> ConnId {
+        let conn = self.hello();
+        self.frame(
+            conn,
+            ClientMsg::AgentLogin {
+                user: user(name),
+                password: PASSWORD.into(),
+            },
+        );
+        conn
+    }
+
     /// Everything `conn` received since the last call.
     pub fn take(&mut self, conn: ConnId) -> Vec<ServerMsg> {
         self.inbox.remove(&conn).unwrap_or_default()

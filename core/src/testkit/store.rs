@@ -83,6 +83,20 @@ impl MemStore {
         Ok(self.login(user, Some(id)))
     }
 
+    /// Reads the account, issuing no token (an agent's login).
+    fn account(&self, user: &UserId) -> Account {
+        Account {
+            contacts: self
+                .contacts
+                .get(user)
+                .into_iter()
+                .flatten()
+                .cloned()
+                .collect(),
+            resume_token: Vec::new(),
+        }
+    }
+
     /// Issues a fresh token, forgetting the oldest beyond `MAX_TOKENS_PER_USER`, and reads
     /// the account.
     fn login(&mut self, user: &UserId, parent: Option<u64>) -> Account {
@@ -98,14 +112,8 @@ impl MemStore {
         let excess = live.len().saturating_sub(MAX_TOKENS_PER_USER);
         live.drain(..excess);
         Account {
-            contacts: self
-                .contacts
-                .get(user)
-                .into_iter()
-                .flatten()
-                .cloned()
-                .collect(),
             resume_token: value,
+            ..self.account(user)
         }
     }
 
@@ -120,15 +128,21 @@ impl MemStore {
                     }
                 })
             }
-            StorageOp::Authenticate { user, credential } => {
-                StorageResult::Authenticated(match credential {
-                    Credential::Password(p) if self.passwords.get(&user) == Some(&p) => {
-                        Ok(self.login(&user, None))
-                    }
-                    Credential::Password(_) => Err(StorageError::BadCredentials),
-                    Credential::Token(t) => self.resume(&user, &t),
-                })
-            }
+            StorageOp::Authenticate {
+                user,
+                credential,
+                issue_token,
+            } => StorageResult::Authenticated(match credential {
+                Credential::Password(p) if self.passwords.get(&user) == Some(&p) => {
+                    Ok(if issue_token {
+                        self.login(&user, None)
+                    } else {
+                        self.account(&user)
+                    })
+                }
+                Credential::Password(_) => Err(StorageError::BadCredentials),
+                Credential::Token(t) => self.resume(&user, &t),
+            }),
             StorageOp::ChangePassword { user, old, new } => {
                 StorageResult::PasswordChanged(if self.passwords.get(&user) == Some(&old) {
                     self.passwords.insert(user.clone(), new);

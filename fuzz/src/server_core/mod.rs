@@ -743,8 +743,9 @@ impl Harness {
                 self.storage_request(&op);
                 self.waiting.push(Waiting { id, op });
             }
-            Output::Event(ServerEvent::SessionStarted { user, at }) => {
+            Output::Event(ServerEvent::SessionStarted { user, at, agent }) => {
                 trace!("   session started {user:?} at {at:?}");
+                assert!(!agent, "an agent session, but no peer sent AgentLogin");
                 assert_eq!(at.node, self.cfg.node);
                 let conn = at.conn;
                 let replace = self.cfg.duplicate_login == DuplicateLogin::Replace;
@@ -834,12 +835,21 @@ impl Harness {
                     "Register with a bad password"
                 );
             }
-            StorageOp::Authenticate { user, credential } => {
+            StorageOp::Authenticate {
+                user,
+                credential,
+                issue_token,
+            } => {
                 let asked = self
                     .conns
                     .values()
                     .any(|m| m.attempts.iter().any(|(u, c)| u == user && c == credential));
                 assert!(asked, "Authenticate({user:?}) that no peer asked for");
+                // Peers here send `Login` only (a device): each is owed a resume token.
+                assert!(
+                    issue_token,
+                    "a device's Authenticate({user:?}) issues no token"
+                );
             }
             StorageOp::ChangePassword { user, new, .. } => {
                 assert!(

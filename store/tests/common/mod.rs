@@ -63,6 +63,7 @@ impl Store {
         match self.apply(StorageOp::Authenticate {
             user: user(name),
             credential,
+            issue_token: true,
         }) {
             StorageResult::Authenticated(r) => r,
             other => panic!("unexpected {other:?}"),
