@@ -44,22 +44,21 @@ pub enum Command {
     },
     /// Send one message and wait until the server has stored it; prints its sequence number.
     ///
-    /// For scripts: logs in (invisible by default, so nobody sees USER come online), sends,
-    /// waits for the server's confirmation that the message is durable, logs out. Messages
-    /// waiting for USER are left for USER's chat. Note that under the server's default
-    /// duplicate-login policy (`replace`) this ends USER's other session.
+    /// For scripts and bots: logs in as an agent, which takes no part in USER's presence or
+    /// the duplicate-login policy — USER's chat stays connected, visible and unchanged —
+    /// sends, waits for the server's confirmation that the message is durable, logs out.
+    /// Messages waiting for USER are left for USER's chat.
     Send {
         #[command(flatten)]
         account: Account,
-        #[command(flatten)]
-        login: OneShotStatus,
         /// The recipient; online or not (the server keeps it for them).
         #[arg(long, value_name = "USER")]
         to: UserId,
         /// Fail if the server has not confirmed the message within this long.
         #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, value_name = "DURATION")]
         timeout: Duration,
-        /// The message; several words are joined with spaces.
+        /// The message; several words are joined with spaces. `-` alone reads it from
+        /// standard input (up to the end, a final newline dropped).
         #[arg(required = true, num_args = 1.., value_name = "TEXT")]
         text: Vec<String>,
     },
@@ -74,13 +73,11 @@ pub enum Command {
 pub enum AdminCommand {
     /// List the users online and their sessions: node, connection, connected for, idle.
     ///
-    /// Logs in for the query (invisible by default) and out again; like `send`, this ends
-    /// the user's other session under the server's duplicate-login policy `replace`.
+    /// Logs in as an agent for the query and out again, like `send`: the admin's own chat
+    /// is neither replaced nor changed.
     Who {
         #[command(flatten)]
         account: Account,
-        #[command(flatten)]
-        login: OneShotStatus,
         /// Give up when the server has not answered within this long.
         #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, value_name = "DURATION")]
         timeout: Duration,
@@ -133,15 +130,6 @@ pub struct Account {
     /// server name.
     #[arg(long, env = "BREEZE_TLS_NAME", value_name = "NAME")]
     pub tls_name: Option<String>,
-}
-
-/// The status a one-shot command logs in with.
-#[derive(Debug, Args)]
-pub struct OneShotStatus {
-    /// The status for this short login. Under the server's duplicate-login policy `multi`
-    /// a login sets the status of the user's other sessions too: pass theirs to keep it.
-    #[arg(long, value_enum, default_value_t = StatusArg::Invisible)]
-    pub status: StatusArg,
 }
 
 /// A status as typed on the command line and in `/status`.

@@ -38,19 +38,13 @@ fn main() -> ExitCode {
             Command::Chat { account, status } => chat::run(account, status, style).await,
             Command::Send {
                 account,
-                login,
                 to,
                 timeout,
                 text,
-            } => oneshot::send(account, login.status.into(), to, text.join(" "), timeout).await,
+            } => oneshot::send(account, to, text, timeout).await,
             Command::Admin {
-                command:
-                    AdminCommand::Who {
-                        account,
-                        login,
-                        timeout,
-                    },
-            } => oneshot::admin_who(account, login.status.into(), timeout).await,
+                command: AdminCommand::Who { account, timeout },
+            } => oneshot::admin_who(account, timeout).await,
         }
     });
     // The stdin thread of `chat` may be blocked in a read: do not wait for it.

@@ -1,8 +1,9 @@
 //! The subcommands that log in, do one thing and leave: `register`, `send`, `admin who`.
 //!
 //! Unlike `chat` they do not wait out a server that cannot be reached: the first failed
-//! connection before login is the answer. They log in invisible unless told otherwise, so
-//! that nobody sees the user come online for a moment.
+//! connection before login is the answer. `send` and `admin who` log in as agents, so the
+//! user's own sessions are neither replaced nor shown differently; `register` logs in
+//! invisible, so that nobody sees the new user come online for a moment.
 
 use crate::Fatal;
 use crate::cli::Account;
@@ -54,7 +55,8 @@ async fn drive<T>(
             ClientEvent::LoggedIn { .. } => logged_in = true,
             // After login, a `Login` error only says the mailbox could not be read.
             ClientEvent::Error {
-                request: request @ (RequestKind::Login | RequestKind::Register),
+                request:
+                    request @ (RequestKind::Login | RequestKind::AgentLogin | RequestKind::Register),
                 code,
             } if !logged_in => break Err(ui::request_error(request, code)),
             ClientEvent::Disconnected {
@@ -134,18 +136,44 @@ pub async fn register(account: Account, timeout: Duration) -> Result<(), Fatal> 
     Ok(())
 }
 
+/// The agent logins of `send` and `admin who`: outside the user's presence, so the status
+/// is only what `LoginOk` is asked to carry; the server reports agents as invisible.
+const AGENT: Setup = Setup {
+    mode: Mode::Agent,
+    status: Status::Invisible,
+};
+
+/// The body `send` was given: its words joined, or standard input for a lone `-`.
+fn body(text: Vec<String>) -> Result<String, Fatal> {
+    let body = if text.len() == 1 && text[0] == "-" {
+        let mut body = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut body)
+            .map_err(|e| Fatal(format!("cannot read the message from standard input: {e}")))?;
+        if body.ends_with('\n') {
+            body.pop();
+            if body.ends_with('\r') {
+                body.pop();
+            }
+        }
+        body
+    } else {
+        text.join(" ")
+    };
+    if body.trim().is_empty() {
+        return Err(Fatal("the message is empty: nothing to send".into()));
+    }
+    Ok(body)
+}
+
 pub async fn send(
     account: Account,
-    status: Status,
     to: UserId,
-    text: String,
+    text: Vec<String>,
     timeout: Duration,
 ) -> Result<(), Fatal> {
+    let text = body(text)?;
     let password = session::password(&account, false)?;
-    let setup = Setup {
-        mode: Mode::Login,
-        status,
-    };
+    let setup = AGENT;
     let session = Session::start(&account, password, setup).await?;
     let (tx, mut rx) = oneshot::channel();
     session.command(ClientCommand::SendMessage {
@@ -178,12 +206,9 @@ pub async fn send(
     Ok(())
 }
 
-pub async fn admin_who(account: Account, status: Status, timeout: Duration) -> Result<(), Fatal> {
+pub async fn admin_who(account: Account, timeout: Duration) -> Result<(), Fatal> {
     let password = session::password(&account, false)?;
-    let setup = Setup {
-        mode: Mode::Login,
-        status,
-    };
+    let setup = AGENT;
     let session = Session::start(&account, password, setup).await?;
     let (users, connections) = drive(session, timeout, "the server's answer", |session, event| {
         match event {

@@ -176,7 +176,7 @@ pub fn attachment_info(a: &AttachmentInfo) -> String {
 pub fn request_error(request: RequestKind, code: ErrorCode) -> String {
     let what = match request {
         RequestKind::Register => "cannot register",
-        RequestKind::Login => "cannot log in",
+        RequestKind::Login | RequestKind::AgentLogin => "cannot log in",
         RequestKind::ChangePassword => "cannot change the password",
         RequestKind::SetStatus => "cannot set the status",
         RequestKind::AddContact => "cannot add the contact",

@@ -2,8 +2,11 @@
 
 mod common;
 
+use breeze_core::config::DuplicateLogin;
 use breeze_testsupport::Pki;
-use common::{ADMIN, TestServer, password, stderr, stdout};
+use common::{ADMIN, TestServer, password, stderr, stdout, text, wait_output};
+use std::io::Write;
+use std::process::Stdio;
 
 #[test]
 fn register_refuses_a_taken_name_with_one_line() {
@@ -209,15 +212,11 @@ fn admin_who_lists_sessions_for_an_admin_only() {
             .any(|l| l.starts_with("alice") && l.contains("away")),
         "{table}"
     );
-    assert!(
-        lines
-            .iter()
-            .any(|l| l.starts_with("root") && l.contains("invisible")),
-        "{table}"
-    );
+    // The query's own login is an agent's: not a session of root's, so root is not online.
+    assert!(!lines.iter().any(|l| l.starts_with("root")), "{table}");
     // Connections of the registrations may still be closing: count only the users.
     assert!(
-        lines.last().unwrap().starts_with("2 users online, "),
+        lines.last().unwrap().starts_with("1 user online, "),
         "{table}"
     );
 
@@ -313,4 +312,112 @@ fn tls_flags_pin_the_servers_certificate() {
     let out = register(&["--tls-pin", cert.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out), "registered tina\n");
+}
+
+/// The README's script example while the user chats. `send` and `admin who` log in as agents
+/// (PROTOCOL.md §10.5): under either duplicate-login policy the user's chat is neither kicked,
+/// greyed nor re-statused, and watchers see no change at all.
+#[test]
+fn scripts_and_admin_queries_leave_a_users_chat_alone() {
+    for policy in [DuplicateLogin::Replace, DuplicateLogin::Multi] {
+        let server = TestServer::start_with(|s| s.server.duplicate_login = policy);
+        server.register(ADMIN);
+        server.register("alice");
+        server.register("bob");
+        let mut alice = server.chat("alice", &[]);
+        alice.expect("logged in as alice");
+        let mut bob = server.chat("bob", &["--status", "busy"]);
+        bob.expect("logged in as bob (busy)");
+        alice.expect("bob is now busy");
+        let mut admin = server.chat(ADMIN, &[]);
+        admin.expect("logged in as root");
+        alice.expect("root is now online");
+        let before = alice.seen.len();
+
+        let out = server.run(&[
+            "send",
+            "--user",
+            "bob",
+            "--password",
+            &password("bob"),
+            "--to",
+            "alice",
+            "see you at 5",
+        ]);
+        assert!(out.status.success(), "{policy:?}: {}", text(&out));
+        alice.expect("bob: see you at 5");
+
+        let out = server.run(&[
+            "admin",
+            "who",
+            "--user",
+            ADMIN,
+            "--password",
+            &password(ADMIN),
+        ]);
+        assert!(out.status.success(), "{policy:?}: {}", text(&out));
+        let table = stdout(&out);
+        for (name, status) in [("bob", "busy"), ("root", "online"), ("alice", "online")] {
+            assert!(
+                table
+                    .lines()
+                    .any(|l| l.starts_with(name) && l.contains(status)),
+                "{policy:?}: {name} {status}\n{table}"
+            );
+        }
+
+        // Both chats are still up and still themselves: a message each way.
+        bob.type_line("/msg alice still here");
+        alice.expect("bob: still here");
+        admin.type_line("/msg alice me too");
+        alice.expect("root: me too");
+        let after = &alice.seen[before..];
+        assert!(
+            !after.iter().any(|l| l.contains(" is now ")),
+            "{policy:?}: a watcher saw a presence change: {after:?}"
+        );
+    }
+}
+
+/// `send -` takes the body from standard input; an empty body is refused before connecting.
+#[test]
+fn send_reads_the_body_from_stdin_and_refuses_an_empty_one() {
+    let server = TestServer::start();
+    server.register("alice");
+    server.register("bob");
+    let mut alice = server.chat("alice", &[]);
+    alice.expect("logged in as alice");
+
+    let mut child = server
+        .breeze(&["send", "--user", "bob", "--to", "alice", "-"])
+        .env("BREEZE_PASSWORD", password("bob"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"piped from a script\n").unwrap();
+    drop(stdin);
+    let out = wait_output(child);
+    assert!(out.status.success(), "{}", text(&out));
+    alice.expect("bob: piped from a script");
+
+    for empty in ["", "   "] {
+        let out = server.run(&[
+            "send",
+            "--user",
+            "bob",
+            "--password",
+            &password("bob"),
+            "--to",
+            "alice",
+            empty,
+        ]);
+        assert!(!out.status.success());
+        assert_eq!(
+            stderr(&out),
+            "breeze: the message is empty: nothing to send\n"
+        );
+    }
 }
