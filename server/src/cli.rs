@@ -7,7 +7,7 @@ use breeze_core::message::WatchScope;
 use breeze_core::{DuplicateLogin, ServerConfig, UserId};
 use breeze_store::{DbOptions, HashCost, Synchronous};
 use breeze_transport_tokio::{HostConfig, QueueLimits};
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 use humantime::format_duration;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -20,6 +20,10 @@ use std::time::Duration;
 #[derive(Debug, Parser)]
 #[command(name = "breeze-server", version)]
 pub struct Args {
+    /// Without a command the server serves.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Address and port to listen on, IPv4 or IPv6 (`0.0.0.0:7878`, `[::]:7878`).
     #[arg(
         long,
@@ -30,11 +34,13 @@ pub struct Args {
     pub listen: SocketAddr,
 
     /// SQLite database file holding accounts, contacts and messages; created if missing.
+    /// One server at a time: a second one on the same file is refused.
     #[arg(
         long,
         env = "BREEZE_DB",
         default_value = "./breeze.db",
-        value_name = "PATH"
+        value_name = "PATH",
+        global = true
     )]
     pub db: PathBuf,
 
@@ -204,6 +210,21 @@ pub struct Args {
     pub tls_key: Option<PathBuf>,
 }
 
+/// What to do instead of serving.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Copy the database (--db) to DEST while a server may be running on it, with SQLite's
+    /// online backup, and check the copy.
+    ///
+    /// To restore: stop the server, delete the database's `-wal` and `-shm` files, copy the
+    /// backup over the database file, start the server.
+    Backup {
+        /// The backup file to write; an existing file is never overwritten.
+        #[arg(value_name = "DEST")]
+        dest: PathBuf,
+    },
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum SyncMode {
     Full,
@@ -347,7 +368,9 @@ impl Args {
         Ok(Settings {
             listen: self.listen,
             tls,
-            db: DbLocation::File(self.db),
+            // Absolute, so that the startup line and every error say which file it is: started
+            // from another folder, a relative path silently made a new, empty database.
+            db: DbLocation::File(std::path::absolute(&self.db).unwrap_or(self.db)),
             db_options: DbOptions {
                 synchronous: match self.synchronous {
                     SyncMode::Full => Synchronous::Full,

@@ -118,3 +118,79 @@ fn help_explains_every_flag_and_its_variable() {
         assert!(help.contains(needle), "--help lacks {needle}:\n{help}");
     }
 }
+
+/// Two servers on one database would each deliver live only to their own clients; the second
+/// is refused at start in plain words, and the first keeps serving.
+#[tokio::test]
+async fn a_second_server_on_the_same_database_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = server(&dir).spawn().unwrap();
+    let Listening { addr, .. } = watch_log(&mut first).expect("listening");
+    let out = server(&dir).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    let db = dir.path().join("breeze.db");
+    assert!(
+        err.contains(&format!("cannot open database {}", db.display()))
+            && err.contains("is in use by another Breeze server"),
+        "{err}"
+    );
+    Peer::user(addr, "erin").await;
+    first.kill().unwrap();
+    first.wait().unwrap();
+}
+
+/// `breeze-server backup DEST` copies the database of a running server; the copy holds what
+/// was committed, and the startup line names the database by its absolute path even when
+/// given a relative one.
+#[tokio::test]
+async fn backup_copies_a_running_servers_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = server_command(
+        BIN.as_ref(),
+        "breeze.db".as_ref(),
+        ([127, 0, 0, 1], 0).into(),
+    );
+    let mut running = cmd.current_dir(dir.path()).spawn().unwrap();
+    let Listening { addr, line, .. } = watch_log(&mut running).expect("listening");
+    let absolute = dir.path().join("breeze.db");
+    assert!(line.contains(&absolute.display().to_string()), "{line}");
+    Peer::user(addr, "erin").await;
+
+    let dest = dir.path().join("backup.db");
+    let out = Command::new(BIN)
+        .args(["backup", "--db"])
+        .arg(&absolute)
+        .arg(&dest)
+        .env_remove("BREEZE_DB")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.starts_with("backed up ") && said.contains("checked"),
+        "{said}"
+    );
+    let again = Command::new(BIN)
+        .args(["backup", "--db"])
+        .arg(&absolute)
+        .arg(&dest)
+        .env_remove("BREEZE_DB")
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(err.contains("already exists"), "{err}");
+
+    running.kill().unwrap();
+    running.wait().unwrap();
+    let copy = breeze_store::Db::open(&dest, &breeze_store::DbOptions::default()).unwrap();
+    assert_eq!(
+        copy.users().unwrap(),
+        vec![breeze_testsupport::user("erin")]
+    );
+}

@@ -2,11 +2,12 @@
 
 use crate::error::StoreError;
 use crate::hash::Hasher;
+use crate::lock::{self, DbLock};
 use crate::ops::{self, Finish, HashJob, Kind, Step};
 use crate::schema;
 use breeze_core::storage::{StorageOp, StorageResult};
 use breeze_core::{RequestId, UserId};
-use rusqlite::{Connection, TransactionBehavior};
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use std::path::Path;
 use std::time::Duration;
 
@@ -44,7 +45,19 @@ impl Default for DbOptions {
 pub struct Db {
     pub(crate) conn: Connection,
     pub(crate) busy_timeout: Duration,
+    /// One server per file (`lock.rs`); none for a private in-memory database.
+    _lock: Option<DbLock>,
 }
+
+/// What `Db::backup` wrote.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BackupReport {
+    pub pages: u64,
+    pub bytes: u64,
+}
+
+/// How many lines of a damage report an error carries: the first say what is wrong.
+const DAMAGE_LINES: usize = 5;
 
 /// A unit of work in a batch: a request from the core, or the second half of one whose
 /// hashing has been done elsewhere.
@@ -99,17 +112,62 @@ pub(crate) enum HashMode {
 const STATEMENT_CACHE: usize = 64;
 
 impl Db {
-    /// Opens (creating if need be) and migrates the database at `path`.
+    /// Opens (creating if need be), checks and migrates the database at `path`, holding its
+    /// lock (`lock.rs`) for as long as the `Db` lives: a second server on the same file is
+    /// refused with `StoreError::InUse`. A damaged file is refused with
+    /// `StoreError::Damaged` rather than served from: logins would silently miss stored
+    /// messages, and sends fail one by one.
     pub fn open(path: &Path, opts: &DbOptions) -> Result<Db, StoreError> {
-        Db::setup(Connection::open(path)?, opts)
+        let lock = lock::lock(path)?;
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(opts.busy_timeout)?;
+        check_integrity(&conn)?;
+        Db::setup(conn, opts, Some(lock))
     }
 
     /// A private database that lives as long as this `Db`: for tests and simulations.
     pub fn open_in_memory(opts: &DbOptions) -> Result<Db, StoreError> {
-        Db::setup(Connection::open_in_memory()?, opts)
+        Db::setup(Connection::open_in_memory()?, opts, None)
     }
 
-    fn setup(mut conn: Connection, opts: &DbOptions) -> Result<Db, StoreError> {
+    /// Copies the database at `src` to a new file `dest` with SQLite's online backup, which
+    /// reads a consistent snapshot while a server goes on writing (it takes no `lock.rs`
+    /// lock), then checks the copy. Restoring is copying `dest` back over a stopped server's
+    /// database, after removing its `-wal` and `-shm` files.
+    pub fn backup(
+        src: &Path,
+        dest: &Path,
+        busy_timeout: Duration,
+    ) -> Result<BackupReport, StoreError> {
+        if dest.exists() {
+            return Err(StoreError::BackupExists(dest.to_path_buf()));
+        }
+        // Without CREATE: a mistyped source must not become a new, empty database.
+        let from = Connection::open_with_flags(
+            src,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        from.busy_timeout(busy_timeout)?;
+        let mut to = Connection::open(dest)?;
+        {
+            let backup = rusqlite::backup::Backup::new(&from, &mut to)?;
+            // Pages a step, with a pause between steps so the server's writer gets the lock.
+            backup.run_to_completion(1024, Duration::from_millis(5), None)?;
+        }
+        check_integrity(&to)?;
+        let pages: i64 = to.pragma_query_value(None, "page_count", |row| row.get(0))?;
+        let page_size: i64 = to.pragma_query_value(None, "page_size", |row| row.get(0))?;
+        Ok(BackupReport {
+            pages: pages.max(0) as u64,
+            bytes: (pages * page_size).max(0) as u64,
+        })
+    }
+
+    fn setup(
+        mut conn: Connection,
+        opts: &DbOptions,
+        lock: Option<DbLock>,
+    ) -> Result<Db, StoreError> {
         conn.busy_timeout(opts.busy_timeout)?;
         let mode: String =
             conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
@@ -132,6 +190,7 @@ impl Db {
         Ok(Db {
             conn,
             busy_timeout: opts.busy_timeout,
+            _lock: lock,
         })
     }
 
@@ -260,6 +319,33 @@ impl Db {
             return fail_all("commit failed");
         }
         out
+    }
+}
+
+/// SQLite's `quick_check`: every page and index entry well-formed (not the slower full
+/// `integrity_check`, which also cross-checks indexes against tables). It reads the whole
+/// file once.
+fn check_integrity(conn: &Connection) -> Result<(), StoreError> {
+    let report = || -> rusqlite::Result<Vec<String>> {
+        let mut stmt = conn.prepare("PRAGMA quick_check")?;
+        stmt.query_map([], |row| row.get::<_, String>(0))?
+            .take(DAMAGE_LINES)
+            .collect()
+    };
+    match report() {
+        Ok(report) if report.len() == 1 && report[0] == "ok" => Ok(()),
+        Ok(report) => Err(StoreError::Damaged(report.join("; "))),
+        // A header so damaged that SQLite will not read on is damage too, not a mystery.
+        Err(
+            e @ rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error {
+                    code: rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt,
+                    ..
+                },
+                _,
+            ),
+        ) => Err(StoreError::Damaged(e.to_string())),
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -1,3 +1,4 @@
+use std::path::PathBuf;
 use thiserror::Error;
 
 /// Why the store could not be opened or could not do what it was asked.
@@ -23,4 +24,25 @@ pub enum StoreError {
     Entropy(#[source] getrandom::Error),
     #[error("could not start a storage thread: {0}")]
     Spawn(#[source] std::io::Error),
+    #[error(
+        "the database {} is in use by another Breeze server (it holds {}); stop that one \
+         first, or give this one a database of its own",
+        db.display(),
+        lock.display()
+    )]
+    InUse { db: PathBuf, lock: PathBuf },
+    #[error("cannot lock the database through {}: {source}", path.display())]
+    LockFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// SQLite's `quick_check` found damage; the report is SQLite's, first lines only.
+    #[error(
+        "the database is damaged ({0}); restore it from a backup (README, \"Backups\") rather \
+         than serve from it"
+    )]
+    Damaged(String),
+    #[error("{} already exists; a backup never overwrites a file", .0.display())]
+    BackupExists(PathBuf),
 }

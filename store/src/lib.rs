@@ -14,11 +14,12 @@ mod checkpoint;
 mod db;
 mod error;
 mod hash;
+mod lock;
 mod ops;
 mod schema;
 mod service;
 
-pub use db::{Db, DbOptions, Synchronous};
+pub use db::{BackupReport, Db, DbOptions, Synchronous};
 pub use error::StoreError;
 pub use hash::{HashCost, Hasher};
 pub use ops::TOKEN_LEN;

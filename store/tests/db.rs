@@ -237,3 +237,103 @@ fn everything_survives_a_reopen() {
             > seq
     );
 }
+
+/// Two servers on one file would split live delivery between them: the second is refused,
+/// naming the file, and gets it once the first is gone (the lock dies with its holder).
+#[test]
+fn a_database_serves_one_server_at_a_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("breeze.db");
+    let first = open(&path);
+    match Db::open(&path, &DbOptions::default()) {
+        Err(e @ StoreError::InUse { .. }) => {
+            let said = e.to_string();
+            assert!(said.contains("breeze.db-lock"), "{said}");
+            assert!(said.contains("in use by another Breeze server"), "{said}");
+        }
+        other => panic!("a second open: {other:?}"),
+    }
+    drop(first);
+    open(&path);
+}
+
+/// Registers `n` users so the file spans many pages.
+fn populate(path: &std::path::Path, n: usize) {
+    let mut store = Store::new(open(path));
+    for i in 0..n {
+        assert_eq!(
+            store.register(&format!("user{i}"), "a fine password"),
+            Ok(())
+        );
+    }
+}
+
+/// A damaged file is refused at start, loudly, rather than served with messages missing.
+#[test]
+fn a_damaged_database_is_refused_at_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("breeze.db");
+    populate(&path, 300);
+    // Fold the WAL into the file, then scribble over a page in the middle of it.
+    let raw = rusqlite::Connection::open(&path).expect("raw open");
+    raw.pragma_update(None, "journal_mode", "DELETE")
+        .expect("checkpoint");
+    let page_size: i64 = raw
+        .pragma_query_value(None, "page_size", |r| r.get(0))
+        .expect("page size");
+    let pages: i64 = raw
+        .pragma_query_value(None, "page_count", |r| r.get(0))
+        .expect("page count");
+    drop(raw);
+    assert!(pages > 4, "{pages} pages");
+    let mut bytes = std::fs::read(&path).expect("read");
+    let at = (page_size * (pages / 2)) as usize;
+    bytes[at..at + page_size as usize].fill(0xA5);
+    std::fs::write(&path, &bytes).expect("write");
+    match Db::open(&path, &DbOptions::default()) {
+        Err(e @ StoreError::Damaged(_)) => {
+            assert!(e.to_string().contains("restore it from a backup"), "{e}");
+        }
+        other => panic!("a damaged file opened: {other:?}"),
+    }
+
+    let junk = dir.path().join("junk.db");
+    std::fs::write(&junk, vec![0x5A; 8192]).expect("write");
+    assert!(matches!(
+        Db::open(&junk, &DbOptions::default()),
+        Err(StoreError::Damaged(_))
+    ));
+}
+
+/// The online backup copies a database a server holds open (and locked), and the copy opens
+/// as a database of its own with everything in it.
+#[test]
+fn an_online_backup_copies_a_database_in_use() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("breeze.db");
+    populate(&path, 20);
+    let serving = open(&path);
+    let copy = dir.path().join("copy.db");
+    let report = Db::backup(&path, &copy, std::time::Duration::from_secs(5)).expect("backup");
+    assert!(
+        report.pages > 0 && report.bytes >= report.pages,
+        "{report:?}"
+    );
+    assert!(matches!(
+        Db::backup(&path, &copy, std::time::Duration::from_secs(5)),
+        Err(StoreError::BackupExists(_))
+    ));
+    let missing = dir.path().join("no-such.db");
+    assert!(
+        Db::backup(
+            &missing,
+            &dir.path().join("other.db"),
+            std::time::Duration::from_secs(5)
+        )
+        .is_err()
+    );
+    assert!(!missing.exists(), "a mistyped source must not be created");
+    let restored = open(&copy);
+    assert_eq!(restored.users().expect("users").len(), 20);
+    drop(serving);
+}
