@@ -111,7 +111,7 @@ pub struct Account {
     pub password: Option<String>,
 
     /// Speak TLS and verify the server's certificate chain against this CA certificate (PEM),
-    /// and its name against --tls-name (or the address dialled).
+    /// and its name against --tls-name (or the host name of --server, or the address dialled).
     #[arg(
         long,
         env = "BREEZE_TLS_CA",

@@ -15,7 +15,6 @@ use std::io::{self, IsTerminal};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -33,7 +32,8 @@ pub struct Session {
     pub events: mpsc::Receiver<ClientEvent>,
     pub task: JoinHandle<()>,
     pub clock: Clock,
-    pub connector: RecordingConnector,
+    /// How the last connection attempt went, TLS handshake included.
+    pub attempts: Recorder,
 }
 
 /// How a subcommand wants the client core set up. Acks are always manual: `chat` acks each
@@ -64,7 +64,7 @@ impl Session {
 
         let clock = Clock::start();
         let client = Client::new(cfg, clock.now());
-        let connector = RecordingConnector::default();
+        let attempts = Recorder::default();
         let (command_tx, mut command_rx) = mpsc::unbounded_channel();
         let (runner_tx, runner_rx) = mpsc::channel(64);
         let (event_tx, event_rx) = mpsc::channel(EVENT_QUEUE);
@@ -74,7 +74,7 @@ impl Session {
             None => Box::pin(run_client(
                 client,
                 clock,
-                connector.clone(),
+                attempts.around(TcpConnector),
                 settings,
                 runner_rx,
                 event_tx,
@@ -82,7 +82,7 @@ impl Session {
             Some(tls) => Box::pin(run_client(
                 client,
                 clock,
-                tls.over(connector.clone()),
+                attempts.around(tls.over(TcpConnector)),
                 settings,
                 runner_rx,
                 event_tx,
@@ -107,7 +107,7 @@ impl Session {
             events: event_rx,
             task,
             clock,
-            connector,
+            attempts,
         })
     }
 
@@ -136,11 +136,12 @@ impl Session {
 
     /// Why the last connection attempt or connection ended, as the end of a sentence.
     pub fn connection_failure(&self) -> String {
-        match self.connector.last() {
+        match self.attempts.last() {
             Attempt::Failed(e) => format!("cannot connect to {}: {e}", self.addr),
             Attempt::Connecting => format!("cannot connect to {}: timed out", self.addr),
             Attempt::Connected => format!(
-                "the connection to {} closed before login (is it a Breeze server?)",
+                "the connection to {} closed before login (is it a Breeze server? one that \
+                 speaks TLS needs --tls-ca or --tls-pin)",
                 self.addr
             ),
         }
@@ -157,14 +158,14 @@ pub enum Attempt {
     Connected,
 }
 
-/// Connects over TCP and remembers why the last attempt failed, which the client core's
-/// events do not carry.
+/// Remembers how the last connection attempt went, which the client core's events do not
+/// carry: a refused TCP connection, or a TLS handshake that failed and why.
 #[derive(Debug, Clone, Default)]
-pub struct RecordingConnector {
+pub struct Recorder {
     last: Arc<Mutex<Attempt>>,
 }
 
-impl RecordingConnector {
+impl Recorder {
     pub fn last(&self) -> Attempt {
         self.last.lock().map(|a| a.clone()).unwrap_or_default()
     }
@@ -174,15 +175,31 @@ impl RecordingConnector {
             *last = attempt;
         }
     }
+
+    /// `inner`, with each of its attempts recorded here.
+    fn around<C: Connector>(&self, inner: C) -> Recording<C> {
+        Recording {
+            inner,
+            recorder: self.clone(),
+        }
+    }
 }
 
-impl Connector for RecordingConnector {
-    type Stream = TcpStream;
+/// A connector whose attempts a [`Recorder`] sees, over TLS when `C` is TLS: so a failed
+/// handshake is reported with its reason, not as a connection closed before login.
+#[derive(Debug, Clone)]
+pub struct Recording<C> {
+    inner: C,
+    recorder: Recorder,
+}
 
-    async fn connect(&mut self, addr: SocketAddr) -> io::Result<TcpStream> {
-        self.record(Attempt::Connecting);
-        let result = TcpConnector.connect(addr).await;
-        self.record(match &result {
+impl<C: Connector> Connector for Recording<C> {
+    type Stream = C::Stream;
+
+    async fn connect(&mut self, addr: SocketAddr) -> io::Result<C::Stream> {
+        self.recorder.record(Attempt::Connecting);
+        let result = self.inner.connect(addr).await;
+        self.recorder.record(match &result {
             Ok(_) => Attempt::Connected,
             Err(e) => Attempt::Failed(e.to_string()),
         });
@@ -190,7 +207,6 @@ impl Connector for RecordingConnector {
     }
 }
 
-/// The TLS connector the account's flags ask for, if any.
 fn tls(account: &Account) -> Result<Option<TlsConnector>, Fatal> {
     let fatal = |e: TlsError| Fatal(e.to_string());
     let connector = match (&account.tls_ca, &account.tls_pin) {
@@ -201,10 +217,24 @@ fn tls(account: &Account) -> Result<Option<TlsConnector>, Fatal> {
         }
         (None, None) => return Ok(None),
     };
-    match &account.tls_name {
-        Some(name) => connector.with_server_name(name).map(Some).map_err(fatal),
+    // The name to verify: --tls-name, else the host of --server when it is a name (a
+    // certificate for chat.example.com must be checked against that, not against whichever
+    // address the name resolved to), else the address dialled.
+    let name = account
+        .tls_name
+        .clone()
+        .or_else(|| host_name(&account.server));
+    match name {
+        Some(name) => connector.with_server_name(&name).map(Some).map_err(fatal),
         None => Ok(Some(connector)),
     }
+}
+
+/// The host part of `HOST:PORT` when it is a DNS name rather than an IP address.
+fn host_name(server: &str) -> Option<String> {
+    let (host, _port) = server.rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    (host.parse::<std::net::IpAddr>().is_err() && !host.is_empty()).then(|| host.to_owned())
 }
 
 async fn resolve(server: &str) -> Result<SocketAddr, Fatal> {
@@ -249,4 +279,21 @@ pub fn password(account: &Account, confirm: bool) -> Result<String, Fatal> {
         return Err(Fatal("the passwords do not match".into()));
     }
     Ok(password)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_name;
+
+    #[test]
+    fn the_tls_name_defaults_to_the_servers_host_name_not_its_address() {
+        assert_eq!(
+            host_name("chat.example.com:7878").as_deref(),
+            Some("chat.example.com")
+        );
+        assert_eq!(host_name("localhost:7878").as_deref(), Some("localhost"));
+        assert_eq!(host_name("127.0.0.1:7878"), None);
+        assert_eq!(host_name("[::1]:7878"), None);
+        assert_eq!(host_name("no-port"), None);
+    }
 }

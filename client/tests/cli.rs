@@ -304,12 +304,42 @@ fn tls_flags_pin_the_servers_certificate() {
         args.extend_from_slice(extra);
         server.run(&args)
     };
-    let out = register(&["--tls-pin", stranger.to_str().unwrap()]);
-    assert!(!out.status.success());
-    assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
-    let out = register(&[]);
-    assert!(!out.status.success(), "plain TCP to a TLS server must fail");
-    let out = register(&["--tls-pin", cert.to_str().unwrap()]);
+    // Each failure in one line that says what failed.
+    let fails_saying = |extra: &[&str], words: &str| {
+        let out = register(extra);
+        assert!(!out.status.success(), "{extra:?}");
+        let err = stderr(&out);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(words), "{extra:?}: {err}");
+    };
+    let (ca, stranger) = (pki.ca.to_str().unwrap(), stranger.to_str().unwrap());
+    fails_saying(&["--tls-pin", stranger], "is not the pinned one");
+    fails_saying(&["--tls-ca", stranger], "not signed by the CA of --tls-ca");
+    fails_saying(
+        &["--tls-ca", ca, "--tls-name", "elsewhere.example"],
+        "not valid for the name dialled",
+    );
+    fails_saying(&[], "needs --tls-ca or --tls-pin");
+    let plain = TestServer::start();
+    let out = plain.run(&[
+        "register",
+        "--user",
+        "tina",
+        "--password",
+        &pw,
+        "--tls-pin",
+        &cert.to_string_lossy(),
+    ]);
+    assert!(
+        stderr(&out).contains("did not answer in TLS"),
+        "{}",
+        stderr(&out)
+    );
+
+    // The name checked is the host of --server when it is one (the certificate is for
+    // localhost), not the address it resolved to.
+    let by_name = format!("localhost:{}", server.addr.port());
+    let out = register(&["--tls-ca", ca, "--server", &by_name]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out), "registered tina\n");
 }

@@ -423,20 +423,49 @@ impl<C: Connector> Connector for TlsConnector<C> {
     }
 }
 
-/// Says in words why a pinned certificate was refused (rustls only names the failure).
+/// Says in words why a handshake failed, and what to do about it: rustls only names the
+/// failure ("invalid peer certificate: UnknownIssuer"), which a user cannot act on.
 fn explain(e: io::Error) -> io::Error {
-    let refused = e
+    use rustls::CertificateError as Cert;
+    let Some(tls) = e
         .get_ref()
         .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        .is_some_and(|tls| *tls == NOT_PINNED);
-    if refused {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            "the server's certificate is not the pinned one",
-        )
-    } else {
-        e
-    }
+    else {
+        return e;
+    };
+    let words = match tls {
+        t if *t == NOT_PINNED => "the server's certificate is not the pinned one",
+        rustls::Error::InvalidCertificate(Cert::UnknownIssuer) => {
+            "the server's certificate is not signed by the CA of --tls-ca"
+        }
+        rustls::Error::InvalidCertificate(
+            Cert::NotValidForName | Cert::NotValidForNameContext { .. },
+        ) => {
+            "the server's certificate is not valid for the name dialled; pass a name it \
+             carries with --tls-name"
+        }
+        rustls::Error::InvalidCertificate(Cert::Expired | Cert::ExpiredContext { .. }) => {
+            "the server's certificate has expired"
+        }
+        rustls::Error::InvalidCertificate(Cert::NotValidYet | Cert::NotValidYetContext { .. }) => {
+            "the server's certificate is not valid yet (is this machine's clock right?)"
+        }
+        // webpki's reason arrives boxed as `Other`, with no type of rustls's to match: its
+        // name is the stable part. `openssl req -x509` makes exactly such a certificate.
+        rustls::Error::InvalidCertificate(Cert::Other(other))
+            if format!("{other:?}").contains("CaUsedAsEndEntity") =>
+        {
+            "the server's certificate is a CA certificate (a self-signed one, as `openssl req \
+             -x509` makes); trust it with --tls-pin instead of --tls-ca, or have the server \
+             use a certificate that CA signed"
+        }
+        rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType)
+        | rustls::Error::InappropriateMessage { .. } => {
+            "the server did not answer in TLS (is it serving without --tls-cert?)"
+        }
+        _ => return e,
+    };
+    io::Error::new(io::ErrorKind::InvalidData, format!("{words} ({tls})"))
 }
 
 const NOT_PINNED: rustls::Error =
