@@ -24,12 +24,14 @@ pub struct Args {
     #[command(subcommand)]
     pub command: Option<Command>,
 
-    /// Address and port to listen on, IPv4 or IPv6 (`0.0.0.0:7878`, `[::]:7878`).
+    /// Address and port to listen on: IPv4 or IPv6 (`0.0.0.0:7878`, `[::]:7878`), or a host
+    /// name (`localhost:7878`; its first IPv4 address, else its first address).
     #[arg(
         long,
         env = "BREEZE_LISTEN",
         default_value = "127.0.0.1:7878",
-        value_name = "ADDR"
+        value_name = "ADDR",
+        value_parser = listen_addr
     )]
     pub listen: SocketAddr,
 
@@ -264,6 +266,24 @@ pub enum ConfigError {
     },
 }
 
+/// `--listen`: an address, or a name resolved once at start. IPv4 first, because that is
+/// what `breeze --server localhost:7878` dials first here, and a server on `::1` alone
+/// would not be found by it.
+fn listen_addr(arg: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = arg.parse() {
+        return Ok(addr);
+    }
+    let addrs: Vec<SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(arg)
+        .map_err(|e| format!("expected HOST:PORT or IP:PORT; cannot resolve it: {e}"))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| "the name resolves to no address".to_owned())
+}
+
 /// Room in a frame for everything around an attachment and the body: names, ids, mime type.
 const FRAME_OVERHEAD: u64 = 1024;
 
@@ -407,10 +427,26 @@ mod tests {
     }
 
     #[test]
+    fn listen_takes_a_host_name_and_says_what_it_expects_otherwise() {
+        let s = parse(&["--listen", "localhost:7879"]).unwrap();
+        assert_eq!(s.listen, "127.0.0.1:7879".parse().unwrap());
+        let err = Args::try_parse_from(["breeze-server", "--listen", "no-port-here"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--listen") && err.contains("expected HOST:PORT"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn defaults_are_valid() {
         let s = parse(&[]).unwrap();
         assert_eq!(s.listen, "127.0.0.1:7878".parse().unwrap());
-        assert_eq!(s.db, DbLocation::File("./breeze.db".into()));
+        assert_eq!(
+            s.db,
+            DbLocation::File(std::env::current_dir().unwrap().join("breeze.db"))
+        );
         assert_eq!(s.server.heartbeat_timeout, Duration::from_secs(30));
         assert_eq!(s.server.offline_grace, Duration::ZERO);
     }
