@@ -502,6 +502,11 @@ impl<B: StorageBackend> Core<B> {
             ServerEvent::RegisterThrottled { user, addr } => {
                 warn!(%user, %addr, "registration refused: too many from this address");
             }
+            ServerEvent::Registered { user, addr } => {
+                let addr = addr.map(|a| a.to_string()).unwrap_or_default();
+                info!(%user, %addr, "user registered");
+            }
+            ServerEvent::PasswordChanged { user } => info!(%user, "password changed"),
         }
     }
 }

@@ -53,6 +53,11 @@ impl Server {
     pub(super) fn registered(&mut self, conn: ConnId, user: UserId, r: Result<(), StorageError>) {
         match r {
             Ok(()) => {
+                let addr = self.conns.get(&conn).and_then(|c| c.addr);
+                self.out.push_back(Output::Event(ServerEvent::Registered {
+                    user: user.clone(),
+                    addr,
+                }));
                 if !self.users.contains_key(&user) {
                     self.users.insert(user.clone(), User::new());
                     self.presence.joined(user.clone());
@@ -295,12 +300,26 @@ impl Server {
         }
         self.request(
             conn,
-            StorageOp::ChangePassword { user, old, new },
-            Pending::ChangePassword { conn },
+            StorageOp::ChangePassword {
+                user: user.clone(),
+                old,
+                new,
+            },
+            Pending::ChangePassword { conn, user },
         );
     }
 
-    pub(super) fn password_changed(&mut self, conn: ConnId, r: Result<(), StorageError>) {
+    pub(super) fn password_changed(
+        &mut self,
+        conn: ConnId,
+        user: UserId,
+        r: Result<(), StorageError>,
+    ) {
+        if r.is_ok() {
+            // Logged even if the connection is gone: the change is made.
+            self.out
+                .push_back(Output::Event(ServerEvent::PasswordChanged { user }));
+        }
         if !self.conns.contains_key(&conn) {
             return;
         }

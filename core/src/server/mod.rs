@@ -74,6 +74,10 @@ pub enum ServerEvent {
     LoginThrottled { user: UserId, addr: Option<IpAddr> },
     /// A registration was refused: its address registered too many accounts lately.
     RegisterThrottled { user: UserId, addr: IpAddr },
+    /// A new account, from `addr` when the host knows it (an operator's audit trail).
+    Registered { user: UserId, addr: Option<IpAddr> },
+    /// A user changed their password (every resume token of theirs is now void).
+    PasswordChanged { user: UserId },
 }
 
 /// Why a session ended.
@@ -122,6 +126,7 @@ enum Pending {
     },
     ChangePassword {
         conn: ConnId,
+        user: UserId,
     },
     SetContacts {
         conn: ConnId,
@@ -275,8 +280,8 @@ impl Server {
                 },
                 StorageResult::Authenticated(r),
             ) => self.authenticated(now, conn, user, role, password, r),
-            (Pending::ChangePassword { conn }, StorageResult::PasswordChanged(r)) => {
-                self.password_changed(conn, r)
+            (Pending::ChangePassword { conn, user }, StorageResult::PasswordChanged(r)) => {
+                self.password_changed(conn, user, r)
             }
             (pending @ Pending::SetContacts { .. }, StorageResult::ContactsSet(r)) => {
                 self.contacts_set(pending, r)

@@ -692,6 +692,13 @@ fn change_password_needs_the_old_one() {
         },
     );
     assert_eq!(rig.take(a), vec![ServerMsg::PasswordChanged]);
+    // Only the change that happened is logged.
+    let logged: Vec<_> = rig
+        .events
+        .iter()
+        .filter(|e| matches!(e, ServerEvent::PasswordChanged { .. }))
+        .collect();
+    assert_eq!(logged, [&ServerEvent::PasswordChanged { user: user("a") }]);
 }
 
 #[test]
@@ -1452,6 +1459,10 @@ fn registrations_are_throttled_per_address_and_logged() {
     // The burst, over any number of connections from the address; then refused.
     let c1 = from(&mut rig, script);
     assert_eq!(register(&mut rig, c1, "s1"), registered("s1"));
+    assert!(rig.events.contains(&ServerEvent::Registered {
+        user: user("s1"),
+        addr: Some(script)
+    }));
     let c2 = from(&mut rig, script);
     assert_eq!(register(&mut rig, c2, "s2"), registered("s2"));
     assert_eq!(register(&mut rig, c2, "s3"), limited);
