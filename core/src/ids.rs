@@ -27,15 +27,30 @@ pub struct SessionLocation {
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
 pub struct RequestId(pub u64);
 
-/// A validated user name: 1–32 characters from `A-Z a-z 0-9 _ - .`, case-sensitive, not
-/// starting with `.` or `-`. Restricting the alphabet keeps names unambiguous on a terminal
-/// and safe in logs.
+/// A validated user name: 1–32 characters from `A-Z a-z 0-9 _ - .`, not starting with `.` or
+/// `-`. Restricting the alphabet keeps names unambiguous on a terminal and safe in logs.
+///
+/// Case-insensitive: a name is folded to lowercase wherever one is made, from text or off the
+/// wire, so `Alice` and `alice` are one user (registering the second is `UserTaken`, logging
+/// in as either reaches the same account) and lists never show both. Folding at the type,
+/// rather than comparing without case at each use, keeps every map, index and store key
+/// consistent by construction.
 ///
 /// Shared, not copied: a name sits in many places at once (sessions, contact lists, the
 /// watcher index, presence batches), and a clone is a reference count, not an allocation.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(transparent)]
 pub struct UserId(Arc<str>);
+
+impl<'de> Deserialize<'de> for UserId {
+    /// Folds, but does not validate: the core checks names off the wire where it must refuse
+    /// them (`validate`), with the error the request calls for.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let mut name = String::deserialize(d)?;
+        name.make_ascii_lowercase();
+        Ok(UserId(name.into()))
+    }
+}
 
 pub const MAX_USER_LEN: usize = 32;
 
@@ -52,9 +67,11 @@ pub enum InvalidUserId {
 }
 
 impl UserId {
+    /// Checks `name` and folds it to lowercase.
     pub fn new(name: impl Into<String>) -> Result<Self, InvalidUserId> {
-        let name = name.into();
+        let mut name = name.into();
         check(&name)?;
+        name.make_ascii_lowercase();
         Ok(UserId(name.into()))
     }
 
@@ -109,6 +126,16 @@ impl std::str::FromStr for UserId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_are_one_whatever_their_case() {
+        let upper = UserId::new("Alice.B").unwrap();
+        assert_eq!(upper, UserId::new("alice.b").unwrap());
+        assert_eq!(upper.as_str(), "alice.b");
+        let wire = crate::codec::encode(&"ALICE".to_string());
+        let decoded: UserId = crate::codec::decode(&wire).unwrap();
+        assert_eq!(decoded.as_str(), "alice");
+    }
 
     #[test]
     fn accepts_plain_names_and_rejects_the_rest() {

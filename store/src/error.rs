@@ -43,6 +43,13 @@ pub enum StoreError {
          than serve from it"
     )]
     Damaged(String),
+    #[error(
+        "user names no longer differ by case, but these accounts do: {}; keep one of each \
+         (after a backup: sqlite3 DB \"DELETE FROM accounts WHERE user = 'NAME'\") and start \
+         again",
+        .0.join("; ")
+    )]
+    CaseCollision(Vec<String>),
     #[error("{} already exists; a backup never overwrites a file", .0.display())]
     BackupExists(PathBuf),
 }

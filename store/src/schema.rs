@@ -54,7 +54,31 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX messages_history
         ON messages(min(sender, recipient), max(sender, recipient), seq);
     ",
+    // 2: user names are case-insensitive (`UserId` folds them to lowercase), so names stored
+    // before are folded too. `migrate` first refuses a database where two accounts differ
+    // only in case. Foreign keys are checked at commit, once every table agrees.
+    "
+    PRAGMA defer_foreign_keys = ON;
+    UPDATE accounts SET user = lower(user) WHERE user <> lower(user);
+    UPDATE tokens SET user = lower(user) WHERE user <> lower(user);
+    UPDATE contacts SET user = lower(user), contact = lower(contact)
+        WHERE user <> lower(user) OR contact <> lower(contact);
+    UPDATE messages SET sender = lower(sender), recipient = lower(recipient)
+        WHERE sender <> lower(sender) OR recipient <> lower(recipient);
+    ",
 ];
+
+/// Accounts whose names differ only in case, which migration 2 cannot fold into one.
+fn case_collisions(conn: &Connection) -> Result<Vec<String>, StoreError> {
+    let mut stmt = conn.prepare(
+        "SELECT group_concat(user, ' and ') FROM accounts
+         GROUP BY lower(user) HAVING count(*) > 1 ORDER BY lower(user)",
+    )?;
+    let found = stmt
+        .query_map([], |row| row.get(0))?
+        .collect::<Result<_, _>>()?;
+    Ok(found)
+}
 
 /// The schema version this build creates and understands.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -83,6 +107,12 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         let Some(step) = MIGRATIONS.get(index) else {
             return Ok(());
         };
+        if index == 1 {
+            let collisions = case_collisions(&tx)?;
+            if !collisions.is_empty() {
+                return Err(StoreError::CaseCollision(collisions));
+            }
+        }
         tx.execute_batch(step)?;
         tx.pragma_update(None, "user_version", version + 1)?;
         tx.commit()?;

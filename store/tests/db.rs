@@ -337,3 +337,49 @@ fn an_online_backup_copies_a_database_in_use() {
     assert_eq!(restored.users().expect("users").len(), 20);
     drop(serving);
 }
+
+/// A database written before names were case-insensitive (schema 1) with a mixed-case name:
+/// opening it folds the name everywhere it is stored. Two accounts differing only in case
+/// cannot be folded into one, and the server refuses to start, naming them.
+#[test]
+fn names_stored_before_case_folding_are_folded_and_collisions_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("breeze.db");
+    drop(open(&path));
+    let as_schema_1 = |rows: &str| {
+        let raw = rusqlite::Connection::open(&path).expect("raw open");
+        raw.execute_batch(rows).expect("rows");
+        raw.pragma_update(None, "user_version", 1).expect("version");
+    };
+    as_schema_1(
+        "INSERT INTO accounts VALUES ('Alice', 'x', 0), ('bob', 'x', 0);
+         INSERT INTO tokens (user, token_sha256, created_at_ms) VALUES ('Alice', x'01', 0);
+         INSERT INTO contacts VALUES ('Alice', 'bob'), ('bob', 'Alice');
+         INSERT INTO messages (sender, recipient, client_id, body, sent_at_ms)
+             VALUES ('Alice', 'bob', 1, 'hi', 0), ('bob', 'Alice', 1, 'hello', 0);",
+    );
+    let db = open(&path);
+    assert_eq!(db.schema_version().expect("version"), SCHEMA_VERSION);
+    assert_eq!(db.users().expect("users"), vec![user("alice"), user("bob")]);
+    drop(db);
+    let raw = rusqlite::Connection::open(&path).expect("raw open");
+    let mixed: i64 = raw
+        .query_row(
+            "SELECT (SELECT count(*) FROM tokens WHERE user <> lower(user))
+                  + (SELECT count(*) FROM contacts WHERE contact <> lower(contact) OR user <> lower(user))
+                  + (SELECT count(*) FROM messages WHERE sender <> lower(sender) OR recipient <> lower(recipient))",
+            [],
+            |r| r.get(0),
+        )
+        .expect("count");
+    assert_eq!(mixed, 0);
+    drop(raw);
+
+    as_schema_1("INSERT INTO accounts VALUES ('Carol', 'x', 0), ('carol', 'x', 0);");
+    match Db::open(&path, &DbOptions::default()) {
+        Err(e @ StoreError::CaseCollision(_)) => {
+            assert!(e.to_string().contains("Carol and carol"), "{e}");
+        }
+        other => panic!("expected CaseCollision, got {other:?}"),
+    }
+}

@@ -1678,3 +1678,34 @@ fn an_agent_cannot_set_a_status_change_contacts_or_ack() {
     assert!(!rig.closed.contains_key(&agent));
     assert_eq!(rig.server.stats().online_users, 0);
 }
+
+/// Names are one whatever their case: `Alice` is taken once `alice` exists, and a login as
+/// `ALICE` is alice's, under the folded name.
+#[test]
+fn user_names_are_case_insensitive() {
+    let mut rig = Rig::new(cfg(), &["alice"]);
+    let c = rig.hello();
+    rig.take(c);
+    rig.frame(
+        c,
+        ClientMsg::Register {
+            user: user("Alice"),
+            password: "long enough".into(),
+        },
+    );
+    assert_eq!(
+        rig.take(c),
+        vec![ServerMsg::Error {
+            request: RequestKind::Register,
+            code: ErrorCode::UserTaken,
+            id: None
+        }]
+    );
+    let a = rig.login("ALICE", Status::Online);
+    assert!(
+        rig.take(a)
+            .iter()
+            .any(|m| matches!(m, ServerMsg::LoginOk { user: u, .. } if u.as_str() == "alice"))
+    );
+    assert_eq!(rig.server.sessions_of(&user("alice")).len(), 1);
+}
