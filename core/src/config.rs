@@ -17,9 +17,21 @@ pub enum DuplicateLogin {
     Multi,
 }
 
+/// Who may create accounts.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub enum Registration {
+    /// Anyone who can connect may `Register` (throttled per address).
+    #[default]
+    Open,
+    /// `Register` is refused (`Forbidden`); the operator creates accounts
+    /// (`breeze-server user add`).
+    Closed,
+}
+
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
     pub node: NodeId,
+    pub registration: Registration,
     /// How often clients must send something; announced in `Welcome`.
     pub heartbeat_interval: Duration,
     /// A connection with no inbound frame for this long is dead.
@@ -112,6 +124,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             node: NodeId(0),
+            registration: Registration::Open,
             heartbeat_interval: Duration::from_secs(10),
             heartbeat_timeout: Duration::from_secs(30),
             handshake_timeout: Duration::from_secs(10),

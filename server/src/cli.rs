@@ -2,7 +2,9 @@
 
 use crate::settings::{DbLocation, Settings, TlsFiles};
 use breeze_core::codec::DEFAULT_MAX_FRAME;
-use breeze_core::config::{Budget, FrameRate, LoginThrottle, RegisterThrottle, WorkBudget};
+use breeze_core::config::{
+    Budget, FrameRate, LoginThrottle, RegisterThrottle, Registration, WorkBudget,
+};
 use breeze_core::message::WatchScope;
 use breeze_core::{DuplicateLogin, ServerConfig, UserId};
 use breeze_store::{DbOptions, HashCost, Synchronous};
@@ -163,6 +165,11 @@ pub struct Args {
     #[arg(long, env = "BREEZE_MAX_HASHING_PER_CONNECTION", default_value_t = ServerConfig::default().work.hashing.per_conn, value_name = "N")]
     pub max_hashing_per_connection: u32,
 
+    /// Who may create accounts: `open`, anyone who can connect (throttled per address);
+    /// `closed`, nobody but the operator (`breeze-server user add`).
+    #[arg(long, env = "BREEZE_REGISTRATION", value_enum, default_value_t = RegistrationMode::Open)]
+    pub registration: RegistrationMode,
+
     /// A user allowed the administrators' `who` query. Repeat the flag or give a
     /// comma-separated list.
     #[arg(
@@ -225,6 +232,41 @@ pub enum Command {
         #[arg(value_name = "DEST")]
         dest: PathBuf,
     },
+    /// Manage accounts in the database (--db) while no server runs on it (the server holds
+    /// the database's lock). Each change is logged.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+}
+
+/// `breeze-server user …`. Passwords come from BREEZE_PASSWORD, else are asked for on a
+/// terminal, else read as one line from standard input.
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create an account (with registration closed, the way accounts are made).
+    Add {
+        #[arg(value_name = "USER")]
+        user: UserId,
+    },
+    /// Set a new password; every device must log in with it again.
+    ResetPassword {
+        #[arg(value_name = "USER")]
+        user: UserId,
+    },
+    /// Delete an account, its contacts, and every message to or from it.
+    Delete {
+        #[arg(value_name = "USER")]
+        user: UserId,
+    },
+    /// List the accounts, one name per line.
+    List,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RegistrationMode {
+    Open,
+    Closed,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -288,6 +330,16 @@ fn listen_addr(arg: &str) -> Result<SocketAddr, String> {
 const FRAME_OVERHEAD: u64 = 1024;
 
 impl Args {
+    /// The argon2 cost of new password hashes (--argon2-*), for the server and for
+    /// `breeze-server user`, so that both hash alike.
+    pub fn hash_cost(&self) -> HashCost {
+        HashCost {
+            memory_kib: self.argon2_memory_kib,
+            iterations: self.argon2_iterations,
+            ..HashCost::default()
+        }
+    }
+
     /// Checks the flags and turns them into settings.
     pub fn into_settings(self) -> Result<Settings, ConfigError> {
         for (flag, zero) in [
@@ -331,6 +383,7 @@ impl Args {
                 max_body: defaults.max_body,
             });
         }
+        let hash_cost = self.hash_cost();
         let server = ServerConfig {
             heartbeat_interval: self.heartbeat_interval,
             heartbeat_timeout: self.heartbeat_timeout,
@@ -347,6 +400,10 @@ impl Args {
             max_frame: self.max_frame,
             max_attachment: self.max_attachment,
             admins: self.admins.into_iter().collect(),
+            registration: match self.registration {
+                RegistrationMode::Open => Registration::Open,
+                RegistrationMode::Closed => Registration::Closed,
+            },
             max_contacts: self.max_contacts as usize,
             frame_rate: FrameRate {
                 per_second: self.frame_rate,
@@ -398,11 +455,7 @@ impl Args {
                 },
                 ..DbOptions::default()
             },
-            hash_cost: HashCost {
-                memory_kib: self.argon2_memory_kib,
-                iterations: self.argon2_iterations,
-                ..HashCost::default()
-            },
+            hash_cost,
             hash_threads: self.hash_threads,
             server,
             host,

@@ -5,6 +5,7 @@
 pub mod cli;
 mod settings;
 mod storage;
+pub mod users;
 
 pub use settings::{DbLocation, Settings, TlsFiles};
 pub use storage::StoreBackend;

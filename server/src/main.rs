@@ -30,7 +30,7 @@ fn tune_malloc() {}
 
 fn main() -> ExitCode {
     tune_malloc();
-    let args = Args::parse();
+    let mut args = Args::parse();
     // Logs go to stderr, leaving stdout to whatever wraps the server.
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::fmt()
@@ -38,8 +38,15 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    if let Some(Command::Backup { dest }) = &args.command {
-        return backup(&args.db, dest);
+    match args.command.take() {
+        Some(Command::Backup { dest }) => return backup(&args.db, &dest),
+        Some(Command::User { command }) => {
+            return match breeze_server::users::run(&args.db, args.hash_cost(), command) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(&e),
+            };
+        }
+        None => {}
     }
     let settings = match args.into_settings() {
         Ok(settings) => settings,

@@ -194,3 +194,99 @@ async fn backup_copies_a_running_servers_database() {
         vec![breeze_testsupport::user("erin")]
     );
 }
+
+/// `breeze-server [--argon2 flags] user …` on the database of a server that is not running.
+fn user_command(db: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .arg("--db")
+        .arg(db)
+        .args([
+            "--argon2-memory-kib",
+            "8",
+            "--argon2-iterations",
+            "1",
+            "user",
+        ])
+        .args(args)
+        .env("BREEZE_PASSWORD", breeze_testsupport::PASSWORD)
+        .env_remove("BREEZE_DB")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// The operator makes the accounts: `user add` works offline and is refused while a server
+/// holds the database; a server with `--registration closed` refuses `Register` but lets the
+/// operator's users in; `reset-password` and `delete` take effect.
+#[tokio::test]
+async fn operators_manage_accounts_and_close_registration() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("breeze.db");
+    let said = |out: &std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    let out = user_command(&db, &["add", "Alice"]);
+    assert!(out.status.success(), "{}", said(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "added alice\n");
+    let out = user_command(&db, &["add", "alice"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        said(&out).contains("the user alice already exists"),
+        "{}",
+        said(&out)
+    );
+
+    let mut running = server(&dir)
+        .args(["--registration", "closed"])
+        .spawn()
+        .unwrap();
+    let Listening { addr, .. } = watch_log(&mut running).expect("listening");
+    let mut peer = Peer::hello(addr).await;
+    peer.send(&breeze_core::message::ClientMsg::Register {
+        user: breeze_testsupport::user("mallory"),
+        password: "a fine password".into(),
+    })
+    .await;
+    let refused = peer
+        .recv_until("the answer", |m| matches!(m, ServerMsg::Error { .. }))
+        .await;
+    assert!(
+        matches!(
+            refused,
+            ServerMsg::Error {
+                code: breeze_core::message::ErrorCode::Forbidden,
+                ..
+            }
+        ),
+        "{refused:?}"
+    );
+    Peer::hello(addr).await.login("alice").await;
+    let out = user_command(&db, &["add", "carol"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        said(&out).contains("in use by another Breeze server"),
+        "{}",
+        said(&out)
+    );
+    running.kill().unwrap();
+    running.wait().unwrap();
+
+    let out = user_command(&db, &["list"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "alice\n");
+    let out = user_command(&db, &["reset-password", "alice"]);
+    assert!(out.status.success(), "{}", said(&out));
+    let out = user_command(&db, &["delete", "alice"]);
+    assert!(said(&out).contains("deleted alice"), "{}", said(&out));
+    let out = user_command(&db, &["delete", "alice"]);
+    assert!(
+        said(&out).contains("there is no user alice"),
+        "{}",
+        said(&out)
+    );
+    let out = user_command(&db, &["list"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "");
+}

@@ -50,6 +50,10 @@ pub enum StoreError {
         .0.join("; ")
     )]
     CaseCollision(Vec<String>),
+    #[error("the user {0} already exists")]
+    UserExists(String),
+    #[error("there is no user {0}")]
+    NoSuchUser(String),
     #[error("{} already exists; a backup never overwrites a file", .0.display())]
     BackupExists(PathBuf),
 }

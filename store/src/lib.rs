@@ -10,6 +10,7 @@
 
 #![forbid(unsafe_code)]
 
+mod accounts;
 mod checkpoint;
 mod db;
 mod error;
@@ -19,6 +20,7 @@ mod ops;
 mod schema;
 mod service;
 
+pub use accounts::Deleted;
 pub use db::{BackupReport, Db, DbOptions, Synchronous};
 pub use error::StoreError;
 pub use hash::{HashCost, Hasher};

@@ -4,7 +4,7 @@
 use super::guard::Culprit;
 use super::session::{Mailbox, Phase, Role, Session, User};
 use super::{Output, Pending, Server, ServerEvent};
-use crate::config::{DuplicateLogin, password_is_acceptable};
+use crate::config::{DuplicateLogin, Registration, password_is_acceptable};
 use crate::ids::{ConnId, UserId};
 use crate::message::{CloseReason, Credential, ErrorCode, RequestKind, ServerMsg, Status};
 use crate::storage::{Account, StorageError, StorageOp};
@@ -12,6 +12,9 @@ use crate::time::Instant;
 
 impl Server {
     pub(super) fn register(&mut self, now: Instant, conn: ConnId, user: UserId, password: String) {
+        if self.cfg.registration == Registration::Closed {
+            return self.error(conn, RequestKind::Register, ErrorCode::Forbidden, None);
+        }
         if user.validate().is_err() {
             return self.error(conn, RequestKind::Register, ErrorCode::InvalidName, None);
         }

@@ -1709,3 +1709,44 @@ fn user_names_are_case_insensitive() {
     );
     assert_eq!(rig.server.sessions_of(&user("alice")).len(), 1);
 }
+
+/// With registration closed, `Register` is `Forbidden` before anything is checked or spent,
+/// and logins go on as before.
+#[test]
+fn closed_registration_refuses_register_and_keeps_logins() {
+    let mut rig = Rig::new(
+        ServerConfig {
+            registration: crate::config::Registration::Closed,
+            ..cfg()
+        },
+        &["alice"],
+    );
+    let c = rig.hello();
+    rig.take(c);
+    rig.frame(
+        c,
+        ClientMsg::Register {
+            user: user("newcomer"),
+            password: "long enough".into(),
+        },
+    );
+    assert_eq!(
+        rig.take(c),
+        vec![ServerMsg::Error {
+            request: RequestKind::Register,
+            code: ErrorCode::Forbidden,
+            id: None
+        }]
+    );
+    assert!(
+        !rig.events
+            .iter()
+            .any(|e| matches!(e, ServerEvent::Registered { .. }))
+    );
+    let a = rig.login("alice", Status::Online);
+    assert!(
+        rig.take(a)
+            .iter()
+            .any(|m| matches!(m, ServerMsg::LoginOk { .. }))
+    );
+}
