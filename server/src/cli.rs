@@ -26,6 +26,12 @@ pub struct Args {
     #[command(subcommand)]
     pub command: Option<Command>,
 
+    /// A TOML file of settings: each key a flag's long name (`listen = "0.0.0.0:7878"`,
+    /// `heartbeat-timeout = "30s"`, `admin = ["root"]`). Flags and BREEZE_* variables override
+    /// it (contrib/breeze.toml is an example).
+    #[arg(long, env = "BREEZE_CONFIG", value_name = "FILE", global = true)]
+    pub config: Option<PathBuf>,
+
     /// Address and port to listen on: IPv4 or IPv6 (`0.0.0.0:7878`, `[::]:7878`), or a host
     /// name (`localhost:7878`; its first IPv4 address, else its first address).
     #[arg(
@@ -292,6 +298,8 @@ pub enum Scope {
 pub enum ConfigError {
     #[error("{0} must be greater than zero")]
     Zero(&'static str),
+    #[error("{0} is set but {1} is not: TLS needs both (flag, BREEZE_* variable or config file)")]
+    HalfTls(&'static str, &'static str),
     #[error(
         "--heartbeat-timeout ({timeout}) must be longer than --heartbeat-interval ({interval}), \
          or every client would time out between two heartbeats"
@@ -330,6 +338,22 @@ fn listen_addr(arg: &str) -> Result<SocketAddr, String> {
 const FRAME_OVERHEAD: u64 = 1024;
 
 impl Args {
+    /// Parses `argv` with the config file it names (`--config`, or `BREEZE_CONFIG`) under the
+    /// flags and the environment. `Err` for a config file that cannot be used; clap's own
+    /// errors (and `--help`) are clap's to print.
+    pub fn parse_with_config(
+        argv: Vec<std::ffi::OsString>,
+    ) -> Result<Result<Args, clap::Error>, crate::config_file::ConfigFileError> {
+        use clap::{CommandFactory, FromArgMatches};
+        let mut cmd = Args::command();
+        if let Some(path) = crate::config_file::named(&argv) {
+            cmd = crate::config_file::apply(cmd, &path)?;
+        }
+        Ok(cmd
+            .try_get_matches_from(argv)
+            .and_then(|m| Args::from_arg_matches(&m)))
+    }
+
     /// The argon2 cost of new password hashes (--argon2-*), for the server and for
     /// `breeze-server user`, so that both hash alike.
     pub fn hash_cost(&self) -> HashCost {
@@ -439,8 +463,11 @@ impl Args {
         };
         let tls = match (self.tls_cert, self.tls_key) {
             (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
-            // The parser insists on both or neither.
-            _ => None,
+            (None, None) => None,
+            // The parser insists on both or neither among flags, but not among a config
+            // file's settings (defaults to it): half a TLS setup must not mean plain text.
+            (Some(_), None) => return Err(ConfigError::HalfTls("--tls-cert", "--tls-key")),
+            (None, Some(_)) => return Err(ConfigError::HalfTls("--tls-key", "--tls-cert")),
         };
         Ok(Settings {
             listen: self.listen,
@@ -477,6 +504,74 @@ mod tests {
     #[test]
     fn the_flag_definitions_are_consistent() {
         Args::command().debug_assert();
+    }
+
+    /// A config file under the flags: its settings count, a flag overrides one, a bad key or
+    /// value is refused naming it, and the example in contrib/ stays valid.
+    #[test]
+    fn a_config_file_sets_what_flags_do_not() {
+        let dir = std::env::temp_dir().join(format!("breeze-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = |name: &str, text: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        let parse_with = |path: &std::path::Path, flags: &[&str]| {
+            let mut argv: Vec<std::ffi::OsString> =
+                vec!["breeze-server".into(), "--config".into(), path.into()];
+            argv.extend(flags.iter().map(Into::into));
+            Args::parse_with_config(argv)
+        };
+        let good = file(
+            "good.toml",
+            "listen = \"0.0.0.0:7000\"\nheartbeat-timeout = \"45s\"\n\
+             admin = [\"root\", \"Ops\"]\nmax-connections = 100\nregistration = \"closed\"\n",
+        );
+        let s = parse_with(&good, &[])
+            .unwrap()
+            .unwrap()
+            .into_settings()
+            .unwrap();
+        assert_eq!(s.listen, "0.0.0.0:7000".parse().unwrap());
+        assert_eq!(s.server.heartbeat_timeout, Duration::from_secs(45));
+        assert_eq!(s.host.max_connections, 100);
+        assert_eq!(s.server.registration, Registration::Closed);
+        let admins: Vec<&str> = s.server.admins.iter().map(|a| a.as_str()).collect();
+        assert_eq!(admins, ["ops", "root"]);
+        let s = parse_with(&good, &["--listen", "127.0.0.1:7001"])
+            .unwrap()
+            .unwrap()
+            .into_settings()
+            .unwrap();
+        assert_eq!(s.listen, "127.0.0.1:7001".parse().unwrap(), "the flag wins");
+
+        let unknown = file("unknown.toml", "lisen = \"0.0.0.0:7000\"\n");
+        let err = parse_with(&unknown, &[]).unwrap_err().to_string();
+        assert!(err.contains("`lisen`, which is not a setting"), "{err}");
+        let bad = file("bad.toml", "heartbeat-timeout = \"soon\"\n");
+        let err = parse_with(&bad, &[]).unwrap().unwrap_err().to_string();
+        assert!(err.contains("--heartbeat-timeout"), "{err}");
+        let syntax = file("syntax.toml", "listen = \n");
+        let err = parse_with(&syntax, &[]).unwrap_err().to_string();
+        assert!(err.contains("is not valid TOML"), "{err}");
+        let half = file("half.toml", "tls-cert = \"c.pem\"\n");
+        let err = parse_with(&half, &[])
+            .unwrap()
+            .unwrap()
+            .into_settings()
+            .unwrap_err();
+        assert_eq!(err, ConfigError::HalfTls("--tls-cert", "--tls-key"));
+
+        let example =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../contrib/breeze.toml");
+        let s = parse_with(&example, &[])
+            .unwrap()
+            .unwrap()
+            .into_settings()
+            .unwrap();
+        assert_eq!(s.listen, "0.0.0.0:7878".parse().unwrap());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! the same wiring so tests and benchmarks can start a real server in-process.
 
 pub mod cli;
+pub mod config_file;
 mod settings;
 mod storage;
 pub mod users;

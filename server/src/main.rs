@@ -1,7 +1,6 @@
 //! `breeze-server`: parses flags, sets up logging, serves until SIGINT or SIGTERM.
 
 use breeze_server::cli::{Args, Command};
-use clap::Parser;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
@@ -30,7 +29,11 @@ fn tune_malloc() {}
 
 fn main() -> ExitCode {
     tune_malloc();
-    let mut args = Args::parse();
+    let mut args = match Args::parse_with_config(std::env::args_os().collect()) {
+        Ok(Ok(args)) => args,
+        Ok(Err(clap_error)) => clap_error.exit(),
+        Err(e) => return fail(&e),
+    };
     // Logs go to stderr, leaving stdout to whatever wraps the server.
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::fmt()
