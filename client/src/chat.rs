@@ -1,5 +1,6 @@
-//! `breeze chat`: the interactive client. Line-based: every event is a line, and the presence
-//! list is printed again on one line whenever it changes.
+//! `breeze chat`: the interactive client. Line-based: every event is a line. The whole
+//! presence list is printed at login and on `/who`; each change after that is one line of its
+//! own. A line for the date comes first whenever the day has changed since the last line.
 
 use crate::Fatal;
 use crate::cli::{Account, StatusArg};
@@ -12,8 +13,9 @@ use breeze_core::message::{
     CloseReason, Delivery, ErrorCode, HistoryItem, Presence, RequestKind, Status,
 };
 use breeze_transport_tokio::ClientCommand;
+use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::time::Duration;
 use tokio::sync::oneshot;
 
@@ -46,6 +48,9 @@ pub async fn run(account: Account, status: StatusArg, style: Style) -> Result<()
         contacts: None,
         unresolved: Vec::new(),
         outgoing: HashMap::new(),
+        day: Cell::new(chrono::Local::now().date_naive()),
+        bell: std::io::stdout().is_terminal(),
+        away_header: false,
     };
     chat.info(&format!(
         "connecting to {} as {}",
@@ -128,6 +133,12 @@ struct Chat {
     unresolved: Vec<(oneshot::Receiver<u64>, Outgoing)>,
     /// Messages not yet confirmed, by id.
     outgoing: HashMap<u64, Outgoing>,
+    /// The local date of the last line printed.
+    day: Cell<chrono::NaiveDate>,
+    /// Ring the terminal's bell on a message (stdout is a terminal).
+    bell: bool,
+    /// The header of this session's offline messages is out.
+    away_header: bool,
 }
 
 struct Outgoing {
@@ -138,7 +149,17 @@ struct Outgoing {
 
 impl Chat {
     fn line(&self, text: &str) {
-        let _ = print_line(text);
+        let _ = self.print(text);
+    }
+
+    /// Prints one line, after a line with the date if the day changed since the last one.
+    fn print(&self, text: &str) -> std::io::Result<()> {
+        let today = chrono::Local::now().date_naive();
+        if self.day.replace(today) != today {
+            let date = today.format("%A %-d %B %Y").to_string();
+            print_line(&self.style.paint(Colour::Grey, &format!("── {date} ──")))?;
+        }
+        print_line(text)
     }
 
     fn info(&self, text: &str) {
@@ -158,7 +179,17 @@ impl Chat {
     }
 
     fn show_presence(&self) {
-        self.line(&self.style.presence_line(&self.presence));
+        if self.logged_in {
+            self.line(&self.style.presence_line(&self.presence));
+        } else {
+            // What was seen before the connection dropped may be stale by now: nobody is
+            // shown online until the server says so again.
+            self.line(&format!(
+                "users: {}",
+                self.style
+                    .paint(Colour::Grey, "(unknown until reconnected)")
+            ));
+        }
     }
 
     fn show_presence_if_changed(&mut self) {
@@ -211,6 +242,7 @@ impl Chat {
                 self.logged_in = true;
                 self.ever_logged_in = true;
                 self.mailbox_done = false;
+                self.away_header = false;
                 let status = self.style.status(self.status);
                 self.info(&format!("logged in as {user} ({status})"));
             }
@@ -219,11 +251,17 @@ impl Chat {
                 self.presence_dirty = true;
             }
             ClientEvent::PresenceChanged { user, presence } => {
-                self.presence.insert(user.clone(), presence);
-                self.presence_dirty = true;
-                self.info(&self.style.change(&user, presence));
+                // A user new to the list (just registered) shows up offline: that is no news.
+                let new = self.presence.insert(user.clone(), presence).is_none();
+                if !(new && presence == Presence::Offline) {
+                    self.info(&self.style.change(&user, presence));
+                }
             }
             ClientEvent::Message(delivery) => {
+                if !self.mailbox_done && !self.away_header {
+                    self.away_header = true;
+                    self.info("messages that came while you were away:");
+                }
                 // Acked only once on the screen (or in the file standard output goes to):
                 // one that could not be written comes again at the next login.
                 if self.show_message(&delivery).is_ok() {
@@ -275,6 +313,14 @@ impl Chat {
             ),
             ClientEvent::Error { request, code } => self.error(&ui::request_error(request, code)),
             ClientEvent::Disconnected {
+                reason: None,
+                retry_at: Some(_),
+            } if !self.ever_logged_in => {
+                // Never in: a wrong address or a server that is not there. Say so at once,
+                // as `send` does, rather than retry forever.
+                return Some(Err(Fatal(self.session.connection_failure())));
+            }
+            ClientEvent::Disconnected {
                 reason,
                 retry_at: Some(retry_at),
             } => {
@@ -289,7 +335,10 @@ impl Chat {
                     };
                     self.error(&format!("{why}; retrying in {wait}"));
                 }
-                self.logged_in = false;
+                if std::mem::replace(&mut self.logged_in, false) {
+                    self.presence.clear();
+                    self.show_presence();
+                }
             }
             // `Stopped` follows and says why.
             ClientEvent::Disconnected { retry_at: None, .. } => self.logged_in = false,
@@ -371,7 +420,10 @@ impl Chat {
             text.push(' ');
             text.push_str(&ui::attachment(a));
         }
-        print_line(&text)
+        if self.bell {
+            text.push('\x07');
+        }
+        self.print(&text)
     }
 
     fn show_contacts(&self) {
