@@ -312,6 +312,14 @@ impl Chat {
                 "the server cannot read your offline messages now; they come with the next login",
             ),
             ClientEvent::Error { request, code } => self.error(&ui::request_error(request, code)),
+            ClientEvent::Throttled {
+                request,
+                retry_after,
+            } => self.error(&format!(
+                "{}: the server takes the next attempt in {}",
+                ui::request_error(request, ErrorCode::RateLimited),
+                ui::duration(retry_after)
+            )),
             ClientEvent::Disconnected {
                 reason: None,
                 retry_at: Some(_),

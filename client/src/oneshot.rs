@@ -35,6 +35,8 @@ async fn drive<T>(
 ) -> Result<T, Fatal> {
     let deadline = Instant::now() + timeout;
     let mut logged_in = false;
+    // What the server said about waiting (`Throttled`), for the refusal that follows.
+    let mut wait = None;
     let result = loop {
         let event = match tokio::time::timeout_at(deadline, session.events.recv()).await {
             Err(_) => {
@@ -53,12 +55,19 @@ async fn drive<T>(
         }
         match event {
             ClientEvent::LoggedIn { .. } => logged_in = true,
+            ClientEvent::Throttled { retry_after, .. } => wait = Some(retry_after),
             // After login, a `Login` error only says the mailbox could not be read.
             ClientEvent::Error {
                 request:
                     request @ (RequestKind::Login | RequestKind::AgentLogin | RequestKind::Register),
                 code,
-            } if !logged_in => break Err(ui::request_error(request, code)),
+            } if !logged_in => {
+                let why = ui::request_error(request, code);
+                break Err(match wait {
+                    Some(wait) => format!("{why}; try again in {}", ui::duration(wait)),
+                    None => why,
+                });
+            }
             ClientEvent::Disconnected {
                 reason,
                 retry_at: Some(_),

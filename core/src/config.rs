@@ -107,14 +107,22 @@ pub struct FrameRate {
     pub burst: u32,
 }
 
-/// After `free_attempts` failed password logins for one user, or failed logins of any kind
-/// from one source address, further attempts are refused (`RateLimited`) for `base_delay`,
-/// doubling with each failure up to `max_delay`; failures quiet for `forget_after` are
-/// forgotten. A successful login clears the user's count (not the address's: one valid
-/// account must not launder an address guessing at others).
+/// Failed password logins are counted three ways, each with its own allowance: per account
+/// *and* source address (`free_attempts`: someone mistyping, or guessing one account from one
+/// place), per account from anywhere (`account_free_attempts`: guessing spread over many
+/// addresses), and per address across accounts (`address_free_attempts`: one place trying
+/// many accounts). Past an allowance further attempts it covers are refused (`RateLimited`,
+/// with the wait) for `base_delay`, doubling with each failure up to `max_delay`; failures
+/// quiet for `forget_after` are forgotten. The pair is the tight one, so one colleague
+/// mistyping behind an office NAT locks out nobody else, and a stranger guessing at a name
+/// from elsewhere does not lock its owner out until the account-wide allowance is spent. A
+/// successful login clears the pair's and the account's counts, not the address's: one valid
+/// account must not launder an address guessing at others.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LoginThrottle {
     pub free_attempts: u32,
+    pub account_free_attempts: u32,
+    pub address_free_attempts: u32,
     pub base_delay: Duration,
     pub max_delay: Duration,
     pub forget_after: Duration,
@@ -144,6 +152,8 @@ impl Default for ServerConfig {
             },
             login_throttle: LoginThrottle {
                 free_attempts: 5,
+                account_free_attempts: 50,
+                address_free_attempts: 100,
                 base_delay: Duration::from_secs(1),
                 max_delay: Duration::from_secs(300),
                 forget_after: Duration::from_secs(900),

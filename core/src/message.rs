@@ -405,4 +405,11 @@ pub enum ServerMsg {
     Bye {
         reason: CloseReason,
     },
+    /// Sent just before `Error { request, code: RateLimited }`: how long to wait before the
+    /// next attempt is considered. A client that cannot decode it skips it and still gets
+    /// the `Error` (PROTOCOL.md §16).
+    Throttled {
+        request: RequestKind,
+        retry_after_ms: u32,
+    },
 }

@@ -137,9 +137,11 @@ pub struct Args {
     #[arg(long, env = "BREEZE_MAX_CONTACTS", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=10_000), value_name = "N")]
     pub max_contacts: u32,
 
-    /// Failed password logins for one user, or from one address, that go unpunished; the
-    /// next password login is then refused for a delay that doubles with each failure.
-    /// Token logins are never throttled.
+    /// Failed password logins for one user from one address that go unpunished; the next
+    /// password login of that user from that address is then refused for a delay that doubles
+    /// with each failure (the refusal says how long). Ten times as many for the user from
+    /// anywhere, twenty times as many from one address across users, so one colleague
+    /// mistyping behind an office NAT locks nobody else out. Token logins are never throttled.
     #[arg(long, env = "BREEZE_LOGIN_FREE_ATTEMPTS", default_value_t = ServerConfig::default().login_throttle.free_attempts, value_name = "N")]
     pub login_free_attempts: u32,
 
@@ -435,6 +437,8 @@ impl Args {
             },
             login_throttle: LoginThrottle {
                 free_attempts: self.login_free_attempts,
+                account_free_attempts: self.login_free_attempts.saturating_mul(10),
+                address_free_attempts: self.login_free_attempts.saturating_mul(20),
                 ..defaults.login_throttle
             },
             register_throttle: RegisterThrottle {

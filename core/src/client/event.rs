@@ -6,7 +6,7 @@ use crate::message::{
     CloseReason, Delivery, ErrorCode, HistoryItem, Presence, PresenceEntry, RequestKind, Status,
     WhoEntry,
 };
-use crate::time::Instant;
+use crate::time::{Duration, Instant};
 use bytes::Bytes;
 use std::fmt;
 
@@ -118,6 +118,12 @@ pub enum ClientEvent {
     Error {
         request: RequestKind,
         code: ErrorCode,
+    },
+    /// The server will refuse `request` (with `Error { code: RateLimited }`, which follows)
+    /// until this long has passed. A login refused so is retried no sooner.
+    Throttled {
+        request: RequestKind,
+        retry_after: Duration,
     },
     /// A connection (or connect attempt) ended. `reason` is the server's `Bye` reason, if it
     /// sent one; `retry_at` is when the next attempt starts, `None` when the client stops.

@@ -122,6 +122,8 @@ pub struct Client {
     /// then on for the ping timer (never later than the truth, so a ping is never late).
     acks_noted_at: Instant,
     next_nonce: u64,
+    /// When the server said the next login would be considered (`Throttled`).
+    not_before: Option<Instant>,
     outputs: VecDeque<ClientOutput>,
     events: VecDeque<ClientEvent>,
 }
@@ -156,6 +158,7 @@ impl Client {
             pending_acks: Vec::new(),
             acks_noted_at: now,
             next_nonce: 0,
+            not_before: None,
             outputs: VecDeque::new(),
             events: VecDeque::new(),
         };
@@ -546,6 +549,19 @@ impl Client {
                 .push_back(ClientEvent::Who { users, connections }),
             // Any frame proves the server alive; `ingest` already counted this one.
             ServerMsg::Pong { .. } => {}
+            ServerMsg::Throttled {
+                request,
+                retry_after_ms,
+            } => {
+                let retry_after = Duration::from_millis(retry_after_ms.into());
+                if matches!(request, RequestKind::Login | RequestKind::AgentLogin) {
+                    self.not_before = Some(now + retry_after);
+                }
+                self.events.push_back(ClientEvent::Throttled {
+                    request,
+                    retry_after,
+                });
+            }
             ServerMsg::Error { request, code, id } => self.on_error(now, request, code, id),
             ServerMsg::Bye { reason } => {
                 if reason.allows_reconnect() {
@@ -756,7 +772,8 @@ impl Client {
 
     /// Ends the current attempt and schedules the next one after a backoff delay.
     fn reconnect_later(&mut self, now: Instant, reason: Option<CloseReason>, socket: Socket) {
-        let retry_at = now + self.backoff.next_delay();
+        // No sooner than the server said it would let a login in (`Throttled`).
+        let retry_at = (now + self.backoff.next_delay()).max(self.not_before.take().unwrap_or(now));
         self.end_attempt(socket, reason, Some(retry_at));
         self.phase = Phase::Disconnected { retry_at };
     }

@@ -9,6 +9,7 @@ use crate::ids::{ConnId, UserId};
 use crate::message::{CloseReason, Credential, ErrorCode, RequestKind, ServerMsg, Status};
 use crate::storage::{Account, StorageError, StorageOp};
 use crate::time::Instant;
+use std::net::IpAddr;
 
 impl Server {
     pub(super) fn register(&mut self, now: Instant, conn: ConnId, user: UserId, password: String) {
@@ -101,17 +102,23 @@ impl Server {
         // Tokens are not guessable (128 random bits), so the throttle is for passwords only:
         // a stranger failing on a name cannot lock its owner's devices out, and one guesser
         // behind an office NAT cannot block everyone's reconnects from that address.
-        let culprits = [
-            password.then(|| Culprit::User(user.clone())),
-            addr.filter(|_| password).map(Culprit::Addr),
-        ];
-        if culprits
+        let until = culprits(&user, addr, password)
             .iter()
-            .flatten()
-            .any(|c| self.logins.blocked(c, now).is_some())
-        {
+            .filter_map(|c| self.logins.blocked(c, now))
+            .max();
+        if let Some(until) = until {
             self.out
                 .push_back(Output::Event(ServerEvent::LoginThrottled { user, addr }));
+            // Rounded up: a client that waits exactly this long is let in.
+            let wait_ms = (until - now).as_nanos().div_ceil(1_000_000);
+            let retry_after_ms = u32::try_from(wait_ms).unwrap_or(u32::MAX);
+            self.send(
+                conn,
+                &ServerMsg::Throttled {
+                    request: kind,
+                    retry_after_ms,
+                },
+            );
             return self.error(conn, kind, ErrorCode::RateLimited, None);
         }
         if !self.has_room(conn, 1, u32::from(password)) {
@@ -161,13 +168,11 @@ impl Server {
             Err(StorageError::BadCredentials | StorageError::NoSuchUser) => {
                 let throttle = self.cfg.login_throttle;
                 let mut failures = 0;
-                if password {
-                    failures = self
-                        .logins
-                        .failed(Culprit::User(user.clone()), now, &throttle);
-                }
-                if let Some(addr) = addr.filter(|_| password) {
-                    self.logins.failed(Culprit::Addr(addr), now, &throttle);
+                for culprit in culprits(&user, addr, password) {
+                    let count = self.logins.failed(culprit.clone(), now, &throttle);
+                    if matches!(culprit, Culprit::User(_)) {
+                        failures = count;
+                    }
                 }
                 self.out.push_back(Output::Event(ServerEvent::LoginFailed {
                     user,
@@ -179,6 +184,9 @@ impl Server {
             Err(_) => return self.error(conn, kind, ErrorCode::StorageFailed, None),
         };
         self.logins.succeeded(&Culprit::User(user.clone()));
+        if let Some(addr) = addr {
+            self.logins.succeeded(&Culprit::Pair(user.clone(), addr));
+        }
         if !self.users.contains_key(&user) {
             // Registered through another node since this one loaded its directory.
             self.users.insert(user.clone(), User::new());
@@ -351,6 +359,19 @@ impl Server {
         self.presence.touch(user.clone());
         self.send_to_user(&user, &ServerMsg::OwnStatus { status });
     }
+}
+
+/// Whose failure a failed login is, and whose wait refuses the next (none for tokens).
+fn culprits(user: &UserId, addr: Option<IpAddr>, password: bool) -> Vec<Culprit> {
+    if !password {
+        return Vec::new();
+    }
+    let mut culprits = vec![Culprit::User(user.clone())];
+    if let Some(addr) = addr {
+        culprits.push(Culprit::Pair(user.clone(), addr));
+        culprits.push(Culprit::Addr(addr));
+    }
+    culprits
 }
 
 /// The request a login's errors answer.

@@ -76,11 +76,25 @@ impl RegisterGuard {
     }
 }
 
-/// Whose failures a login attempt counts against.
+/// Whose failures a login attempt counts against (`LoginThrottle` says why three).
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Debug)]
 pub(crate) enum Culprit {
+    /// One account from one address.
+    Pair(UserId, IpAddr),
+    /// One account from anywhere.
     User(UserId),
+    /// One address, any account.
     Addr(IpAddr),
+}
+
+impl Culprit {
+    fn allowance(&self, cfg: &LoginThrottle) -> u32 {
+        match self {
+            Culprit::Pair(..) => cfg.free_attempts,
+            Culprit::User(_) => cfg.account_free_attempts,
+            Culprit::Addr(_) => cfg.address_free_attempts,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -116,7 +130,7 @@ impl LoginGuard {
         f.count = f.count.saturating_add(1);
         // `free_attempts` failures go unpunished; the one that reaches the count blocks the
         // next attempt. (No failure can be refused before it happened, so 0 acts as 1.)
-        let free = cfg.free_attempts.max(1);
+        let free = culprit.allowance(cfg).max(1);
         if f.count >= free {
             // Doubling delays: 1, 2, 4 … × base, capped.
             let doublings = (f.count - free).min(20);
@@ -207,7 +221,9 @@ mod tests {
     #[test]
     fn delays_double_after_the_free_attempts_and_are_forgotten() {
         let cfg = LoginThrottle {
-            free_attempts: 2,
+            free_attempts: 9,
+            account_free_attempts: 2,
+            address_free_attempts: 9,
             base_delay: Duration::from_secs(1),
             max_delay: Duration::from_secs(5),
             forget_after: Duration::from_secs(60),

@@ -836,6 +836,8 @@ fn throttled() -> ServerConfig {
     ServerConfig {
         login_throttle: crate::config::LoginThrottle {
             free_attempts: 2,
+            account_free_attempts: 2,
+            address_free_attempts: 2,
             base_delay: Duration::from_secs(1),
             max_delay: Duration::from_secs(60),
             forget_after: Duration::from_secs(600),
@@ -854,9 +856,13 @@ fn try_login(rig: &mut Rig, conn: crate::ids::ConnId, name: &str, password: &str
             status: Status::Online,
         },
     );
-    match rig.take(conn).first() {
+    let answer = rig
+        .take(conn)
+        .into_iter()
+        .find(|m| !matches!(m, ServerMsg::Throttled { .. }));
+    match answer {
         Some(ServerMsg::LoginOk { .. }) => Ok(()),
-        Some(ServerMsg::Error { code, .. }) => Err(*code),
+        Some(ServerMsg::Error { code, .. }) => Err(code),
         other => panic!("unexpected {other:?}"),
     }
 }
@@ -1748,5 +1754,95 @@ fn closed_registration_refuses_register_and_keeps_logins() {
         rig.take(a)
             .iter()
             .any(|m| matches!(m, ServerMsg::LoginOk { .. }))
+    );
+}
+
+/// One colleague mistyping behind an office NAT: after the pair's allowance that user, from
+/// that address, is refused with the wait (`Throttled` before the `Error`); colleagues at the
+/// same address log in, and so does the user from elsewhere. Only the address-wide allowance,
+/// far larger, stops the address as a whole.
+#[test]
+fn an_office_behind_one_address_is_not_locked_out_by_one_mistyping_colleague() {
+    let mut rig = Rig::new(
+        ServerConfig {
+            login_throttle: crate::config::LoginThrottle {
+                free_attempts: 2,
+                account_free_attempts: 5,
+                address_free_attempts: 6,
+                base_delay: Duration::from_secs(12),
+                max_delay: Duration::from_secs(60),
+                forget_after: Duration::from_secs(600),
+            },
+            ..cfg()
+        },
+        &["a", "b", "c", "d"],
+    );
+    let office = Some("192.0.2.7".parse().unwrap());
+    let home = Some("192.0.2.8".parse().unwrap());
+    let at = |rig: &mut Rig, addr| {
+        let c = rig.open_from(addr);
+        rig.frame(
+            c,
+            ClientMsg::Hello {
+                magic: MAGIC,
+                version: 1,
+                client: String::new(),
+            },
+        );
+        c
+    };
+    let c = at(&mut rig, office);
+    for _ in 0..2 {
+        assert_eq!(
+            try_login(&mut rig, c, "a", "mistyped!"),
+            Err(ErrorCode::BadCredentials)
+        );
+    }
+    rig.take(c);
+    rig.frame(
+        c,
+        ClientMsg::Login {
+            user: user("a"),
+            credential: crate::message::Credential::Password(crate::testkit::rig::PASSWORD.into()),
+            status: Status::Online,
+        },
+    );
+    assert_eq!(
+        rig.take(c),
+        vec![
+            ServerMsg::Throttled {
+                request: RequestKind::Login,
+                retry_after_ms: 12_000
+            },
+            ServerMsg::Error {
+                request: RequestKind::Login,
+                code: ErrorCode::RateLimited,
+                id: None
+            }
+        ]
+    );
+    let colleague = at(&mut rig, office);
+    assert_eq!(
+        try_login(&mut rig, colleague, "b", crate::testkit::rig::PASSWORD),
+        Ok(())
+    );
+    let away = at(&mut rig, home);
+    assert_eq!(
+        try_login(&mut rig, away, "a", crate::testkit::rig::PASSWORD),
+        Ok(())
+    );
+    // Four more failures from the office, on two other names (two each, the pair's
+    // allowance): the address's allowance of six is spent, and now the whole address waits.
+    let guesser = at(&mut rig, office);
+    for name in ["c", "c", "d", "d"] {
+        assert_eq!(
+            try_login(&mut rig, guesser, name, "guess"),
+            Err(ErrorCode::BadCredentials)
+        );
+    }
+    let late = at(&mut rig, office);
+    assert_eq!(
+        try_login(&mut rig, late, "b", crate::testkit::rig::PASSWORD),
+        Err(ErrorCode::RateLimited)
     );
 }

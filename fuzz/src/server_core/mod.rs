@@ -91,6 +91,8 @@ pub fn config(setup: Setup) -> ServerConfig {
         mailbox_page_bytes: 64,
         login_throttle: LoginThrottle {
             free_attempts: 2,
+            account_free_attempts: 3,
+            address_free_attempts: 4,
             base_delay: Duration::from_secs(1),
             max_delay: Duration::from_secs(4),
             forget_after: Duration::from_secs(20),
