@@ -1084,6 +1084,16 @@ impl Harness {
                     "{msg:?} to {conn:?}, not logged in"
                 );
             }
+            ServerMsg::Throttled { request, .. } => {
+                assert!(
+                    matches!(
+                        request,
+                        breeze_core::message::RequestKind::Login
+                            | breeze_core::message::RequestKind::AgentLogin
+                    ),
+                    "Throttled for {request:?} on {conn:?}"
+                );
+            }
             ServerMsg::Registered { .. } | ServerMsg::Pong { .. } | ServerMsg::Error { .. } => {
                 assert!(m.welcomed, "{msg:?} to {conn:?} before Welcome");
             }
