@@ -135,6 +135,12 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     )
     .map_err(StartError::Storage)?;
     let registered = users.len();
+    // A typo in --admin would otherwise show only as a refused `who` much later.
+    for admin in &settings.server.admins {
+        if users.binary_search(admin).is_err() {
+            tracing::warn!(%admin, "--admin names a user that is not registered (yet)");
+        }
+    }
     let clock = Clock::start();
     let server = Server::new(settings.server.clone(), users);
     let serve = Serve {

@@ -290,3 +290,19 @@ async fn operators_manage_accounts_and_close_registration() {
     let out = user_command(&db, &["list"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "");
 }
+
+/// A typo in --admin is pointed out at start, not discovered at the first refused `who`.
+#[test]
+fn an_admin_that_is_not_a_user_is_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = server(&dir).args(["--admin", "ghost"]).spawn().unwrap();
+    let Listening { earlier, .. } = watch_log(&mut child).expect("listening");
+    assert!(
+        earlier.iter().any(
+            |l| l.contains("--admin names a user that is not registered") && l.contains("ghost")
+        ),
+        "{earlier:?}"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

@@ -47,6 +47,8 @@ pub struct Listening {
     pub line: String,
     /// The lines logged after it, as they come.
     pub log: mpsc::Receiver<String>,
+    /// The lines logged before it (migrations, warnings about the settings).
+    pub earlier: Vec<String>,
 }
 
 /// Collects the child's stderr lines on a thread and waits (bounded) for its "listening on"
@@ -61,7 +63,12 @@ pub fn watch_log(child: &mut Child) -> Result<Listening, Vec<String>> {
             Ok(line) => {
                 if let Some(rest) = line.split("listening on ").nth(1) {
                     let addr = rest.split_whitespace().next().unwrap().parse().unwrap();
-                    return Ok(Listening { addr, line, log });
+                    return Ok(Listening {
+                        addr,
+                        line,
+                        log,
+                        earlier: seen,
+                    });
                 }
                 seen.push(line);
             }
