@@ -4,6 +4,7 @@
 
 pub mod cli;
 pub mod config_file;
+pub mod metrics;
 mod settings;
 mod storage;
 pub mod users;

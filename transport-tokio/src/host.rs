@@ -14,7 +14,7 @@ use crate::listener::Listener;
 use crate::storage::{ResultReceiver, StorageBackend};
 use crate::time::Clock;
 use breeze_core::message::{CloseReason, WhoEntry};
-use breeze_core::server::{self, Output, Server, ServerEvent, Stats};
+use breeze_core::server::{self, Counters, Output, Server, ServerEvent, Stats};
 use breeze_core::{ConnId, Instant};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -83,6 +83,7 @@ pub struct HostStopped;
 
 enum Control {
     Stats(oneshot::Sender<Stats>),
+    Metrics(oneshot::Sender<(Stats, Counters)>),
     Who(oneshot::Sender<Vec<WhoEntry>>),
     Shutdown(oneshot::Sender<()>),
 }
@@ -113,6 +114,12 @@ impl HostHandle {
     /// Connection, session and user counts.
     pub async fn stats(&self) -> Result<Stats, HostStopped> {
         self.ask(Control::Stats).await
+    }
+
+    /// The counts of `stats` and the core's totals since start, read together: what an
+    /// operator's `/metrics` shows.
+    pub async fn metrics(&self) -> Result<(Stats, Counters), HostStopped> {
+        self.ask(Control::Metrics).await
     }
 
     /// Online users and their sessions, sorted by name.
@@ -269,6 +276,11 @@ impl<B: StorageBackend> Host<B> {
                 msg = control.recv() => match msg {
                     Some(Control::Stats(reply)) => {
                         let _ = reply.send(core.server.stats());
+                        continue;
+                    }
+                    Some(Control::Metrics(reply)) => {
+                        let server = &core.server;
+                        let _ = reply.send((server.stats(), server.counters().clone()));
                         continue;
                     }
                     Some(Control::Who(reply)) => {

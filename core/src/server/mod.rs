@@ -9,6 +9,7 @@
 mod account;
 mod budget;
 mod contacts;
+mod counters;
 mod deadline;
 mod guard;
 mod messaging;
@@ -29,6 +30,7 @@ use crate::storage::{StorageOp, StorageResult};
 use crate::time::Instant;
 use budget::{Charge, InFlight};
 use bytes::Bytes;
+pub use counters::{Counters, SERVER_MSG_KINDS};
 use deadline::DeadlineQueue;
 use guard::{LoginGuard, RegisterGuard, admit_frame};
 use presence::PresenceBoard;
@@ -171,6 +173,7 @@ pub struct Server {
     in_flight: InFlight,
     presence: PresenceBoard,
     logins: LoginGuard,
+    counters: Counters,
     registrations: RegisterGuard,
     /// `History` requests of every connection waiting for storage.
     history_loads: usize,
@@ -192,6 +195,7 @@ impl Server {
             in_flight: InFlight::default(),
             presence: PresenceBoard::default(),
             logins: LoginGuard::default(),
+            counters: Counters::default(),
             registrations: RegisterGuard::default(),
             history_loads: 0,
             out: VecDeque::new(),
@@ -220,6 +224,7 @@ impl Server {
             return;
         };
         c.last_seen = now;
+        self.counters.frame_in(payload.len());
         if !admit_frame(&mut c.frame_tat, now, &self.cfg.frame_rate) {
             return self.close(now, conn, CloseReason::Flooding);
         }
@@ -246,6 +251,7 @@ impl Server {
     /// The peer closed or reset the connection, or it failed.
     pub fn handle_closed(&mut self, now: Instant, conn: ConnId) {
         if let Some(c) = self.conns.remove(&conn) {
+            self.counters.connections_lost += 1;
             self.forget(now, conn, c, SessionEnd::ConnectionLost);
         }
     }
@@ -255,6 +261,7 @@ impl Server {
     /// ends as if the core had closed it.
     pub fn handle_aborted(&mut self, now: Instant, conn: ConnId, reason: CloseReason) {
         if let Some(c) = self.conns.remove(&conn) {
+            self.counters.closed(reason);
             self.forget(now, conn, c, SessionEnd::Closed(reason));
         }
     }
@@ -355,7 +362,29 @@ impl Server {
         if self.out.is_empty() {
             self.flush_presence();
         }
-        self.out.pop_front()
+        let out = self.out.pop_front()?;
+        self.count(&out);
+        Some(out)
+    }
+
+    /// Totals since start (`counters.rs`).
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Every output passes here once, on its way to the host.
+    fn count(&mut self, out: &Output) {
+        let c = &mut self.counters;
+        match out {
+            Output::Send { payload, .. } => c.frame_out(payload),
+            Output::Close { reason, .. } => c.closed(*reason),
+            Output::Event(ServerEvent::SessionStarted { agent: false, .. }) => c.logins += 1,
+            Output::Event(ServerEvent::SessionStarted { agent: true, .. }) => c.agent_logins += 1,
+            Output::Event(ServerEvent::LoginFailed { .. }) => c.logins_failed += 1,
+            Output::Event(ServerEvent::LoginThrottled { .. }) => c.logins_throttled += 1,
+            Output::Event(ServerEvent::Registered { .. }) => c.registrations += 1,
+            _ => {}
+        }
     }
 
     /// Tells every connection the server is going away and forgets them all. Watchers are

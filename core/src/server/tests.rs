@@ -1846,3 +1846,52 @@ fn an_office_behind_one_address_is_not_locked_out_by_one_mistyping_colleague() {
         Err(ErrorCode::RateLimited)
     );
 }
+
+/// The counters behind `/metrics` follow what happened: logins, failures, frames by kind,
+/// closes by reason, connections lost.
+#[test]
+fn counters_follow_what_happened() {
+    let mut rig = Rig::new(cfg(), &["w", "u"]);
+    let w = rig.login("w", Status::Online);
+    let u = rig.login("u", Status::Online);
+    let agent = rig.agent("u");
+    let c = rig.hello();
+    assert_eq!(
+        try_login(&mut rig, c, "u", "wrong password"),
+        Err(ErrorCode::BadCredentials)
+    );
+    rig.frame(
+        u,
+        ClientMsg::Send {
+            id: 1,
+            to: user("w"),
+            body: "hi".into(),
+            attachment: None,
+        },
+    );
+    rig.frame(u, ClientMsg::Logout);
+    rig.close(agent);
+    rig.advance(Duration::from_secs(4));
+    let counters = rig.server.counters().clone();
+    assert_eq!(counters.logins, 2);
+    assert_eq!(counters.agent_logins, 1);
+    assert_eq!(counters.logins_failed, 1);
+    assert_eq!(counters.sent("Sent"), 1);
+    assert_eq!(counters.sent("Deliver"), 1);
+    assert!(counters.sent("PresenceDiff") >= 1, "{counters:?}");
+    assert_eq!(counters.connections_lost, 1);
+    let closed = |reason| {
+        counters
+            .closes
+            .iter()
+            .find(|(r, _)| *r == reason)
+            .map_or(0, |(_, n)| *n)
+    };
+    assert_eq!(closed(CloseReason::LoggedOut), 1);
+    // w and the failed login's connection went silent past the timeout.
+    assert_eq!(closed(CloseReason::HeartbeatTimeout), 2);
+    assert!(counters.frames_in >= 8 && counters.bytes_in > counters.frames_in);
+    let out: u64 = counters.frames_out_by_kind().map(|(_, n)| n).sum();
+    assert!(out > 0 && counters.bytes_out > out);
+    let _ = (w, c);
+}
