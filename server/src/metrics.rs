@@ -160,12 +160,14 @@ mod tests {
             registered_users: 5,
             pending_storage: 1,
         };
-        let mut counters = Counters::default();
-        counters.logins = 4;
-        counters.logins_failed = 1;
+        let mut counters = Counters {
+            logins: 4,
+            logins_failed: 1,
+            closes: vec![(CloseReason::HeartbeatTimeout, 3)],
+            ..Counters::default()
+        };
         counters.frames_out[4] = 7;
         counters.frames_out[9] = 2;
-        counters.closes = vec![(CloseReason::HeartbeatTimeout, 3)];
         let text = render(&stats, &counters);
         for line in [
             "breeze_connections 3",
