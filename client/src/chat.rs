@@ -276,6 +276,21 @@ impl Chat {
                     self.info(&format!("queued message to {} sent", out.to));
                 }
             }
+            ClientEvent::SendDeferred {
+                id,
+                code: ErrorCode::StorageFailed,
+            } => {
+                self.resolve_ids();
+                let to = self
+                    .outgoing
+                    .get(&id)
+                    .map_or_else(|| "?".to_string(), |o| o.to.to_string());
+                self.error(&format!(
+                    "message to {to}: the server could not store it (its database is failing); \
+                     trying again"
+                ));
+            }
+            ClientEvent::SendDeferred { .. } => {}
             ClientEvent::SendFailed { id, code } => {
                 self.resolve_ids();
                 let to = self

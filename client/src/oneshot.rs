@@ -206,6 +206,15 @@ pub async fn send(
                 ClientEvent::SendFailed { id: failed, code } if Some(failed) == id => {
                     Step::Fail(format!("cannot send to {to}: {code}"))
                 }
+                // A busy server is worth the wait; a failing database is not: say so now,
+                // rather than time out saying nothing.
+                ClientEvent::SendDeferred {
+                    id: deferred,
+                    code: ErrorCode::StorageFailed,
+                } if Some(deferred) == id => Step::Fail(format!(
+                    "cannot send to {to}: the server could not store the message (its \
+                     database is failing; see its log); not sent"
+                )),
                 _ => Step::Continue,
             }
         },

@@ -98,6 +98,13 @@ pub enum ClientEvent {
         id: u64,
         code: ErrorCode,
     },
+    /// The server could not take the message `id` just now (`Busy`, or `StorageFailed`: its
+    /// database is failing); it stays queued and goes again shortly. An application that
+    /// cannot wait (a script) can give up on it here rather than wait out a timeout.
+    SendDeferred {
+        id: u64,
+        code: ErrorCode,
+    },
     /// Every message stored while the user was offline has been delivered.
     OfflineDone {
         count: u32,

@@ -683,6 +683,8 @@ impl Client {
                 if self.outbox.contains(id) {
                     self.refused_for_now.insert(id);
                     self.resend_at.get_or_insert(now + RESEND_AFTER);
+                    self.events
+                        .push_back(ClientEvent::SendDeferred { id, code });
                 }
             }
             (RequestKind::Send, Some(id)) => {

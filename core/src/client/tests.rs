@@ -475,9 +475,19 @@ fn a_message_refused_as_busy_goes_again_on_the_same_connection() {
         };
         feed(&mut client, at(2), refusal);
     }
-    assert!(
-        events(&mut client).is_empty(),
-        "not the application's problem"
+    // Told, but still queued: the application may wait or give up.
+    assert_eq!(
+        events(&mut client),
+        [
+            ClientEvent::SendDeferred {
+                id: a,
+                code: ErrorCode::Busy
+            },
+            ClientEvent::SendDeferred {
+                id: b,
+                code: ErrorCode::StorageFailed
+            }
+        ]
     );
     assert_eq!(client.unacked(), 2);
     let due = at(2) + super::RESEND_AFTER;
