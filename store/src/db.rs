@@ -1,5 +1,6 @@
 //! The synchronous store: one SQLite connection, one transaction per batch.
 
+use crate::commits::CommitStats;
 use crate::error::StoreError;
 use crate::hash::Hasher;
 use crate::lock::{self, DbLock};
@@ -9,6 +10,7 @@ use breeze_core::storage::{StorageOp, StorageResult};
 use breeze_core::{RequestId, UserId};
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// SQLite's `synchronous` setting.
@@ -47,6 +49,8 @@ pub struct Db {
     pub(crate) busy_timeout: Duration,
     /// One server per file (`lock.rs`); none for a private in-memory database.
     _lock: Option<DbLock>,
+    /// How commits go, for metrics and readiness.
+    commits: Arc<CommitStats>,
 }
 
 /// What `Db::backup` wrote.
@@ -191,7 +195,13 @@ impl Db {
             conn,
             busy_timeout: opts.busy_timeout,
             _lock: lock,
+            commits: Arc::default(),
         })
+    }
+
+    /// How this database's commits go (shared: read it from any thread).
+    pub fn commit_stats(&self) -> Arc<CommitStats> {
+        Arc::clone(&self.commits)
     }
 
     /// The schema version of the open database (after migration, `SCHEMA_VERSION`).
@@ -253,7 +263,10 @@ impl Db {
         mode: HashMode,
     ) -> Vec<(RequestId, Outcome)> {
         let kinds: Vec<(RequestId, Kind)> = items.iter().map(|(id, w)| (*id, w.kind())).collect();
+        let commits = Arc::clone(&self.commits);
+        // Every way a whole batch fails: the store cannot write now (readiness says so).
         let fail_all = |why: &str| {
+            commits.failed();
             kinds
                 .iter()
                 .map(|&(id, kind)| (id, Outcome::Done(kind.failed(why))))
@@ -314,10 +327,12 @@ impl Db {
                 return fail_all("storage transaction rolled back");
             }
         }
+        let started = std::time::Instant::now();
         if let Err(e) = tx.commit() {
             tracing::warn!(error = %e, batch = kinds.len(), "storage commit failed");
             return fail_all("commit failed");
         }
+        self.commits.committed(started.elapsed());
         out
     }
 }

@@ -12,6 +12,7 @@
 
 mod accounts;
 mod checkpoint;
+mod commits;
 mod db;
 mod error;
 mod hash;
@@ -21,6 +22,7 @@ mod schema;
 mod service;
 
 pub use accounts::Deleted;
+pub use commits::{BUCKETS_MICROS, CommitSnapshot, CommitStats};
 pub use db::{BackupReport, Db, DbOptions, Synchronous};
 pub use error::StoreError;
 pub use hash::{HashCost, Hasher};

@@ -1,6 +1,7 @@
 //! `StorageService`: the `Db` on a writer thread with group commit, argon2 on a small pool.
 
 use crate::checkpoint::Checkpointer;
+use crate::commits::CommitStats;
 use crate::db::{Db, HashMode, Outcome, Work};
 use crate::error::StoreError;
 use crate::hash::Hasher;
@@ -53,6 +54,7 @@ pub struct StorageService {
     queue: SyncSender<Msg>,
     writer: Option<JoinHandle<()>>,
     on_done: OnDone,
+    commits: Arc<CommitStats>,
 }
 
 impl std::fmt::Debug for StorageService {
@@ -103,6 +105,7 @@ impl StorageService {
             }
         }
 
+        let commits = db.commit_stats();
         let checkpointer = Checkpointer::start(&mut db.conn, db.busy_timeout);
         let writer_on_done = Arc::clone(&on_done);
         let writer = thread::Builder::new()
@@ -120,7 +123,13 @@ impl StorageService {
             queue,
             writer: Some(writer),
             on_done,
+            commits,
         })
+    }
+
+    /// How the writer's commits go (latency, failures), for metrics and readiness.
+    pub fn commit_stats(&self) -> Arc<CommitStats> {
+        Arc::clone(&self.commits)
     }
 
     /// Queues a request without waiting; its result comes back through `on_done`.
