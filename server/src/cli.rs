@@ -394,7 +394,8 @@ impl Args {
                 return Err(ConfigError::BadOrigin(origin.clone()));
             }
         }
-        if self.http_listen.0 == Some(self.listen) {
+        // Port 0 (any free port) twice is two different ports.
+        if self.http_listen.0 == Some(self.listen) && self.listen.port() != 0 {
             return Err(ConfigError::SameAddress(self.listen));
         }
         Ok(Settings {
@@ -567,6 +568,8 @@ mod tests {
             parse(&["--http-listen", "127.0.0.1:7878"]),
             Err(ConfigError::SameAddress(_))
         ));
+        let free = ["--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"];
+        assert!(parse(&free).is_ok());
         let argv = ["breeze-server", "--http-listen", "nowhere"];
         let err = Args::try_parse_from(argv).unwrap_err().to_string();
         assert!(err.contains("nor `off`"), "{err}");

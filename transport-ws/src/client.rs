@@ -79,6 +79,17 @@ impl<C: Connector> WsConnector<C> {
     /// Connects and upgrades; the server's refusal (a 4xx) is an error naming its status.
     pub async fn open(&mut self, addr: SocketAddr) -> io::Result<WsByteStream<C::Stream>> {
         let stream = self.inner.connect(addr).await?;
+        self.upgrade(stream, addr).await
+    }
+}
+
+impl<C> WsConnector<C> {
+    /// Upgrades `stream`, already connected to `addr`, to a Breeze WebSocket connection.
+    pub async fn upgrade<S: Stream>(
+        &self,
+        stream: S,
+        addr: SocketAddr,
+    ) -> io::Result<WsByteStream<S>> {
         let scheme = if self.secure { "wss" } else { "ws" };
         let mut request = format!("{scheme}://{addr}/ws")
             .into_client_request()

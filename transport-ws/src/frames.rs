@@ -111,6 +111,7 @@ impl<S: Stream> Framed for WsFrames<S> {
             max_frame,
             ping_after: self.ping_after,
             quiet_since: Instant::now(),
+            ping: Box::pin(sleep_until(Instant::now() + self.ping_after)),
             ping_unflushed: false,
             broken: false,
         };
@@ -138,6 +139,12 @@ pub struct WsReader<S> {
     /// When the peer was last heard from, or last asked: the next Ping is due `ping_after`
     /// later.
     quiet_since: Instant,
+    /// Wakes the reader when a Ping may be due. Lazy, like the core's deadline queue: a
+    /// message does not move it; when it fires before the Ping is really due (the peer
+    /// spoke meanwhile) it is set to the real instant. So a busy connection touches the
+    /// timer once an interval, not once a message (re-arming a timer per message was a
+    /// visible cost at chat saturation). Boxed: a timer is large and `Sleep` is not `Unpin`.
+    ping: Pin<Box<Sleep>>,
     ping_unflushed: bool,
     /// tungstenite gave up on the stream (an oversize header, a protocol violation): its
     /// framing is lost, so `discard` reads raw bytes.
@@ -160,11 +167,7 @@ impl<S: Stream> WsReader<S> {
     }
 
     /// Takes what tungstenite has ready; when nothing is, sends a Ping if one is due.
-    fn poll_fill(
-        &mut self,
-        cx: &mut Context<'_>,
-        mut ping: Pin<&mut Sleep>,
-    ) -> Poll<io::Result<bool>> {
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
         let link = self.link.clone();
         let mut shared = lock(&link);
         let mut got = false;
@@ -190,7 +193,10 @@ impl<S: Stream> WsReader<S> {
                     return Poll::Ready(Ok(true));
                 }
             };
-            self.quiet_since = Instant::now();
+            if !got {
+                // One clock read per batch: the batch arrived together.
+                self.quiet_since = Instant::now();
+            }
             match msg {
                 Message::Binary(payload) => {
                     if payload.len() > self.max_frame as usize {
@@ -223,13 +229,20 @@ impl<S: Stream> WsReader<S> {
                 Poll::Pending => {}
             }
         }
-        // Bounded: each pass moves the timer a whole interval on, past now.
-        while ping.as_mut().poll(cx).is_ready() {
+        // Bounded: each pass moves the timer to a later instant than now.
+        while self.ping.as_mut().poll(cx).is_ready() {
+            let due = self.quiet_since + self.ping_after;
+            let now = Instant::now();
+            if due > now {
+                // The peer spoke since the timer was set: not due yet.
+                self.ping.as_mut().reset(due);
+                continue;
+            }
             Pin::new(&mut shared.ws)
                 .start_send(Message::Ping(Bytes::new()))
                 .map_err(io_error)?;
-            self.quiet_since = Instant::now();
-            ping.as_mut().reset(self.quiet_since + self.ping_after);
+            self.quiet_since = now;
+            self.ping.as_mut().reset(now + self.ping_after);
             match Pin::new(&mut shared.ws).poll_flush(cx) {
                 Poll::Ready(Ok(())) => self.ping_unflushed = false,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(io_error(e))),
@@ -242,11 +255,8 @@ impl<S: Stream> WsReader<S> {
 
 impl<S: Stream> FrameRead for WsReader<S> {
     async fn fill(&mut self) -> io::Result<bool> {
-        // A fresh timer per call: an idle connection's task holds it, a busy one re-arms it
-        // only when it waits. Cancel-safe: all state is in `self`.
-        let ping = sleep_until(self.quiet_since + self.ping_after);
-        tokio::pin!(ping);
-        poll_fn(|cx| self.poll_fill(cx, ping.as_mut())).await
+        // Cancel-safe: all state is in `self`.
+        poll_fn(|cx| self.poll_fill(cx)).await
     }
 
     fn next_frame(&mut self) -> Result<Option<Bytes>, BadInput> {
