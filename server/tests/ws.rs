@@ -472,3 +472,76 @@ async fn pages_and_health_carry_the_security_headers() {
     }
     server.stop().await;
 }
+
+// ---- TLS: wss and https with the same --tls-cert/--tls-key ----
+
+#[tokio::test]
+async fn wss_and_tls_users_share_the_core_with_the_same_certificate() {
+    use breeze_testsupport::Pki;
+    use breeze_transport_tokio::Connector;
+    use breeze_transport_tokio::tls::TlsConnector;
+    let pki = Pki::new();
+    let server = InProcess::start(|s| {
+        s.tls = Some(breeze_server::TlsFiles {
+            cert: pki.cert.clone(),
+            key: pki.key.clone(),
+        });
+    })
+    .await;
+    let tls = || {
+        TlsConnector::from_ca_file(&pki.ca)
+            .unwrap()
+            .with_server_name("localhost")
+            .unwrap()
+    };
+    let mut tia = Peer::over(tls().connect(server.addr()).await.unwrap());
+    tia.say_hello().await;
+    tia.register("tia").await;
+    tia.login("tia").await;
+
+    // A browser page served over https sends an https Origin.
+    let http = server.http_addr();
+    let mut wss = WsConnector::new(tls()).with_origin(format!("https://{http}"));
+    wss.secure = true;
+    let mut wes = Peer::over(wss.open(http).await.unwrap());
+    wes.say_hello().await;
+    wes.register("wes").await;
+    wes.login("wes").await;
+    tia.recv_until("wes online", presence("wes", Presence::Online))
+        .await;
+    wes.send(&send("tia", 1, "over wss")).await;
+    hears(&mut tia, "over wss").await;
+    tia.send(&send("wes", 1, "over tls")).await;
+    hears(&mut wes, "over tls").await;
+
+    // The same page's origin in plain http is another origin.
+    let mut plain_origin = WsConnector::new(tls()).with_origin(format!("http://{http}"));
+    plain_origin.secure = true;
+    let refused = plain_origin.open(http).await.unwrap_err().to_string();
+    assert!(refused.contains("403"), "{refused}");
+    // Plain HTTP to the TLS listener gets no HTTP answer.
+    let mut tcp = TcpStream::connect(http).await.unwrap();
+    tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(breeze_testsupport::WAIT, tcp.read_to_end(&mut answer)).await;
+    assert!(!answer.starts_with(b"HTTP/1.1 200"), "{answer:?}");
+    server.stop().await;
+}
+
+/// One connection limit for both transports: with two slots taken (one TCP, one WebSocket),
+/// a third connection is told `ServerFull` whichever way it comes.
+#[tokio::test]
+async fn tcp_and_websocket_share_one_connection_limit() {
+    let server = InProcess::start(|s| s.host.max_connections = 2).await;
+    let _tia = Peer::user(server.addr(), "tia").await;
+    let _wes = WsPeer::ws_user(server.http_addr(), "wes").await;
+    let full = Some(bye(CloseReason::ServerFull));
+    let mut ws = WsPeer::ws(server.http_addr()).await;
+    assert_eq!(ws.last_before_close().await, full);
+    let mut tcp = Peer::connect(server.addr()).await;
+    assert_eq!(tcp.last_before_close().await, full);
+    assert_eq!(server.stats().await.connections, 2);
+    server.stop().await;
+}
