@@ -465,7 +465,13 @@ fn explain(e: io::Error) -> io::Error {
         }
         _ => return e,
     };
-    io::Error::new(io::ErrorKind::InvalidData, format!("{words} ({tls})"))
+    // rustls's own words add nothing to a pin mismatch (it is our check that failed).
+    let said = if *tls == NOT_PINNED {
+        words.to_owned()
+    } else {
+        format!("{words} ({tls})")
+    };
+    io::Error::new(io::ErrorKind::InvalidData, said)
 }
 
 const NOT_PINNED: rustls::Error =

@@ -444,10 +444,16 @@ fn a_refused_message_leaves_the_outbox_unless_storage_failed() {
     feed(&mut client, at(2), error(b, ErrorCode::NoSuchUser));
     assert_eq!(
         events(&mut client),
-        [ClientEvent::SendFailed {
-            id: b,
-            code: ErrorCode::NoSuchUser
-        }]
+        [
+            ClientEvent::SendDeferred {
+                id: a,
+                code: ErrorCode::StorageFailed
+            },
+            ClientEvent::SendFailed {
+                id: b,
+                code: ErrorCode::NoSuchUser
+            }
+        ]
     );
     assert_eq!(client.unacked(), 1);
 
