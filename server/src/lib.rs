@@ -6,6 +6,7 @@
 pub mod cli;
 pub mod config_file;
 pub mod metrics;
+mod probes;
 mod settings;
 mod storage;
 pub mod users;
@@ -170,6 +171,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     let server = Server::new(settings.server.clone(), users);
     let serve = Serve {
         server,
+        commits: backend.commit_stats(),
         backend,
         receiver,
         clock,
@@ -204,6 +206,8 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
 struct Serve<'a, B> {
     server: Server,
     backend: B,
+    /// The store's commit figures, for `/metrics` and `/readyz`.
+    commits: Option<std::sync::Arc<breeze_store::CommitStats>>,
     receiver: breeze_transport_tokio::ResultReceiver,
     clock: Clock,
     settings: &'a Settings,
@@ -245,6 +249,10 @@ impl<B: StorageBackend> Serve<'_, B> {
                     handshake_timeout: settings.server.handshake_timeout,
                     ping_after: settings.server.heartbeat_interval,
                     max_frame: settings.server.max_frame,
+                    probes: Some(probes::ServerProbes::set(
+                        handle.clone(),
+                        self.commits.clone(),
+                    )),
                     ..HttpConfig::new(web_site())
                 };
                 host.serve(addr, breeze_transport_ws::serve(http, host.acceptor(), cfg));

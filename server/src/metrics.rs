@@ -8,10 +8,13 @@
 //! metric objects that the hot path would update.
 
 use breeze_core::server::{Counters, Stats};
+use breeze_store::{BUCKETS_MICROS, CommitSnapshot};
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
 /// The `Content-Type` of what `render` returns.
@@ -19,8 +22,38 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 
 type Labels = Vec<(&'static str, String)>;
 
-/// The exposition of one snapshot.
-pub fn render(stats: &Stats, counters: &Counters) -> String {
+/// The store's commit latencies as a Prometheus histogram, from a snapshot of the store's
+/// own buckets (prometheus-client's `Histogram` only takes observations one by one, and the
+/// store counts them on its writer thread without it).
+#[derive(Debug)]
+struct CommitLatency(CommitSnapshot);
+
+impl TypedMetric for CommitLatency {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for CommitLatency {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let bounds = BUCKETS_MICROS
+            .iter()
+            .map(|&micros| micros as f64 / 1e6)
+            .chain([f64::INFINITY]);
+        let buckets: Vec<(f64, u64)> = bounds.zip(self.0.buckets.iter().copied()).collect();
+        encoder.encode_histogram::<NoLabelSet>(
+            self.0.sum_micros as f64 / 1e6,
+            self.0.count,
+            &buckets,
+            None,
+        )
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
+}
+
+/// The exposition of one snapshot; `commits` when the store keeps commit figures.
+pub fn render(stats: &Stats, counters: &Counters, commits: Option<&CommitSnapshot>) -> String {
     let mut registry = Registry::with_prefix("breeze");
     let gauge = |registry: &mut Registry, name: &str, help: &str, value: usize| {
         let g: Gauge = Gauge::default();
@@ -140,6 +173,20 @@ pub fn render(stats: &Stats, counters: &Counters) -> String {
         "Connections the client closed or the network lost.",
         counters.connections_lost,
     );
+    if let Some(commits) = commits {
+        registry.register_with_unit(
+            "storage_commit",
+            "How long the store's commits took (each carries a batch of requests).",
+            prometheus_client::registry::Unit::Seconds,
+            CommitLatency(commits.clone()),
+        );
+        counter(
+            &mut registry,
+            "storage_commit_failures",
+            "Batches the store could not commit (their requests were answered StorageFailed).",
+            commits.failures,
+        );
+    }
     let mut text = String::new();
     // Writing to a String cannot fail.
     let _ = encode(&mut text, &registry);
@@ -168,7 +215,14 @@ mod tests {
         };
         counters.frames_out[4] = 7;
         counters.frames_out[9] = 2;
-        let text = render(&stats, &counters);
+        let commits = CommitSnapshot {
+            buckets: vec![2, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+            count: 4,
+            sum_micros: 2_000_500,
+            failures: 0,
+            failing: false,
+        };
+        let text = render(&stats, &counters, Some(&commits));
         for line in [
             "breeze_connections 3",
             "breeze_online_users 2",
@@ -178,6 +232,11 @@ mod tests {
             "breeze_logins_total{result=\"ok\"} 4",
             "breeze_logins_total{result=\"failed\"} 1",
             "breeze_closes_total{reason=\"HeartbeatTimeout\"} 3",
+            "breeze_storage_commit_seconds_count 4",
+            "breeze_storage_commit_seconds_bucket{le=\"0.0001\"} 2",
+            "breeze_storage_commit_seconds_bucket{le=\"0.0005\"} 3",
+            "breeze_storage_commit_seconds_bucket{le=\"1.0\"} 3",
+            "breeze_storage_commit_seconds_bucket{le=\"+Inf\"} 4",
         ] {
             assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
         }

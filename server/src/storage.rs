@@ -34,6 +34,13 @@ impl StoreBackend {
     }
 }
 
+impl StoreBackend {
+    /// How the store's commits go, for `/metrics` and `/readyz`.
+    pub fn commit_stats(&self) -> Option<std::sync::Arc<breeze_store::CommitStats>> {
+        self.service.as_ref().map(StorageService::commit_stats)
+    }
+}
+
 impl StorageBackend for StoreBackend {
     fn submit(&mut self, id: RequestId, op: StorageOp) {
         if let Some(service) = &self.service {

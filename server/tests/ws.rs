@@ -545,3 +545,49 @@ async fn tcp_and_websocket_share_one_connection_limit() {
     assert_eq!(server.stats().await.connections, 2);
     server.stop().await;
 }
+
+/// The operator's endpoints on the HTTP listener: `/metrics` moves with what happens (a
+/// login, a message, a commit), `/readyz` says ready while the store commits.
+#[tokio::test]
+async fn metrics_and_readiness_follow_the_server() {
+    let server = InProcess::start(timings).await;
+    let get = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let before = http(&server, &get("/metrics")).await;
+    assert!(before.starts_with("HTTP/1.1 200 OK\r\n"), "{before}");
+    assert!(
+        before.contains("Content-Type: application/openmetrics-text"),
+        "{before}"
+    );
+    assert!(before.contains("\nbreeze_sessions 0\n"), "{before}");
+    assert!(before.trim_end().ends_with("# EOF"), "{before}");
+
+    let mut alice = Peer::user(server.addr(), "alice").await;
+    let _bob = Peer::user(server.addr(), "bob").await;
+    alice.send(&send("bob", 1, "counted")).await;
+    alice
+        .recv_until("Sent", |m| matches!(m, ServerMsg::Sent { .. }))
+        .await;
+    let after = http(&server, &get("/metrics")).await;
+    for line in [
+        "\nbreeze_sessions 2\n",
+        "\nbreeze_logins_total{result=\"ok\"} 2\n",
+        "\nbreeze_registrations_total 2\n",
+        "\nbreeze_messages_stored_total 1\n",
+        "\nbreeze_messages_delivered_total 1\n",
+    ] {
+        assert!(after.contains(line), "no {line:?} in\n{after}");
+    }
+    let commits = after
+        .lines()
+        .find_map(|l| l.strip_prefix("breeze_storage_commit_seconds_count "))
+        .and_then(|n| n.parse::<u64>().ok())
+        .expect("a commit count");
+    assert!(commits >= 1, "{after}");
+
+    let ready = http(&server, &get("/readyz")).await;
+    assert!(
+        ready.starts_with("HTTP/1.1 200 OK\r\n") && ready.ends_with("ready\n"),
+        "{ready}"
+    );
+    server.stop().await;
+}

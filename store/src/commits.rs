@@ -26,8 +26,9 @@ pub struct CommitStats {
 /// A copy of the figures at one moment.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct CommitSnapshot {
-    /// Cumulative counts per bound of `BUCKETS_MICROS` (Prometheus' `le` buckets).
-    pub cumulative: Vec<u64>,
+    /// Commits per bucket: `buckets[i]` took at most `BUCKETS_MICROS[i]` (and more than the
+    /// bound before); the last entry, one past the bounds, took longer than them all.
+    pub buckets: Vec<u64>,
     pub count: u64,
     pub sum_micros: u64,
     pub failures: u64,
@@ -54,16 +55,12 @@ impl CommitStats {
     }
 
     pub fn snapshot(&self) -> CommitSnapshot {
-        let mut running = 0;
-        let cumulative = self.buckets[..BUCKETS_MICROS.len()]
-            .iter()
-            .map(|b| {
-                running += b.load(Ordering::Relaxed);
-                running
-            })
-            .collect();
         CommitSnapshot {
-            cumulative,
+            buckets: self
+                .buckets
+                .iter()
+                .map(|b| b.load(Ordering::Relaxed))
+                .collect(),
             count: self.count.load(Ordering::Relaxed),
             sum_micros: self.sum_micros.load(Ordering::Relaxed),
             failures: self.failures.load(Ordering::Relaxed),
@@ -84,9 +81,10 @@ mod tests {
         stats.committed(Duration::from_secs(3));
         let s = stats.snapshot();
         assert_eq!(s.count, 3);
-        assert_eq!(s.cumulative[0], 1, "≤ 100 µs");
-        assert_eq!(s.cumulative[3], 2, "≤ 1 ms");
-        assert_eq!(*s.cumulative.last().unwrap(), 2, "3 s is over every bound");
+        assert_eq!(s.buckets[0], 1, "≤ 100 µs");
+        assert_eq!(s.buckets[3], 1, "≤ 1 ms");
+        assert_eq!(*s.buckets.last().unwrap(), 1, "3 s is over every bound");
+        assert_eq!(s.buckets.iter().sum::<u64>(), s.count);
         assert_eq!(s.sum_micros, 3_000_980);
         assert!(!s.failing);
         stats.failed();

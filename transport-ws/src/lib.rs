@@ -1,7 +1,8 @@
 //! Breeze over WebSocket: the same `breeze-core` server as TCP, reached from a browser.
 //!
 //! * [`serve`] runs an HTTP/1.1 listener (plain or TLS: any `Listener`) that answers
-//!   `GET /` and the web client's files ([`Site`]), `GET /healthz`, and upgrades `GET /ws`
+//!   `GET /` and the web client's files ([`Site`]), `GET /healthz`, `GET /metrics` and
+//!   `GET /readyz` ([`Probes`]), and upgrades `GET /ws`
 //!   (subprotocol [`SUBPROTOCOL`], the [`OriginPolicy`]) into a WebSocket connection that
 //!   it admits through the host's one `Acceptor`: one `ConnId` space, one connection limit
 //!   for TCP and WebSocket together.
@@ -20,10 +21,12 @@ mod frames;
 mod http;
 mod listener;
 mod origin;
+mod probes;
 mod site;
 
 pub use client::{WsByteStream, WsConnector};
 pub use frames::{READ_BUFFER, WRITE_BUFFER, WsFrames, WsReader, WsWriter, ws_config};
 pub use listener::{HttpConfig, SUBPROTOCOL, serve};
 pub use origin::OriginPolicy;
+pub use probes::{ProbeFuture, ProbeResult, ProbeSet, Probes};
 pub use site::{Asset, CSP, Site, content_type};

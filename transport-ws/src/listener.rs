@@ -4,6 +4,7 @@
 use crate::frames::{WsFrames, ws_config};
 use crate::http::{ReadError, Request, Response, read_request};
 use crate::origin::OriginPolicy;
+use crate::probes::ProbeSet;
 use crate::site::{Site, secure};
 use breeze_transport_tokio::{Acceptor, Listener, Stream};
 use bytes::BytesMut;
@@ -38,6 +39,8 @@ pub struct HttpConfig {
     pub max_frame: u32,
     /// HTTP connections not yet upgraded, at most; one more is closed unanswered.
     pub max_pending: usize,
+    /// `/metrics` and `/readyz`, when the server provides them.
+    pub probes: Option<ProbeSet>,
 }
 
 impl HttpConfig {
@@ -52,6 +55,7 @@ impl HttpConfig {
             ping_after: core.heartbeat_interval,
             max_frame: core.max_frame,
             max_pending: 1024,
+            probes: None,
         }
     }
 
@@ -120,7 +124,10 @@ async fn connection<S: Stream>(
                 return;
             }
         };
-        let (answer, upgrade) = respond(&req, &cfg);
+        let (answer, upgrade) = match probe(&req, &cfg).await {
+            Some(answer) => (answer, false),
+            None => respond(&req, &cfg),
+        };
         if answer.status >= 400 {
             debug!(%peer, path = %req.path, status = answer.status, "HTTP request refused");
         }
@@ -147,6 +154,30 @@ async fn connection<S: Stream>(
             return;
         }
     }
+}
+
+/// The answer to `/metrics` or `/readyz`, if that is what `req` asks and the server has
+/// probes. Never cached: each is the state of this moment.
+async fn probe(req: &Request, cfg: &HttpConfig) -> Option<Response> {
+    let probes = cfg.probes.as_ref()?;
+    let head = req.method == "HEAD";
+    if !(req.method == "GET" || head) || req.has_body() {
+        return None;
+    }
+    let result = match req.path.as_str() {
+        "/metrics" => probes.0.metrics().await,
+        "/readyz" => probes.0.ready().await,
+        _ => return None,
+    };
+    let answer = match result {
+        Ok((body, content_type)) => Response::new(200)
+            .header("Content-Type", content_type)
+            .body(bytes::Bytes::from(body)),
+        Err(why) => Response::new(503).text(&format!("{why}\n")),
+    };
+    let mut answer = secure(answer.header("Cache-Control", "no-store"));
+    answer.head_only = head;
+    Some(answer)
 }
 
 /// The answer to one request, and whether it switches the connection to WebSocket.
