@@ -2,7 +2,8 @@
 
 use crate::error::StoreError;
 use crate::hash::Hasher;
-use crate::ops::{self, Finish, HashJob, Kind, Step};
+use crate::job::{Finish, HashJob, Kind};
+use crate::ops::{self, Step};
 use crate::schema;
 use breeze_core::storage::{StorageOp, StorageResult};
 use breeze_core::{RequestId, UserId};

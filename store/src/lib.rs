@@ -14,6 +14,7 @@ mod checkpoint;
 mod db;
 mod error;
 mod hash;
+pub mod job;
 mod ops;
 mod schema;
 mod service;
