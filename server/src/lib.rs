@@ -1,17 +1,18 @@
 //! The Breeze server: the core, hosted by breeze-transport-tokio over TCP, storing in
-//! breeze-store's SQLite. The binary is `main.rs` (flags in `cli.rs`); this library exposes
+//! breeze-store's SQLite (or breeze-store-pg's PostgreSQL, with `--store`). The binary is `main.rs` (flags in `cli.rs`); this library exposes
 //! the same wiring so tests and benchmarks can start a real server in-process.
 
 pub mod cli;
 mod settings;
 mod storage;
 
-pub use settings::{DbLocation, Settings, TlsFiles};
-pub use storage::StoreBackend;
+pub use settings::{DbLocation, PgUrl, Settings, TlsFiles};
+pub use storage::{PgBackend, StoreBackend};
 
 use breeze_core::message::WhoEntry;
 use breeze_core::server::{Server, Stats};
 use breeze_store::{Db, Hasher, StoreError};
+use breeze_store_pg::{PgError, PgOptions, PgService, PgStore};
 use breeze_transport_tokio::tls::{TlsError, TlsListener, TlsListenerConfig};
 use breeze_transport_tokio::{
     Clock, Host, HostHandle, HostStopped, Listener, StorageBackend, result_channel,
@@ -37,6 +38,12 @@ pub enum StartError {
         db: DbLocation,
         #[source]
         source: StoreError,
+    },
+    #[error("cannot use the PostgreSQL store {db} (--store): {source}")]
+    OpenPg {
+        db: DbLocation,
+        #[source]
+        source: PgError,
     },
     #[error("cannot set up password hashing: {0}")]
     Hashing(#[source] StoreError),
@@ -105,6 +112,39 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         ),
         None => None,
     };
+    let (results, receiver) = result_channel(&settings.server);
+    if let DbLocation::Postgres(url) = &settings.db {
+        let pg_error = |source| StartError::OpenPg {
+            db: settings.db.clone(),
+            source,
+        };
+        let store = PgStore::open(url.as_str(), &PgOptions::default())
+            .await
+            .map_err(pg_error)?;
+        let users = store.users().await.map_err(pg_error)?;
+        let cost = settings.hash_cost;
+        let hasher = tokio::task::spawn_blocking(move || Hasher::new(cost))
+            .await
+            .map_err(|_| StartError::Panicked)?
+            .map_err(StartError::Hashing)?;
+        let listener = bind(settings.listen).map_err(|source| StartError::Listen {
+            addr: settings.listen,
+            source,
+        })?;
+        let service = PgService::start(
+            store,
+            hasher,
+            settings.hash_threads,
+            settings.server.work,
+            std::sync::Arc::new(breeze_store_pg::system_now_ms),
+            move |id, result| {
+                // After the host is gone nobody waits for the result; the write is done anyway.
+                results.send(id, result);
+            },
+        );
+        let backend = PgBackend::new(service);
+        return Serve::new(&settings, backend, receiver, users).on_any(listener, tls);
+    }
     // Opening and migrating the database and computing the hasher's first hash block; do it
     // off the runtime's workers.
     let opened = {
@@ -118,12 +158,10 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
             .map_err(|_| StartError::Panicked)??
     };
     let (db, users, hasher) = opened;
-    let listen_error = |source| StartError::Listen {
+    let listener = bind(settings.listen).map_err(|source| StartError::Listen {
         addr: settings.listen,
         source,
-    };
-    let listener = bind(settings.listen).map_err(listen_error)?;
-    let (results, receiver) = result_channel(&settings.server);
+    })?;
     let backend = StoreBackend::start(
         db,
         hasher,
@@ -132,29 +170,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         results,
     )
     .map_err(StartError::Storage)?;
-    let registered = users.len();
-    let clock = Clock::start();
-    let server = Server::new(settings.server.clone(), users);
-    let serve = Serve {
-        server,
-        backend,
-        receiver,
-        clock,
-        settings: &settings,
-        registered,
-    };
-    match tls {
-        None => serve.on(listener),
-        Some(config) => {
-            // The TLS handshake gets the same deadline as the protocol's Hello after it.
-            let limits = TlsListenerConfig {
-                handshake_timeout: settings.server.handshake_timeout,
-                ..TlsListenerConfig::default()
-            };
-            let listener = TlsListener::new(listener, config, limits).map_err(listen_error)?;
-            serve.on(listener)
-        }
-    }
+    Serve::new(&settings, backend, receiver, users).on_any(listener, tls)
 }
 
 /// Everything `start` made, waiting for its listener.
@@ -167,7 +183,49 @@ struct Serve<'a, B> {
     registered: usize,
 }
 
-impl<B: StorageBackend> Serve<'_, B> {
+impl<'a, B: StorageBackend> Serve<'a, B> {
+    fn new(
+        settings: &'a Settings,
+        backend: B,
+        receiver: breeze_transport_tokio::ResultReceiver,
+        users: Vec<breeze_core::UserId>,
+    ) -> Self {
+        Serve {
+            registered: users.len(),
+            server: Server::new(settings.server.clone(), users),
+            backend,
+            receiver,
+            clock: Clock::start(),
+            settings,
+        }
+    }
+
+    /// Serves on `listener`, in TLS when `tls` is given.
+    fn on_any(
+        self,
+        listener: TcpListener,
+        tls: Option<std::sync::Arc<tokio_rustls::rustls::ServerConfig>>,
+    ) -> Result<Running, StartError> {
+        match tls {
+            None => self.on(listener),
+            Some(config) => {
+                let settings = self.settings;
+                // The TLS handshake gets the same deadline as the protocol's Hello after it.
+                let limits = TlsListenerConfig {
+                    handshake_timeout: settings.server.handshake_timeout,
+                    ..TlsListenerConfig::default()
+                };
+                let listener = TlsListener::new(listener, config, limits).map_err(|source| {
+                    StartError::Listen {
+                        addr: settings.listen,
+                        source,
+                    }
+                })?;
+                self.on(listener)
+            }
+        }
+    }
+
     fn on<L: Listener>(self, listener: L) -> Result<Running, StartError> {
         let settings = self.settings;
         let (host, handle) = Host::new(
@@ -235,6 +293,7 @@ fn open_store(
     let opened = match db {
         DbLocation::File(path) => Db::open(path, options),
         DbLocation::Memory => Db::open_in_memory(options),
+        DbLocation::Postgres(_) => unreachable!("invariant: `start` opens PostgreSQL itself"),
     };
     let db_store = opened.map_err(|source| StartError::OpenDb {
         db: db.clone(),

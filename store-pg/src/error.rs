@@ -6,8 +6,9 @@ use thiserror::Error;
 /// core as `StorageError::Failed`, which the core turns into a "try again" for the client.
 #[derive(Debug, Error)]
 pub enum PgError {
-    #[error("not a PostgreSQL connection URL ({0})")]
-    Url(#[source] tokio_postgres::Error),
+    /// The parser's reason, with its causes (tokio-postgres keeps the detail in `source`).
+    #[error("not a PostgreSQL connection URL: {0}")]
+    Url(String),
     #[error("cannot set up the connection pool: {0}")]
     Pool(String),
     #[error("cannot reach PostgreSQL: {0}")]
@@ -23,4 +24,17 @@ pub enum PgError {
     Corrupt(String),
     #[error(transparent)]
     Store(#[from] breeze_store::StoreError),
+}
+
+/// An error and its chain of causes, on one line: tokio-postgres's own `Display` says only
+/// "error connecting to server" or "invalid connection string", and keeps the why below.
+pub(crate) fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }

@@ -28,6 +28,6 @@ mod writer;
 
 pub use error::PgError;
 pub use schema::SCHEMA_VERSION;
-pub use service::{NowMs, PgService};
+pub use service::{NowMs, PgService, system_now_ms};
 pub use store::{PgOptions, PgStore};
 pub use writer::MAX_BATCH;

@@ -31,6 +31,13 @@ use tokio::task::{JoinHandle, JoinSet};
 /// Milliseconds since the Unix epoch, as the service stamps messages and tokens with.
 pub type NowMs = Arc<dyn Fn() -> u64 + Send + Sync>;
 
+/// The system clock, as a server stamps requests.
+pub fn system_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 enum Msg {
     Submit(RequestId, StorageOp, u64),
     Shutdown,

@@ -1,6 +1,6 @@
 //! `PgStore`: a connection pool to one migrated database.
 
-use crate::error::PgError;
+use crate::error::{PgError, with_causes};
 use crate::{ops, schema};
 use breeze_core::UserId;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
@@ -49,7 +49,8 @@ impl PgStore {
     /// Connects to `url` (`postgres://user[:password]@host[:port]/database[?options]`), makes
     /// sure the database is reachable, and migrates it. Must run inside a tokio runtime.
     pub async fn open(url: &str, opts: &PgOptions) -> Result<PgStore, PgError> {
-        let mut config = tokio_postgres::Config::from_str(url).map_err(PgError::Url)?;
+        let mut config =
+            tokio_postgres::Config::from_str(url).map_err(|e| PgError::Url(with_causes(&e)))?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(opts.timeout);
         }
@@ -105,10 +106,7 @@ impl PgStore {
 /// alone says only "backend error").
 fn pool_error(e: &deadpool_postgres::PoolError) -> String {
     match e {
-        deadpool_postgres::PoolError::Backend(e) => match std::error::Error::source(e) {
-            Some(cause) => format!("{e}: {cause}"),
-            None => e.to_string(),
-        },
+        deadpool_postgres::PoolError::Backend(e) => with_causes(e),
         e => e.to_string(),
     }
 }

@@ -31,6 +31,7 @@ pub fn server_command(bin: &Path, db: &Path, listen: SocketAddr) -> Command {
         .env("RUST_LOG", "info")
         .env_remove("BREEZE_LISTEN")
         .env_remove("BREEZE_DB")
+        .env_remove("BREEZE_STORE")
         .env_remove("BREEZE_TLS_CERT")
         .env_remove("BREEZE_TLS_KEY")
         .stdin(Stdio::null())
