@@ -188,3 +188,74 @@ async fn a_bad_url_and_an_unreachable_server_are_told_apart() {
     };
     assert!(why.contains("refused"), "{why}");
 }
+
+/// Shutdown finishes what was submitted: every request is answered, and every message it
+/// answered as stored is in the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_answers_and_commits_everything_submitted() {
+    use breeze_core::RequestId;
+    use breeze_store_pg::PgService;
+    use std::sync::{Arc, Mutex};
+    let Some(pg) = TestPg::create("shutdown_answers_and_commits_everything_submitted") else {
+        return;
+    };
+    let mut node = Node::start(pg.url()).await;
+    for name in ["alice", "bob"] {
+        assert_eq!(
+            node.apply(register(name), NOW).await,
+            StorageResult::Registered(Ok(()))
+        );
+    }
+    let store = node.store.clone();
+    node.shutdown().await;
+
+    let answers: Arc<Mutex<Vec<(RequestId, StorageResult)>>> = Arc::default();
+    let sink = Arc::clone(&answers);
+    let service = PgService::start(
+        store.clone(),
+        common::hasher(),
+        1,
+        breeze_core::ServerConfig::default().work,
+        Arc::new(|| NOW),
+        move |id, result| sink.lock().expect("answers").push((id, result)),
+    );
+    for id in 1..=200 {
+        service.submit(RequestId(id), message("bob", "alice", id));
+    }
+    service.submit(RequestId(201), register("carol"));
+    service.shutdown().await;
+
+    let answers = answers.lock().expect("answers");
+    assert_eq!(answers.len(), 201, "every request answered");
+    let stored = answers
+        .iter()
+        .filter(|(_, r)| matches!(r, StorageResult::MessageStored(Ok(_))))
+        .count();
+    assert_eq!(stored, 200);
+    // Plain writes are answered in the order they were submitted.
+    let order: Vec<u64> = answers
+        .iter()
+        .filter(|(_, r)| matches!(r, StorageResult::MessageStored(_)))
+        .map(|(id, _)| id.0)
+        .collect();
+    assert_eq!(order, (1..=200).collect::<Vec<u64>>());
+
+    let mut reader = Node::start(pg.url()).await;
+    let StorageResult::MailboxLoaded(Ok(page)) = reader
+        .apply(
+            StorageOp::LoadMailbox {
+                user: user("alice"),
+                after: 0,
+                limit: u32::MAX,
+                max_bytes: u64::MAX,
+            },
+            NOW,
+        )
+        .await
+    else {
+        panic!("mailbox read failed");
+    };
+    assert_eq!(page.messages.len(), 200);
+    assert!(store.users().await.expect("users").contains(&user("carol")));
+    reader.shutdown().await;
+}
