@@ -272,6 +272,30 @@ pub(crate) async fn lock_message_seq(c: &impl GenericClient) -> Result<(), PgErr
     Ok(())
 }
 
+// One round trip for the common case: the seq is drawn, the users checked and the row
+// inserted by one statement. A duplicate or an unknown user inserts nothing (the counter moves
+// on regardless: seqs may skip, as SQLite's AUTOINCREMENT's do).
+const STORE_MESSAGE: &str = "WITH next AS (UPDATE message_seq SET last = last + 1 RETURNING last)
+    INSERT INTO messages (seq, sender, recipient, client_id, body, attachment_mime,
+                          attachment_name, attachment_data, sent_at_ms)
+    SELECT next.last, $1, $2, $3, $4, $5, $6, $7, $8 FROM next
+    WHERE EXISTS (SELECT 1 FROM accounts WHERE name = $1)
+      AND EXISTS (SELECT 1 FROM accounts WHERE name = $2)
+    ON CONFLICT (sender, client_id) DO NOTHING
+    RETURNING seq";
+
+const MARK_DELIVERED: &str = "UPDATE messages SET delivered = TRUE
+    WHERE recipient = $1 AND seq = ANY($2) AND NOT delivered";
+
+/// Prepares the statements the writer pipelines, so that sending them never waits for a
+/// prepare: a statement prepared on first use inside a pipelined run would let the ones
+/// after it overtake it (`writer.rs`).
+pub(crate) async fn prepare_pipelined(c: &impl GenericClient) -> Result<(), PgError> {
+    c.prepare_cached(STORE_MESSAGE).await?;
+    c.prepare_cached(MARK_DELIVERED).await?;
+    Ok(())
+}
+
 /// The columns `delivery_at` reads, in its order.
 macro_rules! delivery_columns {
     () => {
@@ -323,21 +347,7 @@ pub(crate) async fn store_message(
         None => (None, None, None),
     };
     let sent_at = ms_to_sql(now_ms);
-    // One round trip for the common case: the seq is drawn, the users checked and the row
-    // inserted by one statement. A duplicate or an unknown user inserts nothing (the counter
-    // moves on regardless: seqs may skip, as SQLite's AUTOINCREMENT's do).
-    let stmt = c
-        .prepare_cached(
-            "WITH next AS (UPDATE message_seq SET last = last + 1 RETURNING last)
-             INSERT INTO messages (seq, sender, recipient, client_id, body, attachment_mime,
-                                   attachment_name, attachment_data, sent_at_ms)
-             SELECT next.last, $1, $2, $3, $4, $5, $6, $7, $8 FROM next
-             WHERE EXISTS (SELECT 1 FROM accounts WHERE name = $1)
-               AND EXISTS (SELECT 1 FROM accounts WHERE name = $2)
-             ON CONFLICT (sender, client_id) DO NOTHING
-             RETURNING seq",
-        )
-        .await?;
+    let stmt = c.prepare_cached(STORE_MESSAGE).await?;
     let inserted = c
         .query_opt(
             &stmt,
@@ -427,12 +437,7 @@ pub(crate) async fn mark_delivered(
     let mut seqs: Vec<i64> = seqs.iter().filter_map(|&s| i64::try_from(s).ok()).collect();
     seqs.sort_unstable();
     seqs.dedup();
-    let stmt = c
-        .prepare_cached(
-            "UPDATE messages SET delivered = TRUE
-             WHERE recipient = $1 AND seq = ANY($2) AND NOT delivered",
-        )
-        .await?;
+    let stmt = c.prepare_cached(MARK_DELIVERED).await?;
     c.execute(&stmt, &[&user.as_str(), &seqs]).await?;
     Ok(())
 }

@@ -239,6 +239,15 @@ async fn shutdown_answers_and_commits_everything_submitted() {
         .map(|(id, _)| id.0)
         .collect();
     assert_eq!(order, (1..=200).collect::<Vec<u64>>());
+    // And applied in that order, though sent pipelined: seqs grow with submission.
+    let seqs: Vec<u64> = answers
+        .iter()
+        .filter_map(|(_, r)| match r {
+            StorageResult::MessageStored(Ok(s)) => Some(s.delivery.seq),
+            _ => None,
+        })
+        .collect();
+    assert!(seqs.is_sorted(), "seqs out of submission order: {seqs:?}");
 
     let mut reader = Node::start(pg.url()).await;
     let StorageResult::MailboxLoaded(Ok(page)) = reader
