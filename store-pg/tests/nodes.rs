@@ -225,7 +225,7 @@ async fn shutdown_answers_and_commits_everything_submitted() {
     service.submit(RequestId(201), register("carol"));
     service.shutdown().await;
 
-    let answers = answers.lock().expect("answers");
+    let answers = std::mem::take(&mut *answers.lock().expect("answers"));
     assert_eq!(answers.len(), 201, "every request answered");
     let stored = answers
         .iter()
