@@ -261,24 +261,29 @@ pub(crate) async fn set_contacts(
     Ok(Ok(()))
 }
 
-/// Takes the message counter's row lock. A batch that will store messages takes it before
-/// anything else, so no transaction ever holds a message row another waits for while waiting
-/// for the counter itself.
-pub(crate) async fn lock_message_seq(c: &impl GenericClient) -> Result<(), PgError> {
+/// Reserves `n` seqs for a batch's messages: the first of them. The counter's row stays
+/// locked until the transaction ends, so another node's batch waits here and draws the seqs
+/// after these, and commits after these (`schema.rs`). Taken before anything else in the
+/// batch, so no transaction ever holds a message row another waits for while waiting for
+/// the counter itself.
+///
+/// One update per batch, not per message: updating one row 512 times in a transaction leaves
+/// a chain of 512 versions that every update walks again.
+pub(crate) async fn reserve_seqs(c: &impl GenericClient, n: usize) -> Result<i64, PgError> {
+    let n = i64::try_from(n).unwrap_or(i64::MAX);
     let stmt = c
-        .prepare_cached("SELECT last FROM message_seq FOR UPDATE")
+        .prepare_cached("UPDATE message_seq SET last = last + $1 RETURNING last")
         .await?;
-    c.query_one(&stmt, &[]).await?;
-    Ok(())
+    let last: i64 = c.query_one(&stmt, &[&n]).await?.try_get(0)?;
+    Ok(last - n + 1)
 }
 
-// One round trip for the common case: the seq is drawn, the users checked and the row
-// inserted by one statement. A duplicate or an unknown user inserts nothing (the counter moves
-// on regardless: seqs may skip, as SQLite's AUTOINCREMENT's do).
-const STORE_MESSAGE: &str = "WITH next AS (UPDATE message_seq SET last = last + 1 RETURNING last)
-    INSERT INTO messages (seq, sender, recipient, client_id, body, attachment_mime,
-                          attachment_name, attachment_data, sent_at_ms)
-    SELECT next.last, $1, $2, $3, $4, $5, $6, $7, $8 FROM next
+// One round trip for the common case: the users checked and the row inserted by one
+// statement. A duplicate or an unknown user inserts nothing, and its reserved seq is skipped
+// (seqs may skip, as SQLite's AUTOINCREMENT's do).
+const STORE_MESSAGE: &str = "INSERT INTO messages (seq, sender, recipient, client_id, body,
+                          attachment_mime, attachment_name, attachment_data, sent_at_ms)
+    SELECT $9, $1, $2, $3, $4, $5, $6, $7, $8
     WHERE EXISTS (SELECT 1 FROM accounts WHERE name = $1)
       AND EXISTS (SELECT 1 FROM accounts WHERE name = $2)
     ON CONFLICT (sender, client_id) DO NOTHING
@@ -326,8 +331,8 @@ fn delivery_at(row: &Row) -> Result<(Delivery, UserId), PgError> {
     Ok((delivery, user_at(row, 8)?))
 }
 
-/// `StoreMessage`: `(from, id)` stored once, seqs in commit order. The caller holds the
-/// counter's lock (`lock_message_seq`).
+/// `StoreMessage` as `seq`, reserved by `reserve_seqs` in this transaction: `(from, id)`
+/// stored once, seqs in commit order.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn store_message(
     c: &impl GenericClient,
@@ -337,6 +342,7 @@ pub(crate) async fn store_message(
     body: &str,
     attachment: Option<&Attachment>,
     now_ms: u64,
+    seq: i64,
 ) -> Result<Result<Stored, StorageError>, PgError> {
     let (mime, name, data) = match attachment {
         Some(a) => (
@@ -360,6 +366,7 @@ pub(crate) async fn store_message(
                 &name,
                 &data,
                 &sent_at,
+                &seq,
             ],
         )
         .await?;

@@ -39,8 +39,8 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (owner, contact)
     );
 
-    -- The last seq handed out: one row, updated in the transaction that stores a message and
-    -- locked by it until commit. Two nodes storing at once therefore commit their seqs in
+    -- The last seq handed out: one row, updated (once per batch, for all its messages) in the
+    -- transaction that stores messages and locked by it until commit. Two nodes storing at once therefore commit their seqs in
     -- order: a reader never sees seq n+1 before seq n, which the core's mailbox floor (a live
     -- delivery at or below what a mailbox read returned is dropped) depends on. A PostgreSQL
     -- SEQUENCE would hand out unique numbers too, but commit them in any order.

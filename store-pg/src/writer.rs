@@ -125,13 +125,18 @@ async fn in_transaction(
         .transaction()
         .await
         .map_err(|e| Failure::Before(e.into()))?;
-    // Lock order: the message counter first, before any row (see `ops::lock_message_seq`).
-    if batch
+    // Lock order: the message counter first, before any row (see `ops::reserve_seqs`).
+    let messages = batch
         .iter()
-        .any(|w| matches!(w.op, StorageOp::StoreMessage { .. }))
-    {
-        ops::lock_message_seq(&tx).await.map_err(Failure::Before)?;
-    }
+        .filter(|w| matches!(w.op, StorageOp::StoreMessage { .. }))
+        .count();
+    let mut next_seq = if messages > 0 {
+        ops::reserve_seqs(&tx, messages)
+            .await
+            .map_err(Failure::Before)?
+    } else {
+        0
+    };
     ops::prepare_pipelined(&tx).await.map_err(Failure::Before)?;
     let mut out = Vec::with_capacity(batch.len());
     // Runs of single-statement writes are pipelined: every statement of the run is sent
@@ -139,21 +144,37 @@ async fn in_transaction(
     // round trip per message, awaited in turn, held the writer to ~4,000 msg/s on loopback
     // (BENCHMARKS.md). `SetContacts` reads before it writes, so it runs alone, in its place.
     for run in batch.chunk_by(|a, b| pipelined(&a.op) && pipelined(&b.op)) {
-        let results =
-            futures_util::future::try_join_all(run.iter().map(|w| apply(&tx, &w.op, w.now_ms)))
-                .await
-                .map_err(Failure::Before)?;
+        // Each message gets the next reserved seq, in batch order.
+        let seqs: Vec<i64> = run
+            .iter()
+            .map(|w| match w.op {
+                StorageOp::StoreMessage { .. } => {
+                    next_seq += 1;
+                    next_seq - 1
+                }
+                _ => 0,
+            })
+            .collect();
+        let results = futures_util::future::try_join_all(
+            run.iter()
+                .zip(seqs)
+                .map(|(w, seq)| apply(&tx, &w.op, w.now_ms, seq)),
+        )
+        .await
+        .map_err(Failure::Before)?;
         out.extend(run.iter().map(|w| w.id).zip(results));
     }
     tx.commit().await.map_err(|e| Failure::Commit(e.into()))?;
     Ok(out)
 }
 
-/// One plain write. Any other request here would be a routing bug (`is_plain_write`).
+/// One plain write; `seq` is the one reserved for it if it stores a message. Any other
+/// request here would be a routing bug (`is_plain_write`).
 async fn apply(
     c: &impl GenericClient,
     op: &StorageOp,
     now_ms: u64,
+    seq: i64,
 ) -> Result<StorageResult, PgError> {
     use StorageResult as R;
     Ok(match op {
@@ -167,7 +188,7 @@ async fn apply(
             body,
             attachment,
         } => R::MessageStored(
-            ops::store_message(c, from, to, *id, body, attachment.as_ref(), now_ms).await?,
+            ops::store_message(c, from, to, *id, body, attachment.as_ref(), now_ms, seq).await?,
         ),
         StorageOp::MarkDelivered { user, seqs } => {
             ops::mark_delivered(c, user, seqs).await?;
