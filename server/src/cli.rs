@@ -1,6 +1,6 @@
 //! Command-line flags, each with an environment-variable fallback, and their checks.
 
-use crate::settings::{DbLocation, Settings, TlsFiles};
+use crate::settings::{DbLocation, PgUrl, Settings, TlsFiles};
 use breeze_core::codec::DEFAULT_MAX_FRAME;
 use breeze_core::config::{
     Budget, FrameRate, LoginThrottle, RegisterThrottle, Registration, WorkBudget,
@@ -74,6 +74,11 @@ pub struct Args {
         global = true
     )]
     pub db: PathBuf,
+
+    /// Store in PostgreSQL instead of the SQLite file: `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE`.
+    /// Several servers may share one database. The schema is created (or migrated) at start.
+    #[arg(long, env = "BREEZE_STORE", value_name = "URL")]
+    pub store: Option<String>,
 
     /// How each commit reaches the disk. `full`: a message is confirmed to its sender only
     /// once it would survive a power loss. `normal`: faster; a power loss (not a crash) may
@@ -341,6 +346,11 @@ pub enum ConfigError {
     #[error("{0} is set but {1} is not: TLS needs both (flag, BREEZE_* variable or config file)")]
     HalfTls(&'static str, &'static str),
     #[error(
+        "--store must be a PostgreSQL URL (postgres://USER@HOST:PORT/DATABASE), not {0:?}; \
+         leave it out to store in the SQLite file named by --db"
+    )]
+    StoreNotPostgres(String),
+    #[error(
         "--heartbeat-timeout ({timeout}) must be longer than --heartbeat-interval ({interval}), \
          or every client would time out between two heartbeats"
     )]
@@ -510,6 +520,17 @@ impl Args {
             },
             ..HostConfig::default()
         };
+        let db = match self.store {
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                DbLocation::Postgres(PgUrl::new(url))
+            }
+            Some(other) => {
+                return Err(ConfigError::StoreNotPostgres(PgUrl::new(other).to_string()));
+            }
+            // Absolute, so that the startup line and every error say which file it is: started
+            // from another folder, a relative path silently made a new, empty database.
+            None => DbLocation::File(std::path::absolute(&self.db).unwrap_or(self.db)),
+        };
         let tls = match (self.tls_cert, self.tls_key) {
             (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
             (None, None) => None,
@@ -532,9 +553,7 @@ impl Args {
             http_listen: self.http_listen.0,
             allowed_origins: self.allowed_origins,
             tls,
-            // Absolute, so that the startup line and every error say which file it is: started
-            // from another folder, a relative path silently made a new, empty database.
-            db: DbLocation::File(std::path::absolute(&self.db).unwrap_or(self.db)),
+            db,
             db_options: DbOptions {
                 synchronous: match self.synchronous {
                     SyncMode::Full => Synchronous::Full,
@@ -645,6 +664,31 @@ mod tests {
             err.contains("--listen") && err.contains("expected HOST:PORT"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn store_takes_a_postgres_url_and_names_the_flag_otherwise() {
+        let s = parse(&["--store", "postgres://breeze:secret@db.example:5432/breeze"]).unwrap();
+        let DbLocation::Postgres(url) = &s.db else {
+            panic!("{:?}", s.db);
+        };
+        assert_eq!(
+            url.as_str(),
+            "postgres://breeze:secret@db.example:5432/breeze"
+        );
+        assert_eq!(
+            s.db.to_string(),
+            "postgres://breeze:***@db.example:5432/breeze",
+            "the password stays out of logs"
+        );
+        let e = parse(&["--store", "mysql://u:pw@h/db"]).unwrap_err();
+        assert!(matches!(e, ConfigError::StoreNotPostgres(_)), "{e}");
+        let text = e.to_string();
+        assert!(
+            text.starts_with("--store must be a PostgreSQL URL"),
+            "{text}"
+        );
+        assert!(!text.contains("pw"), "{text}");
     }
 
     #[test]

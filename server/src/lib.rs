@@ -1,6 +1,7 @@
 //! The Breeze server: the core, hosted by breeze-transport-tokio over TCP and by
 //! breeze-transport-ws over WebSocket (with the web client, embedded), storing in
-//! breeze-store's SQLite. The binary is `main.rs` (flags in `cli.rs`); this library exposes
+//! breeze-store's SQLite (or breeze-store-pg's PostgreSQL, with `--store`). The binary is
+//! `main.rs` (flags in `cli.rs`); this library exposes
 //! the same wiring so tests and benchmarks can start a real server in-process.
 
 pub mod cli;
@@ -11,8 +12,8 @@ mod settings;
 mod storage;
 pub mod users;
 
-pub use settings::{DbLocation, Settings, TlsFiles};
-pub use storage::StoreBackend;
+pub use settings::{DbLocation, PgUrl, Settings, TlsFiles};
+pub use storage::{PgBackend, StoreBackend};
 
 /// The web client (`web/`), embedded at build time by build.rs.
 mod web {
@@ -29,6 +30,7 @@ pub fn web_site() -> breeze_transport_ws::Site {
 use breeze_core::message::WhoEntry;
 use breeze_core::server::{Server, Stats};
 use breeze_store::{Db, Hasher, StoreError};
+use breeze_store_pg::{PgError, PgOptions, PgService, PgStore};
 use breeze_transport_tokio::tls::{TlsError, TlsListener, TlsListenerConfig};
 use breeze_transport_tokio::{
     Clock, Host, HostHandle, HostStopped, Listener, StorageBackend, result_channel,
@@ -55,6 +57,12 @@ pub enum StartError {
         db: DbLocation,
         #[source]
         source: StoreError,
+    },
+    #[error("cannot use the PostgreSQL store {db} (--store): {source}")]
+    OpenPg {
+        db: DbLocation,
+        #[source]
+        source: PgError,
     },
     #[error("cannot set up password hashing: {0}")]
     Hashing(#[source] StoreError),
@@ -129,6 +137,36 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         ),
         None => None,
     };
+    let (results, receiver) = result_channel(&settings.server);
+    if let DbLocation::Postgres(url) = &settings.db {
+        let pg_error = |source| StartError::OpenPg {
+            db: settings.db.clone(),
+            source,
+        };
+        let store = PgStore::open(url.as_str(), &PgOptions::default())
+            .await
+            .map_err(pg_error)?;
+        let users = store.users().await.map_err(pg_error)?;
+        let cost = settings.hash_cost;
+        let hasher = tokio::task::spawn_blocking(move || Hasher::new(cost))
+            .await
+            .map_err(|_| StartError::Panicked)?
+            .map_err(StartError::Hashing)?;
+        let (listener, http) = bind_all(&settings)?;
+        let service = PgService::start(
+            store,
+            hasher,
+            settings.hash_threads,
+            settings.server.work,
+            std::sync::Arc::new(breeze_store_pg::system_now_ms),
+            move |id, result| {
+                // After the host is gone nobody waits for the result; the write is done anyway.
+                results.send(id, result);
+            },
+        );
+        let backend = PgBackend::new(service);
+        return Serve::new(&settings, backend, None, receiver, users).on_any(listener, http, tls);
+    }
     // Opening and migrating the database and computing the hasher's first hash block; do it
     // off the runtime's workers.
     let opened = {
@@ -142,16 +180,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
             .map_err(|_| StartError::Panicked)??
     };
     let (db, users, hasher) = opened;
-    let listen_error = |source| StartError::Listen {
-        addr: settings.listen,
-        source,
-    };
-    let listener = bind(settings.listen).map_err(listen_error)?;
-    let http = match settings.http_listen {
-        Some(addr) => Some(bind(addr).map_err(|source| StartError::Listen { addr, source })?),
-        None => None,
-    };
-    let (results, receiver) = result_channel(&settings.server);
+    let (listener, http) = bind_all(&settings)?;
     let backend = StoreBackend::start(
         db,
         hasher,
@@ -160,46 +189,21 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         results,
     )
     .map_err(StartError::Storage)?;
-    let registered = users.len();
-    // A typo in --admin would otherwise show only as a refused `who` much later.
-    for admin in &settings.server.admins {
-        if users.binary_search(admin).is_err() {
-            tracing::warn!(%admin, "--admin names a user that is not registered (yet)");
-        }
-    }
-    let clock = Clock::start();
-    let server = Server::new(settings.server.clone(), users);
-    let serve = Serve {
-        server,
-        commits: backend.commit_stats(),
-        backend,
-        receiver,
-        clock,
-        settings: &settings,
-        registered,
+    let commits = backend.commit_stats();
+    Serve::new(&settings, backend, commits, receiver, users).on_any(listener, http, tls)
+}
+
+/// Binds the Breeze listener and, unless switched off, the HTTP one.
+fn bind_all(settings: &Settings) -> Result<(TcpListener, Option<TcpListener>), StartError> {
+    let listener = bind(settings.listen).map_err(|source| StartError::Listen {
+        addr: settings.listen,
+        source,
+    })?;
+    let http = match settings.http_listen {
+        Some(addr) => Some(bind(addr).map_err(|source| StartError::Listen { addr, source })?),
+        None => None,
     };
-    match tls {
-        None => serve.on(listener, http),
-        Some(config) => {
-            // The TLS handshake gets the same deadline as the protocol's Hello after it.
-            let limits = TlsListenerConfig {
-                handshake_timeout: settings.server.handshake_timeout,
-                ..TlsListenerConfig::default()
-            };
-            let listener =
-                TlsListener::new(listener, config.clone(), limits).map_err(listen_error)?;
-            let http = match http {
-                Some(http) => {
-                    let addr = http.local_addr().unwrap_or(settings.listen);
-                    let tls = TlsListener::new(http, config, limits)
-                        .map_err(|source| StartError::Listen { addr, source })?;
-                    Some(tls)
-                }
-                None => None,
-            };
-            serve.on(listener, http)
-        }
-    }
+    Ok((listener, http))
 }
 
 /// Everything `start` made, waiting for its listener.
@@ -214,7 +218,65 @@ struct Serve<'a, B> {
     registered: usize,
 }
 
-impl<B: StorageBackend> Serve<'_, B> {
+impl<'a, B: StorageBackend> Serve<'a, B> {
+    fn new(
+        settings: &'a Settings,
+        backend: B,
+        commits: Option<std::sync::Arc<breeze_store::CommitStats>>,
+        receiver: breeze_transport_tokio::ResultReceiver,
+        users: Vec<breeze_core::UserId>,
+    ) -> Self {
+        // A typo in --admin would otherwise show only as a refused `who` much later.
+        for admin in &settings.server.admins {
+            if users.binary_search(admin).is_err() {
+                tracing::warn!(%admin, "--admin names a user that is not registered (yet)");
+            }
+        }
+        Serve {
+            registered: users.len(),
+            server: Server::new(settings.server.clone(), users),
+            backend,
+            commits,
+            receiver,
+            clock: Clock::start(),
+            settings,
+        }
+    }
+
+    /// Serves on `listener` and, if given, `http`, both in TLS when `tls` is given.
+    fn on_any(
+        self,
+        listener: TcpListener,
+        http: Option<TcpListener>,
+        tls: Option<std::sync::Arc<tokio_rustls::rustls::ServerConfig>>,
+    ) -> Result<Running, StartError> {
+        let settings = self.settings;
+        let Some(config) = tls else {
+            return self.on(listener, http);
+        };
+        // The TLS handshake gets the same deadline as the protocol's Hello after it.
+        let limits = TlsListenerConfig {
+            handshake_timeout: settings.server.handshake_timeout,
+            ..TlsListenerConfig::default()
+        };
+        let listener = TlsListener::new(listener, config.clone(), limits).map_err(|source| {
+            StartError::Listen {
+                addr: settings.listen,
+                source,
+            }
+        })?;
+        let http = match http {
+            Some(http) => {
+                let addr = http.local_addr().unwrap_or(settings.listen);
+                let tls = TlsListener::new(http, config, limits)
+                    .map_err(|source| StartError::Listen { addr, source })?;
+                Some(tls)
+            }
+            None => None,
+        };
+        self.on(listener, http)
+    }
+
     /// Starts the host on `listener` (TCP, or TLS over it) and, if given, the HTTP listener
     /// `http` (likewise) admitting WebSocket connections into the same host.
     fn on<L: Listener, H: Listener>(
@@ -314,6 +376,7 @@ fn open_store(
     let opened = match db {
         DbLocation::File(path) => Db::open(path, options),
         DbLocation::Memory => Db::open_in_memory(options),
+        DbLocation::Postgres(_) => unreachable!("invariant: `start` opens PostgreSQL itself"),
     };
     let db_store = opened.map_err(|source| StartError::OpenDb {
         db: db.clone(),

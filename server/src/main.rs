@@ -41,7 +41,15 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    match args.command.take() {
+    let command = args.command.take();
+    if command.is_some() && args.store.is_some() {
+        // Both work on the SQLite file; PostgreSQL has its own tools for either.
+        return fail(
+            &"`backup` and `user` work on the SQLite database (--db); with --store (PostgreSQL) \
+              use pg_dump for backups and SQL for accounts",
+        );
+    }
+    match command {
         Some(Command::Backup { dest }) => return backup(&args.db, &dest),
         Some(Command::User { command }) => {
             return match breeze_server::users::run(&args.db, args.hash_cost(), command) {

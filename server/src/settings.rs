@@ -13,6 +13,48 @@ pub enum DbLocation {
     File(PathBuf),
     /// A private in-memory database, gone at shutdown: for tests.
     Memory,
+    /// A PostgreSQL database, which several servers may share (`--store`).
+    Postgres(PgUrl),
+}
+
+/// A PostgreSQL connection URL. Shown with its password masked, since it is logged.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PgUrl(String);
+
+impl PgUrl {
+    pub fn new(url: impl Into<String>) -> PgUrl {
+        PgUrl(url.into())
+    }
+
+    /// The URL itself, password included: for connecting, never for printing.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for PgUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // `scheme://user:password@rest`: the password is what lies between the first `:`
+        // after the scheme and the last `@` of the authority.
+        let Some((scheme, rest)) = self.0.split_once("://") else {
+            return f.write_str(&self.0);
+        };
+        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let (authority, tail) = rest.split_at(authority_end);
+        match authority.rsplit_once('@') {
+            Some((userinfo, host)) => match userinfo.split_once(':') {
+                Some((user, _password)) => write!(f, "{scheme}://{user}:***@{host}{tail}"),
+                None => f.write_str(&self.0),
+            },
+            None => f.write_str(&self.0),
+        }
+    }
+}
+
+impl fmt::Debug for PgUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PgUrl({self})")
+    }
 }
 
 impl fmt::Display for DbLocation {
@@ -20,6 +62,7 @@ impl fmt::Display for DbLocation {
         match self {
             DbLocation::File(path) => write!(f, "{}", path.display()),
             DbLocation::Memory => f.write_str("(in memory)"),
+            DbLocation::Postgres(url) => url.fmt(f),
         }
     }
 }

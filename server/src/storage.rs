@@ -1,9 +1,11 @@
-//! breeze-store's `StorageService` as the host's `StorageBackend`.
+//! The stores as the host's `StorageBackend`: breeze-store's SQLite `StorageService`, or
+//! breeze-store-pg's `PgService`.
 
 use breeze_core::RequestId;
 use breeze_core::config::WorkBudget;
 use breeze_core::storage::StorageOp;
 use breeze_store::{Db, Hasher, StorageService, StoreError};
+use breeze_store_pg::PgService;
 use breeze_transport_tokio::{ResultSender, StorageBackend};
 
 /// The SQLite store on threads of its own: `submit` only queues, so the core task never
@@ -62,6 +64,42 @@ impl StorageBackend for StoreBackend {
             if joined.is_err() {
                 tracing::error!("the storage service panicked while shutting down");
             }
+        }
+    }
+}
+
+/// The PostgreSQL store on tasks of the server's runtime: `submit` only queues.
+#[derive(Debug)]
+pub struct PgBackend {
+    service: Option<PgService>,
+}
+
+impl PgBackend {
+    pub fn new(service: PgService) -> PgBackend {
+        PgBackend {
+            service: Some(service),
+        }
+    }
+}
+
+impl StorageBackend for PgBackend {
+    fn submit(&mut self, id: RequestId, op: StorageOp) {
+        if let Some(service) = &self.service {
+            service.submit(id, op);
+            // As for SQLite: the service ends only when shut down, so here it can only have
+            // died of a panic, and nothing can be stored any more (ARCHITECTURE.md,
+            // Invariants). A database that went away is not that: requests fail one by one
+            // and succeed again once it is back.
+            assert!(
+                service.is_running(),
+                "invariant: the PostgreSQL storage service died"
+            );
+        }
+    }
+
+    async fn shutdown(&mut self) {
+        if let Some(service) = self.service.take() {
+            service.shutdown().await;
         }
     }
 }

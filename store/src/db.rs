@@ -3,8 +3,9 @@
 use crate::commits::CommitStats;
 use crate::error::StoreError;
 use crate::hash::Hasher;
+use crate::job::{Finish, HashJob, Kind};
 use crate::lock::{self, DbLock};
-use crate::ops::{self, Finish, HashJob, Kind, Step};
+use crate::ops::{self, Step};
 use crate::schema;
 use breeze_core::storage::{StorageOp, StorageResult};
 use breeze_core::{RequestId, UserId};

@@ -165,7 +165,7 @@ impl Hasher {
             || params.p_cost() != self.cost.parallelism
     }
 
-    pub(crate) fn fill_random(&self, buf: &mut [u8]) -> Result<(), StoreError> {
+    pub fn fill_random(&self, buf: &mut [u8]) -> Result<(), StoreError> {
         match &self.entropy {
             Entropy::Os => getrandom::fill(buf).map_err(StoreError::Entropy),
             Entropy::Seeded(rng) => {

@@ -16,6 +16,7 @@ mod commits;
 mod db;
 mod error;
 mod hash;
+pub mod job;
 mod lock;
 mod ops;
 mod schema;

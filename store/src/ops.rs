@@ -8,6 +8,7 @@
 
 use crate::error::StoreError;
 use crate::hash::Hasher;
+use crate::job::{Finish, HashJob};
 use breeze_core::UserId;
 use breeze_core::message::{Attachment, AttachmentInfo, Credential, Delivery, HistoryItem};
 use breeze_core::storage::{
@@ -21,162 +22,10 @@ use sha2::{Digest, Sha256};
 /// Resume tokens are this many random bytes.
 pub const TOKEN_LEN: usize = 32;
 
-/// Which request a result answers: a failure must still be reported as the right variant.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(crate) enum Kind {
-    Register,
-    Authenticate,
-    ChangePassword,
-    SetContacts,
-    StoreMessage,
-    LoadMailbox,
-    MarkDelivered,
-    LoadHistory,
-}
-
-impl Kind {
-    pub(crate) fn of(op: &StorageOp) -> Kind {
-        match op {
-            StorageOp::Register { .. } => Kind::Register,
-            StorageOp::Authenticate { .. } => Kind::Authenticate,
-            StorageOp::ChangePassword { .. } => Kind::ChangePassword,
-            StorageOp::SetContacts { .. } => Kind::SetContacts,
-            StorageOp::StoreMessage { .. } => Kind::StoreMessage,
-            StorageOp::LoadMailbox { .. } => Kind::LoadMailbox,
-            StorageOp::MarkDelivered { .. } => Kind::MarkDelivered,
-            StorageOp::LoadHistory { .. } => Kind::LoadHistory,
-        }
-    }
-
-    pub(crate) fn failed(self, why: &str) -> StorageResult {
-        let e = StorageError::Failed(why.to_owned());
-        match self {
-            Kind::Register => StorageResult::Registered(Err(e)),
-            Kind::Authenticate => StorageResult::Authenticated(Err(e)),
-            Kind::ChangePassword => StorageResult::PasswordChanged(Err(e)),
-            Kind::SetContacts => StorageResult::ContactsSet(Err(e)),
-            Kind::StoreMessage => StorageResult::MessageStored(Err(e)),
-            Kind::LoadMailbox => StorageResult::MailboxLoaded(Err(e)),
-            Kind::MarkDelivered => StorageResult::DeliveredMarked(Err(e)),
-            Kind::LoadHistory => StorageResult::HistoryLoaded(Err(e)),
-        }
-    }
-}
-
 /// What `start` got to.
 pub(crate) enum Step {
     Done(StorageResult),
     Hash(HashJob),
-}
-
-/// The argon2 part of a request, with what it read from the database. Holds passwords, so
-/// it has no `Debug`.
-pub(crate) enum HashJob {
-    Register {
-        user: UserId,
-        password: String,
-    },
-    Login {
-        user: UserId,
-        password: String,
-        stored: Option<String>,
-        issue_token: bool,
-    },
-    ChangePassword {
-        user: UserId,
-        old: String,
-        new: String,
-        stored: Option<String>,
-    },
-}
-
-/// What a `HashJob` leaves for the database to do.
-pub(crate) enum Finish {
-    Register {
-        user: UserId,
-        hash: String,
-    },
-    /// The password matched `verified`, the hash read in `start`.
-    Login {
-        user: UserId,
-        verified: String,
-        rehash: Option<String>,
-        issue_token: bool,
-    },
-    ChangePassword {
-        user: UserId,
-        verified: String,
-        new_hash: String,
-    },
-    /// The verdict needs no database: wrong password, or hashing failed.
-    Done(StorageResult),
-}
-
-impl HashJob {
-    pub(crate) fn kind(&self) -> Kind {
-        match self {
-            HashJob::Register { .. } => Kind::Register,
-            HashJob::Login { .. } => Kind::Authenticate,
-            HashJob::ChangePassword { .. } => Kind::ChangePassword,
-        }
-    }
-
-    /// The expensive part; touches no database.
-    pub(crate) fn run(self, hasher: &Hasher) -> Finish {
-        let kind = self.kind();
-        let bad = |kind: Kind| match kind {
-            Kind::ChangePassword => {
-                StorageResult::PasswordChanged(Err(StorageError::BadCredentials))
-            }
-            _ => StorageResult::Authenticated(Err(StorageError::BadCredentials)),
-        };
-        let finish = match self {
-            HashJob::Register { user, password } => hasher
-                .hash_password(&password)
-                .map(|hash| Finish::Register { user, hash }),
-            HashJob::Login {
-                user,
-                password,
-                stored,
-                issue_token,
-            } => hasher.verify_stored(&password, stored).map(|verified| {
-                let Some(verified) = verified else {
-                    return Finish::Done(bad(kind));
-                };
-                // Upgrading an old hash while the password is at hand is a courtesy: if it
-                // fails, the old hash still works.
-                let rehash = hasher
-                    .needs_rehash(&verified)
-                    .then(|| hasher.hash_password(&password).ok())
-                    .flatten();
-                Finish::Login {
-                    user,
-                    verified,
-                    rehash,
-                    issue_token,
-                }
-            }),
-            HashJob::ChangePassword {
-                user,
-                old,
-                new,
-                stored,
-            } => hasher
-                .verify_stored(&old, stored)
-                .and_then(|verified| match verified {
-                    Some(verified) => Ok(Finish::ChangePassword {
-                        user,
-                        verified,
-                        new_hash: hasher.hash_password(&new)?,
-                    }),
-                    None => Ok(Finish::Done(bad(kind))),
-                }),
-        };
-        finish.unwrap_or_else(|e| {
-            tracing::warn!(error = %e, ?kind, "password hashing failed");
-            Finish::Done(kind.failed("password hashing failed"))
-        })
-    }
 }
 
 /// Does `op`, or as much of it as comes before the hashing.

@@ -5,7 +5,7 @@ use crate::commits::CommitStats;
 use crate::db::{Db, HashMode, Outcome, Work};
 use crate::error::StoreError;
 use crate::hash::Hasher;
-use crate::ops::{Finish, HashJob, Kind};
+use crate::job::{Finish, HashJob, Kind};
 use breeze_core::RequestId;
 use breeze_core::config::WorkBudget;
 use breeze_core::storage::{StorageOp, StorageResult};

@@ -1,7 +1,7 @@
 //! Tests that need the connection inside a `Db`.
 
 use crate::db::{HashMode, Outcome, Work};
-use crate::ops::{HashJob, Kind};
+use crate::job::{HashJob, Kind};
 use crate::{Db, DbOptions, HashCost, Hasher, StorageService};
 use breeze_core::config::{Budget, ServerConfig, WorkBudget};
 use breeze_core::message::Credential;

@@ -7,6 +7,7 @@
 //! * [`InProcess`]: the whole server (core, tokio host, SQLite store) started in the test's
 //!   runtime over a database in a temporary directory;
 //! * [`process`]: the `breeze-server` binary as a child process;
+//! * [`pg::TestPg`]: a PostgreSQL schema of its own per test, or a skip line;
 //! * [`Pki`]: a CA, a server certificate it signed, and a stranger's certificate, as PEM files.
 //!
 //! Every wait is bounded by [`WAIT`]: a test that would hang fails instead.
@@ -14,6 +15,7 @@
 mod driven;
 mod in_process;
 mod peer;
+pub mod pg;
 mod pki;
 pub mod process;
 

@@ -35,6 +35,7 @@ pub fn server_command(bin: &Path, db: &Path, listen: SocketAddr) -> Command {
         .env_remove("BREEZE_ALLOWED_ORIGINS")
         .env_remove("BREEZE_LISTEN")
         .env_remove("BREEZE_DB")
+        .env_remove("BREEZE_STORE")
         .env_remove("BREEZE_TLS_CERT")
         .env_remove("BREEZE_TLS_KEY")
         .stdin(Stdio::null())

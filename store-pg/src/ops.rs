@@ -1,0 +1,534 @@
+//! What each storage request does to the database: the same semantics as breeze-store's
+//! SQLite `ops.rs`, in PostgreSQL's SQL, written for several nodes writing at once.
+//!
+//! Every statement here runs at READ COMMITTED, which is enough because each write that
+//! could race another node's is a single conditional statement the database arbitrates:
+//! a name is taken by `INSERT … ON CONFLICT DO NOTHING` on the primary key, a password is
+//! replaced by a compare-and-swap `UPDATE` (re-checked on the newest row version), a resent
+//! message is found by the `(sender, client_id)` unique key, and seqs come from a locked
+//! counter row (see `schema.rs`). What reads and then writes — spending resume tokens —
+//! first locks the account's row, so two nodes never spend the same token twice.
+//!
+//! Expected refusals (a taken name, an unknown user) are found by queries, never by a failed
+//! statement: a failed statement aborts PostgreSQL's whole transaction, and with it a batch
+//! of other clients' writes.
+
+use crate::error::PgError;
+use breeze_core::UserId;
+use breeze_core::message::{Attachment, AttachmentInfo, Delivery, HistoryItem};
+use breeze_core::storage::{
+    Account, MAX_HISTORY, MAX_TOKENS_PER_USER, MailboxPage, StorageError, StorageResult, Stored,
+};
+use breeze_store::job::Finish;
+use breeze_store::{Hasher, TOKEN_LEN};
+use deadpool_postgres::GenericClient;
+use sha2::{Digest, Sha256};
+use tokio_postgres::Row;
+
+/// Every registered user, sorted bytewise.
+pub(crate) async fn users(c: &impl GenericClient) -> Result<Vec<UserId>, PgError> {
+    let rows = c
+        .query("SELECT name FROM accounts ORDER BY name", &[])
+        .await?;
+    rows.iter().map(|r| user_at(r, 0)).collect()
+}
+
+pub(crate) async fn user_exists(c: &impl GenericClient, user: &UserId) -> Result<bool, PgError> {
+    let stmt = c
+        .prepare_cached("SELECT 1 FROM accounts WHERE name = $1")
+        .await?;
+    Ok(c.query_opt(&stmt, &[&user.as_str()]).await?.is_some())
+}
+
+pub(crate) async fn password_hash(
+    c: &impl GenericClient,
+    user: &UserId,
+) -> Result<Option<String>, PgError> {
+    let stmt = c
+        .prepare_cached("SELECT password_hash FROM accounts WHERE name = $1")
+        .await?;
+    Ok(c.query_opt(&stmt, &[&user.as_str()])
+        .await?
+        .map(|r| r.get(0)))
+}
+
+/// Holds the account's row until the transaction ends: token logins and password changes of
+/// one user, from any node, run one after another. `NO KEY`: storing messages to or from the
+/// user (whose foreign keys take a key-share lock) need not wait.
+async fn lock_account(c: &impl GenericClient, user: &UserId) -> Result<bool, PgError> {
+    let stmt = c
+        .prepare_cached("SELECT 1 FROM accounts WHERE name = $1 FOR NO KEY UPDATE")
+        .await?;
+    Ok(c.query_opt(&stmt, &[&user.as_str()]).await?.is_some())
+}
+
+/// Writes what a `HashJob` decided; the caller's transaction makes it all or nothing.
+pub(crate) async fn finish(
+    c: &impl GenericClient,
+    finish: Finish,
+    now_ms: u64,
+    hasher: &Hasher,
+) -> Result<StorageResult, PgError> {
+    use StorageResult as R;
+    Ok(match finish {
+        Finish::Register { user, hash } => {
+            // Two nodes registering one name at once: the primary key lets one in.
+            let stmt = c
+                .prepare_cached(
+                    "INSERT INTO accounts (name, password_hash, created_at_ms) VALUES ($1, $2, $3)
+                     ON CONFLICT (name) DO NOTHING",
+                )
+                .await?;
+            let inserted = c
+                .execute(&stmt, &[&user.as_str(), &hash, &ms_to_sql(now_ms)])
+                .await?;
+            R::Registered(if inserted == 1 {
+                Ok(())
+            } else {
+                Err(StorageError::UserTaken)
+            })
+        }
+        Finish::Login {
+            user,
+            verified,
+            rehash,
+            issue_token,
+        } => {
+            // The password may have changed while this one was being verified; a login with
+            // the old password must not hand out a token that outlives the change.
+            let new_hash = rehash.as_deref().unwrap_or(&verified);
+            if !swap_hash(c, &user, &verified, new_hash).await? {
+                R::Authenticated(Err(StorageError::BadCredentials))
+            } else if !issue_token {
+                R::Authenticated(Ok(Account {
+                    contacts: contacts(c, &user).await?,
+                    resume_token: Vec::new(),
+                }))
+            } else {
+                R::Authenticated(Ok(login(c, &user, None, now_ms, hasher).await?))
+            }
+        }
+        Finish::ChangePassword {
+            user,
+            verified,
+            new_hash,
+        } => {
+            if swap_hash(c, &user, &verified, &new_hash).await? {
+                let stmt = c
+                    .prepare_cached("DELETE FROM tokens WHERE name = $1")
+                    .await?;
+                c.execute(&stmt, &[&user.as_str()]).await?;
+                R::PasswordChanged(Ok(()))
+            } else {
+                R::PasswordChanged(Err(StorageError::BadCredentials))
+            }
+        }
+        Finish::Done(result) => result,
+    })
+}
+
+/// Replaces the hash only if it still is `expected`: whether it was. Locks the account's
+/// row (the update does) for the rest of the transaction.
+async fn swap_hash(
+    c: &impl GenericClient,
+    user: &UserId,
+    expected: &str,
+    new_hash: &str,
+) -> Result<bool, PgError> {
+    let stmt = c
+        .prepare_cached(
+            "UPDATE accounts SET password_hash = $3 WHERE name = $1 AND password_hash = $2",
+        )
+        .await?;
+    Ok(c.execute(&stmt, &[&user.as_str(), &expected, &new_hash])
+        .await?
+        == 1)
+}
+
+fn sha256(token: &[u8]) -> Vec<u8> {
+    Sha256::digest(token).to_vec()
+}
+
+/// A login by resume token, in the caller's transaction. The presented token stays valid
+/// until the one issued now is used: if this LoginOk never reaches the client, it can still
+/// resume with what it has.
+pub(crate) async fn resume(
+    c: &impl GenericClient,
+    user: &UserId,
+    token: &[u8],
+    now_ms: u64,
+    hasher: &Hasher,
+) -> Result<Result<Account, StorageError>, PgError> {
+    if token.len() != TOKEN_LEN || !lock_account(c, user).await? {
+        return Ok(Err(StorageError::BadCredentials));
+    }
+    let stmt = c
+        .prepare_cached("SELECT id, parent FROM tokens WHERE name = $1 AND token_sha256 = $2")
+        .await?;
+    let Some(found) = c
+        .query_opt(&stmt, &[&user.as_str(), &sha256(token)])
+        .await?
+    else {
+        return Ok(Err(StorageError::BadCredentials));
+    };
+    let (id, parent): (i64, Option<i64>) = (found.get(0), found.get(1));
+    if let Some(parent) = parent {
+        // The client has this token, so it got the LoginOk that carried it: the token it was
+        // issued for is spent, and so are its other successors, whose LoginOk got lost.
+        let stmt = c
+            .prepare_cached(
+                "DELETE FROM tokens WHERE name = $1 AND (id = $2 OR (parent = $2 AND id <> $3))",
+            )
+            .await?;
+        c.execute(&stmt, &[&user.as_str(), &parent, &id]).await?;
+    }
+    Ok(Ok(login(c, user, Some(id), now_ms, hasher).await?))
+}
+
+/// Issues a fresh resume token and reads the account. The caller holds the account's row
+/// (`swap_hash` or `lock_account`), so trimming to the newest tokens races nobody.
+async fn login(
+    c: &impl GenericClient,
+    user: &UserId,
+    parent: Option<i64>,
+    now_ms: u64,
+    hasher: &Hasher,
+) -> Result<Account, PgError> {
+    let mut token = vec![0u8; TOKEN_LEN];
+    hasher.fill_random(&mut token)?;
+    let insert = c
+        .prepare_cached(
+            "INSERT INTO tokens (name, token_sha256, parent, created_at_ms) VALUES ($1, $2, $3, $4)",
+        )
+        .await?;
+    c.execute(
+        &insert,
+        &[&user.as_str(), &sha256(&token), &parent, &ms_to_sql(now_ms)],
+    )
+    .await?;
+    let trim = c
+        .prepare_cached(
+            "DELETE FROM tokens WHERE name = $1 AND id NOT IN
+                 (SELECT id FROM tokens WHERE name = $1 ORDER BY id DESC LIMIT $2)",
+        )
+        .await?;
+    c.execute(&trim, &[&user.as_str(), &(MAX_TOKENS_PER_USER as i64)])
+        .await?;
+    Ok(Account {
+        contacts: contacts(c, user).await?,
+        resume_token: token,
+    })
+}
+
+async fn contacts(c: &impl GenericClient, user: &UserId) -> Result<Vec<UserId>, PgError> {
+    let stmt = c
+        .prepare_cached("SELECT contact FROM contacts WHERE owner = $1 ORDER BY contact")
+        .await?;
+    let rows = c.query(&stmt, &[&user.as_str()]).await?;
+    rows.iter().map(|r| user_at(r, 0)).collect()
+}
+
+/// All or nothing: every addition is checked before anything is written, and nothing after
+/// the checks can be refused.
+pub(crate) async fn set_contacts(
+    c: &impl GenericClient,
+    user: &UserId,
+    add: &[UserId],
+    remove: &[UserId],
+) -> Result<Result<(), StorageError>, PgError> {
+    for name in std::iter::once(user).chain(add) {
+        if !user_exists(c, name).await? {
+            return Ok(Err(StorageError::NoSuchUser));
+        }
+    }
+    if !add.is_empty() {
+        let names: Vec<&str> = add.iter().map(UserId::as_str).collect();
+        let stmt = c
+            .prepare_cached(
+                "INSERT INTO contacts (owner, contact) SELECT $1, unnest($2::text[])
+                 ON CONFLICT DO NOTHING",
+            )
+            .await?;
+        c.execute(&stmt, &[&user.as_str(), &names]).await?;
+    }
+    if !remove.is_empty() {
+        let names: Vec<&str> = remove.iter().map(UserId::as_str).collect();
+        let stmt = c
+            .prepare_cached("DELETE FROM contacts WHERE owner = $1 AND contact = ANY($2)")
+            .await?;
+        c.execute(&stmt, &[&user.as_str(), &names]).await?;
+    }
+    Ok(Ok(()))
+}
+
+/// Reserves `n` seqs for a batch's messages: the first of them. The counter's row stays
+/// locked until the transaction ends, so another node's batch waits here and draws the seqs
+/// after these, and commits after these (`schema.rs`). Taken before anything else in the
+/// batch, so no transaction ever holds a message row another waits for while waiting for
+/// the counter itself.
+///
+/// One update per batch, not per message: updating one row 512 times in a transaction leaves
+/// a chain of 512 versions that every update walks again.
+pub(crate) async fn reserve_seqs(c: &impl GenericClient, n: usize) -> Result<i64, PgError> {
+    let n = i64::try_from(n).unwrap_or(i64::MAX);
+    let stmt = c
+        .prepare_cached("UPDATE message_seq SET last = last + $1 RETURNING last")
+        .await?;
+    let last: i64 = c.query_one(&stmt, &[&n]).await?.try_get(0)?;
+    Ok(last - n + 1)
+}
+
+// One round trip for the common case: the users checked and the row inserted by one
+// statement. A duplicate or an unknown user inserts nothing, and its reserved seq is skipped
+// (seqs may skip, as SQLite's AUTOINCREMENT's do).
+const STORE_MESSAGE: &str = "INSERT INTO messages (seq, sender, recipient, client_id, body,
+                          attachment_mime, attachment_name, attachment_data, sent_at_ms)
+    SELECT $9, $1, $2, $3, $4, $5, $6, $7, $8
+    WHERE EXISTS (SELECT 1 FROM accounts WHERE name = $1)
+      AND EXISTS (SELECT 1 FROM accounts WHERE name = $2)
+    ON CONFLICT (sender, client_id) DO NOTHING
+    RETURNING seq";
+
+const MARK_DELIVERED: &str = "UPDATE messages SET delivered = TRUE
+    WHERE recipient = $1 AND seq = ANY($2) AND NOT delivered";
+
+/// Prepares the statements the writer pipelines, so that sending them never waits for a
+/// prepare: a statement prepared on first use inside a pipelined run would let the ones
+/// after it overtake it (`writer.rs`).
+pub(crate) async fn prepare_pipelined(c: &impl GenericClient) -> Result<(), PgError> {
+    c.prepare_cached(STORE_MESSAGE).await?;
+    c.prepare_cached(MARK_DELIVERED).await?;
+    Ok(())
+}
+
+/// The columns `delivery_at` reads, in its order.
+macro_rules! delivery_columns {
+    () => {
+        "seq, sender, client_id, body, attachment_mime, attachment_name, attachment_data, \
+         sent_at_ms, recipient"
+    };
+}
+
+/// A row selected with `delivery_columns!`, and its recipient.
+fn delivery_at(row: &Row) -> Result<(Delivery, UserId), PgError> {
+    let mime: Option<Vec<u8>> = row.try_get(4)?;
+    let attachment = match mime {
+        Some(mime) => Some(Attachment {
+            mime: text(mime)?,
+            name: text(row.try_get::<_, Option<Vec<u8>>>(5)?.unwrap_or_default())?,
+            data: row.try_get::<_, Option<Vec<u8>>>(6)?.unwrap_or_default(),
+        }),
+        None => None,
+    };
+    let delivery = Delivery {
+        seq: u64_from_sql(row.try_get(0)?),
+        from: user_at(row, 1)?,
+        id: id_from_sql(row.try_get(2)?),
+        body: text(row.try_get(3)?)?,
+        attachment,
+        sent_at_ms: u64_from_sql(row.try_get(7)?),
+    };
+    Ok((delivery, user_at(row, 8)?))
+}
+
+/// `StoreMessage` as `seq`, reserved by `reserve_seqs` in this transaction: `(from, id)`
+/// stored once, seqs in commit order.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn store_message(
+    c: &impl GenericClient,
+    from: &UserId,
+    to: &UserId,
+    id: u64,
+    body: &str,
+    attachment: Option<&Attachment>,
+    now_ms: u64,
+    seq: i64,
+) -> Result<Result<Stored, StorageError>, PgError> {
+    let (mime, name, data) = match attachment {
+        Some(a) => (
+            Some(a.mime.as_bytes()),
+            Some(a.name.as_bytes()),
+            Some(a.data.as_slice()),
+        ),
+        None => (None, None, None),
+    };
+    let sent_at = ms_to_sql(now_ms);
+    let stmt = c.prepare_cached(STORE_MESSAGE).await?;
+    let inserted = c
+        .query_opt(
+            &stmt,
+            &[
+                &from.as_str(),
+                &to.as_str(),
+                &id_to_sql(id),
+                &body.as_bytes(),
+                &mime,
+                &name,
+                &data,
+                &sent_at,
+                &seq,
+            ],
+        )
+        .await?;
+    if let Some(row) = inserted {
+        return Ok(Ok(Stored {
+            to: to.clone(),
+            delivery: Delivery {
+                seq: u64_from_sql(row.try_get(0)?),
+                from: from.clone(),
+                id,
+                body: body.to_owned(),
+                attachment: attachment.cloned(),
+                sent_at_ms: u64_from_sql(sent_at),
+            },
+            duplicate: false,
+        }));
+    }
+    // Stored before: answer with the first copy, whatever this one says.
+    let first = c
+        .prepare_cached(concat!(
+            "SELECT ",
+            delivery_columns!(),
+            " FROM messages WHERE sender = $1 AND client_id = $2"
+        ))
+        .await?;
+    match c
+        .query_opt(&first, &[&from.as_str(), &id_to_sql(id)])
+        .await?
+    {
+        Some(row) => {
+            let (delivery, to) = delivery_at(&row)?;
+            Ok(Ok(Stored {
+                to,
+                delivery,
+                duplicate: true,
+            }))
+        }
+        None => Ok(Err(StorageError::NoSuchUser)),
+    }
+}
+
+pub(crate) async fn mailbox(
+    c: &impl GenericClient,
+    user: &UserId,
+    after: u64,
+    limit: u32,
+    max_bytes: u64,
+) -> Result<MailboxPage, PgError> {
+    let stmt = c
+        .prepare_cached(concat!(
+            "SELECT ",
+            delivery_columns!(),
+            " FROM messages WHERE recipient = $1 AND NOT delivered AND seq > $2
+              ORDER BY seq LIMIT $3"
+        ))
+        .await?;
+    // One row past the page tells whether more follow.
+    let fetch = i64::from(limit.max(1)) + 1;
+    let after = i64::try_from(after).unwrap_or(i64::MAX);
+    let rows = c.query(&stmt, &[&user.as_str(), &after, &fetch]).await?;
+    let deliveries = rows
+        .iter()
+        .map(|r| delivery_at(r).map(|(d, _)| d))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(MailboxPage::take(deliveries, limit, max_bytes))
+}
+
+pub(crate) async fn mark_delivered(
+    c: &impl GenericClient,
+    user: &UserId,
+    seqs: &[u64],
+) -> Result<(), PgError> {
+    // A seq beyond i64 was never issued, so it names nothing to mark. Sorted: two nodes
+    // marking overlapping seqs lock the rows in the same order.
+    let mut seqs: Vec<i64> = seqs.iter().filter_map(|&s| i64::try_from(s).ok()).collect();
+    seqs.sort_unstable();
+    seqs.dedup();
+    let stmt = c.prepare_cached(MARK_DELIVERED).await?;
+    c.execute(&stmt, &[&user.as_str(), &seqs]).await?;
+    Ok(())
+}
+
+pub(crate) async fn history(
+    c: &impl GenericClient,
+    user: &UserId,
+    with: &UserId,
+    before: Option<u64>,
+    limit: u16,
+) -> Result<Vec<HistoryItem>, PgError> {
+    let limit = limit.min(MAX_HISTORY);
+    let before = before.map_or(i64::MAX, |b| i64::try_from(b).unwrap_or(i64::MAX));
+    // The same pair whichever way round, to match the `messages_history` index expressions.
+    let (lo, hi) = if user <= with {
+        (user, with)
+    } else {
+        (with, user)
+    };
+    let stmt = c
+        .prepare_cached(
+            "SELECT seq, sender, recipient, body, attachment_mime, attachment_name,
+                    octet_length(attachment_data), sent_at_ms, client_id
+             FROM messages
+             WHERE LEAST(sender, recipient) = $1 AND GREATEST(sender, recipient) = $2
+               AND seq < $3
+             ORDER BY seq DESC LIMIT $4",
+        )
+        .await?;
+    let rows = c
+        .query(
+            &stmt,
+            &[&lo.as_str(), &hi.as_str(), &before, &i64::from(limit)],
+        )
+        .await?;
+    rows.iter()
+        .map(|row| {
+            let mime: Option<Vec<u8>> = row.try_get(4)?;
+            let attachment = match mime {
+                Some(mime) => Some(AttachmentInfo {
+                    mime: text(mime)?,
+                    name: text(row.try_get::<_, Option<Vec<u8>>>(5)?.unwrap_or_default())?,
+                    size: row
+                        .try_get::<_, Option<i32>>(6)?
+                        .map_or(0, |n| u64::try_from(n).unwrap_or(0)),
+                }),
+                None => None,
+            };
+            Ok(HistoryItem {
+                seq: u64_from_sql(row.try_get(0)?),
+                id: id_from_sql(row.try_get(8)?),
+                from: user_at(row, 1)?,
+                to: user_at(row, 2)?,
+                body: text(row.try_get(3)?)?,
+                attachment,
+                sent_at_ms: u64_from_sql(row.try_get(7)?),
+            })
+        })
+        .collect()
+}
+
+fn user_at(row: &Row, idx: usize) -> Result<UserId, PgError> {
+    let name: String = row.try_get(idx)?;
+    UserId::new(name).map_err(|e| PgError::Corrupt(format!("a user name: {e}")))
+}
+
+fn text(bytes: Vec<u8>) -> Result<String, PgError> {
+    String::from_utf8(bytes).map_err(|e| PgError::Corrupt(format!("a text column: {e}")))
+}
+
+/// Sender ids span all of u64 and PostgreSQL's BIGINT is signed: stored bit for bit.
+fn id_to_sql(id: u64) -> i64 {
+    i64::from_ne_bytes(id.to_ne_bytes())
+}
+
+fn id_from_sql(v: i64) -> u64 {
+    u64::from_ne_bytes(v.to_ne_bytes())
+}
+
+fn ms_to_sql(ms: u64) -> i64 {
+    i64::try_from(ms).unwrap_or(i64::MAX)
+}
+
+/// For values this crate only ever writes non-negative (seqs, times).
+fn u64_from_sql(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}

@@ -1,0 +1,147 @@
+//! The schema, as an append-only list of migrations, and the `schema_version` table that
+//! counts how many have been applied. A step is never edited once released, only followed by
+//! another.
+//!
+//! Several server nodes share one database and may start at once: migrating runs in one
+//! transaction under an advisory lock keyed by the schema, so exactly one node applies each
+//! step and the others find it done; a crash leaves the database at the old version (DDL is
+//! transactional in PostgreSQL).
+
+use crate::error::PgError;
+use deadpool_postgres::Client;
+
+/// Migration `i` takes a database from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[
+    // 1: accounts, resume tokens, contacts, messages, the message sequence.
+    r#"
+    -- COLLATE "C": names compare bytewise, as `UserId`'s `Ord` does, whatever the database's
+    -- locale; contacts and the user directory come back in that order.
+    CREATE TABLE accounts (
+        name          TEXT COLLATE "C" NOT NULL PRIMARY KEY,
+        password_hash TEXT   NOT NULL,
+        created_at_ms BIGINT NOT NULL
+    );
+
+    -- Only the SHA-256 of a token is kept, so a copy of the database logs nobody in.
+    -- `parent` is the token this one was issued for; it stays valid until this one is used.
+    CREATE TABLE tokens (
+        id            BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        name          TEXT COLLATE "C" NOT NULL REFERENCES accounts(name) ON DELETE CASCADE,
+        token_sha256  BYTEA  NOT NULL UNIQUE,
+        parent        BIGINT,
+        created_at_ms BIGINT NOT NULL
+    );
+    CREATE INDEX tokens_by_user ON tokens(name, id);
+
+    CREATE TABLE contacts (
+        owner   TEXT COLLATE "C" NOT NULL REFERENCES accounts(name) ON DELETE CASCADE,
+        contact TEXT COLLATE "C" NOT NULL REFERENCES accounts(name) ON DELETE CASCADE,
+        PRIMARY KEY (owner, contact)
+    );
+
+    -- The last seq handed out: one row, updated (once per batch, for all its messages) in the
+    -- transaction that stores messages and locked by it until commit. Two nodes storing at once therefore commit their seqs in
+    -- order: a reader never sees seq n+1 before seq n, which the core's mailbox floor (a live
+    -- delivery at or below what a mailbox read returned is dropped) depends on. A PostgreSQL
+    -- SEQUENCE would hand out unique numbers too, but commit them in any order.
+    CREATE TABLE message_seq (
+        singleton BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (singleton),
+        last      BIGINT  NOT NULL
+    );
+    INSERT INTO message_seq (last) VALUES (0);
+
+    -- client_id holds the sender's u64 id bit-cast to i64. Bodies and attachment names are
+    -- bytes (UTF-8 checked on the way out): PostgreSQL's TEXT refuses NUL, SQLite's does not.
+    CREATE TABLE messages (
+        seq             BIGINT PRIMARY KEY,
+        sender          TEXT COLLATE "C" NOT NULL REFERENCES accounts(name),
+        recipient       TEXT COLLATE "C" NOT NULL REFERENCES accounts(name),
+        client_id       BIGINT  NOT NULL,
+        body            BYTEA   NOT NULL,
+        attachment_mime BYTEA,
+        attachment_name BYTEA,
+        attachment_data BYTEA,
+        sent_at_ms      BIGINT  NOT NULL,
+        delivered       BOOLEAN NOT NULL DEFAULT FALSE,
+        UNIQUE (sender, client_id)
+    );
+    -- Partial: delivered messages, the vast majority, drop out of the mailbox index.
+    CREATE INDEX messages_mailbox ON messages(recipient, seq) WHERE NOT delivered;
+    -- One range scan per conversation, whichever side sent each message.
+    CREATE INDEX messages_history
+        ON messages(LEAST(sender, recipient), GREATEST(sender, recipient), seq);
+    "#,
+];
+
+/// The schema version this build creates and understands.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// The schema's current version; 0 before the first migration.
+pub(crate) async fn version(client: &Client) -> Result<i64, PgError> {
+    let exists: bool = client
+        .query_one("SELECT to_regclass('schema_version') IS NOT NULL", &[])
+        .await?
+        .get(0);
+    if !exists {
+        return Ok(0);
+    }
+    let row = client
+        .query_opt("SELECT version FROM schema_version", &[])
+        .await?;
+    Ok(row.map_or(0, |r| r.get(0)))
+}
+
+/// Brings the schema up to `SCHEMA_VERSION` in one transaction, or refuses a schema newer
+/// than this build.
+pub(crate) async fn migrate(client: &mut Client) -> Result<(), PgError> {
+    let tx = client.transaction().await?;
+    // Nodes starting together wait here for each other; keyed by the schema so that
+    // databases in separate schemas (tests) do not.
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtext('breeze-migrate:' || current_schema()))",
+        &[],
+    )
+    .await?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS schema_version (
+             singleton BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (singleton),
+             version   BIGINT  NOT NULL
+         )",
+    )
+    .await?;
+    let found: i64 = tx
+        .query_opt("SELECT version FROM schema_version", &[])
+        .await?
+        .map_or(0, |r| r.get(0));
+    if found > SCHEMA_VERSION {
+        return Err(PgError::SchemaTooNew {
+            found,
+            known: SCHEMA_VERSION,
+        });
+    }
+    let from = usize::try_from(found).map_err(|_| {
+        PgError::Corrupt(format!(
+            "schema version {found}, which no Breeze build writes"
+        ))
+    })?;
+    for step in &MIGRATIONS[from..] {
+        tx.batch_execute(step).await?;
+    }
+    if found < SCHEMA_VERSION {
+        tx.execute(
+            "INSERT INTO schema_version (version) VALUES ($1)
+             ON CONFLICT (singleton) DO UPDATE SET version = EXCLUDED.version",
+            &[&SCHEMA_VERSION],
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    if found < SCHEMA_VERSION {
+        tracing::info!(
+            from = found,
+            to = SCHEMA_VERSION,
+            "migrated PostgreSQL schema"
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,112 @@
+//! `PgStore`: a connection pool to one migrated database.
+
+use crate::error::{PgError, with_causes};
+use crate::{ops, schema};
+use breeze_core::UserId;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// How the pool behaves.
+#[derive(Clone, Debug)]
+pub struct PgOptions {
+    /// Connections held open: one for the ordered writer, the rest for reads and logins,
+    /// which run side by side.
+    pub pool_size: usize,
+    /// How long to wait for a connection (a new one, or a free one from the pool) before
+    /// failing the request that needs it: a database that went away fails requests, it does
+    /// not hang them.
+    pub timeout: Duration,
+}
+
+impl Default for PgOptions {
+    fn default() -> Self {
+        PgOptions {
+            pool_size: 8,
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A PostgreSQL database for Breeze, migrated to `SCHEMA_VERSION`. Cheap to clone: clones
+/// share the pool.
+#[derive(Clone)]
+pub struct PgStore {
+    pub(crate) pool: Pool,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let status = self.pool.status();
+        f.debug_struct("PgStore")
+            .field("size", &status.size)
+            .field("available", &status.available)
+            .finish()
+    }
+}
+
+impl PgStore {
+    /// Connects to `url` (`postgres://user[:password]@host[:port]/database[?options]`), makes
+    /// sure the database is reachable, and migrates it. Must run inside a tokio runtime.
+    pub async fn open(url: &str, opts: &PgOptions) -> Result<PgStore, PgError> {
+        let mut config =
+            tokio_postgres::Config::from_str(url).map_err(|e| PgError::Url(with_causes(&e)))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(opts.timeout);
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("breeze-server");
+        }
+        let manager = Manager::from_config(
+            config,
+            tokio_postgres::NoTls,
+            ManagerConfig {
+                // Checking a connection costs a round trip per checkout; a broken one is
+                // found by the request that uses it, which fails and is retried by its client.
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(opts.pool_size.max(2))
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(opts.timeout))
+            .create_timeout(Some(opts.timeout))
+            .recycle_timeout(Some(opts.timeout))
+            .build()
+            .map_err(|e| PgError::Pool(e.to_string()))?;
+        let mut client = pool
+            .get()
+            .await
+            .map_err(|e| PgError::Unreachable(pool_error(&e)))?;
+        schema::migrate(&mut client).await?;
+        Ok(PgStore { pool })
+    }
+
+    /// The schema version of the open database (after `open`, `SCHEMA_VERSION`).
+    pub async fn schema_version(&self) -> Result<i64, PgError> {
+        let client = self.client().await?;
+        schema::version(&client).await
+    }
+
+    /// Every registered user, sorted.
+    pub async fn users(&self) -> Result<Vec<UserId>, PgError> {
+        let client = self.client().await?;
+        ops::users(&client).await
+    }
+
+    pub(crate) async fn client(&self) -> Result<deadpool_postgres::Client, PgError> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| PgError::Unreachable(pool_error(&e)))
+    }
+}
+
+/// The pool's error, with the database's own reason when there is one (deadpool's wording
+/// alone says only "backend error").
+fn pool_error(e: &deadpool_postgres::PoolError) -> String {
+    match e {
+        deadpool_postgres::PoolError::Backend(e) => with_causes(e),
+        e => e.to_string(),
+    }
+}
