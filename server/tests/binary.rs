@@ -244,7 +244,7 @@ async fn operators_manage_accounts_and_close_registration() {
         .args(["--registration", "closed"])
         .spawn()
         .unwrap();
-    let Listening { addr, .. } = watch_log(&mut running).expect("listening");
+    let Listening { addr, log, .. } = watch_log(&mut running).expect("listening");
     let mut peer = Peer::hello(addr).await;
     peer.send(&breeze_core::message::ClientMsg::Register {
         user: breeze_testsupport::user("mallory"),
@@ -266,7 +266,15 @@ async fn operators_manage_accounts_and_close_registration() {
     );
     Peer::hello(addr).await.login("alice").await;
     let out = user_command(&db, &["add", "carol"]);
-    assert_eq!(out.status.code(), Some(1));
+    if out.status.code() != Some(1) {
+        // The lock holds as long as the server does: say whether it was still there.
+        let lines: Vec<String> = log.try_iter().collect();
+        panic!(
+            "user add while a server runs: {}; server exited: {:?}; its log: {lines:#?}",
+            said(&out),
+            running.try_wait()
+        );
+    }
     assert!(
         said(&out).contains("in use by another Breeze server"),
         "{}",
