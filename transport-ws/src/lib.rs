@@ -22,6 +22,7 @@ mod http;
 mod listener;
 mod origin;
 mod probes;
+mod read_ahead;
 mod site;
 
 pub use client::{WsByteStream, WsConnector};
@@ -29,4 +30,5 @@ pub use frames::{READ_BUFFER, WRITE_BUFFER, WsFrames, WsReader, WsWriter, ws_con
 pub use listener::{HttpConfig, SUBPROTOCOL, serve};
 pub use origin::OriginPolicy;
 pub use probes::{ProbeFuture, ProbeResult, ProbeSet, Probes};
+pub use read_ahead::ReadAhead;
 pub use site::{Asset, CSP, Site, content_type};
