@@ -459,6 +459,8 @@ impl<B: StorageBackend> Core<B> {
             }
             Output::Storage { id, op } => self.backend.submit(id, op),
             Output::Event(ev) => self.log(ev),
+            // This host never calls `enable_cluster`, so its core publishes nothing.
+            Output::Cluster { .. } => unreachable!("invariant: cluster mode is off in this host"),
         }
     }
 
