@@ -33,6 +33,9 @@ pub(super) struct Cluster {
     kicks: BTreeMap<UserId, Vec<Kick>>,
     /// The highest status clock seen anywhere (Lamport).
     clock: u64,
+    /// A planted bug for the chaos test's oracle to catch: a dead node's users stay.
+    #[cfg(test)]
+    planted_dead_stay: bool,
 }
 
 /// What this node knows of a live peer.
@@ -70,6 +73,8 @@ impl Cluster {
             published: BTreeMap::new(),
             kicks: BTreeMap::new(),
             clock: 0,
+            #[cfg(test)]
+            planted_dead_stay: false,
         }
     }
 
@@ -158,6 +163,14 @@ impl Server {
             "a cluster needs a fence margin below the node timeout and a heartbeat period"
         );
         self.cluster = Some(Cluster::new(cfg, now));
+    }
+
+    /// Plants a bug for the chaos test's oracle: peers declared dead keep their users.
+    #[cfg(test)]
+    pub(super) fn plant_dead_nodes_users_stay(&mut self) {
+        if let Some(c) = self.cluster.as_mut() {
+            c.planted_dead_stay = true;
+        }
     }
 
     /// The host's bus link came up or went down. Down for `fence_after` fences this node:
@@ -364,6 +377,11 @@ impl Server {
         let Some(p) = c.peers.get(&node) else {
             return;
         };
+        #[cfg(test)]
+        if c.planted_dead_stay {
+            c.peers.remove(&node);
+            return;
+        }
         let users: Vec<UserId> = p.users.keys().cloned().collect();
         for user in users {
             self.set_remote(now, node, user, None);
