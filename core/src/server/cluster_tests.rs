@@ -541,7 +541,8 @@ fn chaos(seed: u64, planted: bool) -> Vec<String> {
         let node = rng.below_inclusive(n as u64 - 1) as usize;
         match rng.below_inclusive(9) {
             0..=3 if !net.crashed[node] => {
-                let name = USERS[rng.below_inclusive(USERS.len() as u64 - 1) as usize];
+                // "x" is kept out: it is the observer at the end.
+                let name = USERS[rng.below_inclusive(USERS.len() as u64 - 2) as usize];
                 let c = net.login(node, name);
                 conns[node].push(c);
             }
@@ -634,6 +635,30 @@ fn chaos(seed: u64, planted: bool) -> Vec<String> {
         if seen != truth {
             wrong.push(format!("node {node} sees {seen:?}, the truth is {truth:?}"));
         }
+    }
+    // What watchers are told (the announced state behind snapshots and diffs) agrees too.
+    let running: Vec<usize> = (0..n).filter(|&i| !net.crashed[i]).collect();
+    for node in running {
+        let x = net.login(node, "x");
+        let told: BTreeSet<String> = net.nodes[node]
+            .take(x)
+            .into_iter()
+            .filter_map(|m| match m {
+                ServerMsg::PresenceSnapshot { entries } => Some(entries),
+                _ => None,
+            })
+            .flatten()
+            .filter(|e| e.presence != Presence::Offline)
+            .map(|e| e.user.as_str().to_string())
+            .collect();
+        let truly: BTreeSet<String> = truth.iter().map(|t| t.0.clone()).collect();
+        if told != truly {
+            wrong.push(format!(
+                "node {node} tells a watcher {told:?}, the truth is {truly:?}"
+            ));
+        }
+        net.nodes[node].frame(x, ClientMsg::Logout);
+        net.settle();
     }
     wrong
 }
