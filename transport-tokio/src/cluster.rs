@@ -55,7 +55,7 @@ impl ClusterSender {
     }
 }
 
-/// The host's end; hand it to `Host::with_cluster`.
+/// The host's end; hand it to `Host::join_cluster`.
 #[derive(Debug)]
 pub struct ClusterInbox {
     messages: mpsc::Receiver<(NodeId, ClusterMsg)>,

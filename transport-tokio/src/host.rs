@@ -224,16 +224,15 @@ impl<B: StorageBackend> Host<B> {
     }
 
     /// Makes this node one of a cluster (CLUSTER.md): the core publishes through `backend`
-    /// and hears the bus through `inbox` (from `cluster_channel`). Call before `run`.
-    pub fn with_cluster(
-        mut self,
+    /// and hears the bus through `inbox` (from `cluster_channel`). Call once, before `run`.
+    pub fn join_cluster(
+        &mut self,
         cfg: ClusterConfig,
         backend: impl ClusterBackend,
         inbox: ClusterInbox,
-    ) -> Self {
+    ) {
         self.server.enable_cluster(self.clock.now(), cfg);
         self.cluster = Some((Box::new(backend), inbox));
-        self
     }
 
     /// Admission into this host for transports that accept on their own.
