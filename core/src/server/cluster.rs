@@ -5,6 +5,7 @@
 
 use super::{Output, Server};
 use crate::cluster::{Body, ClusterConfig, ClusterMsg, Dest, Kick, UserState};
+use crate::config::DuplicateLogin;
 use crate::ids::{ConnId, NodeId, UserId};
 use crate::message::{CloseReason, ServerMsg, WhoSession};
 use crate::time::Instant;
@@ -326,8 +327,10 @@ impl Server {
         let is = state.is_some();
         let mut kicked: Vec<ConnId> = Vec::new();
         let mut adopted = None;
+        let mut p_has_sessions = false;
         match state {
             Some(state) => {
+                p_has_sessions = !state.sessions.is_empty();
                 c.clock = c.clock.max(state.status_clock);
                 kicked = state
                     .replaced
@@ -347,6 +350,15 @@ impl Server {
             self.learn_user(user.clone());
         }
         let u = self.users.get_mut(&user).expect("learned above");
+        // Two logins on two nodes within one bus round trip, neither knowing of the other:
+        // under `replace` the later by Lamport stamp (then node id) wins on both nodes.
+        if let Some((_, stamp)) = adopted
+            && self.cfg.duplicate_login == DuplicateLogin::Replace
+            && stamp > u.status_clock
+            && p_has_sessions
+        {
+            kicked.extend(u.sessions.iter().copied());
+        }
         match (was, is) {
             (false, true) => u.elsewhere += 1,
             (true, false) => u.elsewhere -= 1,

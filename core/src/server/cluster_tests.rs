@@ -393,6 +393,30 @@ fn replace_across_nodes_ends_the_old_session_without_a_flap() {
 }
 
 #[test]
+fn two_logins_racing_on_two_nodes_under_replace_leave_one_session() {
+    let mut net = Net::new(2, cfg);
+    // Each login happens before the other node hears of the other.
+    net.drop = Some(Box::new(|_, _, _| true));
+    let a = net.nodes[0].login("u", Status::Online);
+    let b = net.nodes[1].login("u", Status::Online);
+    net.settle();
+    net.drop = None;
+    // Both stamps are 1: node 1 wins the tie; the resync at the next heartbeat brings the news.
+    net.advance(ClusterConfig::new(1).heartbeat_every);
+    assert_eq!(net.nodes[0].closed.get(&a), Some(&CloseReason::Replaced));
+    assert_eq!(net.nodes[1].closed.get(&b), None);
+    for node in 0..2 {
+        let who = net.nodes[node].server.who(net.now());
+        let sessions: Vec<u32> = who
+            .iter()
+            .filter(|e| e.user == user("u"))
+            .flat_map(|e| e.sessions.iter().map(|s| s.node))
+            .collect();
+        assert_eq!(sessions, [1], "node {node}");
+    }
+}
+
+#[test]
 fn multi_across_nodes_keeps_a_user_online_until_the_last_node_lets_go() {
     let mut net = Net::new(3, |n| ServerConfig {
         duplicate_login: DuplicateLogin::Multi,
