@@ -40,6 +40,7 @@
 //!                 server.handle_storage(now, id, result);
 //!             }
 //!             Output::Event(_) => {} // a log line or a metric
+//!             Output::Cluster { .. } => unreachable!("cluster mode is off"),
 //!         }
 //!     }
 //! };
@@ -67,6 +68,7 @@
 #![forbid(unsafe_code)]
 
 pub mod client;
+pub mod cluster;
 pub mod codec;
 pub mod config;
 pub mod ids;

@@ -248,6 +248,11 @@ pub enum CloseReason {
     ServerShutdown,
     #[error("too many frames too fast")]
     Flooding,
+    /// This node of a cluster lost the bus for too long and closed its clients before the
+    /// other nodes declare it dead (CLUSTER.md). The client reconnects, through the load
+    /// balancer or its list of servers, to another node.
+    #[error("this node lost its cluster; reconnect, possibly to another server")]
+    NodeFenced,
 }
 
 impl CloseReason {

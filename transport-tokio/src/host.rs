@@ -7,12 +7,14 @@
 //! one diff per watcher, not a hundred).
 
 use crate::acceptor::Acceptor;
+use crate::cluster::{ClusterBackend, ClusterEvent, ClusterInbox, next_event};
 use crate::connection::{ConnSettings, Inbound};
 use crate::length_prefixed::LengthPrefixed;
 use crate::link::{LinkHandle, QueueLimits};
 use crate::listener::Listener;
 use crate::storage::{ResultReceiver, StorageBackend};
 use crate::time::Clock;
+use breeze_core::cluster::ClusterConfig;
 use breeze_core::message::{CloseReason, WhoEntry};
 use breeze_core::server::{self, Counters, Output, Server, ServerEvent, Stats};
 use breeze_core::{ConnId, Instant};
@@ -158,6 +160,7 @@ pub struct Host<B: StorageBackend> {
     acceptor: Acceptor,
     inbound: mpsc::Receiver<Inbound>,
     listeners: Vec<(SocketAddr, AcceptLoop)>,
+    cluster: Option<(Box<dyn ClusterBackend>, ClusterInbox)>,
 }
 
 impl<B: StorageBackend> fmt::Debug for Host<B> {
@@ -206,6 +209,7 @@ impl<B: StorageBackend> Host<B> {
             acceptor: acceptor.clone(),
             inbound,
             listeners: Vec::new(),
+            cluster: None,
         };
         let local_addr = host.listen(listener)?;
         let handle = HostHandle {
@@ -234,6 +238,18 @@ impl<B: StorageBackend> Host<B> {
         self.listeners.push((addr, Box::pin(accept)));
     }
 
+    /// Makes this node one of a cluster (CLUSTER.md): the core publishes through `backend`
+    /// and hears the bus through `inbox` (from `cluster_channel`). Call once, before `run`.
+    pub fn join_cluster(
+        &mut self,
+        cfg: ClusterConfig,
+        backend: impl ClusterBackend,
+        inbox: ClusterInbox,
+    ) {
+        self.server.enable_cluster(self.clock.now(), cfg);
+        self.cluster = Some((Box::new(backend), inbox));
+    }
+
     /// Admission into this host for transports that accept on their own.
     pub fn acceptor(&self) -> Acceptor {
         self.acceptor.clone()
@@ -256,7 +272,9 @@ impl<B: StorageBackend> Host<B> {
             acceptor,
             mut inbound,
             listeners,
+            cluster,
         } = self;
+        let (bus, mut bus_inbox) = cluster.map_or((None, None), |(b, i)| (Some(b), Some(i)));
         let mut accepting = JoinSet::new();
         let mut addrs = BTreeMap::new();
         for (addr, accept) in listeners {
@@ -269,7 +287,9 @@ impl<B: StorageBackend> Host<B> {
             conns: BTreeMap::new(),
             ended: Vec::new(),
             limits: cfg.outbound_queue,
+            bus,
         };
+        let mut ready_bus: Vec<ClusterEvent> = Vec::new();
         let mut results = results.0;
         let mut results_open = true;
         let batch = cfg.batch.max(1);
@@ -317,7 +337,14 @@ impl<B: StorageBackend> Host<B> {
                     };
                     panic!("the accept loop for {} ended: {ended:?}", addrs[&id]);
                 }
+                ev = next_event(&mut bus_inbox) => ready_bus.push(ev),
                 () = tokio::time::sleep_until(wake.unwrap_or_else(far_future)), if wake.is_some() => {}
+            }
+            while let Some(inbox) = bus_inbox.as_mut()
+                && ready_bus.len() < batch
+                && let Some(ev) = inbox.try_next()
+            {
+                ready_bus.push(ev);
             }
             // Whatever else is ready joins this batch.
             while results_open && ready_results.len() < batch {
@@ -338,6 +365,14 @@ impl<B: StorageBackend> Host<B> {
             }
             for ev in ready_inbound.drain(..) {
                 core.inbound(now, ev);
+            }
+            for ev in ready_bus.drain(..) {
+                match ev {
+                    ClusterEvent::Message { from, msg } => {
+                        core.server.handle_cluster(now, from, msg)
+                    }
+                    ClusterEvent::Link { up } => core.server.handle_bus_link(now, up),
+                }
             }
             if timer.is_some_and(|at| at <= now) {
                 core.server.handle_timeout(now);
@@ -404,6 +439,8 @@ struct Core<B> {
     /// frames before an oversize one) go out before they close.
     ended: Vec<(ConnId, Option<CloseReason>)>,
     limits: QueueLimits,
+    /// Where the core's bus messages go, in a cluster.
+    bus: Option<Box<dyn ClusterBackend>>,
 }
 
 struct Peer {
@@ -480,6 +517,10 @@ impl<B: StorageBackend> Core<B> {
             }
             Output::Storage { id, op } => self.backend.submit(id, op),
             Output::Event(ev) => self.log(ev),
+            Output::Cluster { to, msg } => match &mut self.bus {
+                Some(bus) => bus.publish(to, msg),
+                None => unreachable!("invariant: only a core in a cluster publishes"),
+            },
         }
     }
 

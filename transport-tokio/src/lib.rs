@@ -15,6 +15,7 @@
 
 mod acceptor;
 mod client;
+mod cluster;
 mod connection;
 mod frames;
 mod host;
@@ -28,6 +29,7 @@ pub mod tls;
 
 pub use acceptor::{Acceptor, Admission};
 pub use client::{ClientCommand, ClientSettings, run_client};
+pub use cluster::{ClusterBackend, ClusterEvent, ClusterInbox, ClusterSender, cluster_channel};
 pub use frames::{BadInput, FrameRead, FrameWrite, Framed, WriteStep};
 pub use host::{Host, HostConfig, HostHandle, HostStopped};
 pub use length_prefixed::{LengthPrefixed, StreamReader, StreamWriter};

@@ -66,6 +66,7 @@ impl Server {
                     self.users.insert(user.clone(), User::new());
                     self.presence.joined(user.clone());
                 }
+                self.publish_registered(&user);
                 if self.conns.contains_key(&conn) {
                     self.send(conn, &ServerMsg::Registered { user });
                 }
@@ -206,6 +207,9 @@ impl Server {
             for old in old {
                 self.close(now, old, CloseReason::Replaced);
             }
+            if let Some(c) = self.cluster.as_mut() {
+                c.kick_all(&user);
+            }
         }
         let was_online = self.users[&user].is_online();
         if let Some(c) = self.conns.get_mut(&conn) {
@@ -243,7 +247,8 @@ impl Server {
         if !was_online {
             self.online += 1;
         }
-        self.presence.touch(user.clone());
+        self.stamp_status(&user);
+        self.changed(user.clone());
 
         let ok = ServerMsg::LoginOk {
             user: user.clone(),
@@ -356,7 +361,8 @@ impl Server {
             return;
         };
         u.status = status;
-        self.presence.touch(user.clone());
+        self.stamp_status(&user);
+        self.changed(user.clone());
         self.send_to_user(&user, &ServerMsg::OwnStatus { status });
     }
 }

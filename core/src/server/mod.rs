@@ -8,6 +8,9 @@
 
 mod account;
 mod budget;
+mod cluster;
+#[cfg(test)]
+mod cluster_tests;
 mod contacts;
 mod counters;
 mod deadline;
@@ -19,6 +22,7 @@ mod session;
 mod tests;
 mod vec_set;
 
+use crate::cluster::{ClusterMsg, Dest};
 use crate::codec::{decode, encode};
 use crate::config::ServerConfig;
 use crate::ids::{ConnId, RequestId, SessionLocation, UserId};
@@ -50,6 +54,8 @@ pub enum Output {
     Storage { id: RequestId, op: StorageOp },
     /// Something worth a log line or a metric.
     Event(ServerEvent),
+    /// Publish this on the cluster bus (cluster mode only; CLUSTER.md).
+    Cluster { to: Dest, msg: ClusterMsg },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -177,6 +183,8 @@ pub struct Server {
     registrations: RegisterGuard,
     /// `History` requests of every connection waiting for storage.
     history_loads: usize,
+    /// The cluster port, when this node is one of several (`enable_cluster`).
+    cluster: Option<cluster::Cluster>,
     out: VecDeque<Output>,
 }
 
@@ -198,6 +206,7 @@ impl Server {
             counters: Counters::default(),
             registrations: RegisterGuard::default(),
             history_loads: 0,
+            cluster: None,
             out: VecDeque::new(),
         }
     }
@@ -216,6 +225,10 @@ impl Server {
         c.armed = c.deadline(&self.cfg);
         self.heartbeats.push(c.armed, conn);
         self.conns.insert(conn, c);
+        if self.cluster.as_ref().is_some_and(|c| c.fenced()) {
+            // Cut off from the cluster: whoever logged in here would be seen by no one.
+            self.close(now, conn, CloseReason::NodeFenced);
+        }
     }
 
     /// One frame payload (length prefix removed) from `conn`.
@@ -356,9 +369,10 @@ impl Server {
             if u.sessions.is_empty() && u.lingering.is_some_and(|until| until <= now) {
                 u.lingering = None;
                 self.online -= 1;
-                self.presence.touch(user);
+                self.changed(user);
             }
         }
+        self.cluster_timeout(now);
     }
 
     /// The next instant `handle_timeout` has work (possibly none, if that entry went stale).
@@ -368,6 +382,7 @@ impl Server {
             self.graces.next(),
             self.logins.next_expiry(),
             self.registrations.next_expiry(),
+            self.cluster.as_ref().and_then(|c| c.next_deadline()),
         ]
         .into_iter()
         .flatten()
@@ -376,6 +391,7 @@ impl Server {
 
     pub fn poll_output(&mut self) -> Option<Output> {
         if self.out.is_empty() {
+            self.flush_cluster();
             self.flush_presence();
         }
         let out = self.out.pop_front()?;
@@ -429,11 +445,11 @@ impl Server {
     }
 
     /// Online users with their sessions, sorted by name: the console's `who` and the admin
-    /// query share this.
+    /// query share this. In a cluster, the sessions of every live node.
     pub fn who(&self, now: Instant) -> Vec<WhoEntry> {
         self.users
             .iter()
-            .filter(|(_, u)| u.is_online())
+            .filter(|(_, u)| u.is_online() || u.elsewhere > 0)
             .map(|(name, u)| WhoEntry {
                 user: name.clone(),
                 status: u.status,
@@ -450,6 +466,7 @@ impl Server {
                             idle_ms: millis(now - c.last_seen),
                         })
                     })
+                    .chain(self.cluster.iter().flat_map(|c| c.who_sessions(name, now)))
                     .collect(),
             })
             .collect()
@@ -645,6 +662,9 @@ impl Server {
             return;
         };
         u.sessions.remove(&conn);
+        if let Some(c) = self.cluster.as_mut() {
+            c.dirty(&user);
+        }
         if !u.sessions.is_empty() {
             return;
         }
@@ -665,7 +685,24 @@ impl Server {
             return;
         }
         self.online -= 1;
+        self.changed(user);
+    }
+
+    /// A local user's presence changed: watchers here are told at the drain, and in a
+    /// cluster the other nodes too.
+    fn changed(&mut self, user: UserId) {
+        if let Some(c) = self.cluster.as_mut() {
+            c.dirty(&user);
+        }
         self.presence.touch(user);
+    }
+
+    /// A status set on this node: in a cluster it wins over older ones anywhere.
+    fn stamp_status(&mut self, user: &UserId) {
+        let node = self.cfg.node;
+        if let (Some(c), Some(u)) = (self.cluster.as_mut(), self.users.get_mut(user)) {
+            u.status_clock = (c.tick(), node);
+        }
     }
 
     fn send(&mut self, conn: ConnId, msg: &ServerMsg) {

@@ -3,7 +3,7 @@
 use super::budget::InFlight;
 use super::vec_set::VecSet;
 use crate::config::ServerConfig;
-use crate::ids::{ConnId, RequestId, UserId};
+use crate::ids::{ConnId, NodeId, RequestId, UserId};
 use crate::message::{Presence, Status};
 use crate::time::Instant;
 use bytes::Bytes;
@@ -134,6 +134,10 @@ pub(crate) struct User {
     pub(crate) contacts: VecSet<UserId>,
     /// The user's last session died and the offline grace runs until this instant.
     pub(crate) lingering: Option<Instant>,
+    /// Cluster: how many other live nodes report a session or a grace for the user.
+    pub(crate) elsewhere: u32,
+    /// Cluster: the Lamport stamp of `status` and the node that set it; the highest wins.
+    pub(crate) status_clock: (u64, NodeId),
 }
 
 impl User {
@@ -143,6 +147,8 @@ impl User {
             sessions: VecSet::new(),
             contacts: VecSet::new(),
             lingering: None,
+            elsewhere: 0,
+            status_clock: (0, NodeId(0)),
         }
     }
 
@@ -151,9 +157,9 @@ impl User {
         !self.sessions.is_empty() || self.lingering.is_some()
     }
 
-    /// What everyone else should see right now.
+    /// What everyone else should see right now: online on any node of the cluster.
     pub(crate) fn visible(&self) -> Presence {
-        if self.is_online() {
+        if self.is_online() || self.elsewhere > 0 {
             self.status.visible()
         } else {
             Presence::Offline

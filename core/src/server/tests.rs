@@ -1344,7 +1344,7 @@ enum End {
 }
 
 /// Every variant; `died_without_meaning_to` below is exhaustive, so a new one is noticed there.
-const ALL_CLOSE_REASONS: [CloseReason; 12] = [
+const ALL_CLOSE_REASONS: [CloseReason; 13] = [
     CloseReason::HandshakeTimeout,
     CloseReason::HeartbeatTimeout,
     CloseReason::Replaced,
@@ -1357,6 +1357,7 @@ const ALL_CLOSE_REASONS: [CloseReason; 12] = [
     CloseReason::ServerFull,
     CloseReason::ServerShutdown,
     CloseReason::Flooding,
+    CloseReason::NodeFenced,
 ];
 
 /// The grace is for clients that did not mean to leave: their connection died, or the server
@@ -1374,7 +1375,8 @@ fn died_without_meaning_to(reason: CloseReason) -> bool {
         | CloseReason::BadHandshake
         | CloseReason::UnsupportedVersion
         | CloseReason::ServerFull
-        | CloseReason::ServerShutdown => false,
+        | CloseReason::ServerShutdown
+        | CloseReason::NodeFenced => false,
     }
 }
 

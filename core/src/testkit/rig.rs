@@ -2,6 +2,7 @@
 //! complete at once, in order. Frames the server sends are decoded and kept per connection.
 
 use super::store::MemStore;
+use crate::cluster::{ClusterMsg, Dest};
 use crate::codec::{decode, encode};
 use crate::config::ServerConfig;
 use crate::ids::{ConnId, RequestId, UserId};
@@ -21,6 +22,8 @@ pub struct Rig {
     inbox: BTreeMap<ConnId, Vec<ServerMsg>>,
     pub closed: BTreeMap<ConnId, CloseReason>,
     pub events: Vec<ServerEvent>,
+    /// What the server published on the cluster bus (cluster mode), oldest first.
+    pub bus: Vec<(Dest, ClusterMsg)>,
     /// When set, storage requests are applied to the store at once but their results wait
     /// here until `complete` hands them back — to test results arriving late or out of order.
     pub deferred: Option<Vec<(RequestId, StorageResult)>>,
@@ -44,6 +47,7 @@ impl Rig {
             inbox: BTreeMap::new(),
             closed: BTreeMap::new(),
             events: Vec::new(),
+            bus: Vec::new(),
             deferred: None,
             next_conn: 0,
         }
@@ -69,6 +73,7 @@ impl Rig {
                     }
                 }
                 Output::Event(e) => self.events.push(e),
+                Output::Cluster { to, msg } => self.bus.push((to, msg)),
             }
         }
     }

@@ -583,6 +583,7 @@ impl World {
                     .push_back((now + self.cfg.storage_latency, id, result));
             }
             Output::Event(e) => self.trace(format_args!("{e:?}")),
+            Output::Cluster { .. } => unreachable!("invariant: the world is one node"),
         }
     }
 

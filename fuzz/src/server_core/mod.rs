@@ -798,6 +798,7 @@ impl Harness {
             // Events added later (log lines, metrics) carry nothing checked here.
             #[allow(unreachable_patterns)]
             Output::Event(other) => trace!("   event {other:?}"),
+            Output::Cluster { .. } => unreachable!("invariant: the fuzzed server is one node"),
         }
     }
 

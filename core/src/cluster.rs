@@ -1,0 +1,115 @@
+//! What nodes of a cluster say to each other over the bus (CLUSTER.md). Values only: the
+//! server core makes and takes them (`Output::Cluster`, `Server::handle_cluster`), a host
+//! adapter carries them as postcard bytes (`encode`/`decode`), one message per bus message.
+
+use crate::ids::{ConnId, NodeId, UserId};
+use crate::message::Status;
+use crate::time::Duration;
+use serde::{Deserialize, Serialize};
+
+/// A node's cluster settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// This process's epoch: larger than any earlier process under the same `NodeId` (start
+    /// time in ms, or a counter kept in the database). It ends the old process's sessions.
+    pub epoch: u64,
+    /// A peer not heard from for this long is dead, and so are its sessions.
+    pub node_timeout: Duration,
+    /// How often this node says it is alive (and where its numbering is).
+    pub heartbeat_every: Duration,
+    /// A node whose bus link has been down for `node_timeout - fence_margin` closes its
+    /// clients: the margin covers the adapter's lag in noticing a dead link.
+    pub fence_margin: Duration,
+}
+
+impl ClusterConfig {
+    /// The defaults (3 s node timeout, 500 ms heartbeats, 1 s fence margin) for `epoch`.
+    pub fn new(epoch: u64) -> Self {
+        ClusterConfig {
+            epoch,
+            node_timeout: Duration::from_secs(3),
+            heartbeat_every: Duration::from_millis(500),
+            fence_margin: Duration::from_secs(1),
+        }
+    }
+
+    /// How long the bus link may be down before this node fences itself.
+    pub fn fence_after(&self) -> Duration {
+        self.node_timeout.saturating_sub(self.fence_margin)
+    }
+}
+
+/// Where a bus message goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Dest {
+    /// Every other node (a broadcast subject).
+    All,
+    /// One node (its own subject).
+    Node(NodeId),
+}
+
+/// One bus message from the node that sent it (the adapter knows the sender: the subject or
+/// a header; `handle_cluster` takes it separately).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterMsg {
+    pub epoch: u64,
+    /// For a sequenced body: its number, one more than the sender's previous one in this
+    /// epoch. For the others: the sender's last sequenced number when it was sent.
+    pub seq: u64,
+    pub body: Body,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Body {
+    /// Alive; `seq` is the sender's last number (a receiver behind it lost something).
+    Heartbeat,
+    /// Sequenced: the sender's whole state for one user.
+    User(UserState),
+    /// Sequenced: an account created through the sender.
+    Registered(UserId),
+    /// Send me your snapshot.
+    SyncRequest,
+    /// The sender's whole state, current at `seq`.
+    Snapshot {
+        users: Vec<UserState>,
+        registered: Vec<UserId>,
+    },
+}
+
+impl Body {
+    /// Whether the body takes a number of its own in the sender's sequence.
+    pub fn sequenced(&self) -> bool {
+        matches!(self, Body::User(_) | Body::Registered(_))
+    }
+}
+
+/// One node's state for one user. No sessions and no grace means absent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserState {
+    pub user: UserId,
+    pub sessions: Vec<ConnId>,
+    /// The user's last session on the sender died and its offline grace runs there.
+    pub lingering: bool,
+    pub status: Status,
+    /// Lamport stamp of `status` and the node that set it: the highest `(clock, node)`
+    /// anywhere is the user's status.
+    pub status_clock: u64,
+    pub status_node: NodeId,
+    /// Sessions on other nodes this user's login on the sender replaced (policy `replace`).
+    pub replaced: Vec<Kick>,
+}
+
+impl UserState {
+    pub fn is_present(&self) -> bool {
+        !self.sessions.is_empty() || self.lingering
+    }
+}
+
+/// A session on another node that must end: epoch included, since a restarted node numbers
+/// its connections afresh.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Kick {
+    pub node: NodeId,
+    pub epoch: u64,
+    pub conn: ConnId,
+}
