@@ -190,6 +190,11 @@ pub async fn client(
                 shared.errors.add(format!("write: {e}"));
                 break;
             }
+            // A no-op on TCP; on WebSocket it sends what the write gathered.
+            if let Err(e) = w.flush().await {
+                shared.errors.add(format!("flush: {e}"));
+                break;
+            }
             out.clear();
         }
         let sending = !shared.stop_sending.load(Ordering::Relaxed);

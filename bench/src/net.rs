@@ -1,14 +1,152 @@
 //! Raw protocol over loopback TCP with the core's codec: connect (from a chosen 127.0.0.x),
 //! write one frame, read frames. No client state machine: the load clients are deliberately
 //! thin, so the bench measures the server, not a client library.
+//!
+//! `--transport ws` runs the same clients over WebSocket (`/ws` of the server's HTTP
+//! listener): a [`Conn`] is then a WebSocket seen as the length-prefixed byte stream
+//! (`breeze_transport_ws::WsByteStream`), so every scenario's code is the same for both.
 
 use breeze_core::codec::{decode, encode_frame, split_frame};
 use breeze_core::message::{ClientMsg, MAGIC, PROTOCOL_VERSION, ServerMsg};
+use breeze_transport_ws::{WsByteStream, WsConnector};
 use bytes::BytesMut;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use std::pin::Pin;
+use std::sync::OnceLock;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpSocket, TcpStream};
+
+/// How the load clients reach the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Transport {
+    /// Length-prefixed frames on TCP (`--listen`).
+    #[default]
+    Tcp,
+    /// One frame per binary WebSocket message on `/ws` (`--http-listen`).
+    Ws,
+}
+
+impl Transport {
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+            Transport::Ws => "ws",
+        }
+    }
+}
+
+/// The one transport of this run: every connection of a bench process uses the same, so it
+/// is set once (by `Target::new`) rather than passed through every scenario.
+static TRANSPORT: OnceLock<Transport> = OnceLock::new();
+
+/// Sets the run's transport; the first call wins.
+pub fn set_transport(t: Transport) {
+    let _ = TRANSPORT.set(t);
+}
+
+pub fn transport() -> Transport {
+    TRANSPORT.get().copied().unwrap_or_default()
+}
+
+/// A load client's connection: TCP, or a WebSocket seen as a byte stream.
+#[derive(Debug)]
+pub enum Conn {
+    Tcp(TcpStream),
+    /// Boxed: a WebSocket's state is ten times a socket's.
+    Ws(Box<WsByteStream<TcpStream>>),
+}
+
+/// The reading half of a [`Conn`].
+#[derive(Debug)]
+pub enum ConnRead<'a> {
+    Tcp(tokio::net::tcp::ReadHalf<'a>),
+    Ws(tokio::io::ReadHalf<&'a mut WsByteStream<TcpStream>>),
+}
+
+/// The writing half of a [`Conn`].
+#[derive(Debug)]
+pub enum ConnWrite<'a> {
+    Tcp(tokio::net::tcp::WriteHalf<'a>),
+    Ws(tokio::io::WriteHalf<&'a mut WsByteStream<TcpStream>>),
+}
+
+impl Conn {
+    /// Both halves, to read and write from one task.
+    pub fn split(&mut self) -> (ConnRead<'_>, ConnWrite<'_>) {
+        match self {
+            Conn::Tcp(s) => {
+                let (r, w) = s.split();
+                (ConnRead::Tcp(r), ConnWrite::Tcp(w))
+            }
+            Conn::Ws(s) => {
+                let (r, w) = tokio::io::split(&mut **s);
+                (ConnRead::Ws(r), ConnWrite::Ws(w))
+            }
+        }
+    }
+}
+
+impl ConnRead<'_> {
+    /// The TCP socket, where this is one (a reset needs it).
+    pub fn tcp(&self) -> Option<&TcpStream> {
+        match self {
+            ConnRead::Tcp(r) => Some(r.as_ref()),
+            ConnRead::Ws(_) => None,
+        }
+    }
+}
+
+macro_rules! delegate_io {
+    ($ty:ty) => {
+        impl AsyncRead for $ty {
+            fn poll_read(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &mut ReadBuf<'_>,
+            ) -> Poll<io::Result<()>> {
+                match self.get_mut() {
+                    Self::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+                    Self::Ws(s) => Pin::new(s).poll_read(cx, buf),
+                }
+            }
+        }
+    };
+    ($ty:ty, write) => {
+        impl AsyncWrite for $ty {
+            fn poll_write(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                data: &[u8],
+            ) -> Poll<io::Result<usize>> {
+                match self.get_mut() {
+                    Self::Tcp(s) => Pin::new(s).poll_write(cx, data),
+                    Self::Ws(s) => Pin::new(s).poll_write(cx, data),
+                }
+            }
+
+            fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                match self.get_mut() {
+                    Self::Tcp(s) => Pin::new(s).poll_flush(cx),
+                    Self::Ws(s) => Pin::new(s).poll_flush(cx),
+                }
+            }
+
+            fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                match self.get_mut() {
+                    Self::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+                    Self::Ws(s) => Pin::new(s).poll_shutdown(cx),
+                }
+            }
+        }
+    };
+}
+
+delegate_io!(Conn);
+delegate_io!(Conn, write);
+delegate_io!(ConnRead<'_>);
+delegate_io!(ConnWrite<'_>, write);
 
 /// Server frames larger than this are taken for a broken stream (PROTOCOL.md §1 suggests a
 /// generous limit of the client's own).
@@ -31,8 +169,19 @@ pub fn source_ip(i: usize, n: usize) -> Option<Ipv4Addr> {
 }
 
 /// Connects to `addr`, bound first to `source` (port chosen by the kernel) when given, with
-/// TCP_NODELAY (as the server sets on its side).
-pub async fn connect(addr: SocketAddr, source: Option<Ipv4Addr>) -> io::Result<TcpStream> {
+/// TCP_NODELAY (as the server sets on its side), and over WebSocket upgrades `/ws`.
+pub async fn connect(addr: SocketAddr, source: Option<Ipv4Addr>) -> io::Result<Conn> {
+    let tcp = connect_tcp(addr, source).await?;
+    match transport() {
+        Transport::Tcp => Ok(Conn::Tcp(tcp)),
+        Transport::Ws => {
+            let ws = WsConnector::default().upgrade(tcp, addr).await?;
+            Ok(Conn::Ws(Box::new(ws)))
+        }
+    }
+}
+
+async fn connect_tcp(addr: SocketAddr, source: Option<Ipv4Addr>) -> io::Result<TcpStream> {
     let socket = match addr {
         SocketAddr::V4(_) => TcpSocket::new_v4()?,
         SocketAddr::V6(_) => TcpSocket::new_v6()?,
@@ -45,8 +194,10 @@ pub async fn connect(addr: SocketAddr, source: Option<Ipv4Addr>) -> io::Result<T
     Ok(stream)
 }
 
+/// Writes one frame; the flush is a no-op on TCP and sends the message on WebSocket.
 pub async fn send<W: AsyncWrite + Unpin>(w: &mut W, msg: &ClientMsg) -> io::Result<()> {
-    w.write_all(&encode_frame(msg)).await
+    w.write_all(&encode_frame(msg)).await?;
+    w.flush().await
 }
 
 pub fn hello() -> ClientMsg {

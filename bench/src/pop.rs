@@ -1,7 +1,7 @@
 //! The simulated users: their names and contacts, the setup that registers them, and the
 //! login every scenario starts with.
 
-use crate::net::{connect, fill, hello, next_msg, recv, send, source_ip};
+use crate::net::{Conn, connect, fill, hello, next_msg, recv, send, source_ip};
 use breeze_core::UserId;
 use breeze_core::codec::encode_frame;
 use breeze_core::message::{ClientMsg, Credential, ErrorCode, RequestKind, ServerMsg, Status};
@@ -11,7 +11,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
-use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
@@ -227,9 +226,10 @@ async fn register_chunk(
     Ok((fresh, taken))
 }
 
-async fn send_bytes(stream: &mut TcpStream, bytes: &[u8]) -> Result<(), String> {
+async fn send_bytes(stream: &mut Conn, bytes: &[u8]) -> Result<(), String> {
     use tokio::io::AsyncWriteExt;
-    stream.write_all(bytes).await.map_err(|e| e.to_string())
+    stream.write_all(bytes).await.map_err(|e| e.to_string())?;
+    stream.flush().await.map_err(|e| e.to_string())
 }
 
 async fn add_contacts(addr: SocketAddr, pop: &Population, i: usize) -> Result<usize, String> {
@@ -274,7 +274,7 @@ async fn add_contacts(addr: SocketAddr, pop: &Population, i: usize) -> Result<us
 /// A logged-in connection: what is left of the login exchange, and the server's terms.
 #[derive(Debug)]
 pub struct Session {
-    pub stream: TcpStream,
+    pub stream: Conn,
     /// Bytes read past the `LoginOk` (the snapshot may already be in here).
     pub buf: BytesMut,
     pub heartbeat_interval: Duration,

@@ -327,7 +327,10 @@ async fn watch_session(
                         return Ended::Stopped;
                     }
                     Leave::Close(Close::Rst) => {
-                        let sock = socket2::SockRef::from(r.as_ref());
+                        let Some(tcp) = r.tcp() else {
+                            return Ended::Lost(Some("a reset needs --transport tcp".into()));
+                        };
+                        let sock = socket2::SockRef::from(tcp);
                         if let Err(e) = sock.set_linger(Some(Duration::ZERO)) {
                             return Ended::Lost(Some(format!("SO_LINGER: {e}")));
                         }

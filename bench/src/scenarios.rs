@@ -123,7 +123,8 @@ pub(crate) fn common_fields(r: &mut Report, opts: &ServerOpts, target: &Target) 
         )
         .field("argon2_memory_kib", opts.argon2_memory_kib)
         .field("argon2_iterations", opts.argon2_iterations)
-        .field("synchronous", opts.synchronous.clone());
+        .field("synchronous", opts.synchronous.clone())
+        .field("transport", opts.transport.name());
 }
 
 pub(crate) fn finish(r: &mut Report, target: Target, errors: usize, last_error: Option<String>) {

@@ -42,11 +42,21 @@ pub fn find_server_bin(given: Option<PathBuf>) -> io::Result<PathBuf> {
 pub struct ServerProc {
     child: Child,
     pub addr: SocketAddr,
+    /// Its HTTP listener (WebSocket at `/ws`), from the `web=` field of the line.
+    pub http_addr: Option<SocketAddr>,
     pub log: PathBuf,
 }
 
 /// What the server prints (at info level, from the `breeze_server` target) once it listens.
 const LISTENING: &str = "breeze-server listening on ";
+
+/// The HTTP listener's address in the startup line (`web=http://ADDR/`), if it has one.
+pub fn parse_web(log: &str) -> Option<SocketAddr> {
+    let line = &log[log.find(LISTENING)?..];
+    let line = line.lines().next()?;
+    let url = line.split("web=").nth(1)?.split_whitespace().next()?;
+    url.split("://").nth(1)?.trim_end_matches('/').parse().ok()
+}
 
 /// The address in the server's startup log line, if `log` has it yet.
 pub fn parse_listening(log: &str) -> Option<SocketAddr> {
@@ -78,6 +88,7 @@ impl ServerProc {
         let mut server = ServerProc {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            http_addr: None,
             log: log.to_owned(),
         };
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -85,6 +96,7 @@ impl ServerProc {
             let text = std::fs::read_to_string(log).unwrap_or_default();
             if let Some(addr) = parse_listening(&text) {
                 server.addr = addr;
+                server.http_addr = parse_web(&text);
                 return Ok(server);
             }
             if let Some(status) = server.child.try_wait()? {
@@ -157,5 +169,9 @@ mod tests {
             Some("127.0.0.1:40123".parse().unwrap())
         );
         assert_eq!(parse_listening("starting"), None);
+        let web = "INFO breeze_server: breeze-server listening on 127.0.0.1:1 tls=false \
+                   web=http://127.0.0.1:40124/ web_files=3\n";
+        assert_eq!(parse_web(web), Some("127.0.0.1:40124".parse().unwrap()));
+        assert_eq!(parse_web(log), None);
     }
 }

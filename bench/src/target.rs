@@ -1,5 +1,6 @@
 //! The server a scenario runs against, with its process figures.
 
+use crate::net::{Transport, set_transport};
 use crate::procfs::Sample;
 use crate::server::{ServerProc, Spawn, find_server_bin};
 use std::net::SocketAddr;
@@ -41,6 +42,11 @@ pub struct ServerOpts {
     /// Keep the temporary directory (database, server log) and print where it is.
     #[arg(long)]
     pub keep_dir: bool,
+    /// How the clients connect: `tcp` (length-prefixed frames on --listen) or `ws` (one
+    /// frame per WebSocket message on `/ws` of the HTTP listener; `--addr` is then the
+    /// HTTP listener's address).
+    #[arg(long, value_enum, default_value_t = Transport::Tcp)]
+    pub transport: Transport,
 }
 
 /// The server under test.
@@ -66,6 +72,7 @@ pub struct Policy {
 
 impl Target {
     pub fn new(opts: &ServerOpts, policy: &Policy) -> Result<Target, String> {
+        set_transport(opts.transport);
         if let Some(addr) = opts.addr {
             return Ok(Target {
                 addr,
@@ -107,6 +114,8 @@ impl Target {
             ),
             "--max-storage-per-connection=4096".to_owned(),
             "--max-storage=65536".to_owned(),
+            // A free port, never the default 8080 a developer's own server may hold.
+            "--http-listen=127.0.0.1:0".to_owned(),
         ];
         args.extend(opts.server_args.iter().cloned());
         let dir = tempfile::Builder::new()
@@ -148,7 +157,12 @@ impl Target {
         let log = dir.path().join(format!("server-{}.log", self.starts));
         let p = ServerProc::start(spawn, &dir.path().join("breeze.db"), &log)
             .map_err(|e| e.to_string())?;
-        self.addr = p.addr;
+        self.addr = match crate::net::transport() {
+            Transport::Tcp => p.addr,
+            Transport::Ws => p
+                .http_addr
+                .ok_or("the server logged no HTTP listener (web=) for --transport ws")?,
+        };
         self.pid = Some(p.pid());
         self.proc = Some(p);
         Ok(())

@@ -43,6 +43,27 @@ pub struct Args {
     )]
     pub listen: SocketAddr,
 
+    /// Address and port of the HTTP listener: the web client at `/`, WebSocket at `/ws`,
+    /// `/healthz`. `off` switches it off. With --tls-cert it speaks only https/wss.
+    #[arg(
+        long,
+        env = "BREEZE_HTTP_LISTEN",
+        default_value = "127.0.0.1:8080",
+        value_name = "ADDR|off"
+    )]
+    pub http_listen: HttpListen,
+
+    /// A web page origin (`https://chat.example.com`) allowed to open `/ws` besides the
+    /// server's own; any other page's upgrade is refused (403). Repeat the flag or give a
+    /// comma-separated list. Clients that send no Origin (programs, not browsers) are let in.
+    #[arg(
+        long = "allowed-origin",
+        env = "BREEZE_ALLOWED_ORIGINS",
+        value_delimiter = ',',
+        value_name = "ORIGIN"
+    )]
+    pub allowed_origins: Vec<String>,
+
     /// SQLite database file holding accounts, contacts and messages; created if missing.
     /// One server at a time: a second one on the same file is refused.
     #[arg(
@@ -207,8 +228,8 @@ pub struct Args {
     pub hash_threads: usize,
 
     /// PEM file with the server's TLS certificate chain (its own certificate first). Given
-    /// with --tls-key, the server speaks only TLS on --listen; clients verify it with the CA
-    /// that signed it, or by pinning this very file.
+    /// with --tls-key, the server speaks only TLS on --listen and on --http-listen (https,
+    /// wss); clients verify it with the CA that signed it, or by pinning this very file.
     #[arg(
         long,
         env = "BREEZE_TLS_CERT",
@@ -277,6 +298,23 @@ pub enum RegistrationMode {
     Closed,
 }
 
+/// `--http-listen`: an address, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpListen(pub Option<SocketAddr>);
+
+impl std::str::FromStr for HttpListen {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.eq_ignore_ascii_case("off") {
+            return Ok(HttpListen(None));
+        }
+        s.parse().map(|a| HttpListen(Some(a))).map_err(|_| {
+            format!("{s:?} is neither an address and port (127.0.0.1:8080, [::]:8080) nor `off`")
+        })
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum SyncMode {
     Full,
@@ -307,6 +345,13 @@ pub enum ConfigError {
          or every client would time out between two heartbeats"
     )]
     TimeoutNotAboveInterval { timeout: String, interval: String },
+    #[error(
+        "--allowed-origin {0:?} is not an origin: write it as a browser does, scheme and host \
+         and port without a path (https://chat.example.com, http://localhost:8080)"
+    )]
+    BadOrigin(String),
+    #[error("--http-listen and --listen are both {0}: give the HTTP listener its own port")]
+    SameAddress(SocketAddr),
     #[error(
         "--max-frame ({max_frame} bytes) is too small to carry an attachment of \
          --max-attachment ({max_attachment} bytes) and a message body of up to {max_body} bytes"
@@ -473,8 +518,19 @@ impl Args {
             (Some(_), None) => return Err(ConfigError::HalfTls("--tls-cert", "--tls-key")),
             (None, Some(_)) => return Err(ConfigError::HalfTls("--tls-key", "--tls-cert")),
         };
+        for origin in &self.allowed_origins {
+            if !origin.contains("://") || origin.ends_with('/') {
+                return Err(ConfigError::BadOrigin(origin.clone()));
+            }
+        }
+        // Port 0 (any free port) twice is two different ports.
+        if self.http_listen.0 == Some(self.listen) && self.listen.port() != 0 {
+            return Err(ConfigError::SameAddress(self.listen));
+        }
         Ok(Settings {
             listen: self.listen,
+            http_listen: self.http_listen.0,
+            allowed_origins: self.allowed_origins,
             tls,
             // Absolute, so that the startup line and every error say which file it is: started
             // from another folder, a relative path silently made a new, empty database.
@@ -695,6 +751,39 @@ mod tests {
             parse(&["--max-connections", "0"]).unwrap_err().to_string(),
             "--max-connections must be greater than zero"
         );
+    }
+
+    #[test]
+    fn the_http_listener_is_on_by_default_and_can_be_switched_off() {
+        let s = parse(&[]).unwrap();
+        assert_eq!(s.http_listen, Some("127.0.0.1:8080".parse().unwrap()));
+        assert!(s.allowed_origins.is_empty());
+        assert_eq!(parse(&["--http-listen", "off"]).unwrap().http_listen, None);
+        let s = parse(&[
+            "--http-listen",
+            "[::1]:9090",
+            "--allowed-origin",
+            "https://a.example,http://localhost:8080",
+        ])
+        .unwrap();
+        assert_eq!(s.http_listen, Some("[::1]:9090".parse().unwrap()));
+        assert_eq!(
+            s.allowed_origins,
+            ["https://a.example", "http://localhost:8080"]
+        );
+        assert!(matches!(
+            parse(&["--allowed-origin", "a.example"]),
+            Err(ConfigError::BadOrigin(_))
+        ));
+        assert!(matches!(
+            parse(&["--http-listen", "127.0.0.1:7878"]),
+            Err(ConfigError::SameAddress(_))
+        ));
+        let free = ["--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"];
+        assert!(parse(&free).is_ok());
+        let argv = ["breeze-server", "--http-listen", "nowhere"];
+        let err = Args::try_parse_from(argv).unwrap_err().to_string();
+        assert!(err.contains("nor `off`"), "{err}");
     }
 
     #[test]

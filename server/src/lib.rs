@@ -1,4 +1,5 @@
-//! The Breeze server: the core, hosted by breeze-transport-tokio over TCP, storing in
+//! The Breeze server: the core, hosted by breeze-transport-tokio over TCP and by
+//! breeze-transport-ws over WebSocket (with the web client, embedded), storing in
 //! breeze-store's SQLite. The binary is `main.rs` (flags in `cli.rs`); this library exposes
 //! the same wiring so tests and benchmarks can start a real server in-process.
 
@@ -12,6 +13,18 @@ pub mod users;
 pub use settings::{DbLocation, Settings, TlsFiles};
 pub use storage::StoreBackend;
 
+/// The web client (`web/`), embedded at build time by build.rs.
+mod web {
+    include!(concat!(env!("OUT_DIR"), "/web_files.rs"));
+}
+
+/// The files the HTTP listener serves: the web client as it was when this was built.
+pub fn web_site() -> breeze_transport_ws::Site {
+    breeze_transport_ws::Site {
+        files: web::WEB_FILES,
+    }
+}
+
 use breeze_core::message::WhoEntry;
 use breeze_core::server::{Server, Stats};
 use breeze_store::{Db, Hasher, StoreError};
@@ -19,6 +32,7 @@ use breeze_transport_tokio::tls::{TlsError, TlsListener, TlsListenerConfig};
 use breeze_transport_tokio::{
     Clock, Host, HostHandle, HostStopped, Listener, StorageBackend, result_channel,
 };
+use breeze_transport_ws::{HttpConfig, OriginPolicy};
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -68,12 +82,18 @@ pub enum StartError {
 pub struct Running {
     handle: HostHandle,
     task: JoinHandle<()>,
+    http_addr: Option<SocketAddr>,
 }
 
 impl Running {
-    /// Where it listens (the real port when started on port 0).
+    /// Where it listens for TCP (the real port when started on port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.handle.local_addr()
+    }
+
+    /// Where its HTTP listener (web client, WebSocket) listens, if it has one.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
     }
 
     /// A handle for introspection and shutdown, usable from anywhere.
@@ -126,6 +146,10 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         source,
     };
     let listener = bind(settings.listen).map_err(listen_error)?;
+    let http = match settings.http_listen {
+        Some(addr) => Some(bind(addr).map_err(|source| StartError::Listen { addr, source })?),
+        None => None,
+    };
     let (results, receiver) = result_channel(&settings.server);
     let backend = StoreBackend::start(
         db,
@@ -153,15 +177,25 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         registered,
     };
     match tls {
-        None => serve.on(listener),
+        None => serve.on(listener, http),
         Some(config) => {
             // The TLS handshake gets the same deadline as the protocol's Hello after it.
             let limits = TlsListenerConfig {
                 handshake_timeout: settings.server.handshake_timeout,
                 ..TlsListenerConfig::default()
             };
-            let listener = TlsListener::new(listener, config, limits).map_err(listen_error)?;
-            serve.on(listener)
+            let listener =
+                TlsListener::new(listener, config.clone(), limits).map_err(listen_error)?;
+            let http = match http {
+                Some(http) => {
+                    let addr = http.local_addr().unwrap_or(settings.listen);
+                    let tls = TlsListener::new(http, config, limits)
+                        .map_err(|source| StartError::Listen { addr, source })?;
+                    Some(tls)
+                }
+                None => None,
+            };
+            serve.on(listener, http)
         }
     }
 }
@@ -177,9 +211,15 @@ struct Serve<'a, B> {
 }
 
 impl<B: StorageBackend> Serve<'_, B> {
-    fn on<L: Listener>(self, listener: L) -> Result<Running, StartError> {
+    /// Starts the host on `listener` (TCP, or TLS over it) and, if given, the HTTP listener
+    /// `http` (likewise) admitting WebSocket connections into the same host.
+    fn on<L: Listener, H: Listener>(
+        self,
+        listener: L,
+        http: Option<H>,
+    ) -> Result<Running, StartError> {
         let settings = self.settings;
-        let (host, handle) = Host::new(
+        let (mut host, handle) = Host::new(
             self.server,
             listener,
             self.backend,
@@ -191,10 +231,32 @@ impl<B: StorageBackend> Serve<'_, B> {
             addr: settings.listen,
             source,
         })?;
-        log_startup(settings, handle.local_addr(), self.registered);
+        let http_addr = match http {
+            Some(http) => {
+                let addr = http.local_addr().map_err(|source| StartError::Listen {
+                    addr: settings.http_listen.unwrap_or(settings.listen),
+                    source,
+                })?;
+                let cfg = HttpConfig {
+                    origins: OriginPolicy {
+                        allowed: settings.allowed_origins.clone(),
+                    },
+                    secure: settings.tls.is_some(),
+                    handshake_timeout: settings.server.handshake_timeout,
+                    ping_after: settings.server.heartbeat_interval,
+                    max_frame: settings.server.max_frame,
+                    ..HttpConfig::new(web_site())
+                };
+                host.serve(addr, breeze_transport_ws::serve(http, host.acceptor(), cfg));
+                Some(addr)
+            }
+            None => None,
+        };
+        log_startup(settings, handle.local_addr(), http_addr, self.registered);
         Ok(Running {
             handle,
             task: host.spawn(),
+            http_addr,
         })
     }
 }
@@ -257,7 +319,12 @@ fn open_store(
     Ok((db_store, users, hasher))
 }
 
-fn log_startup(settings: &Settings, addr: SocketAddr, registered: usize) {
+fn log_startup(settings: &Settings, addr: SocketAddr, http: Option<SocketAddr>, registered: usize) {
+    let web = match http {
+        Some(a) if settings.tls.is_some() => format!("https://{a}/"),
+        Some(a) => format!("http://{a}/"),
+        None => "off".to_owned(),
+    };
     let cfg = &settings.server;
     let host = &settings.host;
     let admins: Vec<&str> = cfg.admins.iter().map(|a| a.as_str()).collect();
@@ -278,6 +345,8 @@ fn log_startup(settings: &Settings, addr: SocketAddr, registered: usize) {
         synchronous = ?settings.db_options.synchronous,
         admins = ?admins,
         tls = settings.tls.is_some(),
+        web = %web,
+        web_files = web::WEB_FILES.len(),
         "breeze-server listening on {addr}"
     );
 }

@@ -36,8 +36,13 @@ pub struct Settings {
     pub server: ServerConfig,
     /// Transport limits.
     pub host: HostConfig,
-    /// Speak TLS, and only TLS, on `listen`.
+    /// Speak TLS, and only TLS, on `listen` (and on `http_listen`: https and wss).
     pub tls: Option<TlsFiles>,
+    /// Where the HTTP listener serves the web client and WebSocket (`/ws`); `None`: no
+    /// HTTP listener. Port 0 picks a free port (see `Running::http_addr`).
+    pub http_listen: Option<SocketAddr>,
+    /// Page origins allowed to open `/ws` besides the server's own (PROTOCOL.md §1.3).
+    pub allowed_origins: Vec<String>,
 }
 
 /// The server's TLS certificate chain and private key, as PEM files; read at start.
@@ -60,16 +65,20 @@ impl Settings {
             server: ServerConfig::default(),
             host: HostConfig::default(),
             tls: None,
+            http_listen: None,
+            allowed_origins: Vec::new(),
         }
     }
 
-    /// For tests: loopback, a free port, and the cheapest password hashing argon2 allows
-    /// (which protects no password).
+    /// For tests: loopback, free ports (TCP and HTTP), and the cheapest password hashing
+    /// argon2 allows (which protects no password).
     pub fn for_tests(db: DbLocation) -> Settings {
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
         Settings {
             hash_cost: HashCost::fast_for_tests(),
             hash_threads: 1,
-            ..Settings::new(SocketAddr::from(([127, 0, 0, 1], 0)), db)
+            http_listen: Some(loopback),
+            ..Settings::new(loopback, db)
         }
     }
 }

@@ -45,6 +45,13 @@ impl InProcess {
         self.running().local_addr()
     }
 
+    /// Where its HTTP listener (WebSocket at `/ws`) is.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.running()
+            .http_addr()
+            .expect("the test server has an HTTP listener")
+    }
+
     pub fn settings(&self) -> &Settings {
         &self.settings
     }
@@ -98,6 +105,9 @@ impl InProcess {
     pub async fn restart(&mut self) {
         let running = self.running.take().expect("server is stopped");
         self.settings.listen = running.local_addr();
+        if running.http_addr().is_some() {
+            self.settings.http_listen = running.http_addr();
+        }
         stop(running).await;
         self.running = Some(start(&self.settings).await);
     }

@@ -1,7 +1,8 @@
 //! What the Breeze crates' tests share, in one place (dev-only, never published):
 //!
-//! * [`Peer`]: a raw wire peer over a socket (or any byte stream, TLS included) that speaks
-//!   the protocol through the core codec and can misbehave on purpose;
+//! * [`Peer`]: a raw wire peer over a socket (or any byte stream, TLS included, or a
+//!   WebSocket: [`WsPeer`]) that speaks the protocol through the core codec and can
+//!   misbehave on purpose;
 //! * [`drive`]: the real client (`run_client` over the client core) with its channels;
 //! * [`InProcess`]: the whole server (core, tokio host, SQLite store) started in the test's
 //!   runtime over a database in a temporary directory;
@@ -18,7 +19,7 @@ pub mod process;
 
 pub use driven::{Driven, Events, client_config, drive};
 pub use in_process::{InProcess, test_settings};
-pub use peer::{Peer, take_msg};
+pub use peer::{Peer, WsPeer, take_msg};
 pub use pki::Pki;
 
 use breeze_core::UserId;

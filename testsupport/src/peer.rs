@@ -4,6 +4,7 @@
 use crate::{PASSWORD, WAIT, user};
 use breeze_core::codec::{decode, encode_frame, split_frame};
 use breeze_core::message::{ClientMsg, Credential, MAGIC, PROTOCOL_VERSION, ServerMsg, Status};
+use breeze_transport_ws::{WsByteStream, WsConnector};
 use bytes::BytesMut;
 use std::net::{IpAddr, SocketAddr};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -22,7 +23,8 @@ pub fn take_msg(buf: &mut BytesMut) -> Result<Option<ServerMsg>, String> {
     }
 }
 
-/// A raw protocol peer on a plain socket, or over any other byte stream (`Peer::over`).
+/// A raw protocol peer on a plain socket, or over any other byte stream (`Peer::over`):
+/// TLS, or a WebSocket seen as a byte stream ([`Peer::ws`]).
 #[derive(Debug)]
 pub struct Peer<S = TcpStream> {
     pub stream: S,
@@ -68,6 +70,36 @@ impl Peer {
     }
 }
 
+/// A peer over WebSocket: `/ws` of the HTTP listener at the address, the payloads of the
+/// same frames carried one per binary message. It answers the server's Pings while it
+/// reads.
+pub type WsPeer = Peer<WsByteStream<TcpStream>>;
+
+impl WsPeer {
+    /// Opens `/ws` (no `Origin`, as a program) without saying anything.
+    pub async fn ws(http: SocketAddr) -> WsPeer {
+        Peer::ws_with(http, WsConnector::default()).await
+    }
+
+    /// Opens `/ws` through `connector` (an `Origin`, TLS underneath).
+    pub async fn ws_with(http: SocketAddr, mut connector: WsConnector) -> WsPeer {
+        let stream = timeout(WAIT, connector.open(http))
+            .await
+            .expect("upgrade within the wait bound")
+            .expect("upgraded");
+        Peer::over(stream)
+    }
+
+    /// Over WebSocket: connects, registers `name` with [`PASSWORD`] and logs in.
+    pub async fn ws_user(http: SocketAddr, name: &str) -> WsPeer {
+        let mut peer = Peer::ws(http).await;
+        peer.say_hello().await;
+        peer.register(name).await;
+        peer.login(name).await;
+        peer
+    }
+}
+
 impl<S: AsyncRead + AsyncWrite + Unpin> Peer<S> {
     pub fn over(stream: S) -> Peer<S> {
         Peer {
@@ -98,11 +130,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Peer<S> {
 
     pub async fn send(&mut self, msg: &ClientMsg) {
         self.stream.write_all(&encode_frame(msg)).await.unwrap();
+        // A no-op on a socket; a WebSocket sends its buffered messages.
+        self.stream.flush().await.unwrap();
     }
 
     /// Writes bytes; false if that failed (the server may have cut us already).
     pub async fn send_raw(&mut self, bytes: &[u8]) -> bool {
-        self.stream.write_all(bytes).await.is_ok()
+        self.stream.write_all(bytes).await.is_ok() && self.stream.flush().await.is_ok()
     }
 
     /// The next message, `None` once the server closed (or reset) the connection.

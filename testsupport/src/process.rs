@@ -17,9 +17,10 @@ use std::time::{Duration, Instant};
 /// only briefly free, and something else could grab it in between.
 const BIND_ATTEMPTS: u32 = 20;
 
-/// `bin` listening on `listen` over the database `db`, with cheap password hashing on one
-/// thread, info logs on a piped stderr, and none of the `BREEZE_*` variables of the test's
-/// environment (a test sets those it means).
+/// `bin` listening on `listen` over the database `db` (its HTTP listener on a free loopback
+/// port, so that tests never meet on 8080), with cheap password hashing on one thread, info
+/// logs on a piped stderr, and none of the `BREEZE_*` variables of the test's environment (a
+/// test sets those it means).
 pub fn server_command(bin: &Path, db: &Path, listen: SocketAddr) -> Command {
     let mut cmd = Command::new(bin);
     cmd.arg("--listen")
@@ -28,7 +29,10 @@ pub fn server_command(bin: &Path, db: &Path, listen: SocketAddr) -> Command {
         .arg(db)
         .args(["--argon2-memory-kib", "8", "--argon2-iterations", "1"])
         .args(["--hash-threads", "1"])
+        .args(["--http-listen", "127.0.0.1:0"])
         .env("RUST_LOG", "info")
+        .env_remove("BREEZE_HTTP_LISTEN")
+        .env_remove("BREEZE_ALLOWED_ORIGINS")
         .env_remove("BREEZE_LISTEN")
         .env_remove("BREEZE_DB")
         .env_remove("BREEZE_TLS_CERT")
@@ -49,6 +53,16 @@ pub struct Listening {
     pub log: mpsc::Receiver<String>,
     /// The lines logged before it (migrations, warnings about the settings).
     pub earlier: Vec<String>,
+}
+
+impl Listening {
+    /// Where the HTTP listener is, from the `web=http://ADDR/` field of the line.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        let rest = self.line.split("web=").nth(1)?;
+        let url = rest.split_whitespace().next()?;
+        let addr = url.split("://").nth(1)?.trim_end_matches('/');
+        addr.parse().ok()
+    }
 }
 
 /// Collects the child's stderr lines on a thread and waits (bounded) for its "listening on"

@@ -5,10 +5,9 @@
 //! and writing share one task (over the two halves, driven from one `select!`) rather than a task each: a task costs memory at 20k connections, and one task
 //! sees both directions, so ending a connection needs no coordination between two.
 
-use crate::frames::{FrameRead, FrameWrite, Framed, WriteStep};
+use crate::frames::{BadInput, FrameRead, FrameWrite, Framed, WriteStep};
 use crate::link::{Link, LinkHandle, Next};
 use breeze_core::ConnId;
-use breeze_core::codec::FrameError;
 use breeze_core::message::CloseReason;
 use breeze_core::server;
 use bytes::Bytes;
@@ -34,10 +33,15 @@ pub(crate) enum Inbound {
         conn: ConnId,
         payload: Bytes,
     },
-    /// The peer announced a frame over the limit; nothing more is read from it.
-    TooLarge {
+    /// The peer sent what its transport refuses (a frame over the limit, a WebSocket text
+    /// message); nothing more is read from it.
+    Refused {
         conn: ConnId,
-        len: u32,
+        bad: BadInput,
+    },
+    /// The peer showed life without a frame (a WebSocket Pong).
+    Alive {
+        conn: ConnId,
     },
     /// The peer closed or reset the connection.
     Closed {
@@ -120,7 +124,7 @@ pub(crate) async fn drive<F: Framed>(
                 }
                 Ok(true) => match forward_frames(conn, &mut rd, &core).await {
                     Forwarded::All => {}
-                    Forwarded::TooLarge => reading = false,
+                    Forwarded::Refused => reading = false,
                     Forwarded::HostGone => break Ending::HostGone,
                 },
             },
@@ -176,29 +180,32 @@ async fn finish<R: FrameRead, W: FrameWrite>(
 
 enum Forwarded {
     All,
-    TooLarge,
+    Refused,
     HostGone,
 }
 
-/// Hands every complete frame read so far to the core. Waiting on a full core channel is the
+/// Hands every complete frame read so far to the core (and life without a frame, first). Waiting on a full core channel is the
 /// backpressure: this connection stops reading, and the transport slows the peer down.
 async fn forward_frames<R: FrameRead>(
     conn: ConnId,
     reader: &mut R,
     core: &mpsc::Sender<Inbound>,
 ) -> Forwarded {
+    if reader.heard_alive() && !to_core(core, Inbound::Alive { conn }).await {
+        return Forwarded::HostGone;
+    }
     loop {
         let event = match reader.next_frame() {
             Ok(Some(payload)) => Inbound::Frame { conn, payload },
             Ok(None) => return Forwarded::All,
-            Err(FrameError::TooLarge { len, .. }) => Inbound::TooLarge { conn, len },
+            Err(bad) => Inbound::Refused { conn, bad },
         };
-        let too_large = matches!(event, Inbound::TooLarge { .. });
+        let refused = matches!(event, Inbound::Refused { .. });
         if !to_core(core, event).await {
             return Forwarded::HostGone;
         }
-        if too_large {
-            return Forwarded::TooLarge;
+        if refused {
+            return Forwarded::Refused;
         }
     }
 }

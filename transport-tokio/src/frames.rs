@@ -9,6 +9,7 @@
 //! else: the outbound queue, slow-reader handling, closing with a `Bye`, the connection limit.
 
 use breeze_core::codec::FrameError;
+use breeze_core::message::CloseReason;
 use bytes::Bytes;
 use std::future::Future;
 use std::io;
@@ -30,14 +31,49 @@ pub trait FrameRead: Send + 'static {
     /// cancelled call read is kept.
     fn fill(&mut self) -> impl Future<Output = io::Result<bool>> + Send;
 
-    /// The next complete payload among what `fill` brought, if there is one. After a
-    /// `TooLarge` the reader must not be used for frames again.
-    fn next_frame(&mut self) -> Result<Option<Bytes>, FrameError>;
+    /// The next complete payload among what `fill` brought, if there is one. After an
+    /// error the reader must not be used for frames again.
+    fn next_frame(&mut self) -> Result<Option<Bytes>, BadInput>;
+
+    /// Whether the peer showed life without a frame since the last call: a WebSocket Pong
+    /// (or Ping). The core counts it like a frame for the heartbeat deadline
+    /// (`Server::handle_alive`). A byte stream has nothing of the kind.
+    fn heard_alive(&mut self) -> bool {
+        false
+    }
 
     /// Reads and discards until the peer closes. Closing a socket with unread input makes the
     /// kernel send a reset, which can destroy our last frames (the `Bye` saying why) before
     /// the peer reads them; reading until the peer closes avoids it. The caller bounds it.
     fn discard(&mut self) -> impl Future<Output = ()> + Send;
+}
+
+/// Input a transport refuses; the connection is told why (`Bye`) and closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadInput {
+    /// A frame announcing `len` payload bytes, more than the limit; refused before it is
+    /// buffered.
+    TooLarge { len: u64 },
+    /// Something that is no Breeze frame on this transport: a WebSocket text message.
+    NotAFrame,
+}
+
+impl BadInput {
+    /// What the peer is told in its `Bye`.
+    pub fn reason(self) -> CloseReason {
+        match self {
+            BadInput::TooLarge { .. } => CloseReason::FrameTooLarge,
+            BadInput::NotAFrame => CloseReason::Malformed,
+        }
+    }
+}
+
+impl From<FrameError> for BadInput {
+    fn from(e: FrameError) -> Self {
+        match e {
+            FrameError::TooLarge { len, .. } => BadInput::TooLarge { len: len.into() },
+        }
+    }
 }
 
 /// The writing half. It buffers the frames it was given ([`put`](FrameWrite::put)) and

@@ -226,6 +226,14 @@ impl<B: StorageBackend> Host<B> {
         Ok(addr)
     }
 
+    /// Runs `accept`, the accept loop of a transport that admits through
+    /// [`acceptor`](Host::acceptor) on its own (an HTTP listener upgrading to WebSocket),
+    /// as one of the host's listeners: it starts with the host, is stopped at shutdown, and
+    /// if it ever ends the host ends too (panics), like the host's own accept loops.
+    pub fn serve(&mut self, addr: SocketAddr, accept: impl Future<Output = ()> + Send + 'static) {
+        self.listeners.push((addr, Box::pin(accept)));
+    }
+
     /// Admission into this host for transports that accept on their own.
     pub fn acceptor(&self) -> Acceptor {
         self.acceptor.clone()
@@ -412,11 +420,12 @@ impl<B: StorageBackend> Core<B> {
                 self.server.handle_connect(now, conn, Some(peer.ip()));
             }
             Inbound::Frame { conn, payload } => self.server.handle_frame(now, conn, &payload),
-            Inbound::TooLarge { conn, len } => {
+            Inbound::Alive { conn } => self.server.handle_alive(now, conn),
+            Inbound::Refused { conn, bad } => {
                 if let Some(peer) = self.conns.get(&conn) {
-                    info!(conn = conn.0, peer = %peer.addr, len, "closing: frame too large");
+                    info!(conn = conn.0, peer = %peer.addr, ?bad, "closing: {}", bad.reason());
                 }
-                self.ended.push((conn, Some(CloseReason::FrameTooLarge)));
+                self.ended.push((conn, Some(bad.reason())));
             }
             Inbound::Closed { conn } => self.ended.push((conn, None)),
         }

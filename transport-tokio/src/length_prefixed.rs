@@ -1,10 +1,9 @@
 //! Frames on a byte stream: each payload behind its u32 big-endian length (PROTOCOL.md §2).
 //! TCP, TLS and turmoil's simulated TCP all carry Breeze this way.
 
-use crate::frames::{FrameRead, FrameWrite, Framed, WriteStep};
+use crate::frames::{BadInput, FrameRead, FrameWrite, Framed, WriteStep};
 use crate::listener::Stream;
 use crate::reader::FrameReader;
-use breeze_core::codec::FrameError;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use std::io;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
@@ -44,8 +43,8 @@ impl<S: Stream> FrameRead for StreamReader<S> {
         Ok(self.rd.read_buf(self.frames.buf_for_read()).await? > 0)
     }
 
-    fn next_frame(&mut self) -> Result<Option<Bytes>, FrameError> {
-        self.frames.next_frame()
+    fn next_frame(&mut self) -> Result<Option<Bytes>, BadInput> {
+        Ok(self.frames.next_frame()?)
     }
 
     async fn discard(&mut self) {

@@ -28,7 +28,7 @@ pub mod tls;
 
 pub use acceptor::{Acceptor, Admission};
 pub use client::{ClientCommand, ClientSettings, run_client};
-pub use frames::{FrameRead, FrameWrite, Framed, WriteStep};
+pub use frames::{BadInput, FrameRead, FrameWrite, Framed, WriteStep};
 pub use host::{Host, HostConfig, HostHandle, HostStopped};
 pub use length_prefixed::{LengthPrefixed, StreamReader, StreamWriter};
 pub use link::QueueLimits;

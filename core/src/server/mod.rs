@@ -248,6 +248,22 @@ impl Server {
         }
     }
 
+    /// The transport heard from `conn` without a frame: a WebSocket Pong answering the
+    /// host's Ping (PROTOCOL.md §1.3), or the peer's own Ping. It is life, like a frame: the
+    /// connection's heartbeat deadline moves to `now + heartbeat_timeout`. It costs a place in
+    /// the frame budget, so a flood of control messages is `Flooding` like a flood of frames.
+    /// Like a frame, it leaves the deadline queue alone (it only moves the deadline later),
+    /// and before `Hello` the handshake deadline still applies.
+    pub fn handle_alive(&mut self, now: Instant, conn: ConnId) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        c.last_seen = now;
+        if !admit_frame(&mut c.frame_tat, now, &self.cfg.frame_rate) {
+            self.close(now, conn, CloseReason::Flooding);
+        }
+    }
+
     /// The peer closed or reset the connection, or it failed.
     pub fn handle_closed(&mut self, now: Instant, conn: ConnId) {
         if let Some(c) = self.conns.remove(&conn) {

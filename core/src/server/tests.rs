@@ -160,6 +160,68 @@ fn a_connection_that_never_says_hello_is_dropped_at_the_handshake_deadline() {
     assert_eq!(rig.closed[&c], CloseReason::HandshakeTimeout);
 }
 
+/// A WebSocket Pong (`handle_alive`) is life like a frame: a session that says nothing but
+/// answers the host's pings stays, and dies exactly `heartbeat_timeout` after the last one.
+#[test]
+fn life_without_a_frame_moves_the_deadline_and_its_absence_kills_on_time() {
+    let mut rig = Rig::new(cfg(), &["web", "watcher"]);
+    let web = rig.login("web", Status::Online);
+    let watcher = rig.login("watcher", Status::Online);
+    // Nine intervals (three timeouts) of nothing but pongs, one a second.
+    for _ in 0..9 {
+        rig.advance(Duration::from_secs(1));
+        rig.alive(web);
+        rig.frame(watcher, ClientMsg::Ping { nonce: 0 });
+    }
+    assert!(rig.closed.is_empty(), "{:?}", rig.closed);
+    rig.take(watcher);
+    // Then silence: dead at exactly the last pong plus the timeout (3 s), not a tick later.
+    rig.advance(Duration::from_millis(1500));
+    rig.frame(watcher, ClientMsg::Ping { nonce: 1 });
+    rig.advance(Duration::from_millis(1499));
+    assert!(!rig.closed.contains_key(&web));
+    rig.advance(Duration::from_millis(1));
+    assert_eq!(rig.closed.get(&web), Some(&CloseReason::HeartbeatTimeout));
+    assert!(
+        rig.take(watcher)
+            .contains(&diff(&[("web", Presence::Offline)]))
+    );
+}
+
+#[test]
+fn life_without_a_frame_counts_against_the_frame_budget_and_ignores_unknown_conns() {
+    use crate::config::FrameRate;
+    let limited = ServerConfig {
+        frame_rate: FrameRate {
+            per_second: 10,
+            burst: 5,
+        },
+        ..cfg()
+    };
+    let mut rig = Rig::new(limited, &["pongs"]);
+    let c = rig.login("pongs", Status::Online);
+    rig.advance(Duration::from_secs(1));
+    rig.alive(crate::ids::ConnId(999));
+    for _ in 0..20 {
+        rig.alive(c);
+    }
+    assert_eq!(rig.closed.get(&c), Some(&CloseReason::Flooding));
+}
+
+/// Before `Hello`, only the handshake deadline counts: pongs do not keep a connection that
+/// never introduces itself.
+#[test]
+fn life_without_a_frame_does_not_extend_the_handshake() {
+    let mut rig = Rig::new(cfg(), &[]);
+    let c = rig.open();
+    for _ in 0..3 {
+        rig.advance(Duration::from_millis(600));
+        rig.alive(c);
+    }
+    rig.advance(Duration::from_millis(200));
+    assert_eq!(rig.closed.get(&c), Some(&CloseReason::HandshakeTimeout));
+}
+
 #[test]
 fn registration_then_login_and_duplicate_names_are_refused() {
     let mut rig = Rig::new(cfg(), &["taken"]);

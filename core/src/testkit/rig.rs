@@ -147,6 +147,12 @@ impl Rig {
         self.pump();
     }
 
+    /// The transport heard life from `conn` without a frame (a WebSocket Pong).
+    pub fn alive(&mut self, conn: ConnId) {
+        self.server.handle_alive(self.now, conn);
+        self.pump();
+    }
+
     pub fn close(&mut self, conn: ConnId) {
         self.server.handle_closed(self.now, conn);
         self.pump();
