@@ -7,7 +7,7 @@ use breeze_core::message::{ClientMsg, Presence, PresenceEntry, ServerMsg};
 use breeze_server::Settings;
 use breeze_testsupport::{InProcess, Peer, WsPeer, client_config, drive, user};
 use breeze_transport_tokio::ClientCommand;
-use breeze_transport_ws::WsConnector;
+use breeze_transport_ws::{ReadAhead, WsConnector};
 use std::time::Duration;
 
 fn timings(s: &mut Settings) {
@@ -219,7 +219,7 @@ impl Bystanders {
 }
 
 /// A raw WebSocket to `/ws` (no Origin), after the handshake: `Welcome` read.
-async fn raw_ws(server: &InProcess) -> WebSocketStream<TcpStream> {
+async fn raw_ws(server: &InProcess) -> WebSocketStream<ReadAhead<TcpStream>> {
     let mut ws = WsConnector::default()
         .open(server.http_addr())
         .await
@@ -239,14 +239,14 @@ async fn raw_ws(server: &InProcess) -> WebSocketStream<TcpStream> {
     ws
 }
 
-async fn next_breeze(ws: &mut WebSocketStream<TcpStream>) -> Option<ServerMsg> {
+async fn next_breeze(ws: &mut WebSocketStream<ReadAhead<TcpStream>>) -> Option<ServerMsg> {
     ending_or_next(ws, true).await.0.pop()
 }
 
 /// Reads to the end of the connection (or one message if `one`): the Breeze messages and
 /// the code of the server's Close frame.
 async fn ending_or_next(
-    ws: &mut WebSocketStream<TcpStream>,
+    ws: &mut WebSocketStream<ReadAhead<TcpStream>>,
     one: bool,
 ) -> (Vec<ServerMsg>, Option<CloseCode>) {
     let read = async {
@@ -270,7 +270,9 @@ async fn ending_or_next(
         .expect("an answer within the wait bound")
 }
 
-async fn ending(ws: &mut WebSocketStream<TcpStream>) -> (Vec<ServerMsg>, Option<CloseCode>) {
+async fn ending(
+    ws: &mut WebSocketStream<ReadAhead<TcpStream>>,
+) -> (Vec<ServerMsg>, Option<CloseCode>) {
     ending_or_next(ws, false).await
 }
 

@@ -10,6 +10,7 @@
 //! connection alive with no pings of its own, as a browser does.
 
 use crate::listener::SUBPROTOCOL;
+use crate::read_ahead::ReadAhead;
 use breeze_core::codec::{LENGTH_PREFIX, split_frame};
 use breeze_transport_tokio::{Connector, Stream, TcpConnector};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -103,10 +104,13 @@ impl<C> WsConnector<C> {
             let value = HeaderValue::from_str(origin).map_err(io::Error::other)?;
             headers.insert("Origin", value);
         }
-        let (ws, response) =
-            tokio_tungstenite::client_async_with_config(request, stream, Some(client_config()))
-                .await
-                .map_err(io_error)?;
+        let (ws, response) = tokio_tungstenite::client_async_with_config(
+            request,
+            ReadAhead::new(stream),
+            Some(client_config()),
+        )
+        .await
+        .map_err(io_error)?;
         let echoed = response
             .headers()
             .get("Sec-WebSocket-Protocol")
@@ -131,7 +135,7 @@ impl<C: Connector + Sync> Connector for WsConnector<C> {
 /// A Breeze WebSocket connection seen as a length-prefixed byte stream.
 #[derive(Debug)]
 pub struct WsByteStream<S> {
-    ws: WebSocketStream<S>,
+    ws: WebSocketStream<ReadAhead<S>>,
     /// Bytes written but not yet a whole frame.
     out: BytesMut,
     /// A received payload behind its length, being read out.
@@ -141,7 +145,7 @@ pub struct WsByteStream<S> {
 }
 
 impl<S> WsByteStream<S> {
-    pub fn new(ws: WebSocketStream<S>) -> Self {
+    pub fn new(ws: WebSocketStream<ReadAhead<S>>) -> Self {
         WsByteStream {
             ws,
             out: BytesMut::new(),
@@ -151,7 +155,7 @@ impl<S> WsByteStream<S> {
     }
 
     /// The WebSocket itself, for a test that sends what a byte stream cannot (text, Pongs).
-    pub fn into_inner(self) -> WebSocketStream<S> {
+    pub fn into_inner(self) -> WebSocketStream<ReadAhead<S>> {
         self.ws
     }
 }

@@ -20,10 +20,12 @@ mod frames;
 mod http;
 mod listener;
 mod origin;
+mod read_ahead;
 mod site;
 
 pub use client::{WsByteStream, WsConnector};
 pub use frames::{READ_BUFFER, WRITE_BUFFER, WsFrames, WsReader, WsWriter, ws_config};
 pub use listener::{HttpConfig, SUBPROTOCOL, serve};
 pub use origin::OriginPolicy;
+pub use read_ahead::ReadAhead;
 pub use site::{Asset, CSP, Site, content_type};

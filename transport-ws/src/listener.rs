@@ -4,6 +4,7 @@
 use crate::frames::{WsFrames, ws_config};
 use crate::http::{ReadError, Request, Response, read_request};
 use crate::origin::OriginPolicy;
+use crate::read_ahead::ReadAhead;
 use crate::site::{Site, secure};
 use breeze_transport_tokio::{Acceptor, Listener, Stream};
 use bytes::BytesMut;
@@ -132,7 +133,7 @@ async fn connection<S: Stream>(
         if upgrade {
             drop(permit);
             let ws = WebSocketStream::from_partially_read(
-                io,
+                ReadAhead::new(io),
                 buf.to_vec(),
                 Role::Server,
                 Some(ws_config(cfg.max_frame)),
