@@ -189,6 +189,32 @@ describe('the web client in Chromium', { skip: skip ?? false }, () => {
     await until('olga to see victor back', async () => (await presenceOf(olga, 'victor')) === 'Online');
   });
 
+  test('a refused resume token asks for the password; repeated bad passwords say when to retry', async () => {
+    const b = await open();
+    const page = await openAs(b, server, 'tina', { register: true });
+    // Log out (which forgets the token), then plant one the server never issued.
+    await page.locator('#logout').click();
+    await page.locator('#login').waitFor({ state: 'visible' });
+    assert.equal(await page.evaluate(() => localStorage.getItem('breeze.resume')), null);
+    await page.evaluate(() => localStorage.setItem('breeze.resume',
+      JSON.stringify({ user: 'tina', token: btoa('not a token'), status: 'Online' })));
+    await page.reload();
+    await page.locator('#login-error', { hasText: 'Enter your password' }).waitFor();
+    assert.equal(await page.locator('#login-user').inputValue(), 'tina');
+    assert.equal(await page.evaluate(() => localStorage.getItem('breeze.resume')), null);
+
+    // Wrong passwords: after the free attempts the server throttles (Throttled, then
+    // Error{RateLimited}); the page says how long to wait.
+    let shown = '';
+    for (let i = 0; i < 12 && !/try again in \d+ s/.test(shown); i++) {
+      await page.locator('#login-password').fill('wrong password!');
+      await page.locator('#login-button').click();
+      await until('an answer', async () => !(await page.locator('#login-button').isDisabled()));
+      shown = await page.locator('#login-error').textContent();
+    }
+    assert.match(shown, /Too many attempts: try again in \d+ s\./);
+  });
+
   test('server restart: the banner counts down, then the page is back with presence right', async () => {
     const [br, bs] = [await open(), await open()];
     const rita = await openAs(br, server, 'rita', { register: true });
