@@ -250,6 +250,7 @@ describe('the web client in Chromium', { skip: skip ?? false }, () => {
       (await presenceOf(watcher, 'hana')) === 'Online' && (await presenceOf(watcher, 'fred')) === 'Online');
 
     const before = sent;
+    assert.ok(before >= 2, `the frame counter saw ${before} frames (Hello and Login at least)`);
     await sleep(3 * HEARTBEAT_INTERVAL_MS + 500);
     assert.equal(sent, before, 'the hidden page sent frames of its own');
     assert.equal(await presenceOf(watcher, 'hana'), 'Online');
