@@ -1,0 +1,574 @@
+// The Breeze web client's UI: login, contact list with presence, 1:1 chats.
+// Every text that came over the wire goes into the page with textContent, never as HTML.
+import { Session } from './session.js';
+import { avatar, el, formatTime, presenceLabel, readFileBytes } from './ui.js';
+
+const TOKEN_KEY = 'breeze.resume';
+const HISTORY_PAGE = 50;
+
+const $ = (id) => document.getElementById(id);
+const wsUrl = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`;
+const session = new Session(wsUrl);
+
+/** Everything the page shows, rebuilt from the server's messages. */
+const state = {
+  me: null,
+  status: 'Online',
+  contacts: new Set(),
+  presence: new Map(), // user → 'Offline' | 'Online' | 'Busy' | 'Away'
+  scope: 'Everyone',
+  chats: new Map(), // user → { items: Map(key → message), unread, oldest, more, asked }
+  selected: null,
+  pending: null, // what the login form asked for, until the server answers
+  nextId: BigInt(Date.now()) * 1000n,
+  loggedIn: false,
+  toAck: [],
+};
+
+function saved() {
+  try {
+    const s = JSON.parse(localStorage.getItem(TOKEN_KEY));
+    return s && s.user && s.token ? s : null;
+  } catch {
+    return null;
+  }
+}
+
+function save(user, token, status) {
+  const b64 = btoa(String.fromCharCode(...token));
+  localStorage.setItem(TOKEN_KEY, JSON.stringify({ user, token: b64, status }));
+}
+
+function forget() {
+  localStorage.removeItem(TOKEN_KEY);
+}
+
+const tokenBytes = (b64) => Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+
+// ---- screens -------------------------------------------------------------------------
+
+function showLogin(message = '') {
+  state.loggedIn = false;
+  $('banner').hidden = true;
+  $('app').hidden = true;
+  $('login').hidden = false;
+  $('login-error').textContent = message;
+  setBusy(false);
+}
+
+function setBusy(busy) {
+  $('login-button').disabled = busy;
+  $('register-button').disabled = busy;
+}
+
+function showApp() {
+  $('login').hidden = true;
+  $('app').hidden = false;
+  $('me-name').textContent = state.me;
+  $('me-avatar').replaceChildren();
+  const me = avatar(state.me, state.status === 'Invisible' ? 'Offline' : state.status);
+  $('me-avatar').replaceWith(me);
+  me.id = 'me-avatar';
+  $('me-status').value = state.status;
+  renderContacts();
+  renderChat();
+}
+
+// ---- banner --------------------------------------------------------------------------
+
+let bannerTimer = null;
+function banner(detail) {
+  clearInterval(bannerTimer);
+  bannerTimer = null;
+  const b = $('banner');
+  if (detail.state === 'waiting') {
+    const tick = () => {
+      const s = Math.max(0, Math.ceil((detail.retryAt - Date.now()) / 1000));
+      $('banner-text').textContent = `Connection lost. Reconnecting in ${s} s…`;
+    };
+    tick();
+    bannerTimer = setInterval(tick, 250);
+    $('banner-retry').hidden = false;
+    b.hidden = false;
+  } else if (detail.state === 'connecting' && (state.me || detail.attempt > 0)) {
+    $('banner-text').textContent = 'Reconnecting…';
+    $('banner-retry').hidden = true;
+    b.hidden = state.loggedIn && detail.attempt === 0;
+  } else {
+    b.hidden = true;
+  }
+}
+
+// ---- the session ---------------------------------------------------------------------
+
+session.addEventListener('state', (e) => banner(e.detail));
+
+session.addEventListener('welcome', (e) => {
+  state.scope = e.detail.scope;
+  const p = state.pending;
+  const s = saved();
+  if (p && p.register) {
+    session.send({ Register: { user: p.user, password: p.password } });
+  } else if (p) {
+    session.send({ Login: { user: p.user, credential: { Password: p.password }, status: p.status } });
+  } else if (s) {
+    session.send({
+      Login: { user: s.user, credential: { Token: tokenBytes(s.token) }, status: s.status || state.status },
+    });
+  } else {
+    showLogin($('login-error').textContent);
+  }
+});
+
+session.addEventListener('lost', (e) => {
+  state.loggedIn = false;
+  const reason = e.detail.reason;
+  if (reason === 'Replaced') {
+    // The token in localStorage may already be the newer session's: keep it.
+    session.stop();
+    showLogin('You logged in from another place.');
+  } else if (reason === 'BadHandshake' || reason === 'UnsupportedVersion') {
+    session.stop();
+    showLogin('This server speaks another protocol version. Reload the page.');
+  }
+  // Presence is unknown until the next snapshot; keep the last view, greyed by the banner.
+});
+
+const handlers = {
+  Registered({ user }) {
+    const p = state.pending;
+    p.register = false;
+    p.user = user;
+    session.send({ Login: { user, credential: { Password: p.password }, status: p.status } });
+  },
+
+  LoginOk({ user, status, resume_token: token, contacts }) {
+    const fresh = state.me !== user;
+    if (fresh) {
+      state.chats.clear();
+      state.selected = null;
+      state.presence.clear();
+    }
+    state.me = user;
+    state.status = status;
+    state.contacts = new Set(contacts);
+    state.loggedIn = true;
+    state.pending = null;
+    $('login-password').value = '';
+    save(user, token, status);
+    session.settled();
+    showApp();
+    // A reconnect may have missed messages in the open chat: fetch its newest page again.
+    if (!fresh && state.selected) askHistory(state.selected, null);
+  },
+
+  PresenceSnapshot({ entries }) {
+    state.presence = new Map(entries.map((e) => [e.user, e.presence]));
+    renderContacts();
+    renderChatHeader();
+  },
+
+  PresenceDiff({ entries }) {
+    for (const e of entries) state.presence.set(e.user, e.presence);
+    renderContacts();
+    renderChatHeader();
+  },
+
+  OwnStatus({ status }) {
+    state.status = status;
+    const s = saved();
+    if (s) localStorage.setItem(TOKEN_KEY, JSON.stringify({ ...s, status }));
+    showApp();
+  },
+
+  ContactsChanged({ added, removed, rejected }) {
+    for (const u of added) state.contacts.add(u);
+    for (const u of removed) state.contacts.delete(u);
+    $('contacts-note').textContent = rejected.length ? `No such user: ${rejected.join(', ')}` : '';
+    renderContacts();
+  },
+
+  Sent({ id, seq }) {
+    for (const chat of state.chats.values()) {
+      const m = chat.items.get(`id:${id}`);
+      if (m) {
+        m.seq = seq;
+        m.pending = false;
+        chat.items.delete(`id:${id}`);
+        chat.items.set(`seq:${seq}`, m);
+      }
+    }
+    renderChat();
+  },
+
+  Deliver(d) {
+    const chat = chatWith(d.from);
+    const key = `seq:${d.seq}`;
+    if (!chat.items.has(key)) {
+      chat.items.set(key, {
+        seq: d.seq, from: d.from, body: d.body, at: d.sent_at_ms,
+        image: imageOf(d.attachment), file: d.attachment && !isImage(d.attachment) ? d.attachment : null,
+      });
+      if (state.selected !== d.from || document.visibilityState !== 'visible') chat.unread += 1;
+    }
+    state.toAck.push(d.seq);
+    renderContacts();
+    if (state.selected === d.from) renderChat();
+    flushAcks();
+  },
+
+  OfflineDone() {
+    flushAcks();
+  },
+
+  History({ with: peer, items }) {
+    const chat = chatWith(peer);
+    chat.asked = false;
+    for (const it of items) {
+      const key = `seq:${it.seq}`;
+      if (chat.items.has(key)) continue;
+      // Our own message sent from this page is still here under its id: keep that one.
+      const own = chat.items.get(`id:${it.id}`);
+      if (own && it.from === state.me) continue;
+      chat.items.set(key, {
+        seq: it.seq, from: it.from, body: it.body, at: it.sent_at_ms,
+        file: it.attachment, image: null,
+      });
+    }
+    if (items.length < HISTORY_PAGE) chat.more = false;
+    for (const it of items) {
+      if (chat.oldest === null || it.seq < chat.oldest) chat.oldest = it.seq;
+    }
+    if (state.selected === peer) renderChat({ keepBottom: chat.first !== false });
+    chat.first = false;
+  },
+
+  Throttled({ retry_after_ms: ms }) {
+    const s = Math.max(1, Math.ceil(ms / 1000));
+    state.throttled = `Too many attempts: try again in ${s} s.`;
+  },
+
+  Error({ request, code, id }) {
+    if (request === 'Login' || request === 'Register') {
+      if (state.pending === null && saved() && request === 'Login') {
+        // The resume token was refused (expired, or the password changed): ask for it.
+        const { user } = saved();
+        forget();
+        $('login-user').value = user;
+        showLogin('Your session has ended. Enter your password to log in again.');
+        return;
+      }
+      state.pending = null;
+      const message = code === 'RateLimited' && state.throttled ? state.throttled : errorText(code);
+      state.throttled = null;
+      showLogin(message);
+      return;
+    }
+    if (request === 'Send' && id !== null) {
+      for (const chat of state.chats.values()) {
+        const m = chat.items.get(`id:${id}`);
+        if (m) {
+          m.pending = false;
+          m.failed = errorText(code);
+        }
+      }
+      renderChat();
+      return;
+    }
+    if (request === 'AddContact' || request === 'ChangeContacts' || request === 'RemoveContact') {
+      $('contacts-note').textContent = errorText(code);
+      return;
+    }
+    $('chat-error').textContent = errorText(code);
+  },
+};
+
+session.addEventListener('message', (e) => {
+  const h = handlers[e.detail.name];
+  if (h) h(e.detail.body);
+});
+
+function errorText(code) {
+  return {
+    BadCredentials: 'Wrong user name or password.',
+    UserTaken: 'That user name is taken.',
+    InvalidName: 'User names are 1–32 letters, digits, “_”, “-” or “.”.',
+    InvalidPassword: 'Passwords are 8 to 1024 bytes long.',
+    NoSuchUser: 'There is no such user.',
+    TooLarge: 'That is too large.',
+    Forbidden: 'That is not allowed.',
+    RateLimited: 'Too many attempts: slow down.',
+    TooManyContacts: 'Your contact list is full.',
+    StorageFailed: 'The server could not store that; try again.',
+    Busy: 'The server is busy; try again shortly.',
+  }[code] || `The server said: ${code}.`;
+}
+
+function flushAcks() {
+  if (state.toAck.length === 0) return;
+  // Acked once it is on the page: the DOM was updated synchronously above.
+  if (session.send({ Ack: { seqs: state.toAck } })) state.toAck = [];
+}
+
+// ---- chats ---------------------------------------------------------------------------
+
+function chatWith(user) {
+  let chat = state.chats.get(user);
+  if (!chat) {
+    chat = { items: new Map(), unread: 0, oldest: null, more: true, asked: false, first: true };
+    state.chats.set(user, chat);
+  }
+  return chat;
+}
+
+const isImage = (a) => a && a.mime.startsWith('image/') && a.data;
+
+function imageOf(attachment) {
+  if (!isImage(attachment)) return null;
+  return URL.createObjectURL(new Blob([attachment.data], { type: attachment.mime }));
+}
+
+function askHistory(peer, before) {
+  const chat = chatWith(peer);
+  if (chat.asked) return;
+  chat.asked = session.send({ History: { with: peer, before, limit: HISTORY_PAGE } });
+}
+
+function select(user) {
+  state.selected = user;
+  const chat = chatWith(user);
+  chat.unread = 0;
+  chat.first = true;
+  $('app').classList.add('chatting');
+  $('chat-error').textContent = '';
+  askHistory(user, null);
+  renderContacts();
+  renderChat({ keepBottom: true });
+  $('text').focus();
+}
+
+// ---- rendering -----------------------------------------------------------------------
+
+function visibleUsers() {
+  const users = new Set(state.contacts);
+  if (state.scope === 'Everyone') for (const u of state.presence.keys()) users.add(u);
+  users.delete(state.me);
+  const rank = (u) => (state.presence.get(u) && state.presence.get(u) !== 'Offline' ? 0 : 1);
+  return [...users].sort((a, b) => rank(a) - rank(b) || a.localeCompare(b));
+}
+
+function renderContacts() {
+  if (!state.me) return;
+  const list = $('contacts');
+  const items = visibleUsers().map((user) => {
+    const presence = state.presence.get(user) || 'Offline';
+    const chat = state.chats.get(user);
+    const li = el('li', {
+      class: `contact${user === state.selected ? ' selected' : ''}${presence === 'Offline' ? ' is-offline' : ''}`,
+      'data-user': user,
+      'data-presence': presence,
+    });
+    li.append(avatar(user, presence));
+    const who = el('div', { class: 'who' });
+    who.append(el('div', { class: 'name' }, user), el('div', { class: 'presence' }, presenceLabel(presence)));
+    li.append(who);
+    if (chat && chat.unread > 0) li.append(el('span', { class: 'unread' }, String(chat.unread)));
+    if (state.contacts.has(user)) {
+      const rm = el('button', { type: 'button', class: 'link remove', title: `Remove ${user}` }, '×');
+      rm.addEventListener('click', (ev) => {
+        ev.stopPropagation();
+        session.send({ RemoveContact: { user } });
+      });
+      li.append(rm);
+    } else if (state.scope === 'Everyone') {
+      const add = el('button', { type: 'button', class: 'link add', title: `Add ${user} to contacts` }, '+');
+      add.addEventListener('click', (ev) => {
+        ev.stopPropagation();
+        session.send({ AddContact: { user } });
+      });
+      li.append(add);
+    }
+    li.addEventListener('click', () => select(user));
+    return li;
+  });
+  list.replaceChildren(...items);
+  if (items.length === 0) {
+    list.append(el('li', { class: 'note' }, 'Nobody here yet. Add a contact by name above.'));
+  }
+  const unread = [...state.chats.values()].reduce((n, c) => n + c.unread, 0);
+  document.title = unread ? `(${unread}) Breeze` : 'Breeze';
+}
+
+function renderChatHeader() {
+  const peer = state.selected;
+  if (!peer) return;
+  const presence = state.presence.get(peer) || 'Offline';
+  const a = avatar(peer, presence);
+  a.id = 'peer-avatar';
+  $('peer-avatar').replaceWith(a);
+  $('peer-name').textContent = peer;
+  $('peer-presence').textContent = presenceLabel(presence);
+}
+
+function renderChat({ keepBottom = false } = {}) {
+  const peer = state.selected;
+  const has = peer !== null;
+  $('chat-empty').hidden = has;
+  $('chat-header').hidden = !has;
+  $('messages').hidden = !has;
+  $('composer').hidden = !has;
+  if (!has) return;
+  renderChatHeader();
+  const chat = chatWith(peer);
+  const box = $('messages');
+  const atBottom = keepBottom || box.scrollHeight - box.scrollTop - box.clientHeight < 40;
+  const fromBottom = box.scrollHeight - box.scrollTop;
+  const sorted = [...chat.items.values()].sort((a, b) => {
+    if (a.seq === null || b.seq === null) return (a.seq === null) - (b.seq === null) || a.local - b.local;
+    return a.seq < b.seq ? -1 : a.seq > b.seq ? 1 : 0;
+  });
+  $('message-list').replaceChildren(...sorted.map(renderMessage));
+  $('older').hidden = !chat.more;
+  box.scrollTop = atBottom ? box.scrollHeight : box.scrollHeight - fromBottom;
+}
+
+function renderMessage(m) {
+  const mine = m.from === state.me;
+  const li = el('li', { class: `msg${mine ? ' mine' : ''}${m.failed ? ' failed' : ''}` });
+  const bubble = el('div', { class: 'bubble' });
+  if (m.image) {
+    bubble.append(el('img', { src: m.image, alt: m.imageName || 'image' }));
+  } else if (m.file) {
+    bubble.append(el('div', { class: 'file' }, `Attachment: ${m.file.name} (${Math.ceil(Number(m.file.size ?? m.file.data?.length ?? 0) / 1024)} KiB)`));
+  }
+  if (m.body) bubble.append(document.createTextNode(m.body));
+  li.append(bubble);
+  let meta = m.at ? formatTime(m.at) : '';
+  if (m.pending) meta = 'sending…';
+  if (m.failed) meta = `not sent: ${m.failed}`;
+  li.append(el('span', { class: 'meta' }, meta));
+  return li;
+}
+
+// ---- actions -------------------------------------------------------------------------
+
+function sendMessage(body, attachment) {
+  const peer = state.selected;
+  if (!peer || (!body && !attachment)) return;
+  state.nextId += 1n;
+  const id = state.nextId;
+  const chat = chatWith(peer);
+  chat.items.set(`id:${id}`, {
+    seq: null, local: Number(id % 1000000000n), from: state.me, body, at: Date.now(),
+    pending: true, image: imageOf(attachment), imageName: attachment?.name,
+  });
+  if (!session.send({ Send: { id, to: peer, body, attachment } })) {
+    const m = chat.items.get(`id:${id}`);
+    m.pending = false;
+    m.failed = 'not connected';
+  }
+  renderChat({ keepBottom: true });
+}
+
+function startLogin(register) {
+  const user = $('login-user').value.trim();
+  const password = $('login-password').value;
+  if (!user || !password) {
+    $('login-error').textContent = 'Enter a user name and a password.';
+    return;
+  }
+  state.pending = { user, password, register, status: $('login-status').value };
+  $('login-error').textContent = '';
+  setBusy(true);
+  if (session.open) {
+    session.dispatchEvent(new CustomEvent('welcome', { detail: session.welcome }));
+  } else {
+    session.start();
+    session.wake();
+  }
+}
+
+function wire() {
+  $('login-form').addEventListener('submit', (e) => {
+    e.preventDefault();
+    startLogin(false);
+  });
+  $('register-button').addEventListener('click', () => {
+    if ($('login-form').reportValidity()) startLogin(true);
+  });
+  $('banner-retry').addEventListener('click', () => session.wake());
+  $('logout').addEventListener('click', () => {
+    session.send('Logout');
+    session.stop();
+    forget();
+    state.me = null;
+    state.chats.clear();
+    state.selected = null;
+    state.presence.clear();
+    $('message-list').replaceChildren();
+    showLogin('');
+  });
+  $('me-status').addEventListener('change', (e) => {
+    session.send({ SetStatus: { status: e.target.value } });
+  });
+  $('add-form').addEventListener('submit', (e) => {
+    e.preventDefault();
+    const user = $('add-user').value.trim().toLowerCase();
+    if (!user) return;
+    $('add-user').value = '';
+    $('contacts-note').textContent = '';
+    session.send({ AddContact: { user } });
+  });
+  $('composer').addEventListener('submit', (e) => {
+    e.preventDefault();
+    const body = $('text').value;
+    $('text').value = '';
+    sendMessage(body, null);
+  });
+  $('file').addEventListener('change', async (e) => {
+    const file = e.target.files[0];
+    e.target.value = '';
+    if (!file) return;
+    const max = session.welcome?.max_attachment ?? 0;
+    if (file.size > max) {
+      $('chat-error').textContent = `That image is ${Math.ceil(file.size / 1024)} KiB; the server takes at most ${Math.floor(max / 1024)} KiB.`;
+      return;
+    }
+    $('chat-error').textContent = '';
+    const data = await readFileBytes(file);
+    sendMessage($('text').value, { mime: file.type || 'application/octet-stream', name: file.name, data });
+    $('text').value = '';
+  });
+  $('older').addEventListener('click', () => {
+    const chat = chatWith(state.selected);
+    askHistory(state.selected, chat.oldest);
+  });
+  $('messages').addEventListener('scroll', () => {
+    const chat = state.selected && chatWith(state.selected);
+    if (chat && chat.more && chat.oldest !== null && $('messages').scrollTop < 10) {
+      askHistory(state.selected, chat.oldest);
+    }
+  });
+  $('back').addEventListener('click', () => {
+    state.selected = null;
+    $('app').classList.remove('chatting');
+    renderContacts();
+    renderChat();
+  });
+  document.addEventListener('visibilitychange', () => {
+    // Messages that arrived while hidden in the open chat were counted unread.
+    if (document.visibilityState === 'visible' && state.selected) {
+      chatWith(state.selected).unread = 0;
+      renderContacts();
+    }
+  });
+}
+
+wire();
+const resume = saved();
+if (resume) {
+  $('login-user').value = resume.user;
+  session.start(); // logs in with the token once Welcome arrives
+} else {
+  showLogin('');
+}

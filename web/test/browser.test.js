@@ -1,0 +1,274 @@
+// The web client end to end: real breeze-server, headless Chromium, the TCP `breeze` client.
+// Each browser is its own Chromium (own process group), so one can be killed or frozen whole
+// while the others watch.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { writeFileSync, mkdirSync } from 'node:fs';
+import { deflateSync } from 'node:zlib';
+import {
+  HEARTBEAT_INTERVAL_MS, HEARTBEAT_TIMEOUT_MS, Server, breeze, breezeChat, greyed, launchBrowser,
+  missing, openAs, presenceOf, sleep, until,
+} from './support/harness.js';
+
+const skip = missing();
+
+/** A real PNG (a colour gradient), so the browser has to decode it to give it a size. */
+function png(width, height) {
+  const crcTable = Array.from({ length: 256 }, (_, n) => {
+    let c = n;
+    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+    return c >>> 0;
+  });
+  const crc = (buf) => {
+    let c = 0xffffffff;
+    for (const b of buf) c = crcTable[(c ^ b) & 0xff] ^ (c >>> 8);
+    return (c ^ 0xffffffff) >>> 0;
+  };
+  const chunk = (type, data) => {
+    const len = Buffer.alloc(4);
+    len.writeUInt32BE(data.length);
+    const td = Buffer.concat([Buffer.from(type), data]);
+    const c = Buffer.alloc(4);
+    c.writeUInt32BE(crc(td));
+    return Buffer.concat([len, td, c]);
+  };
+  const ihdr = Buffer.alloc(13);
+  ihdr.writeUInt32BE(width, 0);
+  ihdr.writeUInt32BE(height, 4);
+  ihdr.set([8, 2, 0, 0, 0], 8); // 8-bit RGB
+  const raw = Buffer.alloc(height * (1 + 3 * width));
+  for (let y = 0; y < height; y++) {
+    const row = y * (1 + 3 * width);
+    for (let x = 0; x < width; x++) {
+      raw[row + 1 + 3 * x] = 80 + Math.round((120 * x) / width);
+      raw[row + 2 + 3 * x] = 140 + Math.round((100 * y) / height);
+      raw[row + 3 + 3 * x] = 245;
+    }
+  }
+  return Buffer.concat([
+    Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
+    chunk('IHDR', ihdr), chunk('IDAT', deflateSync(raw)), chunk('IEND', Buffer.alloc(0)),
+  ]);
+}
+
+async function chatWith(page, user) {
+  await page.locator(`#contacts li[data-user="${user}"]`).click();
+  await page.locator('#composer').waitFor({ state: 'visible' });
+}
+
+async function say(page, text) {
+  await page.locator('#text').fill(text);
+  await page.locator('#text').press('Enter');
+}
+
+const bubbles = (page) => page.locator('#message-list .bubble');
+
+async function register(server, user) {
+  await breeze(server, user, ['register']);
+}
+
+describe('the web client in Chromium', { skip: skip ?? false }, () => {
+  let server;
+  const browsers = [];
+  const open = async () => {
+    const b = await launchBrowser();
+    browsers.push(b);
+    return b;
+  };
+
+  before(async () => {
+    server = await Server.start();
+  });
+
+  after(async () => {
+    for (const b of browsers) await b.close();
+    await server?.close();
+  });
+
+  test('two pages and a TCP user chat; images inline, markup stays text; a closed page greys at once', async () => {
+    await register(server, 'carol');
+    await register(server, 'dave');
+    const [ba, bb, bd] = [await open(), await open(), await open()];
+    const alice = await openAs(ba, server, 'alice', { register: true });
+    const bob = await openAs(bb, server, 'Bob', { register: true });
+    const carol = breezeChat(server, 'carol');
+    try {
+      const dave = await openAs(bd, server, 'dave');
+      await until('alice to see bob, carol and dave online', async () =>
+        (await presenceOf(alice, 'bob')) === 'Online' && (await presenceOf(alice, 'carol')) === 'Online'
+        && (await presenceOf(alice, 'dave')) === 'Online');
+
+      await chatWith(alice, 'bob');
+      await say(alice, 'hi bob, ça va?');
+      await until('bob to see an unread message from alice', async () =>
+        (await bob.locator('#contacts li[data-user="alice"] .unread').textContent().catch(() => '')) === '1');
+      await chatWith(bob, 'alice');
+      await bubbles(bob).filter({ hasText: 'hi bob, ça va?' }).waitFor();
+      await say(bob, 'hello alice');
+      await bubbles(alice).filter({ hasText: 'hello alice' }).waitFor();
+
+      // The TCP client: an agent sends to alice; carol's terminal chat gets alice's answer.
+      await breeze(server, 'carol', ['send', '--to', 'alice', 'hello from the terminal']);
+      await until('the unread badge for carol', async () =>
+        (await alice.locator('#contacts li[data-user="carol"] .unread').count()) === 1);
+      await chatWith(alice, 'carol');
+      await bubbles(alice).filter({ hasText: 'hello from the terminal' }).waitFor();
+      await say(alice, 'hello carol, from the browser');
+      await until('carol\'s terminal to print alice\'s message', () =>
+        carol.out.includes('hello carol, from the browser'));
+
+      // A body that looks like markup is text: no element, no script.
+      await chatWith(alice, 'bob');
+      const hostile = '<img src=x onerror="window.pwned=1"><b>bold</b>';
+      await say(alice, hostile);
+      const shown = bubbles(bob).filter({ hasText: 'onerror' });
+      await shown.waitFor();
+      assert.equal(await shown.textContent(), hostile);
+      assert.equal(await shown.locator('img, b').count(), 0);
+      assert.equal(await bob.evaluate(() => window.pwned), undefined);
+
+      // An image goes as an attachment and arrives inline, decoded from a blob: URL.
+      await alice.locator('#file').setInputFiles({ name: 'dot.png', mimeType: 'image/png', buffer: png(180, 110) });
+      const img = bob.locator('#message-list img');
+      await img.waitFor();
+      assert.match(await img.getAttribute('src'), /^blob:/);
+      await until('the image to decode', () => img.evaluate((i) => i.complete && i.naturalWidth === 180));
+
+      // Closing dave's page: the others grey dave within a second.
+      await dave.close();
+      const closed = Date.now();
+      await until('alice and bob to grey dave', async () =>
+        (await greyed(alice, 'dave')) && (await greyed(bob, 'dave')), 1000);
+      console.log(`closed page greyed after ${Date.now() - closed} ms`);
+      assert.equal(await greyed(alice, 'bob'), false);
+
+      if (process.env.BREEZE_WRITE_SCREENSHOT === '1') {
+        await chatWith(alice, 'bob');
+        await say(alice, 'Dave just left: see his grey avatar?');
+        await bubbles(bob).filter({ hasText: 'grey avatar' }).waitFor();
+        const to = new URL('../../docs/screenshot.png', import.meta.url);
+        mkdirSync(new URL('.', to), { recursive: true });
+        writeFileSync(to, await alice.screenshot());
+      }
+
+      // A second tab of bob's (same profile) logs in with the stored resume token; the first
+      // is told it was replaced, and the conversation comes back as history.
+      const bob2 = await bb.context.newPage();
+      await bob2.goto(server.url);
+      await bob2.locator('#app').waitFor({ state: 'visible' });
+      await bob.locator('#login-error').filter({ hasText: 'another place' }).waitFor();
+      await chatWith(bob2, 'alice');
+      await bubbles(bob2).filter({ hasText: 'hi bob, ça va?' }).waitFor();
+      await bubbles(bob2).filter({ hasText: 'hello alice' }).waitFor();
+      await bob2.locator('#message-list .file', { hasText: 'dot.png' }).waitFor();
+    } finally {
+      await carol.close();
+    }
+  });
+
+  test('a killed browser is greyed; a message to an offline web user shows at its next login', async () => {
+    const [bo, bv] = [await open(), await open()];
+    const olga = await openAs(bo, server, 'olga', { register: true });
+    const victor = await openAs(bv, server, 'victor', { register: true });
+    await until('olga to see victor', async () => (await presenceOf(olga, 'victor')) === 'Online');
+    process.kill(-bv.pid, 'SIGKILL');
+    await until('olga to grey victor', () => greyed(olga, 'victor'));
+    void victor;
+
+    await chatWith(olga, 'victor');
+    await say(olga, 'are you there, victor?');
+    await until('the message to be stored', async () =>
+      (await olga.locator('.msg.mine .meta').last().textContent()) !== 'sending…');
+
+    const again = await open();
+    const back = await openAs(again, server, 'victor');
+    await until('the offline message to be counted unread', async () =>
+      (await back.locator('#contacts li[data-user="olga"] .unread').count()) === 1);
+    await chatWith(back, 'olga');
+    await bubbles(back).filter({ hasText: 'are you there, victor?' }).waitFor();
+    await until('olga to see victor back', async () => (await presenceOf(olga, 'victor')) === 'Online');
+  });
+
+  test('a refused resume token asks for the password; repeated bad passwords say when to retry', async () => {
+    const b = await open();
+    const page = await openAs(b, server, 'tina', { register: true });
+    // Log out (which forgets the token), then plant one the server never issued.
+    await page.locator('#logout').click();
+    await page.locator('#login').waitFor({ state: 'visible' });
+    assert.equal(await page.evaluate(() => localStorage.getItem('breeze.resume')), null);
+    await page.evaluate(() => localStorage.setItem('breeze.resume',
+      JSON.stringify({ user: 'tina', token: btoa('not a token'), status: 'Online' })));
+    await page.reload();
+    await page.locator('#login-error', { hasText: 'Enter your password' }).waitFor();
+    assert.equal(await page.locator('#login-user').inputValue(), 'tina');
+    assert.equal(await page.evaluate(() => localStorage.getItem('breeze.resume')), null);
+
+    // Wrong passwords: after the free attempts the server throttles (Throttled, then
+    // Error{RateLimited}); the page says how long to wait.
+    let shown = '';
+    for (let i = 0; i < 12 && !/try again in \d+ s/.test(shown); i++) {
+      await page.locator('#login-password').fill('wrong password!');
+      await page.locator('#login-button').click();
+      await until('an answer', async () => !(await page.locator('#login-button').isDisabled()));
+      shown = await page.locator('#login-error').textContent();
+    }
+    assert.match(shown, /Too many attempts: try again in \d+ s\./);
+  });
+
+  test('server restart: the banner counts down, then the page is back with presence right', async () => {
+    const [br, bs] = [await open(), await open()];
+    const rita = await openAs(br, server, 'rita', { register: true });
+    const sam = await openAs(bs, server, 'sam', { register: true, status: 'Busy' });
+    await until('rita to see sam busy', async () => (await presenceOf(rita, 'sam')) === 'Busy');
+    await server.stop();
+    await rita.locator('#banner').waitFor({ state: 'visible' });
+    await until('the countdown', async () => /Reconnecting in \d+ s/.test(await rita.locator('#banner-text').textContent()));
+    await server.spawn();
+    await rita.locator('#banner').waitFor({ state: 'hidden', timeout: 40000 });
+    await sam.locator('#banner').waitFor({ state: 'hidden', timeout: 40000 });
+    // Both came back with their resume tokens, sam still busy.
+    await until('rita to see sam busy again', async () => (await presenceOf(rita, 'sam')) === 'Busy');
+    await until('sam to see rita online', async () => (await presenceOf(sam, 'rita')) === 'Online');
+    assert.equal(await rita.locator('#app').isVisible(), true);
+  });
+
+  test('a hidden tab that sends nothing stays online; a frozen browser is dead at the timeout', async () => {
+    const [bw, bh, bf] = [await open(), await open(), await open()];
+    const watcher = await openAs(bw, server, 'walt', { register: true });
+    // The hidden page: the document says hidden, so the client sends nothing on its own.
+    const hiddenPage = await bh.context.newPage();
+    await hiddenPage.addInitScript(() => {
+      Object.defineProperty(Document.prototype, 'visibilityState', { get: () => 'hidden' });
+      Object.defineProperty(Document.prototype, 'hidden', { get: () => true });
+    });
+    let sent = 0;
+    hiddenPage.on('websocket', (ws) => ws.on('framesent', () => { sent += 1; }));
+    await openAs(bh, server, 'hana', { register: true, page: hiddenPage });
+    const frozen = await openAs(bf, server, 'fred', { register: true });
+    void frozen;
+    await until('walt to see hana and fred', async () =>
+      (await presenceOf(watcher, 'hana')) === 'Online' && (await presenceOf(watcher, 'fred')) === 'Online');
+
+    const before = sent;
+    assert.ok(before >= 2, `the frame counter saw ${before} frames (Hello and Login at least)`);
+    await sleep(3 * HEARTBEAT_INTERVAL_MS + 500);
+    assert.equal(sent, before, 'the hidden page sent frames of its own');
+    assert.equal(await presenceOf(watcher, 'hana'), 'Online');
+
+    // The whole browser stopped: its socket goes silent; the server answers nothing for it.
+    process.kill(-bf.pid, 'SIGSTOP');
+    const stopped = Date.now();
+    try {
+      await until('walt to grey fred', () => greyed(watcher, 'fred'), HEARTBEAT_TIMEOUT_MS + 5000);
+      const took = Date.now() - stopped;
+      console.log(`frozen browser greyed ${took} ms after SIGSTOP (timeout ${HEARTBEAT_TIMEOUT_MS} ms)`);
+      // Dead at last inbound frame + timeout. The server pings after one interval of
+      // silence; the last Pong came at most about one interval (two on a loaded machine,
+      // where a Pong may lag its Ping) before the stop, so not dead earlier than this.
+      assert.ok(took >= HEARTBEAT_TIMEOUT_MS - 2 * HEARTBEAT_INTERVAL_MS, `greyed after only ${took} ms`);
+    } finally {
+      process.kill(-bf.pid, 'SIGCONT');
+    }
+    assert.equal(await presenceOf(watcher, 'hana'), 'Online');
+  });
+});
