@@ -256,6 +256,24 @@ pub enum CloseReason {
 }
 
 impl CloseReason {
+    /// Every reason, in wire order: for tables and tests that must cover them all (the
+    /// exhaustive match in this module's test keeps it complete).
+    pub const ALL: [CloseReason; 13] = [
+        CloseReason::HandshakeTimeout,
+        CloseReason::HeartbeatTimeout,
+        CloseReason::Replaced,
+        CloseReason::LoggedOut,
+        CloseReason::BadHandshake,
+        CloseReason::UnsupportedVersion,
+        CloseReason::FrameTooLarge,
+        CloseReason::Malformed,
+        CloseReason::SlowReader,
+        CloseReason::ServerFull,
+        CloseReason::ServerShutdown,
+        CloseReason::Flooding,
+        CloseReason::NodeFenced,
+    ];
+
     /// Whether a client may reconnect by itself after being told this.
     pub fn allows_reconnect(self) -> bool {
         !matches!(
@@ -417,4 +435,34 @@ pub enum ServerMsg {
         request: RequestKind,
         retry_after_ms: u32,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `CloseReason::ALL` lists every variant once, in wire order: a new variant fails to
+    /// compile here until it is placed, and a misplaced one fails the order check.
+    #[test]
+    fn all_close_reasons_are_listed_in_wire_order() {
+        for (i, reason) in CloseReason::ALL.into_iter().enumerate() {
+            let index = match reason {
+                CloseReason::HandshakeTimeout => 0,
+                CloseReason::HeartbeatTimeout => 1,
+                CloseReason::Replaced => 2,
+                CloseReason::LoggedOut => 3,
+                CloseReason::BadHandshake => 4,
+                CloseReason::UnsupportedVersion => 5,
+                CloseReason::FrameTooLarge => 6,
+                CloseReason::Malformed => 7,
+                CloseReason::SlowReader => 8,
+                CloseReason::ServerFull => 9,
+                CloseReason::ServerShutdown => 10,
+                CloseReason::Flooding => 11,
+                CloseReason::NodeFenced => 12,
+            };
+            assert_eq!(index, i, "{reason:?}");
+            assert_eq!(crate::codec::encode(&reason)[..], [i as u8]);
+        }
+    }
 }

@@ -1343,23 +1343,6 @@ enum End {
     Logout,
 }
 
-/// Every variant; `died_without_meaning_to` below is exhaustive, so a new one is noticed there.
-const ALL_CLOSE_REASONS: [CloseReason; 13] = [
-    CloseReason::HandshakeTimeout,
-    CloseReason::HeartbeatTimeout,
-    CloseReason::Replaced,
-    CloseReason::LoggedOut,
-    CloseReason::BadHandshake,
-    CloseReason::UnsupportedVersion,
-    CloseReason::FrameTooLarge,
-    CloseReason::Malformed,
-    CloseReason::SlowReader,
-    CloseReason::ServerFull,
-    CloseReason::ServerShutdown,
-    CloseReason::Flooding,
-    CloseReason::NodeFenced,
-];
-
 /// The grace is for clients that did not mean to leave: their connection died, or the server
 /// cut it for something a reconnect fixes. Exhaustive, so a new reason must be placed here.
 fn died_without_meaning_to(reason: CloseReason) -> bool {
@@ -1435,7 +1418,7 @@ fn offline_after(end: End) -> Option<bool> {
 
 #[test]
 fn every_close_reason_either_waits_out_the_grace_or_announces_at_once() {
-    for reason in ALL_CLOSE_REASONS {
+    for reason in CloseReason::ALL {
         assert_eq!(
             offline_after(End::Aborted(reason)),
             Some(died_without_meaning_to(reason)),
