@@ -51,6 +51,7 @@ pub async fn run(account: Account, status: StatusArg, style: Style) -> Result<()
         day: Cell::new(chrono::Local::now().date_naive()),
         bell: std::io::stdout().is_terminal(),
         away_header: false,
+        open: None,
     };
     chat.info(&format!(
         "connecting to {} as {}",
@@ -139,6 +140,8 @@ struct Chat {
     bell: bool,
     /// The header of this session's offline messages is out.
     away_header: bool,
+    /// The conversation plain lines go to (`/open`).
+    open: Option<UserId>,
 }
 
 struct Outgoing {
@@ -372,6 +375,23 @@ impl Chat {
 
     fn act(&mut self, action: Action) {
         match action {
+            Action::Say(text) => match self.open.clone() {
+                Some(to) => self.act(Action::Msg { to, text }),
+                None => self.error(
+                    "not a command: /open USER to talk to someone, /msg USER TEXT for one \
+                     message, /help for more",
+                ),
+            },
+            Action::Open(user) => {
+                self.info(&format!(
+                    "talking to {user}: plain lines go to them; /close to stop"
+                ));
+                self.open = Some(user);
+            }
+            Action::Close => match self.open.take() {
+                Some(user) => self.info(&format!("no longer talking to {user}")),
+                None => self.error("no conversation is open"),
+            },
             Action::Msg { to, text } => {
                 let (tx, rx) = oneshot::channel();
                 let queued = !self.logged_in;

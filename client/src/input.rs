@@ -105,6 +105,11 @@ pub enum Action {
         with: UserId,
         limit: u16,
     },
+    /// Talk to USER: plain lines go to them until `/close`.
+    Open(UserId),
+    Close,
+    /// A line that is not a command: a message for the open conversation.
+    Say(String),
     Help,
     Quit,
     /// An empty line.
@@ -114,6 +119,8 @@ pub enum Action {
 pub const HELP: &str = "\
 commands:
   /msg USER TEXT                      send TEXT to USER (kept if offline)
+  /open USER                          talk to USER: plain lines go to them
+  /close                              end that; plain lines are refused
   /status online|busy|away|invisible  change your status
   /who                                show the user list again
   /contacts                           show your contact list
@@ -130,7 +137,7 @@ pub fn parse(line: &str) -> Result<Action, String> {
         return Ok(Action::Nothing);
     }
     let Some(command) = line.strip_prefix('/') else {
-        return Err("not a command: type /msg USER TEXT to send a message, /help for more".into());
+        return Ok(Action::Say(line.to_string()));
     };
     let (name, rest) = split_word(command);
     match name {
@@ -150,6 +157,12 @@ pub fn parse(line: &str) -> Result<Action, String> {
             Ok(Action::Status(status))
         }
         "who" | "list" => no_args(rest, Action::Who, "/who"),
+        "open" | "o" => match rest {
+            "" => Err("usage: /open USER".into()),
+            who if !who.contains(' ') => Ok(Action::Open(user(who)?)),
+            _ => Err("usage: /open USER".into()),
+        },
+        "close" => no_args(rest, Action::Close, "/close"),
         "contacts" => {
             let (verb, who) = split_word(rest);
             match (verb, who) {
@@ -258,7 +271,16 @@ mod tests {
 
     #[test]
     fn mistakes_explain_themselves() {
-        assert!(parse("hello").unwrap_err().contains("/msg USER TEXT"));
+        assert_eq!(
+            parse("hello there").unwrap(),
+            Action::Say("hello there".into())
+        );
+        assert_eq!(
+            parse("/open bob").unwrap(),
+            Action::Open(UserId::new("bob").unwrap())
+        );
+        assert_eq!(parse("/open").unwrap_err(), "usage: /open USER");
+        assert_eq!(parse("/close").unwrap(), Action::Close);
         assert_eq!(parse("/msg bob").unwrap_err(), "usage: /msg USER TEXT");
         assert!(
             parse("/msg b@d hi")

@@ -465,3 +465,26 @@ fn send_reads_the_body_from_stdin_and_refuses_an_empty_one() {
         );
     }
 }
+
+/// `/open bob`: plain lines then go to bob until `/close`; without a conversation open a
+/// plain line is refused with what to type instead.
+#[test]
+fn an_open_conversation_takes_plain_lines() {
+    let server = TestServer::start();
+    server.register("alice");
+    server.register("bob");
+    let mut alice = server.chat("alice", &[]);
+    alice.expect("logged in as alice");
+    let mut bob = server.chat("bob", &[]);
+    bob.expect("logged in as bob");
+    alice.type_line("just words");
+    alice.expect("not a command: /open USER");
+    alice.type_line("/open bob");
+    alice.expect("talking to bob");
+    alice.type_line("hello without a command");
+    bob.expect("alice: hello without a command");
+    alice.type_line("/close");
+    alice.expect("no longer talking to bob");
+    alice.type_line("lost words");
+    alice.expect("not a command: /open USER");
+}
