@@ -52,6 +52,7 @@ pub async fn run(account: Account, status: StatusArg, style: Style) -> Result<()
         bell: std::io::stdout().is_terminal(),
         away_header: false,
         open: None,
+        max_body: None,
     };
     chat.info(&format!(
         "connecting to {} as {}",
@@ -142,6 +143,8 @@ struct Chat {
     away_header: bool,
     /// The conversation plain lines go to (`/open`).
     open: Option<UserId>,
+    /// The longest body the server takes (from its `Welcome`).
+    max_body: Option<u32>,
 }
 
 struct Outgoing {
@@ -241,6 +244,7 @@ impl Chat {
     fn on_event(&mut self, event: ClientEvent) -> Option<Result<(), Fatal>> {
         match event {
             ClientEvent::Connected | ClientEvent::Registered => {}
+            ClientEvent::Limits { max_body, .. } => self.max_body = Some(max_body),
             ClientEvent::LoggedIn { user } => {
                 self.logged_in = true;
                 self.ever_logged_in = true;
@@ -392,6 +396,15 @@ impl Chat {
                 Some(user) => self.info(&format!("no longer talking to {user}")),
                 None => self.error("no conversation is open"),
             },
+            Action::Msg { to, text }
+                if self.max_body.is_some_and(|max| text.len() > max as usize) =>
+            {
+                let max = self.max_body.unwrap_or(0);
+                self.error(&format!(
+                    "message to {to} not sent: {} bytes, and this server takes at most {max}",
+                    text.len()
+                ));
+            }
             Action::Msg { to, text } => {
                 let (tx, rx) = oneshot::channel();
                 let queued = !self.logged_in;

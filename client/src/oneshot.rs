@@ -192,6 +192,8 @@ pub async fn send(
         id: Some(tx),
     });
     let mut id = None;
+    // The server's limits (from its Welcome), to say what "too large" means.
+    let mut limits = None;
     let seq = drive(
         session,
         timeout,
@@ -203,8 +205,21 @@ pub async fn send(
             }
             match *event {
                 ClientEvent::MessageSent { id: sent, seq } if Some(sent) == id => Step::Done(seq),
+                ClientEvent::Limits {
+                    max_body,
+                    max_attachment,
+                } => {
+                    limits = Some((max_body, max_attachment));
+                    Step::Continue
+                }
                 ClientEvent::SendFailed { id: failed, code } if Some(failed) == id => {
-                    Step::Fail(format!("cannot send to {to}: {code}"))
+                    Step::Fail(match (code, limits) {
+                        (ErrorCode::TooLarge, Some((body, attachment))) => format!(
+                            "cannot send to {to}: too large (this server takes bodies of at \
+                             most {body} bytes and attachments of at most {attachment})"
+                        ),
+                        _ => format!("cannot send to {to}: {code}"),
+                    })
                 }
                 // A busy server is worth the wait; a failing database is not: say so now,
                 // rather than time out saying nothing.

@@ -488,3 +488,27 @@ fn an_open_conversation_takes_plain_lines() {
     alice.type_line("lost words");
     alice.expect("not a command: /open USER");
 }
+
+/// A body over the server's limit is refused naming the limit, not just "too large".
+#[test]
+fn an_oversize_message_is_refused_with_the_limit() {
+    let server = TestServer::start();
+    server.register("alice");
+    let body = "x".repeat(20_000);
+    let out = server.run(&[
+        "send",
+        "--user",
+        "alice",
+        "--password",
+        &password("alice"),
+        "--to",
+        "alice",
+        &body,
+    ]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("too large (this server takes bodies of at most 16384 bytes"),
+        "{err}"
+    );
+}

@@ -72,6 +72,12 @@ pub enum ClientState {
 pub enum ClientEvent {
     /// The socket is up; the handshake starts.
     Connected,
+    /// The server's limits, from its `Welcome`: how long a body and how large an attachment it
+    /// takes, so an application can refuse (or explain a refusal) in those terms.
+    Limits {
+        max_body: u32,
+        max_attachment: u32,
+    },
     /// Logged in. `contacts()`, `own_status()` are current, and queued messages and commands
     /// have just been sent.
     LoggedIn {

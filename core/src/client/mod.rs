@@ -476,9 +476,15 @@ impl Client {
                 heartbeat_interval_ms,
                 heartbeat_timeout_ms,
                 scope,
+                max_body,
+                max_attachment,
                 ..
             } => {
                 self.scope = scope;
+                self.events.push_back(ClientEvent::Limits {
+                    max_body,
+                    max_attachment,
+                });
                 self.on_welcome(
                     now,
                     Heartbeat {

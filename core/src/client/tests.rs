@@ -186,6 +186,10 @@ fn handshake_then_login_then_snapshot() {
         events(&mut client),
         [
             ClientEvent::Connected,
+            ClientEvent::Limits {
+                max_body: 16 * 1024,
+                max_attachment: 1024 * 1024
+            },
             ClientEvent::LoggedIn {
                 user: user("alice")
             },
