@@ -196,14 +196,7 @@ fn admin_who_lists_sessions_for_an_admin_only() {
     let mut alice = server.chat("alice", &["--status", "away"]);
     alice.expect("logged in as alice");
 
-    let out = server.run(&[
-        "admin",
-        "who",
-        "--user",
-        ADMIN,
-        "--password",
-        &password(ADMIN),
-    ]);
+    let out = server.admin_who(ADMIN);
     assert!(out.status.success(), "{}", stderr(&out));
     let table = stdout(&out);
     let lines: Vec<&str> = table.lines().collect();
@@ -225,14 +218,7 @@ fn admin_who_lists_sessions_for_an_admin_only() {
         "{table}"
     );
 
-    let out = server.run(&[
-        "admin",
-        "who",
-        "--user",
-        "alice",
-        "--password",
-        &password("alice"),
-    ]);
+    let out = server.admin_who("alice");
     assert!(!out.status.success());
     assert_eq!(
         stderr(&out),
@@ -391,14 +377,7 @@ fn scripts_and_admin_queries_leave_a_users_chat_alone() {
         assert!(out.status.success(), "{policy:?}: {}", text(&out));
         alice.expect("bob: see you at 5");
 
-        let out = server.run(&[
-            "admin",
-            "who",
-            "--user",
-            ADMIN,
-            "--password",
-            &password(ADMIN),
-        ]);
+        let out = server.admin_who(ADMIN);
         assert!(out.status.success(), "{policy:?}: {}", text(&out));
         let table = stdout(&out);
         for (name, status) in [("bob", "busy"), ("root", "online"), ("alice", "online")] {

@@ -158,13 +158,16 @@ async fn backup_copies_a_running_servers_database() {
     Peer::user(addr, "erin").await;
 
     let dest = dir.path().join("backup.db");
-    let out = Command::new(BIN)
-        .args(["backup", "--db"])
-        .arg(&absolute)
-        .arg(&dest)
-        .env_remove("BREEZE_DB")
-        .output()
-        .unwrap();
+    let backup = || {
+        Command::new(BIN)
+            .args(["backup", "--db"])
+            .arg(&absolute)
+            .arg(&dest)
+            .env_remove("BREEZE_DB")
+            .output()
+            .unwrap()
+    };
+    let out = backup();
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -175,13 +178,7 @@ async fn backup_copies_a_running_servers_database() {
         said.starts_with("backed up ") && said.contains("checked"),
         "{said}"
     );
-    let again = Command::new(BIN)
-        .args(["backup", "--db"])
-        .arg(&absolute)
-        .arg(&dest)
-        .env_remove("BREEZE_DB")
-        .output()
-        .unwrap();
+    let again = backup();
     assert_eq!(again.status.code(), Some(1));
     let err = String::from_utf8_lossy(&again.stderr);
     assert!(err.contains("already exists"), "{err}");

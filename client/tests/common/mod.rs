@@ -66,6 +66,18 @@ impl TestServer {
         run(self.breeze(args))
     }
 
+    /// `breeze admin who` as `user`, with its password.
+    pub fn admin_who(&self, user: &str) -> Output {
+        self.run(&[
+            "admin",
+            "who",
+            "--user",
+            user,
+            "--password",
+            &password(user),
+        ])
+    }
+
     pub fn register(&self, user: &str) {
         let out = self.run(&["register", "--user", user, "--password", &password(user)]);
         assert!(out.status.success(), "register {user}: {}", text(&out));
