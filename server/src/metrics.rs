@@ -68,49 +68,49 @@ pub fn render(stats: &Stats, counters: &Counters, commits: Option<&CommitSnapsho
     gauge(
         &mut registry,
         "connections",
-        "Open connections, logged in or not.",
+        "Open connections, logged in or not",
         stats.connections,
     );
     gauge(
         &mut registry,
         "sessions",
-        "Logged-in connections (agents included).",
+        "Logged-in connections (agents included)",
         stats.sessions,
     );
     gauge(
         &mut registry,
         "online_users",
-        "Users shown online (in the offline grace included).",
+        "Users shown online (in the offline grace included)",
         stats.online_users,
     );
     gauge(
         &mut registry,
         "registered_users",
-        "Accounts this server knows.",
+        "Accounts this server knows",
         stats.registered_users,
     );
     gauge(
         &mut registry,
         "storage_in_flight",
-        "Storage requests handed to the store and not answered yet (its queue depth).",
+        "Storage requests handed to the store and not answered yet (its queue depth)",
         stats.pending_storage,
     );
     counter(
         &mut registry,
         "frames_received",
-        "Frames received from clients.",
+        "Frames received from clients",
         counters.frames_in,
     );
     counter(
         &mut registry,
         "received_bytes",
-        "Payload bytes of the frames received.",
+        "Payload bytes of the frames received",
         counters.bytes_in,
     );
     counter(
         &mut registry,
         "sent_bytes",
-        "Payload bytes of the frames sent.",
+        "Payload bytes of the frames sent",
         counters.bytes_out,
     );
     let by_kind = Family::<Labels, Counter>::default();
@@ -121,19 +121,19 @@ pub fn render(stats: &Stats, counters: &Counters, commits: Option<&CommitSnapsho
     }
     registry.register(
         "frames_sent",
-        "Frames sent to clients, by message kind (PresenceDiff: presence changes told).",
+        "Frames sent to clients, by message kind (PresenceDiff: presence changes told)",
         by_kind,
     );
     counter(
         &mut registry,
         "messages_stored",
-        "Messages confirmed stored to their senders (Sent).",
+        "Messages confirmed stored to their senders (Sent)",
         counters.sent("Sent"),
     );
     counter(
         &mut registry,
         "messages_delivered",
-        "Messages delivered to a recipient's session, live or from the mailbox (Deliver).",
+        "Messages delivered to a recipient's session, live or from the mailbox (Deliver)",
         counters.sent("Deliver"),
     );
     let logins = Family::<Labels, Counter>::default();
@@ -147,11 +147,11 @@ pub fn render(stats: &Stats, counters: &Counters, commits: Option<&CommitSnapsho
             .get_or_create(&vec![("result", result.to_owned())])
             .inc_by(n);
     }
-    registry.register("logins", "Login attempts by outcome.", logins);
+    registry.register("logins", "Login attempts by outcome", logins);
     counter(
         &mut registry,
         "registrations",
-        "Accounts registered by clients.",
+        "Accounts registered by clients",
         counters.registrations,
     );
     let closes = Family::<Labels, Counter>::default();
@@ -164,26 +164,26 @@ pub fn render(stats: &Stats, counters: &Counters, commits: Option<&CommitSnapsho
     }
     registry.register(
         "closes",
-        "Connections the server closed, by the reason it gave (HeartbeatTimeout: silent peers).",
+        "Connections the server closed, by the reason it gave (HeartbeatTimeout: silent peers)",
         closes,
     );
     counter(
         &mut registry,
         "connections_lost",
-        "Connections the client closed or the network lost.",
+        "Connections the client closed or the network lost",
         counters.connections_lost,
     );
     if let Some(commits) = commits {
         registry.register_with_unit(
             "storage_commit",
-            "How long the store's commits took (each carries a batch of requests).",
+            "How long the store's commits took (each carries a batch of requests)",
             prometheus_client::registry::Unit::Seconds,
             CommitLatency(commits.clone()),
         );
         counter(
             &mut registry,
             "storage_commit_failures",
-            "Batches the store could not commit (their requests were answered StorageFailed).",
+            "Batches the store could not commit (their requests were answered StorageFailed)",
             commits.failures,
         );
     }
