@@ -63,16 +63,7 @@ async fn accounts_and_offline_messages_in_postgres_survive_a_sigkill_and_restart
         })
         .await;
         // `Sent` comes only once the message is committed.
-        let sent = bob
-            .recv_until(
-                "sent",
-                |m| matches!(m, ServerMsg::Sent { id: i, .. } if *i == id),
-            )
-            .await;
-        let ServerMsg::Sent { seq, .. } = sent else {
-            unreachable!()
-        };
-        seqs.push(seq);
+        seqs.push(bob.sent(id).await);
     }
     assert!(seqs[0] < seqs[1], "seqs grow in storage order: {seqs:?}");
 

@@ -28,7 +28,7 @@ pub enum PgError {
 
 /// An error and its chain of causes, on one line: tokio-postgres's own `Display` says only
 /// "error connecting to server" or "invalid connection string", and keeps the why below.
-pub(crate) fn with_causes(e: &dyn std::error::Error) -> String {
+pub fn with_causes(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {

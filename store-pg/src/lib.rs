@@ -26,7 +26,7 @@ mod service;
 mod store;
 mod writer;
 
-pub use error::PgError;
+pub use error::{PgError, with_causes};
 pub use schema::SCHEMA_VERSION;
 pub use service::{NowMs, PgService, system_now_ms};
 pub use store::{PgOptions, PgStore};

@@ -221,6 +221,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Peer<S> {
         .await
     }
 
+    /// Waits for `Sent` of the message `id` (skipping anything before it); its seq.
+    pub async fn sent(&mut self, id: u64) -> u64 {
+        match self
+            .recv_until(
+                "sent",
+                |m| matches!(m, ServerMsg::Sent { id: i, .. } if *i == id),
+            )
+            .await
+        {
+            ServerMsg::Sent { seq, .. } => seq,
+            other => unreachable!("recv_until returned {other:?}"),
+        }
+    }
+
     /// A round trip: everything the server queued before the `Pong` is skipped.
     pub async fn ping(&mut self, nonce: u64) {
         self.send(&ClientMsg::Ping { nonce }).await;

@@ -96,12 +96,12 @@ fn run_sql(url: &str, sql: String) -> Result<(), String> {
             let (client, conn) = config
                 .connect(tokio_postgres::NoTls)
                 .await
-                .map_err(|e| with_causes(&e))?;
+                .map_err(|e| breeze_store_pg::with_causes(&e))?;
             let conn = tokio::spawn(conn);
             let done = client
                 .batch_execute(&sql)
                 .await
-                .map_err(|e| with_causes(&e));
+                .map_err(|e| breeze_store_pg::with_causes(&e));
             drop(client);
             let _ = conn.await;
             done
@@ -109,16 +109,4 @@ fn run_sql(url: &str, sql: String) -> Result<(), String> {
     })
     .join()
     .map_err(|_| "the SQL thread panicked".to_owned())?
-}
-
-/// tokio-postgres's errors say "error connecting to server" and keep the why in `source`.
-fn with_causes(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cause = c.source();
-    }
-    text
 }

@@ -86,12 +86,7 @@ impl Bystanders {
         };
         let took = started.elapsed();
         self.b.send(&ClientMsg::Ack { seqs: vec![d.seq] }).await;
-        self.a
-            .recv_until(
-                "sent",
-                |m| matches!(m, ServerMsg::Sent { id: i, .. } if *i == id),
-            )
-            .await;
+        self.a.sent(id).await;
         took
     }
 
