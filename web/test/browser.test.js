@@ -63,6 +63,12 @@ async function say(page, text) {
 
 const bubbles = (page) => page.locator('#message-list .bubble');
 
+/** The seconds the reconnect banner counts down, or null when it shows no countdown. */
+async function countdown(page) {
+  const m = /Reconnecting in (\d+) s/.exec(await page.locator('#banner-text').textContent());
+  return m ? Number(m[1]) : null;
+}
+
 async function register(server, user) {
   await breeze(server, user, ['register']);
 }
@@ -230,6 +236,51 @@ describe('the web client in Chromium', { skip: skip ?? false }, () => {
     await until('rita to see sam busy again', async () => (await presenceOf(rita, 'sam')) === 'Busy');
     await until('sam to see rita online', async () => (await presenceOf(sam, 'rita')) === 'Online');
     assert.equal(await rita.locator('#app').isVisible(), true);
+  });
+
+  test('history scrolls back a page at a time; coming back online reconnects at once', async () => {
+    await register(server, 'ivan');
+    const b = await open();
+    const hugo = await openAs(b, server, 'hugo', { register: true });
+    await chatWith(hugo, 'ivan');
+    // More than one page (HISTORY_PAGE = 50), stored to ivan's mailbox while he is away.
+    const total = 60;
+    for (let i = 1; i <= total; i++) await say(hugo, `note ${i} of ${total}`);
+    await until('every note to be stored', async () =>
+      (await hugo.locator('.msg.mine .meta', { hasText: 'sending…' }).count()) === 0
+      && (await bubbles(hugo).count()) === total);
+
+    // A reload forgets what the page held: the chat comes back from history, newest page first.
+    await hugo.reload();
+    await hugo.locator('#app').waitFor({ state: 'visible' });
+    await chatWith(hugo, 'ivan');
+    await bubbles(hugo).filter({ hasText: `note ${total} of ${total}` }).waitFor();
+    assert.equal(await bubbles(hugo).count(), 50);
+    assert.equal(await bubbles(hugo).filter({ hasText: /^note 1 of / }).count(), 0);
+    await hugo.locator('#older').click();
+    await bubbles(hugo).filter({ hasText: /^note 1 of / }).waitFor();
+    await until('the second page to end the history', async () =>
+      (await bubbles(hugo).count()) === total && !(await hugo.locator('#older').isVisible()));
+    const order = await bubbles(hugo).allTextContents();
+    assert.deepEqual(order.map((t) => Number(/note (\d+) of/.exec(t)[1])),
+      Array.from({ length: total }, (_, i) => i + 1));
+
+    // The server goes away; after a few failed tries the next one is seconds off. The
+    // network coming back (the browser's `online` event) retries now, not at the countdown.
+    await server.stop();
+    try {
+      await hugo.locator('#banner').waitFor({ state: 'visible' });
+      await until('a retry at least 6 s off', async () => (await countdown(hugo)) >= 6, 40000);
+    } finally {
+      await server.spawn();
+    }
+    // Still waiting, with seconds to go: only the event can bring it back sooner.
+    const left = await countdown(hugo);
+    assert.ok(left >= 2, `the countdown shows ${left} s`);
+    const woke = Date.now();
+    await hugo.evaluate(() => window.dispatchEvent(new Event('online')));
+    await hugo.locator('#banner').waitFor({ state: 'hidden', timeout: 1500 });
+    console.log(`back ${Date.now() - woke} ms after the online event (the countdown said ${left} s)`);
   });
 
   test('a hidden tab that sends nothing stays online; a frozen browser is dead at the timeout', async () => {
