@@ -48,6 +48,8 @@ pub struct Shared {
     pub complete: AtomicUsize,
     /// Sessions that ended (the server went away, or a Bye).
     pub ended: AtomicUsize,
+    /// Heartbeat `Ping`s written: with the server's CPU over a window, its cost per ping.
+    pub pings: AtomicUsize,
     pub errors: Errors,
     /// Connect to `LoginOk`, per login, in microseconds.
     pub login_us: Mutex<Vec<u64>>,
@@ -73,6 +75,7 @@ impl Shared {
             logged_in: AtomicUsize::new(0),
             complete: AtomicUsize::new(0),
             ended: AtomicUsize::new(0),
+            pings: AtomicUsize::new(0),
             errors: Errors::default(),
             login_us: Mutex::new(Vec::new()),
             recording: AtomicBool::new(false),
@@ -363,6 +366,7 @@ async fn watch_session(
                 if let Err(e) = send(&mut w, &ClientMsg::Ping { nonce }).await {
                     return Ended::Lost(Some(format!("ping: {e}")));
                 }
+                shared.pings.fetch_add(1, Ordering::Relaxed);
                 next_ping += interval;
             }
         }

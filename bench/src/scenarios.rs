@@ -441,9 +441,11 @@ pub async fn hold(a: HoldArgs, fd_limit: u64) -> Result<Report, String> {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let idle0 = target.sample();
     let bench_idle0 = Sample::take(None);
+    let pings0 = crowd.shared.pings.load(Ordering::Relaxed);
     timed(a.idle, "idle window").await;
     let idle1 = target.sample();
     let bench_idle1 = Sample::take(None);
+    let pings = crowd.shared.pings.load(Ordering::Relaxed) - pings0;
     let online = crowd.shared.logged_in.load(Ordering::Relaxed).max(1);
     match (base, idle0, idle1) {
         (Some(base), Some(i0), Some(i1)) => {
@@ -472,6 +474,19 @@ pub async fn hold(a: HoldArgs, fd_limit: u64) -> Result<Report, String> {
                 format!("{cpu:.3} s"),
                 "idle_server_cpu_s",
                 round(cpu, 4),
+            )
+            .both(
+                "pings in the idle window",
+                format!(
+                    "{pings} ({:.1} µs of server CPU each)",
+                    cpu * 1e6 / pings.max(1) as f64
+                ),
+                "idle_pings",
+                pings,
+            )
+            .field(
+                "idle_server_cpu_us_per_ping",
+                round(cpu * 1e6 / pings.max(1) as f64, 2),
             )
             .field("idle_seconds", a.idle.as_secs_f64());
             if let Some(s) = after_storm {
