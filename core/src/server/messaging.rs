@@ -147,11 +147,7 @@ impl Server {
         let Some(Phase::Session(s)) = self.conns.get_mut(&conn).map(|c| &mut c.phase) else {
             return;
         };
-        let floor = match &mut s.mailbox {
-            Mailbox::Reading { floor, .. }
-            | Mailbox::AwaitingAck { floor, .. }
-            | Mailbox::Live { floor } => *floor,
-        };
+        let floor = s.mailbox.floor();
         if s.agent || seq.is_some_and(|seq| seq <= floor) {
             return;
         }
@@ -204,7 +200,8 @@ impl Server {
             (*floor, *offline, std::mem::take(held), *again);
         let (page, failed) = match r {
             Ok(page) => (page, false),
-            // The messages stay stored; the next login delivers them.
+            // The messages stay stored; the next login delivers them (in a cluster, the
+            // read owed to the next heartbeat).
             Err(_) => (MailboxPage::default(), true),
         };
         for d in page.messages {

@@ -103,6 +103,17 @@ pub(crate) enum Mailbox {
     Live { floor: u64 },
 }
 
+impl Mailbox {
+    /// The highest seq pushed to the session so far.
+    pub(crate) fn floor(&self) -> u64 {
+        match self {
+            Mailbox::Reading { floor, .. }
+            | Mailbox::AwaitingAck { floor, .. }
+            | Mailbox::Live { floor } => *floor,
+        }
+    }
+}
+
 impl Conn {
     pub(crate) fn new(now: Instant, addr: Option<IpAddr>) -> Self {
         Conn {
