@@ -817,6 +817,73 @@ fn a_burst_of_notices_makes_one_mailbox_read_at_a_time_per_session() {
 }
 
 #[test]
+fn a_message_stored_while_the_logins_mailbox_is_read_comes_before_offline_done() {
+    let mut net = Net::new(2, cfg);
+    let u = net.login(0, "u");
+    net.nodes[1].deferred = Some(Vec::new());
+    let v = net.nodes[1].login("v", Status::Online);
+    net.nodes[1].complete(0);
+    net.settle();
+    // The login's read is out (and found the mailbox empty) when the message is stored.
+    let seq = net.send(0, u, 1, "v", "just in time");
+    net.nodes[1].complete(0);
+    net.nodes[1].complete(0);
+    let got: Vec<ServerMsg> = net.nodes[1]
+        .take(v)
+        .into_iter()
+        .filter(|m| matches!(m, ServerMsg::Deliver(_) | ServerMsg::OfflineDone { .. }))
+        .collect();
+    assert!(
+        matches!(&got[..], [ServerMsg::Deliver(d), ServerMsg::OfflineDone { count: 1 }] if d.seq == seq),
+        "{got:?}"
+    );
+}
+
+#[test]
+fn a_catch_up_pages_like_a_login_and_tells_no_offline_done() {
+    let mut net = Net::new(2, |n| ServerConfig {
+        mailbox_page: 2,
+        ..cfg(n)
+    });
+    let v = net.login(1, "v");
+    net.nodes[1].take(v);
+    let u = net.login(0, "u");
+    net.drop = Some(Box::new(|_, _, msg| matches!(msg.body, Body::Mail { .. })));
+    let want: Vec<(u64, String)> = (1..=5)
+        .map(|i| (net.send(0, u, i, "v", &format!("m{i}")), format!("m{i}")))
+        .collect();
+    net.drop = None;
+    net.advance(ClusterConfig::new(1).heartbeat_every);
+    let mut got = Vec::new();
+    for _ in 0..5 {
+        let page: Vec<ServerMsg> = net.nodes[1].take(v);
+        assert!(
+            !page
+                .iter()
+                .any(|m| matches!(m, ServerMsg::OfflineDone { .. })),
+            "{page:?}"
+        );
+        let seqs: Vec<u64> = page
+            .iter()
+            .filter_map(|m| match m {
+                ServerMsg::Deliver(d) => Some(d.seq),
+                _ => None,
+            })
+            .collect();
+        got.extend(page.into_iter().filter_map(|m| match m {
+            ServerMsg::Deliver(d) => Some((d.seq, d.body)),
+            _ => None,
+        }));
+        if seqs.is_empty() {
+            break;
+        }
+        assert!(seqs.len() <= 2, "pages of two: {seqs:?}");
+        net.nodes[1].frame(v, ClientMsg::Ack { seqs });
+    }
+    assert_eq!(got, want);
+}
+
+#[test]
 fn a_mailbox_read_without_room_in_the_budget_is_made_at_the_next_heartbeat() {
     use crate::config::Budget;
     let mut net = Net::new(2, |n| {
