@@ -593,6 +593,8 @@ struct Apps {
     has: BTreeMap<String, BTreeMap<u64, bool>>,
     /// The last seq each session (node, epoch, conn) got.
     last: BTreeMap<(usize, u64, ConnId), u64>,
+    /// The last message id each session got from each sender (ids grow in sending order).
+    last_from: BTreeMap<(usize, u64, ConnId, String), u64>,
     wrong: Vec<String>,
 }
 
@@ -620,6 +622,16 @@ impl Apps {
                                 ));
                             }
                             *last = d.seq;
+                            let from = d.from.as_str().to_string();
+                            let key = (node, epochs[node], conn, from.clone());
+                            let last_id = self.last_from.entry(key).or_default();
+                            if d.id <= *last_id {
+                                self.wrong.push(format!(
+                                    "{name}'s session {conn:?} on node {node} got {from}'s #{} after #{}",
+                                    d.id, *last_id
+                                ));
+                            }
+                            *last_id = d.id;
                             let has = self.has.entry(name.to_string()).or_default();
                             if has.get(&d.seq) == Some(&true) {
                                 self.wrong.push(format!(
