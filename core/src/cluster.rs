@@ -74,12 +74,20 @@ pub enum Body {
         users: Vec<UserState>,
         registered: Vec<UserId>,
     },
+    /// Sequenced: a message to `to` was stored (committed in the shared database) through
+    /// the sender; `seq` is the message's, not the bus's. A node with sessions of `to` reads
+    /// their mailboxes above what it pushed them. Lost, it is a gap like any other, and the
+    /// resync that follows makes every session catch up.
+    Mail { to: UserId, seq: u64 },
 }
 
 impl Body {
     /// Whether the body takes a number of its own in the sender's sequence.
     pub fn sequenced(&self) -> bool {
-        matches!(self, Body::User(_) | Body::Registered(_))
+        matches!(
+            self,
+            Body::User(_) | Body::Registered(_) | Body::Mail { .. }
+        )
     }
 }
 

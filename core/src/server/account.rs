@@ -218,8 +218,9 @@ impl Server {
                 since: now,
                 mailbox: Mailbox::Reading {
                     floor: 0,
-                    count: 0,
+                    offline: Some(0),
                     held: Vec::new(),
+                    again: false,
                 },
                 marking: false,
                 acks_waiting: Vec::new(),

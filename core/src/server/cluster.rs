@@ -34,6 +34,9 @@ pub(super) struct Cluster {
     kicks: BTreeMap<UserId, Vec<Kick>>,
     /// The highest status clock seen anywhere (Lamport).
     clock: u64,
+    /// Sessions whose mailbox read found no room in the work budget, or failed: read at the
+    /// next heartbeat.
+    owed: BTreeSet<ConnId>,
     /// A planted bug for the chaos test's oracle to catch: a dead node's users stay.
     #[cfg(test)]
     planted_dead_stay: bool,
@@ -74,6 +77,7 @@ impl Cluster {
             published: BTreeMap::new(),
             kicks: BTreeMap::new(),
             clock: 0,
+            owed: BTreeSet::new(),
             #[cfg(test)]
             planted_dead_stay: false,
         }
@@ -236,6 +240,7 @@ impl Server {
             match body {
                 Body::User(state) => self.set_remote(now, from, state.user.clone(), Some(state)),
                 Body::Registered(user) => self.learn_user(user),
+                Body::Mail { to, seq } => self.catch_up(&to, Some(seq)),
                 _ => unreachable!("invariant: only these bodies are sequenced"),
             }
             return;
@@ -275,9 +280,14 @@ impl Server {
                 for state in users {
                     self.set_remote(now, from, state.user.clone(), Some(state));
                 }
+                // The sequenced messages this replaces may have named messages stored for
+                // users here: every session reads its mailbox.
+                self.catch_up_everyone();
                 return;
             }
-            Body::User(_) | Body::Registered(_) => unreachable!("handled above"),
+            Body::User(_) | Body::Registered(_) | Body::Mail { .. } => {
+                unreachable!("handled above")
+            }
         }
         if behind {
             self.ask_sync(now, from);
@@ -401,6 +411,41 @@ impl Server {
         if let Some(c) = self.cluster.as_mut() {
             c.peers.remove(&node);
         }
+        // Its last `Mail`s may have been lost, and no later number of its will show the
+        // gap: every session reads its mailbox.
+        self.catch_up_everyone();
+    }
+
+    /// Every device session here reads its mailbox above its floor (news of stored messages
+    /// may have been lost). A session with a read in flight reads once more after it.
+    fn catch_up_everyone(&mut self) {
+        let conns: Vec<ConnId> = self.conns.keys().copied().collect();
+        for conn in conns {
+            self.catch_up_session(conn, None);
+        }
+    }
+
+    /// A session's mailbox read must wait for room in the work budget (or failed): it is
+    /// made at the next heartbeat.
+    pub(super) fn owe_catch_up(&mut self, conn: ConnId) {
+        if let Some(c) = self.cluster.as_mut() {
+            c.owed.insert(conn);
+        }
+    }
+
+    /// A message to `to` was stored through this node: the nodes holding sessions of `to`
+    /// read their mailboxes. Sequenced, so it goes to every node: a numbered message sent
+    /// to one would look like a gap to the others.
+    pub(super) fn publish_mail(&mut self, to: &UserId, seq: u64) {
+        let Some(c) = self.cluster.as_mut() else {
+            return;
+        };
+        c.seq += 1;
+        let msg = c.msg(Body::Mail {
+            to: to.clone(),
+            seq,
+        });
+        self.out.push_back(Output::Cluster { to: Dest::All, msg });
     }
 
     /// Peer deadlines, fencing and this node's heartbeat, at `now`.
@@ -430,6 +475,9 @@ impl Server {
             c.next_heartbeat = now + c.cfg.heartbeat_every;
             let msg = c.msg(Body::Heartbeat);
             self.out.push_back(Output::Cluster { to: Dest::All, msg });
+            for conn in std::mem::take(&mut c.owed) {
+                self.catch_up_session(conn, None);
+            }
         }
     }
 

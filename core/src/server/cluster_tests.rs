@@ -1,16 +1,20 @@
 //! Scenario tests of the cluster port: several server cores in one virtual time, joined by a
-//! bus that delivers at once, in order per sender, and drops what a test tells it to.
+//! bus that delivers at once, in order per sender, and drops what a test tells it to, and
+//! sharing one store, as real nodes share one database.
 
 use crate::cluster::{Body, ClusterConfig, ClusterMsg, Dest};
 use crate::config::{DuplicateLogin, ServerConfig};
 use crate::ids::{ConnId, NodeId};
 use crate::message::{
-    ClientMsg, CloseReason, ErrorCode, Presence, PresenceEntry, RequestKind, ServerMsg, Status,
+    ClientMsg, CloseReason, Delivery, ErrorCode, Presence, PresenceEntry, RequestKind, ServerMsg,
+    Status,
 };
-use crate::testkit::Rig;
 use crate::testkit::rig::user;
+use crate::testkit::{MemStore, Rig};
 use crate::time::{Duration, Instant};
-use std::collections::BTreeSet;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
 
 const USERS: &[&str] = &["u", "v", "w", "x"];
 
@@ -27,6 +31,8 @@ type DropRule = Box<dyn FnMut(usize, usize, &ClusterMsg) -> bool>;
 
 struct Net {
     nodes: Vec<Rig>,
+    /// The database every node shares.
+    store: Rc<RefCell<MemStore>>,
     /// A crashed node neither runs nor hears anything.
     crashed: Vec<bool>,
     /// A node whose bus link is cut: what it publishes and what is meant for it is lost.
@@ -39,17 +45,13 @@ struct Net {
 
 impl Net {
     fn new(n: usize, each: impl Fn(u32) -> ServerConfig) -> Net {
-        let mut nodes = Vec::new();
-        for i in 0..n {
-            let mut rig = Rig::new(each(i as u32), USERS);
-            rig.server
-                .enable_cluster(Instant::ZERO, ClusterConfig::new(1));
-            rig.server.handle_bus_link(Instant::ZERO, true);
-            rig.pump();
-            nodes.push(rig);
-        }
+        let store = Rig::store_of(USERS);
+        let nodes = (0..n)
+            .map(|i| process(&store, each(i as u32), 1, Instant::ZERO))
+            .collect();
         let mut net = Net {
             nodes,
+            store,
             crashed: vec![false; n],
             cut: vec![false; n],
             heard: vec![vec![None; n]; n],
@@ -129,10 +131,53 @@ impl Net {
         self.settle();
     }
 
+    /// Node `node`'s process starts again under `epoch`: its connections are gone.
+    fn restart(&mut self, node: usize, cfg: ServerConfig, epoch: u64) {
+        let now = self.now();
+        self.nodes[node] = process(&self.store, cfg, epoch, now);
+        self.crashed[node] = false;
+        self.cut[node] = false;
+        self.settle();
+    }
+
     fn login(&mut self, node: usize, name: &str) -> ConnId {
         let c = self.nodes[node].login(name, Status::Online);
         self.settle();
         c
+    }
+
+    /// `conn` on `node` sends `body` to `to` as its message `id`; the seq its `Sent` names.
+    fn send(&mut self, node: usize, conn: ConnId, id: u64, to: &str, body: &str) -> u64 {
+        self.nodes[node].frame(
+            conn,
+            ClientMsg::Send {
+                id,
+                to: user(to),
+                body: body.into(),
+                attachment: None,
+            },
+        );
+        self.settle();
+        let sent = self.nodes[node]
+            .take(conn)
+            .into_iter()
+            .find_map(|m| match m {
+                ServerMsg::Sent { id: sent, seq } if sent == id => Some(seq),
+                _ => None,
+            });
+        sent.expect("the message is stored")
+    }
+
+    /// The messages `conn` on `node` got since the last look, as (seq, body).
+    fn delivered(&mut self, node: usize, conn: ConnId) -> Vec<(u64, String)> {
+        self.nodes[node]
+            .take(conn)
+            .into_iter()
+            .filter_map(|m| match m {
+                ServerMsg::Deliver(Delivery { seq, body, .. }) => Some((seq, body)),
+                _ => None,
+            })
+            .collect()
     }
 
     fn diffs(&mut self, node: usize, conn: ConnId) -> Vec<Vec<PresenceEntry>> {
@@ -145,6 +190,16 @@ impl Net {
             })
             .collect()
     }
+}
+
+/// A node's process over the shared store, in cluster mode under `epoch`, its link up at `now`.
+fn process(store: &Rc<RefCell<MemStore>>, cfg: ServerConfig, epoch: u64, now: Instant) -> Rig {
+    let mut rig = Rig::sharing(cfg, store.clone());
+    rig.now = now;
+    rig.server.enable_cluster(now, ClusterConfig::new(epoch));
+    rig.server.handle_bus_link(now, true);
+    rig.pump();
+    rig
 }
 
 fn entry(name: &str, presence: Presence) -> Vec<PresenceEntry> {
@@ -350,13 +405,7 @@ fn a_restart_under_the_same_id_ends_the_old_epochs_sessions_and_keeps_the_new() 
     };
     // The process dies and comes back at once under node 0 with epoch 2.
     let now = net.now();
-    let mut fresh = Rig::new(cfg(0), USERS);
-    fresh.now = now;
-    fresh.server.enable_cluster(now, ClusterConfig::new(2));
-    fresh.server.handle_bus_link(now, true);
-    fresh.pump();
-    net.nodes[0] = fresh;
-    net.settle();
+    net.restart(0, cfg(0), 2);
     net.login(0, "v");
     let got: Vec<PresenceEntry> = net.diffs(1, w).concat();
     assert_eq!(
@@ -529,10 +578,374 @@ fn users_registered_on_one_node_are_known_on_every_node_even_if_the_news_is_lost
     }
 }
 
+/// The users' applications as the chaos run's message oracle sees them. Each takes every
+/// `Deliver` its sessions get and acks it at once; the rig's storage answers at once, so an
+/// ack sent on an open connection is never lost, and a message delivered again after its ack
+/// is a server bug, not the at-least-once repeat a lost ack would explain.
+#[derive(Default)]
+struct Apps {
+    /// Every message whose sender got `Sent`: seq → recipient.
+    stored: BTreeMap<u64, String>,
+    /// The recipient of each message sent, by its id, until its `Sent` comes.
+    sending: BTreeMap<u64, String>,
+    next_id: u64,
+    /// Per user, each seq its application has → whether it acked it.
+    has: BTreeMap<String, BTreeMap<u64, bool>>,
+    /// The last seq each session (node, epoch, conn) got.
+    last: BTreeMap<(usize, u64, ConnId), u64>,
+    /// The last message id each session got from each sender (ids grow in sending order).
+    last_from: BTreeMap<(usize, u64, ConnId, String), u64>,
+    wrong: Vec<String>,
+}
+
+impl Apps {
+    /// Takes what every session on a running node received, then acks each delivery (all
+    /// were made before any of these acks).
+    fn collect(&mut self, net: &mut Net, conns: &[Vec<(ConnId, &'static str)>], epochs: &[u64]) {
+        let mut acking = Vec::new();
+        for node in (0..net.nodes.len()).filter(|&i| !net.crashed[i]) {
+            for &(conn, name) in &conns[node] {
+                let mut acks = Vec::new();
+                for m in net.nodes[node].take(conn) {
+                    match m {
+                        ServerMsg::Sent { id, seq } => {
+                            if let Some(to) = self.sending.remove(&id) {
+                                self.stored.insert(seq, to);
+                            }
+                        }
+                        ServerMsg::Deliver(d) => {
+                            let last = self.last.entry((node, epochs[node], conn)).or_default();
+                            if d.seq <= *last {
+                                self.wrong.push(format!(
+                                    "{name}'s session {conn:?} on node {node} got seq {} after {}",
+                                    d.seq, *last
+                                ));
+                            }
+                            *last = d.seq;
+                            let from = d.from.as_str().to_string();
+                            let key = (node, epochs[node], conn, from.clone());
+                            let last_id = self.last_from.entry(key).or_default();
+                            if d.id <= *last_id {
+                                self.wrong.push(format!(
+                                    "{name}'s session {conn:?} on node {node} got {from}'s #{} after #{}",
+                                    d.id, *last_id
+                                ));
+                            }
+                            *last_id = d.id;
+                            let has = self.has.entry(name.to_string()).or_default();
+                            if has.get(&d.seq) == Some(&true) {
+                                self.wrong.push(format!(
+                                    "{name} got seq {} again after acking it (node {node})",
+                                    d.seq
+                                ));
+                            }
+                            has.entry(d.seq).or_insert(false);
+                            acks.push(d.seq);
+                        }
+                        _ => {}
+                    }
+                }
+                if !acks.is_empty() && !net.nodes[node].closed.contains_key(&conn) {
+                    acking.push((node, conn, name, acks));
+                }
+            }
+        }
+        for (node, conn, name, acks) in acking {
+            let has = self.has.entry(name.to_string()).or_default();
+            for seq in &acks {
+                has.insert(*seq, true);
+            }
+            net.nodes[node].frame(conn, ClientMsg::Ack { seqs: acks });
+        }
+    }
+
+    /// `from` on `node` sends a message to `to`.
+    fn send(&mut self, net: &mut Net, node: usize, from: ConnId, to: &str) {
+        self.next_id += 1;
+        let id = self.next_id;
+        self.sending.insert(id, to.to_string());
+        net.nodes[node].frame(
+            from,
+            ClientMsg::Send {
+                id,
+                to: user(to),
+                body: format!("m{id}"),
+                attachment: None,
+            },
+        );
+        net.settle();
+    }
+
+    /// Every stored message to `name` its application does not have.
+    fn missing(&self, name: &str) -> Vec<u64> {
+        let has = self.has.get(name);
+        self.stored
+            .iter()
+            .filter(|(seq, to)| *to == name && !has.is_some_and(|h| h.contains_key(seq)))
+            .map(|(&seq, _)| seq)
+            .collect()
+    }
+}
+
+#[test]
+fn a_message_reaches_a_recipient_on_another_node_once() {
+    let mut net = Net::new(2, cfg);
+    let v = net.login(1, "v");
+    net.nodes[1].take(v);
+    let u = net.login(0, "u");
+    let seq = net.send(0, u, 1, "v", "hello");
+    assert_eq!(net.delivered(1, v), [(seq, "hello".to_string())]);
+    net.advance(ClusterConfig::new(1).node_timeout);
+    assert!(net.delivered(1, v).is_empty(), "once");
+}
+
+#[test]
+fn a_lost_mail_notice_is_made_good_by_the_next_heartbeats_resync() {
+    let mut net = Net::new(2, cfg);
+    let v = net.login(1, "v");
+    net.nodes[1].take(v);
+    let u = net.login(0, "u");
+    net.drop = Some(Box::new(|_, _, msg| matches!(msg.body, Body::Mail { .. })));
+    let seq = net.send(0, u, 1, "v", "hello");
+    net.drop = None;
+    assert!(
+        net.delivered(1, v).is_empty(),
+        "lost: node 1 cannot know yet"
+    );
+    // Node 0's next heartbeat shows node 1 the gap; the snapshot makes v's session read.
+    net.advance(ClusterConfig::new(1).heartbeat_every);
+    assert_eq!(net.delivered(1, v), [(seq, "hello".to_string())]);
+    net.advance(ClusterConfig::new(1).node_timeout);
+    assert!(net.delivered(1, v).is_empty(), "once");
+}
+
+#[test]
+fn a_dead_nodes_lost_notice_is_made_good_when_it_is_declared_dead() {
+    let mut net = Net::new(2, cfg);
+    let v = net.login(1, "v");
+    net.nodes[1].take(v);
+    let u = net.login(0, "u");
+    net.drop = Some(Box::new(|_, _, msg| matches!(msg.body, Body::Mail { .. })));
+    let seq = net.send(0, u, 1, "v", "last words");
+    // Node 0 dies before any number of its could show the loss.
+    net.crashed[0] = true;
+    net.drop = None;
+    let deadline = net.heard[1][0].expect("heard") + ClusterConfig::new(1).node_timeout;
+    net.advance(deadline - net.now() - Duration::from_millis(1));
+    assert!(net.delivered(1, v).is_empty());
+    net.advance(Duration::from_millis(1));
+    assert_eq!(net.delivered(1, v), [(seq, "last words".to_string())]);
+}
+
+#[test]
+fn a_recipient_on_two_nodes_gets_each_message_once_on_both() {
+    let mut net = Net::new(3, |n| ServerConfig {
+        duplicate_login: DuplicateLogin::Multi,
+        ..cfg(n)
+    });
+    let phone = net.login(0, "v");
+    let laptop = net.login(1, "v");
+    net.nodes[0].take(phone);
+    net.nodes[1].take(laptop);
+    // From the phone's own node, then from a third.
+    let u = net.login(0, "u");
+    let w = net.login(2, "w");
+    let a = net.send(0, u, 1, "v", "from u");
+    let b = net.send(2, w, 1, "v", "from w");
+    let want = [(a, "from u".to_string()), (b, "from w".to_string())];
+    assert_eq!(net.delivered(0, phone), want);
+    assert_eq!(net.delivered(1, laptop), want);
+    net.advance(ClusterConfig::new(1).node_timeout);
+    assert!(net.delivered(0, phone).is_empty());
+    assert!(net.delivered(1, laptop).is_empty());
+}
+
+#[test]
+fn a_recipient_offline_everywhere_gets_it_at_the_next_login_on_any_node() {
+    let mut net = Net::new(3, cfg);
+    let u = net.login(0, "u");
+    let seq = net.send(0, u, 1, "v", "while you were out");
+    net.advance(ClusterConfig::new(1).heartbeat_every);
+    let v = net.login(2, "v");
+    let got = net.nodes[2].take(v);
+    let tail: Vec<&ServerMsg> = got
+        .iter()
+        .filter(|m| matches!(m, ServerMsg::Deliver(_) | ServerMsg::OfflineDone { .. }))
+        .collect();
+    assert!(
+        matches!(tail[..], [ServerMsg::Deliver(d), ServerMsg::OfflineDone { count: 1 }] if d.seq == seq),
+        "{got:?}"
+    );
+}
+
+#[test]
+fn messages_from_two_nodes_arrive_in_seq_order_once_even_with_notices_lost() {
+    let mut net = Net::new(3, cfg);
+    let v = net.login(1, "v");
+    net.nodes[1].take(v);
+    let u = net.login(0, "u");
+    let w = net.login(2, "w");
+    // Every other notice from node 0 is lost.
+    let mut mails = 0;
+    net.drop = Some(Box::new(move |from, _, msg| {
+        let mail = from == 0 && matches!(msg.body, Body::Mail { .. });
+        mails += u32::from(mail);
+        mail && mails % 2 == 0
+    }));
+    let mut want = Vec::new();
+    for i in 1..=4 {
+        for (node, conn, name) in [(0, u, "u"), (2, w, "w")] {
+            let body = format!("{name}{i}");
+            want.push((net.send(node, conn, i, "v", &body), body));
+        }
+    }
+    net.drop = None;
+    net.advance(ClusterConfig::new(1).heartbeat_every);
+    assert_eq!(net.delivered(1, v), want);
+    net.advance(ClusterConfig::new(1).node_timeout);
+    assert!(net.delivered(1, v).is_empty());
+}
+
+#[test]
+fn a_burst_of_notices_makes_one_mailbox_read_at_a_time_per_session() {
+    let mut net = Net::new(2, cfg);
+    let v = net.login(1, "v");
+    net.nodes[1].take(v);
+    let u = net.login(0, "u");
+    // Node 1's storage answers only when the test says.
+    net.nodes[1].deferred = Some(Vec::new());
+    let want: Vec<(u64, String)> = (1..=5)
+        .map(|i| (net.send(0, u, i, "v", &format!("m{i}")), format!("m{i}")))
+        .collect();
+    let reads = |net: &Net| net.nodes[1].deferred.as_ref().map_or(0, Vec::len);
+    assert_eq!(reads(&net), 1, "five notices, one read in flight");
+    // The first read was made after the first message only; the others asked for one more.
+    net.nodes[1].complete(0);
+    assert_eq!(net.delivered(1, v), want[..1]);
+    assert_eq!(reads(&net), 1);
+    net.nodes[1].complete(0);
+    assert_eq!(net.delivered(1, v), want[1..]);
+    assert_eq!(reads(&net), 0, "nothing more to read");
+}
+
+#[test]
+fn a_message_stored_while_the_logins_mailbox_is_read_comes_before_offline_done() {
+    let mut net = Net::new(2, cfg);
+    let u = net.login(0, "u");
+    net.nodes[1].deferred = Some(Vec::new());
+    let v = net.nodes[1].login("v", Status::Online);
+    net.nodes[1].complete(0);
+    net.settle();
+    // The login's read is out (and found the mailbox empty) when the message is stored.
+    let seq = net.send(0, u, 1, "v", "just in time");
+    net.nodes[1].complete(0);
+    net.nodes[1].complete(0);
+    let got: Vec<ServerMsg> = net.nodes[1]
+        .take(v)
+        .into_iter()
+        .filter(|m| matches!(m, ServerMsg::Deliver(_) | ServerMsg::OfflineDone { .. }))
+        .collect();
+    assert!(
+        matches!(&got[..], [ServerMsg::Deliver(d), ServerMsg::OfflineDone { count: 1 }] if d.seq == seq),
+        "{got:?}"
+    );
+}
+
+#[test]
+fn a_catch_up_pages_like_a_login_and_tells_no_offline_done() {
+    let mut net = Net::new(2, |n| ServerConfig {
+        mailbox_page: 2,
+        ..cfg(n)
+    });
+    let v = net.login(1, "v");
+    net.nodes[1].take(v);
+    let u = net.login(0, "u");
+    net.drop = Some(Box::new(|_, _, msg| matches!(msg.body, Body::Mail { .. })));
+    let want: Vec<(u64, String)> = (1..=5)
+        .map(|i| (net.send(0, u, i, "v", &format!("m{i}")), format!("m{i}")))
+        .collect();
+    net.drop = None;
+    net.advance(ClusterConfig::new(1).heartbeat_every);
+    let mut got = Vec::new();
+    for _ in 0..5 {
+        let page: Vec<ServerMsg> = net.nodes[1].take(v);
+        assert!(
+            !page
+                .iter()
+                .any(|m| matches!(m, ServerMsg::OfflineDone { .. })),
+            "{page:?}"
+        );
+        let seqs: Vec<u64> = page
+            .iter()
+            .filter_map(|m| match m {
+                ServerMsg::Deliver(d) => Some(d.seq),
+                _ => None,
+            })
+            .collect();
+        got.extend(page.into_iter().filter_map(|m| match m {
+            ServerMsg::Deliver(d) => Some((d.seq, d.body)),
+            _ => None,
+        }));
+        if seqs.is_empty() {
+            break;
+        }
+        assert!(seqs.len() <= 2, "pages of two: {seqs:?}");
+        net.nodes[1].frame(v, ClientMsg::Ack { seqs });
+    }
+    assert_eq!(got, want);
+}
+
+#[test]
+fn a_mailbox_read_without_room_in_the_budget_is_made_at_the_next_heartbeat() {
+    use crate::config::Budget;
+    let mut net = Net::new(2, |n| {
+        let mut c = cfg(n);
+        c.work.storage = Budget {
+            per_conn: 1,
+            total: 64,
+        };
+        c
+    });
+    let v = net.login(1, "v");
+    net.nodes[1].take(v);
+    let u = net.login(0, "u");
+    // v's one storage place is taken by a history read that storage has not answered yet.
+    net.nodes[1].deferred = Some(Vec::new());
+    net.nodes[1].frame(
+        v,
+        ClientMsg::History {
+            with: user("u"),
+            before: None,
+            limit: 10,
+        },
+    );
+    let seq = net.send(0, u, 1, "v", "hello");
+    assert!(net.delivered(1, v).is_empty(), "no room: owed");
+    net.nodes[1].complete(0);
+    net.nodes[1].deferred = None;
+    assert!(
+        net.delivered(1, v).is_empty(),
+        "made at the heartbeat, not before"
+    );
+    net.advance(ClusterConfig::new(1).heartbeat_every);
+    assert_eq!(net.delivered(1, v), [(seq, "hello".to_string())]);
+}
+
+/// The sessions on running nodes, as (node, conn).
+fn senders(net: &Net, conns: &[Vec<(ConnId, &'static str)>]) -> Vec<(usize, ConnId)> {
+    (0..net.nodes.len())
+        .filter(|&i| !net.crashed[i])
+        .flat_map(|i| conns[i].iter().map(move |&(c, _)| (i, c)))
+        .collect()
+}
+
 /// A seeded run: nodes crash and restart under new epochs, links are cut and healed, the bus
-/// drops at a seeded rate, clients log in, out and move between nodes. After every fault is
-/// healed and one node timeout plus a second has passed, every node's `who` must list exactly
-/// the sessions the running nodes hold: no ghost, no one missing. Returns what differed.
+/// drops at a seeded rate, clients log in, out and move between nodes, and send each other
+/// messages. After every fault is healed and one node timeout plus a second has passed:
+/// every node's `who` must list exactly the sessions the running nodes hold (no ghost, no one
+/// missing); every user with a session must have every message stored for them, and every
+/// user, once logged in, too; no session may get a seq twice or out of order, and no
+/// application a message again after acking it. Returns what differed.
 fn chaos(seed: u64, planted: bool) -> Vec<String> {
     use crate::rng::SplitMix64;
     let mut rng = SplitMix64::new(seed);
@@ -547,11 +960,12 @@ fn chaos(seed: u64, planted: bool) -> Vec<String> {
         ..cfg(node)
     };
     let mut net = Net::new(n, each);
-    if planted {
-        for rig in &mut net.nodes {
+    let planting = |rig: &mut Rig| {
+        if planted {
             rig.server.plant_dead_nodes_users_stay();
         }
-    }
+    };
+    net.nodes.iter_mut().for_each(planting);
     let drop_per_mille = rng.below_inclusive(300);
     let mut bus_rng = SplitMix64::new(seed ^ 0xB05);
     let dropping = std::rc::Rc::new(std::cell::Cell::new(true));
@@ -560,19 +974,23 @@ fn chaos(seed: u64, planted: bool) -> Vec<String> {
         on.get() && bus_rng.below_inclusive(999) < drop_per_mille
     }));
     let mut epochs = vec![1u64; n];
-    let mut conns: Vec<Vec<ConnId>> = vec![Vec::new(); n];
+    let mut conns: Vec<Vec<(ConnId, &'static str)>> = vec![Vec::new(); n];
+    let mut apps = Apps::default();
+    // "x" is kept out of logins and messages: it is the observer at the end.
+    let people = &USERS[..USERS.len() - 1];
+    let pick = |rng: &mut SplitMix64, len: usize| rng.below_inclusive(len as u64 - 1) as usize;
     for _ in 0..60 {
-        let node = rng.below_inclusive(n as u64 - 1) as usize;
-        match rng.below_inclusive(9) {
+        let node = pick(&mut rng, n);
+        let senders = senders(&net, &conns);
+        match rng.below_inclusive(13) {
             0..=3 if !net.crashed[node] => {
-                // "x" is kept out: it is the observer at the end.
-                let name = USERS[rng.below_inclusive(USERS.len() as u64 - 2) as usize];
+                let name = people[pick(&mut rng, people.len())];
                 let c = net.login(node, name);
-                conns[node].push(c);
+                conns[node].push((c, name));
             }
             4 | 5 if !net.crashed[node] && !conns[node].is_empty() => {
-                let i = rng.below_inclusive(conns[node].len() as u64 - 1) as usize;
-                let c = conns[node].swap_remove(i);
+                let i = pick(&mut rng, conns[node].len());
+                let (c, _) = conns[node].swap_remove(i);
                 if rng.below_inclusive(1) == 0 {
                     net.nodes[node].frame(c, ClientMsg::Logout);
                 } else {
@@ -585,22 +1003,9 @@ fn chaos(seed: u64, planted: bool) -> Vec<String> {
                 conns[node].clear();
             }
             6 => {
-                let now = net.now();
                 epochs[node] += 1;
-                let mut fresh = Rig::new(each(node as u32), USERS);
-                fresh.now = now;
-                fresh
-                    .server
-                    .enable_cluster(now, ClusterConfig::new(epochs[node]));
-                if planted {
-                    fresh.server.plant_dead_nodes_users_stay();
-                }
-                fresh.server.handle_bus_link(now, true);
-                fresh.pump();
-                net.nodes[node] = fresh;
-                net.crashed[node] = false;
-                net.cut[node] = false;
-                net.settle();
+                net.restart(node, each(node as u32), epochs[node]);
+                planting(&mut net.nodes[node]);
             }
             7 if !net.crashed[node] => {
                 let now = net.now();
@@ -610,9 +1015,22 @@ fn chaos(seed: u64, planted: bool) -> Vec<String> {
                 net.nodes[node].pump();
                 net.settle();
             }
+            10..=13 if !senders.is_empty() => {
+                let (node, from) = senders[pick(&mut rng, senders.len())];
+                let to = people[pick(&mut rng, people.len())];
+                apps.send(&mut net, node, from, to);
+            }
             _ => net.advance(Duration::from_millis(rng.below_inclusive(1500))),
         }
+        apps.collect(&mut net, &conns, &epochs);
     }
+    // A last burst while the bus still drops: the news of these can only come back through
+    // the heartbeat's seq check and the resync.
+    for (node, from) in senders(&net, &conns) {
+        let to = people[pick(&mut rng, people.len())];
+        apps.send(&mut net, node, from, to);
+    }
+    apps.collect(&mut net, &conns, &epochs);
     // Heal: links back, the bus reliable again. Crashed nodes stay down: their users must be
     // gone everywhere.
     dropping.set(false);
@@ -626,6 +1044,7 @@ fn chaos(seed: u64, planted: bool) -> Vec<String> {
     }
     net.settle();
     net.advance(ClusterConfig::new(1).node_timeout + Duration::from_secs(1));
+    apps.collect(&mut net, &conns, &epochs);
     let now = net.now();
     let mut truth: Vec<(String, u32, u64)> = Vec::new();
     for node in (0..n).filter(|&i| !net.crashed[i]) {
@@ -636,7 +1055,13 @@ fn chaos(seed: u64, planted: bool) -> Vec<String> {
         }
     }
     truth.sort();
-    let mut wrong = Vec::new();
+    let mut wrong = std::mem::take(&mut apps.wrong);
+    for name in truth.iter().map(|t| t.0.as_str()).collect::<BTreeSet<_>>() {
+        let missing = apps.missing(name);
+        if !missing.is_empty() {
+            wrong.push(format!("{name} is online and lacks seqs {missing:?}"));
+        }
+    }
     for node in (0..n).filter(|&i| !net.crashed[i]) {
         let who = net.nodes[node].server.who(now);
         let online: BTreeSet<&str> = who.iter().map(|e| e.user.as_str()).collect();
@@ -662,7 +1087,7 @@ fn chaos(seed: u64, planted: bool) -> Vec<String> {
     }
     // What watchers are told (the announced state behind snapshots and diffs) agrees too.
     let running: Vec<usize> = (0..n).filter(|&i| !net.crashed[i]).collect();
-    for node in running {
+    for &node in &running {
         let x = net.login(node, "x");
         let told: BTreeSet<String> = net.nodes[node]
             .take(x)
@@ -684,6 +1109,23 @@ fn chaos(seed: u64, planted: bool) -> Vec<String> {
         net.nodes[node].frame(x, ClientMsg::Logout);
         net.settle();
     }
+    // Everyone logs in (on a running node; node 0 restarts if none runs) and gets the rest.
+    let node = running.first().copied().unwrap_or_else(|| {
+        epochs[0] += 1;
+        net.restart(0, each(0), epochs[0]);
+        conns[0].clear();
+        0
+    });
+    for &name in people {
+        let c = net.login(node, name);
+        conns[node].push((c, name));
+        apps.collect(&mut net, &conns, &epochs);
+        let missing = apps.missing(name);
+        if !missing.is_empty() {
+            wrong.push(format!("{name} logged in and lacks seqs {missing:?}"));
+        }
+    }
+    wrong.extend(apps.wrong);
     wrong
 }
 
@@ -704,12 +1146,12 @@ fn chaos_seeds() -> Vec<u64> {
 }
 
 #[test]
-fn presence_converges_with_no_ghosts_under_crashes_restarts_cuts_and_bus_loss() {
+fn presence_and_messages_converge_under_crashes_restarts_cuts_and_bus_loss() {
     for seed in chaos_seeds() {
         let wrong = chaos(seed, false);
         assert!(
             wrong.is_empty(),
-            "seed {seed}: {wrong:#?}\nreplay: BREEZE_CLUSTER_SEED={seed} cargo test -p breeze-core --lib presence_converges"
+            "seed {seed}: {wrong:#?}\nreplay: BREEZE_CLUSTER_SEED={seed} cargo test -p breeze-core --lib presence_and_messages_converge"
         );
     }
 }

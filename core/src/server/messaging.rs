@@ -89,6 +89,7 @@ impl Server {
         }
         // A duplicate was delivered (or kept for delivery) the first time.
         if !stored.duplicate {
+            self.publish_mail(&stored.to, stored.delivery.seq);
             self.deliver(&stored.to, stored.delivery);
         }
     }
@@ -97,6 +98,11 @@ impl Server {
     /// through its mailbox, the mailbox brings it (see `Mailbox`), so order and uniqueness
     /// hold per session.
     fn deliver(&mut self, to: &UserId, delivery: Delivery) {
+        if self.cluster.is_some() {
+            // A push now could overtake a lower seq stored through another node whose news
+            // is still on the bus; the read brings both, in seq order.
+            return self.catch_up(to, Some(delivery.seq));
+        }
         let Some(u) = self.users.get(to) else { return };
         let seq = delivery.seq;
         let payload = encode(&ServerMsg::Deliver(delivery));
@@ -119,6 +125,49 @@ impl Server {
         }
     }
 
+    /// Cluster: a message to `user` was stored (at `seq`, when known) through some node, or
+    /// news of such messages may have been lost. Each of the user's sessions here reads its
+    /// mailbox above its floor, so it gets them in seq order and each once.
+    pub(super) fn catch_up(&mut self, user: &UserId, seq: Option<u64>) {
+        let Some(u) = self.users.get(user) else {
+            return;
+        };
+        let conns: Vec<ConnId> = u.sessions.iter().copied().collect();
+        for conn in conns {
+            self.catch_up_session(conn, seq);
+        }
+    }
+
+    /// One read in flight per session, whatever the number of notices: one arriving during
+    /// a read asks for one more read after it, and a session waiting for a page's ack gets
+    /// the message with the next page. Without room in the work budget the read is owed and
+    /// tried again at the next heartbeat.
+    pub(super) fn catch_up_session(&mut self, conn: ConnId, seq: Option<u64>) {
+        let room = self.has_room(conn, 1, 0);
+        let Some(Phase::Session(s)) = self.conns.get_mut(&conn).map(|c| &mut c.phase) else {
+            return;
+        };
+        let floor = s.mailbox.floor();
+        if s.agent || seq.is_some_and(|seq| seq <= floor) {
+            return;
+        }
+        match &mut s.mailbox {
+            Mailbox::Reading { again, .. } => *again = true,
+            Mailbox::AwaitingAck { .. } => {}
+            Mailbox::Live { .. } if room => {
+                s.mailbox = Mailbox::Reading {
+                    floor,
+                    offline: None,
+                    held: Vec::new(),
+                    again: false,
+                };
+                let user = s.user.clone();
+                self.read_mailbox(conn, user, floor);
+            }
+            Mailbox::Live { .. } => self.owe_catch_up(conn),
+        }
+    }
+
     pub(super) fn read_mailbox(&mut self, conn: ConnId, user: UserId, after: u64) {
         let op = StorageOp::LoadMailbox {
             user,
@@ -130,25 +179,37 @@ impl Server {
     }
 
     pub(super) fn mailbox_loaded(&mut self, conn: ConnId, r: Result<MailboxPage, StorageError>) {
+        // This read's place is free again (released before the result is handled).
+        let room = self.has_room(conn, 1, 0);
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
         let Phase::Session(s) = &mut c.phase else {
             return;
         };
-        let Mailbox::Reading { floor, count, held } = &mut s.mailbox else {
+        let Mailbox::Reading {
+            floor,
+            offline,
+            held,
+            again,
+        } = &mut s.mailbox
+        else {
             return;
         };
-        let (mut floor, mut count, held) = (*floor, *count, std::mem::take(held));
+        let (mut floor, mut offline, held, again) =
+            (*floor, *offline, std::mem::take(held), *again);
         let (page, failed) = match r {
             Ok(page) => (page, false),
-            // The messages stay stored; the next login delivers them.
+            // The messages stay stored; the next login delivers them (in a cluster, the
+            // read owed to the next heartbeat).
             Err(_) => (MailboxPage::default(), true),
         };
         for d in page.messages {
             if d.seq > floor {
                 floor = d.seq;
-                count += 1;
+                if let Some(n) = offline.as_mut() {
+                    *n += 1;
+                }
                 self.out.push_back(Output::Send {
                     conn,
                     payload: encode(&ServerMsg::Deliver(d)),
@@ -160,9 +221,22 @@ impl Server {
             // next page brings it.
             s.mailbox = Mailbox::AwaitingAck {
                 floor,
-                count,
+                offline,
                 last: floor,
             };
+            return;
+        }
+        if again && !failed && room {
+            // Stored through another node while this page was read: read on, in the place
+            // this read held.
+            s.mailbox = Mailbox::Reading {
+                floor,
+                offline,
+                held,
+                again: false,
+            };
+            let user = s.user.clone();
+            self.read_mailbox(conn, user, floor);
             return;
         }
         s.mailbox = Mailbox::Live { floor };
@@ -173,6 +247,12 @@ impl Server {
         for payload in late.into_values() {
             self.out.push_back(Output::Send { conn, payload });
         }
+        if (failed || again) && self.cluster.is_some() {
+            // Messages stored through other nodes may wait: read again at the next
+            // heartbeat rather than at the next login.
+            self.owe_catch_up(conn);
+        }
+        let Some(count) = offline else { return };
         if failed {
             self.error(conn, RequestKind::Login, ErrorCode::StorageFailed, None);
         }
@@ -190,9 +270,11 @@ impl Server {
             return;
         };
         let next_page = match session.mailbox {
-            Mailbox::AwaitingAck { floor, count, last } if seqs.contains(&last) => {
-                Some((floor, count))
-            }
+            Mailbox::AwaitingAck {
+                floor,
+                offline,
+                last,
+            } if seqs.contains(&last) => Some((floor, offline)),
             _ => None,
         };
         let marking = session.marking;
@@ -208,11 +290,12 @@ impl Server {
         let Some(Phase::Session(s)) = self.conns.get_mut(&conn).map(|c| &mut c.phase) else {
             return;
         };
-        if let Some((floor, count)) = next_page {
+        if let Some((floor, offline)) = next_page {
             s.mailbox = Mailbox::Reading {
                 floor,
-                count,
+                offline,
                 held: Vec::new(),
+                again: false,
             };
         }
         if joins {

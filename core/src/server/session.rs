@@ -72,21 +72,46 @@ pub(crate) struct Session {
 /// any size passes through a bounded outbound queue. `floor` is the highest seq pushed so
 /// far: every message at or below it was committed before a page was read, so it was in a
 /// page or already acknowledged, and a late storage result for it must not deliver it again.
+///
+/// In a cluster every message reaches a session through a read (CLUSTER.md, "Messages
+/// across nodes"): messages are stored through several nodes and their news arrives in no
+/// particular order, but a read sees the mailbox in seq order, so reading above `floor` is
+/// what keeps a session's deliveries in seq order and each seq pushed once.
 #[derive(Debug)]
 pub(crate) enum Mailbox {
     /// A page is being read. Live deliveries wait in `held` (seq, payload): the read may not
     /// reflect writes reported while it was in flight.
     Reading {
         floor: u64,
-        count: u32,
+        /// Messages the login's pages held so far, told in `OfflineDone` once the mailbox is
+        /// drained; `None` once told: the read catches up on messages stored since.
+        offline: Option<u32>,
         held: Vec<(u64, Bytes)>,
+        /// Cluster: a message was stored for the user while this read was in flight, and
+        /// the page may miss it: the mailbox is read once more after it.
+        again: bool,
     },
     /// A page is out; the next is read once the client acks its last seq. Live deliveries
     /// are dropped meanwhile: they are stored, undelivered, above `floor`, so the next read
     /// brings them.
-    AwaitingAck { floor: u64, count: u32, last: u64 },
+    AwaitingAck {
+        floor: u64,
+        offline: Option<u32>,
+        last: u64,
+    },
     /// All pushed; live deliveries go straight out.
     Live { floor: u64 },
+}
+
+impl Mailbox {
+    /// The highest seq pushed to the session so far.
+    pub(crate) fn floor(&self) -> u64 {
+        match self {
+            Mailbox::Reading { floor, .. }
+            | Mailbox::AwaitingAck { floor, .. }
+            | Mailbox::Live { floor } => *floor,
+        }
+    }
 }
 
 impl Conn {

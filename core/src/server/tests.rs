@@ -644,7 +644,7 @@ fn messages_are_acked_after_storage_and_kept_for_offline_users() {
     assert_eq!(delivered, vec![1, 2]);
     assert_eq!(got.last(), Some(&ServerMsg::OfflineDone { count: 2 }));
     rig.frame(b, ClientMsg::Ack { seqs: vec![1, 2] });
-    assert_eq!(rig.store.undelivered(&user("b")), 0);
+    assert_eq!(rig.store.borrow().undelivered(&user("b")), 0);
     // Live delivery once b is online.
     rig.frame(a, send(3));
     assert!(
@@ -1113,7 +1113,7 @@ fn a_session_can_only_act_as_its_own_user() {
     rig.take(alice);
     // Acknowledging someone else's message does not take it from their mailbox.
     rig.frame(mallory, ClientMsg::Ack { seqs: vec![1] });
-    assert_eq!(rig.store.undelivered(&user("alice")), 1);
+    assert_eq!(rig.store.borrow().undelivered(&user("alice")), 1);
     // Another user's conversations are not readable through History.
     rig.take(mallory);
     rig.frame(
@@ -1680,7 +1680,7 @@ fn an_agent_of_an_offline_user_keeps_it_offline_and_its_mailbox_whole() {
     assert_eq!(rig.server.stats().online_users, 1);
     rig.close(agent);
     assert!(diffs(&rig.take(w)).is_empty());
-    assert_eq!(rig.store.undelivered(&user("u")), 1);
+    assert_eq!(rig.store.borrow().undelivered(&user("u")), 1);
 }
 
 /// What only a device may do is refused to an agent, which stays connected.

@@ -12,13 +12,17 @@ use crate::message::{
 use crate::server::{Output, Server, ServerEvent};
 use crate::storage::StorageResult;
 use crate::time::{Duration, Instant};
+use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::rc::Rc;
 
 #[derive(Debug)]
 pub struct Rig {
     pub now: Instant,
     pub server: Server,
-    pub store: MemStore,
+    /// The rig's store; the rigs of one simulated cluster share one, as the nodes of a real
+    /// cluster share one database.
+    pub store: Rc<RefCell<MemStore>>,
     inbox: BTreeMap<ConnId, Vec<ServerMsg>>,
     pub closed: BTreeMap<ConnId, CloseReason>,
     pub events: Vec<ServerEvent>,
@@ -35,11 +39,21 @@ pub const PASSWORD: &str = "correct horse";
 impl Rig {
     /// A server whose directory holds `users`, each with password [`PASSWORD`].
     pub fn new(cfg: ServerConfig, users: &[&str]) -> Self {
+        Rig::sharing(cfg, Rig::store_of(users))
+    }
+
+    /// A store holding `users`, each with password [`PASSWORD`], for rigs to share.
+    pub fn store_of(users: &[&str]) -> Rc<RefCell<MemStore>> {
         let mut store = MemStore::new();
         for u in users {
             store.add_account(user(u), PASSWORD);
         }
-        let server = Server::new(cfg, store.users());
+        Rc::new(RefCell::new(store))
+    }
+
+    /// A server over `store`, with the store's users as its directory.
+    pub fn sharing(cfg: ServerConfig, store: Rc<RefCell<MemStore>>) -> Self {
+        let server = Server::new(cfg, store.borrow().users());
         Rig {
             now: Instant::ZERO,
             server,
@@ -66,7 +80,7 @@ impl Rig {
                 }
                 Output::Storage { id, op } => {
                     let ms = self.now.since_epoch().as_millis() as u64;
-                    let result = self.store.apply(op, ms);
+                    let result = self.store.borrow_mut().apply(op, ms);
                     match &mut self.deferred {
                         Some(waiting) => waiting.push((id, result)),
                         None => self.server.handle_storage(self.now, id, result),
