@@ -42,6 +42,7 @@ pub async fn run(account: Account, status: StatusArg, style: Style) -> Result<()
         status,
         logged_in: false,
         ever_logged_in: false,
+        failures_before_login: 0,
         mailbox_done: false,
         presence: BTreeMap::new(),
         presence_dirty: false,
@@ -56,7 +57,8 @@ pub async fn run(account: Account, status: StatusArg, style: Style) -> Result<()
     };
     chat.info(&format!(
         "connecting to {} as {}",
-        chat.session.addr, chat.session.user
+        chat.session.servers_shown(),
+        chat.session.user
     ));
     let mut input = input::spawn_reader();
     let mut input_open = true;
@@ -124,6 +126,9 @@ struct Chat {
     status: Status,
     logged_in: bool,
     ever_logged_in: bool,
+    /// Connection attempts that failed before any login: with `--server` naming several
+    /// servers, each gets its try before the chat gives up.
+    failures_before_login: usize,
     /// `OfflineDone` came for the current session.
     mailbox_done: bool,
     presence: BTreeMap<UserId, Presence>,
@@ -343,17 +348,18 @@ impl Chat {
                 ui::duration(retry_after)
             )),
             ClientEvent::Disconnected {
-                reason: None,
-                retry_at: Some(_),
-            } if !self.ever_logged_in => {
-                // Never in: a wrong address or a server that is not there. Say so at once,
-                // as `send` does, rather than retry forever.
-                return Some(Err(Fatal(self.session.connection_failure())));
-            }
-            ClientEvent::Disconnected {
                 reason,
                 retry_at: Some(retry_at),
             } => {
+                if reason.is_none() && !self.ever_logged_in {
+                    // Never in: a wrong address or a server that is not there (every one of
+                    // them, with several). Say so at once, as `send` does, rather than
+                    // retry forever.
+                    self.failures_before_login += 1;
+                    if self.session.tried_every_server(self.failures_before_login) {
+                        return Some(Err(Fatal(self.session.connection_failure())));
+                    }
+                }
                 let wait = ui::duration(retry_at - self.session.clock.now());
                 if self.logged_in {
                     let why = reason.map_or_else(|| "connection lost".into(), ui::close_reason);

@@ -87,12 +87,14 @@ pub enum AdminCommand {
 /// Where to connect and as whom.
 #[derive(Debug, Args)]
 pub struct Account {
-    /// The server's address, `HOST:PORT`.
+    /// The server's address, `HOST:PORT`; or the nodes of a cluster, `HOST:PORT,HOST:PORT,…`,
+    /// tried in turn: each new connection goes to the next (after a node died or fenced
+    /// itself, the client comes back through another).
     #[arg(
         long,
         env = "BREEZE_SERVER",
         default_value = "127.0.0.1:7878",
-        value_name = "HOST:PORT"
+        value_name = "HOST:PORT[,…]"
     )]
     pub server: String,
 

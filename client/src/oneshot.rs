@@ -35,6 +35,8 @@ async fn drive<T>(
 ) -> Result<T, Fatal> {
     let deadline = Instant::now() + timeout;
     let mut logged_in = false;
+    // Attempts that failed before a login: each server of --server gets its try.
+    let mut failures = 0;
     // What the server said about waiting (`Throttled`), for the refusal that follows.
     let mut wait = None;
     let result = loop {
@@ -72,11 +74,18 @@ async fn drive<T>(
                 reason,
                 retry_at: Some(_),
             } => {
-                if !logged_in {
-                    break Err(match reason {
-                        Some(reason) => format!("disconnected before login: {reason}"),
-                        None => session.connection_failure(),
-                    });
+                match reason {
+                    Some(reason) if !logged_in => {
+                        break Err(format!("disconnected before login: {reason}"));
+                    }
+                    // With several servers, the next one is tried before giving up.
+                    None if !logged_in => {
+                        failures += 1;
+                        if session.tried_every_server(failures) {
+                            break Err(session.connection_failure());
+                        }
+                    }
+                    _ => {}
                 }
                 // After login the client reconnects by itself, and re-sends what is unsent;
                 // the deadline bounds the wait.

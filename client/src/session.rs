@@ -25,7 +25,8 @@ const EVENT_QUEUE: usize = 1024;
 #[derive(Debug)]
 pub struct Session {
     pub user: UserId,
-    pub addr: SocketAddr,
+    /// The servers of `--server`, tried in turn.
+    pub servers: Vec<SocketAddr>,
     /// Unbounded, so that the application never blocks on sending a command while the
     /// runner waits for room in `events`.
     pub commands: mpsc::UnboundedSender<ClientCommand>,
@@ -48,7 +49,7 @@ pub struct Setup {
 impl Session {
     /// Resolves the server, and starts a client that connects at once.
     pub async fn start(account: &Account, password: String, setup: Setup) -> Result<Self, Fatal> {
-        let addr = resolve(&account.server).await?;
+        let servers = resolve_all(&account.server).await?;
         let mut cfg = ClientConfig::new(account.user.clone(), password);
         cfg.mode = setup.mode;
         cfg.status = setup.status;
@@ -68,7 +69,8 @@ impl Session {
         let (command_tx, mut command_rx) = mpsc::unbounded_channel();
         let (runner_tx, runner_rx) = mpsc::channel(64);
         let (event_tx, event_rx) = mpsc::channel(EVENT_QUEUE);
-        let settings = ClientSettings::new(addr);
+        let mut settings = ClientSettings::new(servers[0]);
+        settings.fallbacks = servers[1..].to_vec();
         // The two connectors make different stream types, hence one boxed runner.
         let runner: Pin<Box<dyn Future<Output = Client> + Send>> = match tls(account)? {
             None => Box::pin(run_client(
@@ -102,7 +104,7 @@ impl Session {
         });
         Ok(Session {
             user: account.user.clone(),
-            addr,
+            servers,
             commands: command_tx,
             events: event_rx,
             task,
@@ -134,16 +136,35 @@ impl Session {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(3), drain).await;
     }
 
+    /// The servers as the user gave them, for messages.
+    pub fn servers_shown(&self) -> String {
+        let all: Vec<String> = self.servers.iter().map(|a| a.to_string()).collect();
+        all.join(", ")
+    }
+
+    /// Whether `failures` attempts that never reached a login have tried every server of
+    /// the list: a client that never logged in gives up then, not at the first server
+    /// that is down.
+    pub fn tried_every_server(&self, failures: usize) -> bool {
+        failures >= self.servers.len()
+    }
+
     /// Why the last connection attempt or connection ended, as the end of a sentence.
     pub fn connection_failure(&self) -> String {
-        match self.attempts.last() {
-            Attempt::Failed(e) => format!("cannot connect to {}: {e}", self.addr),
-            Attempt::Connecting => format!("cannot connect to {}: timed out", self.addr),
+        let (addr, attempt) = self.attempts.last();
+        let addr = addr.map_or_else(|| self.servers_shown(), |a| a.to_string());
+        let failed = match attempt {
+            Attempt::Failed(e) => format!("cannot connect to {addr}: {e}"),
+            Attempt::Connecting => format!("cannot connect to {addr}: timed out"),
             Attempt::Connected => format!(
-                "the connection to {} closed before login (is it a Breeze server? one that \
-                 speaks TLS needs --tls-ca or --tls-pin)",
-                self.addr
+                "the connection to {addr} closed before login (is it a Breeze server? one that \
+                 speaks TLS needs --tls-ca or --tls-pin)"
             ),
+        };
+        if self.servers.len() > 1 {
+            format!("{failed} (and every other server in --server)")
+        } else {
+            failed
         }
     }
 }
@@ -159,20 +180,33 @@ pub enum Attempt {
 }
 
 /// Remembers how the last connection attempt went, which the client core's events do not
-/// carry: a refused TCP connection, or a TLS handshake that failed and why.
+/// carry: where it went, a refused TCP connection, or a TLS handshake that failed and why.
 #[derive(Debug, Clone, Default)]
 pub struct Recorder {
-    last: Arc<Mutex<Attempt>>,
+    last: Arc<Mutex<Recorded>>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Recorded {
+    addr: Option<SocketAddr>,
+    attempt: Attempt,
 }
 
 impl Recorder {
-    pub fn last(&self) -> Attempt {
-        self.last.lock().map(|a| a.clone()).unwrap_or_default()
+    /// The server of the last attempt, and how it went.
+    pub fn last(&self) -> (Option<SocketAddr>, Attempt) {
+        self.last
+            .lock()
+            .map(|r| (r.addr, r.attempt.clone()))
+            .unwrap_or_default()
     }
 
-    fn record(&self, attempt: Attempt) {
+    fn record(&self, addr: SocketAddr, attempt: Attempt) {
         if let Ok(mut last) = self.last.lock() {
-            *last = attempt;
+            *last = Recorded {
+                addr: Some(addr),
+                attempt,
+            };
         }
     }
 
@@ -197,12 +231,15 @@ impl<C: Connector> Connector for Recording<C> {
     type Stream = C::Stream;
 
     async fn connect(&mut self, addr: SocketAddr) -> io::Result<C::Stream> {
-        self.recorder.record(Attempt::Connecting);
+        self.recorder.record(addr, Attempt::Connecting);
         let result = self.inner.connect(addr).await;
-        self.recorder.record(match &result {
-            Ok(_) => Attempt::Connected,
-            Err(e) => Attempt::Failed(e.to_string()),
-        });
+        self.recorder.record(
+            addr,
+            match &result {
+                Ok(_) => Attempt::Connected,
+                Err(e) => Attempt::Failed(e.to_string()),
+            },
+        );
         result
     }
 }
@@ -217,13 +254,14 @@ fn tls(account: &Account) -> Result<Option<TlsConnector>, Fatal> {
         }
         (None, None) => return Ok(None),
     };
-    // The name to verify: --tls-name, else the host of --server when it is a name (a
-    // certificate for chat.example.com must be checked against that, not against whichever
-    // address the name resolved to), else the address dialled.
+    // The name to verify: --tls-name, else the host of (the first) --server when it is a
+    // name (a certificate for chat.example.com must be checked against that, not against
+    // whichever address the name resolved to), else the address dialled. The nodes of a
+    // cluster behind several names need a certificate for one --tls-name.
     let name = account
         .tls_name
         .clone()
-        .or_else(|| host_name(&account.server));
+        .or_else(|| host_name(account.server.split(',').next().unwrap_or_default().trim()));
     match name {
         Some(name) => connector.with_server_name(&name).map(Some).map_err(fatal),
         None => Ok(Some(connector)),
@@ -235,6 +273,20 @@ fn host_name(server: &str) -> Option<String> {
     let (host, _port) = server.rsplit_once(':')?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
     (host.parse::<std::net::IpAddr>().is_err() && !host.is_empty()).then(|| host.to_owned())
+}
+
+/// `--server`: one `HOST:PORT`, or several separated by commas (the nodes of a cluster).
+async fn resolve_all(servers: &str) -> Result<Vec<SocketAddr>, Fatal> {
+    let mut all = Vec::new();
+    for server in servers.split(',').map(str::trim) {
+        if server.is_empty() {
+            return Err(Fatal(format!(
+                "--server {servers:?} has an empty entry: give HOST:PORT[,HOST:PORT...]"
+            )));
+        }
+        all.push(resolve(server).await?);
+    }
+    Ok(all)
 }
 
 async fn resolve(server: &str) -> Result<SocketAddr, Fatal> {

@@ -260,6 +260,38 @@ fn no_server_and_no_password_are_clear_errors() {
         "{err}"
     );
 
+    // Several servers: one that is down is skipped; only when all are is it an error.
+    let both = format!("{closed}, {}", server.addr);
+    let out = server.run(&[
+        "register",
+        "--user",
+        "alice",
+        "--password",
+        "long-enough",
+        "--server",
+        &both,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = server.run(&[
+        "send",
+        "--user",
+        "alice",
+        "--password",
+        "long-enough",
+        "--to",
+        "alice",
+        "note",
+        "--server",
+        &format!("{closed},{closed}"),
+    ]);
+    let err = stderr(&out);
+    assert!(
+        !out.status.success()
+            && err.starts_with(&format!("breeze: cannot connect to {closed}: "))
+            && err.ends_with("(and every other server in --server)\n"),
+        "{err}"
+    );
+
     // Not a terminal, no password: refuse rather than hang on a prompt.
     let out = server.run(&["send", "--user", "alice", "--to", "bob", "hi"]);
     assert!(!out.status.success());

@@ -39,6 +39,15 @@ pub struct Driven {
 /// Starts `run_client` on a new client core made from `cfg`, connecting to `addr` through
 /// `connector`.
 pub fn drive<C: Connector>(cfg: ClientConfig, connector: C, addr: SocketAddr) -> (Driven, Events) {
+    drive_with(cfg, connector, ClientSettings::new(addr))
+}
+
+/// [`drive`] with settings of the test's own (a list of servers).
+pub fn drive_with<C: Connector>(
+    cfg: ClientConfig,
+    connector: C,
+    settings: ClientSettings,
+) -> (Driven, Events) {
     let clock = Clock::start();
     let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
     let (event_tx, events) = mpsc::channel(EVENT_QUEUE);
@@ -46,7 +55,7 @@ pub fn drive<C: Connector>(cfg: ClientConfig, connector: C, addr: SocketAddr) ->
         Client::new(cfg, clock.now()),
         clock,
         connector,
-        ClientSettings::new(addr),
+        settings,
         command_rx,
         event_tx,
     ));

@@ -19,7 +19,7 @@ pub mod pg;
 mod pki;
 pub mod process;
 
-pub use driven::{Driven, Events, client_config, drive};
+pub use driven::{Driven, Events, client_config, drive, drive_with};
 pub use in_process::{InProcess, test_settings};
 pub use peer::{Peer, WsPeer, take_msg};
 pub use pki::Pki;

@@ -84,6 +84,11 @@ impl fmt::Debug for ClientCommand {
 #[derive(Debug, Clone)]
 pub struct ClientSettings {
     pub addr: SocketAddr,
+    /// More servers of the same cluster (CLUSTER.md). Attempts go round the list, `addr`
+    /// first: each new connection goes to the next server, so a client whose node died or
+    /// fenced itself (`Bye{NodeFenced}`) comes back through another node, and one whose
+    /// first choice is down tries the next.
+    pub fallbacks: Vec<SocketAddr>,
     /// A connect attempt that takes longer fails (the client core also gives up on its own
     /// deadline for connect, handshake and login together).
     pub connect_timeout: Duration,
@@ -98,10 +103,19 @@ impl ClientSettings {
     pub fn new(addr: SocketAddr) -> Self {
         ClientSettings {
             addr,
+            fallbacks: Vec::new(),
             connect_timeout: Duration::from_secs(10),
             close_timeout: Duration::from_secs(2),
             // A delivery carries an attachment of up to the server's limit; be generous.
             max_frame: 16 * 1024 * 1024,
+        }
+    }
+
+    /// The server to dial at connection attempt `attempt` (0, 1, 2, … over the run).
+    pub fn server(&self, attempt: usize) -> SocketAddr {
+        match attempt % (1 + self.fallbacks.len()) {
+            0 => self.addr,
+            i => self.fallbacks[i - 1],
         }
     }
 }
@@ -132,6 +146,10 @@ pub async fn run_client<C: Connector>(
     let mut conn: Option<ClientConn<C::Stream>> = None;
     let mut connecting: Option<Connecting<C::Stream>> = None;
     let mut quitting = false;
+    // Connection attempts so far: which server the next one dials.
+    let mut attempts = 0usize;
+    // The server of the attempt in progress or of the connection up, for the logs.
+    let mut dialled = settings.addr;
     loop {
         // Events first: taking a `Message` may queue its ack, which the outputs then carry.
         while let Some(event) = client.poll_event() {
@@ -144,7 +162,9 @@ pub async fn run_client<C: Connector>(
                     // The future owns its own connector, so it can be kept across loop turns
                     // and simply dropped when the client core abandons the attempt.
                     let mut connector = connector.clone();
-                    let (addr, limit) = (settings.addr, settings.connect_timeout);
+                    dialled = settings.server(attempts);
+                    attempts += 1;
+                    let (addr, limit) = (dialled, settings.connect_timeout);
                     connecting = Some(Box::pin(async move {
                         match timeout(limit, connector.connect(addr)).await {
                             Ok(result) => result,
@@ -211,7 +231,7 @@ pub async fn run_client<C: Connector>(
                         client.handle_connected(now);
                     }
                     Err(e) => {
-                        debug!(addr = %settings.addr, error = %e, "connect failed");
+                        debug!(addr = %dialled, error = %e, "connect failed");
                         client.handle_disconnected(now);
                     }
                 }

@@ -4,8 +4,8 @@ mod common;
 
 use breeze_core::client::{AckMode, ClientConfig, ClientEvent, Mode};
 use breeze_core::message::{ClientMsg, CloseReason, Presence, ServerMsg};
-use breeze_testsupport::{Driven, Events, PASSWORD, Peer, client_config, drive, user};
-use breeze_transport_tokio::{ClientCommand, TcpConnector};
+use breeze_testsupport::{Driven, Events, PASSWORD, Peer, client_config, drive, drive_with, user};
+use breeze_transport_tokio::{ClientCommand, ClientSettings, TcpConnector};
 use common::{TestServer, fast_config, host_config};
 
 #[tokio::test]
@@ -81,6 +81,47 @@ async fn run_client_logs_in_and_reconnects_after_a_server_restart() {
     assert!(!client.is_logged_in());
     server.wait_stats("carol gone", |s| s.sessions == 0).await;
     server.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_given_several_servers_skips_a_dead_one_and_moves_on_when_its_server_goes() {
+    // Two nodes sharing one store (what a login needs of a cluster), and an address where
+    // nobody listens, first in the list.
+    let a = TestServer::start(fast_config(), host_config()).await;
+    let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let b = TestServer::start_on(any, a.store.clone(), fast_config(), host_config()).await;
+    let dead = std::net::TcpListener::bind(any)
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut settings = ClientSettings::new(dead);
+    settings.fallbacks = vec![a.addr, b.addr];
+
+    let (erin, mut events) = drive_with(
+        client_config("erin", PASSWORD, Mode::Register),
+        TcpConnector,
+        settings,
+    );
+    events.logged_in().await;
+    a.wait_stats("erin on a", |s| s.sessions == 1).await;
+
+    // Her node goes away: the next attempt is the next server, not the same one again.
+    a.stop().await;
+    events
+        .expect("disconnected", |e| {
+            matches!(
+                e,
+                ClientEvent::Disconnected {
+                    retry_at: Some(_),
+                    ..
+                }
+            )
+        })
+        .await;
+    events.logged_in().await;
+    b.wait_stats("erin on b", |s| s.sessions == 1).await;
+    erin.quit().await;
+    b.stop().await;
 }
 
 /// A request answered through the store after everything the runner wrote before it: once
