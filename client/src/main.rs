@@ -2,8 +2,10 @@
 
 mod chat;
 mod cli;
+mod editor;
 mod input;
 mod oneshot;
+mod screen;
 mod session;
 mod ui;
 
