@@ -174,7 +174,8 @@ pub struct TerminalChat {
 #[cfg(unix)]
 impl TestServer {
     /// `breeze chat` as `user` on a terminal of 24 rows of 100 columns, its history in memory
-    /// (never in the data folder of whoever runs the tests).
+    /// (never in the data folder of whoever runs the tests). The terminal is its controlling
+    /// one, as a person's is (password prompts open /dev/tty), through util-linux's `setsid`.
     pub fn chat_on_terminal(&self, user: &str) -> TerminalChat {
         use nix::pty::{Winsize, openpty};
         let size = Winsize {
@@ -184,13 +185,25 @@ impl TestServer {
             ws_ypixel: 0,
         };
         let pty = openpty(&size, None).unwrap();
-        let mut cmd = self.breeze(&["chat", "--user", user]);
+        let chat = self.breeze(&["chat", "--user", user]);
+        let mut cmd = Command::new("setsid");
+        cmd.args(["--ctty", "--wait"])
+            .arg(chat.get_program())
+            .args(chat.get_args());
+        for (name, value) in chat.get_envs() {
+            match value {
+                Some(value) => cmd.env(name, value),
+                None => cmd.env_remove(name),
+            };
+        }
         cmd.env("BREEZE_PASSWORD", password(user))
             .env("BREEZE_HISTORY_FILE", "")
             .stdin(Stdio::from(pty.slave.try_clone().unwrap()))
             .stdout(Stdio::from(pty.slave.try_clone().unwrap()))
             .stderr(Stdio::from(pty.slave));
-        let child = cmd.spawn().unwrap();
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run setsid (util-linux): {e}"));
         // The command holds copies of the terminal's far end: gone, reading ends when the
         // child does.
         drop(cmd);
