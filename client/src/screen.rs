@@ -81,6 +81,9 @@ impl Screen {
                 let _ = write!(out, "\r\x1b[K\x1b[?2004l");
                 let _ = out.flush();
             }
+            // Elsewhere the editor's terminal handling is left to it.
+            #[cfg(not(unix))]
+            drop(editor);
         }
         inner.release();
     }
