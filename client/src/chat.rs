@@ -4,7 +4,9 @@
 
 use crate::Fatal;
 use crate::cli::{Account, StatusArg};
+use crate::editor::Names;
 use crate::input::{self, Action, HELP, Input};
+use crate::screen::Screen;
 use crate::session::{self, Session, Setup};
 use crate::ui::{self, Colour, Style};
 use breeze_core::UserId;
@@ -15,7 +17,7 @@ use breeze_core::message::{
 use breeze_transport_tokio::ClientCommand;
 use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap};
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::time::Duration;
 use tokio::sync::oneshot;
 
@@ -25,6 +27,19 @@ const FINISH_LOGIN: Duration = Duration::from_secs(10);
 const UNSENT_GRACE: Duration = Duration::from_secs(5);
 
 pub async fn run(account: Account, status: StatusArg, style: Style) -> Result<(), Fatal> {
+    let screen = Screen::default();
+    let result = chat(account, status, style, &screen).await;
+    // Whatever ended the chat, the terminal is the shell's again before the last words.
+    screen.detach();
+    result
+}
+
+async fn chat(
+    account: Account,
+    status: StatusArg,
+    style: Style,
+    screen: &Screen,
+) -> Result<(), Fatal> {
     let password = session::password(&account, false)?;
     let status = Status::from(status);
     let session = Session::start(
@@ -38,6 +53,8 @@ pub async fn run(account: Account, status: StatusArg, style: Style) -> Result<()
     .await?;
     let mut chat = Chat {
         style,
+        screen: screen.clone(),
+        names: Names::default(),
         session,
         status,
         logged_in: false,
@@ -60,7 +77,7 @@ pub async fn run(account: Account, status: StatusArg, style: Style) -> Result<()
         chat.session.servers_shown(),
         chat.session.user
     ));
-    let mut input = input::spawn_reader();
+    let mut input = input::spawn_reader(&chat.screen, &chat.names);
     let mut input_open = true;
     // Set when input ended before the mailbox was out: quit once it is, or at this time.
     let mut finish_by: Option<tokio::time::Instant> = None;
@@ -103,6 +120,7 @@ pub async fn run(account: Account, status: StatusArg, style: Style) -> Result<()
                     chat.session.command(ClientCommand::ChangePassword { old, new });
                 }
                 Some(Input::PasswdFailed(e)) => chat.error(&e),
+                Some(Input::Quit) => return chat.quit().await,
             },
             _ = &mut ctrl_c => return chat.quit().await,
             () = tokio::time::sleep_until(finish_by.unwrap_or_else(tokio::time::Instant::now)),
@@ -121,6 +139,10 @@ pub async fn run(account: Account, status: StatusArg, style: Style) -> Result<()
 
 struct Chat {
     style: Style,
+    /// Where every line goes: shared with the line editor.
+    screen: Screen,
+    /// The user names seen, for the line editor's completion.
+    names: Names,
     session: Session,
     /// Our own status as last asserted or confirmed.
     status: Status,
@@ -168,9 +190,10 @@ impl Chat {
         let today = chrono::Local::now().date_naive();
         if self.day.replace(today) != today {
             let date = today.format("%A %-d %B %Y").to_string();
-            print_line(&self.style.paint(Colour::Grey, &format!("── {date} ──")))?;
+            self.screen
+                .line(&self.style.paint(Colour::Grey, &format!("── {date} ──")))?;
         }
-        print_line(text)
+        self.screen.line(text)
     }
 
     fn info(&self, text: &str) {
@@ -232,10 +255,14 @@ impl Chat {
         }
         let style = self.style;
         self.session.quit().await;
+        // The editor's thread draws what it is given in its own time; this last line must
+        // be out before the process ends, so it goes straight to the terminal.
+        self.screen.detach();
         let stamp = style.paint(Colour::Grey, &ui::now_stamp());
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{stamp} {} logged out", style.paint(Colour::Cyan, "*"));
-        let _ = out.flush();
+        let _ = self.screen.line(&format!(
+            "{stamp} {} logged out",
+            style.paint(Colour::Cyan, "*")
+        ));
         Ok(())
     }
 
@@ -261,8 +288,10 @@ impl Chat {
             ClientEvent::PresenceSnapshot(entries) => {
                 self.presence = entries.into_iter().map(|e| (e.user, e.presence)).collect();
                 self.presence_dirty = true;
+                self.names.add(self.presence.keys());
             }
             ClientEvent::PresenceChanged { user, presence } => {
+                self.names.add([&user]);
                 // A user new to the list (just registered) shows up offline: that is no news.
                 let new = self.presence.insert(user.clone(), presence).is_none();
                 if !(new && presence == Presence::Offline) {
@@ -325,6 +354,7 @@ impl Chat {
                 }
             }
             ClientEvent::Contacts(list) => {
+                self.names.add(&list);
                 self.contacts = Some(list);
                 self.show_contacts();
             }
@@ -552,11 +582,4 @@ fn stopped(reason: StopReason) -> Result<(), Fatal> {
         StopReason::UserTaken => "that user name is taken".into(),
         StopReason::Refused { request, code } => ui::request_error(request, code),
     }))
-}
-
-/// Writes one line to standard output, flushed.
-fn print_line(text: &str) -> std::io::Result<()> {
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{text}")?;
-    out.flush()
 }

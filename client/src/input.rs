@@ -1,7 +1,10 @@
 //! What the user types in `chat`: read on a thread of its own (a blocking read must not hold up
-//! the runtime), parsed into actions.
+//! the runtime), with the line editor on a terminal and as plain lines otherwise (scripts,
+//! tests), parsed into actions.
 
 use crate::cli::StatusArg;
+use crate::editor::{self, Names};
+use crate::screen::Screen;
 use breeze_core::UserId;
 use breeze_core::storage::MAX_HISTORY;
 use clap::ValueEnum;
@@ -24,47 +27,32 @@ pub enum Input {
     },
     /// `/passwd` that could not get its passwords.
     PasswdFailed(String),
+    /// Ctrl-C in the line editor (which reads it as a key, not a signal).
+    Quit,
 }
 
-/// Starts the reader thread. The channel closes at end of input. The thread is not joined:
-/// the process exits while it may still be blocked in a read.
-pub fn spawn_reader() -> mpsc::Receiver<Input> {
+/// Starts the reader thread: the line editor when both standard input and output are a
+/// terminal (printing through `screen` above the line being typed, completing `names`),
+/// plain lines otherwise. The channel closes at end of input. The thread is not joined: the
+/// process exits while it may still be blocked in a read (`Screen::detach` puts the terminal
+/// back).
+pub fn spawn_reader(screen: &Screen, names: &Names) -> mpsc::Receiver<Input> {
     let (tx, rx) = mpsc::channel(64);
+    let terminal = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+    let tx = if terminal {
+        match editor::spawn(tx.clone(), screen, names) {
+            Ok(()) => return rx,
+            Err(e) => {
+                let _ = screen.line(&format!("! no line editing ({e}); reading plain lines"));
+                tx
+            }
+        }
+    } else {
+        tx
+    };
     let spawned = std::thread::Builder::new()
         .name("stdin".into())
-        .spawn(move || {
-            let interactive = std::io::stdin().is_terminal();
-            let stdin = std::io::stdin();
-            // Lossy: a stray invalid byte must not end the session as end of input would.
-            let mut lines = stdin.lock().split(b'\n').map(|line| {
-                line.map(|bytes| {
-                    let text = String::from_utf8_lossy(&bytes);
-                    text.strip_suffix('\r').unwrap_or(&text).to_string()
-                })
-            });
-            while let Some(Ok(line)) = lines.next() {
-                let input = if line.trim() == "/passwd" {
-                    if interactive {
-                        ask_passwords()
-                    } else {
-                        // Piped input: the next two lines are the old and the new password.
-                        match (lines.next(), lines.next()) {
-                            (Some(Ok(old)), Some(Ok(new))) => Input::Passwd { old, new },
-                            _ => Input::PasswdFailed(
-                                "/passwd: expected the old and the new password on the next two \
-                                 lines"
-                                    .into(),
-                            ),
-                        }
-                    }
-                } else {
-                    Input::Line(line)
-                };
-                if tx.blocking_send(input).is_err() {
-                    break;
-                }
-            }
-        });
+        .spawn(move || read_plain(&tx));
     if spawned.is_err() {
         // Without a reader the channel is closed at once, which the chat takes for /quit.
         eprintln!("breeze: cannot start the input thread");
@@ -72,7 +60,41 @@ pub fn spawn_reader() -> mpsc::Receiver<Input> {
     rx
 }
 
-fn ask_passwords() -> Input {
+fn read_plain(tx: &mpsc::Sender<Input>) {
+    let interactive = std::io::stdin().is_terminal();
+    let stdin = std::io::stdin();
+    // Lossy: a stray invalid byte must not end the session as end of input would.
+    let mut lines = stdin.lock().split(b'\n').map(|line| {
+        line.map(|bytes| {
+            let text = String::from_utf8_lossy(&bytes);
+            text.strip_suffix('\r').unwrap_or(&text).to_string()
+        })
+    });
+    while let Some(Ok(line)) = lines.next() {
+        let input = if line.trim() == "/passwd" {
+            if interactive {
+                ask_passwords()
+            } else {
+                // Piped input: the next two lines are the old and the new password.
+                match (lines.next(), lines.next()) {
+                    (Some(Ok(old)), Some(Ok(new))) => Input::Passwd { old, new },
+                    _ => Input::PasswdFailed(
+                        "/passwd: expected the old and the new password on the next two lines"
+                            .into(),
+                    ),
+                }
+            }
+        } else {
+            Input::Line(line)
+        };
+        if tx.blocking_send(input).is_err() {
+            break;
+        }
+    }
+}
+
+/// Asks on the terminal for the old password and the new one twice, without echo.
+pub fn ask_passwords() -> Input {
     let ask = |prompt: &str| rpassword::prompt_password(prompt);
     let asked = (|| {
         let old = ask("old password: ")?;
@@ -129,6 +151,21 @@ commands:
   /passwd                             change your password (asks for both)
   /help                               this list
   /quit                               log out and exit (or Ctrl-D, Ctrl-C)";
+
+/// The commands as completion offers them, each with whether words follow it. `HELP` lists
+/// the same (a test holds them together) and `parse` takes them.
+pub const COMMANDS: &[(&str, bool)] = &[
+    ("msg", true),
+    ("open", true),
+    ("close", false),
+    ("status", true),
+    ("who", false),
+    ("contacts", true),
+    ("history", true),
+    ("passwd", false),
+    ("help", false),
+    ("quit", false),
+];
 
 /// Parses one line; the error is a one-line explanation for the user.
 pub fn parse(line: &str) -> Result<Action, String> {
@@ -267,6 +304,28 @@ mod tests {
     #[test]
     fn the_help_fits_a_narrow_terminal() {
         assert!(HELP.lines().all(|l| l.chars().count() <= 78), "{HELP}");
+    }
+
+    #[test]
+    fn the_completed_commands_are_the_listed_and_parsed_ones() {
+        let mut listed: Vec<&str> = HELP
+            .lines()
+            .filter_map(|l| l.trim_start().strip_prefix('/'))
+            .map(|l| l.split(' ').next().unwrap_or(l))
+            .collect();
+        // `/contacts` has two lines.
+        listed.dedup();
+        let completed: Vec<&str> = COMMANDS.iter().map(|(name, _)| *name).collect();
+        assert_eq!(listed, completed);
+        for (name, _) in COMMANDS {
+            // The reader takes /passwd before parsing; the rest are the parser's.
+            if *name == "passwd" {
+                continue;
+            }
+            if let Err(e) = parse(&format!("/{name}")) {
+                assert!(!e.contains("unknown command"), "/{name}: {e}");
+            }
+        }
     }
 
     #[test]

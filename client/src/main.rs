@@ -2,12 +2,13 @@
 
 mod chat;
 mod cli;
+mod editor;
 mod input;
 mod oneshot;
+mod screen;
 mod session;
 mod ui;
 
-use clap::Parser;
 use cli::{AdminCommand, Cli, Command};
 use std::process::ExitCode;
 
@@ -16,7 +17,7 @@ use std::process::ExitCode;
 pub struct Fatal(pub String);
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli: Cli = breeze_flags::parse();
     // Logs (the transport's debug lines) only when asked for, and to stderr.
     if std::env::var_os("RUST_LOG").is_some() {
         tracing_subscriber::fmt()

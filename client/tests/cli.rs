@@ -110,6 +110,30 @@ fn help_explains_the_flags() {
     }
 }
 
+/// A value refused from the environment names the variable, not only the flag nobody typed,
+/// and what a good value looks like.
+#[test]
+fn a_bad_environment_variable_is_named_with_the_format_expected() {
+    let server = TestServer::start();
+    let mut send = server.breeze(&["send", "--to", "bob", "hi"]);
+    send.env("BREEZE_USER", "b@d");
+    let out = common::run(send);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr(&out),
+        "error: invalid value 'b@d' for BREEZE_USER (environment; flag --user): expected a \
+         user name: 1 to 32 of A-Z a-z 0-9 _ - . not starting with . or - (user name may \
+         only contain letters, digits, '_', '-' and '.')\n"
+    );
+    let out = server.run(&["chat", "--user", "alice", "--status", "asleep"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr(&out),
+        "error: invalid value 'asleep' for --status: expected one of online, busy, away, \
+         invisible\n"
+    );
+}
+
 #[test]
 fn two_chats_talk_and_a_quit_greys_the_user_out() {
     let server = TestServer::start();

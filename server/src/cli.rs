@@ -397,18 +397,25 @@ const FRAME_OVERHEAD: u64 = 1024;
 impl Args {
     /// Parses `argv` with the config file it names (`--config`, or `BREEZE_CONFIG`) under the
     /// flags and the environment. `Err` for a config file that cannot be used; clap's own
-    /// errors (and `--help`) are clap's to print.
+    /// errors (and `--help`) are clap's to print, a refused value explained
+    /// (`breeze_flags::explain`).
     pub fn parse_with_config(
         argv: Vec<std::ffi::OsString>,
     ) -> Result<Result<Args, clap::Error>, crate::config_file::ConfigFileError> {
         use clap::{CommandFactory, FromArgMatches};
         let mut cmd = Args::command();
-        if let Some(path) = crate::config_file::named(&argv) {
-            cmd = crate::config_file::apply(cmd, &path)?;
+        let file = crate::config_file::named(&argv);
+        if let Some(path) = &file {
+            cmd = crate::config_file::apply(cmd, path)?;
         }
+        // A refused value names its flag, and its variable or this file when it came from
+        // one of them.
+        let defaults_from = file.map(|path| format!("the config file {}", path.display()));
         Ok(cmd
-            .try_get_matches_from(argv)
-            .and_then(|m| Args::from_arg_matches(&m)))
+            .clone()
+            .try_get_matches_from(&argv)
+            .and_then(|m| Args::from_arg_matches(&m))
+            .map_err(|e| breeze_flags::explain(e, &cmd, &argv, defaults_from.as_deref())))
     }
 
     /// The argon2 cost of new password hashes (--argon2-*), for the server and for
@@ -630,7 +637,12 @@ mod tests {
         assert!(err.contains("`lisen`, which is not a setting"), "{err}");
         let bad = file("bad.toml", "heartbeat-timeout = \"soon\"\n");
         let err = parse_with(&bad, &[]).unwrap().unwrap_err().to_string();
-        assert!(err.contains("--heartbeat-timeout"), "{err}");
+        let named = format!(
+            "invalid value 'soon' for heartbeat-timeout in the config file {} (flag \
+             --heartbeat-timeout): expected a duration",
+            bad.display()
+        );
+        assert!(err.contains(&named), "{err}");
         let syntax = file("syntax.toml", "listen = \n");
         let err = parse_with(&syntax, &[]).unwrap_err().to_string();
         assert!(err.contains("is not valid TOML"), "{err}");

@@ -91,6 +91,43 @@ fn environment_variables_stand_in_for_flags() {
     assert!(err.contains("--heartbeat-timeout (2s)"), "{err}");
 }
 
+/// A refused value names where it came from, the variable or the flag, and what is expected.
+#[test]
+fn a_bad_value_names_its_variable_or_flag_and_the_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let refused = |cmd: &mut Command| {
+        let out = cmd.env_remove("BREEZE_CONFIG").output().unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        String::from_utf8(out.stderr).unwrap()
+    };
+    let err = refused(server(&dir).env("BREEZE_HEARTBEAT_INTERVAL", "abc"));
+    assert!(
+        err.starts_with(
+            "error: invalid value 'abc' for BREEZE_HEARTBEAT_INTERVAL (environment; flag \
+             --heartbeat-interval): expected a duration such as 10s, 1m30s or 500ms"
+        ),
+        "{err}"
+    );
+    // The flag wins over its variable, so it is the flag's value that was refused.
+    let err = refused(
+        server(&dir)
+            .env("BREEZE_SCOPE", "everyone")
+            .args(["--scope", "world"]),
+    );
+    assert_eq!(
+        err,
+        "error: invalid value 'world' for --scope: expected one of everyone, contacts\n"
+    );
+    let err = refused(server(&dir).env("BREEZE_MAX_FRAME", "1MB"));
+    assert!(
+        err.starts_with(
+            "error: invalid value '1MB' for BREEZE_MAX_FRAME (environment; flag --max-frame): \
+             expected a whole number of bytes"
+        ),
+        "{err}"
+    );
+}
+
 #[test]
 fn help_explains_every_flag_and_its_variable() {
     let out = Command::new(BIN).arg("--help").output().unwrap();

@@ -158,6 +158,153 @@ fn collect(mut pipe: impl std::io::Read + Send + 'static) -> mpsc::Receiver<Vec<
     rx
 }
 
+/// A running `breeze chat` on a pseudo-terminal, as a person runs it: the line editor is on,
+/// keys go in as typed, and what comes out is what the terminal is sent, escapes and all.
+#[cfg(unix)]
+pub struct TerminalChat {
+    child: Child,
+    keys: std::fs::File,
+    output: mpsc::Receiver<Vec<u8>>,
+    /// Everything the terminal was sent so far.
+    pub seen: Vec<u8>,
+    /// Where the next `expect` starts looking.
+    from: usize,
+}
+
+#[cfg(unix)]
+impl TestServer {
+    /// `breeze chat` as `user` on a terminal of 24 rows of 100 columns, its history in memory
+    /// (never in the data folder of whoever runs the tests). The terminal is its controlling
+    /// one, as a person's is (password prompts open /dev/tty), through util-linux's `setsid`.
+    pub fn chat_on_terminal(&self, user: &str) -> TerminalChat {
+        use nix::pty::{Winsize, openpty};
+        let size = Winsize {
+            ws_row: 24,
+            ws_col: 100,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        let pty = openpty(&size, None).unwrap();
+        let chat = self.breeze(&["chat", "--user", user]);
+        let mut cmd = Command::new("setsid");
+        cmd.args(["--ctty", "--wait"])
+            .arg(chat.get_program())
+            .args(chat.get_args());
+        for (name, value) in chat.get_envs() {
+            match value {
+                Some(value) => cmd.env(name, value),
+                None => cmd.env_remove(name),
+            };
+        }
+        cmd.env("BREEZE_PASSWORD", password(user))
+            .env("BREEZE_HISTORY_FILE", "")
+            .stdin(Stdio::from(pty.slave.try_clone().unwrap()))
+            .stdout(Stdio::from(pty.slave.try_clone().unwrap()))
+            .stderr(Stdio::from(pty.slave));
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run setsid (util-linux): {e}"));
+        // The command holds copies of the terminal's far end: gone, reading ends when the
+        // child does.
+        drop(cmd);
+        let keys = std::fs::File::from(pty.master);
+        let mut screen = keys.try_clone().unwrap();
+        let (tx, output) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = [0; 4096];
+            // Ends with an error (EIO) once the child has exited.
+            while let Ok(n @ 1..) = std::io::Read::read(&mut screen, &mut buf) {
+                if tx.send(buf[..n].to_vec()).is_err() {
+                    break;
+                }
+            }
+        });
+        TerminalChat {
+            child,
+            keys,
+            output,
+            seen: Vec::new(),
+            from: 0,
+        }
+    }
+}
+
+#[cfg(unix)]
+impl TerminalChat {
+    /// Waits for `needle` in what the terminal is sent after the last one found; returns
+    /// where it starts in `seen`.
+    pub fn expect(&mut self, needle: &str) -> usize {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let found = self.seen[self.from..]
+                .windows(needle.len())
+                .position(|w| w == needle.as_bytes());
+            if let Some(at) = found {
+                let at = self.from + at;
+                self.from = at + needle.len();
+                return at;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.output.recv_timeout(left) {
+                Ok(bytes) => self.seen.extend_from_slice(&bytes),
+                Err(_) => panic!(
+                    "no {needle:?} within {WAIT:?}; the terminal was sent:\n{:?}",
+                    String::from_utf8_lossy(&self.seen)
+                ),
+            }
+        }
+    }
+
+    /// Keys as typed: `\r` is Enter, `\t` Tab, `\x03` Ctrl-C.
+    pub fn type_keys(&mut self, keys: &str) {
+        self.keys.write_all(keys.as_bytes()).unwrap();
+        self.keys.flush().unwrap();
+    }
+
+    /// What the terminal shows on the line where `seen[at]` is printed, up to it: the bytes
+    /// since the last carriage return or newline, control sequences left out.
+    pub fn shown_before(&self, at: usize) -> String {
+        let start = self.seen[..at]
+            .iter()
+            .rposition(|b| *b == b'\r' || *b == b'\n')
+            .map_or(0, |i| i + 1);
+        let text = String::from_utf8_lossy(&self.seen[start..at]).into_owned();
+        let mut shown = String::new();
+        let mut chars = text.chars();
+        while let Some(c) = chars.next() {
+            if c == '\x1b' {
+                // ESC [ parameters, then a final letter.
+                if chars.next() == Some('[') {
+                    for c in chars.by_ref() {
+                        if c.is_ascii_alphabetic() || c == '~' {
+                            break;
+                        }
+                    }
+                }
+            } else if !c.is_control() {
+                shown.push(c);
+            }
+        }
+        shown
+    }
+
+    /// Waits for the process to exit (bounded).
+    pub fn exit(mut self) -> ExitStatus {
+        wait_exit(&mut self.child)
+    }
+}
+
+#[cfg(unix)]
+impl Drop for TerminalChat {
+    fn drop(&mut self) {
+        // Only this test's own child, by its handle.
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// A running `breeze chat`: its stdin to type into, and its output lines as they come.
 pub struct ChatProcess {
     child: Child,

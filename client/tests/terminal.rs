@@ -1,0 +1,99 @@
+//! `breeze chat` on a terminal (a pseudo-terminal), typed into as a person would: the line
+//! editor's guarantees, seen in the bytes the terminal is sent.
+#![cfg(unix)]
+
+mod common;
+
+use common::{TestServer, password, text};
+use std::time::Duration;
+
+#[test]
+fn a_message_arriving_while_a_line_is_typed_is_printed_above_it() {
+    let server = TestServer::start();
+    server.register("alice");
+    server.register("bob");
+    let mut alice = server.chat_on_terminal("alice");
+    alice.expect("logged in as alice");
+    alice.expect("> ");
+    alice.type_keys("see you at");
+    alice.expect("see you at");
+
+    let pw = password("bob");
+    let out = server.run(&[
+        "send",
+        "--user",
+        "bob",
+        "--password",
+        &pw,
+        "--to",
+        "alice",
+        "are you coming?",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let at = alice.expect("bob: are you coming?");
+    let shown = alice.shown_before(at);
+    assert!(
+        !shown.contains("see you") && !shown.contains('>'),
+        "the message shares a line with the one being typed: {shown:?}"
+    );
+    // The line being typed comes back below it, as it was.
+    let at = alice.expect("see you at");
+    assert_eq!(alice.shown_before(at), "> ");
+
+    // Tab completes a name the chat has seen; the line then goes out as completed.
+    alice.type_keys("\x15/open b\t");
+    alice.expect("/open bob ");
+    alice.type_keys("\r");
+    alice.expect("talking to bob");
+    // Ctrl-C is a key to the editor, and still logs out.
+    alice.type_keys("\x03");
+    alice.expect("logged out");
+    assert!(alice.exit().success());
+}
+
+#[test]
+fn a_message_arriving_during_a_password_prompt_waits_until_after_it() {
+    let server = TestServer::start();
+    server.register("alice");
+    server.register("bob");
+    let mut alice = server.chat_on_terminal("alice");
+    alice.expect("logged in as alice");
+    alice.expect("> ");
+    alice.type_keys("/passwd\r");
+    alice.expect("old password: ");
+
+    let pw = password("bob");
+    let out = server.run(&[
+        "send",
+        "--user",
+        "bob",
+        "--password",
+        &pw,
+        "--to",
+        "alice",
+        "psst",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    // Its arrival at alice's chat cannot be seen from here: a moment for it to come while the
+    // prompt is up (later, the test is weaker, never wrong).
+    std::thread::sleep(Duration::from_millis(300));
+    alice.type_keys(&format!("{}\r", password("alice")));
+    alice.expect("new password: ");
+    alice.type_keys("another-password\r");
+    let last_prompt = alice.expect("new password again: ");
+    alice.type_keys("another-password\r");
+    alice.expect("password changed");
+    let message = alice
+        .seen
+        .windows(b"bob: psst".len())
+        .position(|w| w == b"bob: psst")
+        .expect("the message is printed after the prompt");
+    assert!(
+        message > last_prompt,
+        "printed into the password prompt: {:?}",
+        String::from_utf8_lossy(&alice.seen)
+    );
+    alice.type_keys("\x03");
+    alice.expect("logged out");
+    assert!(alice.exit().success());
+}
