@@ -65,6 +65,30 @@ impl Db {
         Ok(())
     }
 
+    /// Bars the account from logging in (`banned`), or lets it in again; its tokens are
+    /// kept. The same as an admin's online `breeze admin ban|unban`.
+    pub fn set_banned(&mut self, user: &UserId, banned: bool) -> Result<(), StoreError> {
+        let changed = self
+            .conn
+            .prepare_cached("UPDATE accounts SET banned = ?2 WHERE user = ?1")?
+            .execute(params![user.as_str(), banned])?;
+        if changed == 0 {
+            return Err(StoreError::NoSuchUser(user.to_string()));
+        }
+        Ok(())
+    }
+
+    /// The banned accounts, sorted.
+    pub fn banned_users(&self) -> Result<Vec<UserId>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT user FROM accounts WHERE banned = 1 ORDER BY user")?;
+        let banned = stmt
+            .query_map([], |row| crate::ops::user_at(row, 0))?
+            .collect::<Result<_, _>>()?;
+        Ok(banned)
+    }
+
     /// Deletes an account with its tokens, its contact list, its place on other users'
     /// lists, and every message to or from it (a conversation is one row per message, so
     /// the other side's history loses them too).

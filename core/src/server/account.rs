@@ -5,7 +5,7 @@ use super::guard::Culprit;
 use super::session::{Mailbox, Phase, Role, Session, User};
 use super::{Output, Pending, Server, ServerEvent};
 use crate::config::{DuplicateLogin, Registration, password_is_acceptable};
-use crate::ids::{ConnId, UserId};
+use crate::ids::{ConnId, RequestId, UserId};
 use crate::message::{CloseReason, Credential, ErrorCode, RequestKind, ServerMsg, Status};
 use crate::storage::{Account, StorageError, StorageOp};
 use crate::time::Instant;
@@ -146,9 +146,11 @@ impl Server {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn authenticated(
         &mut self,
         now: Instant,
+        id: RequestId,
         conn: ConnId,
         user: UserId,
         role: Role,
@@ -184,6 +186,12 @@ impl Server {
             }
             Err(_) => return self.error(conn, kind, ErrorCode::StorageFailed, None),
         };
+        if account.banned || self.ban_known(&user, id) {
+            // The credential was right, so saying why reveals nothing a guesser could use.
+            self.out
+                .push_back(Output::Event(ServerEvent::LoginBanned { user, addr }));
+            return self.error(conn, kind, ErrorCode::Banned, None);
+        }
         self.logins.succeeded(&Culprit::User(user.clone()));
         if let Some(addr) = addr {
             self.logins.succeeded(&Culprit::Pair(user.clone(), addr));
