@@ -214,7 +214,7 @@ fn user_command(db: &std::path::Path, args: &[&str]) -> std::process::Output {
 
 /// The operator makes the accounts: `user add` works offline and is refused while a server
 /// holds the database; a server with `--registration closed` refuses `Register` but lets the
-/// operator's users in; `reset-password` and `delete` take effect.
+/// operator's users in; `ban`, `unban`, `reset-password` and `delete` take effect.
 #[tokio::test]
 async fn operators_manage_accounts_and_close_registration() {
     let dir = tempfile::tempdir().unwrap();
@@ -280,6 +280,17 @@ async fn operators_manage_accounts_and_close_registration() {
     running.kill().unwrap();
     running.wait().unwrap();
 
+    let out = user_command(&db, &["list"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "alice\n");
+    let out = user_command(&db, &["ban", "alice"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "banned alice\n", "{}", said(&out));
+    let out = user_command(&db, &["list"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "alice (banned)\n");
+    let out = user_command(&db, &["unban", "alice"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "unbanned alice\n", "{}", said(&out));
+    let out = user_command(&db, &["ban", "ghost"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(said(&out).contains("there is no user ghost"), "{}", said(&out));
     let out = user_command(&db, &["list"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "alice\n");
     let out = user_command(&db, &["reset-password", "alice"]);
