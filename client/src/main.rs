@@ -44,7 +44,9 @@ fn main() -> ExitCode {
                 text,
             } => oneshot::send(account, to, text, timeout).await,
             Command::Admin { command } => match command {
-                AdminCommand::Who { account, timeout } => oneshot::admin_who(account, timeout).await,
+                AdminCommand::Who { account, timeout } => {
+                    oneshot::admin_who(account, timeout).await
+                }
                 AdminCommand::Kick(t) => oneshot::admin(AdminAction::Kick, t).await,
                 AdminCommand::Ban(t) => oneshot::admin(AdminAction::Ban, t).await,
                 AdminCommand::Unban(t) => oneshot::admin(AdminAction::Unban, t).await,

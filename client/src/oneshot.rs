@@ -281,33 +281,38 @@ pub async fn admin(action: AdminAction, t: AdminTarget) -> Result<(), Fatal> {
         AdminAction::Unban => RequestKind::AdminUnban,
     };
     let target = t.target;
-    let sessions = drive(session, t.timeout, "the server's answer", |session, event| {
-        match event {
-            ClientEvent::LoggedIn { .. } => {
-                session.command(ClientCommand::Admin(action, target.clone()))
+    let sessions = drive(
+        session,
+        t.timeout,
+        "the server's answer",
+        |session, event| {
+            match event {
+                ClientEvent::LoggedIn { .. } => {
+                    session.command(ClientCommand::Admin(action, target.clone()))
+                }
+                ClientEvent::AdminDone {
+                    request: done,
+                    sessions,
+                    ..
+                } if *done == request => return Step::Done(*sessions),
+                ClientEvent::Error {
+                    request: failed,
+                    code,
+                } if *failed == request => {
+                    return Step::Fail(match code {
+                        ErrorCode::Forbidden => format!(
+                            "not allowed: {} is not an administrator of this server",
+                            session.user
+                        ),
+                        ErrorCode::NoSuchUser => format!("there is no user {target}"),
+                        _ => ui::request_error(request, *code),
+                    });
+                }
+                _ => {}
             }
-            ClientEvent::AdminDone {
-                request: done,
-                sessions,
-                ..
-            } if *done == request => return Step::Done(*sessions),
-            ClientEvent::Error {
-                request: failed,
-                code,
-            } if *failed == request => {
-                return Step::Fail(match code {
-                    ErrorCode::Forbidden => format!(
-                        "not allowed: {} is not an administrator of this server",
-                        session.user
-                    ),
-                    ErrorCode::NoSuchUser => format!("there is no user {target}"),
-                    _ => ui::request_error(request, *code),
-                });
-            }
-            _ => {}
-        }
-        Step::Continue
-    })
+            Step::Continue
+        },
+    )
     .await?;
     let ended = match sessions {
         1 => "1 session ended".to_string(),

@@ -212,8 +212,18 @@ fn client_vectors() -> Vec<(&'static str, ClientMsg)> {
             },
         ),
         ("admin kick", ClientMsg::AdminKick { user: user("bob") }),
-        ("admin ban", ClientMsg::AdminBan { user: user("mallory") }),
-        ("admin unban", ClientMsg::AdminUnban { user: user("mallory") }),
+        (
+            "admin ban",
+            ClientMsg::AdminBan {
+                user: user("mallory"),
+            },
+        ),
+        (
+            "admin unban",
+            ClientMsg::AdminUnban {
+                user: user("mallory"),
+            },
+        ),
     ]
 }
 

@@ -283,14 +283,28 @@ async fn operators_manage_accounts_and_close_registration() {
     let out = user_command(&db, &["list"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "alice\n");
     let out = user_command(&db, &["ban", "alice"]);
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "banned alice\n", "{}", said(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "banned alice\n",
+        "{}",
+        said(&out)
+    );
     let out = user_command(&db, &["list"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "alice (banned)\n");
     let out = user_command(&db, &["unban", "alice"]);
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "unbanned alice\n", "{}", said(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "unbanned alice\n",
+        "{}",
+        said(&out)
+    );
     let out = user_command(&db, &["ban", "ghost"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(said(&out).contains("there is no user ghost"), "{}", said(&out));
+    assert!(
+        said(&out).contains("there is no user ghost"),
+        "{}",
+        said(&out)
+    );
     let out = user_command(&db, &["list"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "alice\n");
     let out = user_command(&db, &["reset-password", "alice"]);

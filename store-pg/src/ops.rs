@@ -248,11 +248,13 @@ pub(crate) async fn set_banned(
     let stmt = c
         .prepare_cached("UPDATE accounts SET banned = $2 WHERE name = $1")
         .await?;
-    Ok(if c.execute(&stmt, &[&user.as_str(), &banned]).await? == 1 {
-        Ok(())
-    } else {
-        Err(StorageError::NoSuchUser)
-    })
+    Ok(
+        if c.execute(&stmt, &[&user.as_str(), &banned]).await? == 1 {
+            Ok(())
+        } else {
+            Err(StorageError::NoSuchUser)
+        },
+    )
 }
 
 async fn contacts(c: &impl GenericClient, user: &UserId) -> Result<Vec<UserId>, PgError> {

@@ -381,7 +381,9 @@ fn a_database_from_before_bans_is_upgraded_with_nobody_banned() {
         .expect("alice's token still resumes");
     assert!(!alice.banned);
     assert!(
-        s.password_login("bob", "password").expect("verified").banned,
+        s.password_login("bob", "password")
+            .expect("verified")
+            .banned,
         "bob is banned"
     );
 }

@@ -3,8 +3,8 @@
 use crate::config::{DuplicateLogin, ServerConfig};
 use crate::ids::ConnId;
 use crate::message::{
-    ClientMsg, CloseReason, Credential, ErrorCode, Presence, PresenceEntry, RequestKind,
-    ServerMsg, Status,
+    ClientMsg, CloseReason, Credential, ErrorCode, Presence, PresenceEntry, RequestKind, ServerMsg,
+    Status,
 };
 use crate::server::ServerEvent;
 use crate::testkit::Rig;
@@ -160,16 +160,25 @@ fn a_ban_is_answered_once_stored_then_refuses_every_kind_of_login_until_the_unba
     rig.deferred = Some(Vec::new());
     rig.frame(admin, ClientMsg::AdminBan { user: user("bob") });
     assert_eq!(answers(&mut rig, admin), []);
-    assert!(!rig.closed.contains_key(&bob), "kicked before the ban was stored");
+    assert!(
+        !rig.closed.contains_key(&bob),
+        "kicked before the ban was stored"
+    );
     rig.complete(0);
     rig.deferred = None;
-    assert_eq!(answers(&mut rig, admin), [done(RequestKind::AdminBan, "bob", 1)]);
+    assert_eq!(
+        answers(&mut rig, admin),
+        [done(RequestKind::AdminBan, "bob", 1)]
+    );
     assert_eq!(rig.closed.get(&bob), Some(&CloseReason::Banned));
     assert_eq!(rig.take(bob), [bye(CloseReason::Banned)]);
     assert_eq!(rig.take(w), [offline("bob")]);
 
     let password = || Credential::Password(PASSWORD.into());
-    assert_eq!(try_login(&mut rig, "bob", password()), Err(ErrorCode::Banned));
+    assert_eq!(
+        try_login(&mut rig, "bob", password()),
+        Err(ErrorCode::Banned)
+    );
     assert_eq!(
         try_login(&mut rig, "bob", Credential::Token(token.clone())),
         Err(ErrorCode::Banned),
@@ -201,7 +210,10 @@ fn a_ban_is_answered_once_stored_then_refuses_every_kind_of_login_until_the_unba
     assert_eq!(rig.take(w), [], "the refused logins showed bob to nobody");
 
     rig.frame(admin, ClientMsg::AdminUnban { user: user("bob") });
-    assert_eq!(answers(&mut rig, admin), [done(RequestKind::AdminUnban, "bob", 0)]);
+    assert_eq!(
+        answers(&mut rig, admin),
+        [done(RequestKind::AdminUnban, "bob", 0)]
+    );
     assert!(rig.events.contains(&ServerEvent::AdminAction {
         admin: user("root"),
         request: RequestKind::AdminUnban,
@@ -234,7 +246,10 @@ fn a_login_read_before_the_ban_committed_is_refused() {
     rig.frame(admin, ClientMsg::AdminBan { user: user("bob") });
     // The ban's result comes back first, then the login's (read unbanned).
     rig.complete(1);
-    assert_eq!(answers(&mut rig, admin), [done(RequestKind::AdminBan, "bob", 0)]);
+    assert_eq!(
+        answers(&mut rig, admin),
+        [done(RequestKind::AdminBan, "bob", 0)]
+    );
     rig.complete(0);
     rig.deferred = None;
     assert_eq!(
@@ -255,9 +270,18 @@ fn only_admins_may_kick_ban_or_unban() {
     rig.take(w);
     rig.take(bob);
     let requests = [
-        (RequestKind::AdminKick, ClientMsg::AdminKick { user: user("w") }),
-        (RequestKind::AdminBan, ClientMsg::AdminBan { user: user("w") }),
-        (RequestKind::AdminUnban, ClientMsg::AdminUnban { user: user("w") }),
+        (
+            RequestKind::AdminKick,
+            ClientMsg::AdminKick { user: user("w") },
+        ),
+        (
+            RequestKind::AdminBan,
+            ClientMsg::AdminBan { user: user("w") },
+        ),
+        (
+            RequestKind::AdminUnban,
+            ClientMsg::AdminUnban { user: user("w") },
+        ),
     ];
     for (kind, msg) in requests.clone() {
         rig.frame(bob, msg);
@@ -287,12 +311,30 @@ fn an_unknown_user_is_refused_without_asking_storage() {
     rig.take(admin);
     rig.deferred = Some(Vec::new());
     for (kind, msg) in [
-        (RequestKind::AdminKick, ClientMsg::AdminKick { user: user("ghost") }),
-        (RequestKind::AdminBan, ClientMsg::AdminBan { user: user("ghost") }),
-        (RequestKind::AdminUnban, ClientMsg::AdminUnban { user: user("ghost") }),
+        (
+            RequestKind::AdminKick,
+            ClientMsg::AdminKick {
+                user: user("ghost"),
+            },
+        ),
+        (
+            RequestKind::AdminBan,
+            ClientMsg::AdminBan {
+                user: user("ghost"),
+            },
+        ),
+        (
+            RequestKind::AdminUnban,
+            ClientMsg::AdminUnban {
+                user: user("ghost"),
+            },
+        ),
     ] {
         rig.frame(admin, msg);
-        assert_eq!(answers(&mut rig, admin), [refused(kind, ErrorCode::NoSuchUser)]);
+        assert_eq!(
+            answers(&mut rig, admin),
+            [refused(kind, ErrorCode::NoSuchUser)]
+        );
     }
     assert_eq!(rig.deferred.as_ref().map(Vec::len), Some(0));
 }
@@ -306,6 +348,9 @@ fn an_admin_kicking_themselves_hears_the_answer_first() {
     rig.frame(admin, ClientMsg::AdminKick { user: user("root") });
     assert_eq!(
         answers(&mut rig, admin),
-        [done(RequestKind::AdminKick, "root", 1), bye(CloseReason::Kicked)]
+        [
+            done(RequestKind::AdminKick, "root", 1),
+            bye(CloseReason::Kicked)
+        ]
     );
 }

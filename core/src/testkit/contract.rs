@@ -1156,15 +1156,31 @@ fn a_banned_login_is_verified_and_marked_and_spends_nothing(fresh: &mut Fresh<'_
         Ok(()),
         "alice adds bob",
     )?;
-    let first = s.token_of("alice", Credential::Password(PASSWORD.into()), "first login")?;
+    let first = s.token_of(
+        "alice",
+        Credential::Password(PASSWORD.into()),
+        "first login",
+    )?;
     let second = s.token_of("alice", Credential::Token(first.clone()), "token login")?;
     ensure_eq(s.set_banned("alice", true)?, Ok(()), "the ban")?;
     ensure_eq(s.set_banned("alice", true)?, Ok(()), "banning again")?;
     for (what, credential, issue_token) in [
-        ("a device's password login", Credential::Password(PASSWORD.into()), true),
-        ("an agent's password login", Credential::Password(PASSWORD.into()), false),
+        (
+            "a device's password login",
+            Credential::Password(PASSWORD.into()),
+            true,
+        ),
+        (
+            "an agent's password login",
+            Credential::Password(PASSWORD.into()),
+            false,
+        ),
         ("a token login", Credential::Token(second.clone()), true),
-        ("the parent token's login", Credential::Token(first.clone()), true),
+        (
+            "the parent token's login",
+            Credential::Token(first.clone()),
+            true,
+        ),
     ] {
         ensure_eq(
             s.authenticate("alice", credential, issue_token)?,
@@ -1193,7 +1209,11 @@ fn a_banned_login_is_verified_and_marked_and_spends_nothing(fresh: &mut Fresh<'_
 /// (the banned logins spent none of them).
 fn an_unban_lets_the_user_back_with_the_same_tokens(fresh: &mut Fresh<'_>) -> Outcome {
     let mut s = Store::with_users(fresh, &["alice"])?;
-    let first = s.token_of("alice", Credential::Password(PASSWORD.into()), "first login")?;
+    let first = s.token_of(
+        "alice",
+        Credential::Password(PASSWORD.into()),
+        "first login",
+    )?;
     let second = s.token_of("alice", Credential::Token(first.clone()), "token login")?;
     ensure_eq(s.set_banned("alice", true)?, Ok(()), "the ban")?;
     ensure_eq(
@@ -1204,7 +1224,11 @@ fn an_unban_lets_the_user_back_with_the_same_tokens(fresh: &mut Fresh<'_>) -> Ou
     ensure_eq(s.set_banned("alice", false)?, Ok(()), "the unban")?;
     ensure_eq(s.set_banned("alice", false)?, Ok(()), "unbanning again")?;
     // The parent is still valid: the banned login above did not use its successor.
-    s.token_of("alice", Credential::Token(first), "the parent token after the unban")?;
+    s.token_of(
+        "alice",
+        Credential::Token(first),
+        "the parent token after the unban",
+    )?;
     let account = s
         .password_login("alice", PASSWORD)?
         .map_err(|e| format!("password login after the unban refused: {e:?}"))?;
