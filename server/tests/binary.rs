@@ -347,7 +347,7 @@ async fn admin_kicks_and_bans_are_logged_with_who_did_them() {
     let mut child = server(&dir).args(["--admin", "root"]).spawn().unwrap();
     let Listening { addr, log, .. } = watch_log(&mut child).expect("listening");
     let mut root = Peer::user(addr, "root").await;
-    let mut logged = |needles: &[&str]| {
+    let logged = |needles: &[&str]| {
         let deadline = std::time::Instant::now() + WAIT;
         let mut seen = Vec::new();
         while let Ok(line) = log.recv_timeout(deadline - std::time::Instant::now()) {
