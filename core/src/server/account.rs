@@ -5,7 +5,7 @@ use super::guard::Culprit;
 use super::session::{Mailbox, Phase, Role, Session, User};
 use super::{Output, Pending, Server, ServerEvent};
 use crate::config::{DuplicateLogin, Registration, password_is_acceptable};
-use crate::ids::{ConnId, RequestId, UserId};
+use crate::ids::{ConnId, UserId};
 use crate::message::{CloseReason, Credential, ErrorCode, RequestKind, ServerMsg, Status};
 use crate::storage::{Account, StorageError, StorageOp};
 use crate::time::Instant;
@@ -146,11 +146,9 @@ impl Server {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn authenticated(
         &mut self,
         now: Instant,
-        id: RequestId,
         conn: ConnId,
         user: UserId,
         role: Role,
@@ -186,7 +184,7 @@ impl Server {
             }
             Err(_) => return self.error(conn, kind, ErrorCode::StorageFailed, None),
         };
-        if account.banned || self.ban_known(&user, id) {
+        if account.banned {
             // The credential was right, so saying why reveals nothing a guesser could use.
             self.out
                 .push_back(Output::Event(ServerEvent::LoginBanned { user, addr }));

@@ -14,58 +14,78 @@ use crate::storage::{StorageError, StorageOp};
 use crate::time::Instant;
 
 impl Server {
-    /// An admin request from `admin`'s session on `conn`; anyone else is refused `Forbidden`.
-    pub(super) fn admin_request(
+    /// `AdminWho`: who is online, with their sessions.
+    pub(super) fn admin_who(&mut self, now: Instant, conn: ConnId, admin: &UserId) {
+        if !self.cfg.admins.contains(admin) {
+            return self.error(conn, RequestKind::AdminWho, ErrorCode::Forbidden, None);
+        }
+        let who = ServerMsg::Who {
+            users: self.who(now),
+            connections: self.conns.len() as u64,
+        };
+        self.send(conn, &who);
+    }
+
+    /// `AdminKick`: every session of `user` ends, here and on the other nodes.
+    pub(super) fn admin_kick(&mut self, now: Instant, conn: ConnId, admin: UserId, user: UserId) {
+        let request = RequestKind::AdminKick;
+        let Some(user) = self.admin_target(conn, &admin, request, &user) else {
+            return;
+        };
+        let sessions = self.announce_end(&user, CloseReason::Kicked);
+        self.answer_admin(conn, admin, request, user.clone(), sessions);
+        // Answered first: the admin may have named themselves.
+        self.close_sessions(now, &user, CloseReason::Kicked);
+    }
+
+    /// `AdminBan` (`banned`) or `AdminUnban`: stored first; `banned_set` goes on.
+    pub(super) fn admin_ban(&mut self, conn: ConnId, admin: UserId, user: UserId, banned: bool) {
+        let request = if banned {
+            RequestKind::AdminBan
+        } else {
+            RequestKind::AdminUnban
+        };
+        let Some(user) = self.admin_target(conn, &admin, request, &user) else {
+            return;
+        };
+        if !self.has_room(conn, 1, 0) {
+            return self.error(conn, request, ErrorCode::Busy, None);
+        }
+        self.request(
+            conn,
+            StorageOp::SetBanned {
+                user: user.clone(),
+                banned,
+            },
+            Pending::SetBanned {
+                conn,
+                admin,
+                user,
+                banned,
+            },
+        );
+    }
+
+    /// The directory's copy of `user` if `admin` is one and `user` is registered; else the
+    /// refusal is sent and `None` returned. The directory holds every registered user (in a
+    /// cluster, those registered through other nodes too), so an unknown name costs storage
+    /// nothing.
+    fn admin_target(
         &mut self,
-        now: Instant,
         conn: ConnId,
-        admin: UserId,
+        admin: &UserId,
         request: RequestKind,
-        user: Option<UserId>,
-    ) {
-        if !self.cfg.admins.contains(&admin) {
-            return self.error(conn, request, ErrorCode::Forbidden, None);
+        user: &UserId,
+    ) -> Option<UserId> {
+        if !self.cfg.admins.contains(admin) {
+            self.error(conn, request, ErrorCode::Forbidden, None);
+            return None;
         }
-        let Some(user) = user else {
-            let who = ServerMsg::Who {
-                users: self.who(now),
-                connections: self.conns.len() as u64,
-            };
-            return self.send(conn, &who);
-        };
-        // The directory holds every registered user (in a cluster, those registered through
-        // other nodes too), so an unknown name is refused without asking storage.
-        let Some(user) = self.interned(&user) else {
-            return self.error(conn, request, ErrorCode::NoSuchUser, None);
-        };
-        match request {
-            RequestKind::AdminKick => {
-                let sessions = self.announce_end(&user, CloseReason::Kicked);
-                self.answer_admin(conn, admin, request, user.clone(), sessions);
-                // Answered first: the admin may have named themselves.
-                self.close_sessions(now, &user, CloseReason::Kicked);
-            }
-            RequestKind::AdminBan | RequestKind::AdminUnban => {
-                if !self.has_room(conn, 1, 0) {
-                    return self.error(conn, request, ErrorCode::Busy, None);
-                }
-                let banned = request == RequestKind::AdminBan;
-                self.request(
-                    conn,
-                    StorageOp::SetBanned {
-                        user: user.clone(),
-                        banned,
-                    },
-                    Pending::SetBanned {
-                        conn,
-                        admin,
-                        user,
-                        banned,
-                    },
-                );
-            }
-            _ => unreachable!("invariant: only admin requests name a user here"),
+        let found = self.interned(user);
+        if found.is_none() {
+            self.error(conn, request, ErrorCode::NoSuchUser, None);
         }
+        found
     }
 
     /// A ban or unban is stored (or failed). The admin is answered; after a ban the user's

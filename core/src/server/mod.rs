@@ -334,8 +334,14 @@ impl Server {
                     role,
                     password,
                 },
-                StorageResult::Authenticated(r),
-            ) => self.authenticated(now, id, conn, user, role, password, r),
+                StorageResult::Authenticated(mut r),
+            ) => {
+                if let Ok(account) = &mut r {
+                    // The ban may have committed after this login's credential was read.
+                    account.banned |= self.ban_known(&user, id);
+                }
+                self.authenticated(now, conn, user, role, password, r)
+            }
             (Pending::ChangePassword { conn, user }, StorageResult::PasswordChanged(r)) => {
                 self.password_changed(conn, user, r)
             }
@@ -635,16 +641,10 @@ impl Server {
                 user: new,
                 password,
             } => self.register(now, conn, new, password),
-            ClientMsg::AdminWho => self.admin_request(now, conn, user, RequestKind::AdminWho, None),
-            ClientMsg::AdminKick { user: target } => {
-                self.admin_request(now, conn, user, RequestKind::AdminKick, Some(target))
-            }
-            ClientMsg::AdminBan { user: target } => {
-                self.admin_request(now, conn, user, RequestKind::AdminBan, Some(target))
-            }
-            ClientMsg::AdminUnban { user: target } => {
-                self.admin_request(now, conn, user, RequestKind::AdminUnban, Some(target))
-            }
+            ClientMsg::AdminWho => self.admin_who(now, conn, &user),
+            ClientMsg::AdminKick { user: target } => self.admin_kick(now, conn, user, target),
+            ClientMsg::AdminBan { user: target } => self.admin_ban(conn, user, target, true),
+            ClientMsg::AdminUnban { user: target } => self.admin_ban(conn, user, target, false),
             ClientMsg::Login { .. } | ClientMsg::AgentLogin { .. } => {
                 self.error(conn, msg.kind(), ErrorCode::AlreadyLoggedIn, None)
             }
