@@ -68,14 +68,8 @@ impl Db {
     /// Bars the account from logging in (`banned`), or lets it in again; its tokens are
     /// kept. The same as an admin's online `breeze admin ban|unban`.
     pub fn set_banned(&mut self, user: &UserId, banned: bool) -> Result<(), StoreError> {
-        let changed = self
-            .conn
-            .prepare_cached("UPDATE accounts SET banned = ?2 WHERE user = ?1")?
-            .execute(params![user.as_str(), banned])?;
-        if changed == 0 {
-            return Err(StoreError::NoSuchUser(user.to_string()));
-        }
-        Ok(())
+        crate::ops::set_banned(&self.conn, user, banned)?
+            .map_err(|_| StoreError::NoSuchUser(user.to_string()))
     }
 
     /// The banned accounts, sorted.

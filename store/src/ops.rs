@@ -111,14 +111,7 @@ pub(crate) fn start(
             conn, &user, &with, before, limit,
         )?))),
         StorageOp::SetBanned { user, banned } => {
-            let changed = conn
-                .prepare_cached("UPDATE accounts SET banned = ?2 WHERE user = ?1")?
-                .execute(params![user.as_str(), banned])?;
-            Step::Done(R::BannedSet(if changed == 1 {
-                Ok(())
-            } else {
-                Err(StorageError::NoSuchUser)
-            }))
+            Step::Done(R::BannedSet(set_banned(conn, &user, banned)?))
         }
     })
 }
@@ -199,6 +192,22 @@ fn user_exists(conn: &Connection, user: &UserId) -> Result<bool, StoreError> {
         .query_row([user.as_str()], |_| Ok(()))
         .optional()?
         .is_some())
+}
+
+/// Bans or unbans `user`, online (`SetBanned`) or offline (`Db::set_banned`).
+pub(crate) fn set_banned(
+    conn: &Connection,
+    user: &UserId,
+    banned: bool,
+) -> Result<Result<(), StorageError>, StoreError> {
+    let changed = conn
+        .prepare_cached("UPDATE accounts SET banned = ?2 WHERE user = ?1")?
+        .execute(params![user.as_str(), banned])?;
+    Ok(if changed == 1 {
+        Ok(())
+    } else {
+        Err(StorageError::NoSuchUser)
+    })
 }
 
 fn is_banned(conn: &Connection, user: &UserId) -> Result<bool, StoreError> {
