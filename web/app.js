@@ -127,6 +127,14 @@ session.addEventListener('lost', (e) => {
     // The token in localStorage may already be the newer session's: keep it.
     session.stop();
     showLogin('You logged in from another place.');
+  } else if (reason === 'Kicked' || reason === 'Banned') {
+    // An administrator ended the session: reconnecting by itself would undo their kick,
+    // and a banned account's token is refused anyway.
+    session.stop();
+    if (reason === 'Banned') forget();
+    showLogin(reason === 'Banned'
+      ? 'Removed by an administrator: this account is banned.'
+      : 'Removed by an administrator.');
   } else if (reason === 'BadHandshake' || reason === 'UnsupportedVersion') {
     session.stop();
     showLogin('This server speaks another protocol version. Reload the page.');
@@ -250,7 +258,7 @@ const handlers = {
 
   Error({ request, code, id }) {
     if (request === 'Login' || request === 'Register') {
-      if (state.pending === null && saved() && request === 'Login') {
+      if (state.pending === null && saved() && request === 'Login' && code !== 'Banned') {
         // The resume token was refused (expired, or the password changed): ask for it.
         const { user } = saved();
         forget();
@@ -259,6 +267,7 @@ const handlers = {
         return;
       }
       state.pending = null;
+      if (code === 'Banned') forget();
       const message = code === 'RateLimited' && state.throttled ? state.throttled : errorText(code);
       state.throttled = null;
       showLogin(message);
@@ -301,6 +310,7 @@ function errorText(code) {
     TooManyContacts: 'Your contact list is full.',
     StorageFailed: 'The server could not store that; try again.',
     Busy: 'The server is busy; try again shortly.',
+    Banned: 'This account is banned by an administrator.',
   }[code] || `The server said: ${code}.`;
 }
 

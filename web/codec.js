@@ -25,13 +25,13 @@ const Presence = unitEnum('Offline', 'Online', 'Busy', 'Away');
 const WatchScope = unitEnum('Everyone', 'Contacts');
 const RequestKind = unitEnum('Hello', 'Register', 'Login', 'Logout', 'ChangePassword',
   'SetStatus', 'AddContact', 'RemoveContact', 'Send', 'Ack', 'Ping', 'History', 'AdminWho',
-  'ChangeContacts', 'AgentLogin');
+  'ChangeContacts', 'AgentLogin', 'AdminKick', 'AdminBan', 'AdminUnban');
 const ErrorCode = unitEnum('Malformed', 'NotLoggedIn', 'AlreadyLoggedIn', 'InvalidName',
   'InvalidPassword', 'UserTaken', 'NoSuchUser', 'BadCredentials', 'TooLarge', 'Forbidden',
-  'TooManyContacts', 'RateLimited', 'StorageFailed', 'Busy');
+  'TooManyContacts', 'RateLimited', 'StorageFailed', 'Busy', 'Banned');
 const CloseReason = unitEnum('HandshakeTimeout', 'HeartbeatTimeout', 'Replaced', 'LoggedOut',
   'BadHandshake', 'UnsupportedVersion', 'FrameTooLarge', 'Malformed', 'SlowReader',
-  'ServerFull', 'ServerShutdown', 'Flooding', 'NodeFenced');
+  'ServerFull', 'ServerShutdown', 'Flooding', 'NodeFenced', 'Kicked', 'Banned');
 const UserId = 'string';
 const Credential = { enum: [['Password', { newtype: 'string' }], ['Token', { newtype: 'bytes' }]] };
 const Attachment = struct(['mime', 'string'], ['name', 'string'], ['data', 'bytes']);
@@ -65,6 +65,9 @@ export const ClientMsg = {
     ['AdminWho', null],
     ['ChangeContacts', fields(['add', vec(UserId)], ['remove', vec(UserId)])],
     ['AgentLogin', fields(['user', UserId], ['password', 'string'])],
+    ['AdminKick', fields(['user', UserId])],
+    ['AdminBan', fields(['user', UserId])],
+    ['AdminUnban', fields(['user', UserId])],
   ],
 };
 
@@ -93,6 +96,7 @@ export const ServerMsg = {
     ['Who', fields(['users', vec(WhoEntry)], ['connections', 'u64'])],
     ['Bye', fields(['reason', CloseReason])],
     ['Throttled', fields(['request', RequestKind], ['retry_after_ms', 'u32'])],
+    ['AdminDone', fields(['request', RequestKind], ['user', UserId], ['sessions', 'u32'])],
   ],
 };
 

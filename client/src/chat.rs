@@ -359,7 +359,7 @@ impl Chat {
                 self.show_contacts();
             }
             ClientEvent::History { with, items } => self.show_history(&with, &items),
-            ClientEvent::Who { .. } => {}
+            ClientEvent::Who { .. } | ClientEvent::AdminDone { .. } => {}
             ClientEvent::PasswordChanged => self.info("password changed"),
             // After login a `Login` error can only be about the mailbox.
             ClientEvent::Error {

@@ -9,7 +9,7 @@ use std::time::Duration;
 /// The Breeze chat client.
 ///
 /// `register` creates an account, `chat` is the interactive client, `send` delivers one
-/// message from a script, `admin who` lists who is online. The account flags can also be set
+/// message from a script, `admin who|kick|ban|unban` are for the server's administrators. The account flags can also be set
 /// through BREEZE_SERVER, BREEZE_USER and BREEZE_PASSWORD; a flag on the command line wins.
 /// Without a password the client asks for one when standard input is a terminal.
 #[derive(Debug, Parser)]
@@ -82,6 +82,28 @@ pub enum AdminCommand {
         #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, value_name = "DURATION")]
         timeout: Duration,
     },
+    /// End every session of a user, on every node: their clients say "removed by an
+    /// administrator" and do not reconnect by themselves. They may log in again.
+    Kick(AdminTarget),
+    /// Bar a user from logging in, then end their sessions like `kick`. Stored: it lasts
+    /// across restarts until `unban`.
+    Ban(AdminTarget),
+    /// Let a banned user log in again.
+    Unban(AdminTarget),
+}
+
+/// The account an admin command acts as, and the user it acts on. Like `who`, it logs in
+/// as an agent: the admin's own chat is neither replaced nor changed.
+#[derive(Debug, Args)]
+pub struct AdminTarget {
+    #[command(flatten)]
+    pub account: Account,
+    /// Give up when the server has not answered within this long.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub timeout: Duration,
+    /// The user to act on.
+    #[arg(value_name = "USER")]
+    pub target: UserId,
 }
 
 /// Where to connect and as whom.

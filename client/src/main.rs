@@ -9,6 +9,7 @@ mod screen;
 mod session;
 mod ui;
 
+use breeze_core::client::AdminAction;
 use cli::{AdminCommand, Cli, Command};
 use std::process::ExitCode;
 
@@ -43,9 +44,14 @@ fn main() -> ExitCode {
                 timeout,
                 text,
             } => oneshot::send(account, to, text, timeout).await,
-            Command::Admin {
-                command: AdminCommand::Who { account, timeout },
-            } => oneshot::admin_who(account, timeout).await,
+            Command::Admin { command } => match command {
+                AdminCommand::Who { account, timeout } => {
+                    oneshot::admin_who(account, timeout).await
+                }
+                AdminCommand::Kick(t) => oneshot::admin(AdminAction::Kick, t).await,
+                AdminCommand::Ban(t) => oneshot::admin(AdminAction::Ban, t).await,
+                AdminCommand::Unban(t) => oneshot::admin(AdminAction::Unban, t).await,
+            },
         }
     });
     // The stdin thread of `chat` may be blocked in a read: do not wait for it.

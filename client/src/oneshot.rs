@@ -1,4 +1,4 @@
-//! The subcommands that log in, do one thing and leave: `register`, `send`, `admin who`.
+//! The subcommands that log in, do one thing and leave: `register`, `send`, `admin …`.
 //!
 //! Unlike `chat` they do not wait out a server that cannot be reached: the first failed
 //! connection before login is the answer. `send` and `admin who` log in as agents, so the
@@ -6,11 +6,11 @@
 //! invisible, so that nobody sees the new user come online for a moment.
 
 use crate::Fatal;
-use crate::cli::Account;
+use crate::cli::{Account, AdminTarget};
 use crate::session::{self, Session, Setup};
 use crate::ui;
 use breeze_core::UserId;
-use breeze_core::client::{ClientEvent, Mode, StopReason};
+use breeze_core::client::{AdminAction, ClientEvent, Mode, StopReason};
 use breeze_core::config::password_is_acceptable;
 use breeze_core::message::{ErrorCode, RequestKind, Status, WhoEntry};
 use breeze_transport_tokio::ClientCommand;
@@ -277,6 +277,63 @@ pub async fn admin_who(account: Account, timeout: Duration) -> Result<(), Fatal>
     })
     .await?;
     print!("{}", who_table(&users, connections));
+    Ok(())
+}
+
+/// `admin kick|ban|unban USER`: one request as an agent, its answer printed.
+pub async fn admin(action: AdminAction, t: AdminTarget) -> Result<(), Fatal> {
+    let password = session::password(&t.account, false)?;
+    let session = Session::start(&t.account, password, AGENT).await?;
+    let request = match action {
+        AdminAction::Kick => RequestKind::AdminKick,
+        AdminAction::Ban => RequestKind::AdminBan,
+        AdminAction::Unban => RequestKind::AdminUnban,
+    };
+    let target = t.target;
+    let sessions = drive(
+        session,
+        t.timeout,
+        "the server's answer",
+        |session, event| {
+            match event {
+                ClientEvent::LoggedIn { .. } => {
+                    session.command(ClientCommand::Admin(action, target.clone()))
+                }
+                ClientEvent::AdminDone {
+                    request: done,
+                    sessions,
+                    ..
+                } if *done == request => return Step::Done(*sessions),
+                ClientEvent::Error {
+                    request: failed,
+                    code,
+                } if *failed == request => {
+                    return Step::Fail(match code {
+                        ErrorCode::Forbidden => format!(
+                            "not allowed: {} is not an administrator of this server",
+                            session.user
+                        ),
+                        ErrorCode::NoSuchUser => format!("there is no user {target}"),
+                        _ => ui::request_error(request, *code),
+                    });
+                }
+                _ => {}
+            }
+            Step::Continue
+        },
+    )
+    .await?;
+    let ended = match sessions {
+        1 => "1 session ended".to_string(),
+        n => format!("{n} sessions ended"),
+    };
+    match action {
+        AdminAction::Kick => println!("kicked {target} ({ended})"),
+        AdminAction::Ban => {
+            println!("banned {target} ({ended}); logins are refused until `breeze admin unban`")
+        }
+        AdminAction::Unban => println!("unbanned {target}"),
+    }
     Ok(())
 }
 

@@ -184,6 +184,9 @@ pub fn request_error(request: RequestKind, code: ErrorCode) -> String {
         RequestKind::Send => "cannot send",
         RequestKind::History => "cannot fetch the history",
         RequestKind::AdminWho => "cannot list who is online",
+        RequestKind::AdminKick => "cannot kick",
+        RequestKind::AdminBan => "cannot ban",
+        RequestKind::AdminUnban => "cannot unban",
         _ => "the server refused a request",
     };
     let why = match (request, code) {

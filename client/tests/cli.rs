@@ -547,3 +547,85 @@ fn an_oversize_message_is_refused_with_the_limit() {
         "{err}"
     );
 }
+
+/// `breeze admin kick` ends a user's chat with the reason, and the admin's own chat (the
+/// command logs in as an agent) stays; `ban` does the same and keeps the user out, scripts
+/// included, until `unban`. Only admins may, and only on registered users.
+#[test]
+fn an_admin_kicks_and_bans_a_chat_and_keeps_their_own() {
+    let server = TestServer::start();
+    server.register(ADMIN);
+    server.register("alice");
+    server.register("bob");
+    let mut admin = server.chat(ADMIN, &[]);
+    admin.expect("logged in as root");
+    let mut bob = server.chat("bob", &[]);
+    bob.expect("logged in as bob");
+    admin.expect("bob is now online");
+
+    let out = server.admin(ADMIN, &["kick", "bob"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(stdout(&out), "kicked bob (1 session ended)\n");
+    let (status, err) = bob.exit();
+    assert!(!status.success());
+    assert_eq!(err, "breeze: disconnected: removed by an administrator");
+    admin.expect("bob is now offline");
+
+    // A kick is not a ban: bob comes back, and the admin's chat, still up, sees it.
+    let mut bob = server.chat("bob", &[]);
+    bob.expect("logged in as bob");
+    admin.expect("bob is now online");
+    let out = server.admin(ADMIN, &["ban", "bob"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        stdout(&out).starts_with("banned bob (1 session ended)"),
+        "{}",
+        text(&out)
+    );
+    let (status, err) = bob.exit();
+    assert!(!status.success());
+    assert_eq!(
+        err,
+        "breeze: disconnected: removed by an administrator: the account is banned"
+    );
+    admin.expect("bob is now offline");
+    let send = |server: &TestServer| {
+        server.run(&[
+            "send",
+            "--user",
+            "bob",
+            "--password",
+            &password("bob"),
+            "--to",
+            "alice",
+            "let me in",
+        ])
+    };
+    let out = send(&server);
+    assert!(!out.status.success());
+    assert_eq!(
+        stderr(&out),
+        "breeze: cannot log in: this account is banned by an administrator\n"
+    );
+
+    let out = server.admin(ADMIN, &["unban", "bob"]);
+    assert_eq!(stdout(&out), "unbanned bob\n", "{}", text(&out));
+    let out = send(&server);
+    assert!(out.status.success(), "{}", text(&out));
+
+    let out = server.admin("alice", &["kick", "bob"]);
+    assert!(!out.status.success());
+    assert_eq!(
+        stderr(&out),
+        "breeze: not allowed: alice is not an administrator of this server\n"
+    );
+    let out = server.admin(ADMIN, &["ban", "ghost"]);
+    assert!(!out.status.success());
+    assert_eq!(stderr(&out), "breeze: there is no user ghost\n");
+
+    // Through all of it the admin's own chat stayed: a message still goes out from it.
+    let mut alice = server.chat("alice", &[]);
+    alice.expect("logged in as alice");
+    admin.type_line("/msg alice all done");
+    alice.expect("root: all done");
+}

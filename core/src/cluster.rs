@@ -3,7 +3,7 @@
 //! adapter carries them as postcard bytes (`encode`/`decode`), one message per bus message.
 
 use crate::ids::{ConnId, NodeId, UserId};
-use crate::message::Status;
+use crate::message::{CloseReason, Status};
 use crate::time::Duration;
 use serde::{Deserialize, Serialize};
 
@@ -79,6 +79,10 @@ pub enum Body {
     /// their mailboxes above what it pushed them. Lost, it is a gap like any other, and the
     /// resync that follows makes every session catch up.
     Mail { to: UserId, seq: u64 },
+    /// An administrator ended the user's sessions (`AdminKick`, `AdminBan`): end the ones
+    /// here with `reason`. Not sequenced: it changes no state a snapshot could carry (a ban
+    /// is in the shared database), so a lost one is not resent.
+    EndSessions { user: UserId, reason: CloseReason },
 }
 
 impl Body {

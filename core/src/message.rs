@@ -140,6 +140,21 @@ pub enum ClientMsg {
         user: UserId,
         password: String,
     },
+    /// Admins only: ends every session of `user`, on every node, with `Bye{Kicked}`.
+    /// Answered with `AdminDone`.
+    AdminKick {
+        user: UserId,
+    },
+    /// Admins only: bars `user` from logging in (stored before the answer), then ends their
+    /// sessions with `Bye{Banned}`. Answered with `AdminDone`.
+    AdminBan {
+        user: UserId,
+    },
+    /// Admins only: lets a banned `user` log in again (stored before the answer). Answered
+    /// with `AdminDone`.
+    AdminUnban {
+        user: UserId,
+    },
 }
 
 /// Which request a `ServerMsg::Error` answers.
@@ -160,6 +175,9 @@ pub enum RequestKind {
     AdminWho,
     ChangeContacts,
     AgentLogin,
+    AdminKick,
+    AdminBan,
+    AdminUnban,
 }
 
 impl ClientMsg {
@@ -180,6 +198,9 @@ impl ClientMsg {
             ClientMsg::AdminWho => RequestKind::AdminWho,
             ClientMsg::ChangeContacts { .. } => RequestKind::ChangeContacts,
             ClientMsg::AgentLogin { .. } => RequestKind::AgentLogin,
+            ClientMsg::AdminKick { .. } => RequestKind::AdminKick,
+            ClientMsg::AdminBan { .. } => RequestKind::AdminBan,
+            ClientMsg::AdminUnban { .. } => RequestKind::AdminUnban,
         }
     }
 }
@@ -217,6 +238,9 @@ pub enum ErrorCode {
     /// (PROTOCOL.md §9.3).
     #[error("the server is busy with requests like this one, try again shortly")]
     Busy,
+    /// The credential was right, but an administrator has banned the account.
+    #[error("this account is banned by an administrator")]
+    Banned,
 }
 
 /// Why the server ends a connection; sent in `Bye` just before it closes.
@@ -253,12 +277,20 @@ pub enum CloseReason {
     /// balancer or its list of servers, to another node.
     #[error("this node lost its cluster; reconnect, possibly to another server")]
     NodeFenced,
+    /// An administrator ended the session (`AdminKick`). The client must not reconnect on
+    /// its own: the administrator meant it to go.
+    #[error("removed by an administrator")]
+    Kicked,
+    /// An administrator banned the account (`AdminBan`); logging in is refused until an
+    /// unban. The client must not reconnect on its own.
+    #[error("removed by an administrator: the account is banned")]
+    Banned,
 }
 
 impl CloseReason {
     /// Every reason, in wire order: for tables and tests that must cover them all (the
     /// exhaustive match in this module's test keeps it complete).
-    pub const ALL: [CloseReason; 13] = [
+    pub const ALL: [CloseReason; 15] = [
         CloseReason::HandshakeTimeout,
         CloseReason::HeartbeatTimeout,
         CloseReason::Replaced,
@@ -272,6 +304,8 @@ impl CloseReason {
         CloseReason::ServerShutdown,
         CloseReason::Flooding,
         CloseReason::NodeFenced,
+        CloseReason::Kicked,
+        CloseReason::Banned,
     ];
 
     /// Whether a client may reconnect by itself after being told this.
@@ -279,6 +313,8 @@ impl CloseReason {
         !matches!(
             self,
             CloseReason::Replaced
+                | CloseReason::Kicked
+                | CloseReason::Banned
                 | CloseReason::LoggedOut
                 | CloseReason::BadHandshake
                 | CloseReason::UnsupportedVersion
@@ -435,6 +471,13 @@ pub enum ServerMsg {
         request: RequestKind,
         retry_after_ms: u32,
     },
+    /// An `AdminKick`, `AdminBan` or `AdminUnban` is done (a ban or unban is stored).
+    /// `sessions`: how many sessions of `user` it ended, on every node this one knows of.
+    AdminDone {
+        request: RequestKind,
+        user: UserId,
+        sessions: u32,
+    },
 }
 
 #[cfg(test)]
@@ -460,6 +503,8 @@ mod tests {
                 CloseReason::ServerShutdown => 10,
                 CloseReason::Flooding => 11,
                 CloseReason::NodeFenced => 12,
+                CloseReason::Kicked => 13,
+                CloseReason::Banned => 14,
             };
             assert_eq!(index, i, "{reason:?}");
             assert_eq!(crate::codec::encode(&reason)[..], [i as u8]);

@@ -4,7 +4,7 @@
 //! and reports back with `Server::handle_storage`. Password hashes never reach the core: it
 //! receives verdicts.
 //!
-//! Ordering: the host applies the plain writes (`SetContacts`, `StoreMessage`,
+//! Ordering: the host applies the plain writes (`SetContacts`, `StoreMessage`, `SetBanned`,
 //! `MarkDelivered`) in the order they were emitted and reports their results in that order.
 //! Verifying requests (`Register`, `Authenticate`, `ChangePassword`: they hash off the
 //! writer's thread) and reads (`LoadMailbox`, `LoadHistory`) may complete in any order, but a
@@ -94,6 +94,10 @@ pub enum StorageOp {
         before: Option<u64>,
         limit: u16,
     },
+    /// Bar `user` from logging in (`banned`), or let them in again. Setting what is already
+    /// set changes nothing and succeeds; an unknown `user` fails with `NoSuchUser`. Resume
+    /// tokens are kept, so an unban lets the user's devices resume as before.
+    SetBanned { user: UserId, banned: bool },
 }
 
 impl StorageOp {
@@ -124,6 +128,7 @@ impl StorageOp {
             StorageOp::LoadMailbox { .. } => StorageResult::MailboxLoaded(Err(e)),
             StorageOp::MarkDelivered { .. } => StorageResult::DeliveredMarked(Err(e)),
             StorageOp::LoadHistory { .. } => StorageResult::HistoryLoaded(Err(e)),
+            StorageOp::SetBanned { .. } => StorageResult::BannedSet(Err(e)),
         }
     }
 }
@@ -148,6 +153,7 @@ impl std::fmt::Debug for StorageOp {
                 write!(f, "MarkDelivered({user}, {} seqs)", seqs.len())
             }
             StorageOp::LoadHistory { user, with, .. } => write!(f, "LoadHistory({user}, {with})"),
+            StorageOp::SetBanned { user, banned } => write!(f, "SetBanned({user}, {banned})"),
         }
     }
 }
@@ -158,6 +164,21 @@ pub struct Account {
     pub contacts: Vec<UserId>,
     /// A fresh resume token, handed to the client in `LoginOk`.
     pub resume_token: Vec<u8>,
+    /// An administrator banned the account (`SetBanned`): the credential was right, but the
+    /// login is refused. Read with the credential, so refusing costs no second request;
+    /// such a login issues no token, spends none, and comes back with no contacts.
+    pub banned: bool,
+}
+
+impl Account {
+    /// The answer to a right credential for a banned account.
+    pub fn banned() -> Self {
+        Account {
+            contacts: Vec::new(),
+            resume_token: Vec::new(),
+            banned: true,
+        }
+    }
 }
 
 /// A stored message.
@@ -225,4 +246,5 @@ pub enum StorageResult {
     MailboxLoaded(Result<MailboxPage, StorageError>),
     DeliveredMarked(Result<(), StorageError>),
     HistoryLoaded(Result<Vec<HistoryItem>, StorageError>),
+    BannedSet(Result<(), StorageError>),
 }

@@ -211,6 +211,19 @@ fn client_vectors() -> Vec<(&'static str, ClientMsg)> {
                 password: "agent password".into(),
             },
         ),
+        ("admin kick", ClientMsg::AdminKick { user: user("bob") }),
+        (
+            "admin ban",
+            ClientMsg::AdminBan {
+                user: user("mallory"),
+            },
+        ),
+        (
+            "admin unban",
+            ClientMsg::AdminUnban {
+                user: user("mallory"),
+            },
+        ),
     ]
 }
 
@@ -231,6 +244,9 @@ fn server_vectors() -> Vec<(&'static str, ServerMsg)> {
         RequestKind::AdminWho,
         RequestKind::ChangeContacts,
         RequestKind::AgentLogin,
+        RequestKind::AdminKick,
+        RequestKind::AdminBan,
+        RequestKind::AdminUnban,
     ];
     let all_codes = [
         ErrorCode::Malformed,
@@ -247,6 +263,7 @@ fn server_vectors() -> Vec<(&'static str, ServerMsg)> {
         ErrorCode::RateLimited,
         ErrorCode::StorageFailed,
         ErrorCode::Busy,
+        ErrorCode::Banned,
     ];
     let all_reasons = CloseReason::ALL;
     let mut v = vec![
@@ -461,6 +478,14 @@ fn server_vectors() -> Vec<(&'static str, ServerMsg)> {
                 retry_after_ms: 4000,
             },
         ),
+        (
+            "admin done",
+            ServerMsg::AdminDone {
+                request: RequestKind::AdminBan,
+                user: user("mallory"),
+                sessions: 300,
+            },
+        ),
     ];
     for request in all_requests {
         v.push((
@@ -543,9 +568,12 @@ fn client_index(m: &ClientMsg) -> u8 {
         ClientMsg::AdminWho => 12,
         ClientMsg::ChangeContacts { .. } => 13,
         ClientMsg::AgentLogin { .. } => 14,
+        ClientMsg::AdminKick { .. } => 15,
+        ClientMsg::AdminBan { .. } => 16,
+        ClientMsg::AdminUnban { .. } => 17,
     }
 }
-const CLIENT_VARIANTS: u8 = 15;
+const CLIENT_VARIANTS: u8 = 18;
 
 /// As `client_index`, for `ServerMsg`.
 fn server_index(m: &ServerMsg) -> u8 {
@@ -567,9 +595,10 @@ fn server_index(m: &ServerMsg) -> u8 {
         ServerMsg::Who { .. } => 14,
         ServerMsg::Bye { .. } => 15,
         ServerMsg::Throttled { .. } => 16,
+        ServerMsg::AdminDone { .. } => 17,
     }
 }
-const SERVER_VARIANTS: u8 = 17;
+const SERVER_VARIANTS: u8 = 18;
 
 #[test]
 fn every_variant_has_a_vector() {

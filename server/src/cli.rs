@@ -293,8 +293,19 @@ pub enum UserCommand {
         #[arg(value_name = "USER")]
         user: UserId,
     },
-    /// List the accounts, one name per line.
+    /// List the accounts, one name per line; a banned one is followed by ` (banned)`.
     List,
+    /// Bar an account from logging in (its password and tokens are kept for an unban).
+    /// Online, an admin does the same with `breeze admin ban`.
+    Ban {
+        #[arg(value_name = "USER")]
+        user: UserId,
+    },
+    /// Let a banned account log in again.
+    Unban {
+        #[arg(value_name = "USER")]
+        user: UserId,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -1,4 +1,4 @@
-//! `breeze-server user add|reset-password|delete|list`: accounts managed on the database
+//! `breeze-server user add|reset-password|delete|ban|unban|list`: accounts managed on the database
 //! while no server runs on it (`Db::open` takes the file's lock, so a running server refuses
 //! these, naming itself). Changes are logged, as the server logs registrations.
 
@@ -18,9 +18,29 @@ pub fn run(db: &Path, cost: HashCost, command: UserCommand) -> Result<(), String
     };
     match command {
         UserCommand::List => {
-            for user in opened(db)?.users().map_err(|e| e.to_string())? {
-                println!("{user}");
+            let store = opened(db)?;
+            let banned = store.banned_users().map_err(|e| e.to_string())?;
+            for user in store.users().map_err(|e| e.to_string())? {
+                if banned.binary_search(&user).is_ok() {
+                    println!("{user} (banned)");
+                } else {
+                    println!("{user}");
+                }
             }
+        }
+        UserCommand::Ban { user } => {
+            opened(db)?
+                .set_banned(&user, true)
+                .map_err(|e| format!("cannot ban {user}: {e}"))?;
+            info!(%user, db = %db.display(), "user banned");
+            println!("banned {user}");
+        }
+        UserCommand::Unban { user } => {
+            opened(db)?
+                .set_banned(&user, false)
+                .map_err(|e| format!("cannot unban {user}: {e}"))?;
+            info!(%user, db = %db.display(), "user unbanned");
+            println!("unbanned {user}");
         }
         UserCommand::Add { user } => {
             check_name(&user)?;

@@ -251,7 +251,7 @@ fn user_command(db: &std::path::Path, args: &[&str]) -> std::process::Output {
 
 /// The operator makes the accounts: `user add` works offline and is refused while a server
 /// holds the database; a server with `--registration closed` refuses `Register` but lets the
-/// operator's users in; `reset-password` and `delete` take effect.
+/// operator's users in; `ban`, `unban`, `reset-password` and `delete` take effect.
 #[tokio::test]
 async fn operators_manage_accounts_and_close_registration() {
     let dir = tempfile::tempdir().unwrap();
@@ -319,6 +319,31 @@ async fn operators_manage_accounts_and_close_registration() {
 
     let out = user_command(&db, &["list"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "alice\n");
+    let out = user_command(&db, &["ban", "alice"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "banned alice\n",
+        "{}",
+        said(&out)
+    );
+    let out = user_command(&db, &["list"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "alice (banned)\n");
+    let out = user_command(&db, &["unban", "alice"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "unbanned alice\n",
+        "{}",
+        said(&out)
+    );
+    let out = user_command(&db, &["ban", "ghost"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        said(&out).contains("there is no user ghost"),
+        "{}",
+        said(&out)
+    );
+    let out = user_command(&db, &["list"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "alice\n");
     let out = user_command(&db, &["reset-password", "alice"]);
     assert!(out.status.success(), "{}", said(&out));
     let out = user_command(&db, &["delete", "alice"]);
@@ -345,6 +370,85 @@ fn an_admin_that_is_not_a_user_is_warned_about() {
         ),
         "{earlier:?}"
     );
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+/// What an admin does to a user is in the operator's log: who did what to whom, and what
+/// the user was told.
+#[tokio::test]
+async fn admin_kicks_and_bans_are_logged_with_who_did_them() {
+    use breeze_core::message::{ClientMsg, RequestKind};
+    use breeze_testsupport::{WAIT, user};
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = server(&dir).args(["--admin", "root"]).spawn().unwrap();
+    let Listening { addr, log, .. } = watch_log(&mut child).expect("listening");
+    let mut root = Peer::user(addr, "root").await;
+    let logged = |needles: &[&str]| {
+        let deadline = std::time::Instant::now() + WAIT;
+        let mut seen = Vec::new();
+        while let Ok(line) = log.recv_timeout(deadline - std::time::Instant::now()) {
+            if needles.iter().all(|n| line.contains(n)) {
+                return;
+            }
+            seen.push(line);
+        }
+        panic!("no log line with {needles:?}: {seen:#?}");
+    };
+    for (msg, request, reason, said) in [
+        (
+            ClientMsg::AdminKick { user: user("bob") },
+            RequestKind::AdminKick,
+            CloseReason::Kicked,
+            "admin kicked user",
+        ),
+        (
+            ClientMsg::AdminBan { user: user("bob") },
+            RequestKind::AdminBan,
+            CloseReason::Banned,
+            "admin banned user",
+        ),
+    ] {
+        let mut bob = if request == RequestKind::AdminKick {
+            Peer::user(addr, "bob").await
+        } else {
+            let mut bob = Peer::hello(addr).await;
+            bob.login("bob").await;
+            bob
+        };
+        root.send(&msg).await;
+        let done = root
+            .recv_until("the answer", |m| matches!(m, ServerMsg::AdminDone { .. }))
+            .await;
+        assert_eq!(
+            done,
+            ServerMsg::AdminDone {
+                request,
+                user: user("bob"),
+                sessions: 1
+            }
+        );
+        assert_eq!(
+            bob.last_before_close().await,
+            Some(ServerMsg::Bye { reason })
+        );
+        logged(&[said, "admin=root", "user=bob", "sessions=1"]);
+    }
+    let refused = Peer::hello(addr)
+        .await
+        .try_login("bob", breeze_testsupport::PASSWORD)
+        .await;
+    assert!(
+        matches!(
+            refused,
+            ServerMsg::Error {
+                code: breeze_core::message::ErrorCode::Banned,
+                ..
+            }
+        ),
+        "{refused:?}"
+    );
+    logged(&["login refused: the account is banned", "user=bob"]);
     child.kill().unwrap();
     child.wait().unwrap();
 }

@@ -1049,7 +1049,8 @@ impl Oracle {
             StorageOp::MarkDelivered { .. }
             | StorageOp::Register { .. }
             | StorageOp::ChangePassword { .. }
-            | StorageOp::LoadHistory { .. } => return,
+            | StorageOp::LoadHistory { .. }
+            | StorageOp::SetBanned { .. } => return,
         };
         let Some(u) = self.user_of(user) else { return };
         *self.storage_failures.entry((u, failed)).or_default() += 1;

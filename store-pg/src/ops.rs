@@ -99,10 +99,13 @@ pub(crate) async fn finish(
             let new_hash = rehash.as_deref().unwrap_or(&verified);
             if !swap_hash(c, &user, &verified, new_hash).await? {
                 R::Authenticated(Err(StorageError::BadCredentials))
+            } else if is_banned(c, &user).await? {
+                R::Authenticated(Ok(Account::banned()))
             } else if !issue_token {
                 R::Authenticated(Ok(Account {
                     contacts: contacts(c, &user).await?,
                     resume_token: Vec::new(),
+                    banned: false,
                 }))
             } else {
                 R::Authenticated(Ok(login(c, &user, None, now_ms, hasher).await?))
@@ -172,6 +175,10 @@ pub(crate) async fn resume(
         return Ok(Err(StorageError::BadCredentials));
     };
     let (id, parent): (i64, Option<i64>) = (found.get(0), found.get(1));
+    if is_banned(c, user).await? {
+        // Refused: nothing is spent, so the device resumes as before after an unban.
+        return Ok(Ok(Account::banned()));
+    }
     if let Some(parent) = parent {
         // The client has this token, so it got the LoginOk that carried it: the token it was
         // issued for is spent, and so are its other successors, whose LoginOk got lost.
@@ -217,7 +224,37 @@ async fn login(
     Ok(Account {
         contacts: contacts(c, user).await?,
         resume_token: token,
+        banned: false,
     })
+}
+
+/// Whether an administrator banned the account (false for an unknown one).
+async fn is_banned(c: &impl GenericClient, user: &UserId) -> Result<bool, PgError> {
+    let stmt = c
+        .prepare_cached("SELECT banned FROM accounts WHERE name = $1")
+        .await?;
+    Ok(c.query_opt(&stmt, &[&user.as_str()])
+        .await?
+        .is_some_and(|r| r.get(0)))
+}
+
+/// Bans or unbans `user`: one conditional statement, so an unknown user is an answer, not
+/// a failed statement.
+pub(crate) async fn set_banned(
+    c: &impl GenericClient,
+    user: &UserId,
+    banned: bool,
+) -> Result<Result<(), StorageError>, PgError> {
+    let stmt = c
+        .prepare_cached("UPDATE accounts SET banned = $2 WHERE name = $1")
+        .await?;
+    Ok(
+        if c.execute(&stmt, &[&user.as_str(), &banned]).await? == 1 {
+            Ok(())
+        } else {
+            Err(StorageError::NoSuchUser)
+        },
+    )
 }
 
 async fn contacts(c: &impl GenericClient, user: &UserId) -> Result<Vec<UserId>, PgError> {

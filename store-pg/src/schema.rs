@@ -71,6 +71,11 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX messages_history
         ON messages(LEAST(sender, recipient), GREATEST(sender, recipient), seq);
     "#,
+    // 2: an administrator can ban an account (`breeze admin ban`): the credential is still
+    // checked, the login refused. Existing accounts are not banned.
+    r#"
+    ALTER TABLE accounts ADD COLUMN banned BOOLEAN NOT NULL DEFAULT FALSE;
+    "#,
 ];
 
 /// The schema version this build creates and understands.

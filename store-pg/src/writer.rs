@@ -1,5 +1,5 @@
-//! The ordered writer: the plain writes (`SetContacts`, `StoreMessage`, `MarkDelivered`) of
-//! one node, applied in the order the core emitted them, a batch per transaction.
+//! The ordered writer: the plain writes (`SetContacts`, `StoreMessage`, `MarkDelivered`,
+//! `SetBanned`) of one node, applied in the order the core emitted them, a batch per transaction.
 //!
 //! The storage contract asks that plain writes be applied and reported in emission order,
 //! and each reported only once committed. One task per node does them in turn; other nodes'
@@ -194,6 +194,9 @@ async fn apply(
             ops::mark_delivered(c, user, seqs).await?;
             R::DeliveredMarked(Ok(()))
         }
+        StorageOp::SetBanned { user, banned } => {
+            R::BannedSet(ops::set_banned(c, user, *banned).await?)
+        }
         other => {
             unreachable!("invariant: only plain writes reach the writer, not {other:?}")
         }
@@ -216,5 +219,6 @@ pub(crate) fn is_plain_write(op: &StorageOp) -> bool {
         StorageOp::SetContacts { .. }
             | StorageOp::StoreMessage { .. }
             | StorageOp::MarkDelivered { .. }
+            | StorageOp::SetBanned { .. }
     )
 }

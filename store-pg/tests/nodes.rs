@@ -5,6 +5,7 @@
 mod common;
 
 use breeze_core::UserId;
+use breeze_core::message::Credential;
 use breeze_core::storage::{StorageError, StorageOp, StorageResult};
 use breeze_store_pg::{PgError, PgOptions, PgStore, SCHEMA_VERSION};
 use breeze_testsupport::pg::TestPg;
@@ -267,4 +268,41 @@ async fn shutdown_answers_and_commits_everything_submitted() {
     assert_eq!(page.messages.len(), 200);
     assert!(store.users().await.expect("users").contains(&user("carol")));
     reader.shutdown().await;
+}
+
+/// A database a build before bans migrated (schema 1), with an account in it: opening it adds
+/// the ban column, nobody banned, and the account logs in as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_from_before_bans_is_upgraded_with_nobody_banned() {
+    let Some(pg) = TestPg::create("a_database_from_before_bans_is_upgraded_with_nobody_banned")
+    else {
+        return;
+    };
+    let mut node = Node::start(pg.url()).await;
+    assert_eq!(
+        node.apply(register("alice"), NOW).await,
+        StorageResult::Registered(Ok(()))
+    );
+    node.shutdown().await;
+    pg.execute("ALTER TABLE accounts DROP COLUMN banned; UPDATE schema_version SET version = 1")
+        .expect("rewind to schema 1");
+
+    let mut node = Node::start(pg.url()).await;
+    let login = StorageOp::Authenticate {
+        user: user("alice"),
+        credential: Credential::Password("correct horse".into()),
+        issue_token: false,
+    };
+    match node.apply(login, NOW + 1).await {
+        StorageResult::Authenticated(Ok(account)) => assert!(!account.banned),
+        other => panic!("alice after the upgrade: {other:?}"),
+    }
+    node.shutdown().await;
+    let store = PgStore::open(pg.url(), &PgOptions::default())
+        .await
+        .expect("open");
+    assert_eq!(
+        store.schema_version().await.expect("version"),
+        SCHEMA_VERSION
+    );
 }

@@ -65,6 +65,24 @@ impl Db {
         Ok(())
     }
 
+    /// Bars the account from logging in (`banned`), or lets it in again; its tokens are
+    /// kept. The same as an admin's online `breeze admin ban|unban`.
+    pub fn set_banned(&mut self, user: &UserId, banned: bool) -> Result<(), StoreError> {
+        crate::ops::set_banned(&self.conn, user, banned)?
+            .map_err(|_| StoreError::NoSuchUser(user.to_string()))
+    }
+
+    /// The banned accounts, sorted.
+    pub fn banned_users(&self) -> Result<Vec<UserId>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT user FROM accounts WHERE banned = 1 ORDER BY user")?;
+        let banned = stmt
+            .query_map([], |row| crate::ops::user_at(row, 0))?
+            .collect::<Result<_, _>>()?;
+        Ok(banned)
+    }
+
     /// Deletes an account with its tokens, its contact list, its place on other users'
     /// lists, and every message to or from it (a conversation is one row per message, so
     /// the other side's history loses them too).

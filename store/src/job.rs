@@ -21,6 +21,7 @@ pub enum Kind {
     LoadMailbox,
     MarkDelivered,
     LoadHistory,
+    SetBanned,
 }
 
 impl Kind {
@@ -34,6 +35,7 @@ impl Kind {
             StorageOp::LoadMailbox { .. } => Kind::LoadMailbox,
             StorageOp::MarkDelivered { .. } => Kind::MarkDelivered,
             StorageOp::LoadHistory { .. } => Kind::LoadHistory,
+            StorageOp::SetBanned { .. } => Kind::SetBanned,
         }
     }
 
@@ -48,6 +50,7 @@ impl Kind {
             Kind::LoadMailbox => StorageResult::MailboxLoaded(Err(e)),
             Kind::MarkDelivered => StorageResult::DeliveredMarked(Err(e)),
             Kind::LoadHistory => StorageResult::HistoryLoaded(Err(e)),
+            Kind::SetBanned => StorageResult::BannedSet(Err(e)),
         }
     }
 }

@@ -110,6 +110,9 @@ pub(crate) fn start(
         } => Step::Done(R::HistoryLoaded(Ok(history(
             conn, &user, &with, before, limit,
         )?))),
+        StorageOp::SetBanned { user, banned } => {
+            Step::Done(R::BannedSet(set_banned(conn, &user, banned)?))
+        }
     })
 }
 
@@ -146,10 +149,13 @@ pub(crate) fn finish(
             let new_hash = rehash.as_deref().unwrap_or(&verified);
             if !swap_hash(conn, &user, &verified, new_hash)? {
                 R::Authenticated(Err(StorageError::BadCredentials))
+            } else if is_banned(conn, &user)? {
+                R::Authenticated(Ok(Account::banned()))
             } else if !issue_token {
                 R::Authenticated(Ok(Account {
                     contacts: contacts(conn, &user)?,
                     resume_token: Vec::new(),
+                    banned: false,
                 }))
             } else {
                 R::Authenticated(Ok(login(conn, &user, None, now_ms, hasher)?))
@@ -186,6 +192,30 @@ fn user_exists(conn: &Connection, user: &UserId) -> Result<bool, StoreError> {
         .query_row([user.as_str()], |_| Ok(()))
         .optional()?
         .is_some())
+}
+
+/// Bans or unbans `user`, online (`SetBanned`) or offline (`Db::set_banned`).
+pub(crate) fn set_banned(
+    conn: &Connection,
+    user: &UserId,
+    banned: bool,
+) -> Result<Result<(), StorageError>, StoreError> {
+    let changed = conn
+        .prepare_cached("UPDATE accounts SET banned = ?2 WHERE user = ?1")?
+        .execute(params![user.as_str(), banned])?;
+    Ok(if changed == 1 {
+        Ok(())
+    } else {
+        Err(StorageError::NoSuchUser)
+    })
+}
+
+fn is_banned(conn: &Connection, user: &UserId) -> Result<bool, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT banned FROM accounts WHERE user = ?1")?
+        .query_row([user.as_str()], |row| row.get(0))
+        .optional()?
+        .unwrap_or(false))
 }
 
 fn password_hash(conn: &Connection, user: &UserId) -> Result<Option<String>, StoreError> {
@@ -235,6 +265,10 @@ fn resume(
     let Some((id, parent)) = found else {
         return Ok(Err(StorageError::BadCredentials));
     };
+    if is_banned(conn, user)? {
+        // Refused: nothing is spent, so the device resumes as before after an unban.
+        return Ok(Ok(Account::banned()));
+    }
     if let Some(parent) = parent {
         // The client has this token, so it got the LoginOk that carried it: the token it was
         // issued for is spent, and so are its other successors, whose LoginOk got lost.
@@ -273,6 +307,7 @@ fn login(
     Ok(Account {
         contacts: contacts(conn, user)?,
         resume_token: token,
+        banned: false,
     })
 }
 
@@ -521,7 +556,7 @@ fn history(
     Ok(items)
 }
 
-fn user_at(row: &Row<'_>, idx: usize) -> rusqlite::Result<UserId> {
+pub(crate) fn user_at(row: &Row<'_>, idx: usize) -> rusqlite::Result<UserId> {
     let name: String = row.get(idx)?;
     UserId::new(name)
         .map_err(|e| rusqlite::Error::FromSqlConversionFailure(idx, Type::Text, Box::new(e)))

@@ -66,6 +66,11 @@ const MIGRATIONS: &[&str] = &[
     UPDATE messages SET sender = lower(sender), recipient = lower(recipient)
         WHERE sender <> lower(sender) OR recipient <> lower(recipient);
     ",
+    // 3: an administrator can ban an account (`breeze admin ban`, `breeze-server user ban`):
+    // the credential is still checked, the login refused. Existing accounts are not banned.
+    "
+    ALTER TABLE accounts ADD COLUMN banned INTEGER NOT NULL DEFAULT 0 CHECK (banned IN (0, 1));
+    ",
 ];
 
 /// Accounts whose names differ only in case, which migration 2 cannot fold into one.

@@ -338,6 +338,56 @@ fn an_online_backup_copies_a_database_in_use() {
     drop(serving);
 }
 
+/// Makes the database at `path` look as a build of schema `version` left it: the columns
+/// later migrations add are dropped, and the version set back. Data stays where it fits.
+fn rewind(path: &std::path::Path, version: i64) {
+    let raw = rusqlite::Connection::open(path).expect("raw open");
+    if version < 3 {
+        raw.execute_batch("ALTER TABLE accounts DROP COLUMN banned")
+            .expect("drop the ban column");
+    }
+    raw.pragma_update(None, "user_version", version)
+        .expect("version");
+}
+
+/// A database from before bans (schema 2) with accounts: opening it adds the ban, with
+/// nobody banned and every password and token as it was.
+#[test]
+fn a_database_from_before_bans_is_upgraded_with_nobody_banned() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("breeze.db");
+    let mut s = Store::new(open(&path));
+    s.register("alice", "password").expect("register");
+    s.register("bob", "password").expect("register");
+    let token = s
+        .password_login("alice", "password")
+        .expect("login")
+        .resume_token;
+    drop(s);
+    rewind(&path, 2);
+
+    let mut db = open(&path);
+    assert_eq!(db.schema_version().expect("version"), SCHEMA_VERSION);
+    assert_eq!(db.banned_users().expect("banned"), vec![]);
+    db.set_banned(&user("bob"), true).expect("ban");
+    assert_eq!(db.banned_users().expect("banned"), vec![user("bob")]);
+    assert!(matches!(
+        db.set_banned(&user("carol"), true),
+        Err(StoreError::NoSuchUser(_))
+    ));
+    let mut s = Store::new(db);
+    let alice = s
+        .login("alice", Credential::Token(token))
+        .expect("alice's token still resumes");
+    assert!(!alice.banned);
+    assert!(
+        s.password_login("bob", "password")
+            .expect("verified")
+            .banned,
+        "bob is banned"
+    );
+}
+
 /// A database written before names were case-insensitive (schema 1) with a mixed-case name:
 /// opening it folds the name everywhere it is stored. Two accounts differing only in case
 /// cannot be folded into one, and the server refuses to start, naming them.
@@ -347,9 +397,9 @@ fn names_stored_before_case_folding_are_folded_and_collisions_refused() {
     let path = dir.path().join("breeze.db");
     drop(open(&path));
     let as_schema_1 = |rows: &str| {
+        rewind(&path, 1);
         let raw = rusqlite::Connection::open(&path).expect("raw open");
         raw.execute_batch(rows).expect("rows");
-        raw.pragma_update(None, "user_version", 1).expect("version");
     };
     as_schema_1(
         "INSERT INTO accounts VALUES ('Alice', 'x', 0), ('bob', 'x', 0);

@@ -10,7 +10,7 @@ use crate::listener::{Connector, Stream};
 use crate::reader::FrameReader;
 use crate::time::Clock;
 use breeze_core::UserId;
-use breeze_core::client::{Client, ClientEvent, ClientOutput};
+use breeze_core::client::{AdminAction, Client, ClientEvent, ClientOutput};
 use breeze_core::message::{Attachment, Status};
 use bytes::{Buf, Bytes};
 use std::collections::VecDeque;
@@ -53,6 +53,8 @@ pub enum ClientCommand {
     },
     /// The admin `who` query.
     Who,
+    /// An admin's kick, ban or unban of a user (`ClientEvent::AdminDone` answers).
+    Admin(AdminAction, UserId),
     /// End the session; the client stays stopped until `Start`.
     Logout,
     /// Connect again after a stop, or retry now while waiting to reconnect.
@@ -73,6 +75,7 @@ impl fmt::Debug for ClientCommand {
             ClientCommand::ChangePassword { .. } => f.write_str("ChangePassword"),
             ClientCommand::History { with, .. } => write!(f, "History({with})"),
             ClientCommand::Who => f.write_str("Who"),
+            ClientCommand::Admin(action, user) => write!(f, "Admin({action:?} {user})"),
             ClientCommand::Logout => f.write_str("Logout"),
             ClientCommand::Start => f.write_str("Start"),
             ClientCommand::Quit => f.write_str("Quit"),
@@ -279,6 +282,7 @@ fn apply(client: &mut Client, now: breeze_core::Instant, command: ClientCommand)
             limit,
         } => client.request_history(now, with, before, limit),
         ClientCommand::Who => client.admin_who(now),
+        ClientCommand::Admin(action, user) => client.admin(now, action, user),
         ClientCommand::Logout => client.logout(now),
         ClientCommand::Start => client.start(now),
         // Handled by the loop.

@@ -15,7 +15,7 @@ use crate::listener::Listener;
 use crate::storage::{ResultReceiver, StorageBackend};
 use crate::time::Clock;
 use breeze_core::cluster::ClusterConfig;
-use breeze_core::message::{CloseReason, WhoEntry};
+use breeze_core::message::{CloseReason, RequestKind, WhoEntry};
 use breeze_core::server::{self, Counters, Output, Server, ServerEvent, Stats};
 use breeze_core::{ConnId, Instant};
 use std::collections::BTreeMap;
@@ -569,6 +569,24 @@ impl<B: StorageBackend> Core<B> {
                 info!(%user, %addr, "user registered");
             }
             ServerEvent::PasswordChanged { user } => info!(%user, "password changed"),
+            ServerEvent::AdminAction {
+                admin,
+                request,
+                user,
+                sessions,
+            } => {
+                let what = match request {
+                    RequestKind::AdminKick => "admin kicked user",
+                    RequestKind::AdminBan => "admin banned user",
+                    RequestKind::AdminUnban => "admin unbanned user",
+                    _ => "admin request",
+                };
+                info!(%admin, %user, sessions, "{what}");
+            }
+            ServerEvent::LoginBanned { user, addr } => {
+                let addr = addr.map(|a| a.to_string()).unwrap_or_default();
+                warn!(%user, %addr, "login refused: the account is banned");
+            }
         }
     }
 }

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { writeFileSync, mkdirSync } from 'node:fs';
 import { deflateSync } from 'node:zlib';
 import {
-  HEARTBEAT_INTERVAL_MS, HEARTBEAT_TIMEOUT_MS, Server, breeze, breezeChat, greyed, launchBrowser,
+  HEARTBEAT_INTERVAL_MS, HEARTBEAT_TIMEOUT_MS, PASSWORD, Server, breeze, breezeChat, greyed, launchBrowser,
   missing, openAs, presenceOf, sleep, until,
 } from './support/harness.js';
 
@@ -219,6 +219,31 @@ describe('the web client in Chromium', { skip: skip ?? false }, () => {
       shown = await page.locator('#login-error').textContent();
     }
     assert.match(shown, /Too many attempts: try again in \d+ s\./);
+  });
+
+  test('an admin kick says why and the page stays out; a ban forgets the token and refuses the password', async () => {
+    await register(server, 'root');
+    const b = await open();
+    const page = await openAs(b, server, 'kim', { register: true });
+    await breeze(server, 'root', ['admin', 'kick', 'kim']);
+    await page.locator('#login-error', { hasText: 'Removed by an administrator.' }).waitFor();
+    // A reconnect would be at most 2 s away (the first backoff): none comes.
+    await sleep(2500);
+    assert.equal(await page.locator('#login').isVisible(), true);
+    assert.doesNotMatch(await breeze(server, 'root', ['admin', 'who']), /^kim /m);
+
+    // A kick is not a ban: kim's token still resumes (a reload is kim's own doing).
+    await page.reload();
+    await page.locator('#app').waitFor({ state: 'visible' });
+    await breeze(server, 'root', ['admin', 'ban', 'kim']);
+    await page.locator('#login-error', { hasText: 'this account is banned' }).waitFor();
+    assert.equal(await page.evaluate(() => localStorage.getItem('breeze.resume')), null);
+    await page.locator('#login-user').fill('kim');
+    await page.locator('#login-password').fill(PASSWORD);
+    await page.locator('#login-button').click();
+    await page.locator('#login-error', { hasText: 'This account is banned by an administrator.' }).waitFor();
+    await breeze(server, 'root', ['admin', 'unban', 'kim']);
+    await openAs(b, server, 'kim', { page });
   });
 
   test('server restart: the banner counts down, then the page is back with presence right', async () => {

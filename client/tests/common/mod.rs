@@ -68,14 +68,16 @@ impl TestServer {
 
     /// `breeze admin who` as `user`, with its password.
     pub fn admin_who(&self, user: &str) -> Output {
-        self.run(&[
-            "admin",
-            "who",
-            "--user",
-            user,
-            "--password",
-            &password(user),
-        ])
+        self.admin(user, &["who"])
+    }
+
+    /// `breeze admin ARGS` (`who`, `kick bob`, …) as `user`, with its password.
+    pub fn admin(&self, user: &str, args: &[&str]) -> Output {
+        let password = password(user);
+        let mut all = vec!["admin"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--user", user, "--password", &password]);
+        self.run(&all)
     }
 
     pub fn register(&self, user: &str) {

@@ -33,6 +33,17 @@ impl fmt::Debug for ClientOutput {
     }
 }
 
+/// What `Client::admin` asks of the server (administrators only).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum AdminAction {
+    /// End every session of the user, on every node.
+    Kick,
+    /// Bar the user from logging in, then end their sessions.
+    Ban,
+    /// Let a banned user log in again.
+    Unban,
+}
+
 /// Why the client gave up; it reconnects only when `start` is called.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum StopReason {
@@ -124,6 +135,12 @@ pub enum ClientEvent {
     Who {
         users: Vec<WhoEntry>,
         connections: u64,
+    },
+    /// An `admin` request is done: `sessions` of `user`'s sessions ended.
+    AdminDone {
+        request: RequestKind,
+        user: UserId,
+        sessions: u32,
     },
     PasswordChanged,
     /// A request failed, or an online-only command was issued while not logged in

@@ -33,7 +33,7 @@ mod view;
 
 pub use backoff::jitter_bounds;
 pub use config::{AckMode, ClientConfig, Mode};
-pub use event::{ClientEvent, ClientOutput, ClientState, StopReason};
+pub use event::{AdminAction, ClientEvent, ClientOutput, ClientState, StopReason};
 
 use crate::codec::{self, encode};
 use crate::ids::UserId;
@@ -368,6 +368,16 @@ impl Client {
         self.send_online(now, ClientMsg::AdminWho);
     }
 
+    /// Online only: kick, ban or unban `user` (answered by `ClientEvent::AdminDone`).
+    pub fn admin(&mut self, now: Instant, action: AdminAction, user: UserId) {
+        let msg = match action {
+            AdminAction::Kick => ClientMsg::AdminKick { user },
+            AdminAction::Ban => ClientMsg::AdminBan { user },
+            AdminAction::Unban => ClientMsg::AdminUnban { user },
+        };
+        self.send_online(now, msg);
+    }
+
     /// Ends the session for good: `Logout` if logged in, then `Disconnect` and `Stopped`.
     /// Unsent messages stay queued for a later `start`.
     pub fn logout(&mut self, now: Instant) {
@@ -553,6 +563,15 @@ impl Client {
             ServerMsg::Who { users, connections } => self
                 .events
                 .push_back(ClientEvent::Who { users, connections }),
+            ServerMsg::AdminDone {
+                request,
+                user,
+                sessions,
+            } => self.events.push_back(ClientEvent::AdminDone {
+                request,
+                user,
+                sessions,
+            }),
             // Any frame proves the server alive; `ingest` already counted this one.
             ServerMsg::Pong { .. } => {}
             ServerMsg::Throttled {

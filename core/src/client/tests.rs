@@ -338,36 +338,38 @@ fn a_successful_login_resets_the_backoff() {
     assert!(retry_at - now <= config().backoff_base);
 }
 
+/// Replaced by another login, or removed by an administrator: reconnecting by itself would
+/// undo what someone meant, so the client stops until its user starts it again.
 #[test]
-fn replaced_stops_and_never_reconnects_by_itself() {
-    let mut client = logged_in(at(0));
-    feed(
-        &mut client,
-        at(1_000),
-        ServerMsg::Bye {
-            reason: CloseReason::Replaced,
-        },
-    );
-    let stop = StopReason::Closed(CloseReason::Replaced);
-    assert_eq!(outputs(&mut client), [Out::Disconnect]);
-    assert_eq!(
-        events(&mut client),
-        [
-            ClientEvent::Disconnected {
-                reason: Some(CloseReason::Replaced),
-                retry_at: None
-            },
-            ClientEvent::Stopped(stop)
-        ]
-    );
-    assert_eq!(client.state(), ClientState::Stopped(stop));
-    assert_eq!(client.poll_timeout(), None);
-    client.handle_disconnected(at(1_001));
-    client.handle_timeout(at(3_600_000));
-    assert_eq!(outputs(&mut client), []);
+fn replaced_kicked_or_banned_stops_and_never_reconnects_by_itself() {
+    for reason in [
+        CloseReason::Replaced,
+        CloseReason::Kicked,
+        CloseReason::Banned,
+    ] {
+        let mut client = logged_in(at(0));
+        feed(&mut client, at(1_000), ServerMsg::Bye { reason });
+        let stop = StopReason::Closed(reason);
+        assert_eq!(outputs(&mut client), [Out::Disconnect]);
+        assert_eq!(
+            events(&mut client),
+            [
+                ClientEvent::Disconnected {
+                    reason: Some(reason),
+                    retry_at: None
+                },
+                ClientEvent::Stopped(stop)
+            ]
+        );
+        assert_eq!(client.state(), ClientState::Stopped(stop));
+        assert_eq!(client.poll_timeout(), None);
+        client.handle_disconnected(at(1_001));
+        client.handle_timeout(at(3_600_000));
+        assert_eq!(outputs(&mut client), []);
 
-    client.start(at(3_600_000));
-    assert_eq!(outputs(&mut client), [Out::Connect]);
+        client.start(at(3_600_000));
+        assert_eq!(outputs(&mut client), [Out::Connect]);
+    }
 }
 
 #[test]
@@ -804,6 +806,33 @@ fn a_refused_token_falls_back_to_the_password_once() {
     assert_eq!(client.poll_timeout(), None);
 }
 
+/// A banned account's token is refused with `Banned`: the password would be refused the
+/// same way, so the client stops at once, saying why, instead of trying it.
+#[test]
+fn a_banned_token_login_stops_without_trying_the_password() {
+    let mut client = logged_in(at(0));
+    let now = drop_and_retry(&mut client, at(1));
+    client.handle_connected(now);
+    feed(&mut client, now, welcome());
+    outputs(&mut client);
+    feed(
+        &mut client,
+        now,
+        ServerMsg::Error {
+            request: RequestKind::Login,
+            code: ErrorCode::Banned,
+            id: None,
+        },
+    );
+    assert_eq!(outputs(&mut client), [Out::Disconnect]);
+    let stop = StopReason::Refused {
+        request: RequestKind::Login,
+        code: ErrorCode::Banned,
+    };
+    assert_eq!(client.state(), ClientState::Stopped(stop));
+    assert_eq!(client.poll_timeout(), None);
+}
+
 #[test]
 fn register_mode_registers_then_logs_in_and_later_only_logs_in() {
     let mut client = registering();
@@ -987,6 +1016,7 @@ fn online_only_commands_are_refused_while_offline() {
     outputs(&mut client);
     client.request_history(at(0), user("bob"), None, 50);
     client.admin_who(at(0));
+    client.admin(at(0), AdminAction::Ban, user("bob"));
     client.change_password(at(0), PASSWORD.into(), "new password".into());
     assert_eq!(outputs(&mut client), []);
     let refused = |request| ClientEvent::Error {
@@ -998,8 +1028,42 @@ fn online_only_commands_are_refused_while_offline() {
         [
             refused(RequestKind::History),
             refused(RequestKind::AdminWho),
+            refused(RequestKind::AdminBan),
             refused(RequestKind::ChangePassword)
         ]
+    );
+}
+
+#[test]
+fn admin_actions_go_out_as_their_requests_and_come_back_as_admin_done() {
+    let mut client = logged_in(at(0));
+    for (action, msg) in [
+        (
+            AdminAction::Kick,
+            ClientMsg::AdminKick { user: user("bob") },
+        ),
+        (AdminAction::Ban, ClientMsg::AdminBan { user: user("bob") }),
+        (
+            AdminAction::Unban,
+            ClientMsg::AdminUnban { user: user("bob") },
+        ),
+    ] {
+        client.admin(at(1), action, user("bob"));
+        assert_eq!(outputs(&mut client), [Out::Msg(msg)]);
+    }
+    let done = ServerMsg::AdminDone {
+        request: RequestKind::AdminKick,
+        user: user("bob"),
+        sessions: 2,
+    };
+    feed(&mut client, at(2), done);
+    assert_eq!(
+        events(&mut client),
+        [ClientEvent::AdminDone {
+            request: RequestKind::AdminKick,
+            user: user("bob"),
+            sessions: 2
+        }]
     );
 }
 

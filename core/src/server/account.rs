@@ -184,6 +184,12 @@ impl Server {
             }
             Err(_) => return self.error(conn, kind, ErrorCode::StorageFailed, None),
         };
+        if account.banned {
+            // The credential was right, so saying why reveals nothing a guesser could use.
+            self.out
+                .push_back(Output::Event(ServerEvent::LoginBanned { user, addr }));
+            return self.error(conn, kind, ErrorCode::Banned, None);
+        }
         self.logins.succeeded(&Culprit::User(user.clone()));
         if let Some(addr) = addr {
             self.logins.succeeded(&Culprit::Pair(user.clone(), addr));

@@ -132,6 +132,15 @@ impl Cluster {
         }
     }
 
+    /// How many sessions other nodes report for `user`.
+    fn sessions_elsewhere(&self, user: &UserId) -> usize {
+        self.peers
+            .values()
+            .filter_map(|p| p.users.get(user))
+            .map(|r| r.state.sessions.len())
+            .sum()
+    }
+
     /// The sessions of `user` on other live nodes, for `who`.
     pub(super) fn who_sessions(&self, user: &UserId, now: Instant) -> Vec<WhoSession> {
         let mut out = Vec::new();
@@ -285,6 +294,7 @@ impl Server {
                 self.catch_up_everyone();
                 return;
             }
+            Body::EndSessions { user, reason } => self.close_sessions(now, &user, reason),
             Body::User(_) | Body::Registered(_) | Body::Mail { .. } => {
                 unreachable!("handled above")
             }
@@ -519,6 +529,20 @@ impl Server {
             let msg = c.msg(Body::User(state));
             self.out.push_back(Output::Cluster { to: Dest::All, msg });
         }
+    }
+
+    /// An admin ends `user`'s sessions: every other node ends its own with `reason`. How many
+    /// sessions the other nodes reported for the user (0 on a single node).
+    pub(super) fn end_sessions_elsewhere(&mut self, user: &UserId, reason: CloseReason) -> usize {
+        let Some(c) = self.cluster.as_mut() else {
+            return 0;
+        };
+        let msg = c.msg(Body::EndSessions {
+            user: user.clone(),
+            reason,
+        });
+        self.out.push_back(Output::Cluster { to: Dest::All, msg });
+        c.sessions_elsewhere(user)
     }
 
     /// An account was created through this node: every node learns of it.

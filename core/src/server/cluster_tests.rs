@@ -1164,3 +1164,49 @@ fn the_chaos_oracle_catches_a_dead_nodes_users_never_going_offline() {
         "the planted bug went unnoticed in 200 seeds"
     );
 }
+
+/// An admin on one node kicks a user whose sessions are on two others: both end with the
+/// admin's reason, and watchers everywhere see the user go offline once.
+#[test]
+fn an_admin_kick_on_one_node_ends_the_users_sessions_on_every_node() {
+    let mut net = Net::new(3, |n| ServerConfig {
+        admins: [user("x")].into(),
+        duplicate_login: DuplicateLogin::Multi,
+        ..cfg(n)
+    });
+    let w = net.login(0, "w");
+    let a = net.login(1, "u");
+    let b = net.login(2, "u");
+    let admin = net.nodes[0].agent("x");
+    net.settle();
+    net.nodes[0].take(w);
+    net.nodes[0].take(admin);
+    net.nodes[0].frame(admin, ClientMsg::AdminKick { user: user("u") });
+    net.settle();
+    let answers: Vec<ServerMsg> = net.nodes[0]
+        .take(admin)
+        .into_iter()
+        .filter(|m| !matches!(m, ServerMsg::PresenceDiff { .. }))
+        .collect();
+    assert_eq!(
+        answers,
+        [ServerMsg::AdminDone {
+            request: RequestKind::AdminKick,
+            user: user("u"),
+            sessions: 2,
+        }]
+    );
+    assert_eq!(net.nodes[1].closed.get(&a), Some(&CloseReason::Kicked));
+    assert_eq!(net.nodes[2].closed.get(&b), Some(&CloseReason::Kicked));
+    assert_eq!(net.diffs(0, w), [entry("u", Presence::Offline)]);
+    net.advance(Duration::from_secs(10));
+    assert!(net.diffs(0, w).is_empty());
+    for node in 0..3 {
+        let who = net.nodes[node].server.who(net.now());
+        assert!(
+            !who.iter().any(|e| e.user == user("u")),
+            "node {node}: {who:?}"
+        );
+    }
+    assert!(!net.nodes[0].closed.contains_key(&admin));
+}

@@ -30,6 +30,7 @@ pub const SERVER_MSG_KINDS: &[&str] = &[
     "Who",
     "Bye",
     "Throttled",
+    "AdminDone",
 ];
 
 /// Room for every variant index that fits the first byte's varint (0..128), so a variant

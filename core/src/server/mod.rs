@@ -7,6 +7,9 @@
 //! burst of inputs before draining (100 sockets closing at once) sends one diff per watcher.
 
 mod account;
+mod admin;
+#[cfg(test)]
+mod admin_tests;
 mod budget;
 mod cluster;
 #[cfg(test)]
@@ -86,6 +89,16 @@ pub enum ServerEvent {
     Registered { user: UserId, addr: Option<IpAddr> },
     /// A user changed their password (every resume token of theirs is now void).
     PasswordChanged { user: UserId },
+    /// An administrator kicked, banned or unbanned `user` (`request` says which; a ban or
+    /// unban is stored), ending `sessions` sessions: the audit trail.
+    AdminAction {
+        admin: UserId,
+        request: RequestKind,
+        user: UserId,
+        sessions: u32,
+    },
+    /// A login with the right credential was refused: the account is banned.
+    LoginBanned { user: UserId, addr: Option<IpAddr> },
 }
 
 /// Why a session ended.
@@ -159,6 +172,13 @@ enum Pending {
     },
     MarkDelivered {
         conn: ConnId,
+    },
+    SetBanned {
+        conn: ConnId,
+        /// Who asked, for the audit trail.
+        admin: UserId,
+        user: UserId,
+        banned: bool,
     },
 }
 
@@ -314,8 +334,14 @@ impl Server {
                     role,
                     password,
                 },
-                StorageResult::Authenticated(r),
-            ) => self.authenticated(now, conn, user, role, password, r),
+                StorageResult::Authenticated(mut r),
+            ) => {
+                if let Ok(account) = &mut r {
+                    // The ban may have committed after this login's credential was read.
+                    account.banned |= self.ban_known(&user, id);
+                }
+                self.authenticated(now, conn, user, role, password, r)
+            }
             (Pending::ChangePassword { conn, user }, StorageResult::PasswordChanged(r)) => {
                 self.password_changed(conn, user, r)
             }
@@ -334,6 +360,15 @@ impl Server {
             (Pending::MarkDelivered { conn }, StorageResult::DeliveredMarked(_)) => {
                 self.delivered_marked(conn)
             }
+            (
+                Pending::SetBanned {
+                    conn,
+                    admin,
+                    user,
+                    banned,
+                },
+                StorageResult::BannedSet(r),
+            ) => self.banned_set(now, conn, admin, user, banned, r),
             // The storage contract answers each request with its own kind; anything else is
             // a backend bug, and going on would attach the wrong data to a session.
             (pending, result) => {
@@ -606,17 +641,10 @@ impl Server {
                 user: new,
                 password,
             } => self.register(now, conn, new, password),
-            ClientMsg::AdminWho => {
-                if self.cfg.admins.contains(&user) {
-                    let who = ServerMsg::Who {
-                        users: self.who(now),
-                        connections: self.conns.len() as u64,
-                    };
-                    self.send(conn, &who);
-                } else {
-                    self.error(conn, RequestKind::AdminWho, ErrorCode::Forbidden, None);
-                }
-            }
+            ClientMsg::AdminWho => self.admin_who(now, conn, &user),
+            ClientMsg::AdminKick { user: target } => self.admin_kick(now, conn, user, target),
+            ClientMsg::AdminBan { user: target } => self.admin_ban(conn, user, target, true),
+            ClientMsg::AdminUnban { user: target } => self.admin_ban(conn, user, target, false),
             ClientMsg::Login { .. } | ClientMsg::AgentLogin { .. } => {
                 self.error(conn, msg.kind(), ErrorCode::AlreadyLoggedIn, None)
             }

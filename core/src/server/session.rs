@@ -163,6 +163,9 @@ pub(crate) struct User {
     pub(crate) elsewhere: u32,
     /// Cluster: the Lamport stamp of `status` and the node that set it; the highest wins.
     pub(crate) status_clock: (u64, NodeId),
+    /// A ban of the user stored through this node, and the request number current when it
+    /// committed: logins asked for before it may have read the account unbanned.
+    pub(crate) banned_since: Option<RequestId>,
 }
 
 impl User {
@@ -174,6 +177,7 @@ impl User {
             lingering: None,
             elsewhere: 0,
             status_clock: (0, NodeId(0)),
+            banned_since: None,
         }
     }
 

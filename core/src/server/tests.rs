@@ -1359,7 +1359,9 @@ fn died_without_meaning_to(reason: CloseReason) -> bool {
         | CloseReason::UnsupportedVersion
         | CloseReason::ServerFull
         | CloseReason::ServerShutdown
-        | CloseReason::NodeFenced => false,
+        | CloseReason::NodeFenced
+        | CloseReason::Kicked
+        | CloseReason::Banned => false,
     }
 }
 

@@ -109,6 +109,18 @@ pub const CHECKS: &[Check] = &[
         name: "attachments_are_kept_whole",
         run: attachments_are_kept_whole,
     },
+    Check {
+        name: "a_banned_login_is_verified_and_marked_and_spends_nothing",
+        run: a_banned_login_is_verified_and_marked_and_spends_nothing,
+    },
+    Check {
+        name: "an_unban_lets_the_user_back_with_the_same_tokens",
+        run: an_unban_lets_the_user_back_with_the_same_tokens,
+    },
+    Check {
+        name: "a_ban_needs_a_known_user",
+        run: a_ban_needs_a_known_user,
+    },
 ];
 
 /// Runs every check on fresh stores from `fresh`: one line per failed check, naming it and
@@ -294,6 +306,16 @@ impl Store {
         }) {
             (StorageResult::ContactsSet(r), _) => Ok(r),
             (other, _) => unexpected("SetContacts", other),
+        }
+    }
+
+    fn set_banned(&mut self, name: &str, banned: bool) -> Outcome<Result<(), StorageError>> {
+        match self.apply(StorageOp::SetBanned {
+            user: user(name),
+            banned,
+        }) {
+            (StorageResult::BannedSet(r), _) => Ok(r),
+            (other, _) => unexpected("SetBanned", other),
         }
     }
 
@@ -577,6 +599,7 @@ fn an_agent_login_issues_no_token_and_spends_none(fresh: &mut Fresh<'_>) -> Outc
             Account {
                 contacts: users(&["bob"]),
                 resume_token: Vec::new(),
+                banned: false,
             },
             &format!("agent login {i}"),
         )?;
@@ -1121,6 +1144,117 @@ fn attachments_are_kept_whole(fresh: &mut Fresh<'_>) -> Outcome {
         vec![Some(info(&blank)), Some(info(&pdf))],
         "history's attachment info",
     )
+}
+
+/// A ban refuses the account, not the credential: a right one comes back as a banned account
+/// (no token, no contacts), a wrong one as a wrong one, so a ban reveals nothing to a
+/// guesser. A banned login issues no token and spends none, and other users are untouched.
+fn a_banned_login_is_verified_and_marked_and_spends_nothing(fresh: &mut Fresh<'_>) -> Outcome {
+    let mut s = Store::with_users(fresh, &["alice", "bob"])?;
+    ensure_eq(
+        s.set_contacts("alice", &["bob"], &[])?,
+        Ok(()),
+        "alice adds bob",
+    )?;
+    let first = s.token_of(
+        "alice",
+        Credential::Password(PASSWORD.into()),
+        "first login",
+    )?;
+    let second = s.token_of("alice", Credential::Token(first.clone()), "token login")?;
+    ensure_eq(s.set_banned("alice", true)?, Ok(()), "the ban")?;
+    ensure_eq(s.set_banned("alice", true)?, Ok(()), "banning again")?;
+    for (what, credential, issue_token) in [
+        (
+            "a device's password login",
+            Credential::Password(PASSWORD.into()),
+            true,
+        ),
+        (
+            "an agent's password login",
+            Credential::Password(PASSWORD.into()),
+            false,
+        ),
+        ("a token login", Credential::Token(second.clone()), true),
+        (
+            "the parent token's login",
+            Credential::Token(first.clone()),
+            true,
+        ),
+    ] {
+        ensure_eq(
+            s.authenticate("alice", credential, issue_token)?,
+            Ok(Account::banned()),
+            what,
+        )?;
+    }
+    ensure_eq(
+        s.password_login("alice", "wrong password")?,
+        Err(StorageError::BadCredentials),
+        "a wrong password while banned",
+    )?;
+    ensure_eq(
+        s.token_login("alice", b"not a token of hers")?,
+        Err(StorageError::BadCredentials),
+        "a wrong token while banned",
+    )?;
+    let bob = s.password_login("bob", PASSWORD)?;
+    ensure(bob.as_ref().is_ok_and(|a| !a.banned), || {
+        format!("bob's login while alice is banned: {bob:?}")
+    })?;
+    Ok(())
+}
+
+/// An unban undoes the ban and nothing else: the tokens issued before it still resume
+/// (the banned logins spent none of them).
+fn an_unban_lets_the_user_back_with_the_same_tokens(fresh: &mut Fresh<'_>) -> Outcome {
+    let mut s = Store::with_users(fresh, &["alice"])?;
+    let first = s.token_of(
+        "alice",
+        Credential::Password(PASSWORD.into()),
+        "first login",
+    )?;
+    let second = s.token_of("alice", Credential::Token(first.clone()), "token login")?;
+    ensure_eq(s.set_banned("alice", true)?, Ok(()), "the ban")?;
+    ensure_eq(
+        s.token_login("alice", &second)?,
+        Ok(Account::banned()),
+        "the token login while banned",
+    )?;
+    ensure_eq(s.set_banned("alice", false)?, Ok(()), "the unban")?;
+    ensure_eq(s.set_banned("alice", false)?, Ok(()), "unbanning again")?;
+    // The parent is still valid: the banned login above did not use its successor.
+    s.token_of(
+        "alice",
+        Credential::Token(first),
+        "the parent token after the unban",
+    )?;
+    let account = s
+        .password_login("alice", PASSWORD)?
+        .map_err(|e| format!("password login after the unban refused: {e:?}"))?;
+    ensure(!account.banned && !account.resume_token.is_empty(), || {
+        format!("password login after the unban: {account:?}")
+    })
+}
+
+fn a_ban_needs_a_known_user(fresh: &mut Fresh<'_>) -> Outcome {
+    let mut s = Store::with_users(fresh, &["alice"])?;
+    for banned in [true, false] {
+        ensure_eq(
+            s.set_banned("carol", banned)?,
+            Err(StorageError::NoSuchUser),
+            &format!("setting banned={banned} on an unknown user"),
+        )?;
+    }
+    ensure_eq(
+        s.register("carol", PASSWORD)?,
+        Ok(()),
+        "registering the name a ban was refused for",
+    )?;
+    let account = s.password_login("carol", PASSWORD)?;
+    ensure(account.as_ref().is_ok_and(|a| !a.banned), || {
+        format!("carol's login: {account:?}")
+    })
 }
 
 #[cfg(test)]

@@ -36,6 +36,7 @@ pub struct MemStore {
     contacts: BTreeMap<UserId, BTreeSet<UserId>>,
     messages: BTreeMap<u64, Row>,
     by_sender_id: BTreeMap<(UserId, u64), u64>,
+    banned: BTreeSet<UserId>,
     next_seq: u64,
     next_token: u64,
 }
@@ -77,6 +78,9 @@ impl MemStore {
         }) else {
             return Err(StorageError::BadCredentials);
         };
+        if self.banned.contains(user) {
+            return Ok(Account::banned());
+        }
         if let Some(parent) = parent {
             live.retain(|t| t.id != parent && (t.parent != Some(parent) || t.id == id));
         }
@@ -94,6 +98,7 @@ impl MemStore {
                 .cloned()
                 .collect(),
             resume_token: Vec::new(),
+            banned: false,
         }
     }
 
@@ -134,7 +139,9 @@ impl MemStore {
                 issue_token,
             } => StorageResult::Authenticated(match credential {
                 Credential::Password(p) if self.passwords.get(&user) == Some(&p) => {
-                    Ok(if issue_token {
+                    Ok(if self.banned.contains(&user) {
+                        Account::banned()
+                    } else if issue_token {
                         self.login(&user, None)
                     } else {
                         self.account(&user)
@@ -263,6 +270,18 @@ impl MemStore {
                     })
                     .collect();
                 StorageResult::HistoryLoaded(Ok(items))
+            }
+            StorageOp::SetBanned { user, banned } => {
+                StorageResult::BannedSet(if !self.passwords.contains_key(&user) {
+                    Err(StorageError::NoSuchUser)
+                } else {
+                    if banned {
+                        self.banned.insert(user);
+                    } else {
+                        self.banned.remove(&user);
+                    }
+                    Ok(())
+                })
             }
         }
     }

@@ -935,6 +935,13 @@ impl Harness {
                 );
                 assert!(*limit <= MAX_HISTORY, "history limit {limit}");
             }
+            StorageOp::SetBanned { .. } => {
+                // Only an admin's session asks; the server checks who is one.
+                assert!(
+                    self.conns.values().any(|m| m.logged_in_as().is_some()),
+                    "SetBanned with nobody logged in"
+                );
+            }
         }
     }
 
@@ -1079,7 +1086,8 @@ impl Harness {
             ServerMsg::OwnStatus { .. }
             | ServerMsg::PasswordChanged
             | ServerMsg::History { .. }
-            | ServerMsg::Who { .. } => {
+            | ServerMsg::Who { .. }
+            | ServerMsg::AdminDone { .. } => {
                 assert!(
                     m.logged_in_as().is_some(),
                     "{msg:?} to {conn:?}, not logged in"

@@ -92,6 +92,8 @@ export class Server {
       '--heartbeat-interval', `${HEARTBEAT_INTERVAL_MS}ms`,
       '--heartbeat-timeout', `${HEARTBEAT_TIMEOUT_MS}ms`,
       '--register-burst', '1000',
+      // An admin for the kick and ban test; no other test logs in as root.
+      '--admin', 'root',
     ], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: 'info' } });
     const keep = (d) => {
       this.log = (this.log + d).slice(-20000);
