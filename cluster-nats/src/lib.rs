@@ -204,11 +204,6 @@ impl NatsLink {
         }
         drop(client);
     }
-
-    /// Whether the client is connected to NATS now.
-    pub fn connected(&self) -> bool {
-        self.client.connection_state() == State::Connected
-    }
 }
 
 /// Connects to NATS, subscribes, and starts the tasks that carry messages both ways. Fails

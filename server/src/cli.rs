@@ -770,6 +770,111 @@ mod tests {
     }
 
     #[test]
+    fn cluster_flags_reach_the_settings_with_the_cores_defaults() {
+        let pg = ["--store", "postgres://breeze@db/breeze"];
+        let mut flags = pg.to_vec();
+        flags.extend(["--cluster", "nats://u:pw@nats:4222", "--node-id", "3"]);
+        let s = parse(&flags).unwrap();
+        let c = s.cluster.clone().expect("a cluster");
+        assert_eq!((c.node, s.server.node), (NodeId(3), NodeId(3)));
+        assert_eq!(c.name, "breeze");
+        assert_eq!(c.nats.as_str(), "nats://u:pw@nats:4222");
+        assert_eq!(
+            c.nats.to_string(),
+            "nats://u:***@nats:4222",
+            "logged masked"
+        );
+        let core = breeze_core::cluster::ClusterConfig::new(0);
+        let cfg = c.config();
+        assert_eq!(
+            (cfg.node_timeout, cfg.heartbeat_every, cfg.fence_margin),
+            (core.node_timeout, core.heartbeat_every, core.fence_margin),
+            "the flags' defaults are the core's"
+        );
+        assert!(
+            cfg.epoch > 1_700_000_000_000,
+            "milliseconds of the wall clock"
+        );
+
+        flags.extend(["--cluster-name", "eu-1", "--node-timeout", "1500ms"]);
+        flags.extend(["--node-heartbeat", "200ms", "--fence-margin", "600ms"]);
+        let c = parse(&flags).unwrap().cluster.unwrap();
+        assert_eq!(c.name, "eu-1");
+        assert_eq!(
+            (c.node_timeout, c.heartbeat_every, c.fence_margin),
+            (
+                Duration::from_millis(1500),
+                Duration::from_millis(200),
+                Duration::from_millis(600)
+            )
+        );
+        assert_eq!(parse(&pg).unwrap().cluster, None, "off by default");
+    }
+
+    #[test]
+    fn cluster_flags_are_refused_in_plain_words() {
+        let refused = |flags: &[&str]| parse(flags).unwrap_err();
+        let e = refused(&["--cluster", "nats://127.0.0.1:4222", "--node-id", "1"]);
+        assert_eq!(e, ConfigError::ClusterNeedsPostgres);
+        let text = e.to_string();
+        assert!(
+            text.contains("--cluster") && text.contains("--store") && text.contains("--db"),
+            "{text}"
+        );
+        let pg = ["--store", "postgres://breeze@db/breeze"];
+        let with = |more: &[&'static str]| {
+            let mut v = pg.to_vec();
+            v.extend_from_slice(more);
+            v
+        };
+        assert_eq!(
+            refused(&with(&["--cluster", "nats://n:4222"])),
+            ConfigError::ClusterNeedsNodeId
+        );
+        assert_eq!(
+            refused(&with(&["--node-id", "1"])),
+            ConfigError::NodeIdWithoutCluster
+        );
+        let e = refused(&with(&[
+            "--cluster",
+            "http://u:pw@n:4222",
+            "--node-id",
+            "1",
+        ]));
+        assert!(matches!(e, ConfigError::ClusterNotNats(_)), "{e}");
+        assert!(!e.to_string().contains("pw"), "{e}");
+        let e = refused(&with(&[
+            "--cluster",
+            "nats://n:4222",
+            "--node-id",
+            "1",
+            "--cluster-name",
+            "a.b",
+        ]));
+        assert_eq!(e, ConfigError::BadClusterName("a.b".into()));
+        for (beat, margin, timeout) in [
+            ("1s", "1s", "3s"),
+            ("500ms", "3s", "3s"),
+            ("0s", "1s", "3s"),
+        ] {
+            let e = refused(&with(&[
+                "--cluster",
+                "nats://n:4222",
+                "--node-id",
+                "1",
+                "--node-heartbeat",
+                beat,
+                "--fence-margin",
+                margin,
+                "--node-timeout",
+                timeout,
+            ]));
+            assert!(matches!(e, ConfigError::ClusterTimings { .. }), "{e}");
+            assert!(e.to_string().contains("--fence-margin"), "{e}");
+        }
+    }
+
+    #[test]
     fn store_takes_a_postgres_url_and_names_the_flag_otherwise() {
         let s = parse(&["--store", "postgres://breeze:secret@db.example:5432/breeze"]).unwrap();
         let DbLocation::Postgres(url) = &s.db else {
