@@ -421,3 +421,43 @@ async fn a_node_cut_off_from_nats_fences_itself_before_the_others_declare_it_dea
     until_who(&mut alice, &everyone).await;
     drop((n1, n2, n3));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_restarted_under_its_id_ends_its_old_sessions_everywhere() {
+    let Some(cluster) =
+        Cluster::new("a_node_restarted_under_its_id_ends_its_old_sessions_everywhere")
+    else {
+        return;
+    };
+    let bus = cluster.nats.url().to_owned();
+    let n1 = cluster.node(1, &bus).await;
+    let n2 = cluster.node(2, &bus).await;
+    register(n1.addr, &["alice", "carol", "dave"]).await;
+    let mut alice = Watcher::login(n1.addr, "alice").await;
+    let mut carol = Watcher::login(n2.addr, "carol").await;
+    let _dave = Watcher::login(n2.addr, "dave").await;
+    alice.until("carol", Presence::Online, SOON).await;
+    alice.until("dave", Presence::Online, SOON).await;
+    carol.until("alice", Presence::Online, SOON).await;
+
+    // Node 2 crashes and is back under the same id (a new epoch) before its deadline: the
+    // old process's sessions end, whatever the new one says.
+    let killed = Instant::now();
+    n2.sigkill();
+    let n2 = cluster.node(2, &bus).await;
+    let restarted = killed.elapsed();
+    let mut carol = Watcher::login(n2.addr, "carol").await;
+    carol.until("alice", Presence::Online, SOON).await;
+    let dave_off = alice
+        .until("dave", Presence::Offline, NODE_TIMEOUT + SLACK)
+        .await;
+    eprintln!(
+        "node 2 restarted {restarted:?} after its SIGKILL; dave (not back) offline at alice's \
+         after {:?}",
+        dave_off - killed
+    );
+    // Carol's session is the new one, once: the old epoch's is nowhere.
+    until_who(&mut alice, &who_is(&[("alice", &[1]), ("carol", &[2])])).await;
+    assert_eq!(alice.sees("carol"), Presence::Online);
+    drop((n1, n2));
+}
