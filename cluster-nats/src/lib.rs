@@ -55,22 +55,21 @@ pub struct NatsConfig {
     pub timing: ClusterConfig,
 }
 
-/// Why the bus could not be joined; one line naming the server or the name.
+/// Why the bus could not be joined, in one line. The server's URL is not in it: it may hold
+/// a password, and the caller knows it (and how to show it masked).
 #[derive(Debug, thiserror::Error)]
 pub enum NatsError {
     #[error(
         "the cluster name {0:?} cannot be part of a NATS subject: use letters, digits, `-` and `_`"
     )]
     BadName(String),
-    #[error("cannot connect to NATS at {url}: {source}")]
+    #[error("cannot connect to NATS: {source}")]
     Connect {
-        url: String,
         #[source]
         source: async_nats::ConnectError,
     },
-    #[error("cannot subscribe to {subject} on NATS at {url}: {source}")]
+    #[error("cannot subscribe to {subject} on NATS: {source}")]
     Subscribe {
-        url: String,
         subject: String,
         #[source]
         source: async_nats::SubscribeError,
@@ -230,23 +229,15 @@ pub async fn connect(cfg: &NatsConfig) -> Result<NatsBus, NatsError> {
     let client = options
         .connect(cfg.url.as_str())
         .await
-        .map_err(|source| NatsError::Connect {
-            url: cfg.url.clone(),
-            source,
-        })?;
+        .map_err(|source| NatsError::Connect { source })?;
     let [all, mine] = subjects.subscriptions();
     let subscribe = |subject: String| {
         let client = client.clone();
-        let url = cfg.url.clone();
         async move {
             client
                 .subscribe(subject.clone())
                 .await
-                .map_err(|source| NatsError::Subscribe {
-                    url,
-                    subject,
-                    source,
-                })
+                .map_err(|source| NatsError::Subscribe { subject, source })
         }
     };
     let all = subscribe(all).await?;
@@ -261,7 +252,6 @@ pub async fn connect(cfg: &NatsConfig) -> Result<NatsBus, NatsError> {
     let publisher = tokio::spawn(publish(client.clone(), queued));
     let receiver = tokio::spawn(receive(subjects.clone(), all, mine, sender));
     info!(
-        url = %cfg.url,
         ping_interval = ?ping_interval(&cfg.timing),
         "cluster bus: connected as node {} of {}",
         cfg.node.0,

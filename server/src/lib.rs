@@ -66,8 +66,12 @@ pub enum StartError {
         #[source]
         source: PgError,
     },
-    #[error("cannot join the cluster (--cluster): {0}")]
-    Cluster(#[source] NatsError),
+    #[error("cannot join the cluster through {nats} (--cluster): {source}")]
+    Cluster {
+        nats: NatsUrl,
+        #[source]
+        source: NatsError,
+    },
     #[error("cannot set up password hashing: {0}")]
     Hashing(#[source] StoreError),
     #[error("cannot start the storage threads: {0}")]
@@ -218,7 +222,10 @@ async fn join_bus(cluster: &ClusterSettings) -> Result<(ClusterConfig, NatsBus),
         timing,
     })
     .await
-    .map_err(StartError::Cluster)?;
+    .map_err(|source| StartError::Cluster {
+        nats: cluster.nats.clone(),
+        source,
+    })?;
     Ok((timing, bus))
 }
 
