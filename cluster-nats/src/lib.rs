@@ -365,7 +365,7 @@ mod tests {
     fn the_ping_interval_notices_a_cut_inside_the_fence_margin() {
         let defaults = ClusterConfig::new(1);
         assert_eq!(ping_interval(&defaults), Duration::from_millis(125));
-        for (timeout, beat, margin) in [(3000, 500, 1000), (1500, 200, 600), (1200, 100, 500)] {
+        for (timeout, beat, margin) in [(3000, 500, 1000), (1500, 200, 900), (1200, 100, 500)] {
             let t = ClusterConfig {
                 node_timeout: Duration::from_millis(timeout),
                 heartbeat_every: Duration::from_millis(beat),

@@ -1,14 +1,16 @@
 //! Three real `breeze-server` processes as one cluster (`--cluster`): presence over a real
 //! NATS, accounts in a real PostgreSQL. What a user on one node sees of users on the others,
 //! `who` across nodes, a SIGKILLed node's users going offline everywhere within the node
-//! timeout, a node cut off from NATS fencing itself before the others declare it dead, and
-//! its return. Needs NATS (`BREEZE_TEST_NATS`) and PostgreSQL (`BREEZE_TEST_PG`); skips with
+//! timeout (and at once after a clean stop or a restart), a node cut off from NATS fencing
+//! itself before the others declare it dead, and its return; the real client coming back
+//! through another node after a fence. Needs NATS (`BREEZE_TEST_NATS`) and PostgreSQL (`BREEZE_TEST_PG`); skips with
 //! a line without them, fails instead under `BREEZE_REQUIRE_SERVICES=1`.
 //!
 //! Every test has a schema and a cluster name (the NATS subjects' prefix) of its own, and
 //! short cluster timings so that it stays quick.
 
 use breeze_core::UserId;
+use breeze_core::client::{ClientEvent, Mode};
 use breeze_core::message::{
     ClientMsg, CloseReason, Credential, MAGIC, PROTOCOL_VERSION, Presence, ServerMsg, Status,
     WhoEntry,
@@ -16,10 +18,13 @@ use breeze_core::message::{
 use breeze_testsupport::nats::{Relay, TestNats};
 use breeze_testsupport::pg::TestPg;
 use breeze_testsupport::process::{ServerProcess, temp_db};
-use breeze_testsupport::{PASSWORD, Peer, user};
+use breeze_testsupport::{PASSWORD, Peer, client_config, drive, user};
+use breeze_transport_tokio::{Connector, TcpConnector};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::time::{Instant, timeout};
 
@@ -28,7 +33,9 @@ const BIN: &str = env!("CARGO_BIN_EXE_breeze-server");
 /// The cluster timings of these tests (`--node-timeout` …), short to keep them quick.
 const NODE_TIMEOUT: Duration = Duration::from_millis(1500);
 const HEARTBEAT: Duration = Duration::from_millis(200);
-const FENCE_MARGIN: Duration = Duration::from_millis(600);
+/// The ping interval follows: (900 − 200) / 4 = 175 ms, a cut noticed within 525 ms, so the node
+/// fences by 1.125 s after it and nobody declares it dead before 1.3 s after it.
+const FENCE_MARGIN: Duration = Duration::from_millis(900);
 /// Room for a loaded test machine on top of a deadline the cluster promises: a bound that
 /// turns a missed deadline into a failure, not a measurement (the delays are printed).
 const SLACK: Duration = Duration::from_millis(1500);
@@ -459,5 +466,69 @@ async fn a_node_restarted_under_its_id_ends_its_old_sessions_everywhere() {
     // Carol's session is the new one, once: the old epoch's is nowhere.
     until_who(&mut alice, &who_is(&[("alice", &[1]), ("carol", &[2])])).await;
     assert_eq!(alice.sees("carol"), Presence::Online);
+    drop((n1, n2));
+}
+
+/// A TCP load balancer as the client sees one: each connection goes to the next node in
+/// turn, whatever address the client dials, and no health check spares it a fenced node.
+#[derive(Clone)]
+struct RoundRobin {
+    nodes: Arc<Vec<SocketAddr>>,
+    next: Arc<AtomicUsize>,
+}
+
+impl Connector for RoundRobin {
+    type Stream = tokio::net::TcpStream;
+
+    async fn connect(&mut self, _: SocketAddr) -> std::io::Result<Self::Stream> {
+        let turn = self.next.fetch_add(1, Ordering::SeqCst);
+        TcpConnector
+            .connect(self.nodes[turn % self.nodes.len()])
+            .await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_client_of_a_fenced_node_comes_back_through_another() {
+    let Some(cluster) = Cluster::new("the_real_client_of_a_fenced_node_comes_back_through_another")
+    else {
+        return;
+    };
+    let bus = cluster.nats.url().to_owned();
+    let relay = Relay::start(cluster.nats.addr()).await;
+    let n1 = cluster.node(1, &bus).await;
+    let n2 = cluster.node(2, &relay.url()).await;
+    register(n1.addr, &["alice", "carol"]).await;
+    let mut alice = Watcher::login(n1.addr, "alice").await;
+
+    // Carol's client reaches node 2 first, then node 1, and so on.
+    let balancer = RoundRobin {
+        nodes: Arc::new(vec![n2.addr, n1.addr]),
+        next: Arc::new(AtomicUsize::new(0)),
+    };
+    let cfg = client_config("carol", PASSWORD, Mode::Login);
+    let (carol, mut events) = drive(cfg, balancer, n2.addr);
+    events.logged_in().await;
+    alice.until("carol", Presence::Online, SOON).await;
+    until_who(&mut alice, &who_is(&[("alice", &[1]), ("carol", &[2])])).await;
+
+    relay.cut();
+    events
+        .expect("the fence", |e| {
+            matches!(
+                e,
+                ClientEvent::Disconnected {
+                    reason: Some(CloseReason::NodeFenced),
+                    retry_at: Some(_)
+                }
+            )
+        })
+        .await;
+    // The client reconnects by itself, and the balancer sends it to node 1.
+    events.logged_in().await;
+    until_who(&mut alice, &who_is(&[("alice", &[1]), ("carol", &[1])])).await;
+    relay.heal();
+    carol.quit().await;
+    alice.until("carol", Presence::Offline, SOON).await;
     drop((n1, n2));
 }
