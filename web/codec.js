@@ -97,6 +97,7 @@ export const ServerMsg = {
     ['Bye', fields(['reason', CloseReason])],
     ['Throttled', fields(['request', RequestKind], ['retry_after_ms', 'u32'])],
     ['AdminDone', fields(['request', RequestKind], ['user', UserId], ['sessions', 'u32'])],
+    ['OfflineWaiting', fields(['count', 'u32'])],
   ],
 };
 

@@ -68,7 +68,7 @@ async fn chat(
         outgoing: HashMap::new(),
         day: Cell::new(chrono::Local::now().date_naive()),
         bell: std::io::stdout().is_terminal(),
-        away_header: false,
+        away_header: None,
         open: None,
         max_body: None,
     };
@@ -166,8 +166,9 @@ struct Chat {
     day: Cell<chrono::NaiveDate>,
     /// Ring the terminal's bell on a message (stdout is a terminal).
     bell: bool,
-    /// The header of this session's offline messages is out.
-    away_header: bool,
+    /// The header of this session's offline messages is out, with the count it announced
+    /// (0: a header without one).
+    away_header: Option<u32>,
     /// The conversation plain lines go to (`/open`).
     open: Option<UserId>,
     /// The longest body the server takes (from its `Welcome`).
@@ -281,7 +282,7 @@ impl Chat {
                 self.logged_in = true;
                 self.ever_logged_in = true;
                 self.mailbox_done = false;
-                self.away_header = false;
+                self.away_header = None;
                 let status = self.style.status(self.status);
                 self.info(&format!("logged in as {user} ({status})"));
             }
@@ -298,9 +299,15 @@ impl Chat {
                     self.info(&self.style.change(&user, presence));
                 }
             }
+            ClientEvent::OfflineWaiting { count } => {
+                self.away_header = Some(count);
+                let s = if count == 1 { "" } else { "s" };
+                self.info(&format!("{count} offline message{s}:"));
+            }
             ClientEvent::Message(delivery) => {
-                if !self.mailbox_done && !self.away_header {
-                    self.away_header = true;
+                if !self.mailbox_done && self.away_header.is_none() {
+                    // A server from before `OfflineWaiting` says no count first.
+                    self.away_header = Some(0);
                     self.info("messages that came while you were away:");
                 }
                 // Acked only once on the screen (or in the file standard output goes to):
@@ -342,7 +349,8 @@ impl Chat {
             }
             ClientEvent::OfflineDone { count } => {
                 self.mailbox_done = true;
-                if count > 0 {
+                // Said already before them, unless more came or some could not be read.
+                if count > 0 && self.away_header != Some(count) {
                     let s = if count == 1 { "" } else { "s" };
                     self.info(&format!("{count} offline message{s}"));
                 }

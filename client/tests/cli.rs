@@ -50,8 +50,9 @@ fn a_message_sent_to_an_offline_user_is_printed_at_their_login() {
 
     let mut alice = server.chat("alice", &[]);
     alice.expect("logged in as alice");
+    // The count comes first, then the messages.
+    alice.expect("1 offline message:");
     alice.expect("bob: are you there?");
-    alice.expect("1 offline message");
     alice.type_line("/quit");
     alice.expect("logged out");
     let (status, err) = alice.exit();
@@ -67,8 +68,8 @@ fn a_message_sent_to_an_offline_user_is_printed_at_their_login() {
     assert!(out.status.success());
     assert_eq!(stderr(&out), "");
     let mut bob = server.chat("bob", &[]);
+    bob.expect("1 offline message:");
     bob.expect("alice: yes, here");
-    bob.expect("1 offline message");
     bob.type_line("/quit");
     bob.expect("logged out");
     let (status, err) = bob.exit();
@@ -76,8 +77,8 @@ fn a_message_sent_to_an_offline_user_is_printed_at_their_login() {
 
     // Alice's chat acked what it printed: only the newer message waits for her.
     let mut alice = server.chat("alice", &[]);
+    alice.expect("1 offline message:");
     alice.expect("bob: good");
-    alice.expect("1 offline message");
     assert!(
         !alice.seen.iter().any(|l| l.contains("are you there?")),
         "{:#?}",
@@ -341,8 +342,8 @@ fn a_message_typed_before_login_is_sent_before_quit() {
     assert!(status.success(), "{err}");
 
     let mut bob = server.chat("bob", &[]);
+    bob.expect("1 offline message:");
     bob.expect("alice: written early");
-    bob.expect("1 offline message");
 }
 
 #[test]

@@ -478,6 +478,12 @@ pub enum ServerMsg {
         user: UserId,
         sessions: u32,
     },
+    /// After `LoginOk`, before the first `Deliver` of the mailbox: this many messages were
+    /// waiting when the mailbox was first read (not sent when there are none). `OfflineDone`
+    /// still ends them, with the number actually delivered.
+    OfflineWaiting {
+        count: u32,
+    },
 }
 
 #[cfg(test)]

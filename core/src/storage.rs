@@ -196,6 +196,10 @@ pub struct MailboxPage {
     pub messages: Vec<Delivery>,
     /// Further undelivered messages follow the last one.
     pub more: bool,
+    /// Undelivered messages above the read's `after` when it was made, this page's and every
+    /// later page's together: the count a login announces before the first of them
+    /// (`OfflineWaiting`). Only a page with `more` costs a store a count of its own.
+    pub waiting: u32,
 }
 
 impl MailboxPage {
@@ -220,6 +224,7 @@ impl MailboxPage {
             bytes += size;
             page.messages.push(d);
         }
+        page.waiting = u32::try_from(page.messages.len()).unwrap_or(u32::MAX);
         page
     }
 }

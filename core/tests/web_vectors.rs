@@ -402,6 +402,7 @@ fn server_vectors() -> Vec<(&'static str, ServerMsg)> {
             }),
         ),
         ("offline done", ServerMsg::OfflineDone { count: 3 }),
+        ("offline waiting", ServerMsg::OfflineWaiting { count: 300 }),
         (
             "history",
             ServerMsg::History {
@@ -596,9 +597,10 @@ fn server_index(m: &ServerMsg) -> u8 {
         ServerMsg::Bye { .. } => 15,
         ServerMsg::Throttled { .. } => 16,
         ServerMsg::AdminDone { .. } => 17,
+        ServerMsg::OfflineWaiting { .. } => 18,
     }
 }
-const SERVER_VARIANTS: u8 = 18;
+const SERVER_VARIANTS: u8 = 19;
 
 #[test]
 fn every_variant_has_a_vector() {

@@ -468,7 +468,17 @@ pub(crate) async fn mailbox(
         .iter()
         .map(|r| delivery_at(r).map(|(d, _)| d))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(MailboxPage::take(deliveries, limit, max_bytes))
+    let mut page = MailboxPage::take(deliveries, limit, max_bytes);
+    if page.more {
+        let stmt = c
+            .prepare_cached(
+                "SELECT COUNT(*) FROM messages WHERE recipient = $1 AND NOT delivered AND seq > $2",
+            )
+            .await?;
+        let waiting: i64 = c.query_one(&stmt, &[&user.as_str(), &after]).await?.get(0);
+        page.waiting = u32::try_from(waiting).unwrap_or(u32::MAX);
+    }
+    Ok(page)
 }
 
 pub(crate) async fn mark_delivered(

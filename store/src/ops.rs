@@ -489,10 +489,18 @@ fn mailbox(
         limit,
         max_bytes,
     );
-    match failure {
-        Some(e) => Err(e.into()),
-        None => Ok(page),
+    let mut page = match failure {
+        Some(e) => return Err(e.into()),
+        None => page,
+    };
+    if page.more {
+        let mut count = conn.prepare_cached(
+            "SELECT COUNT(*) FROM messages WHERE recipient = ?1 AND delivered = 0 AND seq > ?2",
+        )?;
+        let waiting: i64 = count.query_row(params![user.as_str(), after], |row| row.get(0))?;
+        page.waiting = u32::try_from(waiting).unwrap_or(u32::MAX);
     }
+    Ok(page)
 }
 
 fn mark_delivered(conn: &Connection, user: &UserId, seqs: &[u64]) -> Result<(), StoreError> {

@@ -126,6 +126,10 @@ pub enum ClientEvent {
     OfflineDone {
         count: u32,
     },
+    /// This many messages stored while the user was offline follow (before the first).
+    OfflineWaiting {
+        count: u32,
+    },
     OwnStatus(Status),
     Contacts(Vec<UserId>),
     History {

@@ -557,6 +557,9 @@ impl Client {
             ServerMsg::OfflineDone { count } => {
                 self.events.push_back(ClientEvent::OfflineDone { count })
             }
+            ServerMsg::OfflineWaiting { count } => {
+                self.events.push_back(ClientEvent::OfflineWaiting { count })
+            }
             ServerMsg::History { with, items } => {
                 self.events.push_back(ClientEvent::History { with, items })
             }

@@ -31,6 +31,7 @@ pub const SERVER_MSG_KINDS: &[&str] = &[
     "Bye",
     "Throttled",
     "AdminDone",
+    "OfflineWaiting",
 ];
 
 /// Room for every variant index that fits the first byte's varint (0..128), so a variant

@@ -204,6 +204,15 @@ impl Server {
             // read owed to the next heartbeat).
             Err(_) => (MailboxPage::default(), true),
         };
+        if offline == Some(0) && page.waiting > 0 {
+            // The login's first page: say how many wait before the first of them.
+            self.out.push_back(Output::Send {
+                conn,
+                payload: encode(&ServerMsg::OfflineWaiting {
+                    count: page.waiting,
+                }),
+            });
+        }
         for d in page.messages {
             if d.seq > floor {
                 floor = d.seq;

@@ -643,6 +643,12 @@ fn messages_are_acked_after_storage_and_kept_for_offline_users() {
         .collect();
     assert_eq!(delivered, vec![1, 2]);
     assert_eq!(got.last(), Some(&ServerMsg::OfflineDone { count: 2 }));
+    assert_eq!(
+        got.iter()
+            .filter(|m| matches!(m, ServerMsg::OfflineWaiting { .. }))
+            .collect::<Vec<_>>(),
+        vec![&ServerMsg::OfflineWaiting { count: 2 }]
+    );
     rig.frame(b, ClientMsg::Ack { seqs: vec![1, 2] });
     assert_eq!(rig.store.borrow().undelivered(&user("b")), 0);
     // Live delivery once b is online.
@@ -1261,6 +1267,16 @@ fn a_large_mailbox_goes_out_page_by_page_as_the_client_acks() {
         !got.iter()
             .any(|m| matches!(m, ServerMsg::OfflineDone { .. }))
     );
+    // The count of all seven comes before the first page, not only the page's three.
+    let waiting = got
+        .iter()
+        .position(|m| *m == ServerMsg::OfflineWaiting { count: 7 })
+        .expect("OfflineWaiting { count: 7 }");
+    let first = got
+        .iter()
+        .position(|m| matches!(m, ServerMsg::Deliver(_)))
+        .expect("a Deliver");
+    assert!(waiting < first, "{got:?}");
     // A message arriving meanwhile comes in its turn, once.
     rig.frame(
         a,

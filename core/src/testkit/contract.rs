@@ -935,8 +935,10 @@ fn the_mailbox_is_read_in_pages(fresh: &mut Fresh<'_>) -> Outcome {
             .delivery
             .seq,
     );
+    let mut waiting = Vec::new();
     let mut page = |after: u64, limit: u32, max_bytes: u64| -> Outcome<(Vec<u64>, bool)> {
         let page = s.mailbox_page("bob", after, limit, max_bytes)?;
+        waiting.push(page.waiting);
         Ok((seqs(&page.messages), page.more))
     };
     ensure_eq(
@@ -989,6 +991,12 @@ fn the_mailbox_is_read_in_pages(fresh: &mut Fresh<'_>) -> Outcome {
         page(u64::MAX, 9, u64::MAX)?,
         (vec![], false),
         "after u64::MAX",
+    )?;
+    // Each read counts every undelivered message above its `after`, not only its page's.
+    ensure_eq(
+        waiting,
+        vec![6, 4, 4, 2, 2, 2, 1, 6, 0, 0],
+        "the waiting count of each read",
     )
 }
 

@@ -226,9 +226,14 @@ impl MemStore {
                     .messages
                     .range(after.saturating_add(1)..)
                     .map(|(_, r)| r)
-                    .filter(|r| r.to == user && !r.delivered)
-                    .map(|r| r.delivery.clone());
-                StorageResult::MailboxLoaded(Ok(MailboxPage::take(undelivered, limit, max_bytes)))
+                    .filter(|r| r.to == user && !r.delivered);
+                let mut page = MailboxPage::take(
+                    undelivered.clone().map(|r| r.delivery.clone()),
+                    limit,
+                    max_bytes,
+                );
+                page.waiting = u32::try_from(undelivered.count()).unwrap_or(u32::MAX);
+                StorageResult::MailboxLoaded(Ok(page))
             }
             StorageOp::MarkDelivered { user, seqs } => {
                 for seq in seqs {
