@@ -58,6 +58,11 @@ impl MemStore {
         self.passwords.keys().cloned().collect()
     }
 
+    /// The highest seq handed out so far, to anyone (0 before the first message).
+    pub fn last_seq(&self) -> u64 {
+        self.next_seq.saturating_sub(1)
+    }
+
     /// Messages stored for `user` and not yet acknowledged.
     pub fn undelivered(&self, user: &UserId) -> usize {
         self.messages
@@ -219,16 +224,27 @@ impl MemStore {
             StorageOp::LoadMailbox {
                 user,
                 after,
+                all_above,
                 limit,
                 max_bytes,
             } => {
-                let undelivered = self
+                let high = self
+                    .messages
+                    .values()
+                    .rev()
+                    .find(|r| r.to == user)
+                    .map_or(0, |r| r.delivery.seq);
+                let all_above = all_above.unwrap_or(high);
+                let selected = self
                     .messages
                     .range(after.saturating_add(1)..)
                     .map(|(_, r)| r)
-                    .filter(|r| r.to == user && !r.delivered)
+                    .filter(|r| r.to == user && (!r.delivered || r.delivery.seq > all_above))
                     .map(|r| r.delivery.clone());
-                StorageResult::MailboxLoaded(Ok(MailboxPage::take(undelivered, limit, max_bytes)))
+                StorageResult::MailboxLoaded(Ok(MailboxPage {
+                    high,
+                    ..MailboxPage::take(selected, limit, max_bytes)
+                }))
             }
             StorageOp::MarkDelivered { user, seqs } => {
                 for seq in seqs {
