@@ -774,6 +774,29 @@ fn a_dead_nodes_lost_notice_is_made_good_when_it_is_declared_dead() {
     assert_eq!(net.delivered(1, v), [(seq, "last words".to_string())]);
 }
 
+/// Node 1 is cut off before node 0 (re)starts, so node 0 never hears of it: no gap and no
+/// deadline can tell node 0 of a message stored through node 1 before it fenced itself and
+/// died. The read one node timeout after node 0's link came up brings it.
+#[test]
+fn a_message_stored_through_a_node_never_heard_from_comes_one_node_timeout_after_the_start() {
+    let mut net = Net::new(2, cfg);
+    let now = net.now();
+    net.cut[1] = true;
+    net.nodes[1].server.handle_bus_link(now, false);
+    net.restart(0, cfg(0), 2);
+    let started = net.now();
+    let v = net.login(0, "v");
+    net.nodes[0].take(v);
+    let u = net.login(1, "u");
+    let seq = net.send(1, u, 1, "v", "unheard");
+    net.crashed[1] = true;
+    let timeout = ClusterConfig::new(1).node_timeout;
+    net.advance(started + timeout - net.now() - Duration::from_millis(1));
+    assert!(net.delivered(0, v).is_empty());
+    net.advance(Duration::from_millis(1));
+    assert_eq!(net.delivered(0, v), [(seq, "unheard".to_string())]);
+}
+
 #[test]
 fn a_recipient_on_two_nodes_gets_each_message_once_on_both() {
     let mut net = Net::new(3, |n| ServerConfig {
