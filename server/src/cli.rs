@@ -1,12 +1,12 @@
 //! Command-line flags, each with an environment-variable fallback, and their checks.
 
-use crate::settings::{DbLocation, PgUrl, Settings, TlsFiles};
+use crate::settings::{ClusterSettings, DbLocation, NatsUrl, PgUrl, Settings, TlsFiles};
 use breeze_core::codec::DEFAULT_MAX_FRAME;
 use breeze_core::config::{
     Budget, FrameRate, LoginThrottle, RegisterThrottle, Registration, WorkBudget,
 };
 use breeze_core::message::WatchScope;
-use breeze_core::{DuplicateLogin, ServerConfig, UserId};
+use breeze_core::{DuplicateLogin, NodeId, ServerConfig, UserId};
 use breeze_store::{DbOptions, HashCost, Synchronous};
 use breeze_transport_tokio::{HostConfig, QueueLimits};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -79,6 +79,42 @@ pub struct Args {
     /// Several servers may share one database. The schema is created (or migrated) at start.
     #[arg(long, env = "BREEZE_STORE", value_name = "URL")]
     pub store: Option<String>,
+
+    /// Run as one node of a cluster whose bus is the NATS server at URL (`nats://HOST:PORT`):
+    /// presence is shared over it, accounts and messages through --store (PostgreSQL),
+    /// which every node must name alike. Needs --node-id. See README, "Running a cluster".
+    #[arg(long, env = "BREEZE_CLUSTER", value_name = "URL")]
+    pub cluster: Option<String>,
+
+    /// This node's number in the cluster (--cluster), unique among its nodes. A restarted
+    /// node keeps its number: its sessions of before the restart end everywhere.
+    #[arg(long, env = "BREEZE_NODE_ID", value_name = "N")]
+    pub node_id: Option<u32>,
+
+    /// The cluster's name, part of every NATS subject (`breeze.NAME.…`), so that clusters
+    /// sharing one NATS server do not hear each other. Letters, digits, `-` and `_`.
+    #[arg(
+        long,
+        env = "BREEZE_CLUSTER_NAME",
+        default_value = "breeze",
+        value_name = "NAME"
+    )]
+    pub cluster_name: String,
+
+    /// A node not heard from on the bus for this long is dead: its users go offline on
+    /// every other node.
+    #[arg(long, env = "BREEZE_NODE_TIMEOUT", default_value = "3s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub node_timeout: Duration,
+
+    /// How often a node tells the others it is alive. Shorter than --fence-margin.
+    #[arg(long, env = "BREEZE_NODE_HEARTBEAT", default_value = "500ms", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub node_heartbeat: Duration,
+
+    /// A node that lost NATS closes its clients (`Bye NodeFenced`: reconnect elsewhere)
+    /// this long before the others can declare it dead. Between --node-heartbeat and
+    /// --node-timeout; it must cover noticing the loss (see CLUSTER.md).
+    #[arg(long, env = "BREEZE_FENCE_MARGIN", default_value = "1s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub fence_margin: Duration,
 
     /// How each commit reaches the disk. `full`: a message is confirmed to its sender only
     /// once it would survive a power loss. `normal`: faster; a power loss (not a crash) may
@@ -371,6 +407,29 @@ pub enum ConfigError {
          and port without a path (https://chat.example.com, http://localhost:8080)"
     )]
     BadOrigin(String),
+    #[error(
+        "--cluster needs --store postgres://…: the nodes share accounts and messages through \
+         PostgreSQL, and a SQLite file (--db) belongs to one server"
+    )]
+    ClusterNeedsPostgres,
+    #[error("--cluster needs --node-id N, a number unique among the cluster's nodes")]
+    ClusterNeedsNodeId,
+    #[error("--node-id is set but --cluster is not: a node id means something only in a cluster")]
+    NodeIdWithoutCluster,
+    #[error("--cluster must be a NATS URL (nats://HOST:PORT or tls://HOST:PORT), not {0:?}")]
+    ClusterNotNats(String),
+    #[error("--cluster-name {0:?} is part of NATS subjects: use only letters, digits, `-` and `_`")]
+    BadClusterName(String),
+    #[error(
+        "--node-heartbeat ({heartbeat}) must be shorter than --fence-margin ({margin}), and \
+         that shorter than --node-timeout ({timeout}): a node must fence itself before the \
+         others declare it dead"
+    )]
+    ClusterTimings {
+        heartbeat: String,
+        margin: String,
+        timeout: String,
+    },
     #[error("--http-listen and --listen are both {0}: give the HTTP listener its own port")]
     SameAddress(SocketAddr),
     #[error(
@@ -440,7 +499,7 @@ impl Args {
     }
 
     /// Checks the flags and turns them into settings.
-    pub fn into_settings(self) -> Result<Settings, ConfigError> {
+    pub fn into_settings(mut self) -> Result<Settings, ConfigError> {
         for (flag, zero) in [
             ("--heartbeat-interval", self.heartbeat_interval.is_zero()),
             ("--heartbeat-timeout", self.heartbeat_timeout.is_zero()),
@@ -467,6 +526,7 @@ impl Args {
                 return Err(ConfigError::Zero(flag));
             }
         }
+        let cluster = self.cluster_settings()?;
         if self.heartbeat_timeout <= self.heartbeat_interval {
             return Err(ConfigError::TimeoutNotAboveInterval {
                 timeout: format_duration(self.heartbeat_timeout).to_string(),
@@ -538,7 +598,7 @@ impl Args {
             },
             ..HostConfig::default()
         };
-        let db = match self.store {
+        let db = match self.store.take() {
             Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
                 DbLocation::Postgres(PgUrl::new(url))
             }
@@ -581,9 +641,52 @@ impl Args {
             },
             hash_cost,
             hash_threads: self.hash_threads,
-            server,
+            server: ServerConfig {
+                node: cluster.as_ref().map_or(server.node, |c| c.node),
+                ..server
+            },
             host,
+            cluster,
         })
+    }
+
+    /// `--cluster` and the flags that go with it, checked against each other and the store.
+    fn cluster_settings(&self) -> Result<Option<ClusterSettings>, ConfigError> {
+        let Some(url) = &self.cluster else {
+            return match self.node_id {
+                Some(_) => Err(ConfigError::NodeIdWithoutCluster),
+                None => Ok(None),
+            };
+        };
+        // A --store that is not PostgreSQL is refused on its own account.
+        if self.store.is_none() {
+            return Err(ConfigError::ClusterNeedsPostgres);
+        }
+        if !(url.starts_with("nats://") || url.starts_with("tls://")) {
+            return Err(ConfigError::ClusterNotNats(NatsUrl::new(url).to_string()));
+        }
+        let node = self.node_id.ok_or(ConfigError::ClusterNeedsNodeId)?;
+        let name = &self.cluster_name;
+        if breeze_cluster_nats::Subjects::new(name, NodeId(node)).is_err() {
+            return Err(ConfigError::BadClusterName(name.clone()));
+        }
+        let (heartbeat, margin, timeout) =
+            (self.node_heartbeat, self.fence_margin, self.node_timeout);
+        if heartbeat.is_zero() || heartbeat >= margin || margin >= timeout {
+            return Err(ConfigError::ClusterTimings {
+                heartbeat: format_duration(heartbeat).to_string(),
+                margin: format_duration(margin).to_string(),
+                timeout: format_duration(timeout).to_string(),
+            });
+        }
+        Ok(Some(ClusterSettings {
+            nats: NatsUrl::new(url),
+            name: name.clone(),
+            node: NodeId(node),
+            node_timeout: timeout,
+            heartbeat_every: heartbeat,
+            fence_margin: margin,
+        }))
     }
 }
 
@@ -687,6 +790,111 @@ mod tests {
             err.contains("--listen") && err.contains("expected HOST:PORT"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn cluster_flags_reach_the_settings_with_the_cores_defaults() {
+        let pg = ["--store", "postgres://breeze@db/breeze"];
+        let mut flags = pg.to_vec();
+        flags.extend(["--cluster", "nats://u:pw@nats:4222", "--node-id", "3"]);
+        let s = parse(&flags).unwrap();
+        let c = s.cluster.clone().expect("a cluster");
+        assert_eq!((c.node, s.server.node), (NodeId(3), NodeId(3)));
+        assert_eq!(c.name, "breeze");
+        assert_eq!(c.nats.as_str(), "nats://u:pw@nats:4222");
+        assert_eq!(
+            c.nats.to_string(),
+            "nats://u:***@nats:4222",
+            "logged masked"
+        );
+        let core = breeze_core::cluster::ClusterConfig::new(0);
+        let cfg = c.config();
+        assert_eq!(
+            (cfg.node_timeout, cfg.heartbeat_every, cfg.fence_margin),
+            (core.node_timeout, core.heartbeat_every, core.fence_margin),
+            "the flags' defaults are the core's"
+        );
+        assert!(
+            cfg.epoch > 1_700_000_000_000,
+            "milliseconds of the wall clock"
+        );
+
+        flags.extend(["--cluster-name", "eu-1", "--node-timeout", "1500ms"]);
+        flags.extend(["--node-heartbeat", "200ms", "--fence-margin", "600ms"]);
+        let c = parse(&flags).unwrap().cluster.unwrap();
+        assert_eq!(c.name, "eu-1");
+        assert_eq!(
+            (c.node_timeout, c.heartbeat_every, c.fence_margin),
+            (
+                Duration::from_millis(1500),
+                Duration::from_millis(200),
+                Duration::from_millis(600)
+            )
+        );
+        assert_eq!(parse(&pg).unwrap().cluster, None, "off by default");
+    }
+
+    #[test]
+    fn cluster_flags_are_refused_in_plain_words() {
+        let refused = |flags: &[&str]| parse(flags).unwrap_err();
+        let e = refused(&["--cluster", "nats://127.0.0.1:4222", "--node-id", "1"]);
+        assert_eq!(e, ConfigError::ClusterNeedsPostgres);
+        let text = e.to_string();
+        assert!(
+            text.contains("--cluster") && text.contains("--store") && text.contains("--db"),
+            "{text}"
+        );
+        let pg = ["--store", "postgres://breeze@db/breeze"];
+        let with = |more: &[&'static str]| {
+            let mut v = pg.to_vec();
+            v.extend_from_slice(more);
+            v
+        };
+        assert_eq!(
+            refused(&with(&["--cluster", "nats://n:4222"])),
+            ConfigError::ClusterNeedsNodeId
+        );
+        assert_eq!(
+            refused(&with(&["--node-id", "1"])),
+            ConfigError::NodeIdWithoutCluster
+        );
+        let e = refused(&with(&[
+            "--cluster",
+            "http://u:pw@n:4222",
+            "--node-id",
+            "1",
+        ]));
+        assert!(matches!(e, ConfigError::ClusterNotNats(_)), "{e}");
+        assert!(!e.to_string().contains("pw"), "{e}");
+        let e = refused(&with(&[
+            "--cluster",
+            "nats://n:4222",
+            "--node-id",
+            "1",
+            "--cluster-name",
+            "a.b",
+        ]));
+        assert_eq!(e, ConfigError::BadClusterName("a.b".into()));
+        for (beat, margin, timeout) in [
+            ("1s", "1s", "3s"),
+            ("500ms", "3s", "3s"),
+            ("0s", "1s", "3s"),
+        ] {
+            let e = refused(&with(&[
+                "--cluster",
+                "nats://n:4222",
+                "--node-id",
+                "1",
+                "--node-heartbeat",
+                beat,
+                "--fence-margin",
+                margin,
+                "--node-timeout",
+                timeout,
+            ]));
+            assert!(matches!(e, ConfigError::ClusterTimings { .. }), "{e}");
+            assert!(e.to_string().contains("--fence-margin"), "{e}");
+        }
     }
 
     #[test]

@@ -12,7 +12,7 @@ mod settings;
 mod storage;
 pub mod users;
 
-pub use settings::{DbLocation, PgUrl, Settings, TlsFiles};
+pub use settings::{ClusterSettings, DbLocation, NatsUrl, PgUrl, Settings, TlsFiles};
 pub use storage::{PgBackend, StoreBackend};
 
 /// The web client (`web/`), embedded at build time by build.rs.
@@ -27,6 +27,8 @@ pub fn web_site() -> breeze_transport_ws::Site {
     }
 }
 
+use breeze_cluster_nats::{NatsBus, NatsConfig, NatsError, NatsLink};
+use breeze_core::cluster::ClusterConfig;
 use breeze_core::message::WhoEntry;
 use breeze_core::server::{Server, Stats};
 use breeze_store::{Db, Hasher, StoreError};
@@ -64,6 +66,12 @@ pub enum StartError {
         #[source]
         source: PgError,
     },
+    #[error("cannot join the cluster through {nats} (--cluster): {source}")]
+    Cluster {
+        nats: NatsUrl,
+        #[source]
+        source: NatsError,
+    },
     #[error("cannot set up password hashing: {0}")]
     Hashing(#[source] StoreError),
     #[error("cannot start the storage threads: {0}")]
@@ -92,6 +100,9 @@ pub struct Running {
     handle: HostHandle,
     task: JoinHandle<()>,
     http_addr: Option<SocketAddr>,
+    /// The cluster bus, closed after the host so that its last words (this node's users
+    /// leaving) reach the other nodes.
+    bus: Option<NatsLink>,
 }
 
 impl Running {
@@ -123,6 +134,9 @@ impl Running {
     pub async fn shutdown(self) {
         self.handle.shutdown().await;
         let _ = self.task.await;
+        if let Some(bus) = self.bus {
+            bus.close().await;
+        }
     }
 }
 
@@ -153,6 +167,10 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
             .map_err(|_| StartError::Panicked)?
             .map_err(StartError::Hashing)?;
         let (listener, http) = bind_all(&settings)?;
+        let bus = match &settings.cluster {
+            Some(cluster) => Some(join_bus(cluster).await?),
+            None => None,
+        };
         let service = PgService::start(
             store,
             hasher,
@@ -165,7 +183,8 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
             },
         );
         let backend = PgBackend::new(service);
-        return Serve::new(&settings, backend, None, receiver, users).on_any(listener, http, tls);
+        let serve = Serve::new(&settings, backend, None, receiver, users);
+        return Serve { bus, ..serve }.on_any(listener, http, tls);
     }
     // Opening and migrating the database and computing the hasher's first hash block; do it
     // off the runtime's workers.
@@ -193,6 +212,23 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     Serve::new(&settings, backend, commits, receiver, users).on_any(listener, http, tls)
 }
 
+/// Connects this node to its cluster's bus, for a process starting now (its epoch).
+async fn join_bus(cluster: &ClusterSettings) -> Result<(ClusterConfig, NatsBus), StartError> {
+    let timing = cluster.config();
+    let bus = breeze_cluster_nats::connect(&NatsConfig {
+        url: cluster.nats.as_str().to_owned(),
+        cluster: cluster.name.clone(),
+        node: cluster.node,
+        timing,
+    })
+    .await
+    .map_err(|source| StartError::Cluster {
+        nats: cluster.nats.clone(),
+        source,
+    })?;
+    Ok((timing, bus))
+}
+
 /// Binds the Breeze listener and, unless switched off, the HTTP one.
 fn bind_all(settings: &Settings) -> Result<(TcpListener, Option<TcpListener>), StartError> {
     let listener = bind(settings.listen).map_err(|source| StartError::Listen {
@@ -216,6 +252,8 @@ struct Serve<'a, B> {
     clock: Clock,
     settings: &'a Settings,
     registered: usize,
+    /// The cluster bus this node joins, if it is one of a cluster.
+    bus: Option<(ClusterConfig, NatsBus)>,
 }
 
 impl<'a, B: StorageBackend> Serve<'a, B> {
@@ -240,6 +278,7 @@ impl<'a, B: StorageBackend> Serve<'a, B> {
             receiver,
             clock: Clock::start(),
             settings,
+            bus: None,
         }
     }
 
@@ -297,6 +336,10 @@ impl<'a, B: StorageBackend> Serve<'a, B> {
             addr: settings.listen,
             source,
         })?;
+        let bus = self.bus.map(|(cfg, bus)| {
+            host.join_cluster(cfg, bus.backend, bus.inbox);
+            bus.link
+        });
         let http_addr = match http {
             Some(http) => {
                 let addr = http.local_addr().map_err(|source| StartError::Listen {
@@ -327,6 +370,7 @@ impl<'a, B: StorageBackend> Serve<'a, B> {
             handle,
             task: host.spawn(),
             http_addr,
+            bus,
         })
     }
 }
@@ -399,6 +443,18 @@ fn log_startup(settings: &Settings, addr: SocketAddr, http: Option<SocketAddr>, 
     let cfg = &settings.server;
     let host = &settings.host;
     let admins: Vec<&str> = cfg.admins.iter().map(|a| a.as_str()).collect();
+    let cluster = match &settings.cluster {
+        Some(c) => format!(
+            "node {} of {} on {} (node timeout {}, heartbeat {}, fence margin {})",
+            c.node.0,
+            c.name,
+            c.nats,
+            humantime::format_duration(c.node_timeout),
+            humantime::format_duration(c.heartbeat_every),
+            humantime::format_duration(c.fence_margin)
+        ),
+        None => "off".to_owned(),
+    };
     info!(
         db = %settings.db,
         registered_users = registered,
@@ -418,6 +474,7 @@ fn log_startup(settings: &Settings, addr: SocketAddr, http: Option<SocketAddr>, 
         tls = settings.tls.is_some(),
         web = %web,
         web_files = web::WEB_FILES.len(),
+        cluster = %cluster,
         "breeze-server listening on {addr}"
     );
 }

@@ -8,12 +8,15 @@
 //!   runtime over a database in a temporary directory;
 //! * [`process`]: the `breeze-server` binary as a child process;
 //! * [`pg::TestPg`]: a PostgreSQL schema of its own per test, or a skip line;
+//! * [`nats::TestNats`]: NATS and a cluster name of its own per test, or a skip line, and
+//!   [`nats::Relay`], a link to it the test cuts and heals;
 //! * [`Pki`]: a CA, a server certificate it signed, and a stranger's certificate, as PEM files.
 //!
 //! Every wait is bounded by [`WAIT`]: a test that would hang fails instead.
 
 mod driven;
 mod in_process;
+pub mod nats;
 mod peer;
 pub mod pg;
 mod pki;

@@ -36,6 +36,9 @@ pub fn server_command(bin: &Path, db: &Path, listen: SocketAddr) -> Command {
         .env_remove("BREEZE_LISTEN")
         .env_remove("BREEZE_DB")
         .env_remove("BREEZE_STORE")
+        .env_remove("BREEZE_CLUSTER")
+        .env_remove("BREEZE_CLUSTER_NAME")
+        .env_remove("BREEZE_NODE_ID")
         .env_remove("BREEZE_TLS_CERT")
         .env_remove("BREEZE_TLS_KEY")
         .stdin(Stdio::null())
@@ -185,6 +188,16 @@ impl ServerProcess {
     pub fn sigkill(mut self) -> ExitStatus {
         self.child.kill().expect("SIGKILL");
         self.child.wait().unwrap()
+    }
+
+    /// SIGTERM: the server's clean stop. Returns once the process is gone (bounded).
+    pub fn sigterm(mut self) -> ExitStatus {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -TERM failed");
+        wait_exit(&mut self.child)
     }
 
     /// What the server logged since it started listening (for failure messages).
