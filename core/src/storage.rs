@@ -74,12 +74,20 @@ pub enum StorageOp {
         body: String,
         attachment: Option<Attachment>,
     },
-    /// Messages to `user` not yet marked delivered whose seq is above `after`, in sequence
-    /// order: at most `limit`, and no more than `max_bytes` of bodies and attachment data
-    /// together — but always the first one, however large.
+    /// Messages to `user` whose seq is above `after`, in sequence order: those not yet marked
+    /// delivered, and those above `all_above` whether marked delivered or not. At most
+    /// `limit`, and no more than `max_bytes` of bodies and attachment data together — but
+    /// always the first one, however large.
+    ///
+    /// `all_above` is a session's high-water mark: under the `multi` policy a sibling device
+    /// may ack a message before this session's read runs (on another node, or a slow read),
+    /// and the message is still this session's. `None` stands for the store's highest seq to
+    /// `user` when the read is made (a login's first read: what waits for it, no acked
+    /// history); the page reports that highest seq as `high` either way.
     LoadMailbox {
         user: UserId,
         after: u64,
+        all_above: Option<u64>,
         limit: u32,
         max_bytes: u64,
     },
@@ -146,9 +154,15 @@ impl std::fmt::Debug for StorageOp {
             StorageOp::StoreMessage { from, to, id, .. } => {
                 write!(f, "StoreMessage({from}->{to} #{id})")
             }
-            StorageOp::LoadMailbox { user, after, .. } => {
-                write!(f, "LoadMailbox({user}, after {after})")
-            }
+            StorageOp::LoadMailbox {
+                user,
+                after,
+                all_above,
+                ..
+            } => write!(
+                f,
+                "LoadMailbox({user}, after {after}, all above {all_above:?})"
+            ),
             StorageOp::MarkDelivered { user, seqs } => {
                 write!(f, "MarkDelivered({user}, {} seqs)", seqs.len())
             }
@@ -194,25 +208,25 @@ pub struct Stored {
 #[derive(Clone, PartialEq, Eq, Debug, Default)]
 pub struct MailboxPage {
     pub messages: Vec<Delivery>,
-    /// Further undelivered messages follow the last one.
+    /// Further messages the read selects follow the last one.
     pub more: bool,
-    /// Undelivered messages above the read's `after` when it was made, this page's and every
-    /// later page's together: the count a login announces before the first of them
-    /// (`OfflineWaiting`). Only a page with `more` costs a store a count of its own.
+    /// The highest seq of any message to the user, seen no later than the page's messages
+    /// (0 when there is none): a seq stored after it is above it, so a session that takes it
+    /// as its `all_above` misses nothing stored since, acked by a sibling or not.
+    pub high: u64,
+    /// Messages this read selects, this page's and every later page's together, when it was
+    /// made: the count a login announces before the first of them (`OfflineWaiting`). Only a
+    /// page with `more` costs a store a count of its own.
     pub waiting: u32,
 }
 
 impl MailboxPage {
-    /// Pages `undelivered` (in seq order, all above the page's `after`) by `limit` and
-    /// `max_bytes`, the way every store must.
-    pub fn take(
-        undelivered: impl IntoIterator<Item = Delivery>,
-        limit: u32,
-        max_bytes: u64,
-    ) -> Self {
+    /// Pages `selected` (in seq order, all above the page's `after`) by `limit` and
+    /// `max_bytes`, the way every store must; `high` is the caller's to set.
+    pub fn take(selected: impl IntoIterator<Item = Delivery>, limit: u32, max_bytes: u64) -> Self {
         let mut page = MailboxPage::default();
         let mut bytes = 0u64;
-        for d in undelivered {
+        for d in selected {
             let size =
                 d.body.len() as u64 + d.attachment.as_ref().map_or(0, |a| a.data.len() as u64);
             let full = page.messages.len() as u64 >= u64::from(limit.max(1))

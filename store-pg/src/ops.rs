@@ -445,37 +445,70 @@ pub(crate) async fn store_message(
     }
 }
 
+/// One statement, so one snapshot: `high` is read with the page, never after it. Two range
+/// scans, each on its index: the unacked messages up to the mark (`messages_mailbox`, which
+/// holds only those), then every message above it (`messages_recipient`). A user with an
+/// empty page still gets a row, all NULL but `high`.
 pub(crate) async fn mailbox(
     c: &impl GenericClient,
     user: &UserId,
     after: u64,
+    all_above: Option<u64>,
     limit: u32,
     max_bytes: u64,
 ) -> Result<MailboxPage, PgError> {
     let stmt = c
         .prepare_cached(concat!(
-            "SELECT ",
+            "WITH h AS (SELECT coalesce(max(seq), 0) AS high FROM messages WHERE recipient = $1),
+                  m AS (SELECT coalesce($3::BIGINT, high) AS mark FROM h),
+                  page AS (
+                      (SELECT ",
             delivery_columns!(),
-            " FROM messages WHERE recipient = $1 AND NOT delivered AND seq > $2
-              ORDER BY seq LIMIT $3"
+            " FROM messages WHERE recipient = $1 AND NOT delivered
+                         AND seq > $2 AND seq <= (SELECT mark FROM m)
+                       ORDER BY seq LIMIT $4)
+                      UNION ALL
+                      (SELECT ",
+            delivery_columns!(),
+            " FROM messages WHERE recipient = $1
+                         AND seq > GREATEST($2, (SELECT mark FROM m))
+                       ORDER BY seq LIMIT $4))
+             SELECT page.*, h.high FROM h LEFT JOIN page ON TRUE ORDER BY page.seq LIMIT $4"
         ))
         .await?;
     // One row past the page tells whether more follow.
     let fetch = i64::from(limit.max(1)) + 1;
     let after = i64::try_from(after).unwrap_or(i64::MAX);
-    let rows = c.query(&stmt, &[&user.as_str(), &after, &fetch]).await?;
-    let deliveries = rows
-        .iter()
-        .map(|r| delivery_at(r).map(|(d, _)| d))
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut page = MailboxPage::take(deliveries, limit, max_bytes);
+    let all_above = all_above.map(|a| i64::try_from(a).unwrap_or(i64::MAX));
+    let rows = c
+        .query(&stmt, &[&user.as_str(), &after, &all_above, &fetch])
+        .await?;
+    let high = rows.first().map_or(Ok(0), |r| r.try_get::<_, i64>(9))?;
+    let mut deliveries = Vec::with_capacity(rows.len());
+    for row in &rows {
+        if row.try_get::<_, Option<i64>>(0)?.is_some() {
+            deliveries.push(delivery_at(row)?.0);
+        }
+    }
+    let mut page = MailboxPage {
+        high: u64_from_sql(high),
+        ..MailboxPage::take(deliveries, limit, max_bytes)
+    };
     if page.more {
+        // The same selection as the page's two scans, counted whole.
+        let mark = all_above.unwrap_or(high);
         let stmt = c
             .prepare_cached(
-                "SELECT COUNT(*) FROM messages WHERE recipient = $1 AND NOT delivered AND seq > $2",
+                "SELECT (SELECT COUNT(*) FROM messages WHERE recipient = $1 AND NOT delivered
+                           AND seq > $2 AND seq <= $3)
+                      + (SELECT COUNT(*) FROM messages WHERE recipient = $1
+                           AND seq > GREATEST($2, $3))",
             )
             .await?;
-        let waiting: i64 = c.query_one(&stmt, &[&user.as_str(), &after]).await?.get(0);
+        let waiting: i64 = c
+            .query_one(&stmt, &[&user.as_str(), &after, &mark])
+            .await?
+            .get(0);
         page.waiting = u32::try_from(waiting).unwrap_or(u32::MAX);
     }
     Ok(page)

@@ -76,6 +76,13 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE accounts ADD COLUMN banned BOOLEAN NOT NULL DEFAULT FALSE;
     "#,
+    // 3: a live session reads every message above its login's high-water mark, acked by a
+    // sibling device or not (`LoadMailbox::all_above`), and the mark is the recipient's
+    // highest seq: both are range scans of all of a recipient's messages, which the partial
+    // `messages_mailbox` (unacked only) cannot serve.
+    r#"
+    CREATE INDEX messages_recipient ON messages(recipient, seq);
+    "#,
 ];
 
 /// The schema version this build creates and understands.

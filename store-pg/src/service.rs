@@ -243,10 +243,11 @@ async fn perform(
         StorageOp::LoadMailbox {
             user,
             after,
+            all_above,
             limit,
             max_bytes,
         } => {
-            let page = ops::mailbox(&client, &user, after, limit, max_bytes).await?;
+            let page = ops::mailbox(&client, &user, after, all_above, limit, max_bytes).await?;
             return Ok(R::MailboxLoaded(Ok(page)));
         }
         StorageOp::LoadHistory {

@@ -99,6 +99,7 @@ async fn seqs_drawn_on_two_nodes_are_unique_and_become_visible_in_order() {
     let read = StorageOp::LoadMailbox {
         user: user("alice"),
         after: 0,
+        all_above: None,
         limit: u32::MAX,
         max_bytes: u64::MAX,
     };
@@ -256,6 +257,7 @@ async fn shutdown_answers_and_commits_everything_submitted() {
             StorageOp::LoadMailbox {
                 user: user("alice"),
                 after: 0,
+                all_above: None,
                 limit: u32::MAX,
                 max_bytes: u64::MAX,
             },
@@ -284,8 +286,11 @@ async fn a_database_from_before_bans_is_upgraded_with_nobody_banned() {
         StorageResult::Registered(Ok(()))
     );
     node.shutdown().await;
-    pg.execute("ALTER TABLE accounts DROP COLUMN banned; UPDATE schema_version SET version = 1")
-        .expect("rewind to schema 1");
+    pg.execute(
+        "DROP INDEX messages_recipient; ALTER TABLE accounts DROP COLUMN banned;
+         UPDATE schema_version SET version = 1",
+    )
+    .expect("rewind to schema 1");
 
     let mut node = Node::start(pg.url()).await;
     let login = StorageOp::Authenticate {

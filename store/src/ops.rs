@@ -93,10 +93,11 @@ pub(crate) fn start(
         StorageOp::LoadMailbox {
             user,
             after,
+            all_above,
             limit,
             max_bytes,
         } => Step::Done(R::MailboxLoaded(Ok(mailbox(
-            conn, &user, after, limit, max_bytes,
+            conn, &user, after, all_above, limit, max_bytes,
         )?))),
         StorageOp::MarkDelivered { user, seqs } => {
             mark_delivered(conn, &user, &seqs)?;
@@ -459,24 +460,44 @@ fn store_message(
     }))
 }
 
+/// Runs in the writer's transaction, so `high` and the page are one snapshot. Two range
+/// scans, each on its index: the unacked messages up to the mark (`messages_mailbox`, which
+/// holds only those), then every message above it (`messages_recipient`).
 fn mailbox(
     conn: &Connection,
     user: &UserId,
     after: u64,
+    all_above: Option<u64>,
     limit: u32,
     max_bytes: u64,
 ) -> Result<MailboxPage, StoreError> {
-    let mut stmt = conn.prepare_cached(concat!(
-        "SELECT ",
-        delivery_columns!(),
-        " FROM messages WHERE recipient = ?1 AND delivered = 0 AND seq > ?2 ORDER BY seq LIMIT ?3"
-    ))?;
+    let high: i64 = conn
+        .prepare_cached("SELECT coalesce(max(seq), 0) FROM messages WHERE recipient = ?1")?
+        .query_row(params![user.as_str()], |row| row.get(0))?;
+    let mark = all_above.map_or(high, |a| i64::try_from(a).unwrap_or(i64::MAX));
+    let after = i64::try_from(after).unwrap_or(i64::MAX);
     // One row past the page tells whether more follow.
     let fetch = i64::from(limit.max(1)) + 1;
-    let after = i64::try_from(after).unwrap_or(i64::MAX);
-    let mut rows = stmt.query_map(params![user.as_str(), after, fetch], |row| {
-        delivery_at(row).map(|(d, _)| d)
-    })?;
+    let mut unacked = conn.prepare_cached(concat!(
+        "SELECT ",
+        delivery_columns!(),
+        // Named: the planner, without statistics, would take `messages_recipient` and step
+        // over every acked message below the mark.
+        " FROM messages INDEXED BY messages_mailbox
+          WHERE recipient = ?1 AND delivered = 0 AND seq > ?2 AND seq <= ?3
+          ORDER BY seq LIMIT ?4"
+    ))?;
+    let mut above = conn.prepare_cached(concat!(
+        "SELECT ",
+        delivery_columns!(),
+        " FROM messages INDEXED BY messages_recipient
+          WHERE recipient = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
+    ))?;
+    let delivery = |row: &Row<'_>| delivery_at(row).map(|(d, _)| d);
+    // Stepped lazily, so a page cut by `max_bytes` reads no bodies past the cut.
+    let mut rows = unacked
+        .query_map(params![user.as_str(), after, mark, fetch], delivery)?
+        .chain(above.query_map(params![user.as_str(), after.max(mark), fetch], delivery)?);
     let mut failure = None;
     let page = MailboxPage::take(
         std::iter::from_fn(|| match rows.next()? {
@@ -489,15 +510,23 @@ fn mailbox(
         limit,
         max_bytes,
     );
-    let mut page = match failure {
-        Some(e) => return Err(e.into()),
-        None => page,
+    if let Some(e) = failure {
+        return Err(e.into());
+    }
+    let mut page = MailboxPage {
+        high: u64_from_sql(high),
+        ..page
     };
     if page.more {
-        let mut count = conn.prepare_cached(
-            "SELECT COUNT(*) FROM messages WHERE recipient = ?1 AND delivered = 0 AND seq > ?2",
-        )?;
-        let waiting: i64 = count.query_row(params![user.as_str(), after], |row| row.get(0))?;
+        // The same selection as the page's two scans, counted whole.
+        let waiting: i64 = conn
+            .prepare_cached(
+                "SELECT (SELECT COUNT(*) FROM messages INDEXED BY messages_mailbox
+                          WHERE recipient = ?1 AND delivered = 0 AND seq > ?2 AND seq <= ?3)
+                      + (SELECT COUNT(*) FROM messages INDEXED BY messages_recipient
+                          WHERE recipient = ?1 AND seq > max(?2, ?3))",
+            )?
+            .query_row(params![user.as_str(), after, mark], |row| row.get(0))?;
         page.waiting = u32::try_from(waiting).unwrap_or(u32::MAX);
     }
     Ok(page)

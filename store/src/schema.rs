@@ -71,6 +71,13 @@ const MIGRATIONS: &[&str] = &[
     "
     ALTER TABLE accounts ADD COLUMN banned INTEGER NOT NULL DEFAULT 0 CHECK (banned IN (0, 1));
     ",
+    // 4: a live session reads every message above its login's high-water mark, acked by a
+    // sibling device or not (`LoadMailbox::all_above`), and the mark is the recipient's
+    // highest seq: both are range scans of all of a recipient's messages, which the partial
+    // `messages_mailbox` (unacked only) cannot serve.
+    "
+    CREATE INDEX messages_recipient ON messages(recipient, seq);
+    ",
 ];
 
 /// Accounts whose names differ only in case, which migration 2 cannot fold into one.

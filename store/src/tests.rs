@@ -70,6 +70,7 @@ fn a_batch_whose_commit_fails_leaves_nothing() {
             StorageOp::LoadMailbox {
                 user: user("alice"),
                 after: 0,
+                all_above: None,
                 limit: 100,
                 max_bytes: 1 << 20,
             },

@@ -339,9 +339,13 @@ fn an_online_backup_copies_a_database_in_use() {
 }
 
 /// Makes the database at `path` look as a build of schema `version` left it: the columns
-/// later migrations add are dropped, and the version set back. Data stays where it fits.
+/// and indexes later migrations add are dropped, and the version set back. Data stays where it fits.
 fn rewind(path: &std::path::Path, version: i64) {
     let raw = rusqlite::Connection::open(path).expect("raw open");
+    if version < 4 {
+        raw.execute_batch("DROP INDEX messages_recipient")
+            .expect("drop the recipient index");
+    }
     if version < 3 {
         raw.execute_batch("ALTER TABLE accounts DROP COLUMN banned")
             .expect("drop the ban column");
@@ -386,6 +390,41 @@ fn a_database_from_before_bans_is_upgraded_with_nobody_banned() {
             .banned,
         "bob is banned"
     );
+}
+
+/// A database from before live reads above a mark (schema 3), with acked and unacked
+/// messages: opening it adds the recipient index, and a read above a mark brings the acked
+/// messages above it and the unacked below it, as on a new database.
+#[test]
+fn a_database_from_before_the_recipient_index_is_upgraded_and_read_above_a_mark() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("breeze.db");
+    let mut s = Store::new(open(&path));
+    s.register("alice", "password").expect("register");
+    s.register("bob", "password").expect("register");
+    let seqs: Vec<u64> = (1..=4)
+        .map(|i| s.send("alice", "bob", i, "hi").expect("store").delivery.seq)
+        .collect();
+    s.mark_delivered("bob", vec![seqs[0], seqs[2]]);
+    drop(s);
+    rewind(&path, 3);
+
+    let mut s = Store::new(open(&path));
+    assert_eq!(s.db.schema_version().expect("version"), SCHEMA_VERSION);
+    let page = s.mailbox_page("bob", 0, Some(seqs[1]), 9, u64::MAX);
+    let got: Vec<u64> = page.messages.iter().map(|d| d.seq).collect();
+    assert_eq!(got, [seqs[1], seqs[2], seqs[3]]);
+    assert_eq!(page.high, seqs[3]);
+    drop(s);
+    let raw = rusqlite::Connection::open(&path).expect("raw open");
+    let plan: String = raw
+        .query_row(
+            "EXPLAIN QUERY PLAN SELECT max(seq) FROM messages WHERE recipient = 'bob'",
+            [],
+            |row| row.get(3),
+        )
+        .expect("plan");
+    assert!(plan.contains("messages_recipient"), "{plan}");
 }
 
 /// A database written before names were case-insensitive (schema 1) with a mixed-case name:

@@ -224,6 +224,7 @@ impl Server {
                 since: now,
                 mailbox: Mailbox::Reading {
                     floor: 0,
+                    high: None,
                     offline: Some(0),
                     held: Vec::new(),
                     again: false,
@@ -275,7 +276,7 @@ impl Server {
                 at: self.location(conn),
                 agent: false,
             }));
-        self.read_mailbox(conn, user, 0);
+        self.read_mailbox(conn, user, 0, None);
     }
 
     /// An agent's login succeeded. It joins none of the user's state: no session in
@@ -289,7 +290,10 @@ impl Server {
             user: user.clone(),
             since: now,
             // Nothing is ever delivered to it; `Live` is the state that holds nothing back.
-            mailbox: Mailbox::Live { floor: 0 },
+            mailbox: Mailbox::Live {
+                floor: 0,
+                high: None,
+            },
             marking: false,
             acks_waiting: Vec::new(),
             agent: true,

@@ -37,6 +37,11 @@ pub(super) struct Cluster {
     /// Sessions whose mailbox read found no room in the work budget, or failed: read at the
     /// next heartbeat.
     owed: BTreeSet<ConnId>,
+    /// One node timeout after the link came up (or the node started): every session reads
+    /// its mailbox once. A peer this node never heard from since, and that stored messages
+    /// meanwhile, had lost its own link (else this node would know it) and so fenced itself,
+    /// storing nothing more, by then; it may be dead without any deadline here to say so.
+    catch_up_at: Option<Instant>,
     /// A planted bug for the chaos test's oracle to catch: a dead node's users stay.
     #[cfg(test)]
     planted_dead_stay: bool,
@@ -78,6 +83,7 @@ impl Cluster {
             kicks: BTreeMap::new(),
             clock: 0,
             owed: BTreeSet::new(),
+            catch_up_at: None,
             #[cfg(test)]
             planted_dead_stay: false,
         }
@@ -98,6 +104,7 @@ impl Cluster {
         peers
             .chain([self.next_heartbeat])
             .chain(self.fence_at())
+            .chain(self.catch_up_at)
             .min()
     }
 
@@ -199,6 +206,7 @@ impl Server {
         }
         if c.link_down_since.take().is_some() {
             c.fenced = false;
+            c.catch_up_at = Some(now + c.cfg.node_timeout);
             // Whatever was said while the link was down is lost: ask everyone for their
             // state, and let them notice our own gap from the seq this carries.
             let ask = c.msg(Body::SyncRequest);
@@ -479,6 +487,11 @@ impl Server {
         }
         for node in dead {
             self.drop_peer(now, node);
+        }
+        let c = self.cluster.as_mut().expect("checked above");
+        if c.catch_up_at.is_some_and(|at| at <= now) {
+            c.catch_up_at = None;
+            self.catch_up_everyone();
         }
         let c = self.cluster.as_mut().expect("checked above");
         if c.next_heartbeat <= now {

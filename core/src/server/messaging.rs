@@ -114,7 +114,7 @@ impl Server {
                 Phase::Session(s) => match &mut s.mailbox {
                     Mailbox::Reading { held, .. } => held.push((seq, payload.clone())),
                     Mailbox::AwaitingAck { .. } => {}
-                    Mailbox::Live { floor } if seq <= *floor => {}
+                    Mailbox::Live { floor, .. } if seq <= *floor => {}
                     Mailbox::Live { .. } => self.out.push_back(Output::Send {
                         conn: *conn,
                         payload: payload.clone(),
@@ -147,7 +147,7 @@ impl Server {
         let Some(Phase::Session(s)) = self.conns.get_mut(&conn).map(|c| &mut c.phase) else {
             return;
         };
-        let floor = s.mailbox.floor();
+        let (floor, high) = (s.mailbox.floor(), s.mailbox.high());
         if s.agent || seq.is_some_and(|seq| seq <= floor) {
             return;
         }
@@ -157,21 +157,31 @@ impl Server {
             Mailbox::Live { .. } if room => {
                 s.mailbox = Mailbox::Reading {
                     floor,
+                    high,
                     offline: None,
                     held: Vec::new(),
                     again: false,
                 };
                 let user = s.user.clone();
-                self.read_mailbox(conn, user, floor);
+                self.read_mailbox(conn, user, floor, high);
             }
             Mailbox::Live { .. } => self.owe_catch_up(conn),
         }
     }
 
-    pub(super) fn read_mailbox(&mut self, conn: ConnId, user: UserId, after: u64) {
+    /// Reads the session's mailbox above `after`; `all_above` is its login's high-water mark
+    /// (`Mailbox`), `None` for the login's first read.
+    pub(super) fn read_mailbox(
+        &mut self,
+        conn: ConnId,
+        user: UserId,
+        after: u64,
+        all_above: Option<u64>,
+    ) {
         let op = StorageOp::LoadMailbox {
             user,
             after,
+            all_above,
             limit: self.cfg.mailbox_page,
             max_bytes: self.cfg.mailbox_page_bytes,
         };
@@ -189,6 +199,7 @@ impl Server {
         };
         let Mailbox::Reading {
             floor,
+            high,
             offline,
             held,
             again,
@@ -196,8 +207,8 @@ impl Server {
         else {
             return;
         };
-        let (mut floor, mut offline, held, again) =
-            (*floor, *offline, std::mem::take(held), *again);
+        let (mut floor, mut high, mut offline, held, again) =
+            (*floor, *high, *offline, std::mem::take(held), *again);
         let (page, failed) = match r {
             Ok(page) => (page, false),
             // The messages stay stored; the next login delivers them (in a cluster, the
@@ -212,6 +223,10 @@ impl Server {
                     count: page.waiting,
                 }),
             });
+        }
+        if !failed {
+            // The first read that answers fixes the mark for the session's life.
+            high = high.or(Some(page.high));
         }
         for d in page.messages {
             if d.seq > floor {
@@ -230,6 +245,7 @@ impl Server {
             // next page brings it.
             s.mailbox = Mailbox::AwaitingAck {
                 floor,
+                high,
                 offline,
                 last: floor,
             };
@@ -240,19 +256,25 @@ impl Server {
             // this read held.
             s.mailbox = Mailbox::Reading {
                 floor,
+                high,
                 offline,
                 held,
                 again: false,
             };
             let user = s.user.clone();
-            self.read_mailbox(conn, user, floor);
+            self.read_mailbox(conn, user, floor, high);
             return;
         }
-        s.mailbox = Mailbox::Live { floor };
         let mut late: BTreeMap<u64, Bytes> = BTreeMap::new();
         for (seq, payload) in held.into_iter().filter(|(seq, _)| *seq > floor) {
             late.entry(seq).or_insert(payload);
         }
+        if !failed {
+            // Every message at or below the mark was paged or acknowledged before its page
+            // was read: none is owed any more, so a notice there needs no read.
+            floor = floor.max(high.unwrap_or(0));
+        }
+        s.mailbox = Mailbox::Live { floor, high };
         for payload in late.into_values() {
             self.out.push_back(Output::Send { conn, payload });
         }
@@ -281,9 +303,10 @@ impl Server {
         let next_page = match session.mailbox {
             Mailbox::AwaitingAck {
                 floor,
+                high,
                 offline,
                 last,
-            } if seqs.contains(&last) => Some((floor, offline)),
+            } if seqs.contains(&last) => Some((floor, high, offline)),
             _ => None,
         };
         let marking = session.marking;
@@ -299,9 +322,10 @@ impl Server {
         let Some(Phase::Session(s)) = self.conns.get_mut(&conn).map(|c| &mut c.phase) else {
             return;
         };
-        if let Some((floor, offline)) = next_page {
+        if let Some((floor, high, offline)) = next_page {
             s.mailbox = Mailbox::Reading {
                 floor,
+                high,
                 offline,
                 held: Vec::new(),
                 again: false,
@@ -313,8 +337,8 @@ impl Server {
             s.marking = true;
             self.mark_delivered(conn, user.clone(), seqs);
         }
-        if let Some((after, _)) = next_page {
-            self.read_mailbox(conn, user, after);
+        if let Some((after, high, _)) = next_page {
+            self.read_mailbox(conn, user, after, high);
         }
     }
 

@@ -73,6 +73,12 @@ pub(crate) struct Session {
 /// far: every message at or below it was committed before a page was read, so it was in a
 /// page or already acknowledged, and a late storage result for it must not deliver it again.
 ///
+/// `high` is the store's highest seq to the user at the login's first read (`None` until a
+/// read answers): below it the session is owed only what was not yet acknowledged (its
+/// offline messages), above it every message, even one a sibling device (`multi`) acked
+/// before this session's read ran. Every read after the first passes it as `all_above`, and
+/// once the pages are done `floor` rises to it: old acknowledged history is never pushed.
+///
 /// In a cluster every message reaches a session through a read (CLUSTER.md, "Messages
 /// across nodes"): messages are stored through several nodes and their news arrives in no
 /// particular order, but a read sees the mailbox in seq order, so reading above `floor` is
@@ -83,6 +89,7 @@ pub(crate) enum Mailbox {
     /// reflect writes reported while it was in flight.
     Reading {
         floor: u64,
+        high: Option<u64>,
         /// Messages the login's pages held so far, told in `OfflineDone` once the mailbox is
         /// drained; `None` once told: the read catches up on messages stored since.
         offline: Option<u32>,
@@ -92,24 +99,35 @@ pub(crate) enum Mailbox {
         again: bool,
     },
     /// A page is out; the next is read once the client acks its last seq. Live deliveries
-    /// are dropped meanwhile: they are stored, undelivered, above `floor`, so the next read
-    /// brings them.
+    /// are dropped meanwhile: they are stored above `floor` and `high`, so the next read
+    /// brings them, acknowledged by a sibling device or not.
     AwaitingAck {
         floor: u64,
+        high: Option<u64>,
         offline: Option<u32>,
         last: u64,
     },
     /// All pushed; live deliveries go straight out.
-    Live { floor: u64 },
+    Live { floor: u64, high: Option<u64> },
 }
 
 impl Mailbox {
-    /// The highest seq pushed to the session so far.
+    /// The highest seq pushed to the session so far (or, once its pages are done, `high`
+    /// if that is higher: below it nothing more is owed).
     pub(crate) fn floor(&self) -> u64 {
         match self {
             Mailbox::Reading { floor, .. }
             | Mailbox::AwaitingAck { floor, .. }
-            | Mailbox::Live { floor } => *floor,
+            | Mailbox::Live { floor, .. } => *floor,
+        }
+    }
+
+    /// The login's high-water mark, once a read has told it.
+    pub(crate) fn high(&self) -> Option<u64> {
+        match self {
+            Mailbox::Reading { high, .. }
+            | Mailbox::AwaitingAck { high, .. }
+            | Mailbox::Live { high, .. } => *high,
         }
     }
 }

@@ -1450,6 +1450,61 @@ fn every_close_reason_either_waits_out_the_grace_or_announces_at_once() {
     assert_eq!(offline_after(End::Logout), Some(false));
 }
 
+/// Under `multi` a device still paging its mailbox gets a message stored after its login even
+/// when a sibling device acks it first; an offline message the sibling acked before the
+/// page that held it was read is the sibling's (History), as it was before the fix too.
+#[test]
+fn under_multi_a_device_paging_its_mailbox_gets_what_a_sibling_acked_meanwhile() {
+    let mut rig = Rig::new(
+        ServerConfig {
+            duplicate_login: DuplicateLogin::Multi,
+            mailbox_page: 1,
+            ..cfg()
+        },
+        &["u", "v"],
+    );
+    let u = rig.login("u", Status::Online);
+    let send = |rig: &mut Rig, id: u64| {
+        rig.frame(
+            u,
+            ClientMsg::Send {
+                id,
+                to: user("v"),
+                body: format!("m{id}"),
+                attachment: None,
+            },
+        );
+    };
+    let seqs = |msgs: Vec<ServerMsg>| -> Vec<u64> {
+        msgs.into_iter()
+            .filter_map(|m| match m {
+                ServerMsg::Deliver(d) => Some(d.seq),
+                _ => None,
+            })
+            .collect()
+    };
+    send(&mut rig, 1);
+    send(&mut rig, 2);
+    let phone = rig.login("v", Status::Online);
+    let laptop = rig.login("v", Status::Online);
+    assert_eq!(seqs(rig.take(phone)), [1]);
+    assert_eq!(seqs(rig.take(laptop)), [1]);
+    // Stored while both wait for the ack of their first page: each page brings it in turn.
+    send(&mut rig, 3);
+    for seq in 1..=3 {
+        rig.frame(phone, ClientMsg::Ack { seqs: vec![seq] });
+        let next: Vec<u64> = if seq < 3 { vec![seq + 1] } else { vec![] };
+        assert_eq!(seqs(rig.take(phone)), next);
+    }
+    assert_eq!(rig.store.borrow().undelivered(&user("v")), 0);
+    rig.frame(laptop, ClientMsg::Ack { seqs: vec![1] });
+    assert_eq!(
+        seqs(rig.take(laptop)),
+        [3],
+        "2 was waiting at its login and is acked"
+    );
+}
+
 #[test]
 fn under_multi_a_new_device_status_is_told_to_the_others_not_to_itself() {
     let mut rig = Rig::new(

@@ -98,6 +98,10 @@ pub const CHECKS: &[Check] = &[
         run: the_mailbox_is_read_in_pages,
     },
     Check {
+        name: "a_read_above_a_mark_brings_acked_messages_too",
+        run: a_read_above_a_mark_brings_acked_messages_too,
+    },
+    Check {
         name: "history_pages_newest_first_through_one_conversation",
         run: history_pages_newest_first_through_one_conversation,
     },
@@ -362,12 +366,14 @@ impl Store {
         &mut self,
         name: &str,
         after: u64,
+        all_above: Option<u64>,
         limit: u32,
         max_bytes: u64,
     ) -> Outcome<MailboxPage> {
         match self.apply(StorageOp::LoadMailbox {
             user: user(name),
             after,
+            all_above,
             limit,
             max_bytes,
         }) {
@@ -378,7 +384,7 @@ impl Store {
 
     /// The whole mailbox, which must fit one page.
     fn mailbox(&mut self, name: &str) -> Outcome<Vec<Delivery>> {
-        let page = self.mailbox_page(name, 0, u32::MAX, u64::MAX)?;
+        let page = self.mailbox_page(name, 0, None, u32::MAX, u64::MAX)?;
         ensure(!page.more, || {
             format!("an unbounded page of {name}'s mailbox has more")
         })?;
@@ -937,7 +943,7 @@ fn the_mailbox_is_read_in_pages(fresh: &mut Fresh<'_>) -> Outcome {
     );
     let mut waiting = Vec::new();
     let mut page = |after: u64, limit: u32, max_bytes: u64| -> Outcome<(Vec<u64>, bool)> {
-        let page = s.mailbox_page("bob", after, limit, max_bytes)?;
+        let page = s.mailbox_page("bob", after, None, limit, max_bytes)?;
         waiting.push(page.waiting);
         Ok((seqs(&page.messages), page.more))
     };
@@ -997,6 +1003,91 @@ fn the_mailbox_is_read_in_pages(fresh: &mut Fresh<'_>) -> Outcome {
         waiting,
         vec![6, 4, 4, 2, 2, 2, 1, 6, 0, 0],
         "the waiting count of each read",
+    )
+}
+
+/// A live session's read (`all_above`) brings every message above its mark, acked by a
+/// sibling device or not, and below it only what is not yet acked; a login's first read
+/// (`None`) marks at the user's highest seq, which every page reports.
+fn a_read_above_a_mark_brings_acked_messages_too(fresh: &mut Fresh<'_>) -> Outcome {
+    // (seqs, more, high) of one read.
+    fn read(
+        s: &mut Store,
+        name: &str,
+        after: u64,
+        all_above: Option<u64>,
+        limit: u32,
+    ) -> Outcome<(Vec<u64>, bool, u64)> {
+        let page = s.mailbox_page(name, after, all_above, limit, u64::MAX)?;
+        Ok((seqs(&page.messages), page.more, page.high))
+    }
+    let mut s = Store::with_users(fresh, &["alice", "bob", "carol"])?;
+    ensure_eq(
+        read(&mut s, "bob", 0, None, 9)?,
+        (vec![], false, 0),
+        "nothing yet",
+    )?;
+    ensure_eq(
+        read(&mut s, "bob", 0, Some(0), 9)?,
+        (vec![], false, 0),
+        "nothing above 0",
+    )?;
+    let mut m = Vec::new();
+    for i in 1..=5 {
+        m.push(s.stored("alice", "bob", i, &format!("m{i}"))?.seq);
+    }
+    // Stored last, to someone else: not bob's high-water mark.
+    let to_carol = s.stored("alice", "carol", 9, "for carol")?.seq;
+    s.mark_delivered("bob", vec![m[0], m[1], m[3]])?;
+    ensure_eq(
+        read(&mut s, "bob", 0, None, 9)?,
+        (vec![m[2], m[4]], false, m[4]),
+        "a login's read: the unacked ones, marked at bob's highest",
+    )?;
+    ensure_eq(
+        read(&mut s, "bob", 0, None, 1)?,
+        (vec![m[2]], true, m[4]),
+        "a login's first page",
+    )?;
+    ensure_eq(
+        read(&mut s, "bob", 0, Some(m[1]), 9)?,
+        (vec![m[2], m[3], m[4]], false, m[4]),
+        "above the mark, the acked one too; below it, only the unacked",
+    )?;
+    ensure_eq(
+        read(&mut s, "bob", 0, Some(0), 9)?,
+        (m.clone(), false, m[4]),
+        "above 0: all of them",
+    )?;
+    ensure_eq(
+        read(&mut s, "bob", m[2], Some(m[1]), 1)?,
+        (vec![m[3]], true, m[4]),
+        "paged by count like any read",
+    )?;
+    ensure_eq(
+        read(&mut s, "bob", m[3], Some(m[1]), 1)?,
+        (vec![m[4]], false, m[4]),
+        "the last page",
+    )?;
+    ensure_eq(
+        read(&mut s, "bob", m[4], Some(0), 9)?,
+        (vec![], false, m[4]),
+        "after the last",
+    )?;
+    ensure_eq(
+        read(&mut s, "bob", 0, Some(u64::MAX), 9)?,
+        (vec![m[2], m[4]], false, m[4]),
+        "a mark at u64::MAX is an unacked-only read",
+    )?;
+    ensure_eq(
+        read(&mut s, "carol", 0, Some(0), 9)?,
+        (vec![to_carol], false, to_carol),
+        "carol's: nothing of bob's",
+    )?;
+    ensure_eq(
+        read(&mut s, "alice", 0, Some(0), 9)?,
+        (vec![], false, 0),
+        "the sender's",
     )
 }
 
@@ -1320,7 +1411,11 @@ mod tests {
             .collect();
         assert_eq!(
             names,
-            ["only_the_recipient_marks_delivered", "history_is_capped"],
+            [
+                "only_the_recipient_marks_delivered",
+                "a_read_above_a_mark_brings_acked_messages_too",
+                "history_is_capped"
+            ],
             "{broken:#?}"
         );
     }

@@ -58,6 +58,11 @@ impl MemStore {
         self.passwords.keys().cloned().collect()
     }
 
+    /// The highest seq handed out so far, to anyone (0 before the first message).
+    pub fn last_seq(&self) -> u64 {
+        self.next_seq.saturating_sub(1)
+    }
+
     /// Messages stored for `user` and not yet acknowledged.
     pub fn undelivered(&self, user: &UserId) -> usize {
         self.messages
@@ -219,21 +224,29 @@ impl MemStore {
             StorageOp::LoadMailbox {
                 user,
                 after,
+                all_above,
                 limit,
                 max_bytes,
             } => {
-                let undelivered = self
+                let high = self
+                    .messages
+                    .values()
+                    .rev()
+                    .find(|r| r.to == user)
+                    .map_or(0, |r| r.delivery.seq);
+                let all_above = all_above.unwrap_or(high);
+                let selected = self
                     .messages
                     .range(after.saturating_add(1)..)
                     .map(|(_, r)| r)
-                    .filter(|r| r.to == user && !r.delivered);
-                let mut page = MailboxPage::take(
-                    undelivered.clone().map(|r| r.delivery.clone()),
-                    limit,
-                    max_bytes,
-                );
-                page.waiting = u32::try_from(undelivered.count()).unwrap_or(u32::MAX);
-                StorageResult::MailboxLoaded(Ok(page))
+                    .filter(|r| r.to == user && (!r.delivered || r.delivery.seq > all_above))
+                    .map(|r| r.delivery.clone());
+                let waiting = u32::try_from(selected.clone().count()).unwrap_or(u32::MAX);
+                StorageResult::MailboxLoaded(Ok(MailboxPage {
+                    high,
+                    waiting,
+                    ..MailboxPage::take(selected, limit, max_bytes)
+                }))
             }
             StorageOp::MarkDelivered { user, seqs } => {
                 for seq in seqs {

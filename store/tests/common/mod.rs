@@ -154,6 +154,7 @@ impl Store {
         match self.apply(StorageOp::LoadMailbox {
             user: user(name),
             after: 0,
+            all_above: None,
             limit: u32::MAX,
             max_bytes: u64::MAX,
         }) {
@@ -166,12 +167,14 @@ impl Store {
         &mut self,
         name: &str,
         after: u64,
+        all_above: Option<u64>,
         limit: u32,
         max_bytes: u64,
     ) -> breeze_core::storage::MailboxPage {
         match self.apply(StorageOp::LoadMailbox {
             user: user(name),
             after,
+            all_above,
             limit,
             max_bytes,
         }) {
