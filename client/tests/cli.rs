@@ -31,16 +31,7 @@ fn a_message_sent_to_an_offline_user_is_printed_at_their_login() {
     server.register("alice");
     server.register("bob");
 
-    let out = server.run(&[
-        "send",
-        "--user",
-        "bob",
-        "--password",
-        &password("bob"),
-        "--to",
-        "alice",
-        "are you there?",
-    ]);
+    let out = server.send("bob", "alice", "are you there?");
     assert!(out.status.success(), "{}", stderr(&out));
     let printed = stdout(&out);
     assert!(
@@ -59,12 +50,8 @@ fn a_message_sent_to_an_offline_user_is_printed_at_their_login() {
     assert!(status.success(), "{err}");
 
     // A one-shot login leaves the user's waiting messages in the mailbox for their chat.
-    let send = |from: &str, to: &str, text: &str| {
-        let pw = password(from);
-        server.run(&["send", "--user", from, "--password", &pw, "--to", to, text])
-    };
-    assert!(send("alice", "bob", "yes, here").status.success());
-    let out = send("bob", "alice", "good");
+    assert!(server.send("alice", "bob", "yes, here").status.success());
+    let out = server.send("bob", "alice", "good");
     assert!(out.status.success());
     assert_eq!(stderr(&out), "");
     let mut bob = server.chat("bob", &[]);
@@ -421,16 +408,7 @@ fn scripts_and_admin_queries_leave_a_users_chat_alone() {
         alice.expect("root is now online");
         let before = alice.seen.len();
 
-        let out = server.run(&[
-            "send",
-            "--user",
-            "bob",
-            "--password",
-            &password("bob"),
-            "--to",
-            "alice",
-            "see you at 5",
-        ]);
+        let out = server.send("bob", "alice", "see you at 5");
         assert!(out.status.success(), "{policy:?}: {}", text(&out));
         alice.expect("bob: see you at 5");
 
@@ -484,16 +462,7 @@ fn send_reads_the_body_from_stdin_and_refuses_an_empty_one() {
     alice.expect("bob: piped from a script");
 
     for empty in ["", "   "] {
-        let out = server.run(&[
-            "send",
-            "--user",
-            "bob",
-            "--password",
-            &password("bob"),
-            "--to",
-            "alice",
-            empty,
-        ]);
+        let out = server.send("bob", "alice", empty);
         assert!(!out.status.success());
         assert_eq!(
             stderr(&out),
@@ -531,16 +500,7 @@ fn an_oversize_message_is_refused_with_the_limit() {
     let server = TestServer::start();
     server.register("alice");
     let body = "x".repeat(20_000);
-    let out = server.run(&[
-        "send",
-        "--user",
-        "alice",
-        "--password",
-        &password("alice"),
-        "--to",
-        "alice",
-        &body,
-    ]);
+    let out = server.send("alice", "alice", &body);
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(
@@ -590,18 +550,7 @@ fn an_admin_kicks_and_bans_a_chat_and_keeps_their_own() {
         "breeze: disconnected: removed by an administrator: the account is banned"
     );
     admin.expect("bob is now offline");
-    let send = |server: &TestServer| {
-        server.run(&[
-            "send",
-            "--user",
-            "bob",
-            "--password",
-            &password("bob"),
-            "--to",
-            "alice",
-            "let me in",
-        ])
-    };
+    let send = |server: &TestServer| server.send("bob", "alice", "let me in");
     let out = send(&server);
     assert!(!out.status.success());
     assert_eq!(

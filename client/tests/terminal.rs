@@ -18,17 +18,7 @@ fn a_message_arriving_while_a_line_is_typed_is_printed_above_it() {
     alice.type_keys("see you at");
     alice.expect("see you at");
 
-    let pw = password("bob");
-    let out = server.run(&[
-        "send",
-        "--user",
-        "bob",
-        "--password",
-        &pw,
-        "--to",
-        "alice",
-        "are you coming?",
-    ]);
+    let out = server.send("bob", "alice", "are you coming?");
     assert!(out.status.success(), "{}", text(&out));
     let at = alice.expect("bob: are you coming?");
     let shown = alice.shown_before(at);
@@ -62,17 +52,7 @@ fn a_message_arriving_during_a_password_prompt_waits_until_after_it() {
     alice.type_keys("/passwd\r");
     alice.expect("old password: ");
 
-    let pw = password("bob");
-    let out = server.run(&[
-        "send",
-        "--user",
-        "bob",
-        "--password",
-        &pw,
-        "--to",
-        "alice",
-        "psst",
-    ]);
+    let out = server.send("bob", "alice", "psst");
     assert!(out.status.success(), "{}", text(&out));
     // Its arrival at alice's chat cannot be seen from here: a moment for it to come while the
     // prompt is up (later, the test is weaker, never wrong).

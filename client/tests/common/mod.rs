@@ -66,6 +66,12 @@ impl TestServer {
         run(self.breeze(args))
     }
 
+    /// `breeze send --to TO BODY` as `from`, with its password.
+    pub fn send(&self, from: &str, to: &str, body: &str) -> Output {
+        let pw = password(from);
+        self.run(&["send", "--user", from, "--password", &pw, "--to", to, body])
+    }
+
     /// `breeze admin who` as `user`, with its password.
     pub fn admin_who(&self, user: &str) -> Output {
         self.admin(user, &["who"])
