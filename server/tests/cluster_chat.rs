@@ -12,6 +12,7 @@ mod cluster_rig;
 
 use breeze_core::UserId;
 use breeze_core::client::{ClientEvent, Mode};
+use breeze_core::message::Presence;
 use breeze_core::message::{CloseReason, Delivery, ErrorCode};
 use breeze_testsupport::process::ServerProcess;
 use breeze_testsupport::{Driven, PASSWORD, client_config, drive_with, user};
@@ -21,7 +22,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep, timeout};
@@ -97,27 +98,36 @@ struct Sender {
 
 impl Sender {
     async fn send(&self, to: &str) {
-        let body = format!(
-            "{} to {to}, #{}",
-            self.name,
-            self.log.lock().unwrap().sent.len()
-        );
-        let (id_tx, id_rx) = oneshot::channel();
-        self.commands
-            .send(ClientCommand::SendMessage {
+        self.send_all(&[to]).await;
+    }
+
+    /// Queues a message to each of `to` at once, without waiting between them, so that a
+    /// whole window is on its way (and in the server's hands) together.
+    async fn send_all(&self, to: &[&str]) {
+        let first = self.log.lock().unwrap().sent.len();
+        let mut queued = Vec::with_capacity(to.len());
+        for (k, to) in to.iter().enumerate() {
+            let body = format!("{} to {to}, #{}", self.name, first + k);
+            let (id_tx, id_rx) = oneshot::channel();
+            self.commands
+                .send(ClientCommand::SendMessage {
+                    to: user(to),
+                    body: body.clone(),
+                    attachment: None,
+                    id: Some(id_tx),
+                })
+                .await
+                .expect("the runner is running");
+            queued.push((id_rx, to, body));
+        }
+        for (id_rx, to, body) in queued {
+            let id = id_rx.await.expect("the runner names the message");
+            self.log.lock().unwrap().sent.push(Sent {
+                id,
                 to: user(to),
-                body: body.clone(),
-                attachment: None,
-                id: Some(id_tx),
-            })
-            .await
-            .expect("the runner is running");
-        let id = id_rx.await.expect("the runner names the message");
-        self.log.lock().unwrap().sent.push(Sent {
-            id,
-            to: user(to),
-            body,
-        });
+                body,
+            });
+        }
     }
 
     fn unacked(&self) -> usize {
@@ -126,12 +136,9 @@ impl Sender {
 }
 
 impl Chatter {
-    /// `name`'s client, trying `nodes[first]` first and then the next ones in turn. Message
-    /// ids start at `number << 40`, apart from every other user's.
-    fn start(name: &'static str, number: u64, nodes: &[SocketAddr], first: usize) -> Chatter {
-        let servers: Vec<SocketAddr> = (0..nodes.len())
-            .map(|k| nodes[(first + k) % nodes.len()])
-            .collect();
+    /// `name`'s client with its list of servers: each connection goes to the next in turn.
+    /// Message ids start at `number << 40`, apart from every other user's.
+    fn start(name: &'static str, number: u64, servers: &[SocketAddr]) -> Chatter {
         let settings = ClientSettings {
             fallbacks: servers[1..].to_vec(),
             ..ClientSettings::new(servers[0])
@@ -379,12 +386,18 @@ fn stream(
     tokio::spawn(async move {
         let mut sent = 0;
         while sent < quota && !stop.load(Ordering::SeqCst) {
-            if sender.unacked() >= window {
+            let room = window.saturating_sub(sender.unacked());
+            if room == 0 {
                 sleep(POLL).await;
                 continue;
             }
-            sender.send(to[sent % to.len()]).await;
-            sent += 1;
+            // Paced: one at a time; unpaced: the whole room at once.
+            let batch = if pace.is_zero() { room } else { 1 };
+            let batch: Vec<&str> = (sent..quota.min(sent + batch))
+                .map(|k| to[k % to.len()])
+                .collect();
+            sender.send_all(&batch).await;
+            sent += batch.len();
             if !pace.is_zero() {
                 sleep(pace).await;
             }
@@ -411,6 +424,23 @@ fn addrs(nodes: &[&ServerProcess]) -> Vec<SocketAddr> {
     nodes.iter().map(|n| n.addr).collect()
 }
 
+/// The nodes' addresses in the order `order` gives by index.
+fn servers(addrs: &[SocketAddr], order: [usize; 3]) -> Vec<SocketAddr> {
+    order.iter().map(|&i| addrs[i]).collect()
+}
+
+/// The nodes' addresses starting at `first`, then round the list.
+fn from(addrs: &[SocketAddr], first: usize) -> Vec<SocketAddr> {
+    (0..addrs.len())
+        .map(|k| addrs[(first + k) % addrs.len()])
+        .collect()
+}
+
+fn unix_ms() -> u64 {
+    let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    u64::try_from(since.as_millis()).unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_across_nodes_arrives_once_in_order_and_offline_mail_at_a_login_elsewhere() {
     const ROUNDS: usize = 30;
@@ -427,9 +457,9 @@ async fn chat_across_nodes_arrives_once_in_order_and_offline_mail_at_a_login_els
     register(n1.addr, &["alice", "ann", "ben", "cat", "dan"]).await;
 
     // One user on each node; dan is offline while they write.
-    let ann = Chatter::start("ann", 1, &addrs, 0);
-    let ben = Chatter::start("ben", 2, &addrs, 1);
-    let cat = Chatter::start("cat", 3, &addrs, 2);
+    let ann = Chatter::start("ann", 1, &from(&addrs, 0));
+    let ben = Chatter::start("ben", 2, &from(&addrs, 1));
+    let cat = Chatter::start("cat", 3, &from(&addrs, 2));
     all_logged_in(&[&ann, &ben, &cat]).await;
     let started = Instant::now();
     let senders = [
@@ -463,7 +493,7 @@ async fn chat_across_nodes_arrives_once_in_order_and_offline_mail_at_a_login_els
 
     // dan logs in on node 2: the mail from nodes 1 and 3 (and 2) is there.
     let login = Instant::now();
-    let dan = Chatter::start("dan", 4, &addrs, 1);
+    let dan = Chatter::start("dan", 4, &from(&addrs, 1));
     let everyone = [&ann, &ben, &cat, &dan];
     let caught_up = settle(&everyone, SETTLE).await;
     let all = check(&everyone);
@@ -508,11 +538,22 @@ async fn a_rolling_restart_with_chat_running_loses_and_duplicates_no_acked_messa
     names.extend(NAMES);
     register(addrs[0], &names).await;
 
-    // Two clients on each node, each with the list of servers starting at its own.
+    // Two clients on each node, each with the list of servers starting at its own, one going
+    // round it forwards and one backwards: the clients of a stopped node part ways, so that
+    // they end up on two nodes, not all on one, and the last messages cross nodes too.
+    const ORDERS: [[usize; 3]; 6] = [
+        [0, 1, 2],
+        [1, 2, 0],
+        [2, 0, 1],
+        [0, 2, 1],
+        [1, 0, 2],
+        [2, 1, 0],
+    ];
     let chatters: Vec<Chatter> = NAMES
         .iter()
+        .zip(ORDERS)
         .enumerate()
-        .map(|(i, name)| Chatter::start(name, i as u64 + 1, &addrs, i % 3))
+        .map(|(i, (name, order))| Chatter::start(name, i as u64 + 1, &servers(&addrs, order)))
         .collect();
     let all: Vec<&Chatter> = chatters.iter().collect();
     all_logged_in(&all).await;
@@ -553,8 +594,15 @@ async fn a_rolling_restart_with_chat_running_loses_and_duplicates_no_acked_messa
         )
         .await;
         let node = cluster.node_at(id, &bus, addrs[index]).await;
-        let back = stopping.elapsed();
+        let listening = stopping.elapsed();
         nodes.insert(index, node);
+        // Back in the cluster: it has every other node's sessions.
+        let mut admin = Watcher::login(addrs[index], "alice").await;
+        for name in NAMES {
+            admin.until(name, Presence::Online, SOON).await;
+        }
+        drop(admin);
+        let back = stopping.elapsed();
         let before = acked();
         until(
             &format!("chat going on after node {id} is back"),
@@ -564,7 +612,7 @@ async fn a_rolling_restart_with_chat_running_loses_and_duplicates_no_acked_messa
         .await;
         report.push(format!(
             "node {id}: stopped in {stopped:?}, its {} clients logged in elsewhere {:?} after \
-             the SIGTERM, listening again after {back:?}",
+             the SIGTERM, listening again after {listening:?}, seeing everyone after {back:?}",
             on_it.len(),
             moved - stopping
         ));
@@ -597,6 +645,8 @@ async fn a_rolling_restart_with_chat_running_loses_and_duplicates_no_acked_messa
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_killed_in_a_burst_loses_and_duplicates_no_acked_message() {
     const WINDOW: usize = 64;
+    /// Messages per pair after the kill.
+    const TAIL: usize = 25;
     let burst: usize = std::env::var("BREEZE_CLUSTER_BURST")
         .ok()
         .map_or(2000, |n| n.parse().expect("BREEZE_CLUSTER_BURST: a number"));
@@ -613,10 +663,11 @@ async fn a_node_killed_in_a_burst_loses_and_duplicates_no_acked_message() {
     register(n1.addr, &["alice", "amy", "bea", "cid", "dee"]).await;
 
     // Node 3, the one to die, holds a sender and a recipient of each kind of pair.
-    let amy = Chatter::start("amy", 1, &addrs, 0);
-    let bea = Chatter::start("bea", 2, &addrs, 1);
-    let cid = Chatter::start("cid", 3, &addrs, 2);
-    let dee = Chatter::start("dee", 4, &addrs, 2);
+    let amy = Chatter::start("amy", 1, &from(&addrs, 0));
+    let bea = Chatter::start("bea", 2, &from(&addrs, 1));
+    let cid = Chatter::start("cid", 3, &from(&addrs, 2));
+    // After node 3 they part ways: cid to node 1, dee to node 2.
+    let dee = Chatter::start("dee", 4, &servers(&addrs, [2, 1, 0]));
     let all = [&amy, &bea, &cid, &dee];
     all_logged_in(&all).await;
     let stop = Arc::new(AtomicBool::new(false));
@@ -643,6 +694,19 @@ async fn a_node_killed_in_a_burst_loses_and_duplicates_no_acked_message() {
     let killed = Instant::now();
     let acked_at_kill = totals(&all).1;
     n3.sigkill();
+    let killed_ms = unix_ms();
+    // What node 3's clients had sent and not yet heard back about.
+    let in_flight: Vec<(UserId, u64)> = [&cid, &dee]
+        .iter()
+        .flat_map(|c| {
+            let log = c.log.lock().unwrap();
+            log.sent
+                .iter()
+                .filter(|s| !log.acked.contains_key(&s.id))
+                .map(|s| (user(c.name), s.id))
+                .collect::<Vec<_>>()
+        })
+        .collect();
     let moved = until("node 3's clients logged in elsewhere", SOON, || {
         cid.logins() > logins[0] && dee.logins() > logins[1]
     })
@@ -657,16 +721,45 @@ async fn a_node_killed_in_a_burst_loses_and_duplicates_no_acked_message() {
     let result = check(&all);
     assert_clean(&result);
     assert_eq!(result.acked, burst / pairs.len() * pairs.len());
+    // Which of those the dead node had stored (their re-sends were deduplicated), by the
+    // time the server stamped them.
+    let stored_before = all
+        .iter()
+        .flat_map(|c| c.log.lock().unwrap().received.clone())
+        .filter(|d| in_flight.contains(&(d.from.clone(), d.id)) && d.sent_at_ms <= killed_ms)
+        .count();
     eprintln!(
-        "burst of {} messages in {:?}: node 3 SIGKILLed at {acked_at_kill} acknowledged, its \
-         clients logged in elsewhere {:?} after; 0 lost, 0 duplicated, 0 out of order (node \
-         timeout {NODE_TIMEOUT:?})",
+        "burst of {} messages in {:?}: node 3 SIGKILLed at {acked_at_kill} acknowledged with \
+         {} of its clients' messages in flight ({stored_before} of them already stored by it), \
+         its clients logged in elsewhere {:?} after; 0 lost, 0 duplicated, 0 out of order \
+         (node timeout {NODE_TIMEOUT:?})",
         result.acked,
         settled - started,
+        in_flight.len(),
         moved - killed
     );
     // The survivors list everyone where they are now, nobody on node 3.
     no_ghosts(&all, &addrs, &[1, 2]).await;
+    assert_eq!([cid.node(&addrs), dee.node(&addrs)], [1, 2]);
+
+    // The survivors chat on, past node 3's deadline: no restart or deadline is left to
+    // make every session read its mailbox, so each message crosses on its own notice.
+    let tail_started = Instant::now();
+    for (c, to) in &pairs {
+        let sender = c.sender();
+        for _ in 0..TAIL {
+            sender.send(to).await;
+        }
+    }
+    let tail_done = settle(&all, SETTLE).await;
+    let after = check(&all);
+    assert_clean(&after);
+    assert_eq!(after.acked, result.acked + TAIL * pairs.len());
+    eprintln!(
+        "after the kill: {} more messages delivered once in order, {:?} after the first",
+        TAIL * pairs.len(),
+        tail_done - tail_started
+    );
     for c in [amy, bea, cid, dee] {
         c.quit().await;
     }
