@@ -54,6 +54,9 @@ struct ChatLog {
     /// Each connection's end, with the server's reason if it gave one.
     drops: Vec<Option<CloseReason>>,
     refused: Vec<(u64, ErrorCode)>,
+    /// `SendDeferred`: the server could not take the message then (busy, or its database
+    /// failing); the client sends it again.
+    deferred: Vec<(u64, ErrorCode)>,
     /// Ids told `MessageSent` a second time (the client core should say it once).
     acked_twice: Vec<u64>,
 }
@@ -163,6 +166,7 @@ impl Chatter {
                             log.acked_twice.extend(twice);
                         }
                         ClientEvent::SendFailed { id, code } => log.refused.push((id, code)),
+                        ClientEvent::SendDeferred { id, code } => log.deferred.push((id, code)),
                         ClientEvent::LoggedIn { .. } => log.logins += 1,
                         ClientEvent::Disconnected { reason, .. } => log.drops.push(reason),
                         _ => {}
@@ -284,6 +288,12 @@ struct Check {
     /// Delivered under another seq or body than the sender was told, or never sent.
     wrong: Vec<String>,
     refused: Vec<String>,
+    /// Not a failure: sends the server put off (`Busy`, `StorageFailed`) …
+    deferred: Vec<String>,
+    /// … and those of them that arrived after later messages of their sender, which the
+    /// protocol allows: the client sends a put-off message again a second later (§9.3), and
+    /// what it sent meanwhile may be stored first.
+    resent_late: Vec<String>,
 }
 
 impl Check {
@@ -307,6 +317,11 @@ fn check(chatters: &[&Chatter]) -> Check {
     for (from, log) in &logs {
         check.refused.extend(
             log.refused
+                .iter()
+                .map(|(id, code)| format!("{from} {id}: {code:?}")),
+        );
+        check.deferred.extend(
+            log.deferred
                 .iter()
                 .map(|(id, code)| format!("{from} {id}: {code:?}")),
         );
@@ -345,12 +360,13 @@ fn check(chatters: &[&Chatter]) -> Check {
                 if !sent.contains_key(&d.id) {
                     check.wrong.push(format!("{to} got {d:?}, never sent"));
                 }
-                if last.is_some_and(|last| d.id <= last) {
-                    check.out_of_order.push(format!(
-                        "{to} got {from}'s id {} after id {}",
-                        d.id,
-                        last.unwrap()
-                    ));
+                if let Some(last) = last.filter(|last| d.id <= *last) {
+                    let what = format!("{to} got {from}'s id {} after id {last}", d.id);
+                    if log.deferred.iter().any(|(id, _)| *id == d.id) {
+                        check.resent_late.push(what);
+                    } else {
+                        check.out_of_order.push(what);
+                    }
                 }
                 last = Some(d.id);
             }
@@ -732,18 +748,21 @@ async fn a_node_killed_in_a_burst_loses_and_duplicates_no_acked_message() {
         "burst of {} messages in {:?}: node 3 SIGKILLed at {acked_at_kill} acknowledged with \
          {} of its clients' messages in flight ({stored_before} of them already stored by it), \
          its clients logged in elsewhere {:?} after; 0 lost, 0 duplicated, 0 out of order \
-         (node timeout {NODE_TIMEOUT:?})",
+         ({} sends put off by a server, {} of them stored after later ones) (node timeout \
+         {NODE_TIMEOUT:?})",
         result.acked,
         settled - started,
         in_flight.len(),
-        moved - killed
+        moved - killed,
+        result.deferred.len(),
+        result.resent_late.len()
     );
     // The survivors list everyone where they are now, nobody on node 3.
     no_ghosts(&all, &addrs, &[1, 2]).await;
-    assert_eq!([cid.node(&addrs), dee.node(&addrs)], [1, 2]);
 
     // The survivors chat on, past node 3's deadline: no restart or deadline is left to
-    // make every session read its mailbox, so each message crosses on its own notice.
+    // make every session read its mailbox, so each message crosses on its own notice (amy
+    // and bea are on two nodes, so some pair crosses wherever cid and dee are now).
     let tail_started = Instant::now();
     for (c, to) in &pairs {
         let sender = c.sender();
