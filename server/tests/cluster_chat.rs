@@ -757,8 +757,13 @@ async fn a_node_killed_in_a_burst_loses_and_duplicates_no_acked_message() {
         result.deferred.len(),
         result.resent_late.len()
     );
-    // The survivors list everyone where they are now, nobody on node 3.
+    // The survivors list everyone where they are now, nobody on node 3 (once its deadline
+    // has passed).
     no_ghosts(&all, &addrs, &[1, 2]).await;
+    eprintln!(
+        "node 3's sessions gone from both survivors' who {:?} after the SIGKILL",
+        killed.elapsed()
+    );
 
     // The survivors chat on, past node 3's deadline: no restart or deadline is left to
     // make every session read its mailbox, so each message crosses on its own notice (amy
