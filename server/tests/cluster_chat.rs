@@ -112,19 +112,23 @@ impl Sender {
         for (k, to) in to.iter().enumerate() {
             let body = format!("{} to {to}, #{}", self.name, first + k);
             let (id_tx, id_rx) = oneshot::channel();
-            self.commands
-                .send(ClientCommand::SendMessage {
-                    to: user(to),
-                    body: body.clone(),
-                    attachment: None,
-                    id: Some(id_tx),
-                })
+            let command = ClientCommand::SendMessage {
+                to: user(to),
+                body: body.clone(),
+                attachment: None,
+                id: Some(id_tx),
+            };
+            timeout(SOON, self.commands.send(command))
                 .await
+                .expect("the runner takes commands")
                 .expect("the runner is running");
             queued.push((id_rx, to, body));
         }
         for (id_rx, to, body) in queued {
-            let id = id_rx.await.expect("the runner names the message");
+            let id = timeout(SOON, id_rx)
+                .await
+                .expect("the runner names the message in time")
+                .expect("the runner names the message");
             self.log.lock().unwrap().sent.push(Sent {
                 id,
                 to: user(to),
@@ -761,7 +765,8 @@ async fn a_node_killed_in_a_burst_loses_and_duplicates_no_acked_message() {
     // has passed).
     no_ghosts(&all, &addrs, &[1, 2]).await;
     eprintln!(
-        "node 3's sessions gone from both survivors' who {:?} after the SIGKILL",
+        "node 3's sessions gone from both survivors' who when looked at, {:?} after the \
+         SIGKILL (after the burst settled: cluster.rs times the deadline itself)",
         killed.elapsed()
     );
 
