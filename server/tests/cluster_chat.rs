@@ -3,8 +3,9 @@
 //! list of servers. What the applications see is counted against what the senders were told
 //! is durable (`MessageSent`): each acknowledged message reaches its recipient's application
 //! exactly once, in its sender's order, across nodes, at a later login on another node,
-//! through a rolling restart of every node, and through a node SIGKILLed in a burst. Skips
-//! with a line without the services, fails instead under `BREEZE_REQUIRE_SERVICES=1`.
+//! through a rolling restart of every node (SIGTERM, and SIGKILL with the node back under
+//! its id before its deadline), and through a node SIGKILLed in a burst. Skips with a line
+//! without the services, fails instead under `BREEZE_REQUIRE_SERVICES=1`.
 //!
 //! `BREEZE_CLUSTER_BURST` sets the burst's size (default 2,000 messages).
 
@@ -534,17 +535,45 @@ async fn chat_across_nodes_arrives_once_in_order_and_offline_mail_at_a_login_els
     drop((n1, n2, n3));
 }
 
+/// How a rolling restart stops each node before starting it again under its id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// SIGTERM: the node closes its clients and says goodbye on the bus.
+    Term,
+    /// SIGKILL: a crash; the node is back under a new epoch before its deadline.
+    Kill,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_restart_with_chat_running_loses_and_duplicates_no_acked_message() {
+    rolling_restart(
+        "a_rolling_restart_with_chat_running_loses_and_duplicates_no_acked_message",
+        Stop::Term,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_crash_and_restart_with_chat_running_loses_and_duplicates_no_acked_message() {
+    rolling_restart(
+        "a_rolling_crash_and_restart_with_chat_running_loses_and_duplicates_no_acked_message",
+        Stop::Kill,
+    )
+    .await;
+}
+
+/// Three nodes, two clients on each and a steady stream of messages among them; each node in
+/// turn stopped (`how`) and started again under its id and address, the next one only once
+/// it is back in the cluster; then the senders stop and every acknowledged message must be
+/// in its recipient's application once, in order, with no ghost in any node's `who`.
+async fn rolling_restart(test: &str, how: Stop) {
     const NAMES: [&str; 6] = ["u0", "u1", "u2", "u3", "u4", "u5"];
     /// Each client's pace; six of them make a steady ~100 messages a second.
     const PACE: Duration = Duration::from_millis(60);
     const WINDOW: usize = 16;
     /// Acknowledged messages after a node is back before the next one goes.
     const BETWEEN: usize = 60;
-    let Some(cluster) =
-        Cluster::new("a_rolling_restart_with_chat_running_loses_and_duplicates_no_acked_message")
-    else {
+    let Some(cluster) = Cluster::new(test) else {
         return;
     };
     let bus = cluster.nats.url().to_owned();
@@ -601,10 +630,13 @@ async fn a_rolling_restart_with_chat_running_loses_and_duplicates_no_acked_messa
         let logins: Vec<usize> = on_it.iter().map(|c| c.logins()).collect();
         let node = nodes.remove(index);
         let stopping = Instant::now();
-        let exited = tokio::task::spawn_blocking(move || node.sigterm())
-            .await
-            .unwrap();
-        assert!(exited.success(), "node {id} stopped cleanly: {exited:?}");
+        let exited = tokio::task::spawn_blocking(move || match how {
+            Stop::Term => node.sigterm(),
+            Stop::Kill => node.sigkill(),
+        })
+        .await
+        .unwrap();
+        assert_eq!(exited.success(), how == Stop::Term, "node {id}: {exited:?}");
         let stopped = stopping.elapsed();
         // Its clients come back through the next server on their lists.
         let moved = until(
@@ -631,8 +663,8 @@ async fn a_rolling_restart_with_chat_running_loses_and_duplicates_no_acked_messa
         )
         .await;
         report.push(format!(
-            "node {id}: stopped in {stopped:?}, its {} clients logged in elsewhere {:?} after \
-             the SIGTERM, listening again after {listening:?}, seeing everyone after {back:?}",
+            "node {id}: gone in {stopped:?}, its {} clients logged in elsewhere {:?} after the \
+             signal, listening again after {listening:?}, seeing everyone after {back:?}",
             on_it.len(),
             moved - stopping
         ));
@@ -647,8 +679,9 @@ async fn a_rolling_restart_with_chat_running_loses_and_duplicates_no_acked_messa
     assert_clean(&result);
     let logins: usize = all.iter().map(|c| c.logins()).sum();
     eprintln!(
-        "rolling restart: {}; {} messages acknowledged over {:?}, every one delivered once in \
-         order ({:?} after the senders stopped), {logins} logins of {} clients",
+        "rolling restart ({how:?}): {}; {} messages acknowledged over {:?}, every one \
+         delivered once in order ({:?} after the senders stopped), {logins} logins of {} \
+         clients",
         report.join("; "),
         result.acked,
         stopped - started,
