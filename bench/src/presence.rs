@@ -410,3 +410,46 @@ async fn watch_session(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pop::Scope;
+    use breeze_core::message::PresenceEntry;
+
+    fn entry(pop: &Population, i: usize, presence: Presence) -> PresenceEntry {
+        PresenceEntry {
+            user: pop.user(i),
+            presence,
+        }
+    }
+
+    #[test]
+    fn a_view_counts_only_the_users_asked_about_that_it_shows_online() {
+        let pop = Population {
+            n: 10,
+            prefix: "u".into(),
+            scope: Scope::Contacts,
+            contacts: 4,
+        };
+        let mut view = View::default();
+        let snapshot: Vec<_> = (1..=4).map(|i| entry(&pop, i, Presence::Online)).collect();
+        view.apply(&pop, &snapshot, true, |_| {});
+        let victims = |u: usize| u.is_multiple_of(2);
+        // Users 2 and 4 are victims still shown online: two ghosts until told otherwise.
+        assert_eq!(view.online_among(victims), 2);
+        let mut told = Vec::new();
+        view.apply(
+            &pop,
+            &[
+                entry(&pop, 2, Presence::Offline),
+                entry(&pop, 3, Presence::Away),
+            ],
+            false,
+            |u| told.push(u),
+        );
+        assert_eq!(told, vec![2]);
+        assert_eq!(view.online_among(victims), 1);
+        assert_eq!(view.online(), 3);
+    }
+}
