@@ -2,14 +2,14 @@
 //! line. Progress goes to stderr.
 
 use breeze_bench::import::{self, ImportArgs};
-use breeze_bench::scenarios::{self, AbruptArgs, ChatArgs, DetectArgs, HoldArgs};
+use breeze_bench::scenarios::{self, AbruptArgs, ChatArgs, DetectArgs, HoldArgs, NodeKillArgs};
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 /// Load generator for breeze-server over loopback TCP.
 ///
-/// Starts its own release server (target/release/breeze-server, fresh temporary database)
-/// unless given `--addr`. Every phase is bounded in time; all traffic stays on 127.0.0.0/8.
+/// Starts its own release server (target/release/breeze-server, fresh temporary database),
+/// or a cluster of them (`--nodes`), unless given `--addr`. Every phase is bounded in time; all traffic stays on 127.0.0.0/8.
 #[derive(Debug, Parser)]
 #[command(name = "breeze-bench", version)]
 struct Cli {
@@ -28,6 +28,9 @@ enum Scenario {
     Detect(DetectArgs),
     /// Closing peers (FIN or RST): time from the close to their watchers' offline notice.
     Abrupt(AbruptArgs),
+    /// A cluster node SIGKILLed (`--nodes` 2 or more): time from the kill to every watcher's
+    /// offline notice of its users, and ghosts after.
+    NodeKill(NodeKillArgs),
     /// Pairs of users messaging each other: throughput, loss, latency, server CPU.
     Chat(ChatArgs),
     /// A client importing its address book (1,000 contacts) in one request: bytes and time.
@@ -60,6 +63,7 @@ fn main() -> ExitCode {
             Scenario::Hold(a) => scenarios::hold(a, fd_limit).await,
             Scenario::Detect(a) => scenarios::detect(a, fd_limit).await,
             Scenario::Abrupt(a) => scenarios::abrupt(a, fd_limit).await,
+            Scenario::NodeKill(a) => scenarios::node_kill(a, fd_limit).await,
             Scenario::Chat(a) => scenarios::chat(a, fd_limit).await,
             Scenario::Import(a) => import::import(a, fd_limit).await,
         }

@@ -28,13 +28,17 @@ pub enum Leave {
     /// Stop sending and reading; keep the socket open (a half-open peer).
     Silent,
     Close(Close),
+    /// Nothing: the orchestrator SIGKILLs the node the victims are on, and they take the
+    /// end of their connection as their leaving.
+    NodeKilled,
 }
 
-/// A login round: clients whose last round is older log in (again) to `addr`.
-#[derive(Debug, Clone, Copy)]
+/// A login round: clients whose last round is older log in (again), client `i` to
+/// `addrs[i mod len]` (one address per node).
+#[derive(Debug, Clone)]
 pub struct Go {
     pub round: u64,
-    pub addr: SocketAddr,
+    pub addrs: Arc<[SocketAddr]>,
 }
 
 /// What every client shares with the orchestrator.
@@ -61,6 +65,12 @@ pub struct Shared {
     pub left_at: Mutex<Vec<Option<Instant>>>,
     /// Victim slot of each client, if it is one.
     pub victim_slot: Vec<Option<usize>>,
+    /// Offline notices, while recording, about users that did not leave.
+    pub false_offline: AtomicUsize,
+    /// At a census: (watcher, victim) pairs the watcher's view still shows online.
+    pub ghosts: AtomicUsize,
+    /// Watchers that answered the latest census.
+    pub census_answers: AtomicUsize,
 }
 
 impl Shared {
@@ -82,6 +92,9 @@ impl Shared {
             offline_seen: Mutex::new(Vec::new()),
             left_at: Mutex::new(vec![None; victims.len()]),
             victim_slot,
+            false_offline: AtomicUsize::new(0),
+            ghosts: AtomicUsize::new(0),
+            census_answers: AtomicUsize::new(0),
         }
     }
 
@@ -100,6 +113,8 @@ pub struct Control {
     pub strike: watch::Receiver<Option<Instant>>,
     pub stagger: Duration,
     pub leave: Leave,
+    /// Each change asks every watcher still connected to count the victims it shows online.
+    pub census: watch::Receiver<u64>,
 }
 
 /// One client, for as many rounds as the orchestrator runs: log in (password first, then the
@@ -110,7 +125,7 @@ pub async fn client(i: usize, shared: Arc<Shared>, mut ctl: Control) {
     let mut rng = SplitMix64::new(0x5EED ^ i as u64);
     loop {
         let go = loop {
-            let go = *ctl.go.borrow_and_update();
+            let go = ctl.go.borrow_and_update().clone();
             if go.round > round {
                 break go;
             }
@@ -130,7 +145,7 @@ pub async fn client(i: usize, shared: Arc<Shared>, mut ctl: Control) {
                 None => Credential::Password(shared.pop.password(i)),
             };
             let attempt = tokio::select! {
-                s = tokio::time::timeout(Duration::from_secs(60), login(go.addr, &shared.pop, i, credential)) => {
+                s = tokio::time::timeout(Duration::from_secs(60), login(go.addrs[i % go.addrs.len()], &shared.pop, i, credential)) => {
                     s.unwrap_or_else(|_| Err("login timed out after 60 s".into()))
                 }
                 _ = ctl.stop.changed() => return,
@@ -222,6 +237,14 @@ impl View {
     pub fn online(&self) -> usize {
         self.online_count
     }
+
+    /// How many users for whom `counts` holds this view shows online.
+    pub fn online_among(&self, counts: impl Fn(usize) -> bool) -> usize {
+        self.online
+            .iter()
+            .filter(|&(&u, &on)| on && counts(u as usize))
+            .count()
+    }
 }
 
 async fn watch_session(
@@ -270,15 +293,18 @@ async fn watch_session(
                         view.apply(pop, &entries, false, |u| {
                             // Only watchers that stay count: under `--stagger-ms` a victim
                             // still online hears of those that left before it.
-                            if recording
-                                && victim.is_none()
-                                && let Some(slot) = shared.victim_slot[u]
-                            {
-                                shared
+                            if !recording || victim.is_some() {
+                                return;
+                            }
+                            match shared.victim_slot[u] {
+                                Some(slot) => shared
                                     .offline_seen
                                     .lock()
                                     .unwrap_or_else(PoisonError::into_inner)
-                                    .push((slot, now));
+                                    .push((slot, now)),
+                                None => {
+                                    shared.false_offline.fetch_add(1, Ordering::Relaxed);
+                                }
                             }
                         });
                     }
@@ -305,6 +331,7 @@ async fn watch_session(
             }
         }
         if leave_at.is_none()
+            && ctl.leave != Leave::NodeKilled
             && let (Some(slot), Some(strike)) = (victim, *ctl.strike.borrow_and_update())
         {
             leave_at = Some(strike + ctl.stagger * slot as u32);
@@ -313,6 +340,11 @@ async fn watch_session(
             biased;
             _ = ctl.stop.changed() => return Ended::Stopped,
             _ = ctl.strike.changed(), if victim.is_some() && leave_at.is_none() => {}
+            _ = ctl.census.changed(), if victim.is_none() => {
+                let ghosts = view.online_among(|u| shared.victim_slot[u].is_some());
+                shared.ghosts.fetch_add(ghosts, Ordering::Relaxed);
+                shared.census_answers.fetch_add(1, Ordering::Relaxed);
+            }
             () = tokio::time::sleep_until(leave_at.unwrap_or_else(Instant::now)), if leave_at.is_some() => {
                 let slot = victim.unwrap_or(0);
                 let record = |at: Instant| {
@@ -341,6 +373,8 @@ async fn watch_session(
                         // Returning drops the socket: with linger 0 the close is a reset.
                         return Ended::Left;
                     }
+                    // Never set for these: the node goes, not the client.
+                    Leave::NodeKilled => return Ended::Left,
                     Leave::Close(Close::Fin) => {
                         record(Instant::now());
                         let _ = w.shutdown().await;
@@ -357,6 +391,10 @@ async fn watch_session(
             }
             read = fill(&mut r, &mut buf) => {
                 if let Err(e) = read {
+                    // A victim's node was killed under it: that is its leaving.
+                    if victim.is_some() && ctl.leave == Leave::NodeKilled {
+                        return Ended::Left;
+                    }
                     return Ended::Lost(Some(format!("read: {e}")));
                 }
                 unread = true;
@@ -370,5 +408,48 @@ async fn watch_session(
                 next_ping += interval;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pop::Scope;
+    use breeze_core::message::PresenceEntry;
+
+    fn entry(pop: &Population, i: usize, presence: Presence) -> PresenceEntry {
+        PresenceEntry {
+            user: pop.user(i),
+            presence,
+        }
+    }
+
+    #[test]
+    fn a_view_counts_only_the_users_asked_about_that_it_shows_online() {
+        let pop = Population {
+            n: 10,
+            prefix: "u".into(),
+            scope: Scope::Contacts,
+            contacts: 4,
+        };
+        let mut view = View::default();
+        let snapshot: Vec<_> = (1..=4).map(|i| entry(&pop, i, Presence::Online)).collect();
+        view.apply(&pop, &snapshot, true, |_| {});
+        let victims = |u: usize| u.is_multiple_of(2);
+        // Users 2 and 4 are victims still shown online: two ghosts until told otherwise.
+        assert_eq!(view.online_among(victims), 2);
+        let mut told = Vec::new();
+        view.apply(
+            &pop,
+            &[
+                entry(&pop, 2, Presence::Offline),
+                entry(&pop, 3, Presence::Away),
+            ],
+            false,
+            |u| told.push(u),
+        );
+        assert_eq!(told, vec![2]);
+        assert_eq!(view.online_among(victims), 1);
+        assert_eq!(view.online(), 3);
     }
 }

@@ -1,4 +1,4 @@
-//! The four scenarios: each sets up users, runs bounded phases, and returns its report.
+//! The scenarios: each sets up users, runs bounded phases, and returns its report.
 
 use crate::chat::{self, ChatShared, Pace};
 use crate::pacer;
@@ -124,7 +124,22 @@ pub(crate) fn common_fields(r: &mut Report, opts: &ServerOpts, target: &Target) 
         .field("argon2_memory_kib", opts.argon2_memory_kib)
         .field("argon2_iterations", opts.argon2_iterations)
         .field("synchronous", opts.synchronous.clone())
-        .field("transport", opts.transport.name());
+        .field("transport", opts.transport.name())
+        .field("nodes", target.node_count());
+    if target.node_count() > 1 {
+        r.row(
+            "nodes",
+            format!(
+                "{} (NATS + PostgreSQL, node timeout {:?}), clients round-robin",
+                target.node_count(),
+                opts.node_timeout
+            ),
+        )
+        .field("node_timeout_ms", opts.node_timeout.as_millis() as u64)
+        .field("store", "postgresql");
+    } else if target.spawned() {
+        r.field("store", "sqlite");
+    }
 }
 
 pub(crate) fn finish(r: &mut Report, target: Target, errors: usize, last_error: Option<String>) {
@@ -200,6 +215,7 @@ struct Crowd {
     go: watch::Sender<Go>,
     stop: watch::Sender<bool>,
     strike: watch::Sender<Option<Instant>>,
+    census: watch::Sender<u64>,
     tasks: JoinSet<()>,
     round: u64,
 }
@@ -215,10 +231,11 @@ impl Crowd {
         let shared = Arc::new(Shared::new(pop.clone(), inflight, victims));
         let (go, go_rx) = watch::channel(Go {
             round: 0,
-            addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            addrs: Arc::from([]),
         });
         let (stop, stop_rx) = watch::channel(false);
         let (strike, strike_rx) = watch::channel(None);
+        let (census, census_rx) = watch::channel(0);
         let mut tasks = JoinSet::new();
         for i in 0..pop.n {
             let ctl = Control {
@@ -227,6 +244,7 @@ impl Crowd {
                 strike: strike_rx.clone(),
                 stagger,
                 leave,
+                census: census_rx.clone(),
             };
             tasks.spawn(presence::client(i, shared.clone(), ctl));
         }
@@ -235,15 +253,39 @@ impl Crowd {
             go,
             stop,
             strike,
+            census,
             tasks,
             round: 0,
         }
     }
 
+    /// Asks every watcher still connected how many victims its view shows online, and
+    /// returns (those pairs, watchers that answered), waiting up to 5 s for `watchers`
+    /// answers.
+    async fn census(&self, watchers: usize) -> (usize, usize) {
+        let s = &self.shared;
+        s.ghosts.store(0, Ordering::Relaxed);
+        s.census_answers.store(0, Ordering::Relaxed);
+        self.census.send_modify(|k| *k += 1);
+        let pb = bar(watchers as u64, "census");
+        wait_for(
+            || s.census_answers.load(Ordering::Relaxed),
+            watchers,
+            Duration::from_secs(5),
+            &pb,
+        )
+        .await;
+        pb.finish_and_clear();
+        (
+            s.ghosts.load(Ordering::Relaxed),
+            s.census_answers.load(Ordering::Relaxed),
+        )
+    }
+
     /// A login storm to `addr`: returns (seconds to the last LoginOk, seconds until every
     /// view was complete), `None` where the phase timed out.
     async fn storm(&mut self, target: &Target, timeout: Duration, what: &str) -> Storm {
-        let addr = target.addr;
+        let addrs: Arc<[std::net::SocketAddr]> = target.addrs().into();
         let server0 = target.sample();
         let bench0 = Sample::take(None);
         let n = self.shared.pop.n;
@@ -254,7 +296,7 @@ impl Crowd {
         let t0 = Instant::now();
         let _ = self.go.send(Go {
             round: self.round,
-            addr,
+            addrs,
         });
         let pb = bar(n as u64, &format!("{what}: logins"));
         let s = &self.shared;
@@ -600,7 +642,32 @@ pub struct AbruptArgs {
     pub common: Common,
 }
 
-/// What `detect` and `abrupt` share: victims leave, watchers are timed.
+#[derive(Debug, Clone, clap::Args)]
+pub struct NodeKillArgs {
+    /// Clients, spread round-robin over `--nodes` (at least 2).
+    #[arg(long, default_value_t = 3000)]
+    pub clients: usize,
+    /// The node SIGKILLed (1-based): every client on it is a victim.
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    pub kill: usize,
+    #[arg(long, value_enum, default_value_t = Scope::Contacts)]
+    pub scope: Scope,
+    /// Contacts per user on the ring: user i's watchers sit on every node.
+    #[arg(long, default_value_t = 20)]
+    pub contacts: usize,
+    /// After the last expected notice (or the deadline), the wait before ghosts are counted.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub settle: Duration,
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub heartbeat_interval: Duration,
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub heartbeat_timeout: Duration,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+/// What `detect`, `abrupt` and `node-kill` share: victims leave, watchers are timed, and
+/// the watchers still showing a victim online afterwards are counted (ghosts).
 struct Departure {
     name: &'static str,
     clients: usize,
@@ -611,6 +678,9 @@ struct Departure {
     heartbeat_interval: Duration,
     heartbeat_timeout: Duration,
     leave: Leave,
+    /// With `Leave::NodeKilled`: the node (0-based) killed, whose clients are the victims.
+    kill: usize,
+    settle: Duration,
     common: Common,
 }
 
@@ -626,6 +696,8 @@ pub async fn detect(a: DetectArgs, fd_limit: u64) -> Result<Report, String> {
             heartbeat_interval: a.heartbeat_interval,
             heartbeat_timeout: a.heartbeat_timeout,
             leave: Leave::Silent,
+            kill: 0,
+            settle: Duration::from_millis(500),
             common: a.common,
         },
         fd_limit,
@@ -645,6 +717,36 @@ pub async fn abrupt(a: AbruptArgs, fd_limit: u64) -> Result<Report, String> {
             heartbeat_interval: a.heartbeat_interval,
             heartbeat_timeout: a.heartbeat_timeout,
             leave: Leave::Close(a.close),
+            kill: 0,
+            settle: Duration::from_millis(500),
+            common: a.common,
+        },
+        fd_limit,
+    )
+    .await
+}
+
+pub async fn node_kill(a: NodeKillArgs, fd_limit: u64) -> Result<Report, String> {
+    let nodes = a.common.server.nodes;
+    if nodes < 2 {
+        return Err("node-kill needs a cluster: --nodes 2 or more".into());
+    }
+    if a.kill == 0 || a.kill > nodes {
+        return Err(format!("--kill {}: the nodes are 1 to {nodes}", a.kill));
+    }
+    departure(
+        Departure {
+            name: "node-kill",
+            clients: a.clients,
+            victims: 0,
+            stagger: Duration::ZERO,
+            scope: a.scope,
+            contacts: a.contacts,
+            heartbeat_interval: a.heartbeat_interval,
+            heartbeat_timeout: a.heartbeat_timeout,
+            leave: Leave::NodeKilled,
+            kill: a.kill - 1,
+            settle: a.settle,
             common: a.common,
         },
         fd_limit,
@@ -660,20 +762,27 @@ async fn departure(d: Departure, fd_limit: u64) -> Result<Report, String> {
         scope: d.scope,
         contacts: d.contacts,
     });
-    let victims = pop.spread(d.victims);
+    let victims = match d.leave {
+        Leave::NodeKilled => {
+            let nodes = d.common.server.nodes.max(1);
+            (0..n).filter(|i| i % nodes == d.kill).collect()
+        }
+        _ => pop.spread(d.victims),
+    };
     let policy = Policy {
         scope: d.scope.flag(),
         heartbeat_interval: d.heartbeat_interval,
         heartbeat_timeout: d.heartbeat_timeout,
         max_connections: n + 100,
     };
-    let target = block(|| Target::new(&d.common.server, &policy))?;
+    let mut target = block(|| Target::new(&d.common.server, &policy))?;
     let mut r = Report::new(d.name);
     common_fields(&mut r, &d.common.server, &target);
     let how = match d.leave {
         Leave::Silent => "silent (no writes, no reads, socket open)".to_owned(),
         Leave::Close(Close::Fin) => "close with FIN".to_owned(),
         Leave::Close(Close::Rst) => "close with RST (SO_LINGER 0)".to_owned(),
+        Leave::NodeKilled => format!("their node {} SIGKILLed", d.kill + 1),
     };
     r.both("clients", n.to_string(), "clients", n)
         .both(
@@ -692,6 +801,7 @@ async fn departure(d: Departure, fd_limit: u64) -> Result<Report, String> {
                 Leave::Silent => "silent",
                 Leave::Close(Close::Fin) => "fin",
                 Leave::Close(Close::Rst) => "rst",
+                Leave::NodeKilled => "node-kill",
             },
         )
         .field("stagger_ms", d.stagger.as_millis() as u64)
@@ -725,13 +835,30 @@ async fn departure(d: Departure, fd_limit: u64) -> Result<Report, String> {
     let total_expected: usize = expected.iter().sum();
     crowd.shared.recording.store(true, Ordering::Relaxed);
     let strike = Instant::now() + Duration::from_millis(300);
-    let _ = crowd.strike.send(Some(strike));
     let threads = |target: &Target| target.pid().and_then(|pid| procfs::thread_cpu_ns(pid).ok());
     let cpu0 = threads(&target);
     let own0 = procfs::thread_cpu_ns(std::process::id()).ok();
-    let wait = match d.leave {
-        Leave::Silent => d.heartbeat_timeout + Duration::from_secs(5),
-        Leave::Close(_) => Duration::from_secs(10),
+    if d.leave == Leave::NodeKilled {
+        tokio::time::sleep_until(strike).await;
+        let at = block(|| target.kill_node(d.kill))?;
+        crowd
+            .shared
+            .left_at
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .fill(Some(at));
+    } else {
+        let _ = crowd.strike.send(Some(strike));
+    }
+    // What the offline notices are measured against: the timeout that detects the leaving.
+    let deadline = match d.leave {
+        Leave::Silent => Some(d.heartbeat_timeout),
+        Leave::NodeKilled => Some(d.common.server.node_timeout),
+        Leave::Close(_) => None,
+    };
+    let wait = match deadline {
+        Some(t) => t + Duration::from_secs(5),
+        None => Duration::from_secs(10),
     } + d.stagger * victims.len() as u32
         + Duration::from_millis(300);
     let pb = bar(total_expected as u64, "offline notices");
@@ -793,6 +920,7 @@ async fn departure(d: Departure, fd_limit: u64) -> Result<Report, String> {
     let base = match d.leave {
         Leave::Silent => "last frame",
         Leave::Close(_) => "close",
+        Leave::NodeKilled => "SIGKILL",
     };
     r.both(
         "victims that left",
@@ -847,8 +975,8 @@ async fn departure(d: Departure, fd_limit: u64) -> Result<Report, String> {
         .field("latency_first_watcher", Summary::json(first_s.as_ref()))
         .field("latency_each_watcher", Summary::json(pairs.as_ref()));
     let mut marks = Vec::new();
-    if d.leave == Leave::Silent {
-        let timeout_us = d.heartbeat_timeout.as_micros() as u64;
+    if let Some(deadline) = deadline {
+        let timeout_us = deadline.as_micros() as u64;
         let over = |s: &Summary| {
             json!({
                 "p50_us": s.p50 as i64 - timeout_us as i64,
@@ -867,6 +995,21 @@ async fn departure(d: Departure, fd_limit: u64) -> Result<Report, String> {
                 ),
             );
             r.field("overshoot", over(s));
+        }
+        if d.leave == Leave::NodeKilled {
+            // Issue 12's goal: every watcher told within the node timeout + 100 ms.
+            let goal_us = timeout_us + 100_000;
+            let met = pairs.as_ref().is_some_and(|s| s.p99 <= goal_us) && missed == 0;
+            r.both(
+                "goal: each watcher p99 ≤ node timeout + 100 ms",
+                format!(
+                    "{} ({} ms)",
+                    if met { "met" } else { "missed" },
+                    goal_us / 1000
+                ),
+                "goal_p99_met",
+                met,
+            );
         }
         marks.push(Mark {
             label: "timeout".into(),
@@ -908,6 +1051,25 @@ async fn departure(d: Departure, fd_limit: u64) -> Result<Report, String> {
         &samples,
         &marks,
         &mut r,
+    );
+    // Ghosts: after the settle, a watcher's view showing a victim online although it has no
+    // session anywhere.
+    tokio::time::sleep(d.settle).await;
+    let watchers = n - victims.len();
+    let (ghosts, answered) = crowd.census(watchers).await;
+    r.both(
+        format!("ghosts {:?} later", d.settle),
+        format!("{ghosts} (watcher, victim) pairs shown online; {answered} of {watchers} watchers counted"),
+        "ghosts",
+        ghosts,
+    )
+    .field("ghost_census_answers", answered)
+    .field("settle_ms", d.settle.as_millis() as u64)
+    .both(
+        "false offline notices",
+        crowd.shared.false_offline.load(Ordering::Relaxed).to_string(),
+        "false_offline",
+        crowd.shared.false_offline.load(Ordering::Relaxed),
     );
     let errors = crowd.shared.errors.count();
     let last_err = crowd.shared.errors.last();
@@ -978,9 +1140,15 @@ pub async fn chat(a: ChatArgs, fd_limit: u64) -> Result<Report, String> {
     let target = block(|| Target::new(&a.common.server, &policy))?;
     let mut r = Report::new("chat");
     common_fields(&mut r, &a.common.server, &target);
+    // Client i and its peer i ^ 1 are neighbours, so with round-robin over 2 or more nodes
+    // every pair spans two nodes.
     r.both(
         "pairs",
-        format!("{pairs} ({n} clients, each sends to its peer)"),
+        if target.node_count() > 1 {
+            format!("{pairs} ({n} clients, each sends to its peer on another node)")
+        } else {
+            format!("{pairs} ({n} clients, each sends to its peer)")
+        },
         "pairs",
         pairs,
     )
@@ -1012,7 +1180,8 @@ pub async fn chat(a: ChatArgs, fd_limit: u64) -> Result<Report, String> {
     let done = Arc::new(AtomicUsize::new(0));
     let mut logins = JoinSet::new();
     for i in 0..n {
-        let (pop, slots, done, addr) = (pop.clone(), slots.clone(), done.clone(), target.addr);
+        let (pop, slots, done, addr) =
+            (pop.clone(), slots.clone(), done.clone(), target.addr_of(i));
         logins.spawn(async move {
             let _slot = slots.acquire().await;
             let s = tokio::time::timeout(
@@ -1084,11 +1253,7 @@ pub async fn chat(a: ChatArgs, fd_limit: u64) -> Result<Report, String> {
     loop {
         let now = Instant::now();
         if sampled0.is_none() && now >= shared.window_start {
-            sampled0 = Some((
-                target.sample(),
-                Sample::take(None),
-                shared.delivered.load(Ordering::Relaxed),
-            ));
+            sampled0 = Some((target.sample(), Sample::take(None), target.samples()));
         }
         if now >= shared.window_end {
             break;
@@ -1101,6 +1266,7 @@ pub async fn chat(a: ChatArgs, fd_limit: u64) -> Result<Report, String> {
     }
     shared.stop_sending.store(true, Ordering::Relaxed);
     let server1 = target.sample();
+    let nodes1 = target.samples();
     let bench1 = Sample::take(None);
     pb.finish_and_clear();
     // Drain: everything confirmed should arrive.
@@ -1164,7 +1330,12 @@ pub async fn chat(a: ChatArgs, fd_limit: u64) -> Result<Report, String> {
         confirmed.saturating_sub(delivered),
     )
     .field("unconfirmed", sent.saturating_sub(confirmed))
-    .field("duplicates", shared.duplicates.load(Ordering::Relaxed))
+    .both(
+        "duplicates delivered",
+        shared.duplicates.load(Ordering::Relaxed).to_string(),
+        "duplicates",
+        shared.duplicates.load(Ordering::Relaxed),
+    )
     .field("login_errors", login_errors.len());
     match &l {
         Some(s) => r.row(
@@ -1181,7 +1352,7 @@ pub async fn chat(a: ChatArgs, fd_limit: u64) -> Result<Report, String> {
         None => r.row("latency send → Deliver", "no samples"),
     };
     r.field("latency", Summary::json(l.as_ref()));
-    if let (Some((Some(s0), b0, _)), Some(s1)) = (sampled0, server1) {
+    if let (Some((Some(s0), b0, nodes0)), Some(s1)) = (sampled0, server1) {
         let cpu = s1.cpu_s - s0.cpu_s;
         let per = cpu * 1e6 / in_window.max(1) as f64;
         r.both(
@@ -1197,6 +1368,37 @@ pub async fn chat(a: ChatArgs, fd_limit: u64) -> Result<Report, String> {
             round(per, 2),
         )
         .field("server_rss_bytes", s1.rss);
+        if target.node_count() > 1 {
+            let per: Vec<Value> = nodes0
+                .iter()
+                .zip(&nodes1)
+                .map(|(a, b)| match (a, b) {
+                    (Some(a), Some(b)) => {
+                        json!({"cpu_s": round(b.cpu_s - a.cpu_s, 3), "rss_bytes": b.rss})
+                    }
+                    _ => Value::Null,
+                })
+                .collect();
+            let shown: Vec<String> = per
+                .iter()
+                .map(|p| match (p["cpu_s"].as_f64(), p["rss_bytes"].as_u64()) {
+                    (Some(c), Some(m)) => {
+                        format!(
+                            "{:.0} % / {:.0} MiB",
+                            c / secs * 100.0,
+                            m as f64 / 1048576.0
+                        )
+                    }
+                    _ => "not read".to_owned(),
+                })
+                .collect();
+            r.both(
+                "per node: CPU of one core / RSS",
+                shown.join(", "),
+                "server_per_node",
+                per,
+            );
+        }
         if let (Some(b0), Some(b1)) = (b0, bench1) {
             let bcpu = b1.cpu_s - b0.cpu_s;
             r.both(

@@ -136,6 +136,12 @@ impl ServerProc {
         ))
     }
 
+    /// SIGKILL: no shutdown, no goodbye to anyone. Returns once the process is gone.
+    pub fn kill(mut self) -> io::Result<()> {
+        self.child.kill()?;
+        self.child.wait().map(drop)
+    }
+
     /// Warning and error lines the server logged, for the report.
     pub fn warnings(log: &Path) -> Vec<String> {
         std::fs::read_to_string(log)

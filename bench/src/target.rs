@@ -1,11 +1,15 @@
-//! The server a scenario runs against, with its process figures.
+//! The server a scenario runs against, with its process figures: one process, or a cluster
+//! of `--nodes` processes the bench starts against NATS and PostgreSQL.
 
 use crate::net::{Transport, set_transport};
 use crate::procfs::Sample;
 use crate::server::{ServerProc, Spawn, find_server_bin};
+use breeze_testsupport::nats::TestNats;
+use breeze_testsupport::pg::TestPg;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
+use tokio::time::Instant;
 
 /// Options every scenario shares about the server.
 #[derive(Debug, Clone, clap::Args)]
@@ -47,16 +51,37 @@ pub struct ServerOpts {
     /// HTTP listener's address).
     #[arg(long, value_enum, default_value_t = Transport::Tcp)]
     pub transport: Transport,
+    /// Start this many `breeze-server` nodes as one cluster instead of one server: NATS from
+    /// `BREEZE_TEST_NATS` (default nats://127.0.0.1:4222) under a cluster name of this run's
+    /// own, PostgreSQL from `BREEZE_TEST_PG` (default postgres://postgres@127.0.0.1:5432/test)
+    /// in a fresh schema dropped at the end. Client `i` connects to node `i mod nodes`.
+    #[arg(long, default_value_t = 1, value_name = "N", conflicts_with = "addr")]
+    pub nodes: usize,
+    /// `--node-timeout` of every node (with `--nodes` above 1).
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub node_timeout: Duration,
+}
+
+/// One server process this bench starts (again) with the same flags.
+#[derive(Debug)]
+struct Node {
+    spawn: Spawn,
+    proc: Option<ServerProc>,
+    addr: SocketAddr,
 }
 
 /// The server under test.
 #[derive(Debug)]
 pub struct Target {
+    /// The first node's address: where setup registers everyone.
     pub addr: SocketAddr,
+    /// `--addr`'s pid, if given.
     pid: Option<u32>,
-    spawn: Option<Spawn>,
+    /// The processes we start; empty for `--addr`.
+    nodes: Vec<Node>,
     dir: Option<tempfile::TempDir>,
-    proc: Option<ServerProc>,
+    /// The cluster's PostgreSQL schema, dropped with it once the nodes are down.
+    schema: Option<TestPg>,
     starts: u32,
     keep: bool,
 }
@@ -77,9 +102,9 @@ impl Target {
             return Ok(Target {
                 addr,
                 pid: opts.server_pid,
-                spawn: None,
+                nodes: Vec::new(),
                 dir: None,
-                proc: None,
+                schema: None,
                 starts: 0,
                 keep: false,
             });
@@ -122,12 +147,47 @@ impl Target {
             .prefix("breeze-bench-")
             .tempdir()
             .map_err(|e| format!("temporary directory: {e}"))?;
+        let count = opts.nodes.max(1);
+        let services = if count > 1 {
+            let nats = TestNats::reach("breeze-bench --nodes")
+                .ok_or("--nodes needs NATS (BREEZE_TEST_NATS)")?;
+            let pg = TestPg::create("breeze-bench --nodes")
+                .ok_or("--nodes needs PostgreSQL (BREEZE_TEST_PG)")?;
+            Some((pg, nats))
+        } else {
+            None
+        };
+        let nodes = (1..=count)
+            .map(|id| {
+                let mut args = args.clone();
+                if let Some((pg, nats)) = &services {
+                    args.extend([
+                        format!("--store={}", pg.url()),
+                        format!("--cluster={}", nats.url()),
+                        format!("--cluster-name={}", nats.cluster()),
+                        format!("--node-id={id}"),
+                        format!(
+                            "--node-timeout={}",
+                            humantime::format_duration(opts.node_timeout)
+                        ),
+                    ]);
+                }
+                Node {
+                    spawn: Spawn {
+                        bin: bin.clone(),
+                        args,
+                    },
+                    proc: None,
+                    addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+                }
+            })
+            .collect();
         let mut target = Target {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             pid: None,
-            spawn: Some(Spawn { bin, args }),
+            nodes,
             dir: Some(dir),
-            proc: None,
+            schema: services.map(|(pg, _)| pg),
             starts: 0,
             keep: opts.keep_dir,
         };
@@ -136,45 +196,111 @@ impl Target {
     }
 
     pub fn spawned(&self) -> bool {
-        self.spawn.is_some()
+        !self.nodes.is_empty()
     }
 
+    /// How many nodes serve the clients (1 for a single server, ours or `--addr`).
+    pub fn node_count(&self) -> usize {
+        self.nodes.len().max(1)
+    }
+
+    /// Where client `i` connects: node `i mod nodes`.
+    pub fn addr_of(&self, i: usize) -> SocketAddr {
+        self.addrs()[i % self.node_count()]
+    }
+
+    /// Every node's client address, in node order.
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        if self.nodes.is_empty() {
+            vec![self.addr]
+        } else {
+            self.nodes.iter().map(|n| n.addr).collect()
+        }
+    }
+
+    /// The one server process's pid, where there is exactly one: per-thread figures of
+    /// one node would pass for the cluster's.
     pub fn pid(&self) -> Option<u32> {
-        self.pid
+        match self.nodes.as_slice() {
+            [] => self.pid,
+            [one] => one.proc.as_ref().map(ServerProc::pid),
+            _ => None,
+        }
     }
 
-    /// CPU time and RSS of the server now, where we can read them.
+    /// CPU time and RSS of each node now (`None` for one we cannot read or that is down).
+    pub fn samples(&self) -> Vec<Option<Sample>> {
+        if self.nodes.is_empty() {
+            return vec![self.pid.and_then(|pid| Sample::take(Some(pid)))];
+        }
+        self.nodes
+            .iter()
+            .map(|n| n.proc.as_ref().and_then(|p| Sample::take(Some(p.pid()))))
+            .collect()
+    }
+
+    /// CPU time and RSS of the server now, summed over the nodes that are up, where we can
+    /// read them.
     pub fn sample(&self) -> Option<Sample> {
-        self.pid.and_then(|pid| Sample::take(Some(pid)))
+        let up: Vec<Sample> = self.samples().into_iter().flatten().collect();
+        (!up.is_empty()).then(|| Sample {
+            cpu_s: up.iter().map(|s| s.cpu_s).sum(),
+            rss: up.iter().map(|s| s.rss).sum(),
+        })
     }
 
-    /// Starts our server (again), on the same database.
+    /// Starts our server (every node) again, on the same database.
     pub fn start(&mut self) -> Result<(), String> {
-        let (Some(spawn), Some(dir)) = (&self.spawn, &self.dir) else {
+        let Some(dir) = &self.dir else {
             return Err("not our server: cannot start it".into());
         };
         self.starts += 1;
-        let log = dir.path().join(format!("server-{}.log", self.starts));
-        let p = ServerProc::start(spawn, &dir.path().join("breeze.db"), &log)
-            .map_err(|e| e.to_string())?;
-        self.addr = match crate::net::transport() {
-            Transport::Tcp => p.addr,
-            Transport::Ws => p
-                .http_addr
-                .ok_or("the server logged no HTTP listener (web=) for --transport ws")?,
-        };
-        self.pid = Some(p.pid());
-        self.proc = Some(p);
+        for (k, node) in self.nodes.iter_mut().enumerate() {
+            let log = dir
+                .path()
+                .join(format!("server-{}-{}.log", k + 1, self.starts));
+            let p = ServerProc::start(&node.spawn, &dir.path().join("breeze.db"), &log)
+                .map_err(|e| format!("node {}: {e}", k + 1))?;
+            node.addr = match crate::net::transport() {
+                Transport::Tcp => p.addr,
+                Transport::Ws => p
+                    .http_addr
+                    .ok_or("the server logged no HTTP listener (web=) for --transport ws")?,
+            };
+            node.proc = Some(p);
+        }
+        self.addr = self.nodes[0].addr;
         Ok(())
     }
 
-    /// Stops our server gracefully (SIGTERM).
+    /// Stops our server (every node) gracefully (SIGTERM).
     pub fn stop(&mut self) -> Result<(), String> {
-        self.pid = None;
-        match self.proc.take() {
-            Some(p) => p.stop().map_err(|e| e.to_string()),
-            None => Ok(()),
+        let mut result = Ok(());
+        for node in &mut self.nodes {
+            if let Some(p) = node.proc.take()
+                && let Err(e) = p.stop()
+            {
+                result = Err(e.to_string());
+            }
         }
+        result
+    }
+
+    /// SIGKILLs node `k` (0-based): no goodbye to anyone. Returns the moment just before the
+    /// signal was sent.
+    pub fn kill_node(&mut self, k: usize) -> Result<Instant, String> {
+        let node = self
+            .nodes
+            .get_mut(k)
+            .ok_or_else(|| format!("there is no node {}", k + 1))?;
+        let p = node
+            .proc
+            .take()
+            .ok_or_else(|| format!("node {} is not running", k + 1))?;
+        let at = Instant::now();
+        p.kill()
+            .map_err(|e| format!("SIGKILL node {}: {e}", k + 1))?;
+        Ok(at)
     }
 
     /// Stops our server and returns the warnings it logged over all its runs.
@@ -182,15 +308,22 @@ impl Target {
         let _ = self.stop();
         let mut warnings = Vec::new();
         if let Some(dir) = self.dir.take() {
-            for k in 1..=self.starts {
-                warnings.extend(ServerProc::warnings(
-                    &dir.path().join(format!("server-{k}.log")),
-                ));
+            for start in 1..=self.starts {
+                for k in 1..=self.nodes.len() {
+                    warnings.extend(ServerProc::warnings(
+                        &dir.path().join(format!("server-{k}-{start}.log")),
+                    ));
+                }
             }
             if self.keep {
                 eprintln!("kept {}", dir.keep().display());
+                if let Some(pg) = &self.schema {
+                    eprintln!("PostgreSQL schema {} is dropped all the same", pg.schema());
+                }
             }
         }
+        // The nodes are down: now their schema may go.
+        drop(self.schema.take());
         warnings
     }
 }
