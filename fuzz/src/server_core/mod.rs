@@ -1056,7 +1056,10 @@ impl Harness {
                 m.offline_done = true;
             }
             ServerMsg::OfflineWaiting { count } => {
-                assert!(m.session.is_some(), "OfflineWaiting to {conn:?}, no session");
+                assert!(
+                    m.session.is_some(),
+                    "OfflineWaiting to {conn:?}, no session"
+                );
                 assert!(
                     !m.offline_done && count > 0,
                     "OfflineWaiting {{ count: {count} }} on {conn:?} after OfflineDone or empty"
