@@ -11,6 +11,11 @@
 //! --nocapture` (add `SIM_TRACE=1` for the whole event log). Soaks: `SIM_SEEDS=10000` with the
 //! same command, or the `sim-soak` binary (from a random base seed unless told one).
 
+pub mod bus;
+pub mod cluster;
+pub mod cluster_net;
+pub mod cluster_oracle;
+pub mod cluster_plan;
 pub mod completions;
 pub mod harness;
 pub mod net;
