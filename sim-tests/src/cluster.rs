@@ -74,6 +74,8 @@ pub struct ClusterHarness {
     pending_ids: Vec<PendingId>,
     next_message: u64,
     down: Vec<bool>,
+    /// Nodes lost for good: never restarted.
+    lost: Vec<bool>,
     failed: bool,
 }
 
@@ -175,6 +177,7 @@ impl ClusterHarness {
             sim,
             oracle,
             down: vec![false; cfg.nodes],
+            lost: vec![false; cfg.nodes],
             cfg,
             bus,
             slots,
@@ -265,13 +268,7 @@ impl ClusterHarness {
                     self.oracle().set_logged_out(h, false);
                 }
             }
-            ClusterAction::CrashClient(h) => {
-                if self.oracle().client_alive(h) {
-                    *self.slots[h].borrow_mut() = None;
-                    self.oracle().client_crashed(h, t);
-                    self.sim.crash(client_name(h).as_str());
-                }
-            }
+            ClusterAction::CrashClient(h) => self.crash_client(h, t),
             ClusterAction::RestartClient(h) => {
                 if !self.oracle().client_alive(h) {
                     self.oracle().client_restarting(h);
@@ -288,16 +285,26 @@ impl ClusterHarness {
                     self.sim.bounce(client_name(h).as_str());
                 }
             }
-            ClusterAction::CrashNode(n) => {
+            ClusterAction::CrashNode(n, with_clients) => {
                 if !self.down[n] {
+                    let served = self.oracle().clients_on(n);
                     self.down[n] = true;
                     self.oracle().node_crashed(n, t);
                     self.bus.detach(n);
                     self.sim.crash(node_name(n).as_str());
+                    if with_clients {
+                        for h in served {
+                            self.crash_client(h, t);
+                        }
+                    }
                 }
             }
+            ClusterAction::KillNode(n) => {
+                self.perform(&ClusterAction::CrashNode(n, true));
+                self.lost[n] = true;
+            }
             ClusterAction::RestartNode(n) => {
-                if self.down[n] {
+                if self.down[n] && !self.lost[n] {
                     self.down[n] = false;
                     self.sim.bounce(node_name(n).as_str());
                 }
@@ -318,7 +325,15 @@ impl ClusterHarness {
         }
     }
 
-    /// Heals every link, restarts every node, and makes the bus lossless.
+    fn crash_client(&mut self, h: usize, t: Duration) {
+        if self.oracle().client_alive(h) {
+            *self.slots[h].borrow_mut() = None;
+            self.oracle().client_crashed(h, t);
+            self.sim.crash(client_name(h).as_str());
+        }
+    }
+
+    /// Heals every link, restarts every node not lost for good, and makes the bus lossless.
     pub fn heal(&mut self) {
         self.perform(&ClusterAction::Loss(0));
         for n in 0..self.cfg.nodes {

@@ -314,6 +314,12 @@ impl ClusterOracle {
             .collect()
     }
 
+    /// The clients with a live session on `node` now.
+    pub fn clients_on(&self, node: usize) -> Vec<usize> {
+        let users: BTreeSet<usize> = self.sessions_on(node).into_iter().map(|(_, u)| u).collect();
+        users.into_iter().collect()
+    }
+
     // ---- the clients ----
 
     pub fn client_started(&mut self, h: usize, at: Duration) -> u32 {

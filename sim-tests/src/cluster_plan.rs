@@ -97,8 +97,13 @@ pub enum ClusterAction {
     CrashClient(usize),
     RestartClient(usize),
     BounceClient(usize),
-    /// The node's process dies: its connections close, its sessions end.
-    CrashNode(usize),
+    /// The node's process dies: its connections close, its sessions end. With `true`, the
+    /// clients it was serving die with it (a rack losing power) and come back only in the
+    /// final round: nobody else ends their sessions, so only the node deadline at the
+    /// others can.
+    CrashNode(usize, bool),
+    /// The node dies with its clients and never comes back: the cluster goes on without it.
+    KillNode(usize),
     /// It starts again over the same database, under a higher epoch.
     RestartNode(usize),
     /// Its bus link is cut: it must fence itself before the others declare it dead.
@@ -167,8 +172,15 @@ pub fn random(seed: u64) -> ClusterPlan {
 
     plan.actions.push((Duration::ZERO, ClusterAction::Loss(plan.cfg.loss)));
     let start = Duration::from_secs(2);
+    // In some seeds one node is lost for good.
+    let lost = rng.chance(30).then(|| rng.index(nodes));
     for n in 0..nodes {
         let mut lane = Lane::default();
+        if lost == Some(n) {
+            let at = rng.millis(ms(start), ms(end) - 3000);
+            lane.take(at, end);
+            plan.actions.push((at, ClusterAction::KillNode(n)));
+        }
         for _ in 0..rng.range(0, 2) {
             let at = at_random(&mut rng, start);
             let (long, kind) = if rng.chance(50) {
@@ -181,7 +193,11 @@ pub fn random(seed: u64) -> ClusterPlan {
                 continue;
             }
             let (down, up) = if kind {
-                (ClusterAction::CrashNode(n), ClusterAction::RestartNode(n))
+                let with_clients = rng.chance(50);
+                (
+                    ClusterAction::CrashNode(n, with_clients),
+                    ClusterAction::RestartNode(n),
+                )
             } else {
                 (ClusterAction::Cut(n), ClusterAction::Heal(n))
             };

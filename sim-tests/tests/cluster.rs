@@ -101,13 +101,24 @@ fn a_crashed_node_restarts_without_ghosts() {
     let cfg = ClusterSimConfig::new(8, 3, 6);
     let plan = ClusterPlan::new(cfg)
         .at(secs(3.0), ClusterAction::Logout(4))
-        .at(secs(4.0), ClusterAction::CrashNode(1))
+        .at(secs(4.0), ClusterAction::CrashNode(1, false))
         .at(secs(4.0), ClusterAction::Send(1, 2))
         .at(secs(9.0), ClusterAction::RestartNode(1))
         .at(secs(12.0), ClusterAction::Send(2, 1));
     let mut h = ClusterHarness::new(plan.cfg.clone());
     h.run_plan(&plan);
     let outcome = h.outcome();
+    assert!(outcome.passed(), "{}", outcome.describe());
+    assert_eq!(outcome.stats.node_crashes, 1);
+}
+
+/// A node lost for good together with the clients it served: nobody ends their sessions
+/// but the node deadline at the others, which must show them offline.
+#[test]
+fn a_node_lost_with_its_clients_leaves_no_ghost() {
+    let cfg = ClusterSimConfig::new(9, 3, 6);
+    let plan = ClusterPlan::new(cfg).at(secs(4.0), ClusterAction::KillNode(2));
+    let outcome = run_cluster(&plan);
     assert!(outcome.passed(), "{}", outcome.describe());
     assert_eq!(outcome.stats.node_crashes, 1);
 }
