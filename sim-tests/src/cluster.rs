@@ -158,14 +158,16 @@ impl ClusterHarness {
             let slot: Slot = Rc::default();
             let (oracle, slot2, cfg2) = (oracle.clone(), slot.clone(), cfg.clone());
             let mut settings = ClientSettings::new(addrs[h % cfg.nodes]);
-            settings.fallbacks = (1..cfg.nodes)
-                .map(|i| addrs[(h + i) % cfg.nodes])
-                .collect();
+            settings.fallbacks = (1..cfg.nodes).map(|i| addrs[(h + i) % cfg.nodes]).collect();
             settings.connect_timeout = cfg.connect_timeout;
             settings.close_timeout = Duration::from_millis(500);
             sim.host(client_name(h).as_str(), move || {
-                let (oracle, slot, cfg, settings) =
-                    (oracle.clone(), slot2.clone(), cfg2.clone(), settings.clone());
+                let (oracle, slot, cfg, settings) = (
+                    oracle.clone(),
+                    slot2.clone(),
+                    cfg2.clone(),
+                    settings.clone(),
+                );
                 async move {
                     client_host(h, cfg, settings, oracle, slot).await;
                     Ok(())
@@ -293,9 +295,10 @@ impl ClusterHarness {
                     self.bus.detach(n);
                     self.sim.crash(node_name(n).as_str());
                     if with_clients {
-                        for h in served {
+                        for &h in &served {
                             self.crash_client(h, t);
                         }
+                        self.oracle().orphaned(n, t, served);
                     }
                 }
             }
@@ -394,7 +397,9 @@ async fn node_host(
     epochs: Arc<Mutex<Vec<u64>>>,
 ) -> turmoil::Result {
     let epoch = {
-        let mut epochs = epochs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut epochs = epochs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         epochs[n] += 1;
         epochs[n]
     };

@@ -50,6 +50,10 @@ const MAX_VIOLATIONS: usize = 100;
 /// A host writes what its core decided within a few ticks.
 const WRITE_SLACK_TICKS: u32 = 4;
 
+/// How late after a dead node's deadline its users may still be shown online: the bus's and
+/// the network's delays and a tick or two (the goal is the node timeout + 100 ms).
+const DEADLINE_SLACK: Duration = Duration::from_millis(100);
+
 /// What the oracle counted, for reports and scenario checks.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ClusterStats {
@@ -79,6 +83,16 @@ struct NodeLog {
     fence_by: Option<Duration>,
     /// The violation was reported for this cut.
     told: bool,
+}
+
+/// Users whose sessions died with a node and whom nobody else will end: every watcher
+/// must show them offline by the node's deadline at the others.
+#[derive(Debug)]
+struct Orphans {
+    node: usize,
+    died: Duration,
+    by: Duration,
+    users: Vec<usize>,
 }
 
 #[derive(Debug, Default)]
@@ -113,6 +127,7 @@ pub struct ClusterOracle {
     acked: BTreeSet<(usize, u32, u64)>,
     /// Message → the (client, incarnation) applications that got it.
     deliveries: BTreeMap<u64, Vec<(usize, u32)>>,
+    orphans: Vec<Orphans>,
     pub stats: ClusterStats,
     violations: Vec<String>,
     tail: VecDeque<String>,
@@ -139,6 +154,7 @@ impl ClusterOracle {
             message_ids: BTreeMap::new(),
             acked: BTreeSet::new(),
             deliveries: BTreeMap::new(),
+            orphans: Vec::new(),
             stats: ClusterStats::default(),
             violations: Vec::new(),
             tail: VecDeque::new(),
@@ -218,6 +234,35 @@ impl ClusterOracle {
             .collect();
         for conn in gone {
             self.server_dropped(conn, at);
+        }
+    }
+
+    /// Node `node` died at `at` with the clients of `users`: a bus message it sent just
+    /// before may still arrive within the bus's delay, and the others' deadline runs from
+    /// the last one.
+    pub fn orphaned(&mut self, node: usize, at: Duration, users: Vec<usize>) {
+        if users.is_empty() {
+            return;
+        }
+        let by = at + self.cfg.bus_delay.1 + self.cfg.node_timeout + DEADLINE_SLACK;
+        self.orphans.push(Orphans {
+            node,
+            died: at,
+            by,
+            users,
+        });
+    }
+
+    /// The node a client's live session is on, if the oracle saw exactly one.
+    fn node_of(&self, h: usize) -> Option<usize> {
+        let mut on = self
+            .conns
+            .values()
+            .filter(|c| c.open && c.session == Some(h))
+            .map(|c| c.node);
+        match (on.next(), on.next()) {
+            (Some(n), None) => Some(n),
+            _ => None,
         }
     }
 
@@ -450,8 +495,19 @@ impl ClusterOracle {
 
     // ---- the checks ----
 
-    /// After every tick: no session on a node past its fence deadline.
+    /// After every tick: no session on a node past its fence deadline; a dead node's
+    /// orphaned users offline at every watcher by its deadline.
     pub fn check_now(&mut self, t: Duration) {
+        let due: Vec<Orphans> = {
+            let (due, later) = std::mem::take(&mut self.orphans)
+                .into_iter()
+                .partition(|o| t >= o.by);
+            self.orphans = later;
+            due
+        };
+        for o in due {
+            self.check_orphans(t, &o);
+        }
         for node in 0..self.nodes.len() {
             let n = &self.nodes[node];
             let late = n.up && !n.told && n.fence_by.is_some_and(|by| t > by);
@@ -473,6 +529,39 @@ impl ClusterOracle {
                     ),
                 );
             }
+        }
+    }
+
+    /// Every watcher logged in through a node that is up and not cut off shows each orphan
+    /// that has not come back offline.
+    fn check_orphans(&mut self, t: Duration, o: &Orphans) {
+        let mut problems = Vec::new();
+        for w in 0..self.clients.len() {
+            let c = &self.clients[w];
+            if !c.running || !c.logged_in {
+                continue;
+            }
+            let Some(node) = self.node_of(w) else {
+                continue;
+            };
+            if !self.nodes[node].up || self.nodes[node].fence_by.is_some() {
+                continue;
+            }
+            for &u in &o.users {
+                let back = self.clients[u].running;
+                let shown = c.view.get(&self.users[u]).copied();
+                if !back && shown.is_some_and(|p| p != Presence::Offline) {
+                    problems.push(format!(
+                        "{} (orphaned by n{} at {:.3}s) is still shown {shown:?} to c{w} on n{node}",
+                        self.users[u],
+                        o.node,
+                        o.died.as_secs_f64()
+                    ));
+                }
+            }
+        }
+        for p in problems {
+            self.violation(t, format!("past the node deadline: {p}"));
         }
     }
 

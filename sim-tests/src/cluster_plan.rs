@@ -48,7 +48,7 @@ impl ClusterSimConfig {
             seed,
             nodes,
             users,
-            tick: Duration::from_millis(5),
+            tick: Duration::from_millis(10),
             min_latency: Duration::from_millis(1),
             max_latency: Duration::from_millis(20),
             heartbeat_interval: Duration::from_secs(1),
@@ -146,7 +146,10 @@ impl Lane {
     fn take(&mut self, from: Duration, to: Duration) -> bool {
         // Air between episodes, so that each one's effects play out.
         let air = Duration::from_millis(500);
-        let free = self.0.iter().all(|&(a, b)| to + air <= a || b + air <= from);
+        let free = self
+            .0
+            .iter()
+            .all(|&(a, b)| to + air <= a || b + air <= from);
         if free {
             self.0.push((from, to));
         }
@@ -170,7 +173,8 @@ pub fn random(seed: u64) -> ClusterPlan {
     let ms = |d: Duration| d.as_millis() as u64;
     let at_random = |rng: &mut Rng, lo: Duration| rng.millis(ms(lo), ms(end) - 1);
 
-    plan.actions.push((Duration::ZERO, ClusterAction::Loss(plan.cfg.loss)));
+    plan.actions
+        .push((Duration::ZERO, ClusterAction::Loss(plan.cfg.loss)));
     let start = Duration::from_secs(2);
     // In some seeds one node is lost for good.
     let lost = rng.chance(30).then(|| rng.index(nodes));

@@ -164,7 +164,8 @@ impl Harness {
                     let users = store.lock().users()?;
                     let listener = SimListener::bind(oracle.clone()).await?;
                     let (results, receiver) = result_channel(&server_cfg);
-                    let (backend, late_results) = SimStorage::new(store, results, Some(oracle.clone()));
+                    let (backend, late_results) =
+                        SimStorage::new(store, results, Some(oracle.clone()));
                     tokio::spawn(late_results);
                     let clock = Clock::start();
                     let server = Server::new(server_cfg, users);

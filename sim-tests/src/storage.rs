@@ -200,10 +200,10 @@ impl StorageBackend for SimStorage {
                 due <= at && (!in_order || late.nothing_in_order_waits()),
             )
         };
-        if fate.fails {
-            if let Some(o) = &self.oracle {
-                oracle::lock(o).storage_failed(now(), &op);
-            }
+        if fate.fails
+            && let Some(o) = &self.oracle
+        {
+            oracle::lock(o).storage_failed(now(), &op);
         }
         let what = format!("{op:?}");
         let work = if fate.fails {
@@ -220,13 +220,13 @@ impl StorageBackend for SimStorage {
         let committed = matches!(work, Work::Answer(_)) && !fate.fails;
         if let Some(o) = &self.oracle {
             oracle::lock(o).trace(
-            now(),
-            format_args!(
-                "storage: {what}{} answers in {:?}",
-                if committed { " committed," } else { "" },
-                due - at
-            ),
-        );
+                now(),
+                format_args!(
+                    "storage: {what}{} answers in {:?}",
+                    if committed { " committed," } else { "" },
+                    due - at
+                ),
+            );
         }
         self.late()
             .push(due, in_order, Completion { id, what, work });
