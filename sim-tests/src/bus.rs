@@ -65,6 +65,8 @@ struct Port {
     last_from: BTreeMap<usize, Duration>,
     /// The due time of the last link report, so that reports keep their order.
     last_link: Duration,
+    /// When this node last published with its link up.
+    last_published: Option<Duration>,
 }
 
 #[derive(Debug)]
@@ -130,6 +132,8 @@ impl Bus {
             let mut s = self.lock();
             let port = &mut s.ports[node];
             port.due.clear();
+            // The others know nothing of this process until it publishes.
+            port.last_published = None;
             // The core starts believing its link is up: say how it really is.
             sender.link(!port.cut);
             port.sender = Some(sender.clone());
@@ -189,6 +193,14 @@ impl Bus {
         self.lock().ports[node].cut
     }
 
+    /// The earliest instant another node can stop hearing from `node` — its last message
+    /// published with the link up, arriving as early as the bus allows — had the bus lost
+    /// nothing. A peer's deadline runs `node_timeout` from then.
+    pub fn last_heard_at_best(&self, node: usize) -> Option<Duration> {
+        let s = self.lock();
+        s.ports[node].last_published.map(|at| at + s.delay.0)
+    }
+
     fn publish(&self, from: usize, to: Dest, msg: ClusterMsg) {
         let at = now();
         let mut s = self.lock();
@@ -197,6 +209,7 @@ impl Bus {
             s.stats.cut_off += 1;
             return;
         }
+        s.ports[from].last_published = Some(at);
         let targets: Vec<usize> = match to {
             Dest::All => (0..s.ports.len()).filter(|&n| n != from).collect(),
             Dest::Node(NodeId(n)) => vec![n as usize],

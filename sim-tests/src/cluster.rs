@@ -209,7 +209,15 @@ impl ClusterHarness {
             }
             self.resolve_ids();
             let t = self.sim.elapsed();
-            self.oracle().check_now(t);
+            let mut oracle = cluster_oracle::lock(&self.oracle);
+            for n in 0..self.cfg.nodes {
+                if self.bus.is_cut(n)
+                    && let Some(heard) = self.bus.last_heard_at_best(n)
+                {
+                    oracle.check_declarable(t, n, heard + self.cfg.node_timeout);
+                }
+            }
+            oracle.check_now(t);
         }
     }
 

@@ -495,6 +495,32 @@ impl ClusterOracle {
 
     // ---- the checks ----
 
+    /// Node `node`, whose link is cut, may be declared dead by the others from `at` on (the
+    /// driver's reckoning from the bus): it must hold no session by then, whatever its
+    /// adapter's lag — the property fencing exists for.
+    pub fn check_declarable(&mut self, t: Duration, node: usize, at: Duration) {
+        let n = &self.nodes[node];
+        if !n.up || n.fence_by.is_none() || n.told || t < at {
+            return;
+        }
+        let live = self.sessions_on(node);
+        if !live.is_empty() {
+            self.nodes[node].told = true;
+            let list: Vec<String> = live
+                .iter()
+                .map(|&(conn, u)| format!("{} (s{conn})", self.users[u]))
+                .collect();
+            self.violation(
+                t,
+                format!(
+                    "n{node} can be declared dead since {:.3}s but still holds sessions: {}",
+                    at.as_secs_f64(),
+                    list.join(", ")
+                ),
+            );
+        }
+    }
+
     /// After every tick: no session on a node past its fence deadline; a dead node's
     /// orphaned users offline at every watcher by its deadline.
     pub fn check_now(&mut self, t: Duration) {
