@@ -26,13 +26,14 @@
 //!   acknowledged.
 
 use crate::cluster_plan::ClusterSimConfig;
+use crate::log::EventLog;
 use crate::oracle::user_name;
 use breeze_core::UserId;
 use breeze_core::client::{ClientEvent, StopReason};
 use breeze_core::codec::{decode, split_frame};
 use breeze_core::message::{CloseReason, Presence, ServerMsg, Status};
 use bytes::BytesMut;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -43,8 +44,6 @@ pub fn lock(oracle: &SharedClusterOracle) -> MutexGuard<'_, ClusterOracle> {
     oracle.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// How many trace lines a failure report shows.
-const TAIL: usize = 60;
 const MAX_VIOLATIONS: usize = 100;
 
 /// A host writes what its core decided within a few ticks.
@@ -129,11 +128,7 @@ pub struct ClusterOracle {
     deliveries: BTreeMap<u64, Vec<(usize, u32)>>,
     orphans: Vec<Orphans>,
     pub stats: ClusterStats,
-    violations: Vec<String>,
-    tail: VecDeque<String>,
-    hash: u64,
-    lines: u64,
-    print: bool,
+    log: EventLog,
 }
 
 impl ClusterOracle {
@@ -156,11 +151,7 @@ impl ClusterOracle {
             deliveries: BTreeMap::new(),
             orphans: Vec::new(),
             stats: ClusterStats::default(),
-            violations: Vec::new(),
-            tail: VecDeque::new(),
-            hash: 0xcbf2_9ce4_8422_2325,
-            lines: 0,
-            print: std::env::var_os("SIM_TRACE").is_some(),
+            log: EventLog::new(MAX_VIOLATIONS),
         }
     }
 
@@ -168,39 +159,23 @@ impl ClusterOracle {
 
     /// Adds a line to the event log; its hash is the run's fingerprint.
     pub fn trace(&mut self, at: Duration, what: fmt::Arguments<'_>) {
-        let line = format!("{:>9.3} {what}", at.as_secs_f64());
-        for b in line.bytes().chain(std::iter::once(b'\n')) {
-            self.hash = (self.hash ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
-        }
-        self.lines += 1;
-        if self.print {
-            eprintln!("{line}");
-        }
-        if self.tail.len() == TAIL {
-            self.tail.pop_front();
-        }
-        self.tail.push_back(line);
+        self.log.trace(at, what);
     }
 
     pub fn violation(&mut self, at: Duration, what: String) {
-        if self.violations.len() >= MAX_VIOLATIONS {
-            return;
-        }
-        self.trace(at, format_args!("VIOLATION {what}"));
-        self.violations
-            .push(format!("at {:.3}s: {what}", at.as_secs_f64()));
+        self.log.violation(at, what);
     }
 
     pub fn violations(&self) -> &[String] {
-        &self.violations
+        self.log.violations()
     }
 
     pub fn trace_hash(&self) -> u64 {
-        self.hash ^ self.lines
+        self.log.trace_hash()
     }
 
     pub fn tail(&self) -> Vec<String> {
-        self.tail.iter().cloned().collect()
+        self.log.tail()
     }
 
     fn user_of(&self, user: &UserId) -> Option<usize> {

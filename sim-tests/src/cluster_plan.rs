@@ -217,6 +217,13 @@ pub fn random(seed: u64) -> ClusterPlan {
             }
         }
     }
+    // An episode that would end after the schedule is ended by the final round instead:
+    // a `Start` at the instant of its `Logout` would race the client's own stop.
+    let back = |plan: &mut ClusterPlan, at: Duration, action: ClusterAction| {
+        if at < end {
+            plan.actions.push((at, action));
+        }
+    };
     for h in 0..users {
         let mut lane = Lane::default();
         for _ in 0..rng.range(0, 2) {
@@ -225,16 +232,14 @@ pub fn random(seed: u64) -> ClusterPlan {
             match rng.below(3) {
                 0 if lane.take(at, at + long) => {
                     plan.actions.push((at, ClusterAction::CrashClient(h)));
-                    plan.actions
-                        .push(((at + long).min(end), ClusterAction::RestartClient(h)));
+                    back(&mut plan, at + long, ClusterAction::RestartClient(h));
                 }
                 1 if lane.take(at, at) => {
                     plan.actions.push((at, ClusterAction::BounceClient(h)));
                 }
                 2 if lane.take(at, at + long) => {
                     plan.actions.push((at, ClusterAction::Logout(h)));
-                    plan.actions
-                        .push(((at + long).min(end), ClusterAction::Start(h)));
+                    back(&mut plan, at + long, ClusterAction::Start(h));
                 }
                 _ => {}
             }

@@ -18,6 +18,7 @@ pub mod cluster_oracle;
 pub mod cluster_plan;
 pub mod completions;
 pub mod harness;
+pub mod log;
 pub mod net;
 pub mod oracle;
 pub mod plan;
