@@ -127,6 +127,10 @@ pub struct ClusterOracle {
     /// Message → the (client, incarnation) applications that got it.
     deliveries: BTreeMap<u64, Vec<(usize, u32)>>,
     orphans: Vec<Orphans>,
+    /// By user: (node, instant) of each of its sessions' ends.
+    ended: BTreeMap<usize, Vec<(usize, Duration)>>,
+    /// By node: when it crashed or its link was cut.
+    lost_at: Vec<Vec<Duration>>,
     pub stats: ClusterStats,
     log: EventLog,
 }
@@ -150,6 +154,8 @@ impl ClusterOracle {
             acked: BTreeSet::new(),
             deliveries: BTreeMap::new(),
             orphans: Vec::new(),
+            ended: BTreeMap::new(),
+            lost_at: vec![Vec::new(); cfg.nodes],
             stats: ClusterStats::default(),
             log: EventLog::new(MAX_VIOLATIONS),
         }
@@ -198,6 +204,7 @@ impl ClusterOracle {
     pub fn node_crashed(&mut self, node: usize, at: Duration) {
         self.stats.node_crashes += 1;
         self.nodes[node].up = false;
+        self.lost_at[node].push(at);
         self.trace(at, format_args!("n{node} crashes"));
         // Its streams close as its runtime drops their tasks, in an order that is not the
         // seed's (tokio's process-wide task ids): settle them here, in order, instead.
@@ -244,6 +251,7 @@ impl ClusterOracle {
     /// The node's link was cut; its adapter notices at `noticed`.
     pub fn node_cut(&mut self, node: usize, at: Duration, noticed: Duration) {
         self.stats.cuts += 1;
+        self.lost_at[node].push(at);
         let fence = self.cfg.fence_after() + self.cfg.tick * WRITE_SLACK_TICKS;
         let n = &mut self.nodes[node];
         n.fence_by = Some(noticed + fence);
@@ -304,9 +312,7 @@ impl ClusterOracle {
                     }
                     let node = self.conns[&conn].node;
                     self.trace(at, format_args!("n{node} s{conn}: Bye {reason:?}"));
-                    if let Some(c) = self.conns.get_mut(&conn) {
-                        c.session = None;
-                    }
+                    self.session_ended(conn, at);
                 }
                 Ok(_) => {}
                 Err(e) => self.violation(at, format!("s{conn}: undecodable server frame: {e}")),
@@ -314,10 +320,20 @@ impl ClusterOracle {
         }
     }
 
+    /// A session's end, remembered per user: a node that missed the news (a lost bus
+    /// message) keeps showing the user until it resyncs, or until the session's node dies.
+    fn session_ended(&mut self, conn: u64, at: Duration) {
+        if let Some(c) = self.conns.get_mut(&conn)
+            && let Some(u) = c.session.take()
+        {
+            self.ended.entry(u).or_default().push((c.node, at));
+        }
+    }
+
     pub fn server_dropped(&mut self, conn: u64, at: Duration) {
+        self.session_ended(conn, at);
         if let Some(c) = self.conns.get_mut(&conn) {
             c.open = false;
-            c.session = None;
             let node = c.node;
             self.trace(at, format_args!("n{node} s{conn} closed"));
         }
@@ -535,7 +551,46 @@ impl ClusterOracle {
 
     /// Every watcher logged in through a node that is up and not cut off shows each orphan
     /// that has not come back offline.
+    /// Until when a watcher's node may rightly still show `u` online although its session
+    /// died with `node`: a session of `u` that ended on another node whose link was then cut
+    /// (or which crashed) may never have been heard of as ended — the bus is at-most-once —
+    /// so it lasts until that node's deadline at the others.
+    fn stale_until(&self, u: usize, node: usize, t: Duration) -> Option<Duration> {
+        let deadline = self.cfg.bus_delay.1 + self.cfg.node_timeout + DEADLINE_SLACK;
+        self.ended
+            .get(&u)?
+            .iter()
+            .filter(|&&(n, _)| n != node)
+            .filter_map(|&(n, end)| {
+                self.lost_at[n]
+                    .iter()
+                    .filter(|&&lost| lost >= end && lost <= t)
+                    .map(|&lost| lost + deadline)
+                    .max()
+            })
+            .max()
+    }
+
     fn check_orphans(&mut self, t: Duration, o: &Orphans) {
+        // Users whose news may be stale elsewhere are checked again at that deadline.
+        let mut now = Vec::new();
+        for &u in &o.users {
+            match self.stale_until(u, o.node, t) {
+                Some(later) if later > t => self.orphans.push(Orphans {
+                    node: o.node,
+                    died: o.died,
+                    by: later,
+                    users: vec![u],
+                }),
+                _ => now.push(u),
+            }
+        }
+        let o = &Orphans {
+            node: o.node,
+            died: o.died,
+            by: o.by,
+            users: now,
+        };
         let mut problems = Vec::new();
         for w in 0..self.clients.len() {
             let c = &self.clients[w];
