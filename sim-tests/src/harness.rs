@@ -103,7 +103,7 @@ fn server_config(cfg: &SimConfig) -> ServerConfig {
     }
 }
 
-fn host_config() -> HostConfig {
+pub(crate) fn host_config() -> HostConfig {
     HostConfig {
         max_connections: 1000,
         outbound_queue: QueueLimits {
@@ -118,12 +118,12 @@ fn host_config() -> HostConfig {
     }
 }
 
-/// A fresh store with every user registered.
-fn new_store(cfg: &SimConfig) -> SharedStore {
-    let hasher = Hasher::seeded_for_simulation(HashCost::fast_for_tests(), cfg.seed)
+/// A fresh store with users `u0 .. u{users - 1}` registered.
+pub(crate) fn new_store(users: usize, seed: u64) -> SharedStore {
+    let hasher = Hasher::seeded_for_simulation(HashCost::fast_for_tests(), seed)
         .expect("a hasher for the simulation");
     let mut db = Db::open_in_memory(&DbOptions::default()).expect("an in-memory database");
-    for u in 0..cfg.users {
+    for u in 0..users {
         let op = StorageOp::Register {
             user: user_name(u),
             password: PASSWORD.to_string(),
@@ -135,13 +135,13 @@ fn new_store(cfg: &SimConfig) -> SharedStore {
             "registering u{u}"
         );
     }
-    SharedStore::new(db, hasher, cfg.seed)
+    SharedStore::new(db, hasher, seed)
 }
 
 impl Harness {
     pub fn new(cfg: SimConfig) -> Harness {
         let oracle: Shared = Arc::new(Mutex::new(Oracle::new(&cfg)));
-        let store = new_store(&cfg);
+        let store = new_store(cfg.users, cfg.seed);
         let mut sim = turmoil::Builder::new()
             .epoch(UNIX_EPOCH)
             .rng_seed(cfg.seed)
@@ -164,7 +164,8 @@ impl Harness {
                     let users = store.lock().users()?;
                     let listener = SimListener::bind(oracle.clone()).await?;
                     let (results, receiver) = result_channel(&server_cfg);
-                    let (backend, late_results) = SimStorage::new(store, results, oracle.clone());
+                    let (backend, late_results) =
+                        SimStorage::new(store, results, Some(oracle.clone()));
                     tokio::spawn(late_results);
                     let clock = Clock::start();
                     let server = Server::new(server_cfg, users);

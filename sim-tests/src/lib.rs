@@ -7,12 +7,23 @@
 //! oracle that never reads the server's state ([`oracle`]) checks that presence is exact and
 //! messages arrive once.
 //!
+//! The cluster simulation ([`cluster`]) runs several such server hosts as the nodes of one
+//! cluster, sharing one `Db` and a model of the NATS bus ([`bus`]), with clients moving
+//! between them; its plan ([`cluster_plan`]) crashes, restarts and cuts off nodes, and its
+//! oracle ([`cluster_oracle`]) checks fencing, node deadlines, convergence and messages.
+//!
 //! Replaying a seed: `SIM_SEED=1234 cargo test -p breeze-sim-tests --release -- random_seeds
 //! --nocapture` (add `SIM_TRACE=1` for the whole event log). Soaks: `SIM_SEEDS=10000` with the
 //! same command, or the `sim-soak` binary (from a random base seed unless told one).
 
+pub mod bus;
+pub mod cluster;
+pub mod cluster_net;
+pub mod cluster_oracle;
+pub mod cluster_plan;
 pub mod completions;
 pub mod harness;
+pub mod log;
 pub mod net;
 pub mod oracle;
 pub mod plan;

@@ -33,7 +33,7 @@ pub struct SimListener {
 /// went different ways. Here the last of a crashing incarnation's streams to go closes them
 /// all, sorted.
 #[derive(Default)]
-struct Morgue {
+pub(crate) struct Morgue {
     /// Streams of this server incarnation not dropped yet.
     live: usize,
     /// Sorted by connection.
@@ -67,10 +67,7 @@ impl Listener for SimListener {
     async fn accept(&mut self) -> io::Result<(Observed, SocketAddr)> {
         let (stream, peer) = self.inner.accept().await?;
         let conn = crate::oracle::lock(&self.oracle).server_accepted(now(), peer);
-        self.morgue
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .live += 1;
+        Morgue::opened(&self.morgue);
         let observed = Observed {
             inner: Some(stream),
             conn,
@@ -82,6 +79,37 @@ impl Listener for SimListener {
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
         self.inner.local_addr()
+    }
+}
+
+impl Morgue {
+    /// A stream of this incarnation was accepted.
+    pub(crate) fn opened(morgue: &Mutex<Morgue>) {
+        morgue.lock().unwrap_or_else(PoisonError::into_inner).live += 1;
+    }
+
+    /// A stream of this incarnation is dropped: closed at once, or, while its host crashes,
+    /// held until the last one goes and then closed with the others in connection order.
+    pub(crate) fn close(
+        morgue: &Mutex<Morgue>,
+        conn: u64,
+        stream: turmoil::net::TcpStream,
+        crashing: bool,
+    ) {
+        let mut morgue = morgue.lock().unwrap_or_else(PoisonError::into_inner);
+        morgue.live -= 1;
+        if !crashing {
+            drop(morgue);
+            return drop(stream);
+        }
+        let at = morgue.held.partition_point(|(c, _)| *c < conn);
+        morgue.held.insert(at, (conn, stream));
+        if morgue.live == 0 {
+            let held = std::mem::take(&mut morgue.held);
+            drop(morgue);
+            // A vector drops its elements first to last.
+            drop(held);
+        }
     }
 }
 
@@ -166,20 +194,7 @@ impl Drop for Observed {
         let Some(stream) = self.inner.take() else {
             return;
         };
-        let mut morgue = self.morgue.lock().unwrap_or_else(PoisonError::into_inner);
-        morgue.live -= 1;
-        if !crashing {
-            drop(morgue);
-            return drop(stream);
-        }
-        let at = morgue.held.partition_point(|(conn, _)| *conn < self.conn);
-        morgue.held.insert(at, (self.conn, stream));
-        if morgue.live == 0 {
-            let held = std::mem::take(&mut morgue.held);
-            drop(morgue);
-            // A vector drops its elements first to last.
-            drop(held);
-        }
+        Morgue::close(&self.morgue, self.conn, stream, crashing);
     }
 }
 

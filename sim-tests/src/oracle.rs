@@ -38,6 +38,7 @@
 //! a mailbox that could not be read comes with the next login, so the final round logs such
 //! clients in again and then every message must have been acknowledged and delivered.
 
+use crate::log::EventLog;
 use crate::plan::SimConfig;
 use breeze_core::client::{ClientEvent, StopReason};
 use breeze_core::codec::{DEFAULT_MAX_FRAME, decode, split_frame};
@@ -68,8 +69,6 @@ pub fn user_name(u: usize) -> UserId {
     UserId::new(format!("u{u}")).expect("valid user name")
 }
 
-/// How many trace lines a failure report shows.
-const TAIL: usize = 60;
 /// Violations kept per run: the first ones are the interesting ones.
 const MAX_VIOLATIONS: usize = 200;
 
@@ -326,11 +325,7 @@ pub struct Oracle {
     shared_users: BTreeSet<usize>,
     /// Every presence change an application saw: (host, instant, user, presence).
     seen: Vec<(usize, Duration, UserId, Presence)>,
-    hash: u64,
-    lines: u64,
-    tail: VecDeque<String>,
-    print: bool,
-    violations: Vec<String>,
+    log: EventLog,
     /// Running-check findings already reported, so a wrong view is reported once, not
     /// once per tick.
     reported: BTreeSet<String>,
@@ -340,8 +335,8 @@ pub struct Oracle {
 impl fmt::Debug for Oracle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Oracle")
-            .field("violations", &self.violations.len())
-            .field("hash", &self.hash)
+            .field("violations", &self.log.violations().len())
+            .field("hash", &self.log.trace_hash())
             .finish_non_exhaustive()
     }
 }
@@ -410,11 +405,7 @@ impl Oracle {
             needs_login: vec![false; cfg.devices.len()],
             shared_users,
             seen: Vec::new(),
-            hash: 0xcbf2_9ce4_8422_2325,
-            lines: 0,
-            tail: VecDeque::new(),
-            print: std::env::var_os("SIM_TRACE").is_some(),
-            violations: Vec::new(),
+            log: EventLog::new(MAX_VIOLATIONS),
             reported: BTreeSet::new(),
             stats: Stats::default(),
         }
@@ -425,39 +416,23 @@ impl Oracle {
     /// Adds a line to the event log. Its hash is the run's fingerprint: two runs of a seed
     /// must produce the same one.
     pub fn trace(&mut self, at: Duration, what: fmt::Arguments<'_>) {
-        let line = format!("{:>9.3} {what}", at.as_secs_f64());
-        for b in line.bytes().chain(std::iter::once(b'\n')) {
-            self.hash = (self.hash ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
-        }
-        self.lines += 1;
-        if self.print {
-            eprintln!("{line}");
-        }
-        if self.tail.len() == TAIL {
-            self.tail.pop_front();
-        }
-        self.tail.push_back(line);
+        self.log.trace(at, what);
     }
 
     pub fn violation(&mut self, at: Duration, what: String) {
-        if self.violations.len() >= MAX_VIOLATIONS {
-            return;
-        }
-        let line = format!("at {:.3}s: {what}", at.as_secs_f64());
-        self.trace(at, format_args!("VIOLATION {what}"));
-        self.violations.push(line);
+        self.log.violation(at, what);
     }
 
     pub fn violations(&self) -> &[String] {
-        &self.violations
+        self.log.violations()
     }
 
     pub fn trace_hash(&self) -> u64 {
-        self.hash ^ self.lines
+        self.log.trace_hash()
     }
 
     pub fn tail(&self) -> Vec<String> {
-        self.tail.iter().cloned().collect()
+        self.log.tail()
     }
 
     fn user_of(&self, user: &UserId) -> Option<usize> {

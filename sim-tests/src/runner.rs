@@ -6,11 +6,35 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+/// One seed's result, as a batch of seeds needs it.
+pub trait SeedRun: Send {
+    fn seed(&self) -> u64;
+    fn passed(&self) -> bool;
+    fn simulated(&self) -> Duration;
+    /// The failure as the test output shows it, ending with the replay line.
+    fn describe(&self) -> String;
+}
+
+impl SeedRun for Outcome {
+    fn seed(&self) -> u64 {
+        self.seed
+    }
+    fn passed(&self) -> bool {
+        Outcome::passed(self)
+    }
+    fn simulated(&self) -> Duration {
+        self.simulated
+    }
+    fn describe(&self) -> String {
+        describe(self)
+    }
+}
+
 /// What a batch of seeds found.
 #[derive(Debug)]
-pub struct Report {
+pub struct Report<O = Outcome> {
     pub seeds: u64,
-    pub failures: Vec<Outcome>,
+    pub failures: Vec<O>,
     pub elapsed: Duration,
     pub simulated: Duration,
 }
@@ -75,8 +99,19 @@ pub fn describe(outcome: &Outcome) -> String {
     text
 }
 
-/// Runs seeds `first .. first + count` on `threads` threads.
+/// Runs the single-server seeds `first .. first + count` on `threads` threads.
 pub fn run_seeds(first: u64, count: u64, threads: usize, progress: bool) -> Report {
+    run_seeds_with(first, count, threads, progress, run_seed)
+}
+
+/// Runs seeds `first .. first + count` of `run` on `threads` threads.
+pub fn run_seeds_with<O: SeedRun>(
+    first: u64,
+    count: u64,
+    threads: usize,
+    progress: bool,
+    run: impl Fn(u64) -> O + Sync,
+) -> Report<O> {
     let start = Instant::now();
     let next = AtomicU64::new(first);
     let end = first + count;
@@ -91,10 +126,10 @@ pub fn run_seeds(first: u64, count: u64, threads: usize, progress: bool) -> Repo
                     if seed >= end {
                         return;
                     }
-                    let outcome = run_seed(seed);
-                    *simulated.lock().expect("lock") += outcome.simulated;
+                    let outcome = run(seed);
+                    *simulated.lock().expect("lock") += outcome.simulated();
                     if !outcome.passed() {
-                        eprintln!("{}", describe(&outcome));
+                        eprintln!("{}", outcome.describe());
                         failures.lock().expect("lock").push(outcome);
                     }
                     let n = done.fetch_add(1, Ordering::Relaxed) + 1;
@@ -106,7 +141,7 @@ pub fn run_seeds(first: u64, count: u64, threads: usize, progress: bool) -> Repo
         }
     });
     let mut failures = failures.into_inner().expect("lock");
-    failures.sort_by_key(|o| o.seed);
+    failures.sort_by_key(SeedRun::seed);
     Report {
         seeds: count,
         failures,

@@ -144,7 +144,9 @@ impl SharedStore {
 pub struct SimStorage {
     store: SharedStore,
     results: ResultSender,
-    oracle: Shared,
+    /// Hears of failures and late results; `None` where the storage stays healthy (the
+    /// cluster simulation), which makes neither.
+    oracle: Option<Shared>,
     late: Arc<Mutex<Completions>>,
     wake: Arc<Notify>,
 }
@@ -155,7 +157,7 @@ impl SimStorage {
     pub fn new(
         store: SharedStore,
         results: ResultSender,
-        oracle: Shared,
+        oracle: Option<Shared>,
     ) -> (SimStorage, impl Future<Output = ()> + Send + 'static) {
         let late = Arc::new(Mutex::new(Completions::default()));
         let wake = Arc::new(Notify::new());
@@ -198,8 +200,10 @@ impl StorageBackend for SimStorage {
                 due <= at && (!in_order || late.nothing_in_order_waits()),
             )
         };
-        if fate.fails {
-            oracle::lock(&self.oracle).storage_failed(now(), &op);
+        if fate.fails
+            && let Some(o) = &self.oracle
+        {
+            oracle::lock(o).storage_failed(now(), &op);
         }
         let what = format!("{op:?}");
         let work = if fate.fails {
@@ -214,14 +218,16 @@ impl StorageBackend for SimStorage {
             return self.store.complete(&self.results, id, work);
         }
         let committed = matches!(work, Work::Answer(_)) && !fate.fails;
-        oracle::lock(&self.oracle).trace(
-            now(),
-            format_args!(
-                "storage: {what}{} answers in {:?}",
-                if committed { " committed," } else { "" },
-                due - at
-            ),
-        );
+        if let Some(o) = &self.oracle {
+            oracle::lock(o).trace(
+                now(),
+                format_args!(
+                    "storage: {what}{} answers in {:?}",
+                    if committed { " committed," } else { "" },
+                    due - at
+                ),
+            );
+        }
         self.late()
             .push(due, in_order, Completion { id, what, work });
         self.wake.notify_one();
@@ -232,7 +238,7 @@ impl StorageBackend for SimStorage {
 async fn release(
     store: SharedStore,
     results: ResultSender,
-    oracle: Shared,
+    oracle: Option<Shared>,
     late: Arc<Mutex<Completions>>,
     wake: Arc<Notify>,
 ) {
@@ -254,7 +260,9 @@ async fn release(
             let Some(c) = lock_late(&late).pop_due(at) else {
                 break;
             };
-            oracle::lock(&oracle).trace(now(), format_args!("storage: {} answered", c.what));
+            if let Some(o) = &oracle {
+                oracle::lock(o).trace(now(), format_args!("storage: {} answered", c.what));
+            }
             store.complete(&results, c.id, c.work);
         }
     }
