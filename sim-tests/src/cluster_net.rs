@@ -5,15 +5,12 @@
 //! stream closing), to tell which node holds whom.
 
 use crate::cluster_oracle::{self, SharedClusterOracle};
-use crate::net::{Morgue, PORT};
+use crate::net::{Morgue, Observed, PORT, Watch};
 use crate::oracle::now;
 use breeze_transport_tokio::Listener;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// One node's listener.
 pub struct NodeListener {
@@ -51,13 +48,11 @@ impl Listener for NodeListener {
         let (stream, peer) = self.inner.accept().await?;
         let conn = cluster_oracle::lock(&self.oracle).accepted(self.node, now());
         Morgue::opened(&self.morgue);
-        let stream = NodeStream {
-            inner: Some(stream),
+        let watch = NodeWatch {
             node: self.node,
-            conn,
             oracle: self.oracle.clone(),
-            morgue: self.morgue.clone(),
         };
+        let stream = Observed::new(stream, conn, watch, self.morgue.clone());
         Ok((stream, peer))
     }
 
@@ -67,71 +62,30 @@ impl Listener for NodeListener {
 }
 
 /// A stream a node accepted, reporting what the node writes.
-pub struct NodeStream {
-    /// Taken only by `drop`.
-    inner: Option<turmoil::net::TcpStream>,
+pub type NodeStream = Observed<NodeWatch>;
+
+/// The cluster oracle, as one node's streams report to it.
+pub struct NodeWatch {
     node: usize,
-    conn: u64,
     oracle: SharedClusterOracle,
-    morgue: Arc<Mutex<Morgue>>,
 }
 
-impl std::fmt::Debug for NodeStream {
+impl std::fmt::Debug for NodeWatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NodeStream")
+        f.debug_struct("NodeWatch")
             .field("node", &self.node)
-            .field("conn", &self.conn)
             .finish_non_exhaustive()
     }
 }
 
-impl NodeStream {
-    fn stream(&mut self) -> Pin<&mut turmoil::net::TcpStream> {
-        Pin::new(self.inner.as_mut().expect("only drop takes the stream"))
-    }
-}
-
-impl AsyncRead for NodeStream {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        self.stream().poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for NodeStream {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let polled = self.stream().poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = &polled {
-            cluster_oracle::lock(&self.oracle).server_wrote(self.conn, now(), &buf[..*n]);
-        }
-        polled
+impl Watch for NodeWatch {
+    fn wrote(&self, conn: u64, data: &[u8]) {
+        cluster_oracle::lock(&self.oracle).server_wrote(conn, now(), data);
     }
 
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.stream().poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.stream().poll_shutdown(cx)
-    }
-}
-
-impl Drop for NodeStream {
-    fn drop(&mut self) {
-        let crashing = {
-            let mut oracle = cluster_oracle::lock(&self.oracle);
-            oracle.server_dropped(self.conn, now());
-            !oracle.node_up(self.node)
-        };
-        if let Some(stream) = self.inner.take() {
-            Morgue::close(&self.morgue, self.conn, stream, crashing);
-        }
+    fn dropped(&self, conn: u64) -> bool {
+        let mut oracle = cluster_oracle::lock(&self.oracle);
+        oracle.server_dropped(conn, now());
+        !oracle.node_up(self.node)
     }
 }

@@ -68,12 +68,7 @@ impl Listener for SimListener {
         let (stream, peer) = self.inner.accept().await?;
         let conn = crate::oracle::lock(&self.oracle).server_accepted(now(), peer);
         Morgue::opened(&self.morgue);
-        let observed = Observed {
-            inner: Some(stream),
-            conn,
-            oracle: self.oracle.clone(),
-            morgue: self.morgue.clone(),
-        };
+        let observed = Observed::new(stream, conn, self.oracle.clone(), self.morgue.clone());
         Ok((observed, peer))
     }
 
@@ -113,16 +108,66 @@ impl Morgue {
     }
 }
 
+/// What a server-side stream reports to: the single server's oracle, or a node of a
+/// cluster's (`cluster_net.rs`). One stream type serves both.
+pub trait Watch: Send + Sync + Unpin + 'static {
+    /// The host read `data` (`Ok`) or its read failed; a watcher of writes only ignores it.
+    fn read(&self, _conn: u64, _data: Result<&[u8], &io::Error>) {}
+    fn wrote(&self, conn: u64, data: &[u8]);
+    /// The host dropped the stream; whether that host is crashing (`Morgue`).
+    fn dropped(&self, conn: u64) -> bool;
+}
+
+impl Watch for Shared {
+    fn read(&self, conn: u64, data: Result<&[u8], &io::Error>) {
+        let mut oracle = crate::oracle::lock(self);
+        match data {
+            Ok(data) => oracle.server_read(conn, now(), data),
+            Err(e) => oracle.server_read_failed(conn, now(), e),
+        }
+    }
+
+    fn wrote(&self, conn: u64, data: &[u8]) {
+        crate::oracle::lock(self).server_wrote(conn, now(), data);
+    }
+
+    fn dropped(&self, conn: u64) -> bool {
+        let mut oracle = crate::oracle::lock(self);
+        oracle.server_dropped(conn, now());
+        !oracle.server_is_up()
+    }
+}
+
 /// A server-side stream that reports what passes through it.
-pub struct Observed {
+pub struct Observed<W: Watch = Shared> {
     /// Taken only by `drop`.
     inner: Option<turmoil::net::TcpStream>,
     conn: u64,
-    oracle: Shared,
+    watch: W,
     morgue: Arc<Mutex<Morgue>>,
 }
 
-impl std::fmt::Debug for Observed {
+impl<W: Watch> Observed<W> {
+    pub(crate) fn new(
+        stream: turmoil::net::TcpStream,
+        conn: u64,
+        watch: W,
+        morgue: Arc<Mutex<Morgue>>,
+    ) -> Self {
+        Observed {
+            inner: Some(stream),
+            conn,
+            watch,
+            morgue,
+        }
+    }
+
+    fn stream(&mut self) -> Pin<&mut turmoil::net::TcpStream> {
+        Pin::new(self.inner.as_mut().expect("only drop takes the stream"))
+    }
+}
+
+impl<W: Watch> std::fmt::Debug for Observed<W> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Observed")
             .field("conn", &self.conn)
@@ -130,13 +175,7 @@ impl std::fmt::Debug for Observed {
     }
 }
 
-impl Observed {
-    fn stream(&mut self) -> Pin<&mut turmoil::net::TcpStream> {
-        Pin::new(self.inner.as_mut().expect("only drop takes the stream"))
-    }
-}
-
-impl AsyncRead for Observed {
+impl<W: Watch> AsyncRead for Observed<W> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -150,11 +189,9 @@ impl AsyncRead for Observed {
             match &polled {
                 Poll::Ready(Ok(())) => {
                     let data = &buf.filled()[before..];
-                    crate::oracle::lock(&self.oracle).server_read(self.conn, now(), data);
+                    self.watch.read(self.conn, Ok(data));
                 }
-                Poll::Ready(Err(e)) => {
-                    crate::oracle::lock(&self.oracle).server_read_failed(self.conn, now(), e);
-                }
+                Poll::Ready(Err(e)) => self.watch.read(self.conn, Err(e)),
                 Poll::Pending => {}
             }
         }
@@ -162,7 +199,7 @@ impl AsyncRead for Observed {
     }
 }
 
-impl AsyncWrite for Observed {
+impl<W: Watch> AsyncWrite for Observed<W> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -170,7 +207,7 @@ impl AsyncWrite for Observed {
     ) -> Poll<io::Result<usize>> {
         let polled = self.stream().poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = &polled {
-            crate::oracle::lock(&self.oracle).server_wrote(self.conn, now(), &buf[..*n]);
+            self.watch.wrote(self.conn, &buf[..*n]);
         }
         polled
     }
@@ -184,13 +221,9 @@ impl AsyncWrite for Observed {
     }
 }
 
-impl Drop for Observed {
+impl<W: Watch> Drop for Observed<W> {
     fn drop(&mut self) {
-        let crashing = {
-            let mut oracle = crate::oracle::lock(&self.oracle);
-            oracle.server_dropped(self.conn, now());
-            !oracle.server_is_up()
-        };
+        let crashing = self.watch.dropped(self.conn);
         let Some(stream) = self.inner.take() else {
             return;
         };
