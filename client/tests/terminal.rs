@@ -4,17 +4,23 @@
 
 mod common;
 
-use common::{TestServer, password, text};
+use common::{TerminalChat, TestServer, password, text};
 use std::time::Duration;
 
-#[test]
-fn a_message_arriving_while_a_line_is_typed_is_printed_above_it() {
+/// A server with alice and bob, and alice's chat on a terminal, logged in, at its prompt.
+fn alice_at_the_prompt() -> (TestServer, TerminalChat) {
     let server = TestServer::start();
     server.register("alice");
     server.register("bob");
     let mut alice = server.chat_on_terminal("alice");
     alice.expect("logged in as alice");
     alice.expect("> ");
+    (server, alice)
+}
+
+#[test]
+fn a_message_arriving_while_a_line_is_typed_is_printed_above_it() {
+    let (server, mut alice) = alice_at_the_prompt();
     alice.type_keys("see you at");
     alice.expect("see you at");
 
@@ -43,12 +49,7 @@ fn a_message_arriving_while_a_line_is_typed_is_printed_above_it() {
 
 #[test]
 fn a_message_arriving_during_a_password_prompt_waits_until_after_it() {
-    let server = TestServer::start();
-    server.register("alice");
-    server.register("bob");
-    let mut alice = server.chat_on_terminal("alice");
-    alice.expect("logged in as alice");
-    alice.expect("> ");
+    let (server, mut alice) = alice_at_the_prompt();
     alice.type_keys("/passwd\r");
     alice.expect("old password: ");
 

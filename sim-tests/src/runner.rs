@@ -157,3 +157,12 @@ pub fn threads() -> usize {
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
+
+/// A number from the environment (`SIM_SEED`, `SIM_SEEDS`, …), if set; anything else set
+/// there stops the run, naming the variable.
+pub fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().map(|v| {
+        v.parse()
+            .unwrap_or_else(|_| panic!("{name} must be a number, not {v:?}"))
+    })
+}

@@ -9,18 +9,11 @@ use breeze_sim_tests::cluster::{
     ClusterHarness, cluster_replay_command, run_cluster, run_cluster_seed,
 };
 use breeze_sim_tests::cluster_plan::{ClusterAction, ClusterPlan, ClusterSimConfig};
-use breeze_sim_tests::runner::{SeedRun, run_seeds_with, threads};
+use breeze_sim_tests::runner::{SeedRun, env_u64, run_seeds_with, threads};
 use std::time::Duration;
 
 /// Seeds `cargo test` runs.
 const CI_SEEDS: u64 = 500;
-
-fn env_u64(name: &str) -> Option<u64> {
-    std::env::var(name).ok().map(|v| {
-        v.parse()
-            .unwrap_or_else(|_| panic!("{name} must be a number, not {v:?}"))
-    })
-}
 
 fn secs(s: f64) -> Duration {
     Duration::from_secs_f64(s)

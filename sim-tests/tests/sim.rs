@@ -11,19 +11,13 @@ use breeze_core::DuplicateLogin;
 use breeze_core::client::StopReason;
 use breeze_core::message::{CloseReason, Presence, Status};
 use breeze_sim_tests::oracle::Oracle;
+use breeze_sim_tests::runner::env_u64;
 use breeze_sim_tests::runner::{describe, replay_command, run_seeds, threads};
 use breeze_sim_tests::{Action, Harness, Outcome, Plan, SimConfig, run, run_seed};
 use std::time::Duration;
 
 /// Seeds a plain `cargo test` runs.
 const CI_SEEDS: u64 = 500;
-
-fn env_u64(name: &str) -> Option<u64> {
-    std::env::var(name).ok().map(|v| {
-        v.parse()
-            .unwrap_or_else(|_| panic!("{name} must be a number, not {v:?}"))
-    })
-}
 
 fn secs(s: f64) -> Duration {
     Duration::from_secs_f64(s)
