@@ -1,18 +1,23 @@
 //! The line editor of `breeze chat` on a terminal: editing keys, history (up and down, kept in
 //! a file under the user's data folder), and Tab completion of the commands, their words and
 //! the user names the chat knows. Lines the chat prints while one is being typed appear above
-//! it (`Screen`), and none appear while a password is typed.
+//! it (`Screen`). `/passwd` asks for the passwords as edited lines too, masked: the editor
+//! never lets go of the terminal, so a line the chat prints meanwhile appears above the
+//! password prompt like any other, never inside it.
 
-use crate::input::{self, COMMANDS, Input};
+use crate::input::{COMMANDS, Input};
 use crate::screen::Screen;
 use breeze_core::UserId;
 use rustyline::completion::{Completer, Pair};
+use rustyline::config::Configurer;
 use rustyline::error::ReadlineError;
+use rustyline::highlight::CmdKind;
 use rustyline::highlight::Highlighter;
 use rustyline::hint::Hinter;
 use rustyline::history::DefaultHistory;
 use rustyline::validate::Validator;
-use rustyline::{CompletionType, Config, Context, Editor};
+use rustyline::{ColorMode, CompletionType, Config, Context, Editor};
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -41,10 +46,13 @@ impl Names {
     }
 }
 
-/// The editor's completion; no hints, highlighting or multi-line validation.
+/// The editor's completion, and the mask over a password being typed; no hints or
+/// multi-line validation.
 #[derive(Debug)]
 struct ChatHelper {
     names: Names,
+    /// A password is being typed: shown as `*`, nothing completed.
+    masking: bool,
 }
 
 impl Completer for ChatHelper {
@@ -56,6 +64,9 @@ impl Completer for ChatHelper {
         pos: usize,
         _: &Context<'_>,
     ) -> rustyline::Result<(usize, Vec<Pair>)> {
+        if self.masking {
+            return Ok((pos, Vec::new()));
+        }
         Ok(complete(line, pos, &self.names.snapshot()))
     }
 }
@@ -63,7 +74,21 @@ impl Completer for ChatHelper {
 impl Hinter for ChatHelper {
     type Hint = String;
 }
-impl Highlighter for ChatHelper {}
+
+impl Highlighter for ChatHelper {
+    fn highlight<'l>(&self, line: &'l str, _pos: usize) -> Cow<'l, str> {
+        if self.masking {
+            // One `*` per column, so that the cursor the editor places stays where it is.
+            Cow::Owned("*".repeat(unicode_width::UnicodeWidthStr::width(line)))
+        } else {
+            Cow::Borrowed(line)
+        }
+    }
+
+    fn highlight_char(&self, _line: &str, _pos: usize, kind: CmdKind) -> bool {
+        self.masking && kind != CmdKind::MoveCursor
+    }
+}
 impl Validator for ChatHelper {}
 impl rustyline::Helper for ChatHelper {}
 
@@ -156,6 +181,7 @@ pub fn spawn(tx: mpsc::Sender<Input>, screen: &Screen, names: &Names) -> Result<
         Editor::with_config(config).map_err(|e| e.to_string())?;
     editor.set_helper(Some(ChatHelper {
         names: names.clone(),
+        masking: false,
     }));
     let printer = editor
         .create_external_printer()
@@ -169,11 +195,13 @@ pub fn spawn(tx: mpsc::Sender<Input>, screen: &Screen, names: &Names) -> Result<
             path.display()
         ));
     }
-    screen.attach(
-        Box::new(printer),
-        #[cfg(unix)]
-        saved,
-    );
+    screen
+        .attach(
+            Box::new(printer),
+            #[cfg(unix)]
+            saved,
+        )
+        .map_err(|e| format!("cannot start the printer thread: {e}"))?;
     let screen = screen.clone();
     std::thread::Builder::new()
         .name("editor".into())
@@ -190,12 +218,7 @@ fn read(
 ) {
     loop {
         let input = match editor.readline(PROMPT) {
-            Ok(line) if line.trim() == "/passwd" => {
-                // Messages wait until both passwords are in: printed into the prompt, they
-                // would look like part of it.
-                let _hold = screen.hold();
-                input::ask_passwords()
-            }
+            Ok(line) if line.trim() == "/passwd" => ask_passwords(&mut editor),
             Ok(line) => Input::Line(line),
             Err(ReadlineError::Interrupted) => Input::Quit,
             // End of input: the channel closes.
@@ -220,6 +243,43 @@ fn read(
             return;
         }
     }
+}
+
+/// Asks for the old password and the new one twice, as masked lines of the editor, kept out
+/// of the history.
+fn ask_passwords(editor: &mut Editor<ChatHelper, DefaultHistory>) -> Input {
+    set_masking(editor, true);
+    let asked = (|| {
+        let old = editor.readline("old password: ")?;
+        let new = editor.readline("new password: ")?;
+        let again = editor.readline("new password again: ")?;
+        Ok::<_, ReadlineError>((old, new, again))
+    })();
+    set_masking(editor, false);
+    match asked {
+        Ok((_, new, again)) if new != again => {
+            Input::PasswdFailed("/passwd: the new passwords do not match".into())
+        }
+        Ok((old, new, _)) => Input::Passwd { old, new },
+        Err(ReadlineError::Interrupted | ReadlineError::Eof) => {
+            Input::PasswdFailed("/passwd: cancelled; the password is unchanged".into())
+        }
+        Err(e) => Input::PasswdFailed(format!("/passwd: cannot read the password: {e}")),
+    }
+}
+
+fn set_masking(editor: &mut Editor<ChatHelper, DefaultHistory>, on: bool) {
+    if let Some(helper) = editor.helper_mut() {
+        helper.masking = on;
+    }
+    editor.set_auto_add_history(!on);
+    // The mask is drawn as highlighting, which the editor leaves out where colours are off
+    // (`NO_COLOR`, or output that is not a terminal): forced on while a password is typed.
+    editor.set_color_mode(if on {
+        ColorMode::Forced
+    } else {
+        ColorMode::Enabled
+    });
 }
 
 /// `$BREEZE_HISTORY_FILE`, else `breeze/history` in the data folder (`$XDG_DATA_HOME`, else
@@ -317,6 +377,7 @@ mod tests {
         let shared = Names::default();
         let helper = ChatHelper {
             names: shared.clone(),
+            masking: false,
         };
         assert!(
             complete("/open c", 7, &helper.names.snapshot())
