@@ -8,8 +8,11 @@ use serde::{Deserialize, Serialize};
 
 /// The four bytes every `Hello` starts with, so a stray protocol is refused at once.
 pub const MAGIC: [u8; 4] = *b"BRZE";
-/// The wire version this build speaks.
+/// The newest wire version this build speaks; a client offers it in `Hello`.
 pub const PROTOCOL_VERSION: u16 = 1;
+/// The oldest wire version this build's server still answers: a client offering any version
+/// from this one up gets the highest version both speak (PROTOCOL.md §16).
+pub const OLDEST_PROTOCOL_VERSION: u16 = 1;
 /// The longest `Hello::client` name the server accepts, in bytes; longer is `BadHandshake`.
 pub const MAX_CLIENT_NAME: usize = 64;
 /// The most seqs one `Ack` may carry; more is refused with `TooLarge`, none of them marked.
@@ -484,6 +487,61 @@ pub enum ServerMsg {
     OfflineWaiting {
         count: u32,
     },
+}
+
+impl ClientMsg {
+    /// The protocol version that added this request. A connection that agreed on an older
+    /// version is closed with `Malformed` for it, as a server of that version would close it.
+    pub fn since(&self) -> u16 {
+        match self {
+            ClientMsg::Hello { .. }
+            | ClientMsg::Register { .. }
+            | ClientMsg::Login { .. }
+            | ClientMsg::Logout
+            | ClientMsg::ChangePassword { .. }
+            | ClientMsg::SetStatus { .. }
+            | ClientMsg::AddContact { .. }
+            | ClientMsg::RemoveContact { .. }
+            | ClientMsg::Send { .. }
+            | ClientMsg::Ack { .. }
+            | ClientMsg::Ping { .. }
+            | ClientMsg::History { .. }
+            | ClientMsg::AdminWho
+            | ClientMsg::ChangeContacts { .. }
+            | ClientMsg::AgentLogin { .. }
+            | ClientMsg::AdminKick { .. }
+            | ClientMsg::AdminBan { .. }
+            | ClientMsg::AdminUnban { .. } => 1,
+        }
+    }
+}
+
+impl ServerMsg {
+    /// The protocol version that added this frame: never sent on a connection that agreed on
+    /// an older version.
+    pub fn since(&self) -> u16 {
+        match self {
+            ServerMsg::Welcome { .. }
+            | ServerMsg::Registered { .. }
+            | ServerMsg::LoginOk { .. }
+            | ServerMsg::PresenceSnapshot { .. }
+            | ServerMsg::PresenceDiff { .. }
+            | ServerMsg::OwnStatus { .. }
+            | ServerMsg::ContactsChanged { .. }
+            | ServerMsg::PasswordChanged
+            | ServerMsg::Sent { .. }
+            | ServerMsg::Deliver { .. }
+            | ServerMsg::OfflineDone { .. }
+            | ServerMsg::History { .. }
+            | ServerMsg::Pong { .. }
+            | ServerMsg::Error { .. }
+            | ServerMsg::Who { .. }
+            | ServerMsg::Bye { .. }
+            | ServerMsg::Throttled { .. }
+            | ServerMsg::AdminDone { .. }
+            | ServerMsg::OfflineWaiting { .. } => 1,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -107,6 +107,9 @@ pub struct Client {
     /// Whose presence the server shows (from `Welcome`): under `Contacts`, a removed contact
     /// leaves the view.
     scope: WatchScope,
+    /// The protocol version the server agreed in `Welcome` (0 before it): requests a later
+    /// version added are not sent to a server that does not speak them.
+    version: u16,
     view: PresenceView,
     seen: SeenSeqs,
     outbox: Outbox,
@@ -151,6 +154,7 @@ impl Client {
             contact_changes: BTreeMap::new(),
             contacts_in_flight: VecDeque::new(),
             scope: WatchScope::Everyone,
+            version: 0,
             seen: SeenSeqs::new(REMEMBERED_SEQS),
             outbox: Outbox::new(cfg.id_base),
             refused_for_now: BTreeSet::new(),
@@ -425,6 +429,13 @@ impl Client {
         matches!(&self.phase, Phase::Connected(c) if matches!(c.stage, Stage::LoggedIn))
     }
 
+    /// Whether the server of the last handshake speaks `version` or later: what that version
+    /// added may be asked of it. A server of an older version would close the connection as
+    /// `Malformed` for it.
+    pub fn server_speaks(&self, version: u16) -> bool {
+        self.version >= version
+    }
+
     /// Everyone the server lets this user see, the user excluded. Kept while disconnected
     /// (stale then) until the next snapshot replaces it.
     pub fn presence(&self) -> &BTreeMap<UserId, Presence> {
@@ -483,6 +494,7 @@ impl Client {
     fn on_message(&mut self, now: Instant, msg: ServerMsg) {
         match msg {
             ServerMsg::Welcome {
+                version,
                 heartbeat_interval_ms,
                 heartbeat_timeout_ms,
                 scope,
@@ -491,6 +503,7 @@ impl Client {
                 ..
             } => {
                 self.scope = scope;
+                self.version = version;
                 self.events.push_back(ClientEvent::Limits {
                     max_body,
                     max_attachment,

@@ -30,8 +30,8 @@ use crate::codec::{decode, encode};
 use crate::config::ServerConfig;
 use crate::ids::{ConnId, RequestId, SessionLocation, UserId};
 use crate::message::{
-    ClientMsg, CloseReason, Credential, ErrorCode, MAGIC, MAX_CLIENT_NAME, PROTOCOL_VERSION,
-    RequestKind, ServerMsg, WhoEntry, WhoSession,
+    ClientMsg, CloseReason, Credential, ErrorCode, MAGIC, MAX_CLIENT_NAME, OLDEST_PROTOCOL_VERSION,
+    PROTOCOL_VERSION, RequestKind, ServerMsg, WhoEntry, WhoSession,
 };
 use crate::storage::{StorageOp, StorageResult};
 use crate::time::Instant;
@@ -265,6 +265,10 @@ impl Server {
             Ok(msg) => msg,
             Err(_) => return self.close(now, conn, CloseReason::Malformed),
         };
+        // A request the agreed version does not have is what its server could not decode.
+        if msg.since() > OLDEST_PROTOCOL_VERSION && !c.speaks(msg.since()) {
+            return self.close(now, conn, CloseReason::Malformed);
+        }
         match &c.phase {
             Phase::AwaitHello => self.on_hello(now, conn, msg),
             Phase::Ready { .. } => self.on_anonymous(now, conn, msg),
@@ -541,17 +545,19 @@ impl Server {
         if magic != MAGIC || client.len() > MAX_CLIENT_NAME {
             return self.close(now, conn, CloseReason::BadHandshake);
         }
-        // One version exists. A server that speaks several will answer a client's version
-        // with that same version when it knows it.
-        if version != PROTOCOL_VERSION {
+        // `version` is the newest the client speaks: the connection speaks the newest both
+        // know, and the server sends it only what that version defines (`Conn::speaks`).
+        if version < OLDEST_PROTOCOL_VERSION {
             return self.close(now, conn, CloseReason::UnsupportedVersion);
         }
+        let version = version.min(PROTOCOL_VERSION);
         if let Some(c) = self.conns.get_mut(&conn) {
             c.phase = Phase::Ready { login: None };
+            c.version = version;
         }
         let cfg = &self.cfg;
         let welcome = ServerMsg::Welcome {
-            version: PROTOCOL_VERSION,
+            version,
             heartbeat_interval_ms: millis_u32(cfg.heartbeat_interval),
             heartbeat_timeout_ms: millis_u32(cfg.heartbeat_timeout),
             max_frame: cfg.max_frame,
@@ -734,6 +740,13 @@ impl Server {
     }
 
     fn send(&mut self, conn: ConnId, msg: &ServerMsg) {
+        // What a later version added never reaches a connection that agreed on an earlier
+        // one: it could not decode it. Checked here, once, rather than at every sender.
+        if msg.since() > OLDEST_PROTOCOL_VERSION
+            && !self.conns.get(&conn).is_some_and(|c| c.speaks(msg.since()))
+        {
+            return;
+        }
         self.out.push_back(Output::Send {
             conn,
             payload: encode(msg),

@@ -25,6 +25,9 @@ pub(crate) struct Conn {
     pub(crate) frame_tat: Instant,
     /// `History` requests of this connection waiting for storage.
     pub(crate) history_loads: u8,
+    /// The protocol version agreed in `Hello` (0 before it): frames and fields of later
+    /// versions are never sent to it, and its requests of later versions are `Malformed`.
+    pub(crate) version: u16,
     /// Storage requests and hashes of this connection in flight (see `budget`).
     pub(crate) in_flight: InFlight,
 }
@@ -142,8 +145,15 @@ impl Conn {
             addr,
             frame_tat: now,
             history_loads: 0,
+            version: 0,
             in_flight: InFlight::default(),
         }
+    }
+
+    /// Whether this connection agreed on `version` or a later one: what `version` added may
+    /// be sent to it.
+    pub(crate) fn speaks(&self, version: u16) -> bool {
+        self.version >= version
     }
 
     /// When this connection is dead unless a frame arrives first.

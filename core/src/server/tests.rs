@@ -2,8 +2,8 @@
 
 use crate::config::{DuplicateLogin, ServerConfig};
 use crate::message::{
-    ClientMsg, CloseReason, ErrorCode, MAGIC, Presence, PresenceEntry, RequestKind, ServerMsg,
-    Status, WatchScope,
+    ClientMsg, CloseReason, ErrorCode, MAGIC, OLDEST_PROTOCOL_VERSION, PROTOCOL_VERSION, Presence,
+    PresenceEntry, RequestKind, ServerMsg, Status, WatchScope,
 };
 use crate::server::ServerEvent;
 use crate::testkit::Rig;
@@ -134,11 +134,37 @@ fn a_first_frame_that_is_not_hello_is_refused() {
         c,
         ClientMsg::Hello {
             magic: MAGIC,
-            version: 999,
+            version: OLDEST_PROTOCOL_VERSION - 1,
             client: String::new(),
         },
     );
     assert_eq!(rig.closed[&c], CloseReason::UnsupportedVersion);
+}
+
+#[test]
+fn a_client_of_a_newer_version_gets_the_newest_the_server_speaks() {
+    let mut rig = Rig::new(cfg(), &[]);
+    for offered in [
+        OLDEST_PROTOCOL_VERSION,
+        PROTOCOL_VERSION,
+        PROTOCOL_VERSION + 1,
+        u16::MAX,
+    ] {
+        let c = rig.open();
+        rig.frame(
+            c,
+            ClientMsg::Hello {
+                magic: MAGIC,
+                version: offered,
+                client: String::new(),
+            },
+        );
+        let [ServerMsg::Welcome { version, .. }] = &rig.take(c)[..] else {
+            panic!("no Welcome for version {offered}");
+        };
+        assert_eq!(*version, offered.min(PROTOCOL_VERSION));
+        assert!(!rig.closed.contains_key(&c));
+    }
 }
 
 #[test]

@@ -41,7 +41,8 @@ use breeze_core::codec::{decode, encode};
 use breeze_core::config::{FrameRate, LoginThrottle, password_is_acceptable};
 use breeze_core::message::{
     Attachment, ClientMsg, CloseReason, Credential, Delivery, MAGIC, MAX_ACK_SEQS,
-    PROTOCOL_VERSION, Presence, PresenceEntry, ServerMsg, Status, WatchScope,
+    OLDEST_PROTOCOL_VERSION, PROTOCOL_VERSION, Presence, PresenceEntry, ServerMsg, Status,
+    WatchScope,
 };
 use breeze_core::server::{Output, Server, ServerEvent, SessionEnd};
 use breeze_core::storage::{MAX_HISTORY, StorageError, StorageOp, StorageResult};
@@ -447,7 +448,12 @@ impl Harness {
                 long_client,
             } => ClientMsg::Hello {
                 magic: if bad_magic { *b"BRZF" } else { MAGIC },
-                version: PROTOCOL_VERSION + bad_version as u16,
+                // Older than any the server answers (a newer one is answered with its own).
+                version: if bad_version {
+                    OLDEST_PROTOCOL_VERSION - 1
+                } else {
+                    PROTOCOL_VERSION
+                },
                 client: if long_client {
                     "c".repeat(65)
                 } else {
