@@ -95,6 +95,12 @@ pub fn render(stats: &Stats, counters: &Counters, commits: Option<&CommitSnapsho
         "Storage requests handed to the store and not answered yet (its queue depth)",
         stats.pending_storage,
     );
+    gauge(
+        &mut registry,
+        "cluster_fenced",
+        "1 while this cluster node has fenced itself off (lost the bus; lets nobody in)",
+        usize::from(stats.fenced),
+    );
     counter(
         &mut registry,
         "frames_received",
@@ -206,6 +212,7 @@ mod tests {
             online_users: 2,
             registered_users: 5,
             pending_storage: 1,
+            fenced: false,
         };
         let mut counters = Counters {
             logins: 4,

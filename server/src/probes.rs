@@ -32,11 +32,19 @@ impl Probes for ServerProbes {
         })
     }
 
-    /// Ready: the core task answers (it ends if the store's writer dies) and the store's
-    /// last commit went through.
+    /// Ready: the core task answers (it ends if the store's writer dies), the node is not
+    /// fenced off its cluster, and the store's last commit went through. A load balancer
+    /// that asks sends no one to a fenced node, which would only refuse them.
     fn ready(&self) -> ProbeFuture<'_> {
         Box::pin(async move {
-            self.host.stats().await.map_err(|_| STOPPING.to_owned())?;
+            let stats = self.host.stats().await.map_err(|_| STOPPING.to_owned())?;
+            if stats.fenced {
+                return Err(
+                    "fenced: this node has lost the cluster bus (NATS) for longer \
+                            than the fence margin; it lets nobody in until the bus is back"
+                        .to_owned(),
+                );
+            }
             if self.commits.as_ref().is_some_and(|c| c.snapshot().failing) {
                 return Err("storage is failing: the last commit did not go through \
                             (see the server's log)"

@@ -14,6 +14,7 @@ mod cluster_rig;
 use breeze_core::client::{ClientEvent, Mode};
 use breeze_core::message::{CloseReason, Presence, ServerMsg};
 use breeze_testsupport::nats::Relay;
+use breeze_testsupport::process::ServerProcess;
 use breeze_testsupport::{PASSWORD, client_config, drive};
 use breeze_transport_tokio::{Connector, TcpConnector};
 use cluster_rig::{
@@ -146,6 +147,18 @@ async fn a_node_cut_off_from_nats_fences_itself_before_the_others_declare_it_dea
         fenced < gone_at_alice && fenced < gone_at_bob,
         "node 3 still held carol when the others declared it dead"
     );
+    // A load balancer asking `/readyz` sends no one to the fenced node; the others stay ready.
+    let ready = |node: &ServerProcess| {
+        let addr = node.http.expect("the nodes serve HTTP");
+        async move { breeze_testsupport::http(addr, &breeze_testsupport::http_get("/readyz")).await }
+    };
+    let answer = ready(&n3).await;
+    assert!(
+        answer.starts_with("HTTP/1.1 503 ") && answer.contains("fenced"),
+        "{answer}"
+    );
+    let answer = ready(&n1).await;
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
     // While cut off, node 3 lets nobody in; carol comes back through node 1.
     let refused = Watcher::try_login(n3.addr, "carol").await.err();
     assert_eq!(
@@ -177,6 +190,8 @@ async fn a_node_cut_off_from_nats_fences_itself_before_the_others_declare_it_dea
         "node 3 took logins again {:?} after the heal",
         healed.elapsed()
     );
+    let answer = ready(&n3).await;
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
     alice.until("dave", Presence::Online, SOON).await;
     bob.until("dave", Presence::Online, SOON).await;
     dave.until("carol", Presence::Online, SOON).await;

@@ -321,14 +321,7 @@ async fn an_oversize_message_is_refused_from_its_header_and_closed_with_1009() {
 /// Sends `request` to the HTTP listener and reads the answer to its end (the server
 /// closes after a refusal).
 async fn http(server: &InProcess, request: &str) -> String {
-    let mut tcp = TcpStream::connect(server.http_addr()).await.unwrap();
-    tcp.write_all(request.as_bytes()).await.unwrap();
-    let mut answer = Vec::new();
-    tokio::time::timeout(breeze_testsupport::WAIT, tcp.read_to_end(&mut answer))
-        .await
-        .expect("answered and closed within the wait bound")
-        .unwrap();
-    String::from_utf8_lossy(&answer).into_owned()
+    breeze_testsupport::http(server.http_addr(), request).await
 }
 
 fn upgrade_request(host: &str, extra: &str) -> String {
@@ -553,7 +546,7 @@ async fn tcp_and_websocket_share_one_connection_limit() {
 #[tokio::test]
 async fn metrics_and_readiness_follow_the_server() {
     let server = InProcess::start(timings).await;
-    let get = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let get = breeze_testsupport::http_get;
     let before = http(&server, &get("/metrics")).await;
     assert!(before.starts_with("HTTP/1.1 200 OK\r\n"), "{before}");
     assert!(

@@ -33,6 +33,25 @@ use std::time::Duration;
 /// Bound on every wait; reaching it fails the test instead of hanging it.
 pub const WAIT: Duration = Duration::from_secs(10);
 
+/// Sends `request` (raw HTTP/1.1) to `addr` and reads the answer to its end: ask with
+/// `Connection: close` (the server also closes after a refusal).
+pub async fn http(addr: std::net::SocketAddr, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(WAIT, tcp.read_to_end(&mut answer))
+        .await
+        .expect("answered and closed within the wait bound")
+        .unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// A plain `GET path` that asks the server to close after answering.
+pub fn http_get(path: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+}
+
 /// The password `Peer` registers and logs in with.
 pub const PASSWORD: &str = "correct horse";
 

@@ -152,6 +152,8 @@ pub fn temp_db() -> (tempfile::TempDir, PathBuf) {
 pub struct ServerProcess {
     child: Child,
     pub addr: SocketAddr,
+    /// The HTTP listener (web client, probes), when it is on.
+    pub http: Option<SocketAddr>,
     log: mpsc::Receiver<String>,
 }
 
@@ -166,7 +168,14 @@ impl ServerProcess {
                 .spawn()
                 .expect("spawn breeze-server");
             match watch_log(&mut child) {
-                Ok(Listening { addr, log, .. }) => return ServerProcess { child, addr, log },
+                Ok(listening) => {
+                    return ServerProcess {
+                        child,
+                        addr: listening.addr,
+                        http: listening.http_addr(),
+                        log: listening.log,
+                    };
+                }
                 Err(log) if log.iter().any(|l| l.contains("cannot listen on")) => {
                     last_log = log;
                     std::thread::sleep(Duration::from_millis(100));

@@ -129,6 +129,9 @@ pub struct Stats {
     pub online_users: usize,
     pub registered_users: usize,
     pub pending_storage: usize,
+    /// A cluster node cut off from the bus too long: it has closed its clients and lets
+    /// nobody in until the bus is back (CLUSTER.md, self-fencing). Not ready.
+    pub fenced: bool,
 }
 
 /// What a storage request was for, so its result can finish the job.
@@ -480,6 +483,7 @@ impl Server {
             online_users: self.online,
             registered_users: self.users.len(),
             pending_storage: self.pending.len(),
+            fenced: self.cluster.as_ref().is_some_and(|c| c.fenced()),
         }
     }
 
