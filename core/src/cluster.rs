@@ -20,6 +20,9 @@ pub struct ClusterConfig {
     /// A node whose bus link has been down for `node_timeout - fence_margin` closes its
     /// clients: the margin covers the adapter's lag in noticing a dead link.
     pub fence_margin: Duration,
+    /// The most bytes of users one snapshot part carries: a node's whole state can outgrow
+    /// what one bus message may hold (NATS's `max_payload`, 1 MiB by default).
+    pub snapshot_part_bytes: usize,
 }
 
 impl ClusterConfig {
@@ -30,6 +33,9 @@ impl ClusterConfig {
             node_timeout: Duration::from_secs(3),
             heartbeat_every: Duration::from_millis(500),
             fence_margin: Duration::from_secs(1),
+            // A quarter of NATS's default `max_payload`: room for the envelope, and for a
+            // server configured lower.
+            snapshot_part_bytes: 256 * 1024,
         }
     }
 
@@ -69,8 +75,12 @@ pub enum Body {
     Registered(UserId),
     /// Send me your snapshot.
     SyncRequest,
-    /// The sender's whole state, current at `seq`.
+    /// Part `part` of `parts` of the sender's whole state, current at `seq`; parts of one
+    /// snapshot share `seq` and are sent in order. A receiver applies the state once it has
+    /// every part of one snapshot in order, and asks again after a missing part.
     Snapshot {
+        part: u32,
+        parts: u32,
         users: Vec<UserState>,
         registered: Vec<UserId>,
     },

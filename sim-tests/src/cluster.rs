@@ -112,6 +112,9 @@ fn cluster_config(cfg: &ClusterSimConfig, epoch: u64) -> ClusterConfig {
         node_timeout: cfg.node_timeout,
         heartbeat_every: cfg.node_heartbeat,
         fence_margin: cfg.fence_margin,
+        // Small enough that every snapshot of more than a user or two comes in parts, some
+        // of which the bus's losses and cuts then take away.
+        snapshot_part_bytes: 128,
     }
 }
 

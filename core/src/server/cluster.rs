@@ -5,6 +5,7 @@
 
 use super::{Output, Server};
 use crate::cluster::{Body, ClusterConfig, ClusterMsg, Dest, Kick, UserState};
+use crate::codec::encode;
 use crate::config::DuplicateLogin;
 use crate::ids::{ConnId, NodeId, UserId};
 use crate::message::{CloseReason, ServerMsg, WhoSession};
@@ -57,6 +58,20 @@ struct Peer {
     /// When this node last asked it for a snapshot, while one is awaited.
     asked: Option<Instant>,
     users: BTreeMap<UserId, Remote>,
+    /// The parts of a snapshot received so far, in order.
+    assembly: Option<Assembly>,
+}
+
+/// A snapshot arriving in parts: applied only whole, since a part alone would make every
+/// user it lacks look gone.
+#[derive(Debug)]
+struct Assembly {
+    seq: u64,
+    parts: u32,
+    /// The next part expected.
+    next: u32,
+    users: Vec<UserState>,
+    registered: Vec<UserId>,
 }
 
 #[derive(Debug)]
@@ -173,6 +188,82 @@ impl Cluster {
             body,
         }
     }
+
+    /// This node's whole state as snapshot parts of at most `snapshot_part_bytes` of users
+    /// and accounts each (at least one entry per part, however large), all at this `seq`.
+    fn snapshot(&self) -> Vec<ClusterMsg> {
+        let budget = self.cfg.snapshot_part_bytes;
+        let mut chunks: Vec<(Vec<UserState>, Vec<UserId>)> = vec![(Vec::new(), Vec::new())];
+        let mut used = 0;
+        let mut room_for = |bytes: usize, chunks: &mut Vec<(Vec<UserState>, Vec<UserId>)>| {
+            let last = chunks.last().expect("never empty");
+            if used + bytes > budget && !(last.0.is_empty() && last.1.is_empty()) {
+                chunks.push((Vec::new(), Vec::new()));
+                used = 0;
+            }
+            used += bytes;
+        };
+        for state in self.published.values() {
+            room_for(encode(state).len(), &mut chunks);
+            chunks
+                .last_mut()
+                .expect("never empty")
+                .0
+                .push(state.clone());
+        }
+        for user in &self.registered {
+            room_for(encode(user).len(), &mut chunks);
+            chunks.last_mut().expect("never empty").1.push(user.clone());
+        }
+        let parts = u32::try_from(chunks.len()).unwrap_or(u32::MAX);
+        chunks
+            .into_iter()
+            .zip(0..parts)
+            .map(|((users, registered), part)| {
+                self.msg(Body::Snapshot {
+                    part,
+                    parts,
+                    users,
+                    registered,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Adds one snapshot part to `assembly`; the whole snapshot once its last part is in. A part
+/// out of order (one before it was lost) drops what was gathered: the snapshot is asked for
+/// again, and a newer snapshot's first part starts afresh.
+fn assemble(
+    assembly: &mut Option<Assembly>,
+    seq: u64,
+    part: u32,
+    parts: u32,
+    users: Vec<UserState>,
+    registered: Vec<UserId>,
+) -> Option<(Vec<UserState>, Vec<UserId>)> {
+    if part == 0 {
+        *assembly = Some(Assembly {
+            seq,
+            parts,
+            next: 0,
+            users: Vec::new(),
+            registered: Vec::new(),
+        });
+    }
+    let a = assembly.as_mut()?;
+    if a.seq != seq || a.parts != parts || a.next != part {
+        *assembly = None;
+        return None;
+    }
+    a.users.extend(users);
+    a.registered.extend(registered);
+    a.next += 1;
+    if a.next < a.parts {
+        return None;
+    }
+    let a = assembly.take().expect("checked above");
+    Some((a.users, a.registered))
 }
 
 impl Server {
@@ -241,6 +332,7 @@ impl Server {
             last_heard: now,
             asked: None,
             users: BTreeMap::new(),
+            assembly: None,
         });
         p.last_heard = now;
         let ClusterMsg { seq, body, .. } = msg;
@@ -267,19 +359,29 @@ impl Server {
             Body::Heartbeat => {}
             Body::SyncRequest => {
                 let c = self.cluster.as_ref().expect("checked above");
-                let snapshot = c.msg(Body::Snapshot {
-                    users: c.published.values().cloned().collect(),
-                    registered: c.registered.clone(),
-                });
-                self.out.push_back(Output::Cluster {
-                    to: Dest::Node(from),
-                    msg: snapshot,
-                });
+                for msg in c.snapshot() {
+                    self.out.push_back(Output::Cluster {
+                        to: Dest::Node(from),
+                        msg,
+                    });
+                }
             }
-            Body::Snapshot { users, registered } => {
+            Body::Snapshot {
+                part,
+                parts,
+                users,
+                registered,
+            } => {
                 if seq < p.seq {
                     return;
                 }
+                let Some((users, registered)) =
+                    assemble(&mut p.assembly, seq, part, parts, users, registered)
+                else {
+                    // A part is missing (lost on the bus): `asked` stays, so the next
+                    // gap or heartbeat asks again.
+                    return;
+                };
                 p.seq = seq;
                 p.asked = None;
                 let gone: Vec<UserId> = p

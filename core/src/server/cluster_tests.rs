@@ -41,17 +41,28 @@ struct Net {
     heard: Vec<Vec<Option<Instant>>>,
     /// Drops a message from `from` to `to` when it answers true.
     drop: Option<DropRule>,
+    /// Every node's cluster settings for an epoch.
+    cluster: fn(u64) -> ClusterConfig,
 }
 
 impl Net {
     fn new(n: usize, each: impl Fn(u32) -> ServerConfig) -> Net {
+        Net::with_cluster(n, each, ClusterConfig::new)
+    }
+
+    fn with_cluster(
+        n: usize,
+        each: impl Fn(u32) -> ServerConfig,
+        cluster: fn(u64) -> ClusterConfig,
+    ) -> Net {
         let store = Rig::store_of(USERS);
         let nodes = (0..n)
-            .map(|i| process(&store, each(i as u32), 1, Instant::ZERO))
+            .map(|i| process(&store, each(i as u32), cluster(1), Instant::ZERO))
             .collect();
         let mut net = Net {
             nodes,
             store,
+            cluster,
             crashed: vec![false; n],
             cut: vec![false; n],
             heard: vec![vec![None; n]; n],
@@ -134,7 +145,7 @@ impl Net {
     /// Node `node`'s process starts again under `epoch`: its connections are gone.
     fn restart(&mut self, node: usize, cfg: ServerConfig, epoch: u64) {
         let now = self.now();
-        self.nodes[node] = process(&self.store, cfg, epoch, now);
+        self.nodes[node] = process(&self.store, cfg, (self.cluster)(epoch), now);
         self.crashed[node] = false;
         self.cut[node] = false;
         self.settle();
@@ -193,10 +204,15 @@ impl Net {
 }
 
 /// A node's process over the shared store, in cluster mode under `epoch`, its link up at `now`.
-fn process(store: &Rc<RefCell<MemStore>>, cfg: ServerConfig, epoch: u64, now: Instant) -> Rig {
+fn process(
+    store: &Rc<RefCell<MemStore>>,
+    cfg: ServerConfig,
+    cluster: ClusterConfig,
+    now: Instant,
+) -> Rig {
     let mut rig = Rig::sharing(cfg, store.clone());
     rig.now = now;
-    rig.server.enable_cluster(now, ClusterConfig::new(epoch));
+    rig.server.enable_cluster(now, cluster);
     rig.server.handle_bus_link(now, true);
     rig.pump();
     rig
@@ -268,6 +284,55 @@ fn a_lost_message_is_noticed_at_the_next_heartbeat_and_resynced() {
     // Node 0's next heartbeat carries a seq node 1 has not seen: it asks for a snapshot.
     net.advance(ClusterConfig::new(1).heartbeat_every);
     assert_eq!(net.diffs(1, w), [entry("u", Presence::Online)]);
+}
+
+#[test]
+fn a_snapshot_too_big_for_one_bus_message_comes_in_parts_and_a_lost_part_is_asked_again() {
+    let mut net = Net::with_cluster(2, cfg, |epoch| ClusterConfig {
+        // Room for one user's state per part.
+        snapshot_part_bytes: 16,
+        ..ClusterConfig::new(epoch)
+    });
+    let x = net.login(1, "x");
+    net.nodes[1].take(x);
+    // Node 0's user states never reach node 1 one by one, and the first snapshot loses its
+    // second part.
+    let parts = Rc::new(RefCell::new(Vec::new()));
+    let seen = parts.clone();
+    net.drop = Some(Box::new(move |from, _, msg| match &msg.body {
+        Body::User(_) => from == 0,
+        Body::Snapshot { part, parts, .. } => {
+            let mut seen = seen.borrow_mut();
+            seen.push((*part, *parts));
+            *part == 1 && seen.iter().filter(|(p, _)| *p == 1).count() == 1
+        }
+        _ => false,
+    }));
+    for name in ["u", "v", "w"] {
+        net.login(0, name);
+    }
+    assert!(net.diffs(1, x).is_empty(), "lost: node 1 cannot know yet");
+    // The heartbeat due now shows node 1 it is behind; the snapshot that answers lacks a
+    // part.
+    net.advance(Duration::ZERO);
+    assert_eq!(parts.borrow().len(), 3, "one snapshot so far");
+    assert!(
+        net.diffs(1, x).is_empty(),
+        "a snapshot missing a part was applied: {:?}",
+        parts.borrow()
+    );
+    let every = ClusterConfig::new(1).heartbeat_every;
+    // The next heartbeat asks again, and the whole snapshot comes.
+    net.advance(every);
+    let got: Vec<PresenceEntry> = net.diffs(1, x).concat();
+    for name in ["u", "v", "w"] {
+        assert!(got.contains(&entry(name, Presence::Online)[0]), "{got:?}");
+    }
+    let parts = parts.borrow();
+    assert!(
+        parts.iter().all(|&(_, n)| n >= 3) && parts.len() >= 6,
+        "one user a part, twice: {parts:?}"
+    );
 }
 
 #[test]
