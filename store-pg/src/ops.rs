@@ -245,9 +245,7 @@ pub(crate) async fn set_banned(
     user: &UserId,
     banned: bool,
 ) -> Result<Result<(), StorageError>, PgError> {
-    let stmt = c
-        .prepare_cached("UPDATE accounts SET banned = $2 WHERE name = $1")
-        .await?;
+    let stmt = c.prepare_cached(SET_BANNED).await?;
     Ok(
         if c.execute(&stmt, &[&user.as_str(), &banned]).await? == 1 {
             Ok(())
@@ -265,38 +263,45 @@ async fn contacts(c: &impl GenericClient, user: &UserId) -> Result<Vec<UserId>, 
     rows.iter().map(|r| user_at(r, 0)).collect()
 }
 
-/// All or nothing: every addition is checked before anything is written, and nothing after
-/// the checks can be refused.
+// All or nothing, in one statement: the user and every addition are checked (`missing`)
+// before anything is written, and nothing after the checks can be refused. A name both added
+// and removed ends up off the list, as adding then removing it would leave it.
+const SET_CONTACTS: &str = "WITH missing AS (
+        SELECT 1 FROM unnest(array_prepend($1::text, $2::text[])) AS n(name)
+        WHERE NOT EXISTS (SELECT 1 FROM accounts a WHERE a.name = n.name) LIMIT 1),
+    added AS (
+        INSERT INTO contacts (owner, contact)
+        SELECT $1, n.name FROM unnest($2::text[]) AS n(name)
+        WHERE NOT EXISTS (SELECT 1 FROM missing) AND NOT n.name = ANY($3::text[])
+        ON CONFLICT DO NOTHING),
+    removed AS (
+        DELETE FROM contacts WHERE owner = $1 AND contact = ANY($3::text[])
+          AND NOT EXISTS (SELECT 1 FROM missing))
+    SELECT NOT EXISTS (SELECT 1 FROM missing)";
+
+/// One statement, so that the writer can send it without waiting for an answer first
+/// (`writer.rs`).
 pub(crate) async fn set_contacts(
     c: &impl GenericClient,
     user: &UserId,
     add: &[UserId],
     remove: &[UserId],
 ) -> Result<Result<(), StorageError>, PgError> {
-    for name in std::iter::once(user).chain(add) {
-        if !user_exists(c, name).await? {
-            return Ok(Err(StorageError::NoSuchUser));
-        }
-    }
-    if !add.is_empty() {
-        let names: Vec<&str> = add.iter().map(UserId::as_str).collect();
-        let stmt = c
-            .prepare_cached(
-                "INSERT INTO contacts (owner, contact) SELECT $1, unnest($2::text[])
-                 ON CONFLICT DO NOTHING",
-            )
-            .await?;
-        c.execute(&stmt, &[&user.as_str(), &names]).await?;
-    }
-    if !remove.is_empty() {
-        let names: Vec<&str> = remove.iter().map(UserId::as_str).collect();
-        let stmt = c
-            .prepare_cached("DELETE FROM contacts WHERE owner = $1 AND contact = ANY($2)")
-            .await?;
-        c.execute(&stmt, &[&user.as_str(), &names]).await?;
-    }
-    Ok(Ok(()))
+    let add: Vec<&str> = add.iter().map(UserId::as_str).collect();
+    let remove: Vec<&str> = remove.iter().map(UserId::as_str).collect();
+    let stmt = c.prepare_cached(SET_CONTACTS).await?;
+    let known: bool = c
+        .query_one(&stmt, &[&user.as_str(), &add, &remove])
+        .await?
+        .try_get(0)?;
+    Ok(if known {
+        Ok(())
+    } else {
+        Err(StorageError::NoSuchUser)
+    })
 }
+
+const RESERVE_SEQS: &str = "UPDATE message_seq SET last = last + $1 RETURNING last";
 
 /// Reserves `n` seqs for a batch's messages: the first of them. The counter's row stays
 /// locked until the transaction ends, so another node's batch waits here and draws the seqs
@@ -308,33 +313,50 @@ pub(crate) async fn set_contacts(
 /// a chain of 512 versions that every update walks again.
 pub(crate) async fn reserve_seqs(c: &impl GenericClient, n: usize) -> Result<i64, PgError> {
     let n = i64::try_from(n).unwrap_or(i64::MAX);
-    let stmt = c
-        .prepare_cached("UPDATE message_seq SET last = last + $1 RETURNING last")
-        .await?;
+    let stmt = c.prepare_cached(RESERVE_SEQS).await?;
     let last: i64 = c.query_one(&stmt, &[&n]).await?.try_get(0)?;
     Ok(last - n + 1)
 }
 
-// One round trip for the common case: the users checked and the row inserted by one
-// statement. A duplicate or an unknown user inserts nothing, and its reserved seq is skipped
-// (seqs may skip, as SQLite's AUTOINCREMENT's do).
-const STORE_MESSAGE: &str = "INSERT INTO messages (seq, sender, recipient, client_id, body,
+// A run of messages in one statement, each row checked and inserted as a single-row insert
+// would be: the users checked by `EXISTS` (a failed foreign key would abort the whole
+// transaction, and every other client's write in it), a resend skipped by the
+// `(sender, client_id)` key — also one resent within the run, as the rows go in in `ord`
+// order. A skipped row's reserved seq stays unused (seqs may skip, as SQLite's
+// AUTOINCREMENT's do). Row `ord` (from 1) gets `last - $1 + ord`, `last` being the counter
+// this transaction just raised (`reserve_seqs`), so the writer need not wait for that
+// answer before sending this.
+const STORE_MESSAGES: &str = "INSERT INTO messages (seq, sender, recipient, client_id, body,
                           attachment_mime, attachment_name, attachment_data, sent_at_ms)
-    SELECT $9, $1, $2, $3, $4, $5, $6, $7, $8
-    WHERE EXISTS (SELECT 1 FROM accounts WHERE name = $1)
-      AND EXISTS (SELECT 1 FROM accounts WHERE name = $2)
+    SELECT (SELECT last FROM message_seq) - $1 + m.ord, m.sender, m.recipient, m.client_id,
+           m.body, m.mime, m.name, m.data, m.sent_at
+    FROM unnest($2::text[], $3::text[], $4::bigint[], $5::bytea[], $6::bytea[], $7::bytea[],
+                $8::bytea[], $9::bigint[])
+         WITH ORDINALITY AS m(sender, recipient, client_id, body, mime, name, data, sent_at, ord)
+    WHERE EXISTS (SELECT 1 FROM accounts WHERE name = m.sender)
+      AND EXISTS (SELECT 1 FROM accounts WHERE name = m.recipient)
+    ORDER BY m.ord
     ON CONFLICT (sender, client_id) DO NOTHING
     RETURNING seq";
 
 const MARK_DELIVERED: &str = "UPDATE messages SET delivered = TRUE
     WHERE recipient = $1 AND seq = ANY($2) AND NOT delivered";
 
-/// Prepares the statements the writer pipelines, so that sending them never waits for a
-/// prepare: a statement prepared on first use inside a pipelined run would let the ones
+const SET_BANNED: &str = "UPDATE accounts SET banned = $2 WHERE name = $1";
+
+/// Prepares every statement the writer sends, so that sending them never waits for a
+/// prepare: a statement prepared on first use inside a pipelined batch would let the ones
 /// after it overtake it (`writer.rs`).
-pub(crate) async fn prepare_pipelined(c: &impl GenericClient) -> Result<(), PgError> {
-    c.prepare_cached(STORE_MESSAGE).await?;
-    c.prepare_cached(MARK_DELIVERED).await?;
+pub(crate) async fn prepare_writes(c: &impl GenericClient) -> Result<(), PgError> {
+    for sql in [
+        RESERVE_SEQS,
+        STORE_MESSAGES,
+        MARK_DELIVERED,
+        SET_CONTACTS,
+        SET_BANNED,
+    ] {
+        c.prepare_cached(sql).await?;
+    }
     Ok(())
 }
 
@@ -368,60 +390,85 @@ fn delivery_at(row: &Row) -> Result<(Delivery, UserId), PgError> {
     Ok((delivery, user_at(row, 8)?))
 }
 
-/// `StoreMessage` as `seq`, reserved by `reserve_seqs` in this transaction: `(from, id)`
-/// stored once, seqs in commit order.
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn store_message(
+/// One `StoreMessage` of a run that `store_messages` stores.
+pub(crate) struct NewMessage<'a> {
+    pub from: &'a UserId,
+    pub to: &'a UserId,
+    pub id: u64,
+    pub body: &'a str,
+    pub attachment: Option<&'a Attachment>,
+    pub now_ms: u64,
+}
+
+/// Stores a run of messages in one statement; the seq of the run's first message is `last −
+/// from_last + 1`, `last` being what `reserve_seqs` raised the counter to in this
+/// transaction, and the others follow it. The seqs of those inserted: each of the rest was
+/// stored before (`first_copy` has it) or names an unknown user.
+pub(crate) async fn store_messages(
     c: &impl GenericClient,
-    from: &UserId,
-    to: &UserId,
-    id: u64,
-    body: &str,
-    attachment: Option<&Attachment>,
-    now_ms: u64,
-    seq: i64,
-) -> Result<Result<Stored, StorageError>, PgError> {
-    let (mime, name, data) = match attachment {
-        Some(a) => (
-            Some(a.mime.as_bytes()),
-            Some(a.name.as_bytes()),
-            Some(a.data.as_slice()),
-        ),
-        None => (None, None, None),
-    };
-    let sent_at = ms_to_sql(now_ms);
-    let stmt = c.prepare_cached(STORE_MESSAGE).await?;
-    let inserted = c
-        .query_opt(
+    run: &[NewMessage<'_>],
+    from_last: i64,
+) -> Result<Vec<i64>, PgError> {
+    let senders: Vec<&str> = run.iter().map(|m| m.from.as_str()).collect();
+    let recipients: Vec<&str> = run.iter().map(|m| m.to.as_str()).collect();
+    let ids: Vec<i64> = run.iter().map(|m| id_to_sql(m.id)).collect();
+    let bodies: Vec<&[u8]> = run.iter().map(|m| m.body.as_bytes()).collect();
+    let mimes: Vec<Option<&[u8]>> = run
+        .iter()
+        .map(|m| m.attachment.map(|a| a.mime.as_bytes()))
+        .collect();
+    let names: Vec<Option<&[u8]>> = run
+        .iter()
+        .map(|m| m.attachment.map(|a| a.name.as_bytes()))
+        .collect();
+    let data: Vec<Option<&[u8]>> = run
+        .iter()
+        .map(|m| m.attachment.map(|a| a.data.as_slice()))
+        .collect();
+    let sent_at: Vec<i64> = run.iter().map(|m| ms_to_sql(m.now_ms)).collect();
+    let stmt = c.prepare_cached(STORE_MESSAGES).await?;
+    let rows = c
+        .query(
             &stmt,
             &[
-                &from.as_str(),
-                &to.as_str(),
-                &id_to_sql(id),
-                &body.as_bytes(),
-                &mime,
-                &name,
+                &from_last,
+                &senders,
+                &recipients,
+                &ids,
+                &bodies,
+                &mimes,
+                &names,
                 &data,
                 &sent_at,
-                &seq,
             ],
         )
         .await?;
-    if let Some(row) = inserted {
-        return Ok(Ok(Stored {
-            to: to.clone(),
-            delivery: Delivery {
-                seq: u64_from_sql(row.try_get(0)?),
-                from: from.clone(),
-                id,
-                body: body.to_owned(),
-                attachment: attachment.cloned(),
-                sent_at_ms: u64_from_sql(sent_at),
-            },
-            duplicate: false,
-        }));
+    rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+}
+
+/// `message` as stored at `seq`.
+pub(crate) fn stored(message: &NewMessage<'_>, seq: i64) -> Stored {
+    Stored {
+        to: message.to.clone(),
+        delivery: Delivery {
+            seq: u64_from_sql(seq),
+            from: message.from.clone(),
+            id: message.id,
+            body: message.body.to_owned(),
+            attachment: message.attachment.cloned(),
+            sent_at_ms: u64_from_sql(ms_to_sql(message.now_ms)),
+        },
+        duplicate: false,
     }
-    // Stored before: answer with the first copy, whatever this one says.
+}
+
+/// The first copy of `(from, id)`, for a `StoreMessage` that inserted nothing: stored before,
+/// whatever this one says, or else nothing (an unknown user).
+pub(crate) async fn first_copy(
+    c: &impl GenericClient,
+    from: &UserId,
+    id: u64,
+) -> Result<Result<Stored, StorageError>, PgError> {
     let first = c
         .prepare_cached(concat!(
             "SELECT ",
