@@ -124,17 +124,15 @@ type InFlight<'a> = Pin<Box<dyn Future<Output = Result<Answer, PgError>> + Send 
 enum Answer {
     /// `BEGIN`, `COMMIT`.
     Nothing,
-    /// The first seq `reserve_seqs` reserved.
-    Reserved(i64),
-    /// The seqs a run of messages was inserted at.
-    Inserted(Vec<i64>),
+    /// The seq each message of a run was inserted at, if it was.
+    Inserted(Vec<Option<i64>>),
     /// Any other write.
     Write(StorageResult),
 }
 
 /// What each statement between `BEGIN` and `COMMIT` is for.
 enum Step {
-    Reserve,
+    Lock,
     /// `len` messages from batch item `item`, the batch's messages `message…` on.
     Messages {
         item: usize,
@@ -144,18 +142,18 @@ enum Step {
     One(usize),
 }
 
-/// Runs `batch` as one transaction, sent in one flight: `BEGIN`, the seq reservation, one
+/// Runs `batch` as one transaction, sent in one flight: `BEGIN`, the mailbox locks, one
 /// statement per write (one per run of messages), `COMMIT`, all written before the first
 /// answer is awaited; PostgreSQL runs them in the order sent.
 ///
-/// Why one flight: the reservation locks the cluster-wide seq counter until the commit, so
-/// every other node's messages wait for this transaction. Awaited statement by statement,
-/// it held the counter across four round trips to this process, each a wake-up on a busy
-/// machine: at 1,000 msg/s over 3 nodes PostgreSQL's backends were mostly waiting for that
-/// lock (`Lock:transactionid` in `pg_stat_activity`, 55 % of samples, and 15 % "idle in
-/// transaction" holding it), which was most of a message's 17 ms median (BENCHMARKS.md).
-/// Sent in one flight, the lock is held for the statements' execution and the commit's
-/// flush only.
+/// Why one flight: the mailbox locks (`ops::lock_mailboxes`) are held until the commit, and
+/// other nodes' messages to those recipients wait for them. Awaited statement by statement,
+/// a batch held its locks across four round trips to this process, each a wake-up on a busy
+/// machine (the cluster-wide counter of schema 3 made that every other node's messages:
+/// at 1,000 msg/s over 3 nodes PostgreSQL's backends were mostly waiting for it,
+/// `Lock:transactionid` in `pg_stat_activity`, or "idle in transaction" holding it;
+/// BENCHMARKS.md). In one flight, a lock is held for the statements' execution and the
+/// commit's flush only.
 async fn in_transaction(
     client: &deadpool_postgres::Client,
     batch: &[Write],
@@ -163,17 +161,19 @@ async fn in_transaction(
     let c = client;
     ops::prepare_writes(c).await.map_err(Failure::Before)?;
     let messages: Vec<ops::NewMessage<'_>> = batch.iter().filter_map(new_message).collect();
-    let n = messages.len();
     let mut steps = Vec::new();
+    let begin = "BEGIN";
     let mut flight: Vec<InFlight<'_>> = vec![Box::pin(async move {
-        c.batch_execute("BEGIN").await?;
+        c.batch_execute(begin).await?;
         Ok(Answer::Nothing)
     })];
-    if n > 0 {
-        // Lock order: the message counter first, before any row (see `ops::reserve_seqs`).
-        steps.push(Step::Reserve);
+    // The mailboxes first, before any row (see `ops::lock_mailboxes`).
+    let recipients: Vec<&str> = messages.iter().map(|m| m.to.as_str()).collect();
+    if !recipients.is_empty() {
+        steps.push(Step::Lock);
         flight.push(Box::pin(async move {
-            Ok(Answer::Reserved(ops::reserve_seqs(c, n).await?))
+            ops::lock_mailboxes(c, &recipients).await?;
+            Ok(Answer::Nothing)
         }));
     }
     let (mut item, mut message) = (0, 0);
@@ -181,13 +181,9 @@ async fn in_transaction(
         if is_message(&run[0].op) {
             let len = run.len();
             let slice = &messages[message..message + len];
-            // The run's first message takes the seq `last − (n − message) + 1`.
-            let from_last = i64::try_from(n - message).unwrap_or(i64::MAX);
             steps.push(Step::Messages { item, message, len });
             flight.push(Box::pin(async move {
-                Ok(Answer::Inserted(
-                    ops::store_messages(c, slice, from_last).await?,
-                ))
+                Ok(Answer::Inserted(ops::store_messages(c, slice).await?))
             }));
             message += len;
         } else {
@@ -225,21 +221,20 @@ async fn in_transaction(
     committed.map_err(Failure::Commit)?;
 
     let mut results: Vec<Option<StorageResult>> = vec![None; batch.len()];
-    let mut first_seq = 0;
     // Messages that inserted nothing: a resend, or an unknown user.
     let mut skipped = Vec::new();
     for (step, answer) in steps.into_iter().zip(answers) {
         match (step, answer) {
-            (Step::Reserve, Answer::Reserved(first)) => first_seq = first,
+            (Step::Lock, Answer::Nothing) => {}
             (Step::Messages { item, message, len }, Answer::Inserted(seqs)) => {
-                for k in 0..len {
-                    let m = &messages[message + k];
-                    let seq = first_seq + i64::try_from(message + k).unwrap_or(i64::MAX);
-                    if seqs.contains(&seq) {
-                        results[item + k] =
-                            Some(StorageResult::MessageStored(Ok(ops::stored(m, seq))));
-                    } else {
-                        skipped.push((item + k, m));
+                let run = &messages[message..message + len];
+                for (k, (m, seq)) in run.iter().zip(seqs).enumerate() {
+                    match seq {
+                        Some(seq) => {
+                            results[item + k] =
+                                Some(StorageResult::MessageStored(Ok(ops::stored(m, seq))));
+                        }
+                        None => skipped.push((item + k, m)),
                     }
                 }
             }
@@ -470,7 +465,7 @@ mod tests {
 
     /// The writer sends a batch as one flight, its messages as one multi-row insert: that
     /// must answer, and leave the database, exactly as each write in a transaction of its
-    /// own does (seqs included: every message reserves one, stored or not).
+    /// own does (seqs included: a message draws one only if its users exist).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_batch_answers_as_its_writes_one_at_a_time() {
         let Some(alone) = run(false).await else {
