@@ -12,11 +12,12 @@
 //! relies on no more: it adds a user to its directory only once `Registered` is back, and
 //! allows one login per connection at a time.
 //!
-//! Seqs become visible in order: a read that sees a message sees every message with a lower
-//! seq. A store shared by the nodes of a cluster keeps both rules across nodes (store-pg
-//! draws seqs from a row locked until commit, and reports a write after its commit): a
-//! session's mailbox reads above its floor rely on them (CLUSTER.md, "Messages across
-//! nodes").
+//! Seqs become visible in order per recipient: a read that sees a message to a user sees
+//! every message to that user with a lower seq. A store shared by the nodes of a cluster
+//! keeps both rules across nodes (store-pg locks a recipient's mailbox from drawing a seq
+//! until the commit, and reports a write after its commit): a session's mailbox reads above
+//! its floor rely on them (CLUSTER.md, "Messages across nodes"). Messages to different users
+//! may become visible in any order; no read spans two recipients' mailboxes.
 
 use crate::ids::UserId;
 use crate::message::{Attachment, Credential, Delivery, HistoryItem};

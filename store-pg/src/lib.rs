@@ -14,8 +14,9 @@
 //!   (`writer.rs`), reads and logins side by side (`service.rs`).
 //!
 //! Several nodes sharing one database: every number and uniqueness is the database's
-//! (message seqs from a locked counter row, names by primary key, resent messages by a
-//! unique key), never an in-process counter two nodes could both hand out (`ops.rs`).
+//! (message seqs from a sequence, in commit order per recipient under a mailbox lock, names
+//! by primary key, resent messages by a unique key), never an in-process counter two nodes
+//! could both hand out (`ops.rs`).
 
 #![forbid(unsafe_code)]
 

@@ -83,6 +83,17 @@ const MIGRATIONS: &[&str] = &[
     r#"
     CREATE INDEX messages_recipient ON messages(recipient, seq);
     "#,
+    // 4: seqs from a sequence, visible in order per recipient (`ops::lock_mailboxes`), not
+    // from the `message_seq` row that every message of the cluster queued for until the
+    // previous one's commit. The sequence goes on from the row's last seq. The row is dropped,
+    // not left behind: a node of an older build still running would draw seqs from it that
+    // the sequence hands out too; without it that node's messages fail (their clients send
+    // them again, through an upgraded node) instead.
+    r#"
+    CREATE SEQUENCE message_seqs AS BIGINT;
+    SELECT setval('message_seqs', last + 1, false) FROM message_seq;
+    DROP TABLE message_seq;
+    "#,
 ];
 
 /// The schema version this build creates and understands.

@@ -12,6 +12,7 @@ use breeze_core::RequestId;
 use breeze_core::storage::{StorageOp, StorageResult};
 use breeze_store::job::Kind;
 use deadpool_postgres::GenericClient;
+use std::pin::Pin;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_postgres::error::SqlState;
@@ -59,7 +60,7 @@ async fn run_batch(store: &PgStore, batch: &[Write]) -> Vec<(RequestId, StorageR
             .map(|w| (w.id, Kind::of(&w.op).failed(why)))
             .collect()
     };
-    let mut client = match store.client().await {
+    let client = match store.client().await {
         Ok(c) => c,
         Err(e) => {
             tracing::warn!(error = %e, "no database connection for a storage batch");
@@ -68,7 +69,7 @@ async fn run_batch(store: &PgStore, batch: &[Write]) -> Vec<(RequestId, StorageR
     };
     let mut attempt = 0;
     let error = loop {
-        match in_transaction(&mut client, batch).await {
+        match in_transaction(&client, batch).await {
             Ok(results) => return results,
             // The commit's fate is unknown: nothing can be run again safely, and nothing can
             // be reported as done.
@@ -91,7 +92,7 @@ async fn run_batch(store: &PgStore, batch: &[Write]) -> Vec<(RequestId, StorageR
     let mut out = Vec::with_capacity(batch.len());
     for item in batch {
         let one = std::slice::from_ref(item);
-        match in_transaction(&mut client, one).await {
+        match in_transaction(&client, one).await {
             Ok(mut results) => out.append(&mut results),
             Err(Failure::Commit(e) | Failure::Before(e)) => {
                 tracing::warn!(error = %e, kind = ?Kind::of(&item.op), "storage request failed");
@@ -117,79 +118,194 @@ fn retryable(e: &PgError) -> bool {
     )
 }
 
-async fn in_transaction(
-    client: &mut deadpool_postgres::Client,
-    batch: &[Write],
-) -> Result<Vec<(RequestId, StorageResult)>, Failure> {
-    let tx = client
-        .transaction()
-        .await
-        .map_err(|e| Failure::Before(e.into()))?;
-    // Lock order: the message counter first, before any row (see `ops::reserve_seqs`).
-    let messages = batch
-        .iter()
-        .filter(|w| matches!(w.op, StorageOp::StoreMessage { .. }))
-        .count();
-    let mut next_seq = if messages > 0 {
-        ops::reserve_seqs(&tx, messages)
-            .await
-            .map_err(Failure::Before)?
-    } else {
-        0
-    };
-    ops::prepare_pipelined(&tx).await.map_err(Failure::Before)?;
-    let mut out = Vec::with_capacity(batch.len());
-    // Runs of single-statement writes are pipelined: every statement of the run is sent
-    // before the first answer is awaited, and PostgreSQL runs them in the order sent. One
-    // round trip per message, awaited in turn, held the writer to ~4,000 msg/s on loopback
-    // (BENCHMARKS.md). `SetContacts` reads before it writes, so it runs alone, in its place.
-    for run in batch.chunk_by(|a, b| pipelined(&a.op) && pipelined(&b.op)) {
-        // Each message gets the next reserved seq, in batch order.
-        let seqs: Vec<i64> = run
-            .iter()
-            .map(|w| match w.op {
-                StorageOp::StoreMessage { .. } => {
-                    next_seq += 1;
-                    next_seq - 1
-                }
-                _ => 0,
-            })
-            .collect();
-        let results = futures_util::future::try_join_all(
-            run.iter()
-                .zip(seqs)
-                .map(|(w, seq)| apply(&tx, &w.op, w.now_ms, seq)),
-        )
-        .await
-        .map_err(Failure::Before)?;
-        out.extend(run.iter().map(|w| w.id).zip(results));
-    }
-    tx.commit().await.map_err(|e| Failure::Commit(e.into()))?;
-    Ok(out)
+/// A batch's statements in flight, answered in the order sent.
+type InFlight<'a> = Pin<Box<dyn Future<Output = Result<Answer, PgError>> + Send + 'a>>;
+
+enum Answer {
+    /// `BEGIN`, `COMMIT`.
+    Nothing,
+    /// The seq each message of a run was inserted at, if it was.
+    Inserted(Vec<Option<i64>>),
+    /// Any other write.
+    Write(StorageResult),
 }
 
-/// One plain write; `seq` is the one reserved for it if it stores a message. Any other
-/// request here would be a routing bug (`is_plain_write`).
-async fn apply(
-    c: &impl GenericClient,
-    op: &StorageOp,
-    now_ms: u64,
-    seq: i64,
-) -> Result<StorageResult, PgError> {
-    use StorageResult as R;
-    Ok(match op {
-        StorageOp::SetContacts { user, add, remove } => {
-            R::ContactsSet(ops::set_contacts(c, user, add, remove).await?)
+/// What each statement between `BEGIN` and `COMMIT` is for.
+enum Step {
+    Lock,
+    /// `len` messages from batch item `item`, the batch's messages `message…` on.
+    Messages {
+        item: usize,
+        message: usize,
+        len: usize,
+    },
+    One(usize),
+}
+
+/// Runs `batch` as one transaction, sent in one flight: `BEGIN`, the mailbox locks, one
+/// statement per write (one per run of messages), `COMMIT`, all written before the first
+/// answer is awaited; PostgreSQL runs them in the order sent.
+///
+/// Why one flight: the mailbox locks (`ops::lock_mailboxes`) are held until the commit, and
+/// other nodes' messages to those recipients wait for them. Awaited statement by statement,
+/// a batch held its locks across four round trips to this process, each a wake-up on a busy
+/// machine (the cluster-wide counter of schema 3 made that every other node's messages:
+/// at 1,000 msg/s over 3 nodes PostgreSQL's backends were mostly waiting for it,
+/// `Lock:transactionid` in `pg_stat_activity`, or "idle in transaction" holding it;
+/// BENCHMARKS.md). In one flight, a lock is held for the statements' execution and the
+/// commit's flush only.
+async fn in_transaction(
+    client: &deadpool_postgres::Client,
+    batch: &[Write],
+) -> Result<Vec<(RequestId, StorageResult)>, Failure> {
+    let c = client;
+    ops::prepare_writes(c).await.map_err(Failure::Before)?;
+    let messages: Vec<ops::NewMessage<'_>> = batch.iter().filter_map(new_message).collect();
+    let mut steps = Vec::new();
+    // A batch of acknowledgements alone commits without waiting for its WAL flush: a mark
+    // lost to a database crash in the next fraction of a second means the message is
+    // delivered again, which an ack lost in flight already means, and clients dedupe by seq
+    // (PROTOCOL.md §13.2). Whatever commits durably after it flushes it too (the WAL is one
+    // sequence). Anything else in the batch, a message above all, waits for the flush as
+    // ever. Half the commits of a chat are marks: their flushes kept the writer (and the
+    // messages queued behind it) waiting ~3 ms each on a disk other jobs write to.
+    let begin = if batch
+        .iter()
+        .all(|w| matches!(w.op, StorageOp::MarkDelivered { .. }))
+    {
+        "BEGIN; SET LOCAL synchronous_commit TO OFF"
+    } else {
+        "BEGIN"
+    };
+    let mut flight: Vec<InFlight<'_>> = vec![Box::pin(async move {
+        c.batch_execute(begin).await?;
+        Ok(Answer::Nothing)
+    })];
+    // The mailboxes first, before any row (see `ops::lock_mailboxes`).
+    let recipients: Vec<&str> = messages.iter().map(|m| m.to.as_str()).collect();
+    if !recipients.is_empty() {
+        steps.push(Step::Lock);
+        flight.push(Box::pin(async move {
+            ops::lock_mailboxes(c, &recipients).await?;
+            Ok(Answer::Nothing)
+        }));
+    }
+    let (mut item, mut message) = (0, 0);
+    for run in batch.chunk_by(|a, b| is_message(&a.op) && is_message(&b.op)) {
+        if is_message(&run[0].op) {
+            let len = run.len();
+            let slice = &messages[message..message + len];
+            steps.push(Step::Messages { item, message, len });
+            flight.push(Box::pin(async move {
+                Ok(Answer::Inserted(ops::store_messages(c, slice).await?))
+            }));
+            message += len;
+        } else {
+            let op = &run[0].op;
+            steps.push(Step::One(item));
+            flight.push(Box::pin(
+                async move { Ok(Answer::Write(apply(c, op).await?)) },
+            ));
         }
+        item += run.len();
+    }
+    flight.push(Box::pin(async move {
+        c.batch_execute("COMMIT").await?;
+        Ok(Answer::Nothing)
+    }));
+
+    let mut answers = futures_util::future::join_all(flight).await.into_iter();
+    let begun = answers.next().expect("BEGIN was sent");
+    let committed = answers.next_back().expect("COMMIT was sent");
+    let answers: Vec<Result<Answer, PgError>> = answers.collect();
+    if let Err(e) = begun {
+        // Outside a transaction, whatever succeeded after it committed on its own.
+        return Err(if answers.iter().any(Result::is_ok) {
+            Failure::Commit(e)
+        } else {
+            Failure::Before(e)
+        });
+    }
+    // The first error aborted the transaction (those after it only say so), and `COMMIT`
+    // of an aborted transaction rolls it back without an error of its own.
+    let answers: Vec<Answer> = answers
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .map_err(Failure::Before)?;
+    committed.map_err(Failure::Commit)?;
+
+    let mut results: Vec<Option<StorageResult>> = vec![None; batch.len()];
+    // Messages that inserted nothing: a resend, or an unknown user.
+    let mut skipped = Vec::new();
+    for (step, answer) in steps.into_iter().zip(answers) {
+        match (step, answer) {
+            (Step::Lock, Answer::Nothing) => {}
+            (Step::Messages { item, message, len }, Answer::Inserted(seqs)) => {
+                let run = &messages[message..message + len];
+                for (k, (m, seq)) in run.iter().zip(seqs).enumerate() {
+                    match seq {
+                        Some(seq) => {
+                            results[item + k] =
+                                Some(StorageResult::MessageStored(Ok(ops::stored(m, seq))));
+                        }
+                        None => skipped.push((item + k, m)),
+                    }
+                }
+            }
+            (Step::One(item), Answer::Write(result)) => results[item] = Some(result),
+            _ => unreachable!("invariant: each statement answers as its step expects"),
+        }
+    }
+    // Read after the commit: the first copies are committed (in this batch or before) and
+    // never change.
+    for (item, m) in skipped {
+        results[item] = Some(match ops::first_copy(c, m.from, m.id).await {
+            Ok(found) => StorageResult::MessageStored(found),
+            Err(e) => {
+                tracing::warn!(error = %e, "reading a resent message's first copy failed");
+                Kind::StoreMessage.failed("storage request failed")
+            }
+        });
+    }
+    Ok(batch
+        .iter()
+        .zip(results)
+        .map(|(w, r)| (w.id, r.expect("invariant: every write answered")))
+        .collect())
+}
+
+fn is_message(op: &StorageOp) -> bool {
+    matches!(op, StorageOp::StoreMessage { .. })
+}
+
+fn new_message(w: &Write) -> Option<ops::NewMessage<'_>> {
+    match &w.op {
         StorageOp::StoreMessage {
             from,
             to,
             id,
             body,
             attachment,
-        } => R::MessageStored(
-            ops::store_message(c, from, to, *id, body, attachment.as_ref(), now_ms, seq).await?,
-        ),
+        } => Some(ops::NewMessage {
+            from,
+            to,
+            id: *id,
+            body,
+            attachment: attachment.as_ref(),
+            now_ms: w.now_ms,
+        }),
+        _ => None,
+    }
+}
+
+/// One plain write other than a message, in one statement. Any other request here would be
+/// a routing bug (`is_plain_write`).
+async fn apply(c: &impl GenericClient, op: &StorageOp) -> Result<StorageResult, PgError> {
+    use StorageResult as R;
+    Ok(match op {
+        StorageOp::SetContacts { user, add, remove } => {
+            R::ContactsSet(ops::set_contacts(c, user, add, remove).await?)
+        }
         StorageOp::MarkDelivered { user, seqs } => {
             ops::mark_delivered(c, user, seqs).await?;
             R::DeliveredMarked(Ok(()))
@@ -203,15 +319,6 @@ async fn apply(
     })
 }
 
-/// Whether `op` is one statement (as long as it is not a duplicate, whose first copy is then
-/// read), so that it can be sent without waiting for the answers to those before it.
-fn pipelined(op: &StorageOp) -> bool {
-    matches!(
-        op,
-        StorageOp::StoreMessage { .. } | StorageOp::MarkDelivered { .. }
-    )
-}
-
 /// Whether `op` goes through the ordered writer.
 pub(crate) fn is_plain_write(op: &StorageOp) -> bool {
     matches!(
@@ -221,4 +328,174 @@ pub(crate) fn is_plain_write(op: &StorageOp) -> bool {
             | StorageOp::MarkDelivered { .. }
             | StorageOp::SetBanned { .. }
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::PgOptions;
+    use breeze_core::UserId;
+    use breeze_core::message::Attachment;
+    use breeze_testsupport::pg::TestPg;
+
+    fn user(name: &str) -> UserId {
+        UserId::new(name).expect("valid name")
+    }
+
+    fn message(from: &str, to: &str, id: u64, attachment: bool) -> StorageOp {
+        StorageOp::StoreMessage {
+            from: user(from),
+            to: user(to),
+            id,
+            body: format!("{from} #{id}"),
+            attachment: attachment.then(|| Attachment {
+                mime: "text/plain".into(),
+                name: format!("{id}.txt"),
+                data: vec![0, 1, 2, id as u8],
+            }),
+        }
+    }
+
+    /// Two batches: a first message, then one batch of every kind of plain write, with a
+    /// resend of that first message, a resend within the batch, a message to an unknown user,
+    /// a mark of the first message and a refused contact change among them.
+    fn batches() -> [Vec<StorageOp>; 2] {
+        let contacts = |add: &[&str], remove: &[&str]| StorageOp::SetContacts {
+            user: user("alice"),
+            add: add.iter().map(|n| user(n)).collect(),
+            remove: remove.iter().map(|n| user(n)).collect(),
+        };
+        [
+            vec![message("alice", "bob", 1, false)],
+            vec![
+                message("bob", "alice", 7, true),
+                message("alice", "bob", 1, true),
+                message("alice", "bob", 2, false),
+                message("alice", "bob", 2, true),
+                message("alice", "nobody", 3, false),
+                contacts(&["bob", "carol"], &["carol"]),
+                message("alice", "bob", 4, false),
+                StorageOp::MarkDelivered {
+                    user: user("bob"),
+                    seqs: vec![1, 99],
+                },
+                contacts(&["nobody"], &[]),
+                StorageOp::SetBanned {
+                    user: user("nobody"),
+                    banned: true,
+                },
+                StorageOp::SetBanned {
+                    user: user("carol"),
+                    banned: true,
+                },
+                message("carol", "alice", 1, false),
+            ],
+        ]
+    }
+
+    /// The results of `batches()` and what the database holds after them, each batch run
+    /// whole (`together`) or one write per transaction.
+    async fn run(together: bool) -> Option<Vec<String>> {
+        let pg = TestPg::create("a_batch_answers_as_its_writes_one_at_a_time")?;
+        let store = PgStore::open(pg.url(), &PgOptions::default())
+            .await
+            .expect("open the test schema");
+        store
+            .client()
+            .await
+            .expect("a connection")
+            .batch_execute(
+                "INSERT INTO accounts (name, password_hash, created_at_ms)
+                 VALUES ('alice', '-', 0), ('bob', '-', 0), ('carol', '-', 0)",
+            )
+            .await
+            .expect("accounts");
+        let mut seen = Vec::new();
+        let mut id = 0;
+        for ops in batches() {
+            let batch: Vec<Write> = ops
+                .into_iter()
+                .map(|op| {
+                    id += 1;
+                    Write {
+                        id: RequestId(id),
+                        op,
+                        now_ms: 1_000 + id,
+                    }
+                })
+                .collect();
+            let results = if together {
+                run_batch(&store, &batch).await
+            } else {
+                let mut all = Vec::new();
+                for w in &batch {
+                    all.extend(run_batch(&store, std::slice::from_ref(w)).await);
+                }
+                all
+            };
+            seen.extend(results.iter().map(|r| format!("{r:?}")));
+        }
+        let client = store.client().await.expect("a connection");
+        for row in client
+            .query(
+                "SELECT seq, sender, recipient, client_id, body, attachment_mime,
+                        attachment_name, attachment_data, sent_at_ms, delivered
+                 FROM messages ORDER BY seq",
+                &[],
+            )
+            .await
+            .expect("messages")
+        {
+            let seq: i64 = row.get(0);
+            let (from, to): (String, String) = (row.get(1), row.get(2));
+            let (id, body): (i64, Vec<u8>) = (row.get(3), row.get(4));
+            let attachment: [Option<Vec<u8>>; 3] = [row.get(5), row.get(6), row.get(7)];
+            let (at, delivered): (i64, bool) = (row.get(8), row.get(9));
+            seen.push(format!(
+                "message {seq} {from}->{to} #{id} {body:?} {attachment:?} at {at} delivered {delivered}"
+            ));
+        }
+        for row in client
+            .query(
+                "SELECT owner, contact FROM contacts ORDER BY owner, contact",
+                &[],
+            )
+            .await
+            .expect("contacts")
+        {
+            let (owner, contact): (String, String) = (row.get(0), row.get(1));
+            seen.push(format!("contact {owner} {contact}"));
+        }
+        for row in client
+            .query("SELECT name, banned FROM accounts ORDER BY name", &[])
+            .await
+            .expect("accounts")
+        {
+            let (name, banned): (String, bool) = (row.get(0), row.get(1));
+            seen.push(format!("account {name} banned {banned}"));
+        }
+        Some(seen)
+    }
+
+    /// The writer sends a batch as one flight, its messages as one multi-row insert: that
+    /// must answer, and leave the database, exactly as each write in a transaction of its
+    /// own does (seqs included: a message draws one only if its users exist).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_answers_as_its_writes_one_at_a_time() {
+        let Some(alone) = run(false).await else {
+            return;
+        };
+        let together = run(true)
+            .await
+            .expect("PostgreSQL was reachable a moment ago");
+        assert_eq!(together.len(), alone.len());
+        for (i, (t, a)) in together.iter().zip(&alone).enumerate() {
+            assert_eq!(t, a, "line {i}: batched, then one at a time");
+        }
+        // The oracle is not vacuous: resends, an unknown user, a refused contact change.
+        let joined = alone.join("\n");
+        for expected in ["duplicate: true", "NoSuchUser", "contact alice bob"] {
+            assert!(joined.contains(expected), "{expected} in\n{joined}");
+        }
+    }
 }

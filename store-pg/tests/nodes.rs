@@ -273,7 +273,8 @@ async fn shutdown_answers_and_commits_everything_submitted() {
 }
 
 /// A database a build before bans migrated (schema 1), with an account in it: opening it adds
-/// the ban column, nobody banned, and the account logs in as before.
+/// the ban column, nobody banned, and the account logs in as before; message seqs, drawn
+/// from a sequence since schema 4, go on after the last one schema 1's counter row gave.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_from_before_bans_is_upgraded_with_nobody_banned() {
     let Some(pg) = TestPg::create("a_database_from_before_bans_is_upgraded_with_nobody_banned")
@@ -281,13 +282,21 @@ async fn a_database_from_before_bans_is_upgraded_with_nobody_banned() {
         return;
     };
     let mut node = Node::start(pg.url()).await;
-    assert_eq!(
-        node.apply(register("alice"), NOW).await,
-        StorageResult::Registered(Ok(()))
-    );
+    for name in ["alice", "bob"] {
+        assert_eq!(
+            node.apply(register(name), NOW).await,
+            StorageResult::Registered(Ok(()))
+        );
+    }
     node.shutdown().await;
+    // Schema 1 numbered messages from a counter row; 40 were handed out.
     pg.execute(
-        "DROP INDEX messages_recipient; ALTER TABLE accounts DROP COLUMN banned;
+        "DROP SEQUENCE message_seqs;
+         CREATE TABLE message_seq (
+             singleton BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (singleton),
+             last      BIGINT  NOT NULL);
+         INSERT INTO message_seq (last) VALUES (40);
+         DROP INDEX messages_recipient; ALTER TABLE accounts DROP COLUMN banned;
          UPDATE schema_version SET version = 1",
     )
     .expect("rewind to schema 1");
@@ -301,6 +310,11 @@ async fn a_database_from_before_bans_is_upgraded_with_nobody_banned() {
     match node.apply(login, NOW + 1).await {
         StorageResult::Authenticated(Ok(account)) => assert!(!account.banned),
         other => panic!("alice after the upgrade: {other:?}"),
+    }
+    // Seqs go on after the counter's last.
+    match node.apply(message("alice", "bob", 1), NOW + 2).await {
+        StorageResult::MessageStored(Ok(stored)) => assert_eq!(stored.delivery.seq, 41),
+        other => panic!("a message after the upgrade: {other:?}"),
     }
     node.shutdown().await;
     let store = PgStore::open(pg.url(), &PgOptions::default())
