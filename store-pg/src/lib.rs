@@ -21,6 +21,7 @@
 
 mod error;
 mod ops;
+mod profiles;
 mod schema;
 mod service;
 mod store;

@@ -197,6 +197,9 @@ async fn apply(
         StorageOp::SetBanned { user, banned } => {
             R::BannedSet(ops::set_banned(c, user, *banned).await?)
         }
+        StorageOp::SetProfile { user, change } => {
+            R::ProfileSet(crate::profiles::set_profile(c, user, change).await?)
+        }
         other => {
             unreachable!("invariant: only plain writes reach the writer, not {other:?}")
         }
@@ -220,5 +223,6 @@ pub(crate) fn is_plain_write(op: &StorageOp) -> bool {
             | StorageOp::StoreMessage { .. }
             | StorageOp::MarkDelivered { .. }
             | StorageOp::SetBanned { .. }
+            | StorageOp::SetProfile { .. }
     )
 }

@@ -7,7 +7,7 @@ use super::{Output, Server};
 use crate::cluster::{Body, ClusterConfig, ClusterMsg, Dest, Kick, UserState};
 use crate::config::DuplicateLogin;
 use crate::ids::{ConnId, NodeId, UserId};
-use crate::message::{CloseReason, ServerMsg, WhoSession};
+use crate::message::{CloseReason, ProfileCard, ServerMsg, WhoSession};
 use crate::time::Instant;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -32,6 +32,9 @@ pub(super) struct Cluster {
     /// Sessions elsewhere the user's current login here replaced, until the user is absent
     /// here.
     kicks: BTreeMap<UserId, Vec<Kick>>,
+    /// The newest card of each profile changed through this node in this epoch: snapshots
+    /// carry them (one card per user who changed theirs here, so bounded by the directory).
+    profiles: BTreeMap<UserId, ProfileCard>,
     /// The highest status clock seen anywhere (Lamport).
     clock: u64,
     /// Sessions whose mailbox read found no room in the work budget, or failed: read at the
@@ -81,6 +84,7 @@ impl Cluster {
             dirty: BTreeSet::new(),
             published: BTreeMap::new(),
             kicks: BTreeMap::new(),
+            profiles: BTreeMap::new(),
             clock: 0,
             owed: BTreeSet::new(),
             catch_up_at: None,
@@ -258,6 +262,7 @@ impl Server {
                 Body::User(state) => self.set_remote(now, from, state.user.clone(), Some(state)),
                 Body::Registered(user) => self.learn_user(user),
                 Body::Mail { to, seq } => self.catch_up(&to, Some(seq)),
+                Body::Profile(card) => self.profiles.offer(card),
                 _ => unreachable!("invariant: only these bodies are sequenced"),
             }
             return;
@@ -270,13 +275,18 @@ impl Server {
                 let snapshot = c.msg(Body::Snapshot {
                     users: c.published.values().cloned().collect(),
                     registered: c.registered.clone(),
+                    profiles: c.profiles.values().cloned().collect(),
                 });
                 self.out.push_back(Output::Cluster {
                     to: Dest::Node(from),
                     msg: snapshot,
                 });
             }
-            Body::Snapshot { users, registered } => {
+            Body::Snapshot {
+                users,
+                registered,
+                profiles,
+            } => {
                 if seq < p.seq {
                     return;
                 }
@@ -297,13 +307,16 @@ impl Server {
                 for state in users {
                     self.set_remote(now, from, state.user.clone(), Some(state));
                 }
+                for card in profiles {
+                    self.profiles.offer(card);
+                }
                 // The sequenced messages this replaces may have named messages stored for
                 // users here: every session reads its mailbox.
                 self.catch_up_everyone();
                 return;
             }
             Body::EndSessions { user, reason } => self.close_sessions(now, &user, reason),
-            Body::User(_) | Body::Registered(_) | Body::Mail { .. } => {
+            Body::User(_) | Body::Registered(_) | Body::Mail { .. } | Body::Profile(_) => {
                 unreachable!("handled above")
             }
         }
@@ -556,6 +569,24 @@ impl Server {
         });
         self.out.push_back(Output::Cluster { to: Dest::All, msg });
         c.sessions_elsewhere(user)
+    }
+
+    /// A profile was changed through this node: every node announces the card to its
+    /// watchers. Sequenced, and kept for snapshots, so a lost one arrives with the resync.
+    pub(super) fn publish_profile(&mut self, card: &ProfileCard) {
+        let Some(c) = self.cluster.as_mut() else {
+            return;
+        };
+        let newer = c
+            .profiles
+            .get(&card.user)
+            .is_none_or(|known| known.rev < card.rev);
+        if newer {
+            c.profiles.insert(card.user.clone(), card.clone());
+        }
+        c.seq += 1;
+        let msg = c.msg(Body::Profile(card.clone()));
+        self.out.push_back(Output::Cluster { to: Dest::All, msg });
     }
 
     /// An account was created through this node: every node learns of it.
