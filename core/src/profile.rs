@@ -125,6 +125,15 @@ fn is_bidi_control(c: char) -> bool {
     )
 }
 
+/// How clients show a user: `Alice Wang (alice)` with a display name (names are not unique,
+/// the id is), else the id alone.
+pub fn label(user: &crate::ids::UserId, card: Option<&crate::message::ProfileCard>) -> String {
+    match card {
+        Some(card) if !card.display_name.is_empty() => format!("{} ({user})", card.display_name),
+        _ => user.to_string(),
+    }
+}
+
 /// The content hash an avatar is named by: clients cache images under it.
 pub fn avatar_hash(data: &[u8]) -> [u8; 32] {
     Sha256::digest(data).into()

@@ -416,12 +416,7 @@ impl Client {
 
     /// How to show `user`: `Alice Wang (alice)` with a display name, else `alice`.
     pub fn display(&self, user: &UserId) -> String {
-        match self.profiles.get(user) {
-            Some(card) if !card.display_name.is_empty() => {
-                format!("{} ({user})", card.display_name)
-            }
-            _ => user.to_string(),
-        }
+        crate::profile::label(user, self.profiles.get(user))
     }
 
     /// Ends the session for good: `Logout` if logged in, then `Disconnect` and `Stopped`.
