@@ -131,7 +131,10 @@ pub enum Action {
     Open(UserId),
     Close,
     /// `/profile name|sign TEXT`: change one text field (an empty TEXT clears it).
-    ProfileText { field: ProfileField, text: String },
+    ProfileText {
+        field: ProfileField,
+        text: String,
+    },
     /// `/profile avatar FILE|none`.
     ProfileAvatar(Option<String>),
     /// `/whois USER`: that user's profile card.
@@ -354,9 +357,15 @@ mod tests {
             parse("/profile avatar me.png"),
             Ok(Action::ProfileAvatar(Some("me.png".into())))
         );
-        assert_eq!(parse("/profile avatar none"), Ok(Action::ProfileAvatar(None)));
+        assert_eq!(
+            parse("/profile avatar none"),
+            Ok(Action::ProfileAvatar(None))
+        );
         assert!(parse("/profile avatar").is_err());
-        assert_eq!(parse("/whois bob"), Ok(Action::Whois(UserId::new("bob").unwrap())));
+        assert_eq!(
+            parse("/whois bob"),
+            Ok(Action::Whois(UserId::new("bob").unwrap()))
+        );
         assert_eq!(parse("   "), Ok(Action::Nothing));
     }
 

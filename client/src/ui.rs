@@ -204,7 +204,9 @@ pub fn request_error(request: RequestKind, code: ErrorCode) -> String {
             "not allowed: you are not an administrator of this server".into()
         }
         (RequestKind::AddContact, ErrorCode::InvalidName) => "you cannot add yourself".into(),
-        (_, ErrorCode::Malformed) => "this server does not have profiles (protocol version 1)".into(),
+        (_, ErrorCode::Malformed) => {
+            "this server does not have profiles (protocol version 1)".into()
+        }
         (RequestKind::Register, ErrorCode::Forbidden) => {
             "registration is closed on this server; ask its operator for an account".into()
         }

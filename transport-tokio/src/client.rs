@@ -63,7 +63,10 @@ pub enum ClientCommand {
     /// Version 2: set (or with `None` remove) the avatar image.
     SetAvatar(Option<Vec<u8>>),
     /// Version 2: a user's profile card, with the image when `avatar`.
-    GetProfile { user: UserId, avatar: bool },
+    GetProfile {
+        user: UserId,
+        avatar: bool,
+    },
     /// End the session; the client stays stopped until `Start`.
     Logout,
     /// Connect again after a stop, or retry now while waiting to reconnect.
