@@ -164,8 +164,8 @@ commands:
   /contacts                           show your contact list
   /contacts add|remove USER           change your contact list
   /history USER [N]                   the last N messages with USER (20)
-  /profile name|sign [TEXT]           set (or clear) your display name or signature
-  /profile avatar FILE|none           set your avatar (PNG, JPEG, WebP) or remove it
+  /profile name|sign [TEXT]           set (or clear) your name or signature
+  /profile avatar FILE|none           set your avatar (PNG, JPEG, WebP)
   /whois USER                         show USER's profile
   /passwd                             change your password (asks for both)
   /help                               this list
