@@ -1,7 +1,7 @@
 // The Breeze web client's UI: login, contact list with presence, 1:1 chats.
 // Every text that came over the wire goes into the page with textContent, never as HTML.
 import { Session } from './session.js';
-import { avatar, el, formatTime, presenceLabel, readFileBytes } from './ui.js';
+import { avatar, el, formatTime, label, presenceLabel, readFileBytes } from './ui.js';
 
 const TOKEN_KEY = 'breeze.resume';
 const HISTORY_PAGE = 50;
@@ -16,6 +16,9 @@ const state = {
   status: 'Online',
   contacts: new Set(),
   presence: new Map(), // user → 'Offline' | 'Online' | 'Busy' | 'Away'
+  profiles: new Map(), // user → the newest ProfileCard (version 2 servers)
+  avatars: new Map(), // avatar hash (hex) → object URL of the image, cached by content
+  avatarsAsked: new Set(), // hashes asked for with GetProfile
   scope: 'Everyone',
   chats: new Map(), // user → { items: Map(key → message), unread, oldest, more, asked }
   selected: null,
@@ -66,7 +69,7 @@ function showApp() {
   $('app').hidden = false;
   $('me-name').textContent = state.me;
   $('me-avatar').replaceChildren();
-  const me = avatar(state.me, state.status === 'Invisible' ? 'Offline' : state.status);
+  const me = avatarOf(state.me, state.status === 'Invisible' ? 'Offline' : state.status);
   $('me-avatar').replaceWith(me);
   me.id = 'me-avatar';
   $('me-status').value = state.status;
@@ -174,6 +177,19 @@ const handlers = {
     state.presence = new Map(entries.map((e) => [e.user, e.presence]));
     renderContacts();
     renderChatHeader();
+  },
+
+  ProfileSnapshot({ cards }) {
+    mergeProfiles(cards);
+  },
+
+  ProfileDiff({ cards }) {
+    mergeProfiles(cards);
+  },
+
+  Profile({ card, avatar: image }) {
+    mergeProfiles([card]);
+    if (image && card.avatar) keepAvatar(card.avatar, image);
   },
 
   PresenceDiff({ entries }) {
@@ -357,6 +373,43 @@ function select(user) {
   $('text').focus();
 }
 
+// ---- profiles ------------------------------------------------------------------------
+
+const hexOf = (bytes) => [...bytes].map((b) => b.toString(16).padStart(2, '0')).join('');
+
+/** Keeps each card newer (by `rev`) than the one known, and asks for images not cached. */
+function mergeProfiles(cards) {
+  for (const card of cards) {
+    const known = state.profiles.get(card.user);
+    if (known && known.rev >= card.rev) continue;
+    state.profiles.set(card.user, card);
+    const hash = card.avatar && hexOf(card.avatar);
+    if (hash && !state.avatars.has(hash) && !state.avatarsAsked.has(hash)) {
+      state.avatarsAsked.add(hash);
+      session.send({ GetProfile: { user: card.user, avatar: true } });
+    }
+  }
+  renderContacts();
+  renderChatHeader();
+}
+
+/** Caches an image under its hash, once its bytes are checked against it. */
+async function keepAvatar(hash, image) {
+  const digest = new Uint8Array(await crypto.subtle.digest('SHA-256', image.data));
+  if (hexOf(digest) !== hexOf(hash)) return;
+  state.avatars.set(hexOf(hash), URL.createObjectURL(new Blob([image.data], { type: image.mime })));
+  renderContacts();
+  renderChatHeader();
+}
+
+function avatarOf(user, presence) {
+  const card = state.profiles.get(user) || null;
+  const image = card && card.avatar ? state.avatars.get(hexOf(card.avatar)) : null;
+  return avatar(user, presence, card, image || null);
+}
+
+const labelOf = (user) => label(user, state.profiles.get(user));
+
 // ---- rendering -----------------------------------------------------------------------
 
 function visibleUsers() {
@@ -378,9 +431,9 @@ function renderContacts() {
       'data-user': user,
       'data-presence': presence,
     });
-    li.append(avatar(user, presence));
+    li.append(avatarOf(user, presence));
     const who = el('div', { class: 'who' });
-    who.append(el('div', { class: 'name' }, user), el('div', { class: 'presence' }, presenceLabel(presence)));
+    who.append(el('div', { class: 'name' }, labelOf(user)), el('div', { class: 'presence' }, presenceLabel(presence)));
     li.append(who);
     if (chat && chat.unread > 0) li.append(el('span', { class: 'unread' }, String(chat.unread)));
     if (state.contacts.has(user)) {
@@ -413,10 +466,10 @@ function renderChatHeader() {
   const peer = state.selected;
   if (!peer) return;
   const presence = state.presence.get(peer) || 'Offline';
-  const a = avatar(peer, presence);
+  const a = avatarOf(peer, presence);
   a.id = 'peer-avatar';
   $('peer-avatar').replaceWith(a);
-  $('peer-name').textContent = peer;
+  $('peer-name').textContent = labelOf(peer);
   $('peer-presence').textContent = presenceLabel(presence);
 }
 

@@ -25,10 +25,12 @@ const Presence = unitEnum('Offline', 'Online', 'Busy', 'Away');
 const WatchScope = unitEnum('Everyone', 'Contacts');
 const RequestKind = unitEnum('Hello', 'Register', 'Login', 'Logout', 'ChangePassword',
   'SetStatus', 'AddContact', 'RemoveContact', 'Send', 'Ack', 'Ping', 'History', 'AdminWho',
-  'ChangeContacts', 'AgentLogin', 'AdminKick', 'AdminBan', 'AdminUnban');
+  'ChangeContacts', 'AgentLogin', 'AdminKick', 'AdminBan', 'AdminUnban', 'SetProfile',
+  'SetAvatar', 'GetProfile');
 const ErrorCode = unitEnum('Malformed', 'NotLoggedIn', 'AlreadyLoggedIn', 'InvalidName',
   'InvalidPassword', 'UserTaken', 'NoSuchUser', 'BadCredentials', 'TooLarge', 'Forbidden',
-  'TooManyContacts', 'RateLimited', 'StorageFailed', 'Busy', 'Banned');
+  'TooManyContacts', 'RateLimited', 'StorageFailed', 'Busy', 'Banned', 'InvalidProfile',
+  'InvalidImage');
 const CloseReason = unitEnum('HandshakeTimeout', 'HeartbeatTimeout', 'Replaced', 'LoggedOut',
   'BadHandshake', 'UnsupportedVersion', 'FrameTooLarge', 'Malformed', 'SlowReader',
   'ServerFull', 'ServerShutdown', 'Flooding', 'NodeFenced', 'Kicked', 'Banned');
@@ -43,6 +45,10 @@ const HistoryItem = struct(['seq', 'u64'], ['id', 'u64'], ['from', UserId], ['to
   ['body', 'string'], ['attachment', opt(AttachmentInfo)], ['sent_at_ms', 'u64']);
 const WhoSession = struct(['node', 'u32'], ['conn', 'u64'], ['connected_for_ms', 'u64'],
   ['idle_ms', 'u64']);
+// Version 2. `hash` is a [u8; 32]: 32 bytes, no length.
+const ProfileCard = struct(['user', UserId], ['rev', 'u64'], ['display_name', 'string'],
+  ['signature', 'string'], ['avatar', opt('hash')]);
+const AvatarImage = struct(['mime', 'string'], ['data', 'bytes']);
 const WhoEntry = struct(['user', UserId], ['status', Status], ['sessions', vec(WhoSession)]);
 const fields = (...f) => ({ fields: f });
 
@@ -68,6 +74,9 @@ export const ClientMsg = {
     ['AdminKick', fields(['user', UserId])],
     ['AdminBan', fields(['user', UserId])],
     ['AdminUnban', fields(['user', UserId])],
+    ['SetProfile', fields(['display_name', 'string'], ['signature', 'string'])],
+    ['SetAvatar', fields(['image', opt('bytes')])],
+    ['GetProfile', fields(['user', UserId], ['avatar', 'bool'])],
   ],
 };
 
@@ -98,12 +107,15 @@ export const ServerMsg = {
     ['Throttled', fields(['request', RequestKind], ['retry_after_ms', 'u32'])],
     ['AdminDone', fields(['request', RequestKind], ['user', UserId], ['sessions', 'u32'])],
     ['OfflineWaiting', fields(['count', 'u32'])],
+    ['ProfileSnapshot', fields(['cards', vec(ProfileCard)], ['more', 'bool'])],
+    ['ProfileDiff', fields(['cards', vec(ProfileCard)])],
+    ['Profile', fields(['card', ProfileCard], ['avatar', opt(AvatarImage)])],
   ],
 };
 
 /** The bytes every Hello starts with. */
 export const MAGIC = new Uint8Array([0x42, 0x52, 0x5a, 0x45]); // "BRZE"
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 
 // Varint widths (PROTOCOL.md §2.1): the most bytes a type's varint may take, and the
 // largest value its last byte may carry (more would overflow the type). Lengths are usize,
@@ -225,6 +237,14 @@ function encodeValue(type, value, w) {
       if (value.length !== 4) throw new RangeError('magic is exactly 4 bytes');
       w.bytes(value);
       return;
+    case 'hash':
+      if (value.length !== 32) throw new RangeError('a hash is exactly 32 bytes');
+      w.bytes(value);
+      return;
+    case 'bool':
+      if (typeof value !== 'boolean') throw new TypeError(`expected a boolean, got ${value}`);
+      w.byte(value ? 1 : 0);
+      return;
     default:
   }
   if (type.opt) {
@@ -281,6 +301,13 @@ function decodeValue(type, r) {
       return r.take(r.length()).slice();
     case 'magic':
       return r.take(4).slice();
+    case 'hash':
+      return r.take(32).slice();
+    case 'bool': {
+      const b = r.byte();
+      if (b > 1) return r.fail(`bool byte ${b} is neither 0 nor 1`);
+      return b === 1;
+    }
     default:
   }
   if (type.opt) {

@@ -19,16 +19,29 @@ export function hueOf(name) {
   return (h >>> 0) % 360;
 }
 
-/** Up to two initials: "alice" → "AL", "bob.smith" → "BS". */
+/** Up to two initials: "alice" → "AL", "bob.smith" → "BS", "Alice Wang" → "AW", "王小明" → "王小". */
 export function initials(name) {
-  const parts = name.split(/[._-]+/).filter(Boolean);
-  if (parts.length >= 2) return (parts[0][0] + parts[1][0]).toUpperCase();
-  return name.slice(0, 2).toUpperCase();
+  const parts = name.split(/[\s._-]+/).filter(Boolean);
+  // By code point, so an emoji or a character outside the BMP is not cut in half.
+  const first = (p) => [...p][0];
+  if (parts.length >= 2) return (first(parts[0]) + first(parts[1])).toUpperCase();
+  return [...name].slice(0, 2).join('').toUpperCase();
 }
 
-/** The avatar: initials on the name's colour, a status dot; greyed when offline. */
-export function avatar(name, presence) {
-  const a = el('div', { class: `avatar ${presence.toLowerCase()}`, title: `${name}: ${presenceLabel(presence)}` }, initials(name));
+/** How a user is shown: "Alice Wang (alice)" with a display name (not unique), else the id. */
+export function label(name, card) {
+  return card && card.display_name ? `${card.display_name} (${name})` : name;
+}
+
+/**
+ * The avatar: the user's image when there is one, else the initials (of the display name,
+ * if set) on the name's colour; a status dot; greyed when offline.
+ */
+export function avatar(name, presence, card = null, image = null) {
+  const shown = card && card.display_name ? card.display_name : name;
+  const a = el('div', { class: `avatar ${presence.toLowerCase()}`, title: `${label(name, card)}: ${presenceLabel(presence)}` },
+    image ? null : initials(shown));
+  if (image) a.append(el('img', { src: image, alt: '' }));
   // CSSOM, not a style attribute: the CSP forbids inline styles, not script-set properties.
   a.style.backgroundColor = `hsl(${hueOf(name)} 62% 52%)`;
   return a;

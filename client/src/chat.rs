@@ -5,14 +5,14 @@
 use crate::Fatal;
 use crate::cli::{Account, StatusArg};
 use crate::editor::Names;
-use crate::input::{self, Action, HELP, Input};
+use crate::input::{self, Action, HELP, Input, ProfileField};
 use crate::screen::Screen;
 use crate::session::{self, Session, Setup};
 use crate::ui::{self, Colour, Style};
 use breeze_core::UserId;
 use breeze_core::client::{ClientEvent, Mode, StopReason};
 use breeze_core::message::{
-    CloseReason, Delivery, ErrorCode, HistoryItem, Presence, RequestKind, Status,
+    CloseReason, Delivery, ErrorCode, HistoryItem, Presence, ProfileCard, RequestKind, Status,
 };
 use breeze_transport_tokio::ClientCommand;
 use std::cell::Cell;
@@ -63,6 +63,7 @@ async fn chat(
         mailbox_done: false,
         presence: BTreeMap::new(),
         presence_dirty: false,
+        profiles: BTreeMap::new(),
         contacts: None,
         unresolved: Vec::new(),
         outgoing: HashMap::new(),
@@ -155,6 +156,8 @@ struct Chat {
     mailbox_done: bool,
     presence: BTreeMap<UserId, Presence>,
     presence_dirty: bool,
+    /// The newest profile card of each user the server told of (version 2 servers).
+    profiles: BTreeMap<UserId, ProfileCard>,
     /// As the server last sent it; unknown until the list changes in this session (the
     /// client core keeps the login's list to itself).
     contacts: Option<Vec<UserId>>,
@@ -215,7 +218,8 @@ impl Chat {
 
     fn show_presence(&self) {
         if self.logged_in {
-            self.line(&self.style.presence_line(&self.presence));
+            let line = self.style.presence_line(&self.presence, |u| self.label(u));
+            self.line(&line);
         } else {
             // What was seen before the connection dropped may be stale by now: nobody is
             // shown online until the server says so again.
@@ -225,6 +229,26 @@ impl Chat {
                     .paint(Colour::Grey, "(unknown until reconnected)")
             ));
         }
+    }
+
+    /// `Alice Wang (alice)`, or `alice` without a display name.
+    fn label(&self, user: &UserId) -> String {
+        breeze_core::profile::label(user, self.profiles.get(user))
+    }
+
+    fn show_profile(&self, card: &ProfileCard) {
+        let mut text = self.label(&card.user);
+        if !card.signature.is_empty() {
+            text.push_str(&format!(" — {}", card.signature));
+        }
+        if let Some(hash) = card.avatar {
+            let short: String = hash[..4].iter().map(|b| format!("{b:02x}")).collect();
+            text.push_str(&format!(" [avatar {short}…]"));
+        }
+        if card.rev == 0 {
+            text.push_str(" (no profile set)");
+        }
+        self.info(&text);
     }
 
     fn show_presence_if_changed(&mut self) {
@@ -296,8 +320,20 @@ impl Chat {
                 // A user new to the list (just registered) shows up offline: that is no news.
                 let new = self.presence.insert(user.clone(), presence).is_none();
                 if !(new && presence == Presence::Offline) {
-                    self.info(&self.style.change(&user, presence));
+                    self.info(&self.style.change(&self.label(&user), presence));
                 }
+            }
+            ClientEvent::Profiles(cards) => {
+                // Newer than what we had (the client core compared `rev`): a name changed
+                // is news only once the list is up.
+                for card in cards {
+                    self.profiles.insert(card.user.clone(), card);
+                }
+                self.presence_dirty = true;
+            }
+            ClientEvent::Profile { card, .. } => {
+                self.profiles.insert(card.user.clone(), card.clone());
+                self.show_profile(&card);
             }
             ClientEvent::OfflineWaiting { count } => {
                 self.away_header = Some(count);
@@ -493,6 +529,44 @@ impl Chat {
                 before: None,
                 limit,
             }),
+            Action::ProfileText { field, text } => {
+                // One request sets both fields: the other one is kept as last known.
+                let mine = self.profiles.get(&self.session.user);
+                let (mut name, mut sign) = mine.map_or((String::new(), String::new()), |c| {
+                    (c.display_name.clone(), c.signature.clone())
+                });
+                match field {
+                    ProfileField::Name => name = text,
+                    ProfileField::Signature => sign = text,
+                }
+                self.session.command(ClientCommand::SetProfile {
+                    display_name: name,
+                    signature: sign,
+                });
+            }
+            Action::ProfileAvatar(None) => self.session.command(ClientCommand::SetAvatar(None)),
+            Action::ProfileAvatar(Some(file))
+                if std::fs::metadata(&file)
+                    .is_ok_and(|m| m.len() > breeze_core::profile::MAX_AVATAR_BYTES as u64) =>
+            {
+                // Refused by its size before a byte of it is read.
+                self.error(&format!(
+                    "{file}: larger than the {} KiB an avatar may be",
+                    breeze_core::profile::MAX_AVATAR_BYTES / 1024
+                ));
+            }
+            Action::ProfileAvatar(Some(file)) => match std::fs::read(&file) {
+                // Checked here too, so a wrong file gets a reason naming it.
+                Ok(image) => match breeze_core::profile::check_avatar(&image) {
+                    Ok(_) => self.session.command(ClientCommand::SetAvatar(Some(image))),
+                    Err(e) => self.error(&format!("{file}: {e}")),
+                },
+                Err(e) => self.error(&format!("{file}: {e}")),
+            },
+            Action::Whois(user) => self.session.command(ClientCommand::GetProfile {
+                user,
+                avatar: false,
+            }),
             Action::Help => self.line(HELP),
             Action::Quit | Action::Nothing => {}
         }
@@ -514,7 +588,7 @@ impl Chat {
 
     fn show_message(&self, d: &Delivery) -> std::io::Result<()> {
         let stamp = self.style.paint(Colour::Grey, &ui::stamp(d.sent_at_ms));
-        let from = self.style.paint(Colour::Bold, d.from.as_str());
+        let from = self.style.paint(Colour::Bold, &self.label(&d.from));
         let mut text = format!("{stamp} {from}: {}", d.body);
         if let Some(a) = &d.attachment {
             text.push(' ');
@@ -533,7 +607,7 @@ impl Chat {
                 let shown: Vec<String> = list
                     .iter()
                     .map(|u| match self.presence.get(u) {
-                        Some(p) => self.style.user(u, *p),
+                        Some(p) => self.style.user(&self.label(u), *p),
                         None => u.to_string(),
                     })
                     .collect();

@@ -130,12 +130,28 @@ pub enum Action {
     /// Talk to USER: plain lines go to them until `/close`.
     Open(UserId),
     Close,
+    /// `/profile name|sign TEXT`: change one text field (an empty TEXT clears it).
+    ProfileText {
+        field: ProfileField,
+        text: String,
+    },
+    /// `/profile avatar FILE|none`.
+    ProfileAvatar(Option<String>),
+    /// `/whois USER`: that user's profile card.
+    Whois(UserId),
     /// A line that is not a command: a message for the open conversation.
     Say(String),
     Help,
     Quit,
     /// An empty line.
     Nothing,
+}
+
+/// Which text field of the profile `/profile` changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProfileField {
+    Name,
+    Signature,
 }
 
 pub const HELP: &str = "\
@@ -148,6 +164,9 @@ commands:
   /contacts                           show your contact list
   /contacts add|remove USER           change your contact list
   /history USER [N]                   the last N messages with USER (20)
+  /profile name|sign [TEXT]           set (or clear) your name or signature
+  /profile avatar FILE|none           set your avatar (PNG, JPEG, WebP)
+  /whois USER                         show USER's profile
   /passwd                             change your password (asks for both)
   /help                               this list
   /quit                               log out and exit (or Ctrl-D, Ctrl-C)";
@@ -162,6 +181,8 @@ pub const COMMANDS: &[(&str, bool)] = &[
     ("who", false),
     ("contacts", true),
     ("history", true),
+    ("profile", true),
+    ("whois", true),
     ("passwd", false),
     ("help", false),
     ("quit", false),
@@ -231,6 +252,26 @@ pub fn parse(line: &str) -> Result<Action, String> {
                 limit,
             })
         }
+        "profile" => {
+            let (field, text) = split_word(rest);
+            match field {
+                "name" => Ok(Action::ProfileText {
+                    field: ProfileField::Name,
+                    text: text.to_string(),
+                }),
+                "sign" | "signature" => Ok(Action::ProfileText {
+                    field: ProfileField::Signature,
+                    text: text.to_string(),
+                }),
+                "avatar" if text == "none" => Ok(Action::ProfileAvatar(None)),
+                "avatar" if !text.is_empty() => Ok(Action::ProfileAvatar(Some(text.to_string()))),
+                _ => Err("usage: /profile name|sign [TEXT], /profile avatar FILE|none".into()),
+            }
+        }
+        "whois" => match rest {
+            who if !who.is_empty() && !who.contains(' ') => Ok(Action::Whois(user(who)?)),
+            _ => Err("usage: /whois USER".into()),
+        },
         "help" | "?" => Ok(Action::Help),
         "quit" | "exit" | "q" => no_args(rest, Action::Quit, "/quit"),
         _ => Err(format!("unknown command /{name}; /help lists them")),
@@ -298,6 +339,33 @@ mod tests {
             })
         );
         assert_eq!(parse("/quit"), Ok(Action::Quit));
+        assert_eq!(
+            parse("/profile name 王小明 🐼"),
+            Ok(Action::ProfileText {
+                field: ProfileField::Name,
+                text: "王小明 🐼".into()
+            })
+        );
+        assert_eq!(
+            parse("/profile sign"),
+            Ok(Action::ProfileText {
+                field: ProfileField::Signature,
+                text: String::new()
+            })
+        );
+        assert_eq!(
+            parse("/profile avatar me.png"),
+            Ok(Action::ProfileAvatar(Some("me.png".into())))
+        );
+        assert_eq!(
+            parse("/profile avatar none"),
+            Ok(Action::ProfileAvatar(None))
+        );
+        assert!(parse("/profile avatar").is_err());
+        assert_eq!(
+            parse("/whois bob"),
+            Ok(Action::Whois(UserId::new("bob").unwrap()))
+        );
         assert_eq!(parse("   "), Ok(Action::Nothing));
     }
 

@@ -53,7 +53,7 @@ impl Style {
 
     /// One user as the presence list shows them: a symbol, the name, the presence in words
     /// (so it reads without colour too); offline users greyed.
-    pub fn user(&self, user: &UserId, presence: Presence) -> String {
+    pub fn user(&self, user: &str, presence: Presence) -> String {
         let (symbol, word, colour) = match presence {
             Presence::Online => ("●", "online", Colour::Green),
             Presence::Busy => ("●", "busy", Colour::Red),
@@ -64,7 +64,7 @@ impl Style {
     }
 
     /// One user's presence change: "bob is now offline", coloured like the list.
-    pub fn change(&self, user: &UserId, presence: Presence) -> String {
+    pub fn change(&self, user: &str, presence: Presence) -> String {
         let colour = match presence {
             Presence::Online => Colour::Green,
             Presence::Busy => Colour::Red,
@@ -77,8 +77,12 @@ impl Style {
         )
     }
 
-    /// The whole presence view on one line.
-    pub fn presence_line(&self, users: &BTreeMap<UserId, Presence>) -> String {
+    /// The whole presence view on one line, each user shown as `label` says.
+    pub fn presence_line(
+        &self,
+        users: &BTreeMap<UserId, Presence>,
+        label: impl Fn(&UserId) -> String,
+    ) -> String {
         if users.is_empty() {
             return format!("users: {}", self.paint(Colour::Grey, "(nobody else)"));
         }
@@ -86,7 +90,7 @@ impl Style {
         let mut shown: Vec<String> = users
             .iter()
             .filter(|(_, p)| users.len() <= LIST_ALL_UP_TO || **p != Presence::Offline)
-            .map(|(u, p)| self.user(u, *p))
+            .map(|(u, p)| self.user(&label(u), *p))
             .collect();
         if users.len() > LIST_ALL_UP_TO {
             shown.push(self.paint(Colour::Grey, &format!("(+{offline} offline)")));
@@ -187,6 +191,8 @@ pub fn request_error(request: RequestKind, code: ErrorCode) -> String {
         RequestKind::AdminKick => "cannot kick",
         RequestKind::AdminBan => "cannot ban",
         RequestKind::AdminUnban => "cannot unban",
+        RequestKind::SetProfile | RequestKind::SetAvatar => "cannot change your profile",
+        RequestKind::GetProfile => "cannot show the profile",
         _ => "the server refused a request",
     };
     let why = match (request, code) {
@@ -198,6 +204,9 @@ pub fn request_error(request: RequestKind, code: ErrorCode) -> String {
             "not allowed: you are not an administrator of this server".into()
         }
         (RequestKind::AddContact, ErrorCode::InvalidName) => "you cannot add yourself".into(),
+        (_, ErrorCode::Malformed) => {
+            "this server does not have profiles (protocol version 1)".into()
+        }
         (RequestKind::Register, ErrorCode::Forbidden) => {
             "registration is closed on this server; ask its operator for an account".into()
         }
@@ -228,11 +237,11 @@ mod tests {
             (user("carol"), Presence::Busy),
         ]);
         assert_eq!(
-            plain.presence_line(&users),
+            plain.presence_line(&users, |u| u.to_string()),
             "users: ● alice online  ○ bob offline  ● carol busy"
         );
         assert_eq!(
-            plain.presence_line(&BTreeMap::new()),
+            plain.presence_line(&BTreeMap::new(), |u| u.to_string()),
             "users: (nobody else)"
         );
     }
@@ -241,12 +250,12 @@ mod tests {
     fn offline_users_are_greyed_and_online_ones_coloured() {
         let colour = Style { colour: true };
         assert_eq!(
-            colour.user(&user("bob"), Presence::Offline),
+            colour.user("bob", Presence::Offline),
             "\x1b[2;37m○ bob offline\x1b[0m"
         );
         assert_eq!(
-            colour.user(&user("alice"), Presence::Online),
-            "\x1b[32m● alice online\x1b[0m"
+            colour.user("王小明 (alice)", Presence::Online),
+            "\x1b[32m● 王小明 (alice) online\x1b[0m"
         );
     }
 
@@ -258,7 +267,7 @@ mod tests {
             .collect();
         users.insert(user("u07"), Presence::Away);
         assert_eq!(
-            plain.presence_line(&users),
+            plain.presence_line(&users, |u| u.to_string()),
             "users: ◐ u07 away  (+39 offline)"
         );
     }

@@ -3,7 +3,7 @@
 //! adapter carries them as postcard bytes (`encode`/`decode`), one message per bus message.
 
 use crate::ids::{ConnId, NodeId, UserId};
-use crate::message::{CloseReason, Status};
+use crate::message::{CloseReason, ProfileCard, Status};
 use crate::time::Duration;
 use serde::{Deserialize, Serialize};
 
@@ -83,6 +83,9 @@ pub enum Body {
         parts: u32,
         users: Vec<UserState>,
         registered: Vec<UserId>,
+        /// The newest card of each profile changed through the sender in this epoch: a lost
+        /// `Profile` still reaches every node.
+        profiles: Vec<ProfileCard>,
     },
     /// Sequenced: a message to `to` was stored (committed in the shared database) through
     /// the sender; `seq` is the message's, not the bus's. A node with sessions of `to` reads
@@ -93,6 +96,9 @@ pub enum Body {
     /// here with `reason`. Not sequenced: it changes no state a snapshot could carry (a ban
     /// is in the shared database), so a lost one is not resent.
     EndSessions { user: UserId, reason: CloseReason },
+    /// Sequenced: a profile was changed (committed in the shared database) through the
+    /// sender; this is the card as stored. Every node announces it to its own watchers.
+    Profile(ProfileCard),
 }
 
 impl Body {
@@ -100,7 +106,7 @@ impl Body {
     pub fn sequenced(&self) -> bool {
         matches!(
             self,
-            Body::User(_) | Body::Registered(_) | Body::Mail { .. }
+            Body::User(_) | Body::Registered(_) | Body::Mail { .. } | Body::Profile(_)
         )
     }
 }

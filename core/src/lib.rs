@@ -73,6 +73,7 @@ pub mod codec;
 pub mod config;
 pub mod ids;
 pub mod message;
+pub mod profile;
 pub mod rng;
 pub mod server;
 pub mod storage;

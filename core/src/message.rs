@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 /// The four bytes every `Hello` starts with, so a stray protocol is refused at once.
 pub const MAGIC: [u8; 4] = *b"BRZE";
 /// The newest wire version this build speaks; a client offers it in `Hello`.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 /// The oldest wire version this build's server still answers: a client offering any version
 /// from this one up gets the highest version both speak (PROTOCOL.md §16).
 pub const OLDEST_PROTOCOL_VERSION: u16 = 1;
@@ -17,6 +17,9 @@ pub const OLDEST_PROTOCOL_VERSION: u16 = 1;
 pub const MAX_CLIENT_NAME: usize = 64;
 /// The most seqs one `Ack` may carry; more is refused with `TooLarge`, none of them marked.
 pub const MAX_ACK_SEQS: usize = 4096;
+/// The most cards one `ProfileSnapshot` or `ProfileDiff` frame carries: a card is at most
+/// ~900 bytes (64 + 140 characters of 4 bytes, a hash, a name), so 512 stay under 1 MiB.
+pub const MAX_PROFILE_CARDS: usize = 512;
 
 /// What a user chooses to be.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
@@ -158,6 +161,24 @@ pub enum ClientMsg {
     AdminUnban {
         user: UserId,
     },
+    /// Version 2: sets the user's display name and signature (both at once; `""` clears
+    /// one). Answered with `Profile` (the stored card) to this connection; the user's other
+    /// sessions and watchers get it in a `ProfileDiff`.
+    SetProfile {
+        display_name: String,
+        signature: String,
+    },
+    /// Version 2: sets the user's avatar to a PNG, JPEG or WebP image (`None` removes it).
+    /// Answered like `SetProfile`.
+    SetAvatar {
+        image: Option<Vec<u8>>,
+    },
+    /// Version 2: `user`'s card, and with `avatar` the image its hash names. Answered with
+    /// `Profile`.
+    GetProfile {
+        user: UserId,
+        avatar: bool,
+    },
 }
 
 /// Which request a `ServerMsg::Error` answers.
@@ -181,6 +202,9 @@ pub enum RequestKind {
     AdminKick,
     AdminBan,
     AdminUnban,
+    SetProfile,
+    SetAvatar,
+    GetProfile,
 }
 
 impl ClientMsg {
@@ -204,6 +228,9 @@ impl ClientMsg {
             ClientMsg::AdminKick { .. } => RequestKind::AdminKick,
             ClientMsg::AdminBan { .. } => RequestKind::AdminBan,
             ClientMsg::AdminUnban { .. } => RequestKind::AdminUnban,
+            ClientMsg::SetProfile { .. } => RequestKind::SetProfile,
+            ClientMsg::SetAvatar { .. } => RequestKind::SetAvatar,
+            ClientMsg::GetProfile { .. } => RequestKind::GetProfile,
         }
     }
 }
@@ -244,6 +271,14 @@ pub enum ErrorCode {
     /// The credential was right, but an administrator has banned the account.
     #[error("this account is banned by an administrator")]
     Banned,
+    /// Version 2: a display name or signature was refused: too long, or holding a control
+    /// or bidirectional-override character (PROTOCOL.md §15).
+    #[error("invalid display name or signature")]
+    InvalidProfile,
+    /// Version 2: an avatar that is not a PNG, JPEG or WebP image the server could decode,
+    /// or larger than the limit in pixels.
+    #[error("not an image the server accepts as an avatar")]
+    InvalidImage,
 }
 
 /// Why the server ends a connection; sent in `Bye` just before it closes.
@@ -384,6 +419,42 @@ pub struct WhoEntry {
     pub sessions: Vec<WhoSession>,
 }
 
+/// What a user shows of themselves (version 2), as anyone who can see the user is told it.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct ProfileCard {
+    pub user: UserId,
+    /// Counts the user's profile changes: of two cards of one user, the one with the higher
+    /// `rev` is newer, however they arrived. 0: never set.
+    pub rev: u64,
+    /// NFC, at most 64 characters; empty: none (show the user id).
+    pub display_name: String,
+    /// NFC, one line, at most 140 characters; empty: none.
+    pub signature: String,
+    /// SHA-256 of the avatar image: clients cache images under it. `None`: no avatar.
+    pub avatar: Option<[u8; 32]>,
+}
+
+impl ProfileCard {
+    /// The card of a user who never set a profile.
+    pub fn blank(user: UserId) -> Self {
+        ProfileCard {
+            user,
+            rev: 0,
+            display_name: String::new(),
+            signature: String::new(),
+            avatar: None,
+        }
+    }
+}
+
+/// An avatar image as stored (version 2).
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct AvatarImage {
+    /// `image/png`, `image/jpeg` or `image/webp`, as the server found it.
+    pub mime: String,
+    pub data: Vec<u8>,
+}
+
 /// Frames the server sends.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub enum ServerMsg {
@@ -487,6 +558,24 @@ pub enum ServerMsg {
     OfflineWaiting {
         count: u32,
     },
+    /// Version 2, after `PresenceSnapshot` at login: the cards of the users the snapshot
+    /// lists and the user's own, those with a profile set, in frames of at most
+    /// `MAX_PROFILE_CARDS`; `more` until the last. A card never replaces a newer one (`rev`).
+    ProfileSnapshot {
+        cards: Vec<ProfileCard>,
+        more: bool,
+    },
+    /// Version 2: profiles changed since the last snapshot or diff, one card per user, batched
+    /// like `PresenceDiff` but never inside one.
+    ProfileDiff {
+        cards: Vec<ProfileCard>,
+    },
+    /// Version 2: the answer to `GetProfile` (with the image when asked for and set), and to
+    /// `SetProfile`/`SetAvatar` (the card as stored, no image).
+    Profile {
+        card: ProfileCard,
+        avatar: Option<AvatarImage>,
+    },
 }
 
 impl ClientMsg {
@@ -512,6 +601,9 @@ impl ClientMsg {
             | ClientMsg::AdminKick { .. }
             | ClientMsg::AdminBan { .. }
             | ClientMsg::AdminUnban { .. } => 1,
+            ClientMsg::SetProfile { .. }
+            | ClientMsg::SetAvatar { .. }
+            | ClientMsg::GetProfile { .. } => 2,
         }
     }
 }
@@ -540,6 +632,9 @@ impl ServerMsg {
             | ServerMsg::Throttled { .. }
             | ServerMsg::AdminDone { .. }
             | ServerMsg::OfflineWaiting { .. } => 1,
+            ServerMsg::ProfileSnapshot { .. }
+            | ServerMsg::ProfileDiff { .. }
+            | ServerMsg::Profile { .. } => 2,
         }
     }
 }

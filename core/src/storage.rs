@@ -5,9 +5,10 @@
 //! receives verdicts.
 //!
 //! Ordering: the host applies the plain writes (`SetContacts`, `StoreMessage`, `SetBanned`,
-//! `MarkDelivered`) in the order they were emitted and reports their results in that order.
-//! Verifying requests (`Register`, `Authenticate`, `ChangePassword`: they hash off the
-//! writer's thread) and reads (`LoadMailbox`, `LoadHistory`) may complete in any order, but a
+//! `SetProfile`, `MarkDelivered`) in the order they were emitted and reports their results in
+//! that order. Verifying requests (`Register`, `Authenticate`, `ChangePassword`: they hash off
+//! the writer's thread) and reads (`LoadMailbox`, `LoadHistory`, `LoadProfiles`,
+//! `LoadProfile`) may complete in any order, but a
 //! read reflects every write whose result was reported before the read was emitted. The core
 //! relies on no more: it adds a user to its directory only once `Registered` is back, and
 //! allows one login per connection at a time.
@@ -20,7 +21,7 @@
 //! may become visible in any order; no read spans two recipients' mailboxes.
 
 use crate::ids::UserId;
-use crate::message::{Attachment, Credential, Delivery, HistoryItem};
+use crate::message::{Attachment, AvatarImage, Credential, Delivery, HistoryItem, ProfileCard};
 
 /// Most items one `LoadHistory` returns, whatever its `limit` says. The core asks for no more
 /// and every store cuts at it too: a history page is read and held whole in memory.
@@ -107,6 +108,37 @@ pub enum StorageOp {
     /// set changes nothing and succeeds; an unknown `user` fails with `NoSuchUser`. Resume
     /// tokens are kept, so an unban lets the user's devices resume as before.
     SetBanned { user: UserId, banned: bool },
+    /// Change `user`'s profile (the text or the avatar, as `change` says) and count it: the
+    /// stored `rev` goes up by one, and the card as stored comes back. An unknown `user`
+    /// fails with `NoSuchUser`. An avatar no profile names any more is forgotten in the same
+    /// write.
+    SetProfile { user: UserId, change: ProfileChange },
+    /// The cards of `users` (`None`: of every user) that were ever set (`rev` above 0),
+    /// sorted by user. Unknown names are skipped.
+    LoadProfiles { users: Option<Vec<UserId>> },
+    /// `user`'s card (a blank one, `rev` 0, if never set) and, with `avatar`, the image its
+    /// hash names. An unknown `user` fails with `NoSuchUser`.
+    LoadProfile { user: UserId, avatar: bool },
+}
+
+/// What a `SetProfile` changes.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum ProfileChange {
+    /// Both text fields, already normalised and checked (`crate::profile`).
+    Text {
+        display_name: String,
+        signature: String,
+    },
+    /// A checked image under its content hash, or `None` to remove the avatar.
+    Avatar(Option<NewAvatar>),
+}
+
+/// An avatar image the core has checked (`crate::profile::check_avatar`).
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct NewAvatar {
+    /// `crate::profile::avatar_hash` of `image.data`.
+    pub hash: [u8; 32],
+    pub image: AvatarImage,
 }
 
 impl StorageOp {
@@ -138,6 +170,9 @@ impl StorageOp {
             StorageOp::MarkDelivered { .. } => StorageResult::DeliveredMarked(Err(e)),
             StorageOp::LoadHistory { .. } => StorageResult::HistoryLoaded(Err(e)),
             StorageOp::SetBanned { .. } => StorageResult::BannedSet(Err(e)),
+            StorageOp::SetProfile { .. } => StorageResult::ProfileSet(Err(e)),
+            StorageOp::LoadProfiles { .. } => StorageResult::ProfilesLoaded(Err(e)),
+            StorageOp::LoadProfile { .. } => StorageResult::ProfileLoaded(Err(e)),
         }
     }
 }
@@ -169,6 +204,21 @@ impl std::fmt::Debug for StorageOp {
             }
             StorageOp::LoadHistory { user, with, .. } => write!(f, "LoadHistory({user}, {with})"),
             StorageOp::SetBanned { user, banned } => write!(f, "SetBanned({user}, {banned})"),
+            StorageOp::SetProfile { user, change } => match change {
+                ProfileChange::Text { .. } => write!(f, "SetProfile({user}, text)"),
+                ProfileChange::Avatar(a) => write!(
+                    f,
+                    "SetProfile({user}, avatar of {} bytes)",
+                    a.as_ref().map_or(0, |a| a.image.data.len())
+                ),
+            },
+            StorageOp::LoadProfiles { users } => match users {
+                Some(users) => write!(f, "LoadProfiles({} users)", users.len()),
+                None => f.write_str("LoadProfiles(all)"),
+            },
+            StorageOp::LoadProfile { user, avatar } => {
+                write!(f, "LoadProfile({user}, avatar: {avatar})")
+            }
         }
     }
 }
@@ -267,4 +317,7 @@ pub enum StorageResult {
     DeliveredMarked(Result<(), StorageError>),
     HistoryLoaded(Result<Vec<HistoryItem>, StorageError>),
     BannedSet(Result<(), StorageError>),
+    ProfileSet(Result<ProfileCard, StorageError>),
+    ProfilesLoaded(Result<Vec<ProfileCard>, StorageError>),
+    ProfileLoaded(Result<(ProfileCard, Option<AvatarImage>), StorageError>),
 }

@@ -224,7 +224,39 @@ fn client_vectors() -> Vec<(&'static str, ClientMsg)> {
                 user: user("mallory"),
             },
         ),
+        (
+            "set profile",
+            ClientMsg::SetProfile {
+                display_name: "王小明 🐼".into(),
+                signature: String::new(),
+            },
+        ),
+        (
+            "set avatar",
+            ClientMsg::SetAvatar {
+                image: Some(vec![0x89, b'P', b'N', b'G', 0, 255]),
+            },
+        ),
+        ("remove avatar", ClientMsg::SetAvatar { image: None }),
+        (
+            "get profile",
+            ClientMsg::GetProfile {
+                user: user("alice"),
+                avatar: true,
+            },
+        ),
     ]
+}
+
+/// A card with every field set: a name in two scripts, a signature, an avatar hash.
+fn card() -> ProfileCard {
+    ProfileCard {
+        user: user("alice"),
+        rev: u64::MAX,
+        display_name: "Alice 王".into(),
+        signature: "在开会 🙂".into(),
+        avatar: Some(std::array::from_fn(|i| i as u8 * 8)),
+    }
 }
 
 fn server_vectors() -> Vec<(&'static str, ServerMsg)> {
@@ -247,6 +279,9 @@ fn server_vectors() -> Vec<(&'static str, ServerMsg)> {
         RequestKind::AdminKick,
         RequestKind::AdminBan,
         RequestKind::AdminUnban,
+        RequestKind::SetProfile,
+        RequestKind::SetAvatar,
+        RequestKind::GetProfile,
     ];
     let all_codes = [
         ErrorCode::Malformed,
@@ -264,6 +299,8 @@ fn server_vectors() -> Vec<(&'static str, ServerMsg)> {
         ErrorCode::StorageFailed,
         ErrorCode::Busy,
         ErrorCode::Banned,
+        ErrorCode::InvalidProfile,
+        ErrorCode::InvalidImage,
     ];
     let all_reasons = CloseReason::ALL;
     let mut v = vec![
@@ -403,6 +440,29 @@ fn server_vectors() -> Vec<(&'static str, ServerMsg)> {
         ),
         ("offline done", ServerMsg::OfflineDone { count: 3 }),
         ("offline waiting", ServerMsg::OfflineWaiting { count: 300 }),
+        (
+            "profile snapshot",
+            ServerMsg::ProfileSnapshot {
+                cards: vec![card(), ProfileCard::blank(user("bob"))],
+                more: true,
+            },
+        ),
+        (
+            "profile diff",
+            ServerMsg::ProfileDiff {
+                cards: vec![card()],
+            },
+        ),
+        (
+            "profile with avatar",
+            ServerMsg::Profile {
+                card: card(),
+                avatar: Some(AvatarImage {
+                    mime: "image/webp".into(),
+                    data: vec![b'R', b'I', b'F', b'F', 0, 255],
+                }),
+            },
+        ),
         (
             "history",
             ServerMsg::History {
@@ -572,9 +632,12 @@ fn client_index(m: &ClientMsg) -> u8 {
         ClientMsg::AdminKick { .. } => 15,
         ClientMsg::AdminBan { .. } => 16,
         ClientMsg::AdminUnban { .. } => 17,
+        ClientMsg::SetProfile { .. } => 18,
+        ClientMsg::SetAvatar { .. } => 19,
+        ClientMsg::GetProfile { .. } => 20,
     }
 }
-const CLIENT_VARIANTS: u8 = 18;
+const CLIENT_VARIANTS: u8 = 21;
 
 /// As `client_index`, for `ServerMsg`.
 fn server_index(m: &ServerMsg) -> u8 {
@@ -598,9 +661,12 @@ fn server_index(m: &ServerMsg) -> u8 {
         ServerMsg::Throttled { .. } => 16,
         ServerMsg::AdminDone { .. } => 17,
         ServerMsg::OfflineWaiting { .. } => 18,
+        ServerMsg::ProfileSnapshot { .. } => 19,
+        ServerMsg::ProfileDiff { .. } => 20,
+        ServerMsg::Profile { .. } => 21,
     }
 }
-const SERVER_VARIANTS: u8 = 19;
+const SERVER_VARIANTS: u8 = 22;
 
 #[test]
 fn every_variant_has_a_vector() {

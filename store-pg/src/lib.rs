@@ -22,6 +22,7 @@
 
 mod error;
 mod ops;
+mod profiles;
 mod schema;
 mod service;
 mod store;

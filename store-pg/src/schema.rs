@@ -94,6 +94,24 @@ const MIGRATIONS: &[&str] = &[
     SELECT setval('message_seqs', last + 1, false) FROM message_seq;
     DROP TABLE message_seq;
     "#,
+    // 5: profiles (protocol version 2), as in the SQLite store. No foreign key from
+    // `avatar_sha256` (see `profiles.rs`). Names and signatures are TEXT: the core refuses
+    // control characters, NUL among them.
+    r#"
+    CREATE TABLE avatars (
+        sha256 BYTEA PRIMARY KEY,
+        mime   TEXT  NOT NULL,
+        data   BYTEA NOT NULL
+    );
+    CREATE TABLE profiles (
+        name          TEXT COLLATE "C" PRIMARY KEY REFERENCES accounts(name) ON DELETE CASCADE,
+        rev           BIGINT NOT NULL,
+        display_name  TEXT   NOT NULL,
+        signature     TEXT   NOT NULL,
+        avatar_sha256 BYTEA
+    );
+    CREATE INDEX profiles_by_avatar ON profiles(avatar_sha256) WHERE avatar_sha256 IS NOT NULL;
+    "#,
 ];
 
 /// The schema version this build creates and understands.

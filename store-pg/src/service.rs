@@ -259,6 +259,14 @@ async fn perform(
             let items = ops::history(&client, &user, &with, before, limit).await?;
             return Ok(R::HistoryLoaded(Ok(items)));
         }
+        StorageOp::LoadProfiles { users } => {
+            let cards = crate::profiles::load_profiles(&client, users).await?;
+            return Ok(R::ProfilesLoaded(Ok(cards)));
+        }
+        StorageOp::LoadProfile { user, avatar } => {
+            let r = crate::profiles::load_profile(&client, user, avatar).await?;
+            return Ok(R::ProfileLoaded(r));
+        }
         StorageOp::Authenticate {
             user,
             credential: Credential::Token(token),

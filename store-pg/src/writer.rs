@@ -313,6 +313,9 @@ async fn apply(c: &impl GenericClient, op: &StorageOp) -> Result<StorageResult, 
         StorageOp::SetBanned { user, banned } => {
             R::BannedSet(ops::set_banned(c, user, *banned).await?)
         }
+        StorageOp::SetProfile { user, change } => {
+            R::ProfileSet(crate::profiles::set_profile(c, user, change).await?)
+        }
         other => {
             unreachable!("invariant: only plain writes reach the writer, not {other:?}")
         }
@@ -327,6 +330,7 @@ pub(crate) fn is_plain_write(op: &StorageOp) -> bool {
             | StorageOp::StoreMessage { .. }
             | StorageOp::MarkDelivered { .. }
             | StorageOp::SetBanned { .. }
+            | StorageOp::SetProfile { .. }
     )
 }
 

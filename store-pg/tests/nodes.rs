@@ -291,7 +291,8 @@ async fn a_database_from_before_bans_is_upgraded_with_nobody_banned() {
     node.shutdown().await;
     // Schema 1 numbered messages from a counter row; 40 were handed out.
     pg.execute(
-        "DROP SEQUENCE message_seqs;
+        "DROP TABLE profiles; DROP TABLE avatars;
+         DROP SEQUENCE message_seqs;
          CREATE TABLE message_seq (
              singleton BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (singleton),
              last      BIGINT  NOT NULL);

@@ -91,13 +91,19 @@ impl Db {
         let messages = tx
             .prepare_cached("DELETE FROM messages WHERE sender = ?1 OR recipient = ?1")?
             .execute([user.as_str()])?;
-        // Tokens and contacts (both directions) go by ON DELETE CASCADE.
+        // Tokens, contacts (both directions) and the profile go by ON DELETE CASCADE.
         let deleted = tx
             .prepare_cached("DELETE FROM accounts WHERE user = ?1")?
             .execute([user.as_str()])?;
         if deleted == 0 {
             return Err(StoreError::NoSuchUser(user.to_string()));
         }
+        // The avatar too, unless another profile shows the same image.
+        tx.prepare_cached(
+            "DELETE FROM avatars WHERE NOT EXISTS
+             (SELECT 1 FROM profiles WHERE avatar_sha256 = avatars.sha256)",
+        )?
+        .execute([])?;
         tx.commit()?;
         Ok(Deleted {
             messages: messages as u64,

@@ -89,6 +89,8 @@ impl Work {
             // Token logins write at once; password ones do after hashing (inline, in
             // `apply_batch`), as does a change of password.
             Work::Op(StorageOp::SetContacts { add, remove, .. }) => add.len() + remove.len() > 1,
+            // An avatar row, the profile row, and the old avatar's removal.
+            Work::Op(StorageOp::SetProfile { .. }) => true,
             Work::Op(op) => matches!(
                 op,
                 StorageOp::Authenticate { .. } | StorageOp::ChangePassword { .. }

@@ -22,6 +22,9 @@ pub enum Kind {
     MarkDelivered,
     LoadHistory,
     SetBanned,
+    SetProfile,
+    LoadProfiles,
+    LoadProfile,
 }
 
 impl Kind {
@@ -36,6 +39,9 @@ impl Kind {
             StorageOp::MarkDelivered { .. } => Kind::MarkDelivered,
             StorageOp::LoadHistory { .. } => Kind::LoadHistory,
             StorageOp::SetBanned { .. } => Kind::SetBanned,
+            StorageOp::SetProfile { .. } => Kind::SetProfile,
+            StorageOp::LoadProfiles { .. } => Kind::LoadProfiles,
+            StorageOp::LoadProfile { .. } => Kind::LoadProfile,
         }
     }
 
@@ -51,6 +57,9 @@ impl Kind {
             Kind::MarkDelivered => StorageResult::DeliveredMarked(Err(e)),
             Kind::LoadHistory => StorageResult::HistoryLoaded(Err(e)),
             Kind::SetBanned => StorageResult::BannedSet(Err(e)),
+            Kind::SetProfile => StorageResult::ProfileSet(Err(e)),
+            Kind::LoadProfiles => StorageResult::ProfilesLoaded(Err(e)),
+            Kind::LoadProfile => StorageResult::ProfileLoaded(Err(e)),
         }
     }
 }

@@ -9,6 +9,7 @@
 use crate::error::StoreError;
 use crate::hash::Hasher;
 use crate::job::{Finish, HashJob};
+use crate::profiles;
 use breeze_core::UserId;
 use breeze_core::message::{Attachment, AttachmentInfo, Credential, Delivery, HistoryItem};
 use breeze_core::storage::{
@@ -114,6 +115,15 @@ pub(crate) fn start(
         StorageOp::SetBanned { user, banned } => {
             Step::Done(R::BannedSet(set_banned(conn, &user, banned)?))
         }
+        StorageOp::SetProfile { user, change } => {
+            Step::Done(R::ProfileSet(profiles::set_profile(conn, &user, change)?))
+        }
+        StorageOp::LoadProfiles { users } => {
+            Step::Done(R::ProfilesLoaded(Ok(profiles::load_profiles(conn, users)?)))
+        }
+        StorageOp::LoadProfile { user, avatar } => Step::Done(R::ProfileLoaded(
+            profiles::load_profile(conn, user, avatar)?,
+        )),
     })
 }
 
@@ -187,7 +197,7 @@ pub(crate) fn users(conn: &Connection) -> Result<Vec<UserId>, StoreError> {
     Ok(users)
 }
 
-fn user_exists(conn: &Connection, user: &UserId) -> Result<bool, StoreError> {
+pub(crate) fn user_exists(conn: &Connection, user: &UserId) -> Result<bool, StoreError> {
     Ok(conn
         .prepare_cached("SELECT 1 FROM accounts WHERE user = ?1")?
         .query_row([user.as_str()], |_| Ok(()))

@@ -78,6 +78,25 @@ const MIGRATIONS: &[&str] = &[
     "
     CREATE INDEX messages_recipient ON messages(recipient, seq);
     ",
+    // 5 (after contact groups' step at merge): profiles (protocol version 2). One row per
+    // user who ever set one; `rev` counts the changes, so of two cards the newer wins. An
+    // avatar is kept once per SHA-256 however many profiles show it, and deleted with the
+    // last profile that names it.
+    "
+    CREATE TABLE avatars (
+        sha256 BLOB NOT NULL PRIMARY KEY,
+        mime   TEXT NOT NULL,
+        data   BLOB NOT NULL
+    ) STRICT;
+    CREATE TABLE profiles (
+        user          TEXT    NOT NULL PRIMARY KEY REFERENCES accounts(user) ON DELETE CASCADE,
+        rev           INTEGER NOT NULL,
+        display_name  TEXT    NOT NULL,
+        signature     TEXT    NOT NULL,
+        avatar_sha256 BLOB    REFERENCES avatars(sha256)
+    ) STRICT;
+    CREATE INDEX profiles_by_avatar ON profiles(avatar_sha256) WHERE avatar_sha256 IS NOT NULL;
+    ",
 ];
 
 /// Accounts whose names differ only in case, which migration 2 cannot fold into one.

@@ -55,6 +55,18 @@ pub enum ClientCommand {
     Who,
     /// An admin's kick, ban or unban of a user (`ClientEvent::AdminDone` answers).
     Admin(AdminAction, UserId),
+    /// Version 2: set the display name and signature (`ClientEvent::Profile` answers).
+    SetProfile {
+        display_name: String,
+        signature: String,
+    },
+    /// Version 2: set (or with `None` remove) the avatar image.
+    SetAvatar(Option<Vec<u8>>),
+    /// Version 2: a user's profile card, with the image when `avatar`.
+    GetProfile {
+        user: UserId,
+        avatar: bool,
+    },
     /// End the session; the client stays stopped until `Start`.
     Logout,
     /// Connect again after a stop, or retry now while waiting to reconnect.
@@ -76,6 +88,11 @@ impl fmt::Debug for ClientCommand {
             ClientCommand::History { with, .. } => write!(f, "History({with})"),
             ClientCommand::Who => f.write_str("Who"),
             ClientCommand::Admin(action, user) => write!(f, "Admin({action:?} {user})"),
+            ClientCommand::SetProfile { .. } => f.write_str("SetProfile"),
+            ClientCommand::SetAvatar(image) => {
+                write!(f, "SetAvatar({} bytes)", image.as_ref().map_or(0, Vec::len))
+            }
+            ClientCommand::GetProfile { user, .. } => write!(f, "GetProfile({user})"),
             ClientCommand::Logout => f.write_str("Logout"),
             ClientCommand::Start => f.write_str("Start"),
             ClientCommand::Quit => f.write_str("Quit"),
@@ -283,6 +300,12 @@ fn apply(client: &mut Client, now: breeze_core::Instant, command: ClientCommand)
         } => client.request_history(now, with, before, limit),
         ClientCommand::Who => client.admin_who(now),
         ClientCommand::Admin(action, user) => client.admin(now, action, user),
+        ClientCommand::SetProfile {
+            display_name,
+            signature,
+        } => client.set_profile(now, display_name, signature),
+        ClientCommand::SetAvatar(image) => client.set_avatar(now, image),
+        ClientCommand::GetProfile { user, avatar } => client.get_profile(now, user, avatar),
         ClientCommand::Logout => client.logout(now),
         ClientCommand::Start => client.start(now),
         // Handled by the loop.

@@ -18,8 +18,8 @@ const unhex = (h) => new Uint8Array(Buffer.from(h, 'hex'));
 function fromJson(type, json) {
   switch (type) {
     case 'u64': return BigInt(json);
-    case 'bytes': case 'magic': return new Uint8Array(json);
-    case 'u8': case 'u16': case 'u32': case 'string': return json;
+    case 'bytes': case 'magic': case 'hash': return new Uint8Array(json);
+    case 'u8': case 'u16': case 'u32': case 'string': case 'bool': return json;
     default:
   }
   if (type.opt) return json === null ? null : fromJson(type.opt, json);

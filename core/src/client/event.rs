@@ -3,8 +3,8 @@
 
 use crate::ids::UserId;
 use crate::message::{
-    CloseReason, Delivery, ErrorCode, HistoryItem, Presence, PresenceEntry, RequestKind, Status,
-    WhoEntry,
+    AvatarImage, CloseReason, Delivery, ErrorCode, HistoryItem, Presence, PresenceEntry,
+    ProfileCard, RequestKind, Status, WhoEntry,
 };
 use crate::time::{Duration, Instant};
 use bytes::Bytes;
@@ -102,6 +102,15 @@ pub enum ClientEvent {
     PresenceChanged {
         user: UserId,
         presence: Presence,
+    },
+    /// Version 2: these users' cards are newer than the ones known (`Client::profiles` has
+    /// them now): from the login's snapshot, a change pushed, or an answer.
+    Profiles(Vec<ProfileCard>),
+    /// Version 2: the answer to `get_profile` (with the image when asked for and set), or
+    /// to `set_profile`/`set_avatar` (the card as stored).
+    Profile {
+        card: ProfileCard,
+        avatar: Option<AvatarImage>,
     },
     /// A message for the application, once per seq however often the server delivers it.
     Message(Delivery),

@@ -39,8 +39,8 @@ use crate::codec::{self, encode};
 use crate::ids::UserId;
 use crate::message::{
     Attachment, ClientMsg, CloseReason, Credential, ErrorCode, MAGIC, MAX_ACK_SEQS,
-    MAX_CLIENT_NAME, PROTOCOL_VERSION, Presence, PresenceEntry, RequestKind, ServerMsg, Status,
-    WatchScope,
+    MAX_CLIENT_NAME, PROTOCOL_VERSION, Presence, PresenceEntry, ProfileCard, RequestKind,
+    ServerMsg, Status, WatchScope,
 };
 use crate::time::{Duration, Instant};
 use backoff::Backoff;
@@ -111,6 +111,9 @@ pub struct Client {
     /// version added are not sent to a server that does not speak them.
     version: u16,
     view: PresenceView,
+    /// The newest card known per user (version 2): kept across reconnects, since a card is
+    /// only ever replaced by a newer one (`rev`).
+    profiles: BTreeMap<UserId, ProfileCard>,
     seen: SeenSeqs,
     outbox: Outbox,
     /// Ids of outbox messages the server refused for now (`Busy`, `StorageFailed`), to be
@@ -155,6 +158,7 @@ impl Client {
             contacts_in_flight: VecDeque::new(),
             scope: WatchScope::Everyone,
             version: 0,
+            profiles: BTreeMap::new(),
             seen: SeenSeqs::new(REMEMBERED_SEQS),
             outbox: Outbox::new(cfg.id_base),
             refused_for_now: BTreeSet::new(),
@@ -382,6 +386,39 @@ impl Client {
         self.send_online(now, msg);
     }
 
+    /// Online only, version 2: sets the display name and signature (answered by
+    /// `ClientEvent::Profile`).
+    pub fn set_profile(&mut self, now: Instant, display_name: String, signature: String) {
+        self.send_v2(
+            now,
+            ClientMsg::SetProfile {
+                display_name,
+                signature,
+            },
+        );
+    }
+
+    /// Online only, version 2: sets (or with `None` removes) the avatar image.
+    pub fn set_avatar(&mut self, now: Instant, image: Option<Vec<u8>>) {
+        self.send_v2(now, ClientMsg::SetAvatar { image });
+    }
+
+    /// Online only, version 2: asks for `user`'s card, and the image with `avatar`
+    /// (answered by `ClientEvent::Profile`).
+    pub fn get_profile(&mut self, now: Instant, user: UserId, avatar: bool) {
+        self.send_v2(now, ClientMsg::GetProfile { user, avatar });
+    }
+
+    /// The newest profile card known per user (version 2 servers only; empty otherwise).
+    pub fn profiles(&self) -> &BTreeMap<UserId, ProfileCard> {
+        &self.profiles
+    }
+
+    /// How to show `user`: `Alice Wang (alice)` with a display name, else `alice`.
+    pub fn display(&self, user: &UserId) -> String {
+        crate::profile::label(user, self.profiles.get(user))
+    }
+
     /// Ends the session for good: `Logout` if logged in, then `Disconnect` and `Stopped`.
     /// Unsent messages stay queued for a later `start`.
     pub fn logout(&mut self, now: Instant) {
@@ -589,6 +626,13 @@ impl Client {
                 sessions,
             }),
             // Any frame proves the server alive; `ingest` already counted this one.
+            ServerMsg::ProfileSnapshot { cards, .. } | ServerMsg::ProfileDiff { cards } => {
+                self.merge_profiles(cards)
+            }
+            ServerMsg::Profile { card, avatar } => {
+                self.merge_profiles(vec![card.clone()]);
+                self.events.push_back(ClientEvent::Profile { card, avatar });
+            }
             ServerMsg::Pong { .. } => {}
             ServerMsg::Throttled {
                 request,
@@ -967,6 +1011,33 @@ impl Client {
         }
         let list = self.contacts.iter().cloned().collect();
         self.events.push_back(ClientEvent::Contacts(list));
+    }
+
+    /// `send_online` for a request of version 2: a server of version 1 would close the
+    /// connection as `Malformed` for it, so it is refused here with that code instead.
+    fn send_v2(&mut self, now: Instant, msg: ClientMsg) {
+        if self.is_logged_in() && !self.server_speaks(msg.since()) {
+            self.events.push_back(ClientEvent::Error {
+                request: msg.kind(),
+                code: ErrorCode::Malformed,
+            });
+            return;
+        }
+        self.send_online(now, msg);
+    }
+
+    /// Keeps each card newer than the one known; tells the application which were.
+    fn merge_profiles(&mut self, cards: Vec<ProfileCard>) {
+        let newer: Vec<ProfileCard> = cards
+            .into_iter()
+            .filter(|c| self.profiles.get(&c.user).is_none_or(|k| k.rev < c.rev))
+            .collect();
+        for card in &newer {
+            self.profiles.insert(card.user.clone(), card.clone());
+        }
+        if !newer.is_empty() {
+            self.events.push_back(ClientEvent::Profiles(newer));
+        }
     }
 
     /// Sends `msg` if logged in, else tells the application it was refused; true if sent.

@@ -276,7 +276,7 @@ impl Server {
                 at: self.location(conn),
                 agent: false,
             }));
-        self.read_mailbox(conn, user, 0, None);
+        self.read_login_profiles(conn, user);
     }
 
     /// An agent's login succeeded. It joins none of the user's state: no session in

@@ -263,12 +263,15 @@ mod tests {
         assert_eq!(rig.server.stats().pending_storage, 5, "the server is full");
         rig.frame(b, send(11));
         assert_eq!(rig.take(b), vec![busy(RequestKind::Send, Some(11))]);
-        // The login's answer makes the first mailbox read in its place: no refusal.
+        // The login's answer makes the first read in its place: no refusal.
         rig.complete(4);
         assert!(matches!(
             rig.take(fresh)[..],
             [ServerMsg::LoginOk { .. }, ..]
         ));
+        assert_eq!(rig.server.stats().pending_storage, 5);
+        // A version-2 login reads its profile cards first; that read hands the place on.
+        rig.complete(4);
         assert_eq!(rig.server.stats().pending_storage, 5);
         rig.complete(4);
         assert!(

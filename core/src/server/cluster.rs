@@ -8,7 +8,7 @@ use crate::cluster::{Body, ClusterConfig, ClusterMsg, Dest, Kick, UserState};
 use crate::codec::encode;
 use crate::config::DuplicateLogin;
 use crate::ids::{ConnId, NodeId, UserId};
-use crate::message::{CloseReason, ServerMsg, WhoSession};
+use crate::message::{CloseReason, ProfileCard, ServerMsg, WhoSession};
 use crate::time::Instant;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -33,6 +33,9 @@ pub(super) struct Cluster {
     /// Sessions elsewhere the user's current login here replaced, until the user is absent
     /// here.
     kicks: BTreeMap<UserId, Vec<Kick>>,
+    /// The newest card of each profile changed through this node in this epoch: snapshots
+    /// carry them (one card per user who changed theirs here, so bounded by the directory).
+    profiles: BTreeMap<UserId, ProfileCard>,
     /// The highest status clock seen anywhere (Lamport).
     clock: u64,
     /// Sessions whose mailbox read found no room in the work budget, or failed: read at the
@@ -70,8 +73,27 @@ struct Assembly {
     parts: u32,
     /// The next part expected.
     next: u32,
+    gathered: Contents,
+}
+
+/// What a snapshot (or one part of it) carries.
+#[derive(Debug, Default)]
+struct Contents {
     users: Vec<UserState>,
     registered: Vec<UserId>,
+    profiles: Vec<ProfileCard>,
+}
+
+impl Contents {
+    fn is_empty(&self) -> bool {
+        self.users.is_empty() && self.registered.is_empty() && self.profiles.is_empty()
+    }
+
+    fn extend(&mut self, more: Contents) {
+        self.users.extend(more.users);
+        self.registered.extend(more.registered);
+        self.profiles.extend(more.profiles);
+    }
 }
 
 #[derive(Debug)]
@@ -96,6 +118,7 @@ impl Cluster {
             dirty: BTreeSet::new(),
             published: BTreeMap::new(),
             kicks: BTreeMap::new(),
+            profiles: BTreeMap::new(),
             clock: 0,
             owed: BTreeSet::new(),
             catch_up_at: None,
@@ -189,42 +212,46 @@ impl Cluster {
         }
     }
 
-    /// This node's whole state as snapshot parts of at most `snapshot_part_bytes` of users
-    /// and accounts each (at least one entry per part, however large), all at this `seq`.
+    /// This node's whole state as snapshot parts of at most `snapshot_part_bytes` of users,
+    /// accounts and profiles each (at least one entry per part, however large), all at this
+    /// `seq`.
     fn snapshot(&self) -> Vec<ClusterMsg> {
         let budget = self.cfg.snapshot_part_bytes;
-        let mut chunks: Vec<(Vec<UserState>, Vec<UserId>)> = vec![(Vec::new(), Vec::new())];
+        let mut chunks = vec![Contents::default()];
         let mut used = 0;
-        let mut room_for = |bytes: usize, chunks: &mut Vec<(Vec<UserState>, Vec<UserId>)>| {
+        // The part the next entry of `bytes` goes into: a new one when it would not fit.
+        let mut next = |bytes: usize, chunks: &mut Vec<Contents>| -> usize {
             let last = chunks.last().expect("never empty");
-            if used + bytes > budget && !(last.0.is_empty() && last.1.is_empty()) {
-                chunks.push((Vec::new(), Vec::new()));
+            if used + bytes > budget && !last.is_empty() {
+                chunks.push(Contents::default());
                 used = 0;
             }
             used += bytes;
+            chunks.len() - 1
         };
         for state in self.published.values() {
-            room_for(encode(state).len(), &mut chunks);
-            chunks
-                .last_mut()
-                .expect("never empty")
-                .0
-                .push(state.clone());
+            let at = next(encode(state).len(), &mut chunks);
+            chunks[at].users.push(state.clone());
         }
         for user in &self.registered {
-            room_for(encode(user).len(), &mut chunks);
-            chunks.last_mut().expect("never empty").1.push(user.clone());
+            let at = next(encode(user).len(), &mut chunks);
+            chunks[at].registered.push(user.clone());
+        }
+        for card in self.profiles.values() {
+            let at = next(encode(card).len(), &mut chunks);
+            chunks[at].profiles.push(card.clone());
         }
         let parts = u32::try_from(chunks.len()).unwrap_or(u32::MAX);
         chunks
             .into_iter()
             .zip(0..parts)
-            .map(|((users, registered), part)| {
+            .map(|(chunk, part)| {
                 self.msg(Body::Snapshot {
                     part,
                     parts,
-                    users,
-                    registered,
+                    users: chunk.users,
+                    registered: chunk.registered,
+                    profiles: chunk.profiles,
                 })
             })
             .collect()
@@ -237,18 +264,15 @@ impl Cluster {
 fn assemble(
     assembly: &mut Option<Assembly>,
     seq: u64,
-    part: u32,
-    parts: u32,
-    users: Vec<UserState>,
-    registered: Vec<UserId>,
-) -> Option<(Vec<UserState>, Vec<UserId>)> {
+    (part, parts): (u32, u32),
+    contents: Contents,
+) -> Option<Contents> {
     if part == 0 {
         *assembly = Some(Assembly {
             seq,
             parts,
             next: 0,
-            users: Vec::new(),
-            registered: Vec::new(),
+            gathered: Contents::default(),
         });
     }
     let a = assembly.as_mut()?;
@@ -256,14 +280,12 @@ fn assemble(
         *assembly = None;
         return None;
     }
-    a.users.extend(users);
-    a.registered.extend(registered);
+    a.gathered.extend(contents);
     a.next += 1;
     if a.next < a.parts {
         return None;
     }
-    let a = assembly.take().expect("checked above");
-    Some((a.users, a.registered))
+    assembly.take().map(|a| a.gathered)
 }
 
 impl Server {
@@ -350,6 +372,7 @@ impl Server {
                 Body::User(state) => self.set_remote(now, from, state.user.clone(), Some(state)),
                 Body::Registered(user) => self.learn_user(user),
                 Body::Mail { to, seq } => self.catch_up(&to, Some(seq)),
+                Body::Profile(card) => self.profiles.offer(card),
                 _ => unreachable!("invariant: only these bodies are sequenced"),
             }
             return;
@@ -371,12 +394,26 @@ impl Server {
                 parts,
                 users,
                 registered,
+                profiles,
             } => {
                 if seq < p.seq {
                     return;
                 }
-                let Some((users, registered)) =
-                    assemble(&mut p.assembly, seq, part, parts, users, registered)
+                let whole = assemble(
+                    &mut p.assembly,
+                    seq,
+                    (part, parts),
+                    Contents {
+                        users,
+                        registered,
+                        profiles,
+                    },
+                );
+                let Some(Contents {
+                    users,
+                    registered,
+                    profiles,
+                }) = whole
                 else {
                     // A part is missing (lost on the bus): `asked` stays, so the next
                     // gap or heartbeat asks again.
@@ -399,13 +436,16 @@ impl Server {
                 for state in users {
                     self.set_remote(now, from, state.user.clone(), Some(state));
                 }
+                for card in profiles {
+                    self.profiles.offer(card);
+                }
                 // The sequenced messages this replaces may have named messages stored for
                 // users here: every session reads its mailbox.
                 self.catch_up_everyone();
                 return;
             }
             Body::EndSessions { user, reason } => self.close_sessions(now, &user, reason),
-            Body::User(_) | Body::Registered(_) | Body::Mail { .. } => {
+            Body::User(_) | Body::Registered(_) | Body::Mail { .. } | Body::Profile(_) => {
                 unreachable!("handled above")
             }
         }
@@ -658,6 +698,24 @@ impl Server {
         });
         self.out.push_back(Output::Cluster { to: Dest::All, msg });
         c.sessions_elsewhere(user)
+    }
+
+    /// A profile was changed through this node: every node announces the card to its
+    /// watchers. Sequenced, and kept for snapshots, so a lost one arrives with the resync.
+    pub(super) fn publish_profile(&mut self, card: &ProfileCard) {
+        let Some(c) = self.cluster.as_mut() else {
+            return;
+        };
+        let newer = c
+            .profiles
+            .get(&card.user)
+            .is_none_or(|known| known.rev < card.rev);
+        if newer {
+            c.profiles.insert(card.user.clone(), card.clone());
+        }
+        c.seq += 1;
+        let msg = c.msg(Body::Profile(card.clone()));
+        self.out.push_back(Output::Cluster { to: Dest::All, msg });
     }
 
     /// An account was created through this node: every node learns of it.

@@ -136,6 +136,7 @@ impl Server {
         // ends this batch; removed ones leave it on the client's side, as the answer says.
         if self.cfg.scope == WatchScope::Contacts {
             self.presence.introduce(&user, &added);
+            self.introduce_profiles(conn, user.clone(), &added);
         }
         let answer = ServerMsg::ContactsChanged {
             added,

@@ -20,6 +20,7 @@ mod deadline;
 mod guard;
 mod messaging;
 mod presence;
+mod profiles;
 mod session;
 #[cfg(test)]
 mod tests;
@@ -41,6 +42,7 @@ pub use counters::{Counters, SERVER_MSG_KINDS};
 use deadline::DeadlineQueue;
 use guard::{LoginGuard, RegisterGuard, admit_frame};
 use presence::PresenceBoard;
+use profiles::ProfileBoard;
 use session::{Conn, Phase, Role, User};
 use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;
@@ -176,6 +178,23 @@ enum Pending {
     MarkDelivered {
         conn: ConnId,
     },
+    SetProfile {
+        conn: ConnId,
+        /// `SetProfile` or `SetAvatar`.
+        kind: RequestKind,
+    },
+    GetProfile {
+        conn: ConnId,
+    },
+    /// A version-2 login's cards, read before its mailbox.
+    LoginProfiles {
+        conn: ConnId,
+        user: UserId,
+    },
+    /// The cards of contacts `user` just added (scope `Contacts`).
+    IntroducedProfiles {
+        user: UserId,
+    },
     SetBanned {
         conn: ConnId,
         /// Who asked, for the audit trail.
@@ -201,6 +220,7 @@ pub struct Server {
     /// Storage requests and hashes in flight on the whole server (see `budget`).
     in_flight: InFlight,
     presence: PresenceBoard,
+    profiles: ProfileBoard,
     logins: LoginGuard,
     counters: Counters,
     registrations: RegisterGuard,
@@ -225,6 +245,7 @@ impl Server {
             next_request: 0,
             in_flight: InFlight::default(),
             presence: PresenceBoard::default(),
+            profiles: ProfileBoard::default(),
             logins: LoginGuard::default(),
             counters: Counters::default(),
             registrations: RegisterGuard::default(),
@@ -376,6 +397,18 @@ impl Server {
                 },
                 StorageResult::BannedSet(r),
             ) => self.banned_set(now, conn, admin, user, banned, r),
+            (Pending::SetProfile { conn, kind }, StorageResult::ProfileSet(r)) => {
+                self.profile_set(conn, kind, r)
+            }
+            (Pending::GetProfile { conn }, StorageResult::ProfileLoaded(r)) => {
+                self.profile_loaded(conn, r)
+            }
+            (Pending::LoginProfiles { conn, user }, StorageResult::ProfilesLoaded(r)) => {
+                self.login_profiles_loaded(conn, user, r)
+            }
+            (Pending::IntroducedProfiles { user }, StorageResult::ProfilesLoaded(r)) => {
+                self.introduced_profiles_loaded(user, r)
+            }
             // The storage contract answers each request with its own kind; anything else is
             // a backend bug, and going on would attach the wrong data to a session.
             (pending, result) => {
@@ -435,6 +468,7 @@ impl Server {
         if self.out.is_empty() {
             self.flush_cluster();
             self.flush_presence();
+            self.flush_profiles();
         }
         let out = self.out.pop_front()?;
         self.count(&out);
@@ -470,6 +504,7 @@ impl Server {
             self.close(now, conn, CloseReason::ServerShutdown);
         }
         self.presence.clear();
+        self.profiles = ProfileBoard::default();
     }
 
     pub fn stats(&self) -> Stats {
@@ -655,6 +690,15 @@ impl Server {
             ClientMsg::AdminKick { user: target } => self.admin_kick(now, conn, user, target),
             ClientMsg::AdminBan { user: target } => self.admin_ban(conn, user, target, true),
             ClientMsg::AdminUnban { user: target } => self.admin_ban(conn, user, target, false),
+            ClientMsg::SetProfile {
+                display_name,
+                signature,
+            } => self.set_profile(conn, user, display_name, signature),
+            ClientMsg::SetAvatar { image } => self.set_avatar(conn, user, image),
+            ClientMsg::GetProfile {
+                user: target,
+                avatar,
+            } => self.get_profile(conn, user, target, avatar),
             ClientMsg::Login { .. } | ClientMsg::AgentLogin { .. } => {
                 self.error(conn, msg.kind(), ErrorCode::AlreadyLoggedIn, None)
             }

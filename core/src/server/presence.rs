@@ -74,6 +74,11 @@ impl PresenceBoard {
         }
     }
 
+    /// Contacts scope: the connected users who have `user` as a contact.
+    pub(super) fn watchers_of(&self, user: &UserId) -> impl Iterator<Item = &UserId> {
+        self.watchers.get(user).into_iter().flat_map(|w| w.iter())
+    }
+
     /// `watcher` has just added `contacts`: the next flush tells it their presence.
     pub(super) fn introduce(&mut self, watcher: &UserId, contacts: &[UserId]) {
         if !contacts.is_empty() {

@@ -7,10 +7,12 @@
 
 use super::store::MemStore;
 use crate::ids::UserId;
-use crate::message::{Attachment, AttachmentInfo, Credential, Delivery, HistoryItem};
+use crate::message::{
+    Attachment, AttachmentInfo, AvatarImage, Credential, Delivery, HistoryItem, ProfileCard,
+};
 use crate::storage::{
-    Account, MAX_HISTORY, MAX_TOKENS_PER_USER, MailboxPage, StorageError, StorageOp, StorageResult,
-    Stored,
+    Account, MAX_HISTORY, MAX_TOKENS_PER_USER, MailboxPage, NewAvatar, ProfileChange, StorageError,
+    StorageOp, StorageResult, Stored,
 };
 use std::fmt::Debug;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -124,6 +126,22 @@ pub const CHECKS: &[Check] = &[
     Check {
         name: "a_ban_needs_a_known_user",
         run: a_ban_needs_a_known_user,
+    },
+    Check {
+        name: "a_profile_change_is_counted_and_read_back",
+        run: a_profile_change_is_counted_and_read_back,
+    },
+    Check {
+        name: "profiles_are_listed_only_once_set",
+        run: profiles_are_listed_only_once_set,
+    },
+    Check {
+        name: "an_avatar_is_kept_while_a_profile_shows_it",
+        run: an_avatar_is_kept_while_a_profile_shows_it,
+    },
+    Check {
+        name: "a_profile_needs_a_known_user",
+        run: a_profile_needs_a_known_user,
     },
 ];
 
@@ -320,6 +338,43 @@ impl Store {
         }) {
             (StorageResult::BannedSet(r), _) => Ok(r),
             (other, _) => unexpected("SetBanned", other),
+        }
+    }
+
+    fn set_profile(
+        &mut self,
+        name: &str,
+        change: ProfileChange,
+    ) -> Outcome<Result<ProfileCard, StorageError>> {
+        match self.apply(StorageOp::SetProfile {
+            user: user(name),
+            change,
+        }) {
+            (StorageResult::ProfileSet(r), _) => Ok(r),
+            (other, _) => unexpected("SetProfile", other),
+        }
+    }
+
+    fn profiles(&mut self, names: Option<&[&str]>) -> Outcome<Vec<ProfileCard>> {
+        match self.apply(StorageOp::LoadProfiles {
+            users: names.map(users),
+        }) {
+            (StorageResult::ProfilesLoaded(Ok(cards)), _) => Ok(cards),
+            (other, _) => unexpected("LoadProfiles", other),
+        }
+    }
+
+    fn profile(
+        &mut self,
+        name: &str,
+        avatar: bool,
+    ) -> Outcome<Result<(ProfileCard, Option<AvatarImage>), StorageError>> {
+        match self.apply(StorageOp::LoadProfile {
+            user: user(name),
+            avatar,
+        }) {
+            (StorageResult::ProfileLoaded(r), _) => Ok(r),
+            (other, _) => unexpected("LoadProfile", other),
         }
     }
 
@@ -1354,6 +1409,142 @@ fn a_ban_needs_a_known_user(fresh: &mut Fresh<'_>) -> Outcome {
     ensure(account.as_ref().is_ok_and(|a| !a.banned), || {
         format!("carol's login: {account:?}")
     })
+}
+
+fn text(display_name: &str, signature: &str) -> ProfileChange {
+    ProfileChange::Text {
+        display_name: display_name.into(),
+        signature: signature.into(),
+    }
+}
+
+/// An avatar as the core would pass it. The store does not look inside the image (the core
+/// checked it), so any bytes do; the hash is the core's to compute, and the store keys by it.
+fn avatar(byte: u8) -> ProfileChange {
+    let data = vec![byte; 64];
+    ProfileChange::Avatar(Some(NewAvatar {
+        hash: crate::profile::avatar_hash(&data),
+        image: AvatarImage {
+            mime: "image/png".into(),
+            data,
+        },
+    }))
+}
+
+fn a_profile_change_is_counted_and_read_back(fresh: &mut Fresh<'_>) -> Outcome {
+    let mut s = Store::with_users(fresh, &["alice", "bob"])?;
+    let blank = s.profile("alice", true)?;
+    ensure_eq(
+        blank,
+        Ok((ProfileCard::blank(user("alice")), None)),
+        "a profile never set",
+    )?;
+    let first = s
+        .set_profile("alice", text("王小明 🐼", "在开会"))?
+        .map_err(|e| format!("setting the text: {e:?}"))?;
+    ensure_eq(
+        (
+            first.rev,
+            first.display_name.as_str(),
+            first.signature.as_str(),
+        ),
+        (1, "王小明 🐼", "在开会"),
+        "the first change",
+    )?;
+    let with_avatar = s
+        .set_profile("alice", avatar(7))?
+        .map_err(|e| format!("setting the avatar: {e:?}"))?;
+    ensure_eq(with_avatar.rev, 2, "the avatar's rev")?;
+    ensure_eq(
+        with_avatar.display_name.as_str(),
+        "王小明 🐼",
+        "the text kept by an avatar change",
+    )?;
+    let ProfileChange::Avatar(Some(sent)) = avatar(7) else {
+        unreachable!("built above")
+    };
+    ensure_eq(with_avatar.avatar, Some(sent.hash), "the avatar's hash")?;
+    let renamed = s
+        .set_profile("alice", text("Alice", ""))?
+        .map_err(|e| format!("renaming: {e:?}"))?;
+    ensure_eq(
+        (renamed.rev, renamed.avatar),
+        (3, Some(sent.hash)),
+        "a text change keeps the avatar",
+    )?;
+    ensure_eq(
+        s.profile("alice", true)?,
+        Ok((renamed.clone(), Some(sent.image.clone()))),
+        "the card with its image",
+    )?;
+    ensure_eq(
+        s.profile("alice", false)?,
+        Ok((renamed, None)),
+        "the card without its image",
+    )
+}
+
+fn profiles_are_listed_only_once_set(fresh: &mut Fresh<'_>) -> Outcome {
+    let mut s = Store::with_users(fresh, &["alice", "bob", "carol"])?;
+    ensure_eq(s.profiles(None)?, vec![], "no profile set yet")?;
+    let carol = s
+        .set_profile("carol", text("Carol", ""))?
+        .map_err(|e| format!("carol's change: {e:?}"))?;
+    let alice = s
+        .set_profile("alice", text("Alice", "hi"))?
+        .map_err(|e| format!("alice's change: {e:?}"))?;
+    ensure_eq(
+        s.profiles(None)?,
+        vec![alice.clone(), carol.clone()],
+        "every profile, sorted by user",
+    )?;
+    ensure_eq(
+        s.profiles(Some(&["carol", "bob", "nobody", "alice", "carol"]))?,
+        vec![alice, carol],
+        "the ones asked for, sorted, once each; unknown and unset names skipped",
+    )
+}
+
+fn an_avatar_is_kept_while_a_profile_shows_it(fresh: &mut Fresh<'_>) -> Outcome {
+    let mut s = Store::with_users(fresh, &["alice", "bob"])?;
+    let ProfileChange::Avatar(Some(shared)) = avatar(1) else {
+        unreachable!("built above")
+    };
+    for name in ["alice", "bob"] {
+        s.set_profile(name, avatar(1))?
+            .map_err(|e| format!("{name}'s avatar: {e:?}"))?;
+    }
+    // Alice moves on: bob still shows the image, so it stays.
+    s.set_profile("alice", avatar(2))?
+        .map_err(|e| format!("alice's second avatar: {e:?}"))?;
+    let bob = s.profile("bob", true)?.map_err(|e| format!("{e:?}"))?;
+    ensure_eq(
+        bob.1,
+        Some(shared.image),
+        "bob's image after alice's change",
+    )?;
+    // Removed: the card has no hash and no image comes back.
+    let removed = s
+        .set_profile("alice", ProfileChange::Avatar(None))?
+        .map_err(|e| format!("removing alice's avatar: {e:?}"))?;
+    ensure_eq(removed.avatar, None, "the card after the removal")?;
+    let alice = s.profile("alice", true)?.map_err(|e| format!("{e:?}"))?;
+    ensure_eq(alice.1, None, "alice's image after the removal")
+}
+
+fn a_profile_needs_a_known_user(fresh: &mut Fresh<'_>) -> Outcome {
+    let mut s = Store::with_users(fresh, &["alice"])?;
+    ensure_eq(
+        s.set_profile("carol", text("Carol", ""))?,
+        Err(StorageError::NoSuchUser),
+        "a change for an unknown user",
+    )?;
+    ensure_eq(
+        s.profile("carol", true)?,
+        Err(StorageError::NoSuchUser),
+        "reading an unknown user's profile",
+    )?;
+    ensure_eq(s.profiles(None)?, vec![], "nothing stored for carol")
 }
 
 #[cfg(test)]

@@ -4,10 +4,10 @@
 //! does, which `testkit::contract` checks against both.
 
 use crate::ids::UserId;
-use crate::message::{AttachmentInfo, Credential, Delivery, HistoryItem};
+use crate::message::{AttachmentInfo, AvatarImage, Credential, Delivery, HistoryItem, ProfileCard};
 use crate::storage::{
-    Account, MAX_HISTORY, MAX_TOKENS_PER_USER, MailboxPage, StorageError, StorageOp, StorageResult,
-    Stored,
+    Account, MAX_HISTORY, MAX_TOKENS_PER_USER, MailboxPage, ProfileChange, StorageError, StorageOp,
+    StorageResult, Stored,
 };
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -37,6 +37,10 @@ pub struct MemStore {
     messages: BTreeMap<u64, Row>,
     by_sender_id: BTreeMap<(UserId, u64), u64>,
     banned: BTreeSet<UserId>,
+    /// Cards ever set (`rev` above 0).
+    profiles: BTreeMap<UserId, ProfileCard>,
+    /// Avatar images by content hash, while some card names them.
+    avatars: BTreeMap<[u8; 32], AvatarImage>,
     next_seq: u64,
     next_token: u64,
 }
@@ -288,6 +292,64 @@ impl MemStore {
                     })
                     .collect();
                 StorageResult::HistoryLoaded(Ok(items))
+            }
+            StorageOp::SetProfile { user, change } => {
+                if !self.passwords.contains_key(&user) {
+                    return StorageResult::ProfileSet(Err(StorageError::NoSuchUser));
+                }
+                let card = self
+                    .profiles
+                    .entry(user.clone())
+                    .or_insert_with(|| ProfileCard::blank(user));
+                card.rev += 1;
+                match change {
+                    ProfileChange::Text {
+                        display_name,
+                        signature,
+                    } => {
+                        card.display_name = display_name;
+                        card.signature = signature;
+                    }
+                    ProfileChange::Avatar(avatar) => {
+                        card.avatar = avatar.as_ref().map(|a| a.hash);
+                        if let Some(a) = avatar {
+                            self.avatars.insert(a.hash, a.image);
+                        }
+                    }
+                }
+                let card = card.clone();
+                let named: BTreeSet<[u8; 32]> =
+                    self.profiles.values().filter_map(|c| c.avatar).collect();
+                self.avatars.retain(|hash, _| named.contains(hash));
+                StorageResult::ProfileSet(Ok(card))
+            }
+            StorageOp::LoadProfiles { users } => {
+                let cards = match users {
+                    None => self.profiles.values().cloned().collect(),
+                    Some(users) => users
+                        .iter()
+                        .collect::<BTreeSet<_>>()
+                        .into_iter()
+                        .filter_map(|u| self.profiles.get(u).cloned())
+                        .collect(),
+                };
+                StorageResult::ProfilesLoaded(Ok(cards))
+            }
+            StorageOp::LoadProfile { user, avatar } => {
+                StorageResult::ProfileLoaded(if !self.passwords.contains_key(&user) {
+                    Err(StorageError::NoSuchUser)
+                } else {
+                    let card = self
+                        .profiles
+                        .get(&user)
+                        .cloned()
+                        .unwrap_or_else(|| ProfileCard::blank(user));
+                    let image = card
+                        .avatar
+                        .filter(|_| avatar)
+                        .and_then(|h| self.avatars.get(&h).cloned());
+                    Ok((card, image))
+                })
             }
             StorageOp::SetBanned { user, banned } => {
                 StorageResult::BannedSet(if !self.passwords.contains_key(&user) {

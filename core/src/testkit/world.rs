@@ -102,6 +102,8 @@ pub struct World {
     verbose: bool,
     /// Connections the server closed for silence.
     pub heartbeat_timeouts: usize,
+    /// The display name each user last asked for while logged in (`set_display_name`).
+    names_wanted: BTreeMap<usize, String>,
 }
 
 pub fn user_name(i: usize) -> UserId {
@@ -163,6 +165,7 @@ impl World {
             trace_hash: 0xcbf2_9ce4_8422_2325,
             verbose: std::env::var_os("BREEZE_TRACE").is_some(),
             heartbeat_timeouts: 0,
+            names_wanted: BTreeMap::new(),
         }
     }
 
@@ -215,6 +218,45 @@ impl World {
             .send_message(now, to.clone(), body.to_string(), None);
         self.sent.insert((self.nodes[i].user.clone(), id), to);
         self.settle_outputs();
+    }
+
+    /// Client `i`, logged in, sets its display name. Fault its own link only once the
+    /// change is answered: a request lost with its connection leaves the truth unknown.
+    pub fn set_display_name(&mut self, i: usize, name: &str) {
+        let now = self.now;
+        assert!(self.nodes[i].client.is_logged_in(), "u{i} is not logged in");
+        self.names_wanted.insert(i, name.to_string());
+        self.nodes[i]
+            .client
+            .set_profile(now, name.to_string(), String::new());
+        self.settle_outputs();
+    }
+
+    /// Every logged-in client that sees a user (the user itself included) holds the display
+    /// name that user last set.
+    pub fn check_profiles_converged(&mut self) {
+        let mut problems = Vec::new();
+        for (i, n) in self.nodes.iter().enumerate() {
+            if n.stopped || !n.client.is_logged_in() {
+                continue;
+            }
+            for (&j, wanted) in &self.names_wanted {
+                let user = &self.nodes[j].user;
+                let sees = j == i
+                    || self.cfg.server.scope == WatchScope::Everyone
+                    || n.contacts.contains(user);
+                let held = n.client.profiles().get(user).map(|c| &c.display_name);
+                if sees && held != Some(wanted) {
+                    problems.push(format!(
+                        "{} holds {held:?} for {user}, wanted {wanted:?}",
+                        n.user
+                    ));
+                }
+            }
+        }
+        for p in problems {
+            self.violation(p);
+        }
     }
 
     pub fn logout(&mut self, i: usize) {

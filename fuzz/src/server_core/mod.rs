@@ -948,6 +948,15 @@ impl Harness {
                     "SetBanned with nobody logged in"
                 );
             }
+            StorageOp::SetProfile { user, .. } => {
+                assert!(
+                    has_session(user),
+                    "SetProfile for {user:?} without a session"
+                );
+            }
+            // Reads: a login's cards (asked before its session is in this model's books) or
+            // a session's `GetProfile`.
+            StorageOp::LoadProfiles { .. } | StorageOp::LoadProfile { .. } => {}
         }
     }
 
@@ -1103,7 +1112,10 @@ impl Harness {
             | ServerMsg::PasswordChanged
             | ServerMsg::History { .. }
             | ServerMsg::Who { .. }
-            | ServerMsg::AdminDone { .. } => {
+            | ServerMsg::AdminDone { .. }
+            | ServerMsg::ProfileSnapshot { .. }
+            | ServerMsg::ProfileDiff { .. }
+            | ServerMsg::Profile { .. } => {
                 assert!(
                     m.logged_in_as().is_some(),
                     "{msg:?} to {conn:?}, not logged in"

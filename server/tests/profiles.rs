@@ -1,0 +1,147 @@
+//! Profiles (protocol version 2) end to end: the whole server in-process over SQLite, real
+//! sockets, hostile input, an old client beside new ones, and a restart.
+
+use breeze_core::message::{
+    ClientMsg, CloseReason, Credential, ErrorCode, MAGIC, ProfileCard, RequestKind, ServerMsg,
+    Status,
+};
+use breeze_core::profile::avatar_hash;
+use breeze_testsupport::{InProcess, PASSWORD, Peer, user};
+
+/// A 2×2 red RGBA PNG, as a file on disk would hold it.
+const PNG: [u8; 74] = [
+    0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44, 0x52,
+    0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x02, 0x08, 0x06, 0x00, 0x00, 0x00, 0x72, 0xb6, 0x0d,
+    0x24, 0x00, 0x00, 0x00, 0x11, 0x49, 0x44, 0x41, 0x54, 0x78, 0x9c, 0x63, 0xf8, 0xcf, 0xc0, 0xf0,
+    0x1f, 0x84, 0x19, 0x60, 0x0c, 0x00, 0x47, 0xca, 0x07, 0xf9, 0x67, 0x59, 0x6e, 0xb7, 0x00, 0x00,
+    0x00, 0x00, 0x49, 0x45, 0x4e, 0x44, 0xae, 0x42, 0x60, 0x82,
+];
+
+fn card_of(m: &ServerMsg, who: &str) -> Option<ProfileCard> {
+    match m {
+        ServerMsg::ProfileDiff { cards } | ServerMsg::ProfileSnapshot { cards, .. } => {
+            cards.iter().find(|c| c.user == user(who)).cloned()
+        }
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn two_users_see_each_others_names_and_avatars_and_an_old_client_is_unchanged() {
+    let mut server = InProcess::start(|_| {}).await;
+    let addr = server.addr();
+    let mut alice = Peer::user(addr, "alice").await;
+    let mut bob = Peer::user(addr, "bob").await;
+
+    alice
+        .send(&ClientMsg::SetProfile {
+            display_name: "王小明 🐼".into(),
+            signature: "在开会".into(),
+        })
+        .await;
+    alice
+        .send(&ClientMsg::SetAvatar {
+            image: Some(PNG.to_vec()),
+        })
+        .await;
+    let hash = avatar_hash(&PNG);
+    let seen = bob
+        .recv_until("alice's avatar", |m| {
+            card_of(m, "alice").is_some_and(|c| c.avatar == Some(hash))
+        })
+        .await;
+    let card = card_of(&seen, "alice").expect("matched above");
+    assert_eq!((card.rev, card.display_name.as_str()), (2, "王小明 🐼"));
+    bob.send(&ClientMsg::GetProfile {
+        user: user("alice"),
+        avatar: true,
+    })
+    .await;
+    let answer = bob
+        .recv_until("the profile", |m| matches!(m, ServerMsg::Profile { .. }))
+        .await;
+    let ServerMsg::Profile {
+        avatar: Some(image),
+        ..
+    } = answer
+    else {
+        panic!("no image: {answer:?}");
+    };
+    assert_eq!(
+        (image.mime.as_str(), &image.data[..]),
+        ("image/png", &PNG[..])
+    );
+
+    // Hostile input: a bidi override is refused and nothing changes.
+    alice
+        .send(&ClientMsg::SetProfile {
+            display_name: "alice\u{202E}txt.exe".into(),
+            signature: String::new(),
+        })
+        .await;
+    let refused = alice
+        .recv_until("the refusal", |m| matches!(m, ServerMsg::Error { .. }))
+        .await;
+    assert_eq!(
+        refused,
+        ServerMsg::Error {
+            request: RequestKind::SetProfile,
+            code: ErrorCode::InvalidProfile,
+            id: None
+        }
+    );
+
+    // A version-1 client logs in as before: every frame decodes, none of version 2 comes.
+    let mut old = Peer::connect(addr).await;
+    old.send(&ClientMsg::Hello {
+        magic: MAGIC,
+        version: 1,
+        client: "old".into(),
+    })
+    .await;
+    let welcome = old.recv().await;
+    assert!(
+        matches!(welcome, Some(ServerMsg::Welcome { version: 1, .. })),
+        "{welcome:?}"
+    );
+    old.register("carol").await;
+    old.send(&ClientMsg::Login {
+        user: user("carol"),
+        credential: Credential::Password(PASSWORD.into()),
+        status: Status::Online,
+    })
+    .await;
+    let mut got = Vec::new();
+    loop {
+        let m = old.recv().await.expect("open");
+        let done = matches!(m, ServerMsg::OfflineDone { .. });
+        got.push(m);
+        if done {
+            break;
+        }
+    }
+    assert!(got.iter().all(|m| m.since() == 1), "{got:?}");
+
+    // A 100 MiB "avatar" is refused by its length prefix, before it is read.
+    let mut frame = (100u32 << 20).to_be_bytes().to_vec();
+    frame.extend_from_slice(&[0x13; 64]);
+    assert!(alice.send_raw(&frame).await);
+    assert_eq!(
+        alice.last_before_close().await,
+        Some(ServerMsg::Bye {
+            reason: CloseReason::FrameTooLarge
+        })
+    );
+
+    // The profile is in the database: after a restart bob's login brings it.
+    server.restart().await;
+    bob.last_before_close().await;
+    let mut bob = Peer::hello(server.addr()).await;
+    bob.login("bob").await;
+    let snapshot = bob
+        .recv_until("the profile snapshot", |m| {
+            matches!(m, ServerMsg::ProfileSnapshot { .. })
+        })
+        .await;
+    assert_eq!(card_of(&snapshot, "alice"), Some(card));
+}
