@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 /// The four bytes every `Hello` starts with, so a stray protocol is refused at once.
 pub const MAGIC: [u8; 4] = *b"BRZE";
 /// The newest wire version this build speaks; a client offers it in `Hello`.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 /// The oldest wire version this build's server still answers: a client offering any version
 /// from this one up gets the highest version both speak (PROTOCOL.md §16).
 pub const OLDEST_PROTOCOL_VERSION: u16 = 1;
@@ -17,6 +17,11 @@ pub const OLDEST_PROTOCOL_VERSION: u16 = 1;
 pub const MAX_CLIENT_NAME: usize = 64;
 /// The most seqs one `Ack` may carry; more is refused with `TooLarge`, none of them marked.
 pub const MAX_ACK_SEQS: usize = 4096;
+/// The version that added contact groups (PROTOCOL.md, "Contact groups").
+pub const GROUPS_VERSION: u16 = 2;
+/// The id of every user's default group: not stored, never renamed or deleted; a contact
+/// filed nowhere else is in it, and the contacts of a deleted group fall back to it.
+pub const DEFAULT_GROUP: u32 = 0;
 
 /// What a user chooses to be.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
@@ -158,6 +163,50 @@ pub enum ClientMsg {
     AdminUnban {
         user: UserId,
     },
+    /// Version 2: a new contact group named `name` (checked and stored in NFC, see
+    /// `crate::text`), placed after the user's other groups. Answered with `GroupsChanged`.
+    CreateGroup {
+        name: String,
+    },
+    /// Version 2: renames, deletes or moves one of the user's groups. Answered with
+    /// `GroupsChanged`.
+    EditGroup {
+        group: u32,
+        edit: GroupEdit,
+    },
+    /// Version 2: files `contacts` (all on the user's contact list) in `group`
+    /// (`DEFAULT_GROUP` for the default one), all or none. Answered with `GroupsChanged`.
+    MoveContacts {
+        contacts: Vec<UserId>,
+        group: u32,
+    },
+}
+
+/// What `EditGroup` does to a group.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub enum GroupEdit {
+    /// A new name, checked like `CreateGroup`'s.
+    Rename { name: String },
+    /// Deletes the group; its contacts fall back to the default group.
+    Delete,
+    /// Moves the group to `position` among the user's groups (0 first; past the end is last).
+    Reorder { position: u32 },
+}
+
+/// One of a user's named contact groups. The default group (`DEFAULT_GROUP`) is never listed:
+/// clients name it themselves and show it first.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct ContactGroup {
+    /// Chosen by the server, never reused for another of the user's groups.
+    pub id: u32,
+    pub name: String,
+}
+
+/// The group a contact is filed in.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Placement {
+    pub contact: UserId,
+    pub group: u32,
 }
 
 /// Which request a `ServerMsg::Error` answers.
@@ -181,6 +230,9 @@ pub enum RequestKind {
     AdminKick,
     AdminBan,
     AdminUnban,
+    CreateGroup,
+    EditGroup,
+    MoveContacts,
 }
 
 impl ClientMsg {
@@ -204,6 +256,9 @@ impl ClientMsg {
             ClientMsg::AdminKick { .. } => RequestKind::AdminKick,
             ClientMsg::AdminBan { .. } => RequestKind::AdminBan,
             ClientMsg::AdminUnban { .. } => RequestKind::AdminUnban,
+            ClientMsg::CreateGroup { .. } => RequestKind::CreateGroup,
+            ClientMsg::EditGroup { .. } => RequestKind::EditGroup,
+            ClientMsg::MoveContacts { .. } => RequestKind::MoveContacts,
         }
     }
 }
@@ -244,6 +299,9 @@ pub enum ErrorCode {
     /// The credential was right, but an administrator has banned the account.
     #[error("this account is banned by an administrator")]
     Banned,
+    /// Version 2: the request names a contact group the user does not have.
+    #[error("no such contact group")]
+    NoSuchGroup,
 }
 
 /// Why the server ends a connection; sent in `Bye` just before it closes.
@@ -487,6 +545,23 @@ pub enum ServerMsg {
     OfflineWaiting {
         count: u32,
     },
+    /// Version 2: the user's contact groups, sent right after `LoginOk` (before the presence
+    /// snapshot) to a connection that agreed on version 2 or later. Replaces whatever the
+    /// client had. `placements` lists the contacts filed in a named group; every other
+    /// contact is in the default group.
+    Groups {
+        /// The most named groups a user may have (`CreateGroup` past it: `TooLarge`).
+        max_groups: u32,
+        groups: Vec<ContactGroup>,
+        placements: Vec<Placement>,
+    },
+    /// Version 2: the answer to a group request, to every session of the user (on every
+    /// node): the whole list of named groups as it now is, in order, and the contacts whose
+    /// group changed.
+    GroupsChanged {
+        groups: Vec<ContactGroup>,
+        moved: Vec<Placement>,
+    },
 }
 
 impl ClientMsg {
@@ -512,6 +587,9 @@ impl ClientMsg {
             | ClientMsg::AdminKick { .. }
             | ClientMsg::AdminBan { .. }
             | ClientMsg::AdminUnban { .. } => 1,
+            ClientMsg::CreateGroup { .. }
+            | ClientMsg::EditGroup { .. }
+            | ClientMsg::MoveContacts { .. } => GROUPS_VERSION,
         }
     }
 }
@@ -540,6 +618,7 @@ impl ServerMsg {
             | ServerMsg::Throttled { .. }
             | ServerMsg::AdminDone { .. }
             | ServerMsg::OfflineWaiting { .. } => 1,
+            ServerMsg::Groups { .. } | ServerMsg::GroupsChanged { .. } => GROUPS_VERSION,
         }
     }
 }

@@ -5,7 +5,8 @@
 //! receives verdicts.
 //!
 //! Ordering: the host applies the plain writes (`SetContacts`, `StoreMessage`, `SetBanned`,
-//! `MarkDelivered`) in the order they were emitted and reports their results in that order.
+//! `ChangeGroups`, `MarkDelivered`) in the order they were emitted and reports their results
+//! in that order.
 //! Verifying requests (`Register`, `Authenticate`, `ChangePassword`: they hash off the
 //! writer's thread) and reads (`LoadMailbox`, `LoadHistory`) may complete in any order, but a
 //! read reflects every write whose result was reported before the read was emitted. The core
@@ -19,7 +20,7 @@
 //! nodes").
 
 use crate::ids::UserId;
-use crate::message::{Attachment, Credential, Delivery, HistoryItem};
+use crate::message::{Attachment, ContactGroup, Credential, Delivery, HistoryItem, Placement};
 
 /// Most items one `LoadHistory` returns, whatever its `limit` says. The core asks for no more
 /// and every store cuts at it too: a history page is read and held whole in memory.
@@ -106,6 +107,52 @@ pub enum StorageOp {
     /// set changes nothing and succeeds; an unknown `user` fails with `NoSuchUser`. Resume
     /// tokens are kept, so an unban lets the user's devices resume as before.
     SetBanned { user: UserId, banned: bool },
+    /// Change `user`'s contact groups, all or nothing, and report the groups as they then are
+    /// with the contacts whose group changed. At most `max_groups` named groups: a `Create`
+    /// beyond fails with `TooManyGroups` (a list already longer may still shrink). Names
+    /// arrive checked (`crate::text::group_name`); two groups of one user never share one
+    /// (`GroupNameTaken`). A group id no group of the user has fails with `NoSuchGroup`;
+    /// `DEFAULT_GROUP` is valid only as a `File` target. A `File` naming anyone not on the
+    /// user's contact list fails with `NoSuchUser`. An unknown `user` fails with `NoSuchUser`.
+    ChangeGroups {
+        user: UserId,
+        change: GroupChange,
+        max_groups: u32,
+    },
+}
+
+/// One change to a user's contact groups (`StorageOp::ChangeGroups`).
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum GroupChange {
+    /// A new group after the others, with an id the user's groups never had.
+    Create { name: String },
+    /// Renaming a group to its own name changes nothing and succeeds.
+    Rename { group: u32, name: String },
+    /// The group's contacts are moved to `DEFAULT_GROUP` (reported in `moved`).
+    Delete { group: u32 },
+    /// The group moves to `position` (0 first; past the end: last); the others keep their
+    /// order.
+    Reorder { group: u32, position: u32 },
+    /// Files the contacts in `group`; those already there are not reported as moved.
+    File { contacts: Vec<UserId>, group: u32 },
+}
+
+/// A user's contact groups: the login snapshot (`Account::groups`).
+#[derive(Clone, PartialEq, Eq, Debug, Default)]
+pub struct ContactGroups {
+    /// The named groups, in the user's order.
+    pub groups: Vec<ContactGroup>,
+    /// Contacts filed in a named group, by contact name; the others are in the default group.
+    pub placements: Vec<Placement>,
+}
+
+/// What a `ChangeGroups` did.
+#[derive(Clone, PartialEq, Eq, Debug, Default)]
+pub struct GroupsDiff {
+    /// Every named group after the change, in order.
+    pub groups: Vec<ContactGroup>,
+    /// The contacts whose group the change changed, by contact name, with their new group.
+    pub moved: Vec<Placement>,
 }
 
 impl StorageOp {
@@ -137,6 +184,7 @@ impl StorageOp {
             StorageOp::MarkDelivered { .. } => StorageResult::DeliveredMarked(Err(e)),
             StorageOp::LoadHistory { .. } => StorageResult::HistoryLoaded(Err(e)),
             StorageOp::SetBanned { .. } => StorageResult::BannedSet(Err(e)),
+            StorageOp::ChangeGroups { .. } => StorageResult::GroupsChanged(Err(e)),
         }
     }
 }
@@ -168,6 +216,9 @@ impl std::fmt::Debug for StorageOp {
             }
             StorageOp::LoadHistory { user, with, .. } => write!(f, "LoadHistory({user}, {with})"),
             StorageOp::SetBanned { user, banned } => write!(f, "SetBanned({user}, {banned})"),
+            StorageOp::ChangeGroups { user, change, .. } => {
+                write!(f, "ChangeGroups({user}, {change:?})")
+            }
         }
     }
 }
@@ -182,6 +233,9 @@ pub struct Account {
     /// login is refused. Read with the credential, so refusing costs no second request;
     /// such a login issues no token, spends none, and comes back with no contacts.
     pub banned: bool,
+    /// The user's contact groups, read with the contacts: a version 2 login sends them
+    /// (`ServerMsg::Groups`) without a second request.
+    pub groups: ContactGroups,
 }
 
 impl Account {
@@ -191,6 +245,7 @@ impl Account {
             contacts: Vec::new(),
             resume_token: Vec::new(),
             banned: true,
+            groups: ContactGroups::default(),
         }
     }
 }
@@ -251,6 +306,12 @@ pub enum StorageError {
     BadCredentials,
     #[error("no such user")]
     NoSuchUser,
+    #[error("no such contact group")]
+    NoSuchGroup,
+    #[error("a contact group of that name exists")]
+    GroupNameTaken,
+    #[error("too many contact groups")]
+    TooManyGroups,
     #[error("storage failed: {0}")]
     Failed(String),
 }
@@ -266,4 +327,5 @@ pub enum StorageResult {
     DeliveredMarked(Result<(), StorageError>),
     HistoryLoaded(Result<Vec<HistoryItem>, StorageError>),
     BannedSet(Result<(), StorageError>),
+    GroupsChanged(Result<GroupsDiff, StorageError>),
 }

@@ -132,6 +132,9 @@ pub enum ClientEvent {
     },
     OwnStatus(Status),
     Contacts(Vec<UserId>),
+    /// The contact groups changed (the login's snapshot, or a change from any session):
+    /// `Client::grouped_contacts` has them.
+    Groups,
     History {
         with: UserId,
         items: Vec<HistoryItem>,

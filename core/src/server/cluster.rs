@@ -8,6 +8,7 @@ use crate::cluster::{Body, ClusterConfig, ClusterMsg, Dest, Kick, UserState};
 use crate::config::DuplicateLogin;
 use crate::ids::{ConnId, NodeId, UserId};
 use crate::message::{CloseReason, ServerMsg, WhoSession};
+use crate::storage::GroupsDiff;
 use crate::time::Instant;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -303,6 +304,11 @@ impl Server {
                 return;
             }
             Body::EndSessions { user, reason } => self.close_sessions(now, &user, reason),
+            Body::Groups {
+                user,
+                groups,
+                moved,
+            } => self.tell_groups_changed(&user, &GroupsDiff { groups, moved }),
             Body::User(_) | Body::Registered(_) | Body::Mail { .. } => {
                 unreachable!("handled above")
             }
@@ -556,6 +562,20 @@ impl Server {
         });
         self.out.push_back(Output::Cluster { to: Dest::All, msg });
         c.sessions_elsewhere(user)
+    }
+
+    /// `user`'s contact groups changed through this node: the other nodes tell the user's
+    /// sessions there.
+    pub(super) fn publish_groups(&mut self, user: &UserId, diff: GroupsDiff) {
+        let Some(c) = self.cluster.as_mut() else {
+            return;
+        };
+        let msg = c.msg(Body::Groups {
+            user: user.clone(),
+            groups: diff.groups,
+            moved: diff.moved,
+        });
+        self.out.push_back(Output::Cluster { to: Dest::All, msg });
     }
 
     /// An account was created through this node: every node learns of it.

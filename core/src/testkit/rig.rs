@@ -111,12 +111,17 @@ impl Rig {
     }
 
     pub fn hello(&mut self) -> ConnId {
+        self.hello_speaking(PROTOCOL_VERSION)
+    }
+
+    /// A new connection whose `Hello` offers `version`, as a client of that version would.
+    pub fn hello_speaking(&mut self, version: u16) -> ConnId {
         let conn = self.open();
         self.frame(
             conn,
             ClientMsg::Hello {
                 magic: MAGIC,
-                version: PROTOCOL_VERSION,
+                version,
                 client: "rig".into(),
             },
         );
@@ -125,7 +130,12 @@ impl Rig {
 
     /// A new connection, logged in as `name` with `status`; its inbox is left as received.
     pub fn login(&mut self, name: &str, status: Status) -> ConnId {
-        let conn = self.hello();
+        self.login_speaking(name, status, PROTOCOL_VERSION)
+    }
+
+    /// `login` by a client that offers protocol `version`.
+    pub fn login_speaking(&mut self, name: &str, status: Status, version: u16) -> ConnId {
+        let conn = self.hello_speaking(version);
         self.frame(
             conn,
             ClientMsg::Login {

@@ -4,10 +4,12 @@
 //! does, which `testkit::contract` checks against both.
 
 use crate::ids::UserId;
-use crate::message::{AttachmentInfo, Credential, Delivery, HistoryItem};
+use crate::message::{
+    AttachmentInfo, ContactGroup, Credential, DEFAULT_GROUP, Delivery, HistoryItem, Placement,
+};
 use crate::storage::{
-    Account, MAX_HISTORY, MAX_TOKENS_PER_USER, MailboxPage, StorageError, StorageOp, StorageResult,
-    Stored,
+    Account, ContactGroups, GroupChange, GroupsDiff, MAX_HISTORY, MAX_TOKENS_PER_USER, MailboxPage,
+    StorageError, StorageOp, StorageResult, Stored,
 };
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -28,6 +30,17 @@ struct Token {
     parent: Option<u64>,
 }
 
+/// One user's contact groups, kept the way the SQL stores keep them.
+#[derive(Debug, Default, Clone)]
+struct Groups {
+    /// In the user's order.
+    list: Vec<ContactGroup>,
+    /// The last id handed out: ids are never reused.
+    last_id: u32,
+    /// Contacts filed in a named group.
+    placed: BTreeMap<UserId, u32>,
+}
+
 #[derive(Debug, Default, Clone)]
 pub struct MemStore {
     passwords: BTreeMap<UserId, String>,
@@ -37,6 +50,7 @@ pub struct MemStore {
     messages: BTreeMap<u64, Row>,
     by_sender_id: BTreeMap<(UserId, u64), u64>,
     banned: BTreeSet<UserId>,
+    groups: BTreeMap<UserId, Groups>,
     next_seq: u64,
     next_token: u64,
 }
@@ -104,7 +118,113 @@ impl MemStore {
                 .collect(),
             resume_token: Vec::new(),
             banned: false,
+            groups: self
+                .groups
+                .get(user)
+                .map_or_else(ContactGroups::default, |g| ContactGroups {
+                    groups: g.list.clone(),
+                    placements: g
+                        .placed
+                        .iter()
+                        .map(|(contact, &group)| Placement {
+                            contact: contact.clone(),
+                            group,
+                        })
+                        .collect(),
+                }),
         }
+    }
+
+    fn change_groups(
+        &mut self,
+        user: UserId,
+        change: GroupChange,
+        max_groups: u32,
+    ) -> Result<GroupsDiff, StorageError> {
+        if !self.passwords.contains_key(&user) {
+            return Err(StorageError::NoSuchUser);
+        }
+        let contacts = self.contacts.get(&user).cloned().unwrap_or_default();
+        let g = self.groups.entry(user).or_default();
+        let index = |g: &Groups, id: u32| {
+            g.list
+                .iter()
+                .position(|x| x.id == id)
+                .ok_or(StorageError::NoSuchGroup)
+        };
+        let taken = |g: &Groups, name: &str, except: u32| {
+            g.list.iter().any(|x| x.name == name && x.id != except)
+        };
+        let mut moved = Vec::new();
+        match change {
+            GroupChange::Create { name } => {
+                if taken(g, &name, DEFAULT_GROUP) {
+                    return Err(StorageError::GroupNameTaken);
+                }
+                if g.list.len() >= max_groups as usize {
+                    return Err(StorageError::TooManyGroups);
+                }
+                g.last_id += 1;
+                g.list.push(ContactGroup {
+                    id: g.last_id,
+                    name,
+                });
+            }
+            GroupChange::Rename { group, name } => {
+                let i = index(g, group)?;
+                if taken(g, &name, group) {
+                    return Err(StorageError::GroupNameTaken);
+                }
+                g.list[i].name = name;
+            }
+            GroupChange::Delete { group } => {
+                let i = index(g, group)?;
+                g.list.remove(i);
+                g.placed.retain(|contact, &mut at| {
+                    if at == group {
+                        moved.push(Placement {
+                            contact: contact.clone(),
+                            group: DEFAULT_GROUP,
+                        });
+                    }
+                    at != group
+                });
+            }
+            GroupChange::Reorder { group, position } => {
+                let i = index(g, group)?;
+                let it = g.list.remove(i);
+                let at = (position as usize).min(g.list.len());
+                g.list.insert(at, it);
+            }
+            GroupChange::File {
+                contacts: filed,
+                group,
+            } => {
+                if group != DEFAULT_GROUP {
+                    index(g, group)?;
+                }
+                if filed.iter().any(|c| !contacts.contains(c)) {
+                    return Err(StorageError::NoSuchUser);
+                }
+                let filed: BTreeSet<UserId> = filed.into_iter().collect();
+                for contact in filed {
+                    let before = g.placed.get(&contact).copied().unwrap_or(DEFAULT_GROUP);
+                    if before == group {
+                        continue;
+                    }
+                    if group == DEFAULT_GROUP {
+                        g.placed.remove(&contact);
+                    } else {
+                        g.placed.insert(contact.clone(), group);
+                    }
+                    moved.push(Placement { contact, group });
+                }
+            }
+        }
+        Ok(GroupsDiff {
+            groups: g.list.clone(),
+            moved,
+        })
     }
 
     /// Issues a fresh token, forgetting the oldest beyond `MAX_TOKENS_PER_USER`, and reads
@@ -171,10 +291,18 @@ impl MemStore {
                 StorageResult::ContactsSet(if unknown {
                     Err(StorageError::NoSuchUser)
                 } else {
-                    let set = self.contacts.entry(user).or_default();
+                    let set = self.contacts.entry(user.clone()).or_default();
                     set.extend(add);
                     for c in &remove {
                         set.remove(c);
+                    }
+                    // A contact taken off the list leaves its group: added again, it is in
+                    // the default group, as the SQL stores' contact row (which holds the
+                    // group) is deleted and created anew.
+                    if let Some(g) = self.groups.get_mut(&user) {
+                        for c in &remove {
+                            g.placed.remove(c);
+                        }
                     }
                     Ok(())
                 })
@@ -301,6 +429,11 @@ impl MemStore {
                     Ok(())
                 })
             }
+            StorageOp::ChangeGroups {
+                user,
+                change,
+                max_groups,
+            } => StorageResult::GroupsChanged(self.change_groups(user, change, max_groups)),
         }
     }
 }
