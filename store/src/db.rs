@@ -91,7 +91,9 @@ impl Work {
             Work::Op(StorageOp::SetContacts { add, remove, .. }) => add.len() + remove.len() > 1,
             Work::Op(op) => matches!(
                 op,
-                StorageOp::Authenticate { .. } | StorageOp::ChangePassword { .. }
+                StorageOp::Authenticate { .. }
+                    | StorageOp::ChangePassword { .. }
+                    | StorageOp::ChangeGroups { .. }
             ),
             Work::Hashed(_, finish) => {
                 matches!(finish, Finish::Login { .. } | Finish::ChangePassword { .. })

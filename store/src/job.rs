@@ -22,6 +22,7 @@ pub enum Kind {
     MarkDelivered,
     LoadHistory,
     SetBanned,
+    ChangeGroups,
 }
 
 impl Kind {
@@ -36,6 +37,7 @@ impl Kind {
             StorageOp::MarkDelivered { .. } => Kind::MarkDelivered,
             StorageOp::LoadHistory { .. } => Kind::LoadHistory,
             StorageOp::SetBanned { .. } => Kind::SetBanned,
+            StorageOp::ChangeGroups { .. } => Kind::ChangeGroups,
         }
     }
 
@@ -51,6 +53,7 @@ impl Kind {
             Kind::MarkDelivered => StorageResult::DeliveredMarked(Err(e)),
             Kind::LoadHistory => StorageResult::HistoryLoaded(Err(e)),
             Kind::SetBanned => StorageResult::BannedSet(Err(e)),
+            Kind::ChangeGroups => StorageResult::GroupsChanged(Err(e)),
         }
     }
 }

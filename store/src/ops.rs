@@ -7,6 +7,7 @@
 //! write transaction. Both paths go through these same functions.
 
 use crate::error::StoreError;
+use crate::groups;
 use crate::hash::Hasher;
 use crate::job::{Finish, HashJob};
 use breeze_core::UserId;
@@ -114,6 +115,13 @@ pub(crate) fn start(
         StorageOp::SetBanned { user, banned } => {
             Step::Done(R::BannedSet(set_banned(conn, &user, banned)?))
         }
+        StorageOp::ChangeGroups {
+            user,
+            change,
+            max_groups,
+        } => Step::Done(R::GroupsChanged(groups::change_groups(
+            conn, &user, change, max_groups,
+        )?)),
     })
 }
 
@@ -157,6 +165,7 @@ pub(crate) fn finish(
                     contacts: contacts(conn, &user)?,
                     resume_token: Vec::new(),
                     banned: false,
+                    groups: groups::contact_groups(conn, &user)?,
                 }))
             } else {
                 R::Authenticated(Ok(login(conn, &user, None, now_ms, hasher)?))
@@ -309,6 +318,7 @@ fn login(
         contacts: contacts(conn, user)?,
         resume_token: token,
         banned: false,
+        groups: groups::contact_groups(conn, user)?,
     })
 }
 
