@@ -20,6 +20,7 @@
 #![forbid(unsafe_code)]
 
 mod error;
+mod groups;
 mod ops;
 mod schema;
 mod service;

@@ -83,6 +83,23 @@ const MIGRATIONS: &[&str] = &[
     r#"
     CREATE INDEX messages_recipient ON messages(recipient, seq);
     "#,
+    // 4: contact groups (protocol version 2). A contact's group is a column of its contact
+    // row (0: the default group, never stored), so a contact taken off the list leaves its
+    // group with it. `accounts.last_group` numbers a user's groups (a deleted group's id is
+    // never handed out again) and its row is the lock that serialises one user's group
+    // changes across nodes. Names are bytes, as message bodies are.
+    r#"
+    CREATE TABLE contact_groups (
+        owner    TEXT COLLATE "C" NOT NULL REFERENCES accounts(name) ON DELETE CASCADE,
+        id       BIGINT NOT NULL CHECK (id > 0),
+        name     BYTEA  NOT NULL,
+        position BIGINT NOT NULL,
+        PRIMARY KEY (owner, id),
+        UNIQUE (owner, name)
+    );
+    ALTER TABLE contacts ADD COLUMN group_id BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE accounts ADD COLUMN last_group BIGINT NOT NULL DEFAULT 0;
+    "#,
 ];
 
 /// The schema version this build creates and understands.

@@ -6,6 +6,7 @@
 //! writers run concurrently against the same database, arbitrated by it (`ops.rs`).
 
 use crate::error::PgError;
+use crate::groups;
 use crate::ops;
 use crate::store::PgStore;
 use breeze_core::RequestId;
@@ -142,7 +143,8 @@ async fn in_transaction(
     // Runs of single-statement writes are pipelined: every statement of the run is sent
     // before the first answer is awaited, and PostgreSQL runs them in the order sent. One
     // round trip per message, awaited in turn, held the writer to ~4,000 msg/s on loopback
-    // (BENCHMARKS.md). `SetContacts` reads before it writes, so it runs alone, in its place.
+    // (BENCHMARKS.md). `SetContacts` and `ChangeGroups` read before they write, so each runs
+    // alone, in its place.
     for run in batch.chunk_by(|a, b| pipelined(&a.op) && pipelined(&b.op)) {
         // Each message gets the next reserved seq, in batch order.
         let seqs: Vec<i64> = run
@@ -197,6 +199,11 @@ async fn apply(
         StorageOp::SetBanned { user, banned } => {
             R::BannedSet(ops::set_banned(c, user, *banned).await?)
         }
+        StorageOp::ChangeGroups {
+            user,
+            change,
+            max_groups,
+        } => R::GroupsChanged(groups::change_groups(c, user, change, *max_groups).await?),
         other => {
             unreachable!("invariant: only plain writes reach the writer, not {other:?}")
         }
@@ -220,5 +227,6 @@ pub(crate) fn is_plain_write(op: &StorageOp) -> bool {
             | StorageOp::StoreMessage { .. }
             | StorageOp::MarkDelivered { .. }
             | StorageOp::SetBanned { .. }
+            | StorageOp::ChangeGroups { .. }
     )
 }
