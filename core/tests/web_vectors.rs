@@ -224,6 +224,42 @@ fn client_vectors() -> Vec<(&'static str, ClientMsg)> {
                 user: user("mallory"),
             },
         ),
+        (
+            "create group",
+            ClientMsg::CreateGroup {
+                name: "家人 👨\u{200D}👩\u{200D}👧".into(),
+            },
+        ),
+        (
+            "rename group",
+            ClientMsg::EditGroup {
+                group: 300,
+                edit: GroupEdit::Rename {
+                    name: "Colleagues".into(),
+                },
+            },
+        ),
+        (
+            "delete group",
+            ClientMsg::EditGroup {
+                group: 1,
+                edit: GroupEdit::Delete,
+            },
+        ),
+        (
+            "reorder group",
+            ClientMsg::EditGroup {
+                group: u32::MAX,
+                edit: GroupEdit::Reorder { position: 0 },
+            },
+        ),
+        (
+            "move contacts",
+            ClientMsg::MoveContacts {
+                contacts: vec![user("bob"), user("carol")],
+                group: DEFAULT_GROUP,
+            },
+        ),
     ]
 }
 
@@ -247,6 +283,9 @@ fn server_vectors() -> Vec<(&'static str, ServerMsg)> {
         RequestKind::AdminKick,
         RequestKind::AdminBan,
         RequestKind::AdminUnban,
+        RequestKind::CreateGroup,
+        RequestKind::EditGroup,
+        RequestKind::MoveContacts,
     ];
     let all_codes = [
         ErrorCode::Malformed,
@@ -264,6 +303,7 @@ fn server_vectors() -> Vec<(&'static str, ServerMsg)> {
         ErrorCode::StorageFailed,
         ErrorCode::Busy,
         ErrorCode::Banned,
+        ErrorCode::NoSuchGroup,
     ];
     let all_reasons = CloseReason::ALL;
     let mut v = vec![
@@ -403,6 +443,42 @@ fn server_vectors() -> Vec<(&'static str, ServerMsg)> {
         ),
         ("offline done", ServerMsg::OfflineDone { count: 3 }),
         ("offline waiting", ServerMsg::OfflineWaiting { count: 300 }),
+        (
+            "groups",
+            ServerMsg::Groups {
+                max_groups: 100,
+                groups: vec![
+                    ContactGroup {
+                        id: 1,
+                        name: "家人".into(),
+                    },
+                    ContactGroup {
+                        id: 200,
+                        name: "Work".into(),
+                    },
+                ],
+                placements: vec![Placement {
+                    contact: user("mum"),
+                    group: 1,
+                }],
+            },
+        ),
+        (
+            "groups changed",
+            ServerMsg::GroupsChanged {
+                groups: vec![],
+                moved: vec![
+                    Placement {
+                        contact: user("bob"),
+                        group: DEFAULT_GROUP,
+                    },
+                    Placement {
+                        contact: user("carol"),
+                        group: 70000,
+                    },
+                ],
+            },
+        ),
         (
             "history",
             ServerMsg::History {
@@ -572,9 +648,12 @@ fn client_index(m: &ClientMsg) -> u8 {
         ClientMsg::AdminKick { .. } => 15,
         ClientMsg::AdminBan { .. } => 16,
         ClientMsg::AdminUnban { .. } => 17,
+        ClientMsg::CreateGroup { .. } => 18,
+        ClientMsg::EditGroup { .. } => 19,
+        ClientMsg::MoveContacts { .. } => 20,
     }
 }
-const CLIENT_VARIANTS: u8 = 18;
+const CLIENT_VARIANTS: u8 = 21;
 
 /// As `client_index`, for `ServerMsg`.
 fn server_index(m: &ServerMsg) -> u8 {
@@ -598,9 +677,11 @@ fn server_index(m: &ServerMsg) -> u8 {
         ServerMsg::Throttled { .. } => 16,
         ServerMsg::AdminDone { .. } => 17,
         ServerMsg::OfflineWaiting { .. } => 18,
+        ServerMsg::Groups { .. } => 19,
+        ServerMsg::GroupsChanged { .. } => 20,
     }
 }
-const SERVER_VARIANTS: u8 = 19;
+const SERVER_VARIANTS: u8 = 21;
 
 #[test]
 fn every_variant_has_a_vector() {

@@ -1025,7 +1025,9 @@ impl Oracle {
             | StorageOp::Register { .. }
             | StorageOp::ChangePassword { .. }
             | StorageOp::LoadHistory { .. }
-            | StorageOp::SetBanned { .. } => return,
+            | StorageOp::SetBanned { .. }
+            // The simulated clients change no groups (the core's World harness covers them).
+            | StorageOp::ChangeGroups { .. } => return,
         };
         let Some(u) = self.user_of(user) else { return };
         *self.storage_failures.entry((u, failed)).or_default() += 1;

@@ -10,8 +10,10 @@ use std::collections::{BTreeMap, BTreeSet};
 /// What a client shows as the default group's name: the server never names it.
 pub const DEFAULT_GROUP_NAME: &str = "Contacts";
 
-#[derive(Debug, Clone, Default)]
-pub(crate) struct GroupBook {
+/// The user's contact groups as the server last described them; `Client` keeps one and
+/// hands a copy to the application with each change (`ClientEvent::Groups`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GroupBook {
     /// The named groups, in the user's order.
     groups: Vec<ContactGroup>,
     /// Contacts filed in a named group; every other contact is in the default group.
@@ -34,19 +36,14 @@ pub struct GroupListing {
 
 impl GroupBook {
     /// The login snapshot: replaces everything.
-    pub(crate) fn replace(
-        &mut self,
-        max_groups: u32,
-        groups: Vec<ContactGroup>,
-        placed: Vec<Placement>,
-    ) {
+    pub fn replace(&mut self, max_groups: u32, groups: Vec<ContactGroup>, placed: Vec<Placement>) {
         self.max_groups = max_groups;
         self.groups = groups;
         self.placed = placed.into_iter().map(|p| (p.contact, p.group)).collect();
     }
 
     /// A `GroupsChanged`: the new list, and the contacts that moved.
-    pub(crate) fn apply(&mut self, groups: Vec<ContactGroup>, moved: Vec<Placement>) {
+    pub fn apply(&mut self, groups: Vec<ContactGroup>, moved: Vec<Placement>) {
         self.groups = groups;
         for p in moved {
             if p.group == DEFAULT_GROUP {
@@ -61,23 +58,23 @@ impl GroupBook {
     }
 
     /// Contacts taken off the list leave their groups (the server forgets them too).
-    pub(crate) fn forget(&mut self, removed: &[UserId]) {
+    pub fn forget(&mut self, removed: &[UserId]) {
         for c in removed {
             self.placed.remove(c);
         }
     }
 
-    pub(crate) fn groups(&self) -> &[ContactGroup] {
+    pub fn groups(&self) -> &[ContactGroup] {
         &self.groups
     }
 
-    pub(crate) fn max_groups(&self) -> u32 {
+    pub fn max_groups(&self) -> u32 {
         self.max_groups
     }
 
     /// The group called `name` (checked and normalised as the server does), or the default
     /// group for `DEFAULT_GROUP_NAME`.
-    pub(crate) fn named(&self, name: &str) -> Option<u32> {
+    pub fn named(&self, name: &str) -> Option<u32> {
         let name = text::group_name(name).ok()?;
         self.groups
             .iter()
@@ -88,7 +85,7 @@ impl GroupBook {
 
     /// The default group first, then the named ones in the user's order, each with its
     /// members from `contacts` and how many of them `presence` shows online.
-    pub(crate) fn listing(
+    pub fn listing(
         &self,
         contacts: &BTreeSet<UserId>,
         presence: &BTreeMap<UserId, Presence>,

@@ -35,7 +35,7 @@ mod view;
 pub use backoff::jitter_bounds;
 pub use config::{AckMode, ClientConfig, Mode};
 pub use event::{AdminAction, ClientEvent, ClientOutput, ClientState, StopReason};
-pub use groups::{DEFAULT_GROUP_NAME, GroupListing};
+pub use groups::{DEFAULT_GROUP_NAME, GroupBook, GroupListing};
 
 use crate::codec::{self, encode};
 use crate::ids::UserId;
@@ -48,7 +48,6 @@ use crate::time::{Duration, Instant};
 use backoff::Backoff;
 use connection::{Connection, Heartbeat, LoginStep, Stage};
 use dedupe::{Arrival, REMEMBERED_SEQS, SeenSeqs};
-use groups::GroupBook;
 use outbox::{Outbox, Outgoing};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
@@ -609,11 +608,13 @@ impl Client {
                 placements,
             } => {
                 self.groups.replace(max_groups, groups, placements);
-                self.events.push_back(ClientEvent::Groups);
+                self.events
+                    .push_back(ClientEvent::Groups(self.groups.clone()));
             }
             ServerMsg::GroupsChanged { groups, moved } => {
                 self.groups.apply(groups, moved);
-                self.events.push_back(ClientEvent::Groups);
+                self.events
+                    .push_back(ClientEvent::Groups(self.groups.clone()));
             }
             ServerMsg::PasswordChanged => {
                 if let Some(new) = self.password_changes.pop_front() {
