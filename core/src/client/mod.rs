@@ -491,6 +491,11 @@ impl Client {
         self.groups.groups()
     }
 
+    /// The groups as a whole, as `ClientEvent::Groups` carries them.
+    pub fn group_book(&self) -> &GroupBook {
+        &self.groups
+    }
+
     /// The most named groups the server lets this user have.
     pub fn max_groups(&self) -> u32 {
         self.groups.max_groups()

@@ -77,6 +77,11 @@ impl MemStore {
         self.next_seq.saturating_sub(1)
     }
 
+    /// `user`'s contact groups as a login would read them.
+    pub fn groups_of(&self, user: &UserId) -> ContactGroups {
+        self.account(user).groups
+    }
+
     /// Messages stored for `user` and not yet acknowledged.
     pub fn undelivered(&self, user: &UserId) -> usize {
         self.messages
