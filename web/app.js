@@ -1,5 +1,6 @@
 // The Breeze web client's UI: login, contact list with presence, 1:1 chats.
 // Every text that came over the wire goes into the page with textContent, never as HTML.
+import { DEFAULT_GROUP } from './codec.js';
 import { Session } from './session.js';
 import { avatar, el, formatTime, label, presenceLabel, readFileBytes } from './ui.js';
 
@@ -15,6 +16,11 @@ const state = {
   me: null,
   status: 'Online',
   contacts: new Set(),
+  // Contact groups (a version 2 server): named groups in the user's order, and where each
+  // filed contact is (contact → group id; absent: the default group, DEFAULT_GROUP).
+  groups: [],
+  placed: new Map(),
+  maxGroups: 0,
   presence: new Map(), // user → 'Offline' | 'Online' | 'Busy' | 'Away'
   profiles: new Map(), // user → the newest ProfileCard (version 2 servers)
   avatars: new Map(), // avatar hash (hex) → object URL of the image, cached by content
@@ -205,9 +211,32 @@ const handlers = {
     showApp();
   },
 
+  Groups({ max_groups: maxGroups, groups, placements }) {
+    state.maxGroups = maxGroups;
+    state.groups = groups;
+    state.placed = new Map(placements.map((p) => [p.contact, p.group]));
+    $('group-form').hidden = false;
+    renderContacts();
+  },
+
+  GroupsChanged({ groups, moved }) {
+    state.groups = groups;
+    for (const p of moved) {
+      if (p.group === DEFAULT_GROUP) state.placed.delete(p.contact);
+      else state.placed.set(p.contact, p.group);
+    }
+    // A group deleted while this page missed the change holds no one any more.
+    const known = new Set(groups.map((g) => g.id));
+    for (const [u, g] of state.placed) if (!known.has(g)) state.placed.delete(u);
+    renderContacts();
+  },
+
   ContactsChanged({ added, removed, rejected }) {
     for (const u of added) state.contacts.add(u);
-    for (const u of removed) state.contacts.delete(u);
+    for (const u of removed) {
+      state.contacts.delete(u);
+      state.placed.delete(u);
+    }
     $('contacts-note').textContent = rejected.length ? `No such user: ${rejected.join(', ')}` : '';
     renderContacts();
   },
@@ -300,7 +329,11 @@ const handlers = {
       renderChat();
       return;
     }
-    if (request === 'AddContact' || request === 'ChangeContacts' || request === 'RemoveContact') {
+    if (['CreateGroup', 'EditGroup', 'MoveContacts'].includes(request)) {
+      $('contacts-note').textContent = groupErrorText(code);
+      return;
+    }
+    if (['AddContact', 'ChangeContacts', 'RemoveContact'].includes(request)) {
       $('contacts-note').textContent = errorText(code);
       return;
     }
@@ -312,6 +345,15 @@ session.addEventListener('message', (e) => {
   const h = handlers[e.detail.name];
   if (h) h(e.detail.body);
 });
+
+function groupErrorText(code) {
+  return {
+    InvalidName: 'Group names are 1–32 characters on one line, without direction overrides, and not the name of another of your groups.',
+    TooLarge: `You have the most groups allowed (${state.maxGroups}).`,
+    NoSuchGroup: 'That group is gone (deleted on another device?).',
+    NoSuchUser: 'That user is not on your contact list.',
+  }[code] || errorText(code);
+}
 
 function errorText(code) {
   return {
@@ -420,10 +462,71 @@ function visibleUsers() {
   return [...users].sort((a, b) => rank(a) - rank(b) || a.localeCompare(b));
 }
 
+/** The default group's name: the server never names it. */
+const DEFAULT_GROUP_NAME = 'Contacts';
+
+/**
+ * The contact list in its groups, the default group first, each with how many of its
+ * members are online ("3/10"); users shown who are not contacts (scope Everyone) last.
+ */
+function groupedUsers(users) {
+  const groups = [{ id: DEFAULT_GROUP, name: DEFAULT_GROUP_NAME }, ...state.groups]
+    .map((g) => ({ ...g, members: [], online: 0 }));
+  const byId = new Map(groups.map((g) => [g.id, g]));
+  const others = [];
+  for (const user of users) {
+    if (!state.contacts.has(user)) {
+      others.push(user);
+      continue;
+    }
+    const g = byId.get(state.placed.get(user) ?? DEFAULT_GROUP) || byId.get(DEFAULT_GROUP);
+    g.members.push(user);
+    if ((state.presence.get(user) || 'Offline') !== 'Offline') g.online += 1;
+  }
+  return { groups, others };
+}
+
+function groupHeader(g) {
+  const li = el('li', { class: 'group-header', 'data-group': String(g.id) });
+  li.append(el('span', { class: 'name' }, g.name),
+    el('span', { class: 'count' }, `${g.online}/${g.members.length}`));
+  if (g.id !== DEFAULT_GROUP) {
+    const rename = el('button', { type: 'button', class: 'link', title: `Rename ${g.name}` }, '✎');
+    rename.addEventListener('click', () => {
+      const name = prompt(`Rename the group ${g.name} to:`, g.name);
+      if (name) session.send({ EditGroup: { group: g.id, edit: { Rename: { name } } } });
+    });
+    const del = el('button', { type: 'button', class: 'link', title: `Delete ${g.name}` }, '×');
+    del.addEventListener('click', () => {
+      if (confirm(`Delete the group ${g.name}? Its contacts move to ${DEFAULT_GROUP_NAME}.`)) {
+        session.send({ EditGroup: { group: g.id, edit: 'Delete' } });
+      }
+    });
+    li.append(rename, del);
+  }
+  return li;
+}
+
+/** A menu that files `user` in another group. */
+function moveMenu(user) {
+  const current = state.placed.get(user) ?? DEFAULT_GROUP;
+  const menu = el('select', { class: 'move', title: `Move ${user} to a group`, 'aria-label': `Group of ${user}` });
+  for (const g of [{ id: DEFAULT_GROUP, name: DEFAULT_GROUP_NAME }, ...state.groups]) {
+    const option = el('option', { value: String(g.id) }, g.name);
+    option.selected = g.id === current;
+    menu.append(option);
+  }
+  menu.addEventListener('click', (ev) => ev.stopPropagation());
+  menu.addEventListener('change', () => {
+    session.send({ MoveContacts: { contacts: [user], group: Number(menu.value) } });
+  });
+  return menu;
+}
+
 function renderContacts() {
   if (!state.me) return;
   const list = $('contacts');
-  const items = visibleUsers().map((user) => {
+  const item = (user) => {
     const presence = state.presence.get(user) || 'Offline';
     const chat = state.chats.get(user);
     const li = el('li', {
@@ -451,9 +554,23 @@ function renderContacts() {
       });
       li.append(add);
     }
+    if (state.groups.length > 0 && state.contacts.has(user)) li.append(moveMenu(user));
     li.addEventListener('click', () => select(user));
     return li;
-  });
+  };
+  const users = visibleUsers();
+  let items;
+  if (state.groups.length === 0) {
+    items = users.map(item);
+  } else {
+    const { groups, others } = groupedUsers(users);
+    items = groups.flatMap((g) => [groupHeader(g), ...g.members.map(item)]);
+    if (others.length > 0) {
+      items.push(groupHeader({ id: DEFAULT_GROUP, name: 'Everyone else', members: others,
+        online: others.filter((u) => (state.presence.get(u) || 'Offline') !== 'Offline').length }));
+      items.push(...others.map(item));
+    }
+  }
   list.replaceChildren(...items);
   if (items.length === 0) {
     list.append(el('li', { class: 'note' }, 'Nobody here yet. Add a contact by name above.'));
@@ -581,6 +698,14 @@ function wire() {
     $('add-user').value = '';
     $('contacts-note').textContent = '';
     session.send({ AddContact: { user } });
+  });
+  $('group-form').addEventListener('submit', (e) => {
+    e.preventDefault();
+    const name = $('group-name').value.trim();
+    if (!name) return;
+    $('group-name').value = '';
+    $('contacts-note').textContent = '';
+    session.send({ CreateGroup: { name } });
   });
   $('composer').addEventListener('submit', (e) => {
     e.preventDefault();

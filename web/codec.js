@@ -25,12 +25,12 @@ const Presence = unitEnum('Offline', 'Online', 'Busy', 'Away');
 const WatchScope = unitEnum('Everyone', 'Contacts');
 const RequestKind = unitEnum('Hello', 'Register', 'Login', 'Logout', 'ChangePassword',
   'SetStatus', 'AddContact', 'RemoveContact', 'Send', 'Ack', 'Ping', 'History', 'AdminWho',
-  'ChangeContacts', 'AgentLogin', 'AdminKick', 'AdminBan', 'AdminUnban', 'SetProfile',
-  'SetAvatar', 'GetProfile');
+  'ChangeContacts', 'AgentLogin', 'AdminKick', 'AdminBan', 'AdminUnban', 'CreateGroup',
+  'EditGroup', 'MoveContacts', 'SetProfile', 'SetAvatar', 'GetProfile');
 const ErrorCode = unitEnum('Malformed', 'NotLoggedIn', 'AlreadyLoggedIn', 'InvalidName',
   'InvalidPassword', 'UserTaken', 'NoSuchUser', 'BadCredentials', 'TooLarge', 'Forbidden',
-  'TooManyContacts', 'RateLimited', 'StorageFailed', 'Busy', 'Banned', 'InvalidProfile',
-  'InvalidImage');
+  'TooManyContacts', 'RateLimited', 'StorageFailed', 'Busy', 'Banned', 'NoSuchGroup',
+  'InvalidProfile', 'InvalidImage');
 const CloseReason = unitEnum('HandshakeTimeout', 'HeartbeatTimeout', 'Replaced', 'LoggedOut',
   'BadHandshake', 'UnsupportedVersion', 'FrameTooLarge', 'Malformed', 'SlowReader',
   'ServerFull', 'ServerShutdown', 'Flooding', 'NodeFenced', 'Kicked', 'Banned');
@@ -51,6 +51,10 @@ const ProfileCard = struct(['user', UserId], ['rev', 'u64'], ['display_name', 's
 const AvatarImage = struct(['mime', 'string'], ['data', 'bytes']);
 const WhoEntry = struct(['user', UserId], ['status', Status], ['sessions', vec(WhoSession)]);
 const fields = (...f) => ({ fields: f });
+const GroupEdit = { enum: [['Rename', fields(['name', 'string'])], ['Delete', null],
+  ['Reorder', fields(['position', 'u32'])]] };
+const ContactGroup = struct(['id', 'u32'], ['name', 'string']);
+const Placement = struct(['contact', UserId], ['group', 'u32']);
 
 /** Frames a client sends; the order is the variant index (PROTOCOL.md §2.2). */
 export const ClientMsg = {
@@ -74,6 +78,10 @@ export const ClientMsg = {
     ['AdminKick', fields(['user', UserId])],
     ['AdminBan', fields(['user', UserId])],
     ['AdminUnban', fields(['user', UserId])],
+    // Version 2: contact groups.
+    ['CreateGroup', fields(['name', 'string'])],
+    ['EditGroup', fields(['group', 'u32'], ['edit', GroupEdit])],
+    ['MoveContacts', fields(['contacts', vec(UserId)], ['group', 'u32'])],
     ['SetProfile', fields(['display_name', 'string'], ['signature', 'string'])],
     ['SetAvatar', fields(['image', opt('bytes')])],
     ['GetProfile', fields(['user', UserId], ['avatar', 'bool'])],
@@ -107,6 +115,10 @@ export const ServerMsg = {
     ['Throttled', fields(['request', RequestKind], ['retry_after_ms', 'u32'])],
     ['AdminDone', fields(['request', RequestKind], ['user', UserId], ['sessions', 'u32'])],
     ['OfflineWaiting', fields(['count', 'u32'])],
+    // Version 2: contact groups.
+    ['Groups', fields(['max_groups', 'u32'], ['groups', vec(ContactGroup)],
+      ['placements', vec(Placement)])],
+    ['GroupsChanged', fields(['groups', vec(ContactGroup)], ['moved', vec(Placement)])],
     ['ProfileSnapshot', fields(['cards', vec(ProfileCard)], ['more', 'bool'])],
     ['ProfileDiff', fields(['cards', vec(ProfileCard)])],
     ['Profile', fields(['card', ProfileCard], ['avatar', opt(AvatarImage)])],
@@ -116,6 +128,8 @@ export const ServerMsg = {
 /** The bytes every Hello starts with. */
 export const MAGIC = new Uint8Array([0x42, 0x52, 0x5a, 0x45]); // "BRZE"
 export const PROTOCOL_VERSION = 2;
+/** The id of every user's default group (never listed by the server). */
+export const DEFAULT_GROUP = 0;
 
 // Varint widths (PROTOCOL.md §2.1): the most bytes a type's varint may take, and the
 // largest value its last byte may carry (more would overflow the type). Lengths are usize,

@@ -10,9 +10,10 @@ use crate::screen::Screen;
 use crate::session::{self, Session, Setup};
 use crate::ui::{self, Colour, Style};
 use breeze_core::UserId;
-use breeze_core::client::{ClientEvent, Mode, StopReason};
+use breeze_core::client::{ClientEvent, GroupBook, Mode, StopReason};
 use breeze_core::message::{
-    CloseReason, Delivery, ErrorCode, HistoryItem, Presence, ProfileCard, RequestKind, Status,
+    CloseReason, Delivery, ErrorCode, GroupEdit, HistoryItem, Presence, ProfileCard, RequestKind,
+    Status,
 };
 use breeze_transport_tokio::ClientCommand;
 use std::cell::Cell;
@@ -65,6 +66,8 @@ async fn chat(
         presence_dirty: false,
         profiles: BTreeMap::new(),
         contacts: None,
+        groups: GroupBook::default(),
+        groups_shown: false,
         unresolved: Vec::new(),
         outgoing: HashMap::new(),
         day: Cell::new(chrono::Local::now().date_naive()),
@@ -161,6 +164,10 @@ struct Chat {
     /// As the server last sent it; unknown until the list changes in this session (the
     /// client core keeps the login's list to itself).
     contacts: Option<Vec<UserId>>,
+    /// The contact groups as the server last described them (empty from an older server).
+    groups: GroupBook,
+    /// This session printed its grouped list: later changes print it again.
+    groups_shown: bool,
     /// Messages whose id the runner has not told yet.
     unresolved: Vec<(oneshot::Receiver<u64>, Outgoing)>,
     /// Messages not yet confirmed, by id.
@@ -307,6 +314,7 @@ impl Chat {
                 self.ever_logged_in = true;
                 self.mailbox_done = false;
                 self.away_header = None;
+                self.groups_shown = false;
                 let status = self.style.status(self.status);
                 self.info(&format!("logged in as {user} ({status})"));
             }
@@ -401,6 +409,14 @@ impl Chat {
                 self.names.add(&list);
                 self.contacts = Some(list);
                 self.show_contacts();
+            }
+            ClientEvent::Groups(book) => {
+                self.groups = book;
+                // At login only when there are groups to show; every change after that.
+                if self.groups_shown || !self.groups.groups().is_empty() {
+                    self.groups_shown = true;
+                    self.show_groups();
+                }
             }
             ClientEvent::History { with, items } => self.show_history(&with, &items),
             ClientEvent::Who { .. } | ClientEvent::AdminDone { .. } => {}
@@ -524,6 +540,26 @@ impl Chat {
             Action::Contacts => self.show_contacts(),
             Action::AddContact(user) => self.session.command(ClientCommand::AddContact(user)),
             Action::RemoveContact(user) => self.session.command(ClientCommand::RemoveContact(user)),
+            Action::Groups => self.show_groups(),
+            Action::GroupAdd(name) => self.session.command(ClientCommand::CreateGroup(name)),
+            Action::GroupMove(user, name) => {
+                if let Some(group) = self.group_named(&name) {
+                    self.session
+                        .command(ClientCommand::MoveContacts(vec![user], group));
+                }
+            }
+            Action::GroupRename { from, to } => {
+                if let Some(group) = self.group_named(&from) {
+                    let edit = GroupEdit::Rename { name: to };
+                    self.session.command(ClientCommand::EditGroup(group, edit));
+                }
+            }
+            Action::GroupDelete(name) => {
+                if let Some(group) = self.group_named(&name) {
+                    let edit = GroupEdit::Delete;
+                    self.session.command(ClientCommand::EditGroup(group, edit));
+                }
+            }
             Action::History { with, limit } => self.session.command(ClientCommand::History {
                 with,
                 before: None,
@@ -617,6 +653,36 @@ impl Chat {
                 "contacts: not known yet in this session; /contacts add|remove USER shows the \
                  list",
             ),
+        }
+    }
+
+    /// The group called `name`, or an error line saying there is none.
+    fn group_named(&self, name: &str) -> Option<u32> {
+        let found = self.groups.named(name);
+        if found.is_none() {
+            self.error(&format!("no group called {name:?}; /groups lists them"));
+        }
+        found
+    }
+
+    /// One line per group, the default one first: its name, how many of its members are on
+    /// out of how many ("3/10"), and the members coloured by presence.
+    fn show_groups(&self) {
+        let contacts = self.contacts.iter().flatten().cloned().collect();
+        for g in self.groups.listing(&contacts, &self.presence) {
+            let header = self.style.paint(
+                Colour::Bold,
+                &format!("{} {}/{}", g.name, g.online, g.members.len()),
+            );
+            let members: Vec<String> = g
+                .members
+                .iter()
+                .map(|u| match self.presence.get(u) {
+                    Some(p) => self.style.user(&self.label(u), *p),
+                    None => self.label(u),
+                })
+                .collect();
+            self.line(&format!("{header}: {}", members.join("  ")));
         }
     }
 

@@ -123,6 +123,16 @@ pub enum Action {
     Contacts,
     AddContact(UserId),
     RemoveContact(UserId),
+    /// Show the contacts in their groups, with online counts.
+    Groups,
+    GroupAdd(String),
+    /// Move a contact to the group of that name.
+    GroupMove(UserId, String),
+    GroupRename {
+        from: String,
+        to: String,
+    },
+    GroupDelete(String),
     History {
         with: UserId,
         limit: u16,
@@ -163,6 +173,11 @@ commands:
   /who                                show the user list again
   /contacts                           show your contact list
   /contacts add|remove USER           change your contact list
+  /groups                             your contacts in groups, with who is on
+  /group add NAME                     a new group (any script, e.g. 家人)
+  /group move USER NAME               put a contact in a group
+  /group rename NAME NEW              rename a group (NAME one word)
+  /group delete NAME                  delete it; its contacts go to Contacts
   /history USER [N]                   the last N messages with USER (20)
   /profile name|sign [TEXT]           set (or clear) your name or signature
   /profile avatar FILE|none           set your avatar (PNG, JPEG, WebP)
@@ -180,6 +195,8 @@ pub const COMMANDS: &[(&str, bool)] = &[
     ("status", true),
     ("who", false),
     ("contacts", true),
+    ("groups", false),
+    ("group", true),
     ("history", true),
     ("profile", true),
     ("whois", true),
@@ -232,6 +249,29 @@ pub fn parse(line: &str) -> Result<Action, String> {
                     Ok(Action::RemoveContact(user(who)?))
                 }
                 _ => Err("usage: /contacts [add|remove USER]".into()),
+            }
+        }
+        "groups" => no_args(rest, Action::Groups, "/groups"),
+        "group" => {
+            let (verb, rest) = split_word(rest);
+            let usage = "usage: /group add NAME | move USER NAME | rename NAME NEW | delete NAME";
+            match verb {
+                "add" if !rest.is_empty() => Ok(Action::GroupAdd(rest.to_string())),
+                "move" | "mv" => match split_word(rest) {
+                    (who, name) if !who.is_empty() && !name.is_empty() => {
+                        Ok(Action::GroupMove(user(who)?, name.to_string()))
+                    }
+                    _ => Err(usage.into()),
+                },
+                "rename" => match split_word(rest) {
+                    (from, to) if !from.is_empty() && !to.is_empty() => Ok(Action::GroupRename {
+                        from: from.to_string(),
+                        to: to.to_string(),
+                    }),
+                    _ => Err(usage.into()),
+                },
+                "delete" | "rm" if !rest.is_empty() => Ok(Action::GroupDelete(rest.to_string())),
+                _ => Err(usage.into()),
             }
         }
         "history" => {
@@ -339,6 +379,28 @@ mod tests {
             })
         );
         assert_eq!(parse("/quit"), Ok(Action::Quit));
+        assert_eq!(parse("/groups"), Ok(Action::Groups));
+        assert_eq!(
+            parse("/group add  家人 "),
+            Ok(Action::GroupAdd("家人".into()))
+        );
+        assert_eq!(
+            parse("/group move bob Old friends"),
+            Ok(Action::GroupMove(u("bob"), "Old friends".into()))
+        );
+        assert_eq!(
+            parse("/group rename Work Day job"),
+            Ok(Action::GroupRename {
+                from: "Work".into(),
+                to: "Day job".into()
+            })
+        );
+        assert_eq!(
+            parse("/group delete Work"),
+            Ok(Action::GroupDelete("Work".into()))
+        );
+        assert!(parse("/group move bob").unwrap_err().starts_with("usage"));
+        assert!(parse("/group add").unwrap_err().starts_with("usage"));
         assert_eq!(
             parse("/profile name 王小明 🐼"),
             Ok(Action::ProfileText {
@@ -381,7 +443,7 @@ mod tests {
             .filter_map(|l| l.trim_start().strip_prefix('/'))
             .map(|l| l.split(' ').next().unwrap_or(l))
             .collect();
-        // `/contacts` has two lines.
+        // `/contacts` has two lines, `/group` four.
         listed.dedup();
         let completed: Vec<&str> = COMMANDS.iter().map(|(name, _)| *name).collect();
         assert_eq!(listed, completed);

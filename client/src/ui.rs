@@ -5,6 +5,7 @@ use breeze_core::UserId;
 use breeze_core::message::{
     Attachment, AttachmentInfo, CloseReason, ErrorCode, Presence, RequestKind, Status,
 };
+use breeze_core::text::MAX_GROUP_NAME_CHARS;
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::time::Duration;
@@ -191,6 +192,9 @@ pub fn request_error(request: RequestKind, code: ErrorCode) -> String {
         RequestKind::AdminKick => "cannot kick",
         RequestKind::AdminBan => "cannot ban",
         RequestKind::AdminUnban => "cannot unban",
+        RequestKind::CreateGroup => "cannot create the group",
+        RequestKind::EditGroup => "cannot change the group",
+        RequestKind::MoveContacts => "cannot move the contact",
         RequestKind::SetProfile | RequestKind::SetAvatar => "cannot change your profile",
         RequestKind::GetProfile => "cannot show the profile",
         _ => "the server refused a request",
@@ -204,6 +208,18 @@ pub fn request_error(request: RequestKind, code: ErrorCode) -> String {
             "not allowed: you are not an administrator of this server".into()
         }
         (RequestKind::AddContact, ErrorCode::InvalidName) => "you cannot add yourself".into(),
+        (RequestKind::CreateGroup | RequestKind::EditGroup, ErrorCode::InvalidName) => format!(
+            "a group name is 1 to {MAX_GROUP_NAME_CHARS} characters on one line, without \
+             direction overrides, and not the name of another of your groups"
+        ),
+        (RequestKind::CreateGroup, ErrorCode::TooLarge) => {
+            "you have the most groups allowed".into()
+        }
+        (RequestKind::MoveContacts, ErrorCode::NoSuchUser) => "not on your contact list".into(),
+        (
+            RequestKind::CreateGroup | RequestKind::EditGroup | RequestKind::MoveContacts,
+            ErrorCode::Forbidden,
+        ) => "this server has no contact groups (it is older than them)".into(),
         (_, ErrorCode::Malformed) => {
             "this server does not have profiles (protocol version 1)".into()
         }

@@ -3,7 +3,7 @@
 //! adapter carries them as postcard bytes (`encode`/`decode`), one message per bus message.
 
 use crate::ids::{ConnId, NodeId, UserId};
-use crate::message::{CloseReason, ProfileCard, Status};
+use crate::message::{CloseReason, ContactGroup, Placement, ProfileCard, Status};
 use crate::time::Duration;
 use serde::{Deserialize, Serialize};
 
@@ -96,6 +96,16 @@ pub enum Body {
     /// here with `reason`. Not sequenced: it changes no state a snapshot could carry (a ban
     /// is in the shared database), so a lost one is not resent.
     EndSessions { user: UserId, reason: CloseReason },
+    /// The user's contact groups changed through the sender (stored in the shared database):
+    /// pass the `GroupsChanged` on to the user's sessions here. Not sequenced, like
+    /// `EndSessions`: the state is in the database, not in any node, so a snapshot could not
+    /// carry it; a lost one leaves a device's grouping stale until its next login
+    /// (CLUSTER.md, "Contact groups across nodes").
+    Groups {
+        user: UserId,
+        groups: Vec<ContactGroup>,
+        moved: Vec<Placement>,
+    },
     /// Sequenced: a profile was changed (committed in the shared database) through the
     /// sender; this is the card as stored. Every node announces it to its own watchers.
     Profile(ProfileCard),

@@ -47,6 +47,9 @@ pub struct ServerConfig {
     pub max_attachment: u32,
     pub max_body: usize,
     pub max_contacts: usize,
+    /// Named contact groups one user may have (PROTOCOL.md, "Contact groups"): the whole
+    /// list is repeated in every `GroupsChanged`, so it stays short.
+    pub max_groups: u32,
     pub admins: BTreeSet<UserId>,
     /// Frames one connection may send; beyond it the connection is closed as `Flooding`.
     pub frame_rate: FrameRate,
@@ -143,6 +146,9 @@ impl Default for ServerConfig {
             max_attachment: 1024 * 1024,
             max_body: 16 * 1024,
             max_contacts: 1000,
+            // QQ-style messengers cap groups near this; 100 names of 32 characters are under
+            // 10 KB in each `GroupsChanged`.
+            max_groups: 100,
             admins: BTreeSet::new(),
             // Far above any person's typing and a busy client's acks; a flood hits it within
             // a second.

@@ -79,6 +79,7 @@ pub mod server;
 pub mod storage;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
+pub mod text;
 pub mod time;
 
 pub use config::{DuplicateLogin, ServerConfig};

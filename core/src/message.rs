@@ -17,6 +17,11 @@ pub const OLDEST_PROTOCOL_VERSION: u16 = 1;
 pub const MAX_CLIENT_NAME: usize = 64;
 /// The most seqs one `Ack` may carry; more is refused with `TooLarge`, none of them marked.
 pub const MAX_ACK_SEQS: usize = 4096;
+/// The version that added contact groups (PROTOCOL.md, "Contact groups").
+pub const GROUPS_VERSION: u16 = 2;
+/// The id of every user's default group: not stored, never renamed or deleted; a contact
+/// filed nowhere else is in it, and the contacts of a deleted group fall back to it.
+pub const DEFAULT_GROUP: u32 = 0;
 /// The most cards one `ProfileSnapshot` or `ProfileDiff` frame carries: a card is at most
 /// ~900 bytes (64 + 140 characters of 4 bytes, a hash, a name), so 512 stay under 1 MiB.
 pub const MAX_PROFILE_CARDS: usize = 512;
@@ -161,6 +166,23 @@ pub enum ClientMsg {
     AdminUnban {
         user: UserId,
     },
+    /// Version 2: a new contact group named `name` (checked and stored in NFC, see
+    /// `crate::text`), placed after the user's other groups. Answered with `GroupsChanged`.
+    CreateGroup {
+        name: String,
+    },
+    /// Version 2: renames, deletes or moves one of the user's groups. Answered with
+    /// `GroupsChanged`.
+    EditGroup {
+        group: u32,
+        edit: GroupEdit,
+    },
+    /// Version 2: files `contacts` (all on the user's contact list) in `group`
+    /// (`DEFAULT_GROUP` for the default one), all or none. Answered with `GroupsChanged`.
+    MoveContacts {
+        contacts: Vec<UserId>,
+        group: u32,
+    },
     /// Version 2: sets the user's display name and signature (both at once; `""` clears
     /// one). Answered with `Profile` (the stored card) to this connection; the user's other
     /// sessions and watchers get it in a `ProfileDiff`.
@@ -179,6 +201,33 @@ pub enum ClientMsg {
         user: UserId,
         avatar: bool,
     },
+}
+
+/// What `EditGroup` does to a group.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub enum GroupEdit {
+    /// A new name, checked like `CreateGroup`'s.
+    Rename { name: String },
+    /// Deletes the group; its contacts fall back to the default group.
+    Delete,
+    /// Moves the group to `position` among the user's groups (0 first; past the end is last).
+    Reorder { position: u32 },
+}
+
+/// One of a user's named contact groups. The default group (`DEFAULT_GROUP`) is never listed:
+/// clients name it themselves and show it first.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct ContactGroup {
+    /// Chosen by the server, never reused for another of the user's groups.
+    pub id: u32,
+    pub name: String,
+}
+
+/// The group a contact is filed in.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Placement {
+    pub contact: UserId,
+    pub group: u32,
 }
 
 /// Which request a `ServerMsg::Error` answers.
@@ -202,6 +251,9 @@ pub enum RequestKind {
     AdminKick,
     AdminBan,
     AdminUnban,
+    CreateGroup,
+    EditGroup,
+    MoveContacts,
     SetProfile,
     SetAvatar,
     GetProfile,
@@ -228,6 +280,9 @@ impl ClientMsg {
             ClientMsg::AdminKick { .. } => RequestKind::AdminKick,
             ClientMsg::AdminBan { .. } => RequestKind::AdminBan,
             ClientMsg::AdminUnban { .. } => RequestKind::AdminUnban,
+            ClientMsg::CreateGroup { .. } => RequestKind::CreateGroup,
+            ClientMsg::EditGroup { .. } => RequestKind::EditGroup,
+            ClientMsg::MoveContacts { .. } => RequestKind::MoveContacts,
             ClientMsg::SetProfile { .. } => RequestKind::SetProfile,
             ClientMsg::SetAvatar { .. } => RequestKind::SetAvatar,
             ClientMsg::GetProfile { .. } => RequestKind::GetProfile,
@@ -271,6 +326,9 @@ pub enum ErrorCode {
     /// The credential was right, but an administrator has banned the account.
     #[error("this account is banned by an administrator")]
     Banned,
+    /// Version 2: the request names a contact group the user does not have.
+    #[error("no such contact group")]
+    NoSuchGroup,
     /// Version 2: a display name or signature was refused: too long, or holding a control
     /// or bidirectional-override character (PROTOCOL.md §15).
     #[error("invalid display name or signature")]
@@ -558,6 +616,23 @@ pub enum ServerMsg {
     OfflineWaiting {
         count: u32,
     },
+    /// Version 2: the user's contact groups, sent right after `LoginOk` (before the presence
+    /// snapshot) to a connection that agreed on version 2 or later. Replaces whatever the
+    /// client had. `placements` lists the contacts filed in a named group; every other
+    /// contact is in the default group.
+    Groups {
+        /// The most named groups a user may have (`CreateGroup` past it: `TooLarge`).
+        max_groups: u32,
+        groups: Vec<ContactGroup>,
+        placements: Vec<Placement>,
+    },
+    /// Version 2: the answer to a group request, to every session of the user (on every
+    /// node): the whole list of named groups as it now is, in order, and the contacts whose
+    /// group changed.
+    GroupsChanged {
+        groups: Vec<ContactGroup>,
+        moved: Vec<Placement>,
+    },
     /// Version 2, after `PresenceSnapshot` at login: the cards of the users the snapshot
     /// lists and the user's own, those with a profile set, in frames of at most
     /// `MAX_PROFILE_CARDS`; `more` until the last. A card never replaces a newer one (`rev`).
@@ -601,6 +676,9 @@ impl ClientMsg {
             | ClientMsg::AdminKick { .. }
             | ClientMsg::AdminBan { .. }
             | ClientMsg::AdminUnban { .. } => 1,
+            ClientMsg::CreateGroup { .. }
+            | ClientMsg::EditGroup { .. }
+            | ClientMsg::MoveContacts { .. } => GROUPS_VERSION,
             ClientMsg::SetProfile { .. }
             | ClientMsg::SetAvatar { .. }
             | ClientMsg::GetProfile { .. } => 2,
@@ -632,6 +710,7 @@ impl ServerMsg {
             | ServerMsg::Throttled { .. }
             | ServerMsg::AdminDone { .. }
             | ServerMsg::OfflineWaiting { .. } => 1,
+            ServerMsg::Groups { .. } | ServerMsg::GroupsChanged { .. } => GROUPS_VERSION,
             ServerMsg::ProfileSnapshot { .. }
             | ServerMsg::ProfileDiff { .. }
             | ServerMsg::Profile { .. } => 2,

@@ -5,10 +5,10 @@
 //! receives verdicts.
 //!
 //! Ordering: the host applies the plain writes (`SetContacts`, `StoreMessage`, `SetBanned`,
-//! `SetProfile`, `MarkDelivered`) in the order they were emitted and reports their results in
-//! that order. Verifying requests (`Register`, `Authenticate`, `ChangePassword`: they hash off
-//! the writer's thread) and reads (`LoadMailbox`, `LoadHistory`, `LoadProfiles`,
-//! `LoadProfile`) may complete in any order, but a
+//! `SetProfile`, `ChangeGroups`, `MarkDelivered`) in the order they were emitted and reports
+//! their results in that order. Verifying requests (`Register`, `Authenticate`,
+//! `ChangePassword`: they hash off the writer's thread) and reads (`LoadMailbox`,
+//! `LoadHistory`, `LoadProfiles`, `LoadProfile`) may complete in any order, but a
 //! read reflects every write whose result was reported before the read was emitted. The core
 //! relies on no more: it adds a user to its directory only once `Registered` is back, and
 //! allows one login per connection at a time.
@@ -21,7 +21,10 @@
 //! may become visible in any order; no read spans two recipients' mailboxes.
 
 use crate::ids::UserId;
-use crate::message::{Attachment, AvatarImage, Credential, Delivery, HistoryItem, ProfileCard};
+use crate::message::{
+    Attachment, AvatarImage, ContactGroup, Credential, Delivery, HistoryItem, Placement,
+    ProfileCard,
+};
 
 /// Most items one `LoadHistory` returns, whatever its `limit` says. The core asks for no more
 /// and every store cuts at it too: a history page is read and held whole in memory.
@@ -108,6 +111,18 @@ pub enum StorageOp {
     /// set changes nothing and succeeds; an unknown `user` fails with `NoSuchUser`. Resume
     /// tokens are kept, so an unban lets the user's devices resume as before.
     SetBanned { user: UserId, banned: bool },
+    /// Change `user`'s contact groups, all or nothing, and report the groups as they then are
+    /// with the contacts whose group changed. At most `max_groups` named groups: a `Create`
+    /// beyond fails with `TooManyGroups` (a list already longer may still shrink). Names
+    /// arrive checked (`crate::text::group_name`); two groups of one user never share one
+    /// (`GroupNameTaken`). A group id no group of the user has fails with `NoSuchGroup`;
+    /// `DEFAULT_GROUP` is valid only as a `File` target. A `File` naming anyone not on the
+    /// user's contact list fails with `NoSuchUser`. An unknown `user` fails with `NoSuchUser`.
+    ChangeGroups {
+        user: UserId,
+        change: GroupChange,
+        max_groups: u32,
+    },
     /// Change `user`'s profile (the text or the avatar, as `change` says) and count it: the
     /// stored `rev` goes up by one, and the card as stored comes back. An unknown `user`
     /// fails with `NoSuchUser`. An avatar no profile names any more is forgotten in the same
@@ -119,6 +134,40 @@ pub enum StorageOp {
     /// `user`'s card (a blank one, `rev` 0, if never set) and, with `avatar`, the image its
     /// hash names. An unknown `user` fails with `NoSuchUser`.
     LoadProfile { user: UserId, avatar: bool },
+}
+
+/// One change to a user's contact groups (`StorageOp::ChangeGroups`).
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum GroupChange {
+    /// A new group after the others, with an id the user's groups never had.
+    Create { name: String },
+    /// Renaming a group to its own name changes nothing and succeeds.
+    Rename { group: u32, name: String },
+    /// The group's contacts are moved to `DEFAULT_GROUP` (reported in `moved`).
+    Delete { group: u32 },
+    /// The group moves to `position` (0 first; past the end: last); the others keep their
+    /// order.
+    Reorder { group: u32, position: u32 },
+    /// Files the contacts in `group`; those already there are not reported as moved.
+    File { contacts: Vec<UserId>, group: u32 },
+}
+
+/// A user's contact groups: the login snapshot (`Account::groups`).
+#[derive(Clone, PartialEq, Eq, Debug, Default)]
+pub struct ContactGroups {
+    /// The named groups, in the user's order.
+    pub groups: Vec<ContactGroup>,
+    /// Contacts filed in a named group, by contact name; the others are in the default group.
+    pub placements: Vec<Placement>,
+}
+
+/// What a `ChangeGroups` did.
+#[derive(Clone, PartialEq, Eq, Debug, Default)]
+pub struct GroupsDiff {
+    /// Every named group after the change, in order.
+    pub groups: Vec<ContactGroup>,
+    /// The contacts whose group the change changed, by contact name, with their new group.
+    pub moved: Vec<Placement>,
 }
 
 /// What a `SetProfile` changes.
@@ -170,6 +219,7 @@ impl StorageOp {
             StorageOp::MarkDelivered { .. } => StorageResult::DeliveredMarked(Err(e)),
             StorageOp::LoadHistory { .. } => StorageResult::HistoryLoaded(Err(e)),
             StorageOp::SetBanned { .. } => StorageResult::BannedSet(Err(e)),
+            StorageOp::ChangeGroups { .. } => StorageResult::GroupsChanged(Err(e)),
             StorageOp::SetProfile { .. } => StorageResult::ProfileSet(Err(e)),
             StorageOp::LoadProfiles { .. } => StorageResult::ProfilesLoaded(Err(e)),
             StorageOp::LoadProfile { .. } => StorageResult::ProfileLoaded(Err(e)),
@@ -204,6 +254,9 @@ impl std::fmt::Debug for StorageOp {
             }
             StorageOp::LoadHistory { user, with, .. } => write!(f, "LoadHistory({user}, {with})"),
             StorageOp::SetBanned { user, banned } => write!(f, "SetBanned({user}, {banned})"),
+            StorageOp::ChangeGroups { user, change, .. } => {
+                write!(f, "ChangeGroups({user}, {change:?})")
+            }
             StorageOp::SetProfile { user, change } => match change {
                 ProfileChange::Text { .. } => write!(f, "SetProfile({user}, text)"),
                 ProfileChange::Avatar(a) => write!(
@@ -233,6 +286,9 @@ pub struct Account {
     /// login is refused. Read with the credential, so refusing costs no second request;
     /// such a login issues no token, spends none, and comes back with no contacts.
     pub banned: bool,
+    /// The user's contact groups, read with the contacts: a version 2 login sends them
+    /// (`ServerMsg::Groups`) without a second request.
+    pub groups: ContactGroups,
 }
 
 impl Account {
@@ -242,6 +298,7 @@ impl Account {
             contacts: Vec::new(),
             resume_token: Vec::new(),
             banned: true,
+            groups: ContactGroups::default(),
         }
     }
 }
@@ -302,6 +359,12 @@ pub enum StorageError {
     BadCredentials,
     #[error("no such user")]
     NoSuchUser,
+    #[error("no such contact group")]
+    NoSuchGroup,
+    #[error("a contact group of that name exists")]
+    GroupNameTaken,
+    #[error("too many contact groups")]
+    TooManyGroups,
     #[error("storage failed: {0}")]
     Failed(String),
 }
@@ -317,6 +380,7 @@ pub enum StorageResult {
     DeliveredMarked(Result<(), StorageError>),
     HistoryLoaded(Result<Vec<HistoryItem>, StorageError>),
     BannedSet(Result<(), StorageError>),
+    GroupsChanged(Result<GroupsDiff, StorageError>),
     ProfileSet(Result<ProfileCard, StorageError>),
     ProfilesLoaded(Result<Vec<ProfileCard>, StorageError>),
     ProfileLoaded(Result<(ProfileCard, Option<AvatarImage>), StorageError>),

@@ -1,13 +1,13 @@
 //! Properties of the whole protocol, checked over random event sequences: one server, a few
 //! clients, a virtual network and clock (see `testkit::world`). Each case runs a random
-//! schedule of logins, logouts, crashes, silent partitions, status and contact changes and
-//! messages, lets every timer play out, and then asks the oracle.
+//! schedule of logins, logouts, crashes, silent partitions, status, contact and contact group
+//! changes and messages, lets every timer play out, and then asks the oracle.
 //!
 //! `PROPTEST_CASES=N` runs more cases than the CI default of 1,000.
 
 use breeze_core::config::{DuplicateLogin, ServerConfig};
 use breeze_core::message::{Status, WatchScope};
-use breeze_core::testkit::{World, WorldConfig};
+use breeze_core::testkit::{GroupRequest, World, WorldConfig};
 use breeze_core::time::Duration;
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
@@ -22,6 +22,17 @@ enum Op {
     SetStatus(usize, Status),
     Contact(usize, usize, bool),
     Send(usize, usize),
+    Group(usize, GroupRequest),
+}
+
+fn group_request(users: usize) -> impl Strategy<Value = GroupRequest> {
+    prop_oneof![
+        2 => (0u8..4).prop_map(GroupRequest::Create),
+        1 => (0usize..4, 0u8..4).prop_map(|(k, n)| GroupRequest::Rename(k, n)),
+        1 => (0usize..4).prop_map(GroupRequest::Delete),
+        1 => (0usize..4, 0u32..4).prop_map(|(k, p)| GroupRequest::Reorder(k, p)),
+        3 => (0..users, 0usize..4).prop_map(|(j, k)| GroupRequest::Move(j, k)),
+    ]
 }
 
 fn status() -> impl Strategy<Value = Status> {
@@ -43,7 +54,8 @@ fn op(users: usize) -> impl Strategy<Value = Op> {
         1 => u.clone().prop_map(Op::Partition),
         2 => (u.clone(), status()).prop_map(|(i, s)| Op::SetStatus(i, s)),
         2 => (u.clone(), u.clone(), any::<bool>()).prop_map(|(i, j, add)| Op::Contact(i, j, add)),
-        3 => (u.clone(), u).prop_map(|(i, j)| Op::Send(i, j)),
+        3 => (u.clone(), u.clone()).prop_map(|(i, j)| Op::Send(i, j)),
+        2 => (u, group_request(users)).prop_map(|(i, r)| Op::Group(i, r)),
     ]
 }
 
@@ -102,6 +114,7 @@ fn run(case: &Case) -> World {
             Op::SetStatus(i, s) => w.set_status(i, s),
             Op::Contact(i, j, add) => w.set_contact(i, j, add),
             Op::Send(i, j) => w.send(i, j, &format!("message {n}")),
+            Op::Group(i, request) => w.group_request(i, request),
         }
         if !w.violations.is_empty() {
             return w;
@@ -115,6 +128,7 @@ fn run(case: &Case) -> World {
     }
     w.advance(settle);
     w.check_converged();
+    w.check_groups_converged();
     w.check_messages_delivered();
     w
 }
@@ -132,7 +146,8 @@ proptest! {
     /// Convergence and safety: after any schedule, once every timer has fired, each live
     /// client's view equals the truth; along the way a silent session dies exactly at its last
     /// frame + timeout, no watcher hears a duplicate or hears about itself, an invisible user
-    /// is never announced, and every acknowledged message reaches its recipient exactly once.
+    /// is never announced, every acknowledged message reaches its recipient exactly once, and
+    /// every client's contact groups are the stored ones, whatever requests were lost.
     #[test]
     fn presence_converges_and_acked_messages_arrive_exactly_once(case in case()) {
         let w = run(&case);

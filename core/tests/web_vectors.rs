@@ -225,6 +225,42 @@ fn client_vectors() -> Vec<(&'static str, ClientMsg)> {
             },
         ),
         (
+            "create group",
+            ClientMsg::CreateGroup {
+                name: "家人 👨\u{200D}👩\u{200D}👧".into(),
+            },
+        ),
+        (
+            "rename group",
+            ClientMsg::EditGroup {
+                group: 300,
+                edit: GroupEdit::Rename {
+                    name: "Colleagues".into(),
+                },
+            },
+        ),
+        (
+            "delete group",
+            ClientMsg::EditGroup {
+                group: 1,
+                edit: GroupEdit::Delete,
+            },
+        ),
+        (
+            "reorder group",
+            ClientMsg::EditGroup {
+                group: u32::MAX,
+                edit: GroupEdit::Reorder { position: 0 },
+            },
+        ),
+        (
+            "move contacts",
+            ClientMsg::MoveContacts {
+                contacts: vec![user("bob"), user("carol")],
+                group: DEFAULT_GROUP,
+            },
+        ),
+        (
             "set profile",
             ClientMsg::SetProfile {
                 display_name: "王小明 🐼".into(),
@@ -279,6 +315,9 @@ fn server_vectors() -> Vec<(&'static str, ServerMsg)> {
         RequestKind::AdminKick,
         RequestKind::AdminBan,
         RequestKind::AdminUnban,
+        RequestKind::CreateGroup,
+        RequestKind::EditGroup,
+        RequestKind::MoveContacts,
         RequestKind::SetProfile,
         RequestKind::SetAvatar,
         RequestKind::GetProfile,
@@ -299,6 +338,7 @@ fn server_vectors() -> Vec<(&'static str, ServerMsg)> {
         ErrorCode::StorageFailed,
         ErrorCode::Busy,
         ErrorCode::Banned,
+        ErrorCode::NoSuchGroup,
         ErrorCode::InvalidProfile,
         ErrorCode::InvalidImage,
     ];
@@ -440,6 +480,42 @@ fn server_vectors() -> Vec<(&'static str, ServerMsg)> {
         ),
         ("offline done", ServerMsg::OfflineDone { count: 3 }),
         ("offline waiting", ServerMsg::OfflineWaiting { count: 300 }),
+        (
+            "groups",
+            ServerMsg::Groups {
+                max_groups: 100,
+                groups: vec![
+                    ContactGroup {
+                        id: 1,
+                        name: "家人".into(),
+                    },
+                    ContactGroup {
+                        id: 200,
+                        name: "Work".into(),
+                    },
+                ],
+                placements: vec![Placement {
+                    contact: user("mum"),
+                    group: 1,
+                }],
+            },
+        ),
+        (
+            "groups changed",
+            ServerMsg::GroupsChanged {
+                groups: vec![],
+                moved: vec![
+                    Placement {
+                        contact: user("bob"),
+                        group: DEFAULT_GROUP,
+                    },
+                    Placement {
+                        contact: user("carol"),
+                        group: 70000,
+                    },
+                ],
+            },
+        ),
         (
             "profile snapshot",
             ServerMsg::ProfileSnapshot {
@@ -632,12 +708,15 @@ fn client_index(m: &ClientMsg) -> u8 {
         ClientMsg::AdminKick { .. } => 15,
         ClientMsg::AdminBan { .. } => 16,
         ClientMsg::AdminUnban { .. } => 17,
-        ClientMsg::SetProfile { .. } => 18,
-        ClientMsg::SetAvatar { .. } => 19,
-        ClientMsg::GetProfile { .. } => 20,
+        ClientMsg::CreateGroup { .. } => 18,
+        ClientMsg::EditGroup { .. } => 19,
+        ClientMsg::MoveContacts { .. } => 20,
+        ClientMsg::SetProfile { .. } => 21,
+        ClientMsg::SetAvatar { .. } => 22,
+        ClientMsg::GetProfile { .. } => 23,
     }
 }
-const CLIENT_VARIANTS: u8 = 21;
+const CLIENT_VARIANTS: u8 = 24;
 
 /// As `client_index`, for `ServerMsg`.
 fn server_index(m: &ServerMsg) -> u8 {
@@ -661,12 +740,14 @@ fn server_index(m: &ServerMsg) -> u8 {
         ServerMsg::Throttled { .. } => 16,
         ServerMsg::AdminDone { .. } => 17,
         ServerMsg::OfflineWaiting { .. } => 18,
-        ServerMsg::ProfileSnapshot { .. } => 19,
-        ServerMsg::ProfileDiff { .. } => 20,
-        ServerMsg::Profile { .. } => 21,
+        ServerMsg::Groups { .. } => 19,
+        ServerMsg::GroupsChanged { .. } => 20,
+        ServerMsg::ProfileSnapshot { .. } => 21,
+        ServerMsg::ProfileDiff { .. } => 22,
+        ServerMsg::Profile { .. } => 23,
     }
 }
-const SERVER_VARIANTS: u8 = 22;
+const SERVER_VARIANTS: u8 = 24;
 
 #[test]
 fn every_variant_has_a_vector() {

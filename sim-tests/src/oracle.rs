@@ -1025,7 +1025,9 @@ impl Oracle {
             | StorageOp::Register { .. }
             | StorageOp::ChangePassword { .. }
             | StorageOp::LoadHistory { .. }
-            | StorageOp::SetBanned { .. } => return,
+            | StorageOp::SetBanned { .. }
+            // The simulated clients change no groups (the core's World harness covers them).
+            | StorageOp::ChangeGroups { .. } => return,
             // A login whose cards cannot be read goes on without its `ProfileSnapshot`; the
             // simulated clients change no profiles.
             StorageOp::SetProfile { .. }

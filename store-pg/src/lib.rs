@@ -21,6 +21,7 @@
 #![forbid(unsafe_code)]
 
 mod error;
+mod groups;
 mod ops;
 mod profiles;
 mod schema;

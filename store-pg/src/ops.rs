@@ -14,6 +14,7 @@
 //! of other clients' writes.
 
 use crate::error::PgError;
+use crate::groups;
 use breeze_core::UserId;
 use breeze_core::message::{Attachment, AttachmentInfo, Delivery, HistoryItem};
 use breeze_core::storage::{
@@ -107,6 +108,7 @@ pub(crate) async fn finish(
                     contacts: contacts(c, &user).await?,
                     resume_token: Vec::new(),
                     banned: false,
+                    groups: groups::contact_groups(c, &user).await?,
                 }))
             } else {
                 R::Authenticated(Ok(login(c, &user, None, now_ms, hasher).await?))
@@ -226,6 +228,7 @@ async fn login(
         contacts: contacts(c, user).await?,
         resume_token: token,
         banned: false,
+        groups: groups::contact_groups(c, user).await?,
     })
 }
 
@@ -650,7 +653,7 @@ pub(crate) async fn history(
         .collect()
 }
 
-fn user_at(row: &Row, idx: usize) -> Result<UserId, PgError> {
+pub(crate) fn user_at(row: &Row, idx: usize) -> Result<UserId, PgError> {
     let name: String = row.try_get(idx)?;
     UserId::new(name).map_err(|e| PgError::Corrupt(format!("a user name: {e}")))
 }

@@ -94,7 +94,24 @@ const MIGRATIONS: &[&str] = &[
     SELECT setval('message_seqs', last + 1, false) FROM message_seq;
     DROP TABLE message_seq;
     "#,
-    // 5: profiles (protocol version 2), as in the SQLite store. No foreign key from
+    // 5: contact groups (protocol version 2). A contact's group is a column of its contact
+    // row (0: the default group, never stored), so a contact taken off the list leaves its
+    // group with it. `accounts.last_group` numbers a user's groups (a deleted group's id is
+    // never handed out again) and its row is the lock that serialises one user's group
+    // changes across nodes. Names are bytes, as message bodies are.
+    r#"
+    CREATE TABLE contact_groups (
+        owner    TEXT COLLATE "C" NOT NULL REFERENCES accounts(name) ON DELETE CASCADE,
+        id       BIGINT NOT NULL CHECK (id > 0),
+        name     BYTEA  NOT NULL,
+        position BIGINT NOT NULL,
+        PRIMARY KEY (owner, id),
+        UNIQUE (owner, name)
+    );
+    ALTER TABLE contacts ADD COLUMN group_id BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE accounts ADD COLUMN last_group BIGINT NOT NULL DEFAULT 0;
+    "#,
+    // 6: profiles (protocol version 2), as in the SQLite store. No foreign key from
     // `avatar_sha256` (see `profiles.rs`). Names and signatures are TEXT: the core refuses
     // control characters, NUL among them.
     r#"

@@ -38,14 +38,68 @@ pub(crate) struct Write {
 pub(crate) async fn write_loop(store: PgStore, mut inbox: mpsc::Receiver<Write>, on_done: OnDone) {
     while let Some(first) = inbox.recv().await {
         let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
+        let mut next = None;
+        // A write of several statements runs alone (`step_by_step`), in its place.
+        while batch.len() < MAX_BATCH && !is_stepwise(&batch[0].op) {
             match inbox.try_recv() {
+                Ok(w) if is_stepwise(&w.op) => {
+                    next = Some(w);
+                    break;
+                }
                 Ok(w) => batch.push(w),
                 Err(_) => break,
             }
         }
-        for (id, result) in run_batch(&store, &batch).await {
-            on_done(id, result);
+        for batch in [Some(batch), next.map(|w| vec![w])].into_iter().flatten() {
+            let results = if is_stepwise(&batch[0].op) {
+                step_by_step(&store, &batch[0]).await
+            } else {
+                run_batch(&store, &batch).await
+            };
+            for (id, result) in results {
+                on_done(id, result);
+            }
+        }
+    }
+}
+
+/// Whether `op` reads before it writes, over several statements (`ChangeGroups` checks the
+/// user's groups under the account's row lock): it cannot go in a flight, which sends the
+/// `COMMIT` before the answers come back.
+fn is_stepwise(op: &StorageOp) -> bool {
+    matches!(op, StorageOp::ChangeGroups { .. })
+}
+
+/// Runs one stepwise write alone in a transaction, awaiting each statement in turn.
+async fn step_by_step(store: &PgStore, w: &Write) -> Vec<(RequestId, StorageResult)> {
+    let failed = |why: &str| vec![(w.id, Kind::of(&w.op).failed(why))];
+    let StorageOp::ChangeGroups {
+        user,
+        change,
+        max_groups,
+    } = &w.op
+    else {
+        unreachable!("invariant: only stepwise writes come here")
+    };
+    let mut client = match store.client().await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "no database connection for a storage request");
+            return failed("database unreachable");
+        }
+    };
+    let done = async {
+        let tx = client.transaction().await.map_err(PgError::from)?;
+        let result = crate::groups::change_groups(&tx, user, change, *max_groups).await?;
+        tx.commit().await.map_err(PgError::from)?;
+        Ok::<_, PgError>(result)
+    }
+    .await;
+    match done {
+        Ok(result) => vec![(w.id, StorageResult::GroupsChanged(result))],
+        Err(e) => {
+            tracing::warn!(error = %e, kind = ?Kind::of(&w.op), "storage request failed");
+            failed("storage request failed")
         }
     }
 }
@@ -330,6 +384,7 @@ pub(crate) fn is_plain_write(op: &StorageOp) -> bool {
             | StorageOp::StoreMessage { .. }
             | StorageOp::MarkDelivered { .. }
             | StorageOp::SetBanned { .. }
+            | StorageOp::ChangeGroups { .. }
             | StorageOp::SetProfile { .. }
     )
 }

@@ -93,7 +93,9 @@ impl Work {
             Work::Op(StorageOp::SetProfile { .. }) => true,
             Work::Op(op) => matches!(
                 op,
-                StorageOp::Authenticate { .. } | StorageOp::ChangePassword { .. }
+                StorageOp::Authenticate { .. }
+                    | StorageOp::ChangePassword { .. }
+                    | StorageOp::ChangeGroups { .. }
             ),
             Work::Hashed(_, finish) => {
                 matches!(finish, Finish::Login { .. } | Finish::ChangePassword { .. })

@@ -15,6 +15,7 @@ mod checkpoint;
 mod commits;
 mod db;
 mod error;
+mod groups;
 mod hash;
 pub mod job;
 mod lock;

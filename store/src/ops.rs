@@ -7,6 +7,7 @@
 //! write transaction. Both paths go through these same functions.
 
 use crate::error::StoreError;
+use crate::groups;
 use crate::hash::Hasher;
 use crate::job::{Finish, HashJob};
 use crate::profiles;
@@ -115,6 +116,13 @@ pub(crate) fn start(
         StorageOp::SetBanned { user, banned } => {
             Step::Done(R::BannedSet(set_banned(conn, &user, banned)?))
         }
+        StorageOp::ChangeGroups {
+            user,
+            change,
+            max_groups,
+        } => Step::Done(R::GroupsChanged(groups::change_groups(
+            conn, &user, change, max_groups,
+        )?)),
         StorageOp::SetProfile { user, change } => {
             Step::Done(R::ProfileSet(profiles::set_profile(conn, &user, change)?))
         }
@@ -167,6 +175,7 @@ pub(crate) fn finish(
                     contacts: contacts(conn, &user)?,
                     resume_token: Vec::new(),
                     banned: false,
+                    groups: groups::contact_groups(conn, &user)?,
                 }))
             } else {
                 R::Authenticated(Ok(login(conn, &user, None, now_ms, hasher)?))
@@ -319,6 +328,7 @@ fn login(
         contacts: contacts(conn, user)?,
         resume_token: token,
         banned: false,
+        groups: groups::contact_groups(conn, user)?,
     })
 }
 

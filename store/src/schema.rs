@@ -78,7 +78,23 @@ const MIGRATIONS: &[&str] = &[
     "
     CREATE INDEX messages_recipient ON messages(recipient, seq);
     ",
-    // 5 (after contact groups' step at merge): profiles (protocol version 2). One row per
+    // 5: contact groups (protocol version 2). A contact's group is a column of its contact
+    // row (0: the default group, never stored), so a contact taken off the list leaves its
+    // group with it. `accounts.last_group` numbers a user's groups: a deleted group's id is
+    // never handed out again, so a stale client cannot file a contact in its successor.
+    "
+    CREATE TABLE contact_groups (
+        user     TEXT    NOT NULL REFERENCES accounts(user) ON DELETE CASCADE,
+        id       INTEGER NOT NULL CHECK (id > 0),
+        name     TEXT    NOT NULL,
+        position INTEGER NOT NULL,
+        PRIMARY KEY (user, id),
+        UNIQUE (user, name)
+    ) STRICT, WITHOUT ROWID;
+    ALTER TABLE contacts ADD COLUMN group_id INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE accounts ADD COLUMN last_group INTEGER NOT NULL DEFAULT 0;
+    ",
+    // 6: profiles (protocol version 2). One row per
     // user who ever set one; `rev` counts the changes, so of two cards the newer wins. An
     // avatar is kept once per SHA-256 however many profiles show it, and deleted with the
     // last profile that names it.

@@ -343,8 +343,13 @@ fn an_online_backup_copies_a_database_in_use() {
 fn rewind(path: &std::path::Path, version: i64) {
     let raw = rusqlite::Connection::open(path).expect("raw open");
     if version < 5 {
-        raw.execute_batch("DROP TABLE profiles; DROP TABLE avatars")
-            .expect("drop the profile tables");
+        raw.execute_batch(
+            "DROP TABLE profiles; DROP TABLE avatars;
+             DROP TABLE contact_groups;
+             ALTER TABLE contacts DROP COLUMN group_id;
+             ALTER TABLE accounts DROP COLUMN last_group;",
+        )
+        .expect("drop the profile tables and the contact groups");
     }
     if version < 4 {
         raw.execute_batch("DROP INDEX messages_recipient")
@@ -474,5 +479,37 @@ fn names_stored_before_case_folding_are_folded_and_collisions_refused() {
             assert!(e.to_string().contains("Carol and carol"), "{e}");
         }
         other => panic!("expected CaseCollision, got {other:?}"),
+    }
+}
+
+/// A database from before contact groups (schema 4) with contacts: opening it puts every
+/// contact in the default group, and groups can be made at once.
+#[test]
+fn a_database_from_before_groups_is_upgraded_with_every_contact_in_the_default_group() {
+    use breeze_core::storage::GroupChange;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("breeze.db");
+    let mut s = Store::new(open(&path));
+    s.register("alice", "password").expect("register");
+    s.register("bob", "password").expect("register");
+    s.set_contact("alice", "bob", true).expect("contacts");
+    drop(s);
+    rewind(&path, 4);
+
+    let mut s = Store::new(open(&path));
+    assert_eq!(s.db.schema_version().expect("version"), SCHEMA_VERSION);
+    let account = s.password_login("alice", "password").expect("login");
+    assert_eq!(account.contacts, vec![user("bob")]);
+    assert_eq!(account.groups, Default::default());
+    let change = StorageOp::ChangeGroups {
+        user: user("alice"),
+        change: GroupChange::Create {
+            name: "家人".into(),
+        },
+        max_groups: 10,
+    };
+    match s.apply(change) {
+        StorageResult::GroupsChanged(Ok(diff)) => assert_eq!(diff.groups[0].id, 1),
+        other => panic!("{other:?}"),
     }
 }

@@ -11,7 +11,7 @@ use crate::reader::FrameReader;
 use crate::time::Clock;
 use breeze_core::UserId;
 use breeze_core::client::{AdminAction, Client, ClientEvent, ClientOutput};
-use breeze_core::message::{Attachment, Status};
+use breeze_core::message::{Attachment, GroupEdit, Status};
 use bytes::{Buf, Bytes};
 use std::collections::VecDeque;
 use std::fmt;
@@ -42,6 +42,10 @@ pub enum ClientCommand {
     SetStatus(Status),
     AddContact(UserId),
     RemoveContact(UserId),
+    /// Contact groups (a version 2 server; `ClientEvent::Groups` answers).
+    CreateGroup(String),
+    EditGroup(u32, GroupEdit),
+    MoveContacts(Vec<UserId>, u32),
     ChangePassword {
         old: String,
         new: String,
@@ -84,6 +88,11 @@ impl fmt::Debug for ClientCommand {
             ClientCommand::SetStatus(s) => write!(f, "SetStatus({s:?})"),
             ClientCommand::AddContact(u) => write!(f, "AddContact({u})"),
             ClientCommand::RemoveContact(u) => write!(f, "RemoveContact({u})"),
+            ClientCommand::CreateGroup(name) => write!(f, "CreateGroup({name:?})"),
+            ClientCommand::EditGroup(group, edit) => write!(f, "EditGroup({group}, {edit:?})"),
+            ClientCommand::MoveContacts(users, group) => {
+                write!(f, "MoveContacts({} to {group})", users.len())
+            }
             ClientCommand::ChangePassword { .. } => f.write_str("ChangePassword"),
             ClientCommand::History { with, .. } => write!(f, "History({with})"),
             ClientCommand::Who => f.write_str("Who"),
@@ -292,6 +301,9 @@ fn apply(client: &mut Client, now: breeze_core::Instant, command: ClientCommand)
         ClientCommand::SetStatus(status) => client.set_status(now, status),
         ClientCommand::AddContact(user) => client.add_contact(now, user),
         ClientCommand::RemoveContact(user) => client.remove_contact(now, user),
+        ClientCommand::CreateGroup(name) => client.create_group(now, name),
+        ClientCommand::EditGroup(group, edit) => client.edit_group(now, group, edit),
+        ClientCommand::MoveContacts(users, group) => client.move_contacts(now, users, group),
         ClientCommand::ChangePassword { old, new } => client.change_password(now, old, new),
         ClientCommand::History {
             with,

@@ -172,6 +172,46 @@ describe('the web client in Chromium', { skip: skip ?? false }, () => {
     }
   });
 
+  test('contact groups: a Chinese-named group with an online count, shared with the terminal', async () => {
+    for (const u of ['gina', 'hugo', 'ivan']) await register(server, u);
+    const [bg, bh] = [await open(), await open()];
+    const gina = await openAs(bg, server, 'gina');
+    const hugo = await openAs(bh, server, 'hugo');
+    // gina's contacts: hugo and ivan (a terminal user who stays offline).
+    for (const u of ['hugo', 'ivan']) {
+      await gina.locator('#add-user').fill(u);
+      await gina.locator('#add-user').press('Enter');
+      await gina.locator(`#contacts li[data-user="${u}"] .remove`).waitFor({ state: 'attached' });
+    }
+    await gina.locator('#group-name').fill(' 家人 ');
+    await gina.locator('#group-name').press('Enter');
+    const family = gina.locator('#contacts .group-header', { hasText: '家人' });
+    await family.waitFor();
+    assert.equal(await family.locator('.count').textContent(), '0/0');
+    await gina.locator('#contacts li[data-user="hugo"] select.move').selectOption({ label: '家人' });
+    await until('hugo counted online in 家人', async () =>
+      (await family.locator('.count').textContent()) === '1/1');
+    const rest = gina.locator('#contacts .group-header', { hasText: 'Contacts' });
+    assert.equal(await rest.locator('.count').textContent(), '0/1');
+    // A bidi override in a name is refused, and says why.
+    await gina.locator('#group-name').fill('evil\u202Etxt.exe');
+    await gina.locator('#group-name').press('Enter');
+    await gina.locator('#contacts-note', { hasText: 'direction overrides' }).waitFor();
+    // Hugo leaves: gina's count follows.
+    await hugo.close();
+    await until('家人 to count 0/1', async () => (await family.locator('.count').textContent()) === '0/1');
+    // The terminal (which replaces the page: one device at a time here) draws the same
+    // groups from its login alone.
+    const term = breezeChat(server, 'gina');
+    try {
+      await until('the terminal to log in', () => term.out.includes('logged in as gina'));
+      term.write('/groups');
+      await until('the terminal to list 家人 0/1 with hugo', () => /家人 0\/1: .*hugo/.test(term.out));
+    } finally {
+      await term.close();
+    }
+  });
+
   test('a killed browser is greyed; a message to an offline web user shows at its next login', async () => {
     const [bo, bv] = [await open(), await open()];
     const olga = await openAs(bo, server, 'olga', { register: true });

@@ -1,6 +1,7 @@
 //! What comes out of a client: actions for the host, events for the application, and the
 //! state both may look at.
 
+use super::GroupBook;
 use crate::ids::UserId;
 use crate::message::{
     AvatarImage, CloseReason, Delivery, ErrorCode, HistoryItem, Presence, PresenceEntry,
@@ -141,6 +142,9 @@ pub enum ClientEvent {
     },
     OwnStatus(Status),
     Contacts(Vec<UserId>),
+    /// The contact groups changed (the login's snapshot, or a change from any session): all
+    /// of them as they now are (`GroupBook::listing` draws the grouped list).
+    Groups(GroupBook),
     History {
         with: UserId,
         items: Vec<HistoryItem>,

@@ -26,6 +26,7 @@ mod config;
 mod connection;
 mod dedupe;
 mod event;
+mod groups;
 mod outbox;
 #[cfg(test)]
 mod tests;
@@ -34,13 +35,14 @@ mod view;
 pub use backoff::jitter_bounds;
 pub use config::{AckMode, ClientConfig, Mode};
 pub use event::{AdminAction, ClientEvent, ClientOutput, ClientState, StopReason};
+pub use groups::{DEFAULT_GROUP_NAME, GroupBook, GroupListing};
 
 use crate::codec::{self, encode};
 use crate::ids::UserId;
 use crate::message::{
-    Attachment, ClientMsg, CloseReason, Credential, ErrorCode, MAGIC, MAX_ACK_SEQS,
-    MAX_CLIENT_NAME, PROTOCOL_VERSION, Presence, PresenceEntry, ProfileCard, RequestKind,
-    ServerMsg, Status, WatchScope,
+    Attachment, ClientMsg, CloseReason, ContactGroup, Credential, ErrorCode, GROUPS_VERSION,
+    GroupEdit, MAGIC, MAX_ACK_SEQS, MAX_CLIENT_NAME, PROTOCOL_VERSION, Presence, PresenceEntry,
+    ProfileCard, RequestKind, ServerMsg, Status, WatchScope,
 };
 use crate::time::{Duration, Instant};
 use backoff::Backoff;
@@ -110,6 +112,8 @@ pub struct Client {
     /// The protocol version the server agreed in `Welcome` (0 before it): requests a later
     /// version added are not sent to a server that does not speak them.
     version: u16,
+    /// The contact groups as the server last described them (version 2 servers only).
+    groups: GroupBook,
     view: PresenceView,
     /// The newest card known per user (version 2): kept across reconnects, since a card is
     /// only ever replaced by a newer one (`rev`).
@@ -158,6 +162,7 @@ impl Client {
             contacts_in_flight: VecDeque::new(),
             scope: WatchScope::Everyone,
             version: 0,
+            groups: GroupBook::default(),
             profiles: BTreeMap::new(),
             seen: SeenSeqs::new(REMEMBERED_SEQS),
             outbox: Outbox::new(cfg.id_base),
@@ -376,6 +381,35 @@ impl Client {
         self.send_online(now, ClientMsg::AdminWho);
     }
 
+    /// Online only, on a server that speaks version 2: a new contact group (answered by
+    /// `ClientEvent::Groups`).
+    pub fn create_group(&mut self, now: Instant, name: String) {
+        self.send_grouping(now, ClientMsg::CreateGroup { name });
+    }
+
+    /// Online only, on a server that speaks version 2: renames, deletes or moves a group.
+    pub fn edit_group(&mut self, now: Instant, group: u32, edit: GroupEdit) {
+        self.send_grouping(now, ClientMsg::EditGroup { group, edit });
+    }
+
+    /// Online only, on a server that speaks version 2: files contacts in `group`
+    /// (`DEFAULT_GROUP` for the default one).
+    pub fn move_contacts(&mut self, now: Instant, contacts: Vec<UserId>, group: u32) {
+        self.send_grouping(now, ClientMsg::MoveContacts { contacts, group });
+    }
+
+    /// A group request: refused here, as `Forbidden`, when the server is older than groups
+    /// (it would close the connection as `Malformed`).
+    fn send_grouping(&mut self, now: Instant, msg: ClientMsg) {
+        if self.is_logged_in() && !self.server_speaks(GROUPS_VERSION) {
+            let request = msg.kind();
+            let code = ErrorCode::Forbidden;
+            self.events.push_back(ClientEvent::Error { request, code });
+            return;
+        }
+        self.send_online(now, msg);
+    }
+
     /// Online only: kick, ban or unban `user` (answered by `ClientEvent::AdminDone`).
     pub fn admin(&mut self, now: Instant, action: AdminAction, user: UserId) {
         let msg = match action {
@@ -489,6 +523,33 @@ impl Client {
         &self.contacts
     }
 
+    /// The named contact groups, in the user's order (empty from a server older than groups).
+    pub fn groups(&self) -> &[ContactGroup] {
+        self.groups.groups()
+    }
+
+    /// The groups as a whole, as `ClientEvent::Groups` carries them.
+    pub fn group_book(&self) -> &GroupBook {
+        &self.groups
+    }
+
+    /// The most named groups the server lets this user have.
+    pub fn max_groups(&self) -> u32 {
+        self.groups.max_groups()
+    }
+
+    /// The id of the group called `name`, as the server would normalise it; the default group
+    /// is called `DEFAULT_GROUP_NAME`.
+    pub fn group_named(&self, name: &str) -> Option<u32> {
+        self.groups.named(name)
+    }
+
+    /// The contact list in its groups, the default group first, each group with how many of
+    /// its members are online (from the presence view).
+    pub fn grouped_contacts(&self) -> Vec<GroupListing> {
+        self.groups.listing(&self.contacts, self.view.users())
+    }
+
     /// When this client acknowledges deliveries.
     pub fn acks(&self) -> AckMode {
         self.acks
@@ -583,6 +644,20 @@ impl Client {
                 removed,
                 rejected,
             } => self.on_contacts_changed(added, removed, rejected),
+            ServerMsg::Groups {
+                max_groups,
+                groups,
+                placements,
+            } => {
+                self.groups.replace(max_groups, groups, placements);
+                self.events
+                    .push_back(ClientEvent::Groups(self.groups.clone()));
+            }
+            ServerMsg::GroupsChanged { groups, moved } => {
+                self.groups.apply(groups, moved);
+                self.events
+                    .push_back(ClientEvent::Groups(self.groups.clone()));
+            }
             ServerMsg::PasswordChanged => {
                 if let Some(new) = self.password_changes.pop_front() {
                     self.password = new;
@@ -984,6 +1059,7 @@ impl Client {
         for user in &removed {
             self.contacts.remove(user);
         }
+        self.groups.forget(&removed);
         self.contacts_in_flight.pop_front();
         let confirmed = &self.contacts;
         // A change whose request for that user is still out is not settled by an answer to an

@@ -265,6 +265,7 @@ impl Server {
             contacts,
         };
         self.send(conn, &ok);
+        self.send_groups(conn, account.groups);
         let entries = self.snapshot_for(&user);
         self.send(conn, &ServerMsg::PresenceSnapshot { entries });
         if status_changed {
@@ -305,6 +306,7 @@ impl Server {
             contacts: account.contacts,
         };
         self.send(conn, &ok);
+        self.send_groups(conn, account.groups);
         self.out
             .push_back(Output::Event(ServerEvent::SessionStarted {
                 user,

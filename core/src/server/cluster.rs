@@ -9,6 +9,7 @@ use crate::codec::encode;
 use crate::config::DuplicateLogin;
 use crate::ids::{ConnId, NodeId, UserId};
 use crate::message::{CloseReason, ProfileCard, ServerMsg, WhoSession};
+use crate::storage::GroupsDiff;
 use crate::time::Instant;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -445,6 +446,11 @@ impl Server {
                 return;
             }
             Body::EndSessions { user, reason } => self.close_sessions(now, &user, reason),
+            Body::Groups {
+                user,
+                groups,
+                moved,
+            } => self.tell_groups_changed(&user, &GroupsDiff { groups, moved }),
             Body::User(_) | Body::Registered(_) | Body::Mail { .. } | Body::Profile(_) => {
                 unreachable!("handled above")
             }
@@ -715,6 +721,20 @@ impl Server {
         }
         c.seq += 1;
         let msg = c.msg(Body::Profile(card.clone()));
+        self.out.push_back(Output::Cluster { to: Dest::All, msg });
+    }
+
+    /// `user`'s contact groups changed through this node: the other nodes tell the user's
+    /// sessions there.
+    pub(super) fn publish_groups(&mut self, user: &UserId, diff: GroupsDiff) {
+        let Some(c) = self.cluster.as_mut() else {
+            return;
+        };
+        let msg = c.msg(Body::Groups {
+            user: user.clone(),
+            groups: diff.groups,
+            moved: diff.moved,
+        });
         self.out.push_back(Output::Cluster { to: Dest::All, msg });
     }
 

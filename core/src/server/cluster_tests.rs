@@ -1412,3 +1412,42 @@ fn an_admin_kick_on_one_node_ends_the_users_sessions_on_every_node() {
     }
     assert!(!net.nodes[0].closed.contains_key(&admin));
 }
+
+/// A contact group change made through one node reaches the user's devices on the others
+/// (the groups are in the shared store; the bus carries the change), but not a device whose
+/// connection speaks version 1, nor the user's watchers: groups are private.
+#[test]
+fn a_group_change_reaches_the_users_devices_on_every_node() {
+    let mut net = Net::new(3, |n| ServerConfig {
+        duplicate_login: DuplicateLogin::Multi,
+        ..cfg(n)
+    });
+    let w = net.login(2, "w");
+    let phone = net.login(0, "u");
+    let laptop = net.login(1, "u");
+    let old = net.nodes[2].login_speaking("u", Status::Online, 1);
+    net.settle();
+    for (node, conn) in [(0, phone), (1, laptop), (2, old), (2, w)] {
+        net.nodes[node].take(conn);
+    }
+    net.nodes[0].frame(
+        phone,
+        ClientMsg::CreateGroup {
+            name: "家人".into(),
+        },
+    );
+    net.settle();
+    let told = |msgs: Vec<ServerMsg>| {
+        msgs.into_iter()
+            .filter(|m| matches!(m, ServerMsg::GroupsChanged { .. }))
+            .count()
+    };
+    assert_eq!(told(net.nodes[0].take(phone)), 1);
+    assert_eq!(
+        told(net.nodes[1].take(laptop)),
+        1,
+        "the device on another node"
+    );
+    assert_eq!(told(net.nodes[2].take(old)), 0, "a version 1 device");
+    assert_eq!(told(net.nodes[2].take(w)), 0, "a watcher");
+}

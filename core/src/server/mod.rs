@@ -17,6 +17,7 @@ mod cluster_tests;
 mod contacts;
 mod counters;
 mod deadline;
+mod groups;
 mod guard;
 mod messaging;
 mod presence;
@@ -34,7 +35,7 @@ use crate::message::{
     ClientMsg, CloseReason, Credential, ErrorCode, MAGIC, MAX_CLIENT_NAME, OLDEST_PROTOCOL_VERSION,
     PROTOCOL_VERSION, RequestKind, ServerMsg, WhoEntry, WhoSession,
 };
-use crate::storage::{StorageOp, StorageResult};
+use crate::storage::{GroupChange, StorageOp, StorageResult};
 use crate::time::Instant;
 use budget::{Charge, InFlight};
 use bytes::Bytes;
@@ -177,6 +178,12 @@ enum Pending {
     },
     MarkDelivered {
         conn: ConnId,
+    },
+    ChangeGroups {
+        conn: ConnId,
+        user: UserId,
+        /// Which request it answers (`CreateGroup`, `EditGroup`, `MoveContacts`).
+        kind: RequestKind,
     },
     SetProfile {
         conn: ConnId,
@@ -397,6 +404,9 @@ impl Server {
                 },
                 StorageResult::BannedSet(r),
             ) => self.banned_set(now, conn, admin, user, banned, r),
+            (Pending::ChangeGroups { conn, user, kind }, StorageResult::GroupsChanged(r)) => {
+                self.groups_changed(conn, user, kind, r)
+            }
             (Pending::SetProfile { conn, kind }, StorageResult::ProfileSet(r)) => {
                 self.profile_set(conn, kind, r)
             }
@@ -644,6 +654,9 @@ impl Server {
                     | ClientMsg::AddContact { .. }
                     | ClientMsg::RemoveContact { .. }
                     | ClientMsg::ChangeContacts { .. }
+                    | ClientMsg::CreateGroup { .. }
+                    | ClientMsg::EditGroup { .. }
+                    | ClientMsg::MoveContacts { .. }
             )
         {
             // An agent has no presence to set, gets no deliveries to ack, and is not where
@@ -673,6 +686,24 @@ impl Server {
             ClientMsg::ChangeContacts { add, remove } => {
                 self.change_contacts(conn, user, RequestKind::ChangeContacts, add, remove)
             }
+            ClientMsg::CreateGroup { name } => self.change_groups(
+                conn,
+                user,
+                RequestKind::CreateGroup,
+                GroupChange::Create { name },
+            ),
+            ClientMsg::EditGroup { group, edit } => self.change_groups(
+                conn,
+                user,
+                RequestKind::EditGroup,
+                groups::edit(group, edit),
+            ),
+            ClientMsg::MoveContacts { contacts, group } => self.change_groups(
+                conn,
+                user,
+                RequestKind::MoveContacts,
+                GroupChange::File { contacts, group },
+            ),
             ClientMsg::ChangePassword { old, new } => self.change_password(conn, user, old, new),
             ClientMsg::History {
                 with,
@@ -810,13 +841,21 @@ impl Server {
         self.send_to_sessions(user, None, msg);
     }
 
-    /// Sends `msg`, encoded once, to every session of `user` but `except`.
+    /// Sends `msg`, encoded once, to every session of `user` but `except` that speaks the
+    /// version that added it.
     fn send_to_sessions(&mut self, user: &UserId, except: Option<ConnId>, msg: &ServerMsg) {
         let Some(u) = self.users.get(user) else {
             return;
         };
         let payload = encode(msg);
-        for &conn in u.sessions.iter().filter(|&&c| Some(c) != except) {
+        let since = msg.since();
+        let conns = &self.conns;
+        let speaks = |c: &ConnId| conns.get(c).is_some_and(|c| c.speaks(since));
+        for &conn in u
+            .sessions
+            .iter()
+            .filter(|&&c| Some(c) != except && speaks(&c))
+        {
             self.out.push_back(Output::Send {
                 conn,
                 payload: payload.clone(),

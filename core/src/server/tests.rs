@@ -351,8 +351,10 @@ fn login_gets_a_snapshot_and_watchers_get_one_diff() {
     let got = rig.take(a);
     assert!(matches!(got[0], ServerMsg::Welcome { .. }));
     assert!(matches!(got[1], ServerMsg::LoginOk { .. }));
+    // A version 2 login hears its contact groups before the presence snapshot.
+    assert!(matches!(got[2], ServerMsg::Groups { .. }));
     assert_eq!(
-        got[2],
+        got[3],
         ServerMsg::PresenceSnapshot {
             entries: vec![
                 PresenceEntry {
@@ -1672,6 +1674,8 @@ fn an_agent_login_leaves_the_users_devices_alone() {
                     resume_token,
                     ..
                 },
+                // A script may want the user's groups, as it is told the contacts.
+                ServerMsg::Groups { .. },
             ] => assert!(resume_token.is_empty(), "an agent gets no token"),
             other => panic!("{policy:?}: unexpected {other:?}"),
         }

@@ -8,11 +8,12 @@
 use super::store::MemStore;
 use crate::ids::UserId;
 use crate::message::{
-    Attachment, AttachmentInfo, AvatarImage, Credential, Delivery, HistoryItem, ProfileCard,
+    Attachment, AttachmentInfo, AvatarImage, ContactGroup, Credential, DEFAULT_GROUP, Delivery,
+    HistoryItem, Placement, ProfileCard,
 };
 use crate::storage::{
-    Account, MAX_HISTORY, MAX_TOKENS_PER_USER, MailboxPage, NewAvatar, ProfileChange, StorageError,
-    StorageOp, StorageResult, Stored,
+    Account, ContactGroups, GroupChange, GroupsDiff, MAX_HISTORY, MAX_TOKENS_PER_USER, MailboxPage,
+    NewAvatar, ProfileChange, StorageError, StorageOp, StorageResult, Stored,
 };
 use std::fmt::Debug;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -126,6 +127,18 @@ pub const CHECKS: &[Check] = &[
     Check {
         name: "a_ban_needs_a_known_user",
         run: a_ban_needs_a_known_user,
+    },
+    Check {
+        name: "groups_are_created_renamed_reordered_and_deleted",
+        run: groups_are_created_renamed_reordered_and_deleted,
+    },
+    Check {
+        name: "contacts_are_filed_in_groups",
+        run: contacts_are_filed_in_groups,
+    },
+    Check {
+        name: "groups_are_limited_per_user",
+        run: groups_are_limited_per_user,
     },
     Check {
         name: "a_profile_change_is_counted_and_read_back",
@@ -329,6 +342,43 @@ impl Store {
             (StorageResult::ContactsSet(r), _) => Ok(r),
             (other, _) => unexpected("SetContacts", other),
         }
+    }
+
+    fn change_groups(
+        &mut self,
+        name: &str,
+        change: GroupChange,
+        max_groups: u32,
+    ) -> Outcome<Result<GroupsDiff, StorageError>> {
+        match self.apply(StorageOp::ChangeGroups {
+            user: user(name),
+            change,
+            max_groups,
+        }) {
+            (StorageResult::GroupsChanged(r), _) => Ok(r),
+            (other, _) => unexpected("ChangeGroups", other),
+        }
+    }
+
+    /// A change of `name`'s groups under a limit of 100 that must succeed.
+    fn group_change(&mut self, name: &str, change: GroupChange) -> Outcome<GroupsDiff> {
+        let what = format!("{change:?}");
+        self.change_groups(name, change, 100)?
+            .map_err(|e| format!("{what} refused with {e:?}"))
+    }
+
+    /// `name`'s groups as a password login and a token login read them: both must agree.
+    fn groups(&mut self, name: &str) -> Outcome<ContactGroups> {
+        let token = self.token_of(name, Credential::Password(PASSWORD.into()), "login")?;
+        let by_password = match self.password_login(name, PASSWORD)? {
+            Ok(account) => account.groups,
+            Err(e) => return Err(format!("login of {name} refused with {e:?}")),
+        };
+        match self.token_login(name, &token)? {
+            Ok(account) => ensure_eq(&account.groups, &by_password, "groups at a token login")?,
+            Err(e) => return Err(format!("token login of {name} refused with {e:?}")),
+        }
+        Ok(by_password)
     }
 
     fn set_banned(&mut self, name: &str, banned: bool) -> Outcome<Result<(), StorageError>> {
@@ -661,6 +711,7 @@ fn an_agent_login_issues_no_token_and_spends_none(fresh: &mut Fresh<'_>) -> Outc
                 contacts: users(&["bob"]),
                 resume_token: Vec::new(),
                 banned: false,
+                groups: ContactGroups::default(),
             },
             &format!("agent login {i}"),
         )?;
@@ -1409,6 +1460,341 @@ fn a_ban_needs_a_known_user(fresh: &mut Fresh<'_>) -> Outcome {
     ensure(account.as_ref().is_ok_and(|a| !a.banned), || {
         format!("carol's login: {account:?}")
     })
+}
+
+fn group(id: u32, name: &str) -> ContactGroup {
+    ContactGroup {
+        id,
+        name: name.to_owned(),
+    }
+}
+
+fn placed(contact: &str, group: u32) -> Placement {
+    Placement {
+        contact: user(contact),
+        group,
+    }
+}
+
+fn groups_are_created_renamed_reordered_and_deleted(fresh: &mut Fresh<'_>) -> Outcome {
+    let mut s = Store::with_users(fresh, &["alice", "bob"])?;
+    let mut ids = Vec::new();
+    for name in ["Work", "家人", "Play"] {
+        let diff = s.group_change(
+            "alice",
+            GroupChange::Create {
+                name: name.to_owned(),
+            },
+        )?;
+        ensure(diff.moved.is_empty(), || {
+            format!("creating {name} moved {diff:?}")
+        })?;
+        let Some(new) = diff.groups.last() else {
+            return Err(format!("creating {name}: no groups in {diff:?}"));
+        };
+        ensure_eq(new.name.as_str(), name, "a new group comes last")?;
+        ensure(new.id != DEFAULT_GROUP && !ids.contains(&new.id), || {
+            format!("creating {name}: id {} not fresh among {ids:?}", new.id)
+        })?;
+        ids.push(new.id);
+    }
+    let [work, family, play] = ids[..] else {
+        unreachable!("three created")
+    };
+    ensure_eq(
+        s.change_groups(
+            "alice",
+            GroupChange::Create {
+                name: "Work".into(),
+            },
+            100,
+        )?,
+        Err(StorageError::GroupNameTaken),
+        "creating a name the user has",
+    )?;
+    // Another user's groups are theirs: the same name is free there.
+    s.group_change(
+        "bob",
+        GroupChange::Create {
+            name: "Work".into(),
+        },
+    )?;
+    ensure_eq(
+        s.change_groups(
+            "alice",
+            GroupChange::Rename {
+                group: family,
+                name: "Play".into(),
+            },
+            100,
+        )?,
+        Err(StorageError::GroupNameTaken),
+        "renaming to another group's name",
+    )?;
+    let renamed = s.group_change(
+        "alice",
+        GroupChange::Rename {
+            group: work,
+            name: "Colleagues".into(),
+        },
+    )?;
+    ensure_eq(
+        renamed.groups,
+        vec![
+            group(work, "Colleagues"),
+            group(family, "家人"),
+            group(play, "Play"),
+        ],
+        "after a rename",
+    )?;
+    s.group_change(
+        "alice",
+        GroupChange::Rename {
+            group: play,
+            name: "Play".into(),
+        },
+    )?;
+    let reordered = s.group_change(
+        "alice",
+        GroupChange::Reorder {
+            group: play,
+            position: 0,
+        },
+    )?;
+    ensure_eq(
+        reordered.groups,
+        vec![
+            group(play, "Play"),
+            group(work, "Colleagues"),
+            group(family, "家人"),
+        ],
+        "after moving the last group first",
+    )?;
+    let last = s.group_change(
+        "alice",
+        GroupChange::Reorder {
+            group: play,
+            position: 99,
+        },
+    )?;
+    ensure_eq(
+        last.groups,
+        vec![
+            group(work, "Colleagues"),
+            group(family, "家人"),
+            group(play, "Play"),
+        ],
+        "after moving a group past the end",
+    )?;
+    let deleted = s.group_change("alice", GroupChange::Delete { group: play })?;
+    ensure_eq(
+        deleted.groups,
+        vec![group(work, "Colleagues"), group(family, "家人")],
+        "after a delete",
+    )?;
+    // The newest group was deleted: its id is still not handed out again.
+    let again = s.group_change(
+        "alice",
+        GroupChange::Create {
+            name: "Play".into(),
+        },
+    )?;
+    let new = again.groups.last().map(|g| g.id);
+    ensure(new.is_some_and(|id| !ids.contains(&id)), || {
+        format!("a deleted group's id came back: {again:?}")
+    })?;
+    for (change, what) in [
+        (
+            GroupChange::Delete { group: play },
+            "deleting a deleted group",
+        ),
+        (
+            GroupChange::Rename {
+                group: DEFAULT_GROUP,
+                name: "Default".into(),
+            },
+            "renaming the default group",
+        ),
+        (
+            GroupChange::Delete {
+                group: DEFAULT_GROUP,
+            },
+            "deleting the default group",
+        ),
+        (
+            GroupChange::Reorder {
+                group: 9999,
+                position: 0,
+            },
+            "moving an unknown group",
+        ),
+    ] {
+        ensure_eq(
+            s.change_groups("alice", change, 100)?,
+            Err(StorageError::NoSuchGroup),
+            what,
+        )?;
+    }
+    ensure_eq(
+        s.change_groups(
+            "nobody",
+            GroupChange::Create {
+                name: "Work".into(),
+            },
+            100,
+        )?,
+        Err(StorageError::NoSuchUser),
+        "an unknown user creating a group",
+    )?;
+    let at_login = s.groups("alice")?;
+    ensure_eq(at_login.groups, again.groups, "the groups at login")?;
+    ensure_eq(
+        s.groups("bob")?.groups.len(),
+        1,
+        "bob's groups: each user has their own",
+    )
+}
+
+fn contacts_are_filed_in_groups(fresh: &mut Fresh<'_>) -> Outcome {
+    let mut s = Store::with_users(fresh, &["alice", "bob", "carol", "dave", "erin"])?;
+    ensure_eq(
+        s.set_contacts("alice", &["bob", "carol", "dave"], &[])?,
+        Ok(()),
+        "adding contacts",
+    )?;
+    let create = |name: &str| GroupChange::Create {
+        name: name.to_owned(),
+    };
+    let work = s.group_change("alice", create("Work"))?.groups[0].id;
+    let family = s.group_change("alice", create("Family"))?.groups[1].id;
+    let file = |names: &[&str], group: u32| GroupChange::File {
+        contacts: users(names),
+        group,
+    };
+    let filed = s.group_change("alice", file(&["dave", "bob"], work))?;
+    ensure_eq(
+        filed.moved,
+        vec![placed("bob", work), placed("dave", work)],
+        "filing two contacts (reported by name)",
+    )?;
+    let again = s.group_change("alice", file(&["bob", "carol"], work))?;
+    ensure_eq(
+        again.moved,
+        vec![placed("carol", work)],
+        "filing one already there: only the other moved",
+    )?;
+    for (change, want, what) in [
+        (
+            file(&["carol", "erin"], family),
+            StorageError::NoSuchUser,
+            "filing someone not on the list",
+        ),
+        (
+            file(&["carol", "nobody"], family),
+            StorageError::NoSuchUser,
+            "filing an unknown user",
+        ),
+        (
+            file(&["carol"], 9999),
+            StorageError::NoSuchGroup,
+            "filing in an unknown group",
+        ),
+    ] {
+        ensure_eq(s.change_groups("alice", change, 100)?, Err(want), what)?;
+    }
+    ensure_eq(
+        s.groups("alice")?.placements,
+        vec![
+            placed("bob", work),
+            placed("carol", work),
+            placed("dave", work),
+        ],
+        "placements after refused changes: all or nothing",
+    )?;
+    let home = s.group_change("alice", file(&["carol"], family))?;
+    ensure_eq(home.moved, vec![placed("carol", family)], "moving carol")?;
+    let back = s.group_change("alice", file(&["dave"], DEFAULT_GROUP))?;
+    ensure_eq(
+        back.moved,
+        vec![placed("dave", DEFAULT_GROUP)],
+        "filing in the default group",
+    )?;
+    // Taken off the list, a contact leaves its group; added again, it is in the default one.
+    ensure_eq(
+        s.set_contacts("alice", &[], &["carol"])?,
+        Ok(()),
+        "removing carol",
+    )?;
+    ensure_eq(
+        s.set_contacts("alice", &["carol"], &[])?,
+        Ok(()),
+        "adding carol again",
+    )?;
+    ensure_eq(
+        s.groups("alice")?.placements,
+        vec![placed("bob", work)],
+        "placements after carol left and came back",
+    )?;
+    s.group_change("alice", file(&["carol"], work))?;
+    let deleted = s.group_change("alice", GroupChange::Delete { group: work })?;
+    ensure_eq(
+        deleted,
+        GroupsDiff {
+            groups: vec![group(family, "Family")],
+            moved: vec![placed("bob", DEFAULT_GROUP), placed("carol", DEFAULT_GROUP)],
+        },
+        "deleting a group moves its contacts to the default group",
+    )?;
+    ensure_eq(
+        s.groups("alice")?,
+        ContactGroups {
+            groups: vec![group(family, "Family")],
+            placements: vec![],
+        },
+        "the groups at login after the delete",
+    )
+}
+
+fn groups_are_limited_per_user(fresh: &mut Fresh<'_>) -> Outcome {
+    let mut s = Store::with_users(fresh, &["alice"])?;
+    let create = |name: &str| GroupChange::Create {
+        name: name.to_owned(),
+    };
+    for name in ["a", "b"] {
+        ensure(s.change_groups("alice", create(name), 2)?.is_ok(), || {
+            format!("creating {name} under a limit of 2")
+        })?;
+    }
+    ensure_eq(
+        s.change_groups("alice", create("c"), 2)?,
+        Err(StorageError::TooManyGroups),
+        "a third group under a limit of 2",
+    )?;
+    // A list above a lowered limit may still be renamed, reordered and shrunk.
+    ensure_eq(
+        s.change_groups("alice", create("c"), 1)?
+            .map(|d| d.groups.len()),
+        Err(StorageError::TooManyGroups),
+        "a new group above a lowered limit",
+    )?;
+    let first = s.groups("alice")?.groups[0].id;
+    ensure(
+        s.change_groups("alice", GroupChange::Delete { group: first }, 1)?
+            .is_ok(),
+        || "deleting above a lowered limit".to_string(),
+    )?;
+    ensure_eq(
+        s.change_groups("alice", create("c"), 1)?
+            .map(|d| d.groups.len()),
+        Err(StorageError::TooManyGroups),
+        "a new group at the limit",
+    )?;
+    ensure_eq(
+        s.change_groups("alice", create("c"), 2)?
+            .map(|d| d.groups.len()),
+        Ok(2),
+        "a new group under the limit again",
+    )
 }
 
 fn text(display_name: &str, signature: &str) -> ProfileChange {

@@ -9,4 +9,4 @@ pub mod world;
 
 pub use rig::Rig;
 pub use store::MemStore;
-pub use world::{World, WorldConfig};
+pub use world::{GroupRequest, World, WorldConfig};

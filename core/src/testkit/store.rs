@@ -4,10 +4,13 @@
 //! does, which `testkit::contract` checks against both.
 
 use crate::ids::UserId;
-use crate::message::{AttachmentInfo, AvatarImage, Credential, Delivery, HistoryItem, ProfileCard};
+use crate::message::{
+    AttachmentInfo, AvatarImage, ContactGroup, Credential, DEFAULT_GROUP, Delivery, HistoryItem,
+    Placement, ProfileCard,
+};
 use crate::storage::{
-    Account, MAX_HISTORY, MAX_TOKENS_PER_USER, MailboxPage, ProfileChange, StorageError, StorageOp,
-    StorageResult, Stored,
+    Account, ContactGroups, GroupChange, GroupsDiff, MAX_HISTORY, MAX_TOKENS_PER_USER, MailboxPage,
+    ProfileChange, StorageError, StorageOp, StorageResult, Stored,
 };
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -28,6 +31,17 @@ struct Token {
     parent: Option<u64>,
 }
 
+/// One user's contact groups, kept the way the SQL stores keep them.
+#[derive(Debug, Default, Clone)]
+struct Groups {
+    /// In the user's order.
+    list: Vec<ContactGroup>,
+    /// The last id handed out: ids are never reused.
+    last_id: u32,
+    /// Contacts filed in a named group.
+    placed: BTreeMap<UserId, u32>,
+}
+
 #[derive(Debug, Default, Clone)]
 pub struct MemStore {
     passwords: BTreeMap<UserId, String>,
@@ -37,6 +51,7 @@ pub struct MemStore {
     messages: BTreeMap<u64, Row>,
     by_sender_id: BTreeMap<(UserId, u64), u64>,
     banned: BTreeSet<UserId>,
+    groups: BTreeMap<UserId, Groups>,
     /// Cards ever set (`rev` above 0).
     profiles: BTreeMap<UserId, ProfileCard>,
     /// Avatar images by content hash, while some card names them.
@@ -65,6 +80,11 @@ impl MemStore {
     /// The highest seq handed out so far, to anyone (0 before the first message).
     pub fn last_seq(&self) -> u64 {
         self.next_seq.saturating_sub(1)
+    }
+
+    /// `user`'s contact groups as a login would read them.
+    pub fn groups_of(&self, user: &UserId) -> ContactGroups {
+        self.account(user).groups
     }
 
     /// Messages stored for `user` and not yet acknowledged.
@@ -108,7 +128,113 @@ impl MemStore {
                 .collect(),
             resume_token: Vec::new(),
             banned: false,
+            groups: self
+                .groups
+                .get(user)
+                .map_or_else(ContactGroups::default, |g| ContactGroups {
+                    groups: g.list.clone(),
+                    placements: g
+                        .placed
+                        .iter()
+                        .map(|(contact, &group)| Placement {
+                            contact: contact.clone(),
+                            group,
+                        })
+                        .collect(),
+                }),
         }
+    }
+
+    fn change_groups(
+        &mut self,
+        user: UserId,
+        change: GroupChange,
+        max_groups: u32,
+    ) -> Result<GroupsDiff, StorageError> {
+        if !self.passwords.contains_key(&user) {
+            return Err(StorageError::NoSuchUser);
+        }
+        let contacts = self.contacts.get(&user).cloned().unwrap_or_default();
+        let g = self.groups.entry(user).or_default();
+        let index = |g: &Groups, id: u32| {
+            g.list
+                .iter()
+                .position(|x| x.id == id)
+                .ok_or(StorageError::NoSuchGroup)
+        };
+        let taken = |g: &Groups, name: &str, except: u32| {
+            g.list.iter().any(|x| x.name == name && x.id != except)
+        };
+        let mut moved = Vec::new();
+        match change {
+            GroupChange::Create { name } => {
+                if taken(g, &name, DEFAULT_GROUP) {
+                    return Err(StorageError::GroupNameTaken);
+                }
+                if g.list.len() >= max_groups as usize {
+                    return Err(StorageError::TooManyGroups);
+                }
+                g.last_id += 1;
+                g.list.push(ContactGroup {
+                    id: g.last_id,
+                    name,
+                });
+            }
+            GroupChange::Rename { group, name } => {
+                let i = index(g, group)?;
+                if taken(g, &name, group) {
+                    return Err(StorageError::GroupNameTaken);
+                }
+                g.list[i].name = name;
+            }
+            GroupChange::Delete { group } => {
+                let i = index(g, group)?;
+                g.list.remove(i);
+                g.placed.retain(|contact, &mut at| {
+                    if at == group {
+                        moved.push(Placement {
+                            contact: contact.clone(),
+                            group: DEFAULT_GROUP,
+                        });
+                    }
+                    at != group
+                });
+            }
+            GroupChange::Reorder { group, position } => {
+                let i = index(g, group)?;
+                let it = g.list.remove(i);
+                let at = (position as usize).min(g.list.len());
+                g.list.insert(at, it);
+            }
+            GroupChange::File {
+                contacts: filed,
+                group,
+            } => {
+                if group != DEFAULT_GROUP {
+                    index(g, group)?;
+                }
+                if filed.iter().any(|c| !contacts.contains(c)) {
+                    return Err(StorageError::NoSuchUser);
+                }
+                let filed: BTreeSet<UserId> = filed.into_iter().collect();
+                for contact in filed {
+                    let before = g.placed.get(&contact).copied().unwrap_or(DEFAULT_GROUP);
+                    if before == group {
+                        continue;
+                    }
+                    if group == DEFAULT_GROUP {
+                        g.placed.remove(&contact);
+                    } else {
+                        g.placed.insert(contact.clone(), group);
+                    }
+                    moved.push(Placement { contact, group });
+                }
+            }
+        }
+        Ok(GroupsDiff {
+            groups: g.list.clone(),
+            moved,
+        })
     }
 
     /// Issues a fresh token, forgetting the oldest beyond `MAX_TOKENS_PER_USER`, and reads
@@ -175,10 +301,18 @@ impl MemStore {
                 StorageResult::ContactsSet(if unknown {
                     Err(StorageError::NoSuchUser)
                 } else {
-                    let set = self.contacts.entry(user).or_default();
+                    let set = self.contacts.entry(user.clone()).or_default();
                     set.extend(add);
                     for c in &remove {
                         set.remove(c);
+                    }
+                    // A contact taken off the list leaves its group: added again, it is in
+                    // the default group, as the SQL stores' contact row (which holds the
+                    // group) is deleted and created anew.
+                    if let Some(g) = self.groups.get_mut(&user) {
+                        for c in &remove {
+                            g.placed.remove(c);
+                        }
                     }
                     Ok(())
                 })
@@ -363,6 +497,11 @@ impl MemStore {
                     Ok(())
                 })
             }
+            StorageOp::ChangeGroups {
+                user,
+                change,
+                max_groups,
+            } => StorageResult::GroupsChanged(self.change_groups(user, change, max_groups)),
         }
     }
 }

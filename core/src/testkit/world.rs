@@ -12,11 +12,15 @@
 //! derives from what each client was asked to do.
 
 use super::store::MemStore;
-use crate::client::{AckMode, Client, ClientConfig, ClientEvent, ClientOutput, ClientState, Mode};
+use crate::client::{
+    AckMode, Client, ClientConfig, ClientEvent, ClientOutput, ClientState, GroupBook, Mode,
+};
 use crate::codec::decode;
 use crate::config::ServerConfig;
 use crate::ids::{ConnId, RequestId, UserId};
-use crate::message::{ClientMsg, CloseReason, Presence, ServerMsg, Status, WatchScope};
+use crate::message::{
+    ClientMsg, CloseReason, DEFAULT_GROUP, GroupEdit, Presence, ServerMsg, Status, WatchScope,
+};
 use crate::server::{Output, Server};
 use crate::storage::StorageResult;
 use crate::time::{Duration, Instant};
@@ -24,6 +28,18 @@ use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 pub use super::rig::PASSWORD;
+
+/// A contact group request a test asks of a client (`World::group_request`); groups are
+/// named by their place in the client's view, contacts by user number.
+#[derive(Debug, Clone, Copy)]
+pub enum GroupRequest {
+    Create(u8),
+    Rename(usize, u8),
+    Delete(usize),
+    Reorder(usize, u32),
+    /// Contact `j` to the `k`th group (the default group when the client has none).
+    Move(usize, usize),
+}
 
 #[derive(Debug, Clone)]
 pub struct WorldConfig {
@@ -208,6 +224,67 @@ impl World {
             node.client.remove_contact(now, other);
         }
         self.settle_outputs();
+    }
+
+    /// A contact group request from client `i`, naming its groups by their place in the
+    /// client's own view (as a user clicking them would): the request may be refused (a group
+    /// deleted meanwhile, a contact not on the list) or lost with its connection; the groups
+    /// must converge all the same (`check_groups_converged`).
+    pub fn group_request(&mut self, i: usize, request: GroupRequest) {
+        let now = self.now;
+        let client = &mut self.nodes[i].client;
+        let nth = |client: &Client, k: usize| {
+            let groups = client.groups();
+            (!groups.is_empty()).then(|| groups[k % groups.len()].id)
+        };
+        match request {
+            GroupRequest::Create(k) => client.create_group(now, format!("group {k}")),
+            GroupRequest::Rename(k, name) => {
+                if let Some(g) = nth(client, k) {
+                    let edit = GroupEdit::Rename {
+                        name: format!("group {name}"),
+                    };
+                    client.edit_group(now, g, edit);
+                }
+            }
+            GroupRequest::Delete(k) => {
+                if let Some(g) = nth(client, k) {
+                    client.edit_group(now, g, GroupEdit::Delete);
+                }
+            }
+            GroupRequest::Reorder(k, position) => {
+                if let Some(g) = nth(client, k) {
+                    client.edit_group(now, g, GroupEdit::Reorder { position });
+                }
+            }
+            GroupRequest::Move(j, k) => {
+                let group = nth(client, k).unwrap_or(DEFAULT_GROUP);
+                client.move_contacts(now, vec![user_name(j)], group);
+            }
+        }
+        self.settle_outputs();
+    }
+
+    /// Every logged-in client's contact groups are the store's: a change whose answer was
+    /// lost with its connection reaches the client with its next login's snapshot.
+    pub fn check_groups_converged(&mut self) {
+        let mut problems = Vec::new();
+        for n in self.nodes.iter().filter(|n| !n.stopped) {
+            let stored = self.store.groups_of(&n.user);
+            let mut truth = GroupBook::default();
+            let max = n.client.max_groups();
+            truth.replace(max, stored.groups, stored.placements);
+            let mine = n.client.group_book();
+            if mine != &truth {
+                problems.push(format!(
+                    "{}'s groups {mine:?} differ from the store's {truth:?}",
+                    n.user
+                ));
+            }
+        }
+        for p in problems {
+            self.violation(p);
+        }
     }
 
     pub fn send(&mut self, i: usize, j: usize, body: &str) {

@@ -202,6 +202,7 @@ fn is_write(op: &StorageOp) -> bool {
         StorageOp::SetContacts { .. }
             | StorageOp::StoreMessage { .. }
             | StorageOp::MarkDelivered { .. }
+            | StorageOp::ChangeGroups { .. }
     )
 }
 
@@ -941,6 +942,14 @@ impl Harness {
                 );
                 assert!(*limit <= MAX_HISTORY, "history limit {limit}");
             }
+            StorageOp::ChangeGroups { user, .. } => {
+                // Only the user's own session changes the user's groups (the harness sends
+                // no group requests yet; a session acting for another user would show here).
+                assert!(
+                    has_session(user),
+                    "ChangeGroups for {user:?} without a session"
+                );
+            }
             StorageOp::SetBanned { .. } => {
                 // Only an admin's session asks; the server checks who is one.
                 assert!(
@@ -1069,6 +1078,14 @@ impl Harness {
                     m.batch_delivers
                 );
                 m.offline_done = true;
+            }
+            ServerMsg::Groups { .. } | ServerMsg::GroupsChanged { .. } => {
+                // Only to a logged-in connection (the login's snapshot comes right after its
+                // `LoginOk`): a user's groups are private to the user.
+                assert!(
+                    m.session.is_some() || m.login_ok.is_some(),
+                    "{msg:?} to {conn:?}, not logged in"
+                );
             }
             ServerMsg::OfflineWaiting { count } => {
                 assert!(

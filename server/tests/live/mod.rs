@@ -345,8 +345,12 @@ impl Live {
             return Err(answer);
         };
         assert_eq!(who.as_str(), name);
-        // The snapshot follows the LoginOk directly (PROTOCOL.md §10.2).
-        let next = self.recv().await;
+        // The snapshot follows the LoginOk directly (PROTOCOL.md §10.2), after the contact
+        // groups on a connection of version 2 or later.
+        let mut next = self.recv().await;
+        if matches!(next, Some(ServerMsg::Groups { .. })) {
+            next = self.recv().await;
+        }
         let Some(ServerMsg::PresenceSnapshot { entries }) = next else {
             panic!("expected the presence snapshot after LoginOk, got {next:?}");
         };
