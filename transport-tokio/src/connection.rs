@@ -276,7 +276,7 @@ async fn forward_frames<R: FrameRead>(
                 return Forwarded::Refused;
             }
         };
-        let caught_up = link.handled() == *forwarded && !link.closing();
+        let caught_up = || link.handled() == *forwarded && !link.closing();
         match front.frame(now, &payload, limit, caught_up) {
             FrontStep::ToCore => {
                 if !to_core(core, Inbound::Frame { conn, payload }).await {

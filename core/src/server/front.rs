@@ -60,8 +60,9 @@ impl Front {
         }
     }
 
-    /// One complete frame `payload`, arrived at `now`. `core_caught_up`: the core has handled
-    /// every frame of this connection handed to it so far and has not closed the connection.
+    /// One complete frame `payload`, arrived at `now`. `core_caught_up` (asked only of what
+    /// looks like a `Ping`, so other frames pay nothing for it): the core has handled every
+    /// frame of this connection handed to it so far and has not closed the connection.
     /// Only then is a `Ping` answered here: the answers to earlier frames are then already
     /// queued ahead of the `Pong` (frames are answered in order, PROTOCOL.md §7.2), and the
     /// connection's first frame, which the core never closes a connection over unless it is
@@ -71,17 +72,17 @@ impl Front {
         now: Instant,
         payload: &[u8],
         limit: &FrameRate,
-        core_caught_up: bool,
+        core_caught_up: impl FnOnce() -> bool,
     ) -> FrontStep {
         // Any frame is life, answered here or not (PROTOCOL.md §11.1).
         self.last_heard = now;
         if !admit_frame(&mut self.frame_tat, now, limit) {
             return FrontStep::Flooding;
         }
-        let answers = self.introduced && core_caught_up;
-        self.introduced = true;
-        if answers
+        let introduced = std::mem::replace(&mut self.introduced, true);
+        if introduced
             && payload.first() == Some(&PING_TAG)
+            && core_caught_up()
             && let Ok(ClientMsg::Ping { nonce }) = decode::<ClientMsg>(payload)
         {
             return FrontStep::Answer(encode(&ServerMsg::Pong { nonce }));
@@ -132,28 +133,37 @@ mod tests {
     fn the_first_frame_and_frames_behind_unhandled_ones_go_to_the_core() {
         let mut front = Front::new(at(0));
         // A Ping first is the core's to refuse (BadHandshake), caught up or not.
-        assert_eq!(front.frame(at(1), &ping(1), &OPEN, true), FrontStep::ToCore);
+        assert_eq!(
+            front.frame(at(1), &ping(1), &OPEN, || true),
+            FrontStep::ToCore
+        );
         let mut front = Front::new(at(0));
         let hello = encode(&ClientMsg::Hello {
             magic: MAGIC,
             version: PROTOCOL_VERSION,
             client: "t".into(),
         });
-        assert_eq!(front.frame(at(1), &hello, &OPEN, true), FrontStep::ToCore);
+        assert_eq!(
+            front.frame(at(1), &hello, &OPEN, || true),
+            FrontStep::ToCore
+        );
         // The Hello is not handled yet: the Pong must not overtake the Welcome.
         assert_eq!(
-            front.frame(at(2), &ping(2), &OPEN, false),
+            front.frame(at(2), &ping(2), &OPEN, || false),
             FrontStep::ToCore
         );
         assert_eq!(
-            front.frame(at(3), &ping(3), &OPEN, true),
+            front.frame(at(3), &ping(3), &OPEN, || true),
             FrontStep::Answer(encode(&ServerMsg::Pong { nonce: 3 }))
         );
         // Anything else, or what only starts like a Ping, is the core's.
         let logout = encode(&ClientMsg::Logout);
-        assert_eq!(front.frame(at(4), &logout, &OPEN, true), FrontStep::ToCore);
         assert_eq!(
-            front.frame(at(5), &[PING_TAG], &OPEN, true),
+            front.frame(at(4), &logout, &OPEN, || true),
+            FrontStep::ToCore
+        );
+        assert_eq!(
+            front.frame(at(5), &[PING_TAG], &OPEN, || true),
             FrontStep::ToCore
         );
         assert_eq!(front.last_heard(), at(5));
@@ -167,24 +177,24 @@ mod tests {
         };
         let mut front = Front::new(at(0));
         assert_eq!(
-            front.frame(at(0), &ping(0), &limit, true),
+            front.frame(at(0), &ping(0), &limit, || true),
             FrontStep::ToCore
         );
         for n in 1..3 {
             assert!(matches!(
-                front.frame(at(0), &ping(n), &limit, true),
+                front.frame(at(0), &ping(n), &limit, || true),
                 FrontStep::Answer(_)
             ));
         }
         assert!(front.alive(at(0), &limit));
         assert!(front.alive(at(0), &limit));
         assert_eq!(
-            front.frame(at(0), &ping(9), &limit, true),
+            front.frame(at(0), &ping(9), &limit, || true),
             FrontStep::Flooding
         );
         // A tenth of a second refills one place.
         assert!(matches!(
-            front.frame(at(100), &ping(10), &limit, true),
+            front.frame(at(100), &ping(10), &limit, || true),
             FrontStep::Answer(_)
         ));
         assert!(!front.alive(at(100), &limit));

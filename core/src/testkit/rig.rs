@@ -122,7 +122,7 @@ impl Rig {
         let payload = encode(&msg);
         let limit = self.server.config().frame_rate;
         let step = match self.fronts.get_mut(&conn) {
-            Some(front) => front.frame(self.now, &payload, &limit, true),
+            Some(front) => front.frame(self.now, &payload, &limit, || true),
             None => FrontStep::ToCore,
         };
         match step {

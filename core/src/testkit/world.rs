@@ -485,7 +485,7 @@ impl World {
                         let node = link.node;
                         // The world settles after every input: the core has always caught up.
                         let limit = self.cfg.server.frame_rate;
-                        let step = link.front.frame(now, &payload, &limit, true);
+                        let step = link.front.frame(now, &payload, &limit, || true);
                         self.observe_client_frame(node, &payload);
                         match step {
                             FrontStep::ToCore => self.server.handle_frame(now, conn, &payload),
