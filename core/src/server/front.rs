@@ -27,7 +27,7 @@ use bytes::Bytes;
 /// being decoded twice.
 const PING_TAG: u8 = 10;
 
-/// One connection's front: 48 bytes, kept by its connection task.
+/// One connection's front, kept by its connection task: two instants and a flag.
 #[derive(Debug, Clone)]
 pub struct Front {
     last_heard: Instant,
