@@ -469,3 +469,73 @@ async fn a_half_closed_peer_still_gets_the_answer_to_its_last_frame() {
         .await;
     server.stop().await;
 }
+
+/// Pings are answered by the connection task once the core has caught up with the
+/// connection, never ahead of the answers to frames sent before them (PROTOCOL.md §7.2): here
+/// the first `Ping` arrives with the `Hello`, before the core has handled it.
+#[tokio::test]
+async fn pings_are_answered_in_order_behind_earlier_answers() {
+    use breeze_core::codec::encode_frame;
+    use breeze_core::message::{ErrorCode, MAGIC, PROTOCOL_VERSION, RequestKind, Status};
+    let server = TestServer::start(fast_config(), host_config()).await;
+    let mut peer = Peer::connect(server.addr).await;
+    let pipelined: Vec<u8> = [
+        ClientMsg::Hello {
+            magic: MAGIC,
+            version: PROTOCOL_VERSION,
+            client: "t".into(),
+        },
+        ClientMsg::Ping { nonce: 1 },
+        ClientMsg::SetStatus {
+            status: Status::Away,
+        },
+        ClientMsg::Ping { nonce: 2 },
+    ]
+    .iter()
+    .flat_map(|m| encode_frame(m).to_vec())
+    .collect();
+    assert!(peer.send_raw(&pipelined).await);
+    assert!(matches!(peer.recv().await, Some(ServerMsg::Welcome { .. })));
+    assert_eq!(peer.recv().await, Some(ServerMsg::Pong { nonce: 1 }));
+    assert_eq!(
+        peer.recv().await,
+        Some(ServerMsg::Error {
+            request: RequestKind::SetStatus,
+            code: ErrorCode::NotLoggedIn,
+            id: None
+        })
+    );
+    assert_eq!(peer.recv().await, Some(ServerMsg::Pong { nonce: 2 }));
+    // Then pings alone keep it open well past the heartbeat timeout (400 ms).
+    for nonce in 3..15 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        peer.send(&ClientMsg::Ping { nonce }).await;
+        assert_eq!(peer.recv().await, Some(ServerMsg::Pong { nonce }));
+    }
+    server.stop().await;
+}
+
+/// Pings answered beside the socket still count against the frame budget.
+#[tokio::test]
+async fn a_flood_of_pings_answered_by_the_connection_is_cut() {
+    let cfg = breeze_core::ServerConfig {
+        frame_rate: breeze_core::config::FrameRate {
+            per_second: 10,
+            burst: 20,
+        },
+        ..fast_config()
+    };
+    let server = TestServer::start(cfg, host_config()).await;
+    let mut peer = Peer::hello(server.addr).await;
+    let pings: Vec<u8> = (0..40u64)
+        .flat_map(|nonce| breeze_core::codec::encode_frame(&ClientMsg::Ping { nonce }).to_vec())
+        .collect();
+    peer.send_raw(&pings).await;
+    assert_eq!(
+        peer.last_before_close().await,
+        Some(ServerMsg::Bye {
+            reason: CloseReason::Flooding
+        })
+    );
+    server.stop().await;
+}
