@@ -173,40 +173,40 @@ describe('the web client in Chromium', { skip: skip ?? false }, () => {
   });
 
   test('contact groups: a Chinese-named group with an online count, shared with the terminal', async () => {
-    for (const u of ['gina', 'hugo', 'ivan']) await register(server, u);
+    for (const u of ['grace', 'henry', 'isla']) await register(server, u);
     const [bg, bh] = [await open(), await open()];
-    const gina = await openAs(bg, server, 'gina');
-    const hugo = await openAs(bh, server, 'hugo');
-    // gina's contacts: hugo and ivan (a terminal user who stays offline).
-    for (const u of ['hugo', 'ivan']) {
-      await gina.locator('#add-user').fill(u);
-      await gina.locator('#add-user').press('Enter');
-      await gina.locator(`#contacts li[data-user="${u}"] .remove`).waitFor({ state: 'attached' });
+    const grace = await openAs(bg, server, 'grace');
+    const henry = await openAs(bh, server, 'henry');
+    // grace's contacts: henry and isla (a terminal user who stays offline).
+    for (const u of ['henry', 'isla']) {
+      await grace.locator('#add-user').fill(u);
+      await grace.locator('#add-user').press('Enter');
+      await grace.locator(`#contacts li[data-user="${u}"] .remove`).waitFor({ state: 'attached' });
     }
-    await gina.locator('#group-name').fill(' 家人 ');
-    await gina.locator('#group-name').press('Enter');
-    const family = gina.locator('#contacts .group-header', { hasText: '家人' });
+    await grace.locator('#group-name').fill(' 家人 ');
+    await grace.locator('#group-name').press('Enter');
+    const family = grace.locator('#contacts .group-header', { hasText: '家人' });
     await family.waitFor();
     assert.equal(await family.locator('.count').textContent(), '0/0');
-    await gina.locator('#contacts li[data-user="hugo"] select.move').selectOption({ label: '家人' });
-    await until('hugo counted online in 家人', async () =>
+    await grace.locator('#contacts li[data-user="henry"] select.move').selectOption({ label: '家人' });
+    await until('henry counted online in 家人', async () =>
       (await family.locator('.count').textContent()) === '1/1');
-    const rest = gina.locator('#contacts .group-header', { hasText: 'Contacts' });
+    const rest = grace.locator('#contacts .group-header', { hasText: 'Contacts' });
     assert.equal(await rest.locator('.count').textContent(), '0/1');
     // A bidi override in a name is refused, and says why.
-    await gina.locator('#group-name').fill('evil\u202Etxt.exe');
-    await gina.locator('#group-name').press('Enter');
-    await gina.locator('#contacts-note', { hasText: 'direction overrides' }).waitFor();
-    // Hugo leaves: gina's count follows.
-    await hugo.close();
+    await grace.locator('#group-name').fill('evil\u202Etxt.exe');
+    await grace.locator('#group-name').press('Enter');
+    await grace.locator('#contacts-note', { hasText: 'direction overrides' }).waitFor();
+    // Henry leaves: grace's count follows.
+    await henry.close();
     await until('家人 to count 0/1', async () => (await family.locator('.count').textContent()) === '0/1');
     // The terminal (which replaces the page: one device at a time here) draws the same
     // groups from its login alone.
-    const term = breezeChat(server, 'gina');
+    const term = breezeChat(server, 'grace');
     try {
-      await until('the terminal to log in', () => term.out.includes('logged in as gina'));
+      await until('the terminal to log in', () => term.out.includes('logged in as grace'));
       term.write('/groups');
-      await until('the terminal to list 家人 0/1 with hugo', () => /家人 0\/1: .*hugo/.test(term.out));
+      await until('the terminal to list 家人 0/1 with henry', () => /家人 0\/1: .*henry/.test(term.out));
     } finally {
       await term.close();
     }
