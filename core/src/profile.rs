@@ -13,7 +13,6 @@
 //! of PNG that inflate to gigabytes of pixels) is refused before one pixel is inflated.
 
 use sha2::{Digest, Sha256};
-use unicode_normalization::UnicodeNormalization;
 
 /// Longest display name, in Unicode scalar values after normalisation (64 CJK characters
 /// are 192 bytes of UTF-8).
@@ -28,16 +27,10 @@ pub const MAX_AVATAR_BYTES: usize = 256 * 1024;
 /// (4 MiB), whatever its compressed size.
 pub const MAX_AVATAR_SIDE: u32 = 1024;
 
-/// Why a display name or signature was refused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum TextError {
-    #[error("longer than {max} characters")]
-    TooLong { max: usize },
-    #[error("contains a line break or another control character")]
-    Control,
-    #[error("contains a bidirectional override or isolate character")]
-    Bidi,
-}
+/// Why a display name or signature was refused: the checks every name people type passes
+/// (`crate::text`).
+pub use crate::text::TextError;
+use crate::text::one_line;
 
 /// Why an avatar image was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -93,36 +86,6 @@ pub fn display_name(raw: &str) -> Result<String, TextError> {
 /// A signature as stored: NFC, trimmed, checked. Empty means none.
 pub fn signature(raw: &str) -> Result<String, TextError> {
     one_line(raw, MAX_SIGNATURE_CHARS)
-}
-
-fn one_line(raw: &str, max: usize) -> Result<String, TextError> {
-    // Checked on the input too, before normalising it: a megabyte of text costs a scan, not
-    // a normalisation. The frame limit bounds it anyway.
-    if raw.chars().count() > max * 4 {
-        return Err(TextError::TooLong { max });
-    }
-    let text: String = raw.nfc().collect();
-    let text = text.trim();
-    for c in text.chars() {
-        if is_bidi_control(c) {
-            return Err(TextError::Bidi);
-        }
-        if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{FEFF}') {
-            return Err(TextError::Control);
-        }
-    }
-    if text.chars().count() > max {
-        return Err(TextError::TooLong { max });
-    }
-    Ok(text.to_string())
-}
-
-/// Characters that reorder the text around them (Unicode's Bidi_Control property).
-fn is_bidi_control(c: char) -> bool {
-    matches!(
-        c,
-        '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
-    )
 }
 
 /// How clients show a user: `Alice Wang (alice)` with a display name (names are not unique,

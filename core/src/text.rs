@@ -1,4 +1,4 @@
-//! Names people type and others read (contact groups; PROTOCOL.md, "Contact groups"): the one
+//! Names people type and others read (contact groups, display names, signatures): the one
 //! check every such name passes before it is stored. A pure function of its input, so the
 //! server core, the clients and the fuzzers share one definition of "acceptable".
 //!
