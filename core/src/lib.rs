@@ -41,8 +41,6 @@
 //!             }
 //!             Output::Event(_) => {} // a log line or a metric
 //!             Output::Cluster { .. } => unreachable!("cluster mode is off"),
-//!             // This host hands every frame to the core: it heard nothing the core did not.
-//!             Output::AskLastHeard { conn } => server.handle_last_heard(now, conn, None),
 //!         }
 //!     }
 //! };

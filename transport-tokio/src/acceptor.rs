@@ -5,7 +5,7 @@
 //! the same [`Acceptor`], so their `ConnId`s never collide and `max_connections` counts them
 //! all together.
 
-use crate::connection::{self, ConnSettings, Inbound, PingTally};
+use crate::connection::{self, ConnSettings, Inbound};
 use crate::frames::Framed;
 use crate::link::LinkHandle;
 use breeze_core::ConnId;
@@ -47,8 +47,6 @@ struct Gate {
     closing: AtomicBool,
     inbound: mpsc::Sender<Inbound>,
     settings: ConnSettings,
-    /// The pings every connection answered itself, for the metrics.
-    pings: Arc<PingTally>,
 }
 
 impl fmt::Debug for Acceptor {
@@ -79,7 +77,6 @@ impl Acceptor {
                 closing: AtomicBool::new(false),
                 inbound,
                 settings,
-                pings: Arc::default(),
             }),
         }
     }
@@ -129,15 +126,9 @@ impl Acceptor {
             link,
             gate.inbound.clone(),
             gate.settings,
-            gate.pings.clone(),
             permit,
         ));
         Admission::Accepted(conn)
-    }
-
-    /// The pings the connections answered themselves.
-    pub(crate) fn pings(&self) -> &PingTally {
-        &self.gate.pings
     }
 
     /// Refuses every later arrival with `ServerShutdown`.

@@ -1,7 +1,4 @@
 //! One task per connection: it reads frames for the core and writes what the core queued.
-//! Its `Front` answers heartbeat `Ping`s itself once the core has caught up with the
-//! connection, so an idle client's ping wakes this task alone, not the core task too
-//! (issue 15); it also keeps the frame budget and when the peer was last heard from.
 //!
 //! The driver is generic over [`Framed`]: it sees payloads, never a transport's framing, so
 //! every transport shares the queue, slow-reader, closing and `Bye` handling here. Reading
@@ -9,18 +6,15 @@
 //! sees both directions, so ending a connection needs no coordination between two.
 
 use crate::frames::{BadInput, FrameRead, FrameWrite, Framed, WriteStep};
-use crate::link::{Link, LinkHandle, Next, QueueLimits};
-use crate::time::Clock;
+use crate::link::{Link, LinkHandle, Next};
 use breeze_core::ConnId;
-use breeze_core::config::FrameRate;
 use breeze_core::message::CloseReason;
-use breeze_core::server::{self, Counters, Front, FrontStep};
+use breeze_core::server;
 use bytes::Bytes;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
@@ -45,43 +39,14 @@ pub(crate) enum Inbound {
         conn: ConnId,
         bad: BadInput,
     },
-    /// The connection ended itself for `reason`: the peer flooded it (frames or signs of
-    /// life over the frame budget), or did not read the `Pong`s it was sent (`SlowReader`,
-    /// the queue already dropped). Nothing more is read from it.
-    Ended {
+    /// The peer showed life without a frame (a WebSocket Pong).
+    Alive {
         conn: ConnId,
-        reason: CloseReason,
     },
     /// The peer closed or reset the connection.
     Closed {
         conn: ConnId,
     },
-}
-
-/// The pings connections answered themselves, which the core's counters never see; added
-/// to them when metrics are read (`Counters::add_answered_pings`). Shared by every
-/// connection: one relaxed add per ping.
-#[derive(Debug, Default)]
-pub(crate) struct PingTally {
-    pings: AtomicU64,
-    bytes_in: AtomicU64,
-    bytes_out: AtomicU64,
-}
-
-impl PingTally {
-    fn count(&self, ping: usize, pong: usize) {
-        self.pings.fetch_add(1, Ordering::Relaxed);
-        self.bytes_in.fetch_add(ping as u64, Ordering::Relaxed);
-        self.bytes_out.fetch_add(pong as u64, Ordering::Relaxed);
-    }
-
-    pub(crate) fn add_to(&self, counters: &mut Counters) {
-        counters.add_answered_pings(
-            self.pings.load(Ordering::Relaxed),
-            self.bytes_in.load(Ordering::Relaxed),
-            self.bytes_out.load(Ordering::Relaxed),
-        );
-    }
 }
 
 /// Per-connection settings, copied into every connection task.
@@ -94,12 +59,6 @@ pub(crate) struct ConnSettings {
     pub(crate) linger: Duration,
     /// How long a `Bye` to a slow reader or a refused connection may take to write.
     pub(crate) bye_timeout: Duration,
-    /// The frame budget (`ServerConfig::frame_rate`), charged by the connection's `Front`.
-    pub(crate) frame_rate: FrameRate,
-    /// The outbound queue's limits, for the `Pong`s the connection queues itself.
-    pub(crate) outbound: QueueLimits,
-    /// The core's clock: the front's instants are the core's.
-    pub(crate) clock: Clock,
 }
 
 /// How the main loop ended.
@@ -122,13 +81,9 @@ pub(crate) async fn drive<F: Framed>(
     link: Arc<Link>,
     core: mpsc::Sender<Inbound>,
     settings: ConnSettings,
-    tally: Arc<PingTally>,
     _permit: OwnedSemaphorePermit,
 ) {
     let (mut rd, mut wr) = frames.split(settings.max_frame);
-    let mut front = Front::new(settings.clock.now());
-    // Frames handed to the core task; once it has handled as many, it has caught up.
-    let mut forwarded = 0u64;
     // Stops once the peer closed (reported to the core) or sent an oversize frame (likewise).
     let mut reading = true;
     let mut unflushed = false;
@@ -167,13 +122,7 @@ pub(crate) async fn drive<F: Framed>(
                         break Ending::HostGone;
                     }
                 }
-                Ok(true) => match forward_frames(
-                    conn,
-                    &mut rd,
-                    Peer { front: &mut front, forwarded: &mut forwarded, link: &link, tally: &tally },
-                    &core,
-                    &settings,
-                ).await {
+                Ok(true) => match forward_frames(conn, &mut rd, &core).await {
                     Forwarded::All => {}
                     Forwarded::Refused => reading = false,
                     Forwarded::HostGone => break Ending::HostGone,
@@ -235,75 +184,29 @@ enum Forwarded {
     HostGone,
 }
 
-/// This connection's side of what it shares with the core task.
-struct Peer<'a> {
-    front: &'a mut Front,
-    forwarded: &'a mut u64,
-    link: &'a Link,
-    tally: &'a PingTally,
-}
-
-/// Passes every complete frame read so far (and life without a frame, first) through the
-/// front: a `Ping` it answers is queued behind what the core queued, anything else goes to
-/// the core. Waiting on a full core channel is the backpressure: this connection stops
-/// reading, and the transport slows the peer down.
+/// Hands every complete frame read so far to the core (and life without a frame, first). Waiting on a full core channel is the
+/// backpressure: this connection stops reading, and the transport slows the peer down.
 async fn forward_frames<R: FrameRead>(
     conn: ConnId,
     reader: &mut R,
-    peer: Peer<'_>,
     core: &mpsc::Sender<Inbound>,
-    settings: &ConnSettings,
 ) -> Forwarded {
-    let Peer {
-        front,
-        forwarded,
-        link,
-        tally,
-    } = peer;
-    let now = settings.clock.now();
-    let limit = &settings.frame_rate;
-    if reader.heard_alive() && !front.alive(now, limit) {
-        return end(conn, core, CloseReason::Flooding).await;
+    if reader.heard_alive() && !to_core(core, Inbound::Alive { conn }).await {
+        return Forwarded::HostGone;
     }
     loop {
-        let payload = match reader.next_frame() {
-            Ok(Some(payload)) => payload,
-            Ok(None) => break,
-            Err(bad) => {
-                if !to_core(core, Inbound::Refused { conn, bad }).await {
-                    return Forwarded::HostGone;
-                }
-                return Forwarded::Refused;
-            }
+        let event = match reader.next_frame() {
+            Ok(Some(payload)) => Inbound::Frame { conn, payload },
+            Ok(None) => return Forwarded::All,
+            Err(bad) => Inbound::Refused { conn, bad },
         };
-        let caught_up = || link.handled() == *forwarded && !link.closing();
-        match front.frame(now, &payload, limit, caught_up) {
-            FrontStep::ToCore => {
-                if !to_core(core, Inbound::Frame { conn, payload }).await {
-                    return Forwarded::HostGone;
-                }
-                *forwarded += 1;
-            }
-            FrontStep::Answer(pong) => {
-                tally.count(payload.len(), pong.len());
-                if link.push(pong, settings.outbound).is_err() {
-                    link.abort(CloseReason::SlowReader);
-                    return end(conn, core, CloseReason::SlowReader).await;
-                }
-            }
-            FrontStep::Flooding => return end(conn, core, CloseReason::Flooding).await,
+        let refused = matches!(event, Inbound::Refused { .. });
+        if !to_core(core, event).await {
+            return Forwarded::HostGone;
         }
-    }
-    link.heard(front.last_heard());
-    Forwarded::All
-}
-
-/// Tells the core the connection ended itself for `reason`; reading stops.
-async fn end(conn: ConnId, core: &mpsc::Sender<Inbound>, reason: CloseReason) -> Forwarded {
-    if to_core(core, Inbound::Ended { conn, reason }).await {
-        Forwarded::Refused
-    } else {
-        Forwarded::HostGone
+        if refused {
+            return Forwarded::Refused;
+        }
     }
 }
 
@@ -354,15 +257,6 @@ mod tests {
             close_timeout: Duration::ZERO,
             linger: Duration::ZERO,
             bye_timeout: Duration::ZERO,
-            frame_rate: FrameRate {
-                per_second: 0,
-                burst: 0,
-            },
-            outbound: QueueLimits {
-                frames: 1,
-                bytes: 1,
-            },
-            clock: Clock::start(),
         };
         let task = drive(
             ConnId(1),
@@ -370,7 +264,6 @@ mod tests {
             link,
             core,
             settings,
-            Arc::default(),
             permit,
         );
         let size = std::mem::size_of_val(&task);

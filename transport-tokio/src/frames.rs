@@ -36,8 +36,8 @@ pub trait FrameRead: Send + 'static {
     fn next_frame(&mut self) -> Result<Option<Bytes>, BadInput>;
 
     /// Whether the peer showed life without a frame since the last call: a WebSocket Pong
-    /// (or Ping). The connection's `Front` counts it like a frame, for the heartbeat deadline
-    /// and the frame budget (`Front::alive`). A byte stream has nothing of the kind.
+    /// (or Ping). The core counts it like a frame for the heartbeat deadline
+    /// (`Server::handle_alive`). A byte stream has nothing of the kind.
     fn heard_alive(&mut self) -> bool {
         false
     }

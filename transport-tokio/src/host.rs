@@ -195,9 +195,6 @@ impl<B: StorageBackend> Host<B> {
             close_timeout: cfg.close_timeout,
             linger: cfg.linger,
             bye_timeout: cfg.bye_timeout,
-            frame_rate: server.config().frame_rate,
-            outbound: cfg.outbound_queue,
-            clock,
         };
         let (inbound_tx, inbound) = mpsc::channel(cfg.inbound_capacity.max(1));
         let acceptor = Acceptor::new(cfg.max_connections, cfg.max_refusals, inbound_tx, settings);
@@ -288,7 +285,6 @@ impl<B: StorageBackend> Host<B> {
             server,
             backend,
             conns: BTreeMap::new(),
-            handled: Vec::new(),
             ended: Vec::new(),
             limits: cfg.outbound_queue,
             bus,
@@ -312,15 +308,11 @@ impl<B: StorageBackend> Host<B> {
                     }
                     Some(Control::Metrics(reply)) => {
                         let server = &core.server;
-                        let mut counters = server.counters().clone();
-                        acceptor.pings().add_to(&mut counters);
-                        let _ = reply.send((server.stats(), counters));
+                        let _ = reply.send((server.stats(), server.counters().clone()));
                         continue;
                     }
                     Some(Control::Who(reply)) => {
-                        let now = clock.now();
-                        core.hand_over_last_heard(now);
-                        let _ = reply.send(core.server.who(now));
+                        let _ = reply.send(core.server.who(clock.now()));
                         continue;
                     }
                     Some(Control::Shutdown(reply)) => break Some(reply),
@@ -386,7 +378,6 @@ impl<B: StorageBackend> Host<B> {
                 core.server.handle_timeout(now);
             }
             core.settle(now);
-            core.publish_handled();
         };
 
         // Shutdown. Stop accepting first, so nobody connects to a server that is leaving.
@@ -442,9 +433,6 @@ struct Core<B> {
     /// Ordered, not hashed: anything done for all connections happens in the same order on
     /// every run, which a deterministic simulation needs.
     conns: BTreeMap<ConnId, Peer>,
-    /// Connections with frames handled in this batch, whose links learn the new count
-    /// (`publish_handled`) once the batch's outputs are queued.
-    handled: Vec<ConnId>,
     /// Connections that ended on the transport's side in this batch, with the reason to tell
     /// the peer, if any. Handled after the batch's outputs, so that frames the core queued
     /// for them first (the answer to a `Logout` sent just before a half-close, or to the
@@ -458,8 +446,6 @@ struct Core<B> {
 struct Peer {
     link: LinkHandle,
     addr: SocketAddr,
-    /// Frames of this connection handed to the core.
-    frames: u64,
 }
 
 impl<B: StorageBackend> Core<B> {
@@ -467,35 +453,16 @@ impl<B: StorageBackend> Core<B> {
         match ev {
             Inbound::Accepted { conn, peer, link } => {
                 debug!(conn = conn.0, %peer, "connection accepted");
-                let addr = peer;
-                self.conns.insert(
-                    conn,
-                    Peer {
-                        link,
-                        addr,
-                        frames: 0,
-                    },
-                );
-                self.server.handle_connect(now, conn, Some(addr.ip()));
+                self.conns.insert(conn, Peer { link, addr: peer });
+                self.server.handle_connect(now, conn, Some(peer.ip()));
             }
-            Inbound::Frame { conn, payload } => {
-                if let Some(peer) = self.conns.get_mut(&conn) {
-                    peer.frames += 1;
-                    self.handled.push(conn);
-                }
-                self.server.handle_frame(now, conn, &payload)
-            }
+            Inbound::Frame { conn, payload } => self.server.handle_frame(now, conn, &payload),
+            Inbound::Alive { conn } => self.server.handle_alive(now, conn),
             Inbound::Refused { conn, bad } => {
                 if let Some(peer) = self.conns.get(&conn) {
                     info!(conn = conn.0, peer = %peer.addr, ?bad, "closing: {}", bad.reason());
                 }
                 self.ended.push((conn, Some(bad.reason())));
-            }
-            Inbound::Ended { conn, reason } => {
-                if let Some(peer) = self.conns.get(&conn) {
-                    warn!(conn = conn.0, peer = %peer.addr, "closing: {reason}");
-                }
-                self.ended.push((conn, Some(reason)));
             }
             Inbound::Closed { conn } => self.ended.push((conn, None)),
         }
@@ -527,26 +494,6 @@ impl<B: StorageBackend> Core<B> {
         }
     }
 
-    /// Tells the links of connections with frames handled in this batch how many: their
-    /// fronts answer pings again once caught up. After `settle`, so that a `Pong` queued then
-    /// goes behind the answers to the frames before it.
-    fn publish_handled(&mut self) {
-        for conn in self.handled.drain(..) {
-            if let Some(peer) = self.conns.get(&conn) {
-                peer.link.set_handled(peer.frames);
-            }
-        }
-    }
-
-    /// Hands the core when every connection last heard from its peer, so that idle times
-    /// (`who`) count the pings the connections answered themselves.
-    fn hand_over_last_heard(&mut self, now: Instant) {
-        for (&conn, peer) in &self.conns {
-            self.server
-                .handle_last_heard(now, conn, Some(peer.link.last_heard()));
-        }
-    }
-
     fn perform(&mut self, now: Instant, out: Output) {
         match out {
             Output::Send { conn, payload } => {
@@ -570,10 +517,6 @@ impl<B: StorageBackend> Core<B> {
             }
             Output::Storage { id, op } => self.backend.submit(id, op),
             Output::Event(ev) => self.log(ev),
-            Output::AskLastHeard { conn } => {
-                let at = self.conns.get(&conn).map(|peer| peer.link.last_heard());
-                self.server.handle_last_heard(now, conn, at);
-            }
             Output::Cluster { to, msg } => match &mut self.bus {
                 Some(bus) => bus.publish(to, msg),
                 None => unreachable!("invariant: only a core in a cluster publishes"),

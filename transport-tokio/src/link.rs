@@ -8,16 +8,10 @@
 //! frames it cannot get rid of; a channel only delivers in order.
 //!
 //! It holds payloads; the connection's frame writer frames them as its transport does.
-//!
-//! Beside the queue it carries the two facts the connection's `Front` and the core share
-//! (issue 15: pings are answered by the connection task, not the core): how many of the
-//! connection's frames the core task has handled, and when the peer was last heard from.
 
 use breeze_core::message::CloseReason;
-use breeze_core::{Duration, Instant};
 use bytes::Bytes;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use tokio::sync::Notify;
 
@@ -69,12 +63,6 @@ struct Queue {
 pub(crate) struct Link {
     queue: Mutex<Queue>,
     wake: Notify,
-    /// Frames of this connection the core task has handled, their outputs already queued
-    /// (written by the core task after each batch, `LinkHandle::set_handled`).
-    handled: AtomicU64,
-    /// When the connection last heard from the peer (core time, nanoseconds since the
-    /// clock's epoch): the answer to `Output::AskLastHeard`.
-    last_heard: AtomicU64,
 }
 
 /// Keeps a queue below this many slots when it drains, so a burst does not pin memory.
@@ -154,20 +142,6 @@ impl Link {
         }
     }
 
-    /// How many of this connection's frames the core task has handled. Acquire pairs with
-    /// the Release in `set_handled`: once the count is seen, so is everything the core
-    /// queued for those frames, and a `Pong` pushed now goes behind it.
-    pub(crate) fn handled(&self) -> u64 {
-        self.handled.load(Ordering::Acquire)
-    }
-
-    /// The peer was last heard from at `at`.
-    pub(crate) fn heard(&self, at: Instant) {
-        let nanos = u64::try_from(at.since_epoch().as_nanos()).unwrap_or(u64::MAX);
-        // Relaxed: the core task reads it at a deadline, long after; no other data hangs on it.
-        self.last_heard.store(nanos, Ordering::Relaxed);
-    }
-
     /// Whether the connection has been told to end, so its remaining writes get a deadline.
     pub(crate) fn closing(&self) -> bool {
         self.lock().end.is_some()
@@ -198,18 +172,6 @@ impl LinkHandle {
 
     pub(crate) fn abort(&self, reason: CloseReason) {
         self.0.abort(reason)
-    }
-
-    /// The core task has handled `frames` frames of this connection and queued their
-    /// outputs (see `Link::handled`).
-    pub(crate) fn set_handled(&self, frames: u64) {
-        self.0.handled.store(frames, Ordering::Release);
-    }
-
-    /// When the connection last heard from the peer.
-    pub(crate) fn last_heard(&self) -> Instant {
-        let nanos = self.0.last_heard.load(Ordering::Relaxed);
-        Instant::from_epoch(Duration::from_nanos(nanos))
     }
 }
 

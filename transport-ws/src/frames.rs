@@ -8,9 +8,8 @@
 //!   a minute, so it cannot be trusted to ping on time; but it answers a WebSocket Ping with
 //!   a Pong without running any JavaScript. So the reader sends a Ping whenever the peer has
 //!   been silent for `ping_after` (the heartbeat interval), and reports every Ping or Pong it
-//!   receives as life (`heard_alive`), which the connection's `Front` counts like a frame
-//!   (the core asks it for the time when a deadline comes due). The dead-peer rule is
-//!   unchanged: dead at the last inbound message + the heartbeat timeout.
+//!   receives as life (`heard_alive`), which the core counts like a frame. The dead-peer rule
+//!   is unchanged: dead at the last inbound message + the heartbeat timeout.
 //! * **What it refuses.** A text message is no Breeze frame (`Bye{Malformed}`, close code
 //!   1003); a message over `max_frame` is refused by tungstenite from its header, before
 //!   its payload is buffered (`Bye{FrameTooLarge}`, close code 1009); a protocol violation

@@ -34,9 +34,6 @@ pub const SERVER_MSG_KINDS: &[&str] = &[
     "OfflineWaiting",
 ];
 
-/// The wire index of `Pong` (`SERVER_MSG_KINDS[12]`).
-const PONG: usize = 12;
-
 /// Room for every variant index that fits the first byte's varint (0..128), so a variant
 /// added later is counted before it is named.
 const KINDS: usize = 128;
@@ -88,16 +85,6 @@ impl Counters {
             self.frames_out[usize::from(kind) % KINDS] += 1;
         }
         self.bytes_out += payload.len() as u64;
-    }
-
-    /// Adds `pings` answered beside the socket (`Front`), which the core never saw: their
-    /// bytes in, and as many `Pong`s of `bytes_out` bytes in all. The host keeps these and
-    /// adds them when a scrape reads the counters.
-    pub fn add_answered_pings(&mut self, pings: u64, bytes_in: u64, bytes_out: u64) {
-        self.frames_in += pings;
-        self.bytes_in += bytes_in;
-        self.frames_out[PONG] += pings;
-        self.bytes_out += bytes_out;
     }
 
     pub(crate) fn closed(&mut self, reason: CloseReason) {
@@ -160,8 +147,6 @@ mod tests {
             assert_eq!(c.sent(name), 1, "{name}");
         }
         assert_eq!(c.frames_out.iter().sum::<u64>(), frames.len() as u64);
-        c.add_answered_pings(2, 6, 6);
-        assert_eq!((c.sent("Pong"), c.frames_in, c.bytes_in), (3, 2, 6));
         c.closed(CloseReason::HeartbeatTimeout);
         c.closed(CloseReason::HeartbeatTimeout);
         c.closed(CloseReason::LoggedOut);

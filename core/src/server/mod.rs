@@ -17,7 +17,6 @@ mod cluster_tests;
 mod contacts;
 mod counters;
 mod deadline;
-mod front;
 mod groups;
 mod guard;
 mod messaging;
@@ -42,7 +41,6 @@ use budget::{Charge, InFlight};
 use bytes::Bytes;
 pub use counters::{Counters, SERVER_MSG_KINDS};
 use deadline::DeadlineQueue;
-pub use front::{Front, FrontStep};
 use guard::{LoginGuard, RegisterGuard, admit_frame};
 use presence::PresenceBoard;
 use profiles::ProfileBoard;
@@ -64,11 +62,6 @@ pub enum Output {
     Event(ServerEvent),
     /// Publish this on the cluster bus (cluster mode only; CLUSTER.md).
     Cluster { to: Dest, msg: ClusterMsg },
-    /// `conn`'s heartbeat deadline, by the frames the core saw, has come: answer with
-    /// `handle_last_heard` when the transport last heard from it. A host that answers pings
-    /// beside the socket ([`Front`]) hands over its `last_heard`; one that hands every frame
-    /// to the core answers `None`. Until answered the connection is neither closed nor timed.
-    AskLastHeard { conn: ConnId },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -323,27 +316,19 @@ impl Server {
         }
     }
 
-    /// When the transport last heard from `conn` (`None`: nothing the core did not see), in
-    /// answer to `Output::AskLastHeard`, or unasked (before a `who`, so idle times count the
-    /// pings a [`Front`] answered). Asked, it closes the connection with `HeartbeatTimeout` if
-    /// that was more than `heartbeat_timeout` before `now`, or times it again from there: dead
-    /// at exactly the last frame plus the timeout, pings included (PROTOCOL.md §11.1).
-    pub fn handle_last_heard(&mut self, now: Instant, conn: ConnId, at: Option<Instant>) {
+    /// The transport heard from `conn` without a frame: a WebSocket Pong answering the
+    /// host's Ping (PROTOCOL.md §1.3), or the peer's own Ping. It is life, like a frame: the
+    /// connection's heartbeat deadline moves to `now + heartbeat_timeout`. It costs a place in
+    /// the frame budget, so a flood of control messages is `Flooding` like a flood of frames.
+    /// Like a frame, it leaves the deadline queue alone (it only moves the deadline later),
+    /// and before `Hello` the handshake deadline still applies.
+    pub fn handle_alive(&mut self, now: Instant, conn: ConnId) {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
-        if let Some(at) = at {
-            c.last_seen = c.last_seen.max(at.min(now));
-        }
-        if !std::mem::take(&mut c.asking) {
-            return;
-        }
-        let deadline = c.deadline(&self.cfg);
-        if deadline > now {
-            c.armed = deadline;
-            self.heartbeats.push(deadline, conn);
-        } else {
-            self.close(now, conn, CloseReason::HeartbeatTimeout);
+        c.last_seen = now;
+        if !admit_frame(&mut c.frame_tat, now, &self.cfg.frame_rate) {
+            self.close(now, conn, CloseReason::Flooding);
         }
     }
 
@@ -445,7 +430,7 @@ impl Server {
     /// Fires every deadline due at `now`: dead connections and expired offline graces.
     pub fn handle_timeout(&mut self, now: Instant) {
         while let Some((_, conn)) = self.heartbeats.pop_due(now) {
-            let Some(c) = self.conns.get_mut(&conn) else {
+            let Some(c) = self.conns.get(&conn) else {
                 continue;
             };
             let deadline = c.deadline(&self.cfg);
@@ -453,16 +438,11 @@ impl Server {
                 self.heartbeats.push(deadline, conn);
                 continue;
             }
-            if let Phase::AwaitHello = c.phase {
-                self.close(now, conn, CloseReason::HandshakeTimeout);
-                continue;
-            }
-            // Pings after the handshake may have been answered beside the socket, unseen:
-            // the transport knows when it last heard from the peer (`Front`).
-            if !c.asking {
-                c.asking = true;
-                self.out.push_back(Output::AskLastHeard { conn });
-            }
+            let reason = match c.phase {
+                Phase::AwaitHello => CloseReason::HandshakeTimeout,
+                _ => CloseReason::HeartbeatTimeout,
+            };
+            self.close(now, conn, reason);
         }
         self.logins.expire(now);
         self.registrations.expire(now);

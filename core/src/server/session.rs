@@ -13,14 +13,11 @@ use std::net::IpAddr;
 #[derive(Debug)]
 pub(crate) struct Conn {
     pub(crate) opened: Instant,
-    /// Time of the last inbound frame the core saw or was told of (`handle_last_heard`): any
-    /// frame is life, not only pings.
+    /// Time of the last inbound frame: any frame is life, not only pings.
     pub(crate) last_seen: Instant,
     /// The deadline this connection's live entry in the heartbeat queue carries; entries
     /// with any other instant are superseded and skipped.
     pub(crate) armed: Instant,
-    /// `Output::AskLastHeard` is out for this connection; its answer times it again.
-    pub(crate) asking: bool,
     pub(crate) phase: Phase,
     /// The peer's address, when the host knows it: login failures count against it.
     pub(crate) addr: Option<IpAddr>,
@@ -144,7 +141,6 @@ impl Conn {
             opened: now,
             last_seen: now,
             armed: now,
-            asking: false,
             phase: Phase::AwaitHello,
             addr,
             frame_tat: now,

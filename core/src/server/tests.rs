@@ -186,7 +186,7 @@ fn a_connection_that_never_says_hello_is_dropped_at_the_handshake_deadline() {
     assert_eq!(rig.closed[&c], CloseReason::HandshakeTimeout);
 }
 
-/// A WebSocket Pong (`Front::alive`) is life like a frame: a session that says nothing but
+/// A WebSocket Pong (`handle_alive`) is life like a frame: a session that says nothing but
 /// answers the host's pings stays, and dies exactly `heartbeat_timeout` after the last one.
 #[test]
 fn life_without_a_frame_moves_the_deadline_and_its_absence_kills_on_time() {
@@ -441,82 +441,6 @@ fn any_frame_counts_as_life_not_only_pings() {
         );
     }
     assert!(!rig.closed.contains_key(&a));
-}
-
-/// Pings after the handshake are answered by the connection's front; the core never sees
-/// them (its frame count stays put), asks for the last one only when the deadline it knows
-/// of comes due, and closes exactly at the last ping plus the timeout.
-#[test]
-fn pings_answered_by_the_front_keep_a_session_and_its_end_is_exact() {
-    let mut rig = Rig::new(cfg(), &["a"]);
-    let a = rig.login("a", Status::Online);
-    rig.take(a);
-    let seen = rig.server.counters().frames_in;
-    for nonce in 0..12 {
-        rig.advance(Duration::from_millis(900));
-        rig.frame(a, ClientMsg::Ping { nonce });
-        assert_eq!(rig.take(a), [ServerMsg::Pong { nonce }]);
-    }
-    assert_eq!(
-        rig.server.counters().frames_in,
-        seen,
-        "pings reached the core"
-    );
-    let last_ping = rig.now;
-    rig.advance(Duration::from_millis(2999));
-    assert!(!rig.closed.contains_key(&a));
-    rig.advance(Duration::from_millis(1));
-    assert_eq!(rig.closed.get(&a), Some(&CloseReason::HeartbeatTimeout));
-    assert_eq!(rig.now, last_ping + Duration::from_secs(3));
-}
-
-/// The handoff itself, as any host sees it: at the deadline the core asks, and closes or
-/// times the connection again only once answered.
-#[test]
-fn a_due_deadline_asks_the_host_and_its_answer_decides() {
-    use crate::server::{Output, Server};
-    use crate::time::Instant;
-    let at = |ms: u64| Instant::from_epoch(Duration::from_millis(ms));
-    let mut server = Server::new(cfg(), []);
-    let conn = crate::ids::ConnId(1);
-    server.handle_connect(at(0), conn, None);
-    let hello = crate::codec::encode(&ClientMsg::Hello {
-        magic: MAGIC,
-        version: 1,
-        client: String::new(),
-    });
-    server.handle_frame(at(0), conn, &hello);
-    while server.poll_output().is_some() {}
-    // The handshake's entry, stale now, moves on to the heartbeat deadline.
-    server.handle_timeout(at(2000));
-    assert_eq!(server.poll_output(), None);
-    assert_eq!(server.poll_timeout(), Some(at(3000)));
-    server.handle_timeout(at(3000));
-    assert_eq!(server.poll_output(), Some(Output::AskLastHeard { conn }));
-    assert_eq!(server.poll_output(), None);
-    // Nothing else is timed for it while the question is out; asked once only.
-    assert_eq!(server.poll_timeout(), None);
-    server.handle_timeout(at(3000));
-    assert_eq!(server.poll_output(), None);
-    // Heard at 2.5 s: alive until 5.5 s, asked again then.
-    server.handle_last_heard(at(3000), conn, Some(at(2500)));
-    assert_eq!(server.poll_output(), None);
-    assert_eq!(server.poll_timeout(), Some(at(5500)));
-    server.handle_timeout(at(5500));
-    assert_eq!(server.poll_output(), Some(Output::AskLastHeard { conn }));
-    // Nothing heard since: dead now, at exactly the last ping plus the timeout.
-    server.handle_last_heard(at(5500), conn, None);
-    assert!(matches!(server.poll_output(), Some(Output::Send { .. })));
-    assert_eq!(
-        server.poll_output(),
-        Some(Output::Close {
-            conn,
-            reason: CloseReason::HeartbeatTimeout
-        })
-    );
-    // A late or unasked answer for a connection gone changes nothing.
-    server.handle_last_heard(at(5600), conn, Some(at(5600)));
-    assert_eq!(server.poll_output(), None);
 }
 
 #[test]

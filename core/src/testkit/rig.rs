@@ -1,7 +1,5 @@
 //! A server with an in-memory store, driven frame by frame in virtual time. Storage requests
 //! complete at once, in order. Frames the server sends are decoded and kept per connection.
-//! Each connection's frames pass its [`Front`] first, as in the real host's connection tasks:
-//! pings are answered there, and the core asks for their time when a deadline comes due.
 
 use super::store::MemStore;
 use crate::cluster::{ClusterMsg, Dest};
@@ -11,7 +9,7 @@ use crate::ids::{ConnId, RequestId, UserId};
 use crate::message::{
     ClientMsg, CloseReason, Credential, MAGIC, PROTOCOL_VERSION, ServerMsg, Status,
 };
-use crate::server::{Front, FrontStep, Output, Server, ServerEvent};
+use crate::server::{Output, Server, ServerEvent};
 use crate::storage::StorageResult;
 use crate::time::{Duration, Instant};
 use std::cell::RefCell;
@@ -33,9 +31,6 @@ pub struct Rig {
     /// When set, storage requests are applied to the store at once but their results wait
     /// here until `complete` hands them back — to test results arriving late or out of order.
     pub deferred: Option<Vec<(RequestId, StorageResult)>>,
-    /// The front of every connection still open; the rig is synchronous, so the core has
-    /// always caught up with a connection's frames when the next one arrives.
-    fronts: BTreeMap<ConnId, Front>,
     next_conn: u64,
 }
 
@@ -68,7 +63,6 @@ impl Rig {
             events: Vec::new(),
             bus: Vec::new(),
             deferred: None,
-            fronts: BTreeMap::new(),
             next_conn: 0,
         }
     }
@@ -82,12 +76,7 @@ impl Rig {
                     self.inbox.entry(conn).or_default().push(msg);
                 }
                 Output::Close { conn, reason } => {
-                    self.fronts.remove(&conn);
                     self.closed.insert(conn, reason);
-                }
-                Output::AskLastHeard { conn } => {
-                    let at = self.fronts.get(&conn).map(Front::last_heard);
-                    self.server.handle_last_heard(self.now, conn, at);
                 }
                 Output::Storage { id, op } => {
                     let ms = self.now.since_epoch().as_millis() as u64;
@@ -111,41 +100,14 @@ impl Rig {
     pub fn open_from(&mut self, addr: Option<std::net::IpAddr>) -> ConnId {
         self.next_conn += 1;
         let conn = ConnId(self.next_conn);
-        self.fronts.insert(conn, Front::new(self.now));
         self.server.handle_connect(self.now, conn, addr);
         self.pump();
         conn
     }
 
-    /// `msg` arrives on `conn`: through its front, as the real host hands it on.
     pub fn frame(&mut self, conn: ConnId, msg: ClientMsg) {
-        let payload = encode(&msg);
-        let limit = self.server.config().frame_rate;
-        let step = match self.fronts.get_mut(&conn) {
-            Some(front) => front.frame(self.now, &payload, &limit, || true),
-            None => FrontStep::ToCore,
-        };
-        match step {
-            FrontStep::ToCore => self.server.handle_frame(self.now, conn, &payload),
-            FrontStep::Answer(payload) => {
-                let msg = decode::<ServerMsg>(&payload).expect("front payloads decode");
-                self.inbox.entry(conn).or_default().push(msg);
-            }
-            FrontStep::Flooding => self.flooding(conn),
-        }
+        self.server.handle_frame(self.now, conn, &encode(&msg));
         self.pump();
-    }
-
-    /// What the host does when a front finds a flood: `Bye`, and the core is told.
-    fn flooding(&mut self, conn: ConnId) {
-        let reason = CloseReason::Flooding;
-        self.fronts.remove(&conn);
-        self.inbox
-            .entry(conn)
-            .or_default()
-            .push(ServerMsg::Bye { reason });
-        self.closed.insert(conn, reason);
-        self.server.handle_aborted(self.now, conn, reason);
     }
 
     pub fn hello(&mut self) -> ConnId {
@@ -216,17 +178,11 @@ impl Rig {
 
     /// The transport heard life from `conn` without a frame (a WebSocket Pong).
     pub fn alive(&mut self, conn: ConnId) {
-        let limit = self.server.config().frame_rate;
-        if let Some(front) = self.fronts.get_mut(&conn)
-            && !front.alive(self.now, &limit)
-        {
-            self.flooding(conn);
-        }
+        self.server.handle_alive(self.now, conn);
         self.pump();
     }
 
     pub fn close(&mut self, conn: ConnId) {
-        self.fronts.remove(&conn);
         self.server.handle_closed(self.now, conn);
         self.pump();
     }

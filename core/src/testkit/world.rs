@@ -21,7 +21,7 @@ use crate::ids::{ConnId, RequestId, UserId};
 use crate::message::{
     ClientMsg, CloseReason, DEFAULT_GROUP, GroupEdit, Presence, ServerMsg, Status, WatchScope,
 };
-use crate::server::{Front, FrontStep, Output, Server};
+use crate::server::{Output, Server};
 use crate::storage::StorageResult;
 use crate::time::{Duration, Instant};
 use bytes::Bytes;
@@ -70,9 +70,6 @@ struct Link {
     server_open: bool,
     client_open: bool,
     last_frame_at_server: Instant,
-    /// The connection's front, as the real host's connection task keeps it: it answers
-    /// pings, and the core asks it for their time (`Output::AskLastHeard`).
-    front: Front,
     /// The presence view the server has told this connection, rebuilt from raw frames.
     told: BTreeMap<UserId, Presence>,
 }
@@ -602,20 +599,8 @@ impl World {
                     Packet::Frame(payload) if link.server_open => {
                         link.last_frame_at_server = now;
                         let node = link.node;
-                        // The world settles after every input: the core has always caught up.
-                        let limit = self.cfg.server.frame_rate;
-                        let step = link.front.frame(now, &payload, &limit, || true);
                         self.observe_client_frame(node, &payload);
-                        match step {
-                            FrontStep::ToCore => self.server.handle_frame(now, conn, &payload),
-                            FrontStep::Answer(pong) => self.perform_server(Output::Send {
-                                conn,
-                                payload: pong,
-                            }),
-                            FrontStep::Flooding => {
-                                self.violation(format!("{conn:?}: a client flooded the server"))
-                            }
-                        }
+                        self.server.handle_frame(now, conn, &payload);
                     }
                     Packet::Fin if link.server_open => {
                         link.server_open = false;
@@ -718,10 +703,6 @@ impl World {
             }
             Output::Event(e) => self.trace(format_args!("{e:?}")),
             Output::Cluster { .. } => unreachable!("invariant: the world is one node"),
-            Output::AskLastHeard { conn } => {
-                let at = self.links.get(&conn).map(|l| l.front.last_heard());
-                self.server.handle_last_heard(now, conn, at);
-            }
         }
     }
 
@@ -741,7 +722,6 @@ impl World {
                     server_open: true,
                     client_open: true,
                     last_frame_at_server: now,
-                    front: Front::new(at),
                     told: BTreeMap::new(),
                 };
                 link.to_server.push_back((at, Packet::Open));

@@ -806,8 +806,6 @@ impl Harness {
             #[allow(unreachable_patterns)]
             Output::Event(other) => trace!("   event {other:?}"),
             Output::Cluster { .. } => unreachable!("invariant: the fuzzed server is one node"),
-            // Every frame reaches the core here (no `Front`): nothing was heard unseen.
-            Output::AskLastHeard { conn } => self.server.handle_last_heard(self.now, conn, None),
         }
     }
 
