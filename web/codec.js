@@ -25,10 +25,11 @@ const Presence = unitEnum('Offline', 'Online', 'Busy', 'Away');
 const WatchScope = unitEnum('Everyone', 'Contacts');
 const RequestKind = unitEnum('Hello', 'Register', 'Login', 'Logout', 'ChangePassword',
   'SetStatus', 'AddContact', 'RemoveContact', 'Send', 'Ack', 'Ping', 'History', 'AdminWho',
-  'ChangeContacts', 'AgentLogin', 'AdminKick', 'AdminBan', 'AdminUnban');
+  'ChangeContacts', 'AgentLogin', 'AdminKick', 'AdminBan', 'AdminUnban', 'Room');
 const ErrorCode = unitEnum('Malformed', 'NotLoggedIn', 'AlreadyLoggedIn', 'InvalidName',
   'InvalidPassword', 'UserTaken', 'NoSuchUser', 'BadCredentials', 'TooLarge', 'Forbidden',
-  'TooManyContacts', 'RateLimited', 'StorageFailed', 'Busy', 'Banned');
+  'TooManyContacts', 'RateLimited', 'StorageFailed', 'Busy', 'Banned', 'NoSuchRoom',
+  'RoomLimit');
 const CloseReason = unitEnum('HandshakeTimeout', 'HeartbeatTimeout', 'Replaced', 'LoggedOut',
   'BadHandshake', 'UnsupportedVersion', 'FrameTooLarge', 'Malformed', 'SlowReader',
   'ServerFull', 'ServerShutdown', 'Flooding', 'NodeFenced', 'Kicked', 'Banned');
@@ -44,6 +45,12 @@ const HistoryItem = struct(['seq', 'u64'], ['id', 'u64'], ['from', UserId], ['to
 const WhoSession = struct(['node', 'u32'], ['conn', 'u64'], ['connected_for_ms', 'u64'],
   ['idle_ms', 'u64']);
 const WhoEntry = struct(['user', UserId], ['status', Status], ['sessions', vec(WhoSession)]);
+// Version 2 (rooms): this client speaks version 1 and never receives these, but decodes
+// them, so the codec covers every frame of the protocol.
+const RoomRole = unitEnum('Owner', 'Admin', 'Member');
+const RoomMember = struct(['user', UserId], ['role', opt(RoomRole)], ['presence', Presence]);
+const RoomDelivery = struct(['room', 'u64'], ['seq', 'u64'], ['from', UserId], ['id', 'u64'],
+  ['body', 'string'], ['sent_at_ms', 'u64']);
 const fields = (...f) => ({ fields: f });
 
 /** Frames a client sends; the order is the variant index (PROTOCOL.md §2.2). */
@@ -68,6 +75,12 @@ export const ClientMsg = {
     ['AdminKick', fields(['user', UserId])],
     ['AdminBan', fields(['user', UserId])],
     ['AdminUnban', fields(['user', UserId])],
+    ['CreateRoom', fields(['name', 'string'])],
+    ['RoomInvite', fields(['room', 'u64'], ['user', UserId], ['role', RoomRole])],
+    ['RoomRemove', fields(['room', 'u64'], ['user', UserId])],
+    ['RoomSend', fields(['id', 'u64'], ['room', 'u64'], ['body', 'string'])],
+    ['RoomAck', fields(['room', 'u64'], ['seq', 'u64'])],
+    ['RoomHistory', fields(['room', 'u64'], ['before', opt('u64')], ['limit', 'u16'])],
   ],
 };
 
@@ -98,6 +111,11 @@ export const ServerMsg = {
     ['Throttled', fields(['request', RequestKind], ['retry_after_ms', 'u32'])],
     ['AdminDone', fields(['request', RequestKind], ['user', UserId], ['sessions', 'u32'])],
     ['OfflineWaiting', fields(['count', 'u32'])],
+    ['RoomMembers', fields(['room', 'u64'], ['name', 'string'], ['full', 'bool'],
+      ['members', vec(RoomMember)])],
+    ['RoomLeft', fields(['room', 'u64'])],
+    ['RoomDeliver', { newtype: RoomDelivery }],
+    ['RoomHistory', fields(['room', 'u64'], ['items', vec(RoomDelivery)])],
   ],
 };
 
@@ -205,6 +223,10 @@ function encodeValue(type, value, w) {
     case 'u8':
       w.byte(value);
       return;
+    case 'bool':
+      if (typeof value !== 'boolean') throw new TypeError(`expected a boolean, got ${value}`);
+      w.byte(value ? 1 : 0);
+      return;
     case 'u16':
     case 'u32':
     case 'u64':
@@ -264,6 +286,11 @@ function decodeValue(type, r) {
   switch (type) {
     case 'u8':
       return r.byte();
+    case 'bool': {
+      // postcard: exactly 0 or 1.
+      const b = r.byte();
+      return b > 1 ? r.fail(`bool byte ${b}`) : b === 1;
+    }
     case 'u16':
     case 'u32':
       return Number(r.varint(type));

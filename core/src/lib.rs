@@ -74,6 +74,7 @@ pub mod config;
 pub mod ids;
 pub mod message;
 pub mod rng;
+pub mod room_name;
 pub mod server;
 pub mod storage;
 #[cfg(any(test, feature = "testkit"))]

@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 /// The four bytes every `Hello` starts with, so a stray protocol is refused at once.
 pub const MAGIC: [u8; 4] = *b"BRZE";
 /// The newest wire version this build speaks; a client offers it in `Hello`.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
+/// The version that added rooms (`CreateRoom` … `RoomHistory`, PROTOCOL.md, "Rooms").
+pub const ROOMS_VERSION: u16 = 2;
 /// The oldest wire version this build's server still answers: a client offering any version
 /// from this one up gets the highest version both speak (PROTOCOL.md §16).
 pub const OLDEST_PROTOCOL_VERSION: u16 = 1;
@@ -158,6 +160,75 @@ pub enum ClientMsg {
     AdminUnban {
         user: UserId,
     },
+    /// Version 2: creates a room owned by the sender, named `name` (PROTOCOL.md, "Rooms", room
+    /// names). Answered with `RoomMembers { full: true }` to every session of the owner.
+    CreateRoom {
+        name: String,
+    },
+    /// Version 2: adds `user` to `room` with `role`, or changes a member's role. Owners may
+    /// add admins and members; admins may add members. `Owner` is never granted.
+    RoomInvite {
+        room: u64,
+        user: UserId,
+        role: RoomRole,
+    },
+    /// Version 2: takes `user` out of `room`: a member leaving (`user` is the sender), or an
+    /// owner or admin removing someone of a lower role.
+    RoomRemove {
+        room: u64,
+        user: UserId,
+    },
+    /// Version 2: a message to every member of `room`. `id` is unique per sender, shared with
+    /// `Send` ids; answered with `Sent { id, seq }` (`seq` the room's sequence) once durable.
+    RoomSend {
+        id: u64,
+        room: u64,
+        body: String,
+    },
+    /// Version 2: the application has every message of `room` up to `seq` (the member's read
+    /// cursor moves there; it never moves back).
+    RoomAck {
+        room: u64,
+        seq: u64,
+    },
+    /// Version 2: `room`'s messages, newest first, below `before`.
+    RoomHistory {
+        room: u64,
+        before: Option<u64>,
+        limit: u16,
+    },
+}
+
+/// A member's standing in a room.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
+pub enum RoomRole {
+    /// Created the room; cannot be removed (leaving as owner is refused).
+    Owner,
+    /// May add and remove members.
+    Admin,
+    Member,
+}
+
+/// One member of a room as a member sees it: `role: None` in a change means they left.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct RoomMember {
+    pub user: UserId,
+    pub role: Option<RoomRole>,
+    pub presence: Presence,
+}
+
+/// A message of a room, as delivered and as listed in its history.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct RoomDelivery {
+    pub room: u64,
+    /// The room's sequence: assigned at commit, 1, 2, 3, … per room; every member sees the
+    /// room's messages in this order.
+    pub seq: u64,
+    pub from: UserId,
+    /// The sender's id (`RoomSend.id`).
+    pub id: u64,
+    pub body: String,
+    pub sent_at_ms: u64,
 }
 
 /// Which request a `ServerMsg::Error` answers.
@@ -181,6 +252,9 @@ pub enum RequestKind {
     AdminKick,
     AdminBan,
     AdminUnban,
+    /// Version 2: any room request (`CreateRoom` … `RoomHistory`); for `RoomSend` the error
+    /// carries the message id.
+    Room,
 }
 
 impl ClientMsg {
@@ -204,6 +278,12 @@ impl ClientMsg {
             ClientMsg::AdminKick { .. } => RequestKind::AdminKick,
             ClientMsg::AdminBan { .. } => RequestKind::AdminBan,
             ClientMsg::AdminUnban { .. } => RequestKind::AdminUnban,
+            ClientMsg::CreateRoom { .. }
+            | ClientMsg::RoomInvite { .. }
+            | ClientMsg::RoomRemove { .. }
+            | ClientMsg::RoomSend { .. }
+            | ClientMsg::RoomAck { .. }
+            | ClientMsg::RoomHistory { .. } => RequestKind::Room,
         }
     }
 }
@@ -244,6 +324,14 @@ pub enum ErrorCode {
     /// The credential was right, but an administrator has banned the account.
     #[error("this account is banned by an administrator")]
     Banned,
+    /// Version 2: the room does not exist, or the user is not a member (the two are not told
+    /// apart, so non-members learn nothing of a room).
+    #[error("no such room")]
+    NoSuchRoom,
+    /// Version 2: the room has its most members, or the user is in the most rooms
+    /// (SECURITY.md, "Rooms").
+    #[error("a room limit was reached (members per room or rooms per user)")]
+    RoomLimit,
 }
 
 /// Why the server ends a connection; sent in `Bye` just before it closes.
@@ -487,6 +575,27 @@ pub enum ServerMsg {
     OfflineWaiting {
         count: u32,
     },
+    /// Version 2: a room's members. `full`: the whole list (at login, on creating or joining
+    /// the room), replacing what the client had; otherwise only the members that changed —
+    /// joined, changed role, left (`role: None`) or changed presence, batched like
+    /// `PresenceDiff`.
+    RoomMembers {
+        room: u64,
+        name: String,
+        full: bool,
+        members: Vec<RoomMember>,
+    },
+    /// Version 2: the user is no longer a member of `room` (left or removed).
+    RoomLeft {
+        room: u64,
+    },
+    /// Version 2: a room message, in the room's sequence order, each seq once per session.
+    RoomDeliver(RoomDelivery),
+    /// Version 2: the answer to `RoomHistory`, newest first.
+    RoomHistory {
+        room: u64,
+        items: Vec<RoomDelivery>,
+    },
 }
 
 impl ClientMsg {
@@ -512,6 +621,12 @@ impl ClientMsg {
             | ClientMsg::AdminKick { .. }
             | ClientMsg::AdminBan { .. }
             | ClientMsg::AdminUnban { .. } => 1,
+            ClientMsg::CreateRoom { .. }
+            | ClientMsg::RoomInvite { .. }
+            | ClientMsg::RoomRemove { .. }
+            | ClientMsg::RoomSend { .. }
+            | ClientMsg::RoomAck { .. }
+            | ClientMsg::RoomHistory { .. } => 2,
         }
     }
 }
@@ -540,6 +655,10 @@ impl ServerMsg {
             | ServerMsg::Throttled { .. }
             | ServerMsg::AdminDone { .. }
             | ServerMsg::OfflineWaiting { .. } => 1,
+            ServerMsg::RoomMembers { .. }
+            | ServerMsg::RoomLeft { .. }
+            | ServerMsg::RoomDeliver(_)
+            | ServerMsg::RoomHistory { .. } => 2,
         }
     }
 }

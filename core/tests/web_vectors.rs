@@ -224,6 +224,58 @@ fn client_vectors() -> Vec<(&'static str, ClientMsg)> {
                 user: user("mallory"),
             },
         ),
+        (
+            "create room",
+            ClientMsg::CreateRoom {
+                name: "家人 🎉".into(),
+            },
+        ),
+        (
+            "room invite",
+            ClientMsg::RoomInvite {
+                room: u64::MAX,
+                user: user("bob"),
+                role: RoomRole::Admin,
+            },
+        ),
+        (
+            "room remove",
+            ClientMsg::RoomRemove {
+                room: 300,
+                user: user("bob"),
+            },
+        ),
+        (
+            "room send",
+            ClientMsg::RoomSend {
+                id: u64::MAX,
+                room: 1,
+                body: "hello room".into(),
+            },
+        ),
+        (
+            "room ack",
+            ClientMsg::RoomAck {
+                room: 1,
+                seq: 1 << 53,
+            },
+        ),
+        (
+            "room history",
+            ClientMsg::RoomHistory {
+                room: 1,
+                before: Some(300),
+                limit: 500,
+            },
+        ),
+        (
+            "room history newest",
+            ClientMsg::RoomHistory {
+                room: 1,
+                before: None,
+                limit: 0,
+            },
+        ),
     ]
 }
 
@@ -247,6 +299,7 @@ fn server_vectors() -> Vec<(&'static str, ServerMsg)> {
         RequestKind::AdminKick,
         RequestKind::AdminBan,
         RequestKind::AdminUnban,
+        RequestKind::Room,
     ];
     let all_codes = [
         ErrorCode::Malformed,
@@ -264,6 +317,8 @@ fn server_vectors() -> Vec<(&'static str, ServerMsg)> {
         ErrorCode::StorageFailed,
         ErrorCode::Busy,
         ErrorCode::Banned,
+        ErrorCode::NoSuchRoom,
+        ErrorCode::RoomLimit,
     ];
     let all_reasons = CloseReason::ALL;
     let mut v = vec![
@@ -403,6 +458,70 @@ fn server_vectors() -> Vec<(&'static str, ServerMsg)> {
         ),
         ("offline done", ServerMsg::OfflineDone { count: 3 }),
         ("offline waiting", ServerMsg::OfflineWaiting { count: 300 }),
+        (
+            "room members",
+            ServerMsg::RoomMembers {
+                room: u64::MAX,
+                name: "家人 🎉".into(),
+                full: true,
+                members: vec![
+                    RoomMember {
+                        user: user("alice"),
+                        role: Some(RoomRole::Owner),
+                        presence: Presence::Online,
+                    },
+                    RoomMember {
+                        user: user("bob"),
+                        role: Some(RoomRole::Admin),
+                        presence: Presence::Away,
+                    },
+                    RoomMember {
+                        user: user("carol"),
+                        role: Some(RoomRole::Member),
+                        presence: Presence::Offline,
+                    },
+                ],
+            },
+        ),
+        (
+            "room members change",
+            ServerMsg::RoomMembers {
+                room: 300,
+                name: String::new(),
+                full: false,
+                members: vec![RoomMember {
+                    user: user("dave"),
+                    role: None,
+                    presence: Presence::Busy,
+                }],
+            },
+        ),
+        ("room left", ServerMsg::RoomLeft { room: 1 }),
+        (
+            "room deliver",
+            ServerMsg::RoomDeliver(RoomDelivery {
+                room: 7,
+                seq: u64::MAX,
+                from: user("alice"),
+                id: 1 << 60,
+                body: "hi ☃".into(),
+                sent_at_ms: 1_700_000_000_000,
+            }),
+        ),
+        (
+            "room history",
+            ServerMsg::RoomHistory {
+                room: 7,
+                items: vec![RoomDelivery {
+                    room: 7,
+                    seq: 2,
+                    from: user("bob"),
+                    id: 0,
+                    body: String::new(),
+                    sent_at_ms: 0,
+                }],
+            },
+        ),
         (
             "history",
             ServerMsg::History {
@@ -572,9 +691,15 @@ fn client_index(m: &ClientMsg) -> u8 {
         ClientMsg::AdminKick { .. } => 15,
         ClientMsg::AdminBan { .. } => 16,
         ClientMsg::AdminUnban { .. } => 17,
+        ClientMsg::CreateRoom { .. } => 18,
+        ClientMsg::RoomInvite { .. } => 19,
+        ClientMsg::RoomRemove { .. } => 20,
+        ClientMsg::RoomSend { .. } => 21,
+        ClientMsg::RoomAck { .. } => 22,
+        ClientMsg::RoomHistory { .. } => 23,
     }
 }
-const CLIENT_VARIANTS: u8 = 18;
+const CLIENT_VARIANTS: u8 = 24;
 
 /// As `client_index`, for `ServerMsg`.
 fn server_index(m: &ServerMsg) -> u8 {
@@ -598,9 +723,13 @@ fn server_index(m: &ServerMsg) -> u8 {
         ServerMsg::Throttled { .. } => 16,
         ServerMsg::AdminDone { .. } => 17,
         ServerMsg::OfflineWaiting { .. } => 18,
+        ServerMsg::RoomMembers { .. } => 19,
+        ServerMsg::RoomLeft { .. } => 20,
+        ServerMsg::RoomDeliver(_) => 21,
+        ServerMsg::RoomHistory { .. } => 22,
     }
 }
-const SERVER_VARIANTS: u8 = 19;
+const SERVER_VARIANTS: u8 = 23;
 
 #[test]
 fn every_variant_has_a_vector() {

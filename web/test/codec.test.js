@@ -19,7 +19,7 @@ function fromJson(type, json) {
   switch (type) {
     case 'u64': return BigInt(json);
     case 'bytes': case 'magic': return new Uint8Array(json);
-    case 'u8': case 'u16': case 'u32': case 'string': return json;
+    case 'u8': case 'u16': case 'u32': case 'string': case 'bool': return json;
     default:
   }
   if (type.opt) return json === null ? null : fromJson(type.opt, json);
