@@ -22,6 +22,12 @@ pub enum Kind {
     MarkDelivered,
     LoadHistory,
     SetBanned,
+    CreateRoom,
+    ChangeRoom,
+    StoreRoomMessage,
+    LoadRooms,
+    LoadRoom,
+    MarkRoomRead,
 }
 
 impl Kind {
@@ -36,6 +42,12 @@ impl Kind {
             StorageOp::MarkDelivered { .. } => Kind::MarkDelivered,
             StorageOp::LoadHistory { .. } => Kind::LoadHistory,
             StorageOp::SetBanned { .. } => Kind::SetBanned,
+            StorageOp::CreateRoom { .. } => Kind::CreateRoom,
+            StorageOp::ChangeRoom { .. } => Kind::ChangeRoom,
+            StorageOp::StoreRoomMessage { .. } => Kind::StoreRoomMessage,
+            StorageOp::LoadRooms { .. } => Kind::LoadRooms,
+            StorageOp::LoadRoom { .. } => Kind::LoadRoom,
+            StorageOp::MarkRoomRead { .. } => Kind::MarkRoomRead,
         }
     }
 
@@ -51,6 +63,12 @@ impl Kind {
             Kind::MarkDelivered => StorageResult::DeliveredMarked(Err(e)),
             Kind::LoadHistory => StorageResult::HistoryLoaded(Err(e)),
             Kind::SetBanned => StorageResult::BannedSet(Err(e)),
+            Kind::CreateRoom => StorageResult::RoomCreated(Err(e)),
+            Kind::ChangeRoom => StorageResult::RoomChanged(Err(e)),
+            Kind::StoreRoomMessage => StorageResult::RoomMessageStored(Err(e)),
+            Kind::LoadRooms => StorageResult::RoomsLoaded(Err(e)),
+            Kind::LoadRoom => StorageResult::RoomLoaded(Err(e)),
+            Kind::MarkRoomRead => StorageResult::RoomReadMarked(Err(e)),
         }
     }
 }

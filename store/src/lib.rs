@@ -19,6 +19,7 @@ mod hash;
 pub mod job;
 mod lock;
 mod ops;
+mod rooms;
 mod schema;
 mod service;
 

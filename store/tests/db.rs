@@ -342,6 +342,10 @@ fn an_online_backup_copies_a_database_in_use() {
 /// and indexes later migrations add are dropped, and the version set back. Data stays where it fits.
 fn rewind(path: &std::path::Path, version: i64) {
     let raw = rusqlite::Connection::open(path).expect("raw open");
+    if version < 5 {
+        raw.execute_batch("DROP TABLE room_messages; DROP TABLE room_members; DROP TABLE rooms;")
+            .expect("drop the room tables");
+    }
     if version < 4 {
         raw.execute_batch("DROP INDEX messages_recipient")
             .expect("drop the recipient index");
