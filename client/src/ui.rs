@@ -187,6 +187,7 @@ pub fn request_error(request: RequestKind, code: ErrorCode) -> String {
         RequestKind::AdminKick => "cannot kick",
         RequestKind::AdminBan => "cannot ban",
         RequestKind::AdminUnban => "cannot unban",
+        RequestKind::Room => "room request refused",
         _ => "the server refused a request",
     };
     let why = match (request, code) {
@@ -198,6 +199,12 @@ pub fn request_error(request: RequestKind, code: ErrorCode) -> String {
             "not allowed: you are not an administrator of this server".into()
         }
         (RequestKind::AddContact, ErrorCode::InvalidName) => "you cannot add yourself".into(),
+        (RequestKind::Room, ErrorCode::InvalidName) => {
+            "a room name is 1 to 64 characters, without control or bidi characters".into()
+        }
+        (RequestKind::Room, ErrorCode::NoSuchRoom) => {
+            "no such room, or you are not in it (or this server has no rooms)".into()
+        }
         (RequestKind::Register, ErrorCode::Forbidden) => {
             "registration is closed on this server; ask its operator for an account".into()
         }

@@ -21,6 +21,7 @@
 
 mod error;
 mod ops;
+mod rooms;
 mod schema;
 mod service;
 mod store;

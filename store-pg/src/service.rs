@@ -259,6 +259,20 @@ async fn perform(
             let items = ops::history(&client, &user, &with, before, limit).await?;
             return Ok(R::HistoryLoaded(Ok(items)));
         }
+        StorageOp::LoadRooms { user } => {
+            return Ok(R::RoomsLoaded(Ok(
+                crate::rooms::of_user(&client, &user).await?
+            )));
+        }
+        StorageOp::LoadRoom {
+            user,
+            room,
+            range,
+            limit,
+        } => {
+            let r = crate::rooms::load(&client, &user, room, range, limit).await?;
+            return Ok(R::RoomLoaded(r));
+        }
         StorageOp::Authenticate {
             user,
             credential: Credential::Token(token),

@@ -6,8 +6,8 @@
 //! writers run concurrently against the same database, arbitrated by it (`ops.rs`).
 
 use crate::error::PgError;
-use crate::ops;
 use crate::store::PgStore;
+use crate::{ops, rooms};
 use breeze_core::RequestId;
 use breeze_core::storage::{StorageOp, StorageResult};
 use breeze_store::job::Kind;
@@ -197,6 +197,31 @@ async fn apply(
         StorageOp::SetBanned { user, banned } => {
             R::BannedSet(ops::set_banned(c, user, *banned).await?)
         }
+        StorageOp::CreateRoom {
+            owner,
+            name,
+            max_rooms,
+        } => R::RoomCreated(rooms::create(c, owner, name, *max_rooms, now_ms).await?),
+        StorageOp::ChangeRoom {
+            by,
+            room,
+            user,
+            change,
+            max_members,
+            max_rooms,
+        } => R::RoomChanged(
+            rooms::change(c, by, *room, user, *change, (*max_members, *max_rooms)).await?,
+        ),
+        StorageOp::StoreRoomMessage {
+            room,
+            from,
+            id,
+            body,
+        } => R::RoomMessageStored(rooms::store(c, *room, from, *id, body, now_ms).await?),
+        StorageOp::MarkRoomRead { user, reads } => {
+            rooms::mark_read(c, user, reads).await?;
+            R::RoomReadMarked(Ok(()))
+        }
         other => {
             unreachable!("invariant: only plain writes reach the writer, not {other:?}")
         }
@@ -220,5 +245,9 @@ pub(crate) fn is_plain_write(op: &StorageOp) -> bool {
             | StorageOp::StoreMessage { .. }
             | StorageOp::MarkDelivered { .. }
             | StorageOp::SetBanned { .. }
+            | StorageOp::CreateRoom { .. }
+            | StorageOp::ChangeRoom { .. }
+            | StorageOp::StoreRoomMessage { .. }
+            | StorageOp::MarkRoomRead { .. }
     )
 }

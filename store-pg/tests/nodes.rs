@@ -287,7 +287,8 @@ async fn a_database_from_before_bans_is_upgraded_with_nobody_banned() {
     );
     node.shutdown().await;
     pg.execute(
-        "DROP INDEX messages_recipient; ALTER TABLE accounts DROP COLUMN banned;
+        "DROP TABLE room_messages, room_members, rooms;
+         DROP INDEX messages_recipient; ALTER TABLE accounts DROP COLUMN banned;
          UPDATE schema_version SET version = 1",
     )
     .expect("rewind to schema 1");
