@@ -96,6 +96,22 @@ pub enum RoomCommand {
     },
 }
 
+impl fmt::Debug for RoomCommand {
+    // Hand-written so message bodies never reach a log.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RoomCommand::Create(_) => f.write_str("Create"),
+            RoomCommand::Invite { room, user, role } => {
+                write!(f, "Invite({user} to {room} as {role:?})")
+            }
+            RoomCommand::Remove { room, user } => write!(f, "Remove({user} from {room})"),
+            RoomCommand::Send { room, .. } => write!(f, "Send(to {room})"),
+            RoomCommand::Ack { room, seq } => write!(f, "Ack({room} {seq})"),
+            RoomCommand::History { room, .. } => write!(f, "History({room})"),
+        }
+    }
+}
+
 impl fmt::Debug for ClientCommand {
     // Hand-written so that passwords and message bodies stay out of logs.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -112,22 +128,7 @@ impl fmt::Debug for ClientCommand {
             ClientCommand::Logout => f.write_str("Logout"),
             ClientCommand::Start => f.write_str("Start"),
             ClientCommand::Quit => f.write_str("Quit"),
-            ClientCommand::Room(RoomCommand::Create(_)) => f.write_str("Room(Create)"),
-            ClientCommand::Room(RoomCommand::Invite { room, user, role }) => {
-                write!(f, "Room(Invite {user} to {room} as {role:?})")
-            }
-            ClientCommand::Room(RoomCommand::Remove { room, user }) => {
-                write!(f, "Room(Remove {user} from {room})")
-            }
-            ClientCommand::Room(RoomCommand::Send { room, .. }) => {
-                write!(f, "Room(Send to {room})")
-            }
-            ClientCommand::Room(RoomCommand::Ack { room, seq }) => {
-                write!(f, "Room(Ack {room} {seq})")
-            }
-            ClientCommand::Room(RoomCommand::History { room, .. }) => {
-                write!(f, "Room(History {room})")
-            }
+            ClientCommand::Room(room) => write!(f, "Room({room:?})"),
         }
     }
 }

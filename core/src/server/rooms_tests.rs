@@ -239,7 +239,7 @@ fn only_members_may_speak_and_roles_decide_who_manages_the_room() {
         presence: Presence::Online,
     };
     assert!(rig.take(ann).iter().any(
-        |m| matches!(m, ServerMsg::RoomMembers { full: false, members, .. } if members == &[left.clone()])
+        |m| matches!(m, ServerMsg::RoomMembers { full: false, members, .. } if members == std::slice::from_ref(&left))
     ));
     say(&mut rig, ann, r, 2, "after cat left");
     assert!(delivered(&rig.take(cat)).is_empty());

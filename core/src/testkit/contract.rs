@@ -1378,71 +1378,6 @@ fn a_ban_needs_a_known_user(fresh: &mut Fresh<'_>) -> Outcome {
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mem_store_keeps_the_contract() {
-        assert_keeps_contract("MemStore", || Box::new(MemStore::new()));
-    }
-
-    /// A store that forgets deliveries and pages history past the cap: the suite must say
-    /// so, by check and by backend, and find nothing else wrong.
-    struct Broken(MemStore);
-
-    impl Backend for Broken {
-        fn apply(&mut self, op: StorageOp, now_ms: u64) -> StorageResult {
-            let StorageOp::LoadHistory {
-                user,
-                with,
-                mut before,
-                limit,
-            } = op
-            else {
-                return match op {
-                    StorageOp::MarkDelivered { .. } => StorageResult::DeliveredMarked(Ok(())),
-                    op => self.0.apply(op, now_ms),
-                };
-            };
-            let mut items = Vec::new();
-            while items.len() < usize::from(limit) {
-                let page = StorageOp::LoadHistory {
-                    user: user.clone(),
-                    with: with.clone(),
-                    before,
-                    limit: limit - items.len() as u16,
-                };
-                let StorageResult::HistoryLoaded(Ok(page)) = self.0.apply(page, now_ms) else {
-                    unreachable!("MemStore reads history");
-                };
-                let Some(last) = page.last() else { break };
-                before = Some(last.seq);
-                items.extend(page);
-            }
-            StorageResult::HistoryLoaded(Ok(items))
-        }
-    }
-
-    #[test]
-    fn a_broken_store_is_caught_by_name() {
-        let broken = violations("broken", || Box::new(Broken(MemStore::new())));
-        let names: Vec<&str> = broken
-            .iter()
-            .map(|line| line.split(" on broken: ").next().unwrap_or(line))
-            .collect();
-        assert_eq!(
-            names,
-            [
-                "only_the_recipient_marks_delivered",
-                "a_read_above_a_mark_brings_acked_messages_too",
-                "history_is_capped"
-            ],
-            "{broken:#?}"
-        );
-    }
-}
-
 // ---- rooms ----
 
 const MANY: u32 = 1000;
@@ -1826,4 +1761,69 @@ fn room_mail_is_read_above_a_cursor_that_only_rises(fresh: &mut Fresh<'_>) -> Ou
         "a new member's cursor",
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mem_store_keeps_the_contract() {
+        assert_keeps_contract("MemStore", || Box::new(MemStore::new()));
+    }
+
+    /// A store that forgets deliveries and pages history past the cap: the suite must say
+    /// so, by check and by backend, and find nothing else wrong.
+    struct Broken(MemStore);
+
+    impl Backend for Broken {
+        fn apply(&mut self, op: StorageOp, now_ms: u64) -> StorageResult {
+            let StorageOp::LoadHistory {
+                user,
+                with,
+                mut before,
+                limit,
+            } = op
+            else {
+                return match op {
+                    StorageOp::MarkDelivered { .. } => StorageResult::DeliveredMarked(Ok(())),
+                    op => self.0.apply(op, now_ms),
+                };
+            };
+            let mut items = Vec::new();
+            while items.len() < usize::from(limit) {
+                let page = StorageOp::LoadHistory {
+                    user: user.clone(),
+                    with: with.clone(),
+                    before,
+                    limit: limit - items.len() as u16,
+                };
+                let StorageResult::HistoryLoaded(Ok(page)) = self.0.apply(page, now_ms) else {
+                    unreachable!("MemStore reads history");
+                };
+                let Some(last) = page.last() else { break };
+                before = Some(last.seq);
+                items.extend(page);
+            }
+            StorageResult::HistoryLoaded(Ok(items))
+        }
+    }
+
+    #[test]
+    fn a_broken_store_is_caught_by_name() {
+        let broken = violations("broken", || Box::new(Broken(MemStore::new())));
+        let names: Vec<&str> = broken
+            .iter()
+            .map(|line| line.split(" on broken: ").next().unwrap_or(line))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "only_the_recipient_marks_delivered",
+                "a_read_above_a_mark_brings_acked_messages_too",
+                "history_is_capped"
+            ],
+            "{broken:#?}"
+        );
+    }
 }
