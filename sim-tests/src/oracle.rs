@@ -999,6 +999,11 @@ impl Oracle {
                 // An answer like any other: the client drops its oldest request in flight.
                 self.intents[host].in_flight.pop_front();
             }
+            // A login's read of its rooms failed (see `storage_failed`); it is read again.
+            ClientEvent::Error {
+                request: RequestKind::Room,
+                code: ErrorCode::StorageFailed,
+            } => {}
             ClientEvent::Error { request, code } => {
                 self.violation(at, format!("c{host}: {request:?} failed: {code:?}"));
             }
@@ -1026,6 +1031,14 @@ impl Oracle {
             | StorageOp::ChangePassword { .. }
             | StorageOp::LoadHistory { .. }
             | StorageOp::SetBanned { .. } => return,
+            // The simulation's users are in no room: a failed read of their (empty) room
+            // list is tried again at the session's next frame and changes nothing.
+            StorageOp::CreateRoom { .. }
+            | StorageOp::ChangeRoom { .. }
+            | StorageOp::StoreRoomMessage { .. }
+            | StorageOp::LoadRooms { .. }
+            | StorageOp::LoadRoom { .. }
+            | StorageOp::MarkRoomRead { .. } => return,
         };
         let Some(u) = self.user_of(user) else { return };
         *self.storage_failures.entry((u, failed)).or_default() += 1;

@@ -202,6 +202,10 @@ fn is_write(op: &StorageOp) -> bool {
         StorageOp::SetContacts { .. }
             | StorageOp::StoreMessage { .. }
             | StorageOp::MarkDelivered { .. }
+            | StorageOp::CreateRoom { .. }
+            | StorageOp::ChangeRoom { .. }
+            | StorageOp::StoreRoomMessage { .. }
+            | StorageOp::MarkRoomRead { .. }
     )
 }
 
@@ -947,6 +951,18 @@ impl Harness {
                     self.conns.values().any(|m| m.logged_in_as().is_some()),
                     "SetBanned with nobody logged in"
                 );
+            }
+            // A version-2 session reads its rooms after its mailbox.
+            StorageOp::LoadRooms { user } | StorageOp::LoadRoom { user, .. } => {
+                assert!(has_session(user), "a room read for {user:?} without a session");
+            }
+            StorageOp::MarkRoomRead { user, .. } => {
+                assert!(has_session(user), "MarkRoomRead for {user:?} without a session");
+            }
+            StorageOp::CreateRoom { owner: user, .. }
+            | StorageOp::ChangeRoom { by: user, .. }
+            | StorageOp::StoreRoomMessage { from: user, .. } => {
+                assert!(has_session(user), "a room change by {user:?} without a session");
             }
         }
     }
