@@ -954,15 +954,24 @@ impl Harness {
             }
             // A version-2 session reads its rooms after its mailbox.
             StorageOp::LoadRooms { user } | StorageOp::LoadRoom { user, .. } => {
-                assert!(has_session(user), "a room read for {user:?} without a session");
+                assert!(
+                    has_session(user),
+                    "a room read for {user:?} without a session"
+                );
             }
             StorageOp::MarkRoomRead { user, .. } => {
-                assert!(has_session(user), "MarkRoomRead for {user:?} without a session");
+                assert!(
+                    has_session(user),
+                    "MarkRoomRead for {user:?} without a session"
+                );
             }
             StorageOp::CreateRoom { owner: user, .. }
             | StorageOp::ChangeRoom { by: user, .. }
             | StorageOp::StoreRoomMessage { from: user, .. } => {
-                assert!(has_session(user), "a room change by {user:?} without a session");
+                assert!(
+                    has_session(user),
+                    "a room change by {user:?} without a session"
+                );
             }
         }
     }
@@ -1119,7 +1128,11 @@ impl Harness {
             | ServerMsg::PasswordChanged
             | ServerMsg::History { .. }
             | ServerMsg::Who { .. }
-            | ServerMsg::AdminDone { .. } => {
+            | ServerMsg::AdminDone { .. }
+            | ServerMsg::RoomMembers { .. }
+            | ServerMsg::RoomLeft { .. }
+            | ServerMsg::RoomDeliver(_)
+            | ServerMsg::RoomHistory { .. } => {
                 assert!(
                     m.logged_in_as().is_some(),
                     "{msg:?} to {conn:?}, not logged in"
