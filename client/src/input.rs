@@ -176,10 +176,11 @@ commands:
   /history USER [N]                   the last N messages with USER (20)
   /rooms                              your rooms, with who is online
   /room create NAME                   create a room (you own it)
-  /room ROOM  or  /join ROOM          talk in ROOM (a name or #ID)
+  /room ROOM                          talk in ROOM (a name or #ID)
   /room invite|kick ROOM USER         add or remove a member (owner, admins)
   /room leave [ROOM]                  leave ROOM (or the open one)
   /room history ROOM [N]              the last N messages of ROOM (20)
+  /join ROOM                          the same as /room ROOM
   /passwd                             change your password (asks for both)
   /help                               this list
   /quit                               log out and exit (or Ctrl-D, Ctrl-C)";
