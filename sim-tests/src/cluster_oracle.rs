@@ -494,22 +494,29 @@ impl ClusterOracle {
         if !n.up || n.fence_by.is_none() || n.told || t < at {
             return;
         }
+        let why = format!("can be declared dead since {:.3}s", at.as_secs_f64());
+        self.report_held_sessions(t, node, &why);
+    }
+
+    /// A violation naming the sessions `node` still holds, if any, when it must hold none
+    /// (`why`); told once per node.
+    fn report_held_sessions(&mut self, t: Duration, node: usize, why: &str) {
         let live = self.sessions_on(node);
-        if !live.is_empty() {
-            self.nodes[node].told = true;
-            let list: Vec<String> = live
-                .iter()
-                .map(|&(conn, u)| format!("{} (s{conn})", self.users[u]))
-                .collect();
-            self.violation(
-                t,
-                format!(
-                    "n{node} can be declared dead since {:.3}s but still holds sessions: {}",
-                    at.as_secs_f64(),
-                    list.join(", ")
-                ),
-            );
+        if live.is_empty() {
+            return;
         }
+        self.nodes[node].told = true;
+        let list: Vec<String> = live
+            .iter()
+            .map(|&(conn, u)| format!("{} (s{conn})", self.users[u]))
+            .collect();
+        self.violation(
+            t,
+            format!(
+                "n{node} {why} but still holds sessions: {}",
+                list.join(", ")
+            ),
+        );
     }
 
     /// After every tick: no session on a node past its fence deadline; a dead node's
@@ -528,23 +535,8 @@ impl ClusterOracle {
         for node in 0..self.nodes.len() {
             let n = &self.nodes[node];
             let late = n.up && !n.told && n.fence_by.is_some_and(|by| t > by);
-            if !late {
-                continue;
-            }
-            let live = self.sessions_on(node);
-            if !live.is_empty() {
-                self.nodes[node].told = true;
-                let list: Vec<String> = live
-                    .iter()
-                    .map(|&(conn, u)| format!("{} (s{conn})", self.users[u]))
-                    .collect();
-                self.violation(
-                    t,
-                    format!(
-                        "n{node}'s link is cut past its fence deadline and it still holds sessions: {}",
-                        list.join(", ")
-                    ),
-                );
+            if late {
+                self.report_held_sessions(t, node, "has its link cut past its fence deadline");
             }
         }
     }
