@@ -26,11 +26,11 @@ const WatchScope = unitEnum('Everyone', 'Contacts');
 const RequestKind = unitEnum('Hello', 'Register', 'Login', 'Logout', 'ChangePassword',
   'SetStatus', 'AddContact', 'RemoveContact', 'Send', 'Ack', 'Ping', 'History', 'AdminWho',
   'ChangeContacts', 'AgentLogin', 'AdminKick', 'AdminBan', 'AdminUnban', 'CreateGroup',
-  'EditGroup', 'MoveContacts', 'SetProfile', 'SetAvatar', 'GetProfile');
+  'EditGroup', 'MoveContacts', 'SetProfile', 'SetAvatar', 'GetProfile', 'Room');
 const ErrorCode = unitEnum('Malformed', 'NotLoggedIn', 'AlreadyLoggedIn', 'InvalidName',
   'InvalidPassword', 'UserTaken', 'NoSuchUser', 'BadCredentials', 'TooLarge', 'Forbidden',
   'TooManyContacts', 'RateLimited', 'StorageFailed', 'Busy', 'Banned', 'NoSuchGroup',
-  'InvalidProfile', 'InvalidImage');
+  'InvalidProfile', 'InvalidImage', 'NoSuchRoom', 'RoomLimit');
 const CloseReason = unitEnum('HandshakeTimeout', 'HeartbeatTimeout', 'Replaced', 'LoggedOut',
   'BadHandshake', 'UnsupportedVersion', 'FrameTooLarge', 'Malformed', 'SlowReader',
   'ServerFull', 'ServerShutdown', 'Flooding', 'NodeFenced', 'Kicked', 'Banned');
@@ -50,6 +50,12 @@ const ProfileCard = struct(['user', UserId], ['rev', 'u64'], ['display_name', 's
   ['signature', 'string'], ['avatar', opt('hash')]);
 const AvatarImage = struct(['mime', 'string'], ['data', 'bytes']);
 const WhoEntry = struct(['user', UserId], ['status', Status], ['sessions', vec(WhoSession)]);
+// Version 2 (rooms): this client speaks version 1 and never receives these, but decodes
+// them, so the codec covers every frame of the protocol.
+const RoomRole = unitEnum('Owner', 'Admin', 'Member');
+const RoomMember = struct(['user', UserId], ['role', opt(RoomRole)], ['presence', Presence]);
+const RoomDelivery = struct(['room', 'u64'], ['seq', 'u64'], ['from', UserId], ['id', 'u64'],
+  ['body', 'string'], ['sent_at_ms', 'u64']);
 const fields = (...f) => ({ fields: f });
 const GroupEdit = { enum: [['Rename', fields(['name', 'string'])], ['Delete', null],
   ['Reorder', fields(['position', 'u32'])]] };
@@ -85,6 +91,13 @@ export const ClientMsg = {
     ['SetProfile', fields(['display_name', 'string'], ['signature', 'string'])],
     ['SetAvatar', fields(['image', opt('bytes')])],
     ['GetProfile', fields(['user', UserId], ['avatar', 'bool'])],
+    // Version 3: rooms.
+    ['CreateRoom', fields(['name', 'string'])],
+    ['RoomInvite', fields(['room', 'u64'], ['user', UserId], ['role', RoomRole])],
+    ['RoomRemove', fields(['room', 'u64'], ['user', UserId])],
+    ['RoomSend', fields(['id', 'u64'], ['room', 'u64'], ['body', 'string'])],
+    ['RoomAck', fields(['room', 'u64'], ['seq', 'u64'])],
+    ['RoomHistory', fields(['room', 'u64'], ['before', opt('u64')], ['limit', 'u16'])],
   ],
 };
 
@@ -122,6 +135,12 @@ export const ServerMsg = {
     ['ProfileSnapshot', fields(['cards', vec(ProfileCard)], ['more', 'bool'])],
     ['ProfileDiff', fields(['cards', vec(ProfileCard)])],
     ['Profile', fields(['card', ProfileCard], ['avatar', opt(AvatarImage)])],
+    // Version 3: rooms.
+    ['RoomMembers', fields(['room', 'u64'], ['name', 'string'], ['full', 'bool'],
+      ['members', vec(RoomMember)])],
+    ['RoomLeft', fields(['room', 'u64'])],
+    ['RoomDeliver', { newtype: RoomDelivery }],
+    ['RoomHistory', fields(['room', 'u64'], ['items', vec(RoomDelivery)])],
   ],
 };
 
@@ -231,6 +250,10 @@ function encodeValue(type, value, w) {
     case 'u8':
       w.byte(value);
       return;
+    case 'bool':
+      if (typeof value !== 'boolean') throw new TypeError(`expected a boolean, got ${value}`);
+      w.byte(value ? 1 : 0);
+      return;
     case 'u16':
     case 'u32':
     case 'u64':
@@ -298,6 +321,11 @@ function decodeValue(type, r) {
   switch (type) {
     case 'u8':
       return r.byte();
+    case 'bool': {
+      // postcard: exactly 0 or 1.
+      const b = r.byte();
+      return b > 1 ? r.fail(`bool byte ${b}`) : b === 1;
+    }
     case 'u16':
     case 'u32':
       return Number(r.varint(type));

@@ -5,7 +5,8 @@
 use crate::Fatal;
 use crate::cli::{Account, StatusArg};
 use crate::editor::Names;
-use crate::input::{self, Action, HELP, Input, ProfileField};
+use crate::input::{self, Action, HELP, Input, ProfileField, RoomAction};
+use crate::rooms::Rooms;
 use crate::screen::Screen;
 use crate::session::{self, Session, Setup};
 use crate::ui::{self, Colour, Style};
@@ -13,9 +14,9 @@ use breeze_core::UserId;
 use breeze_core::client::{ClientEvent, GroupBook, Mode, StopReason};
 use breeze_core::message::{
     CloseReason, Delivery, ErrorCode, GroupEdit, HistoryItem, Presence, ProfileCard, RequestKind,
-    Status,
+    RoomDelivery, RoomRole, Status,
 };
-use breeze_transport_tokio::ClientCommand;
+use breeze_transport_tokio::{ClientCommand, RoomCommand};
 use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap};
 use std::io::IsTerminal;
@@ -74,6 +75,8 @@ async fn chat(
         bell: std::io::stdout().is_terminal(),
         away_header: None,
         open: None,
+        rooms: Rooms::default(),
+        room_open: None,
         max_body: None,
     };
     chat.info(&format!(
@@ -181,6 +184,10 @@ struct Chat {
     away_header: Option<u32>,
     /// The conversation plain lines go to (`/open`).
     open: Option<UserId>,
+    /// The rooms the user is in, as the server last described them.
+    rooms: Rooms,
+    /// The room plain lines go to (`/room ROOM`); never set together with `open`.
+    room_open: Option<u64>,
     /// The longest body the server takes (from its `Welcome`).
     max_body: Option<u32>,
 }
@@ -419,6 +426,47 @@ impl Chat {
                 }
             }
             ClientEvent::History { with, items } => self.show_history(&with, &items),
+            ClientEvent::RoomMembers {
+                room,
+                name,
+                full,
+                members,
+            } => {
+                let profiles = &self.profiles;
+                let label = |u: &UserId| breeze_core::profile::label(u, profiles.get(u));
+                for line in self
+                    .rooms
+                    .update(&self.style, &label, room, name, full, members)
+                {
+                    self.info(&line);
+                }
+                self.names.add(self.rooms.members());
+            }
+            ClientEvent::RoomLeft { room } => {
+                let name = self.rooms.left(room).unwrap_or_else(|| format!("#{room}"));
+                if self.room_open == Some(room) {
+                    self.room_open = None;
+                }
+                self.info(&format!("you are no longer in {name}"));
+            }
+            ClientEvent::RoomMessage(d) => {
+                // Acked once on the screen, like a 1:1 message.
+                if self.show_room_message(&d).is_ok() {
+                    self.session.command(ClientCommand::Room(RoomCommand::Ack {
+                        room: d.room,
+                        seq: d.seq,
+                    }));
+                }
+            }
+            ClientEvent::RoomHistory { room, items } => {
+                let name = self.rooms.name(room);
+                if items.is_empty() {
+                    self.info(&format!("no messages in {name}"));
+                }
+                for d in items.iter().rev() {
+                    let _ = self.show_room_message(d);
+                }
+            }
             ClientEvent::Who { .. } | ClientEvent::AdminDone { .. } => {}
             ClientEvent::PasswordChanged => self.info("password changed"),
             // After login a `Login` error can only be about the mailbox.
@@ -475,6 +523,10 @@ impl Chat {
 
     fn act(&mut self, action: Action) {
         match action {
+            Action::Say(text) if self.room_open.is_some() => {
+                let room = self.room_open.unwrap_or_default();
+                self.say_in_room(room, text);
+            }
             Action::Say(text) => match self.open.clone() {
                 Some(to) => self.act(Action::Msg { to, text }),
                 None => self.error(
@@ -487,11 +539,17 @@ impl Chat {
                     "talking to {user}: plain lines go to them; /close to stop"
                 ));
                 self.open = Some(user);
+                self.room_open = None;
             }
-            Action::Close => match self.open.take() {
-                Some(user) => self.info(&format!("no longer talking to {user}")),
-                None => self.error("no conversation is open"),
+            Action::Close => match (self.open.take(), self.room_open.take()) {
+                (Some(user), _) => self.info(&format!("no longer talking to {user}")),
+                (_, Some(room)) => {
+                    let name = self.rooms.name(room);
+                    self.info(&format!("no longer talking in {name}"));
+                }
+                (None, None) => self.error("no conversation is open"),
             },
+            Action::Room(action) => self.room(action),
             Action::Msg { to, text }
                 if self.max_body.is_some_and(|max| text.len() > max as usize) =>
             {
@@ -606,6 +664,111 @@ impl Chat {
             Action::Help => self.line(HELP),
             Action::Quit | Action::Nothing => {}
         }
+    }
+
+    fn room(&mut self, action: RoomAction) {
+        let command = |c| ClientCommand::Room(c);
+        match action {
+            RoomAction::List => {
+                let lines = self.rooms.lines(&self.style, &|u| self.label(u));
+                if lines.is_empty() {
+                    self.info("you are in no room; /room create NAME makes one");
+                }
+                for line in lines {
+                    self.line(&line);
+                }
+            }
+            RoomAction::Create(name) => self.session.command(command(RoomCommand::Create(name))),
+            RoomAction::Open(typed) => {
+                let Some(room) = self.find_room(&typed) else {
+                    return;
+                };
+                self.info(&format!(
+                    "talking in {}: plain lines go to the room; /close to stop",
+                    self.rooms.name(room)
+                ));
+                self.room_open = Some(room);
+                self.open = None;
+            }
+            RoomAction::Invite { room, user } => {
+                let Some(room) = self.find_room(&room) else {
+                    return;
+                };
+                self.session.command(command(RoomCommand::Invite {
+                    room,
+                    user,
+                    role: RoomRole::Member,
+                }));
+            }
+            RoomAction::Kick { room, user } => {
+                let Some(room) = self.find_room(&room) else {
+                    return;
+                };
+                self.session
+                    .command(command(RoomCommand::Remove { room, user }));
+            }
+            RoomAction::Leave(typed) => {
+                let room = match typed {
+                    Some(typed) => self.find_room(&typed),
+                    None if self.room_open.is_none() => {
+                        return self.error("no room is open: /room leave ROOM");
+                    }
+                    None => self.room_open,
+                };
+                let Some(room) = room else { return };
+                let user = self.session.user.clone();
+                self.session
+                    .command(command(RoomCommand::Remove { room, user }));
+            }
+            RoomAction::History { room, limit } => {
+                let Some(room) = self.find_room(&room) else {
+                    return;
+                };
+                self.session.command(command(RoomCommand::History {
+                    room,
+                    before: None,
+                    limit,
+                }));
+            }
+        }
+    }
+
+    /// The room the user named, or an error line saying there is none.
+    fn find_room(&self, typed: &str) -> Option<u64> {
+        let found = self.rooms.find(typed);
+        if found.is_none() {
+            self.error(&format!("you are in no room {typed}; /rooms lists yours"));
+        }
+        found
+    }
+
+    fn say_in_room(&mut self, room: u64, text: String) {
+        if let Some(max) = self.max_body.filter(|&max| text.len() > max as usize) {
+            let name = self.rooms.name(room);
+            return self.error(&format!(
+                "message to {name} not sent: {} bytes, and this server takes at most {max}",
+                text.len()
+            ));
+        }
+        // The room echoes it back in its order, with the others' messages.
+        self.session.command(ClientCommand::Room(RoomCommand::Send {
+            room,
+            body: text,
+            id: None,
+        }));
+    }
+
+    fn show_room_message(&self, d: &RoomDelivery) -> std::io::Result<()> {
+        let stamp = self.style.paint(Colour::Grey, &ui::stamp(d.sent_at_ms));
+        let room = self
+            .style
+            .paint(Colour::Grey, &format!("[{}]", self.rooms.name(d.room)));
+        let from = self.style.paint(Colour::Bold, d.from.as_str());
+        let mut text = format!("{stamp} {room} {from}: {}", d.body);
+        if self.bell && d.from != self.session.user {
+            text.push('\x07');
+        }
+        self.print(&text)
     }
 
     /// Picks up the ids of messages sent so far. The runner answers the id as it queues the

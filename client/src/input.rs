@@ -151,6 +151,8 @@ pub enum Action {
     Whois(UserId),
     /// A line that is not a command: a message for the open conversation.
     Say(String),
+    /// A room command (servers of protocol version 2).
+    Room(RoomAction),
     Help,
     Quit,
     /// An empty line.
@@ -162,6 +164,30 @@ pub enum Action {
 pub enum ProfileField {
     Name,
     Signature,
+}
+
+/// What a `/room` (or `/rooms`, `/join`) line asks. ROOM is a room's name (one word) or
+/// `#ID`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoomAction {
+    List,
+    Create(String),
+    /// Talk in ROOM: plain lines go to it until `/close`.
+    Open(String),
+    Invite {
+        room: String,
+        user: UserId,
+    },
+    Kick {
+        room: String,
+        user: UserId,
+    },
+    /// Leave ROOM, or the open room.
+    Leave(Option<String>),
+    History {
+        room: String,
+        limit: u16,
+    },
 }
 
 pub const HELP: &str = "\
@@ -182,6 +208,13 @@ commands:
   /profile name|sign [TEXT]           set (or clear) your name or signature
   /profile avatar FILE|none           set your avatar (PNG, JPEG, WebP)
   /whois USER                         show USER's profile
+  /rooms                              your rooms, with who is online
+  /room create NAME                   create a room (you own it)
+  /room ROOM                          talk in ROOM (a name or #ID)
+  /room invite|kick ROOM USER         add or remove a member (owner, admins)
+  /room leave [ROOM]                  leave ROOM (or the open one)
+  /room history ROOM [N]              the last N messages of ROOM (20)
+  /join ROOM                          the same as /room ROOM
   /passwd                             change your password (asks for both)
   /help                               this list
   /quit                               log out and exit (or Ctrl-D, Ctrl-C)";
@@ -200,6 +233,9 @@ pub const COMMANDS: &[(&str, bool)] = &[
     ("history", true),
     ("profile", true),
     ("whois", true),
+    ("rooms", false),
+    ("room", true),
+    ("join", true),
     ("passwd", false),
     ("help", false),
     ("quit", false),
@@ -279,14 +315,7 @@ pub fn parse(line: &str) -> Result<Action, String> {
             if with.is_empty() || count.contains(' ') {
                 return Err("usage: /history USER [N]".into());
             }
-            let limit = if count.is_empty() {
-                DEFAULT_HISTORY
-            } else {
-                match count.parse::<u16>() {
-                    Ok(n) if (1..=MAX_HISTORY).contains(&n) => n,
-                    _ => return Err(format!("/history: N must be 1 to {MAX_HISTORY}")),
-                }
-            };
+            let limit = history_limit(count, "/history")?;
             Ok(Action::History {
                 with: user(with)?,
                 limit,
@@ -312,9 +341,65 @@ pub fn parse(line: &str) -> Result<Action, String> {
             who if !who.is_empty() && !who.contains(' ') => Ok(Action::Whois(user(who)?)),
             _ => Err("usage: /whois USER".into()),
         },
+        "rooms" => no_args(rest, Action::Room(RoomAction::List), "/rooms"),
+        "join" => match rest {
+            "" => Err("usage: /join ROOM".into()),
+            room if !room.contains(' ') => Ok(Action::Room(RoomAction::Open(room.into()))),
+            _ => Err("usage: /join ROOM (a name of one word, or #ID)".into()),
+        },
+        "room" => parse_room(rest).map(Action::Room),
         "help" | "?" => Ok(Action::Help),
         "quit" | "exit" | "q" => no_args(rest, Action::Quit, "/quit"),
         _ => Err(format!("unknown command /{name}; /help lists them")),
+    }
+}
+
+fn parse_room(rest: &str) -> Result<RoomAction, String> {
+    let (verb, args) = split_word(rest);
+    let one_word = |w: &str| !w.is_empty() && !w.contains(' ');
+    match verb {
+        "" => Ok(RoomAction::List),
+        "create" if !args.is_empty() => Ok(RoomAction::Create(args.to_string())),
+        "create" => Err("usage: /room create NAME".into()),
+        "invite" | "kick" => {
+            let (room, who) = split_word(args);
+            if room.is_empty() || !one_word(who) {
+                return Err(format!("usage: /room {verb} ROOM USER"));
+            }
+            let (room, user) = (room.to_string(), user(who)?);
+            Ok(if verb == "invite" {
+                RoomAction::Invite { room, user }
+            } else {
+                RoomAction::Kick { room, user }
+            })
+        }
+        "leave" if args.is_empty() => Ok(RoomAction::Leave(None)),
+        "leave" if one_word(args) => Ok(RoomAction::Leave(Some(args.to_string()))),
+        "leave" => Err("usage: /room leave [ROOM]".into()),
+        "history" => {
+            let (room, count) = split_word(args);
+            if room.is_empty() || count.contains(' ') {
+                return Err("usage: /room history ROOM [N]".into());
+            }
+            let limit = history_limit(count, "/room history")?;
+            Ok(RoomAction::History {
+                room: room.to_string(),
+                limit,
+            })
+        }
+        room if args.is_empty() => Ok(RoomAction::Open(room.to_string())),
+        _ => Err("usage: /room [create NAME | ROOM | invite|kick ROOM USER | leave [ROOM] | history ROOM [N]]".into()),
+    }
+}
+
+/// A history command's N: `DEFAULT_HISTORY` when absent.
+fn history_limit(count: &str, command: &str) -> Result<u16, String> {
+    if count.is_empty() {
+        return Ok(DEFAULT_HISTORY);
+    }
+    match count.parse::<u16>() {
+        Ok(n) if (1..=MAX_HISTORY).contains(&n) => Ok(n),
+        _ => Err(format!("{command}: N must be 1 to {MAX_HISTORY}")),
     }
 }
 
@@ -428,6 +513,38 @@ mod tests {
             parse("/whois bob"),
             Ok(Action::Whois(UserId::new("bob").unwrap()))
         );
+        let room = |a| Ok(Action::Room(a));
+        assert_eq!(parse("/rooms"), room(RoomAction::List));
+        assert_eq!(
+            parse("/room create 家人 and friends"),
+            room(RoomAction::Create("家人 and friends".into()))
+        );
+        assert_eq!(parse("/room team"), room(RoomAction::Open("team".into())));
+        assert_eq!(parse("/join #7"), room(RoomAction::Open("#7".into())));
+        assert_eq!(
+            parse("/room invite team bob"),
+            room(RoomAction::Invite {
+                room: "team".into(),
+                user: u("bob")
+            })
+        );
+        assert_eq!(
+            parse("/room kick team bob"),
+            room(RoomAction::Kick {
+                room: "team".into(),
+                user: u("bob")
+            })
+        );
+        assert_eq!(parse("/room leave"), room(RoomAction::Leave(None)));
+        assert_eq!(
+            parse("/room history team 5"),
+            room(RoomAction::History {
+                room: "team".into(),
+                limit: 5
+            })
+        );
+        assert!(parse("/room invite team").unwrap_err().starts_with("usage"));
+        assert!(parse("/room create").unwrap_err().starts_with("usage"));
         assert_eq!(parse("   "), Ok(Action::Nothing));
     }
 

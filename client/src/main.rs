@@ -5,6 +5,7 @@ mod cli;
 mod editor;
 mod input;
 mod oneshot;
+mod rooms;
 mod screen;
 mod session;
 mod ui;

@@ -197,6 +197,7 @@ pub fn request_error(request: RequestKind, code: ErrorCode) -> String {
         RequestKind::MoveContacts => "cannot move the contact",
         RequestKind::SetProfile | RequestKind::SetAvatar => "cannot change your profile",
         RequestKind::GetProfile => "cannot show the profile",
+        RequestKind::Room => "room request refused",
         _ => "the server refused a request",
     };
     let why = match (request, code) {
@@ -222,6 +223,12 @@ pub fn request_error(request: RequestKind, code: ErrorCode) -> String {
         ) => "this server has no contact groups (it is older than them)".into(),
         (_, ErrorCode::Malformed) => {
             "this server does not have profiles (protocol version 1)".into()
+        }
+        (RequestKind::Room, ErrorCode::InvalidName) => {
+            "a room name is 1 to 64 characters, without control or bidi characters".into()
+        }
+        (RequestKind::Room, ErrorCode::NoSuchRoom) => {
+            "no such room, or you are not in it (or this server has no rooms)".into()
         }
         (RequestKind::Register, ErrorCode::Forbidden) => {
             "registration is closed on this server; ask its operator for an account".into()

@@ -3,7 +3,9 @@
 //! adapter carries them as postcard bytes (`encode`/`decode`), one message per bus message.
 
 use crate::ids::{ConnId, NodeId, UserId};
-use crate::message::{CloseReason, ContactGroup, Placement, ProfileCard, Status};
+use crate::message::{
+    CloseReason, ContactGroup, Placement, ProfileCard, RoomDelivery, RoomRole, Status,
+};
 use crate::time::Duration;
 use serde::{Deserialize, Serialize};
 
@@ -109,6 +111,29 @@ pub enum Body {
     /// Sequenced: a profile was changed (committed in the shared database) through the
     /// sender; this is the card as stored. Every node announces it to its own watchers.
     Profile(ProfileCard),
+    /// Sequenced: a room message was stored (committed in the shared database) through the
+    /// sender; `members` are the room's members at that commit, the users owed it. A node
+    /// pushes it to their sessions there in the room's order; a session that lacks an earlier
+    /// seq (committed through a third node whose news is still on its way) reads the room
+    /// instead. Lost, it is a gap like any other, and the resync makes every session read
+    /// its rooms.
+    RoomMail {
+        delivery: RoomDelivery,
+        members: Vec<UserId>,
+    },
+    /// A room's membership changed through the sender (stored in the shared database): `user`
+    /// joined or changed role (`role: Some`) or left (`None`); the rest is the room after the
+    /// change. Not sequenced, like `Groups`: the state is in the database, and a lost one
+    /// leaves that user's sessions here unaware of the change until their next login
+    /// (CLUSTER.md, "Rooms across nodes").
+    RoomChanged {
+        room: u64,
+        name: String,
+        last: u64,
+        members: Vec<(UserId, RoomRole)>,
+        user: UserId,
+        role: Option<RoomRole>,
+    },
 }
 
 impl Body {
@@ -116,7 +141,11 @@ impl Body {
     pub fn sequenced(&self) -> bool {
         matches!(
             self,
-            Body::User(_) | Body::Registered(_) | Body::Mail { .. } | Body::Profile(_)
+            Body::User(_)
+                | Body::Registered(_)
+                | Body::Mail { .. }
+                | Body::Profile(_)
+                | Body::RoomMail { .. }
         )
     }
 }

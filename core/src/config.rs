@@ -64,6 +64,10 @@ pub struct ServerConfig {
     pub work: WorkBudget,
     /// Registrations per source address.
     pub register_throttle: RegisterThrottle,
+    /// Most members of one room (SECURITY.md, "Rooms").
+    pub max_room_members: u32,
+    /// Most rooms one user is a member of.
+    pub max_rooms_per_user: u32,
 }
 
 /// How many of something may be in flight at once: for one connection, and on the whole
@@ -189,6 +193,11 @@ impl Default for ServerConfig {
                 burst: 10,
                 every: Duration::from_secs(30),
             },
+            // A team's room, or a whole small company's; a message to it costs one stored
+            // row and up to this many live pushes (BENCHMARKS.md, "Rooms").
+            max_room_members: 1000,
+            // Each room costs a login one more `RoomMembers` frame and, unread, one read.
+            max_rooms_per_user: 100,
         }
     }
 }

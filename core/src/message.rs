@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 /// The four bytes every `Hello` starts with, so a stray protocol is refused at once.
 pub const MAGIC: [u8; 4] = *b"BRZE";
 /// The newest wire version this build speaks; a client offers it in `Hello`.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
+/// The version that added rooms (`CreateRoom` … `RoomHistory`, PROTOCOL.md, "Rooms").
+pub const ROOMS_VERSION: u16 = 3;
 /// The oldest wire version this build's server still answers: a client offering any version
 /// from this one up gets the highest version both speak (PROTOCOL.md §16).
 pub const OLDEST_PROTOCOL_VERSION: u16 = 1;
@@ -201,6 +203,43 @@ pub enum ClientMsg {
         user: UserId,
         avatar: bool,
     },
+    /// Version 3: creates a room owned by the sender, named `name` (PROTOCOL.md, "Rooms", room
+    /// names). Answered with `RoomMembers { full: true }` to every session of the owner.
+    CreateRoom {
+        name: String,
+    },
+    /// Version 3: adds `user` to `room` with `role`, or changes a member's role. Owners may
+    /// add admins and members; admins may add members. `Owner` is never granted.
+    RoomInvite {
+        room: u64,
+        user: UserId,
+        role: RoomRole,
+    },
+    /// Version 3: takes `user` out of `room`: a member leaving (`user` is the sender), or an
+    /// owner or admin removing someone of a lower role.
+    RoomRemove {
+        room: u64,
+        user: UserId,
+    },
+    /// Version 3: a message to every member of `room`. `id` is unique per sender, shared with
+    /// `Send` ids; answered with `Sent { id, seq }` (`seq` the room's sequence) once durable.
+    RoomSend {
+        id: u64,
+        room: u64,
+        body: String,
+    },
+    /// Version 3: the application has every message of `room` up to `seq` (the member's read
+    /// cursor moves there; it never moves back).
+    RoomAck {
+        room: u64,
+        seq: u64,
+    },
+    /// Version 3: `room`'s messages, newest first, below `before`.
+    RoomHistory {
+        room: u64,
+        before: Option<u64>,
+        limit: u16,
+    },
 }
 
 /// What `EditGroup` does to a group.
@@ -230,6 +269,38 @@ pub struct Placement {
     pub group: u32,
 }
 
+/// A member's standing in a room.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
+pub enum RoomRole {
+    /// Created the room; cannot be removed (leaving as owner is refused).
+    Owner,
+    /// May add and remove members.
+    Admin,
+    Member,
+}
+
+/// One member of a room as a member sees it: `role: None` in a change means they left.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct RoomMember {
+    pub user: UserId,
+    pub role: Option<RoomRole>,
+    pub presence: Presence,
+}
+
+/// A message of a room, as delivered and as listed in its history.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct RoomDelivery {
+    pub room: u64,
+    /// The room's sequence: assigned at commit, 1, 2, 3, … per room; every member sees the
+    /// room's messages in this order.
+    pub seq: u64,
+    pub from: UserId,
+    /// The sender's id (`RoomSend.id`).
+    pub id: u64,
+    pub body: String,
+    pub sent_at_ms: u64,
+}
+
 /// Which request a `ServerMsg::Error` answers.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
 pub enum RequestKind {
@@ -257,6 +328,9 @@ pub enum RequestKind {
     SetProfile,
     SetAvatar,
     GetProfile,
+    /// Version 3: any room request (`CreateRoom` … `RoomHistory`); for `RoomSend` the error
+    /// carries the message id.
+    Room,
 }
 
 impl ClientMsg {
@@ -286,6 +360,12 @@ impl ClientMsg {
             ClientMsg::SetProfile { .. } => RequestKind::SetProfile,
             ClientMsg::SetAvatar { .. } => RequestKind::SetAvatar,
             ClientMsg::GetProfile { .. } => RequestKind::GetProfile,
+            ClientMsg::CreateRoom { .. }
+            | ClientMsg::RoomInvite { .. }
+            | ClientMsg::RoomRemove { .. }
+            | ClientMsg::RoomSend { .. }
+            | ClientMsg::RoomAck { .. }
+            | ClientMsg::RoomHistory { .. } => RequestKind::Room,
         }
     }
 }
@@ -337,6 +417,14 @@ pub enum ErrorCode {
     /// or larger than the limit in pixels.
     #[error("not an image the server accepts as an avatar")]
     InvalidImage,
+    /// Version 3: the room does not exist, or the user is not a member (the two are not told
+    /// apart, so non-members learn nothing of a room).
+    #[error("no such room")]
+    NoSuchRoom,
+    /// Version 3: the room has its most members, or the user is in the most rooms
+    /// (SECURITY.md, "Rooms").
+    #[error("a room limit was reached (members per room or rooms per user)")]
+    RoomLimit,
 }
 
 /// Why the server ends a connection; sent in `Bye` just before it closes.
@@ -651,6 +739,27 @@ pub enum ServerMsg {
         card: ProfileCard,
         avatar: Option<AvatarImage>,
     },
+    /// Version 3: a room's members. `full`: the whole list (at login, on creating or joining
+    /// the room), replacing what the client had; otherwise only the members that changed —
+    /// joined, changed role, left (`role: None`) or changed presence, batched like
+    /// `PresenceDiff`.
+    RoomMembers {
+        room: u64,
+        name: String,
+        full: bool,
+        members: Vec<RoomMember>,
+    },
+    /// Version 3: the user is no longer a member of `room` (left or removed).
+    RoomLeft {
+        room: u64,
+    },
+    /// Version 3: a room message, in the room's sequence order, each seq once per session.
+    RoomDeliver(RoomDelivery),
+    /// Version 3: the answer to `RoomHistory`, newest first.
+    RoomHistory {
+        room: u64,
+        items: Vec<RoomDelivery>,
+    },
 }
 
 impl ClientMsg {
@@ -682,6 +791,12 @@ impl ClientMsg {
             ClientMsg::SetProfile { .. }
             | ClientMsg::SetAvatar { .. }
             | ClientMsg::GetProfile { .. } => 2,
+            ClientMsg::CreateRoom { .. }
+            | ClientMsg::RoomInvite { .. }
+            | ClientMsg::RoomRemove { .. }
+            | ClientMsg::RoomSend { .. }
+            | ClientMsg::RoomAck { .. }
+            | ClientMsg::RoomHistory { .. } => ROOMS_VERSION,
         }
     }
 }
@@ -714,6 +829,10 @@ impl ServerMsg {
             ServerMsg::ProfileSnapshot { .. }
             | ServerMsg::ProfileDiff { .. }
             | ServerMsg::Profile { .. } => 2,
+            ServerMsg::RoomMembers { .. }
+            | ServerMsg::RoomLeft { .. }
+            | ServerMsg::RoomDeliver(_)
+            | ServerMsg::RoomHistory { .. } => ROOMS_VERSION,
         }
     }
 }

@@ -5,11 +5,12 @@
 //! receives verdicts.
 //!
 //! Ordering: the host applies the plain writes (`SetContacts`, `StoreMessage`, `SetBanned`,
-//! `SetProfile`, `ChangeGroups`, `MarkDelivered`) in the order they were emitted and reports
-//! their results in that order. Verifying requests (`Register`, `Authenticate`,
-//! `ChangePassword`: they hash off the writer's thread) and reads (`LoadMailbox`,
-//! `LoadHistory`, `LoadProfiles`, `LoadProfile`) may complete in any order, but a
-//! read reflects every write whose result was reported before the read was emitted. The core
+//! `SetProfile`, `ChangeGroups`, `MarkDelivered`, and the rooms' `CreateRoom`, `ChangeRoom`,
+//! `StoreRoomMessage`, `MarkRoomRead`) in the order they were emitted and reports their results
+//! in that order. Verifying requests (`Register`, `Authenticate`, `ChangePassword`: they hash off
+//! the writer's thread) and reads (`LoadMailbox`, `LoadHistory`, `LoadProfiles`, `LoadProfile`,
+//! `LoadRooms`, `LoadRoom`) may complete in any order, but a read reflects every write whose
+//! result was reported before the read was emitted. The core
 //! relies on no more: it adds a user to its directory only once `Registered` is back, and
 //! allows one login per connection at a time.
 //!
@@ -23,7 +24,7 @@
 use crate::ids::UserId;
 use crate::message::{
     Attachment, AvatarImage, ContactGroup, Credential, Delivery, HistoryItem, Placement,
-    ProfileCard,
+    ProfileCard, RoomDelivery, RoomRole,
 };
 
 /// Most items one `LoadHistory` returns, whatever its `limit` says. The core asks for no more
@@ -134,6 +135,56 @@ pub enum StorageOp {
     /// `user`'s card (a blank one, `rev` 0, if never set) and, with `avatar`, the image its
     /// hash names. An unknown `user` fails with `NoSuchUser`.
     LoadProfile { user: UserId, avatar: bool },
+    /// A room named `name`, owned by `owner`, who is its first member. Fails with
+    /// `RoomLimit` when `owner` is already in `max_rooms` rooms.
+    CreateRoom {
+        owner: UserId,
+        name: String,
+        max_rooms: u32,
+    },
+    /// `by` adds `user` to `room` (or changes a member's role) or removes them, all checked
+    /// inside the transaction: `by` must be a member (`NoSuchRoom` otherwise); adding an
+    /// admin takes the owner, adding a member an owner or admin; removing someone else takes
+    /// a role above theirs; the owner cannot leave (`Forbidden`). An unknown `user` is
+    /// `NoSuchUser`; a full room, or a `user` already in `max_rooms` rooms, is `RoomLimit`.
+    /// Re-adding a member with the role they have, or removing a non-member, changes
+    /// nothing and succeeds. A new member's read cursor starts at the room's last seq: what
+    /// was said before is history, not mail.
+    ChangeRoom {
+        by: UserId,
+        room: u64,
+        user: UserId,
+        change: RoomChange,
+        max_members: u32,
+        max_rooms: u32,
+    },
+    /// Stores a room message once, under the room's next seq, if `from` is a member
+    /// (`NoSuchRoom` otherwise). `(room, from, id)` is unique: a second store reports the
+    /// first copy with `duplicate: true`. Reports the members at the commit: exactly those
+    /// who are owed the message.
+    StoreRoomMessage {
+        room: u64,
+        from: UserId,
+        id: u64,
+        body: String,
+    },
+    /// Every room `user` is a member of, in room order, with the user's read cursor.
+    LoadRooms { user: UserId },
+    /// Messages of `room`, for a member (`NoSuchRoom` otherwise): `After(seq)` the oldest
+    /// first above `seq` (mail), `Before(seq)` the newest first below it (history; `None`
+    /// for the newest). At most `limit`, never more than `MAX_HISTORY`.
+    LoadRoom {
+        user: UserId,
+        room: u64,
+        range: RoomRange,
+        limit: u16,
+    },
+    /// Moves `user`'s read cursor in each room up to the seq given (never down). Rooms the
+    /// user is not in are ignored.
+    MarkRoomRead {
+        user: UserId,
+        reads: Vec<(u64, u64)>,
+    },
 }
 
 /// One change to a user's contact groups (`StorageOp::ChangeGroups`).
@@ -190,6 +241,20 @@ pub struct NewAvatar {
     pub image: AvatarImage,
 }
 
+/// What `ChangeRoom` does to its `user`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum RoomChange {
+    Add(RoomRole),
+    Remove,
+}
+
+/// Which messages `LoadRoom` reads.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum RoomRange {
+    After(u64),
+    Before(Option<u64>),
+}
+
 impl StorageOp {
     /// Whether performing it costs an argon2 hash: it counts against the core's hashing
     /// budget (`WorkBudget::hashing`), and a store runs it on its hashing threads.
@@ -223,6 +288,12 @@ impl StorageOp {
             StorageOp::SetProfile { .. } => StorageResult::ProfileSet(Err(e)),
             StorageOp::LoadProfiles { .. } => StorageResult::ProfilesLoaded(Err(e)),
             StorageOp::LoadProfile { .. } => StorageResult::ProfileLoaded(Err(e)),
+            StorageOp::CreateRoom { .. } => StorageResult::RoomCreated(Err(e)),
+            StorageOp::ChangeRoom { .. } => StorageResult::RoomChanged(Err(e)),
+            StorageOp::StoreRoomMessage { .. } => StorageResult::RoomMessageStored(Err(e)),
+            StorageOp::LoadRooms { .. } => StorageResult::RoomsLoaded(Err(e)),
+            StorageOp::LoadRoom { .. } => StorageResult::RoomLoaded(Err(e)),
+            StorageOp::MarkRoomRead { .. } => StorageResult::RoomReadMarked(Err(e)),
         }
     }
 }
@@ -272,6 +343,22 @@ impl std::fmt::Debug for StorageOp {
             StorageOp::LoadProfile { user, avatar } => {
                 write!(f, "LoadProfile({user}, avatar: {avatar})")
             }
+            StorageOp::CreateRoom { owner, .. } => write!(f, "CreateRoom({owner})"),
+            StorageOp::ChangeRoom {
+                by,
+                room,
+                user,
+                change,
+                ..
+            } => write!(f, "ChangeRoom({by}: {room} {change:?} {user})"),
+            StorageOp::StoreRoomMessage { room, from, id, .. } => {
+                write!(f, "StoreRoomMessage({from}->room {room} #{id})")
+            }
+            StorageOp::LoadRooms { user } => write!(f, "LoadRooms({user})"),
+            StorageOp::LoadRoom {
+                user, room, range, ..
+            } => write!(f, "LoadRoom({user}, {room}, {range:?})"),
+            StorageOp::MarkRoomRead { user, reads } => write!(f, "MarkRoomRead({user}, {reads:?})"),
         }
     }
 }
@@ -351,6 +438,50 @@ impl MailboxPage {
     }
 }
 
+/// A room as it stands after a committed change: every member with their role, in user
+/// order, and the room's last seq (0 before its first message).
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct RoomView {
+    pub room: u64,
+    pub name: String,
+    pub last: u64,
+    pub members: Vec<(UserId, RoomRole)>,
+}
+
+/// One of a user's rooms, with how far the user has read it.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct MemberRoom {
+    pub view: RoomView,
+    pub read: u64,
+}
+
+/// A stored room message.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct RoomStored {
+    pub delivery: RoomDelivery,
+    /// The members when it committed (for a duplicate: now), in user order.
+    pub members: Vec<UserId>,
+    pub duplicate: bool,
+}
+
+/// Whether a member of role `by` may give `role` to a user holding `current` (`None`: not a
+/// member): the owner grants admin and member, an admin member only, and nobody touches
+/// the owner or grants `Owner`. Every store decides `ChangeRoom` by this one rule.
+pub fn may_grant(by: RoomRole, role: RoomRole, current: Option<RoomRole>) -> bool {
+    let ranks_above = |r: RoomRole| by < r;
+    role != RoomRole::Owner && ranks_above(role) && current.is_none_or(ranks_above)
+}
+
+/// Whether `by` (of role `by_role`) may take `user` (of role `role`) out of a room: anyone
+/// but the owner may leave; removing someone else takes a role above theirs.
+pub fn may_remove(by: &UserId, by_role: RoomRole, user: &UserId, role: RoomRole) -> bool {
+    if by == user {
+        role != RoomRole::Owner
+    } else {
+        by_role < role
+    }
+}
+
 #[derive(Clone, PartialEq, Eq, Debug, thiserror::Error)]
 pub enum StorageError {
     #[error("user name taken")]
@@ -367,6 +498,12 @@ pub enum StorageError {
     TooManyGroups,
     #[error("storage failed: {0}")]
     Failed(String),
+    #[error("no such room, or not a member")]
+    NoSuchRoom,
+    #[error("not allowed in this room")]
+    Forbidden,
+    #[error("room limit reached")]
+    RoomLimit,
 }
 
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -384,4 +521,10 @@ pub enum StorageResult {
     ProfileSet(Result<ProfileCard, StorageError>),
     ProfilesLoaded(Result<Vec<ProfileCard>, StorageError>),
     ProfileLoaded(Result<(ProfileCard, Option<AvatarImage>), StorageError>),
+    RoomCreated(Result<RoomView, StorageError>),
+    RoomChanged(Result<RoomView, StorageError>),
+    RoomMessageStored(Result<RoomStored, StorageError>),
+    RoomsLoaded(Result<Vec<MemberRoom>, StorageError>),
+    RoomLoaded(Result<Vec<RoomDelivery>, StorageError>),
+    RoomReadMarked(Result<(), StorageError>),
 }

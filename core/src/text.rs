@@ -1,4 +1,4 @@
-//! Names people type and others read (contact groups, display names, signatures): the one
+//! Names people type and others read (contact groups, room names, display names, signatures): the one
 //! check every such name passes before it is stored. A pure function of its input, so the
 //! server core, the clients and the fuzzers share one definition of "acceptable".
 //!
@@ -13,6 +13,10 @@ use unicode_normalization::UnicodeNormalization;
 /// Longest contact group name, in Unicode scalar values after normalisation (32 CJK
 /// characters are 96 bytes of UTF-8): a group is a heading in a list, not a sentence.
 pub const MAX_GROUP_NAME_CHARS: usize = 32;
+
+/// Longest room name, in characters after normalisation: a heading other members read, not a
+/// paragraph.
+pub const MAX_ROOM_NAME_CHARS: usize = 64;
 
 /// Why a name was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -30,6 +34,15 @@ pub enum TextError {
 /// A contact group's name as stored: NFC, trimmed, non-empty, checked.
 pub fn group_name(raw: &str) -> Result<String, TextError> {
     let name = one_line(raw, MAX_GROUP_NAME_CHARS)?;
+    if name.is_empty() {
+        return Err(TextError::Empty);
+    }
+    Ok(name)
+}
+
+/// A room's name as stored: NFC, trimmed, non-empty, checked like every other name.
+pub fn room_name(raw: &str) -> Result<String, TextError> {
+    let name = one_line(raw, MAX_ROOM_NAME_CHARS)?;
     if name.is_empty() {
         return Err(TextError::Empty);
     }
@@ -106,5 +119,22 @@ mod tests {
             group_name(&"x".repeat(1 << 20)),
             Err(TextError::TooLong { max })
         );
+    }
+
+    #[test]
+    fn a_room_name_is_one_checked_line() {
+        assert_eq!(room_name("  家人 🎉 ").as_deref(), Ok("家人 🎉"));
+        assert_eq!(room_name("caf\u{65}\u{301}").as_deref(), Ok("caf\u{e9}"));
+        let longest = "字".repeat(MAX_ROOM_NAME_CHARS);
+        assert_eq!(room_name(&longest), Ok(longest.clone()));
+        assert_eq!(
+            room_name(&format!("{longest}字")),
+            Err(TextError::TooLong {
+                max: MAX_ROOM_NAME_CHARS
+            })
+        );
+        assert_eq!(room_name("   "), Err(TextError::Empty));
+        assert_eq!(room_name("evil\u{202E}moc"), Err(TextError::Bidi));
+        assert_eq!(room_name("a\u{2028}b"), Err(TextError::Control));
     }
 }

@@ -281,6 +281,58 @@ fn client_vectors() -> Vec<(&'static str, ClientMsg)> {
                 avatar: true,
             },
         ),
+        (
+            "create room",
+            ClientMsg::CreateRoom {
+                name: "家人 🎉".into(),
+            },
+        ),
+        (
+            "room invite",
+            ClientMsg::RoomInvite {
+                room: u64::MAX,
+                user: user("bob"),
+                role: RoomRole::Admin,
+            },
+        ),
+        (
+            "room remove",
+            ClientMsg::RoomRemove {
+                room: 300,
+                user: user("bob"),
+            },
+        ),
+        (
+            "room send",
+            ClientMsg::RoomSend {
+                id: u64::MAX,
+                room: 1,
+                body: "hello room".into(),
+            },
+        ),
+        (
+            "room ack",
+            ClientMsg::RoomAck {
+                room: 1,
+                seq: 1 << 53,
+            },
+        ),
+        (
+            "room history",
+            ClientMsg::RoomHistory {
+                room: 1,
+                before: Some(300),
+                limit: 500,
+            },
+        ),
+        (
+            "room history newest",
+            ClientMsg::RoomHistory {
+                room: 1,
+                before: None,
+                limit: 0,
+            },
+        ),
     ]
 }
 
@@ -321,6 +373,7 @@ fn server_vectors() -> Vec<(&'static str, ServerMsg)> {
         RequestKind::SetProfile,
         RequestKind::SetAvatar,
         RequestKind::GetProfile,
+        RequestKind::Room,
     ];
     let all_codes = [
         ErrorCode::Malformed,
@@ -341,6 +394,8 @@ fn server_vectors() -> Vec<(&'static str, ServerMsg)> {
         ErrorCode::NoSuchGroup,
         ErrorCode::InvalidProfile,
         ErrorCode::InvalidImage,
+        ErrorCode::NoSuchRoom,
+        ErrorCode::RoomLimit,
     ];
     let all_reasons = CloseReason::ALL;
     let mut v = vec![
@@ -517,6 +572,31 @@ fn server_vectors() -> Vec<(&'static str, ServerMsg)> {
             },
         ),
         (
+            "room members",
+            ServerMsg::RoomMembers {
+                room: u64::MAX,
+                name: "家人 🎉".into(),
+                full: true,
+                members: vec![
+                    RoomMember {
+                        user: user("alice"),
+                        role: Some(RoomRole::Owner),
+                        presence: Presence::Online,
+                    },
+                    RoomMember {
+                        user: user("bob"),
+                        role: Some(RoomRole::Admin),
+                        presence: Presence::Away,
+                    },
+                    RoomMember {
+                        user: user("carol"),
+                        role: Some(RoomRole::Member),
+                        presence: Presence::Offline,
+                    },
+                ],
+            },
+        ),
+        (
             "profile snapshot",
             ServerMsg::ProfileSnapshot {
                 cards: vec![card(), ProfileCard::blank(user("bob"))],
@@ -537,6 +617,45 @@ fn server_vectors() -> Vec<(&'static str, ServerMsg)> {
                     mime: "image/webp".into(),
                     data: vec![b'R', b'I', b'F', b'F', 0, 255],
                 }),
+            },
+        ),
+        (
+            "room members change",
+            ServerMsg::RoomMembers {
+                room: 300,
+                name: String::new(),
+                full: false,
+                members: vec![RoomMember {
+                    user: user("dave"),
+                    role: None,
+                    presence: Presence::Busy,
+                }],
+            },
+        ),
+        ("room left", ServerMsg::RoomLeft { room: 1 }),
+        (
+            "room deliver",
+            ServerMsg::RoomDeliver(RoomDelivery {
+                room: 7,
+                seq: u64::MAX,
+                from: user("alice"),
+                id: 1 << 60,
+                body: "hi ☃".into(),
+                sent_at_ms: 1_700_000_000_000,
+            }),
+        ),
+        (
+            "room history",
+            ServerMsg::RoomHistory {
+                room: 7,
+                items: vec![RoomDelivery {
+                    room: 7,
+                    seq: 2,
+                    from: user("bob"),
+                    id: 0,
+                    body: String::new(),
+                    sent_at_ms: 0,
+                }],
             },
         ),
         (
@@ -714,9 +833,15 @@ fn client_index(m: &ClientMsg) -> u8 {
         ClientMsg::SetProfile { .. } => 21,
         ClientMsg::SetAvatar { .. } => 22,
         ClientMsg::GetProfile { .. } => 23,
+        ClientMsg::CreateRoom { .. } => 24,
+        ClientMsg::RoomInvite { .. } => 25,
+        ClientMsg::RoomRemove { .. } => 26,
+        ClientMsg::RoomSend { .. } => 27,
+        ClientMsg::RoomAck { .. } => 28,
+        ClientMsg::RoomHistory { .. } => 29,
     }
 }
-const CLIENT_VARIANTS: u8 = 24;
+const CLIENT_VARIANTS: u8 = 30;
 
 /// As `client_index`, for `ServerMsg`.
 fn server_index(m: &ServerMsg) -> u8 {
@@ -745,9 +870,13 @@ fn server_index(m: &ServerMsg) -> u8 {
         ServerMsg::ProfileSnapshot { .. } => 21,
         ServerMsg::ProfileDiff { .. } => 22,
         ServerMsg::Profile { .. } => 23,
+        ServerMsg::RoomMembers { .. } => 24,
+        ServerMsg::RoomLeft { .. } => 25,
+        ServerMsg::RoomDeliver(_) => 26,
+        ServerMsg::RoomHistory { .. } => 27,
     }
 }
-const SERVER_VARIANTS: u8 = 24;
+const SERVER_VARIANTS: u8 = 28;
 
 #[test]
 fn every_variant_has_a_vector() {

@@ -557,10 +557,14 @@ async fn metrics_and_readiness_follow_the_server() {
     assert!(before.trim_end().ends_with("# EOF"), "{before}");
 
     let mut alice = Peer::user(server.addr(), "alice").await;
-    let _bob = Peer::user(server.addr(), "bob").await;
+    let mut bob = Peer::user(server.addr(), "bob").await;
     alice.send(&send("bob", 1, "counted")).await;
     alice
         .recv_until("Sent", |m| matches!(m, ServerMsg::Sent { .. }))
+        .await;
+    // Counted when it is sent to bob, which may follow `Sent` (bob's mailbox read may still
+    // be running): wait for bob to have it.
+    bob.recv_until("Deliver", |m| matches!(m, ServerMsg::Deliver(_)))
         .await;
     let after = http(&server, &get("/metrics")).await;
     for line in [

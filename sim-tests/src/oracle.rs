@@ -268,6 +268,8 @@ enum Failed {
     Contacts,
     /// `StoreMessage` of the message with this id.
     Send(u64),
+    /// `LoadRooms`: a version-2 login's read of its rooms, after its mailbox.
+    Rooms,
 }
 
 /// Counts for the report.
@@ -769,6 +771,7 @@ impl Oracle {
                 _,
             ) => Failed::Contacts,
             (RequestKind::Send, Some(id)) => Failed::Send(id),
+            (RequestKind::Room, None) => Failed::Rooms,
             _ => {
                 return self.violation(
                     at,
@@ -999,6 +1002,12 @@ impl Oracle {
                 // An answer like any other: the client drops its oldest request in flight.
                 self.intents[host].in_flight.pop_front();
             }
+            // A login's read of its rooms failed (checked against the injected failures
+            // when the server says it); it is read again.
+            ClientEvent::Error {
+                request: RequestKind::Room,
+                code: ErrorCode::StorageFailed,
+            } => {}
             ClientEvent::Error { request, code } => {
                 self.violation(at, format!("c{host}: {request:?} failed: {code:?}"));
             }
@@ -1033,6 +1042,14 @@ impl Oracle {
             StorageOp::SetProfile { .. }
             | StorageOp::LoadProfiles { .. }
             | StorageOp::LoadProfile { .. } => return,
+            // Told once (`Error{Room, StorageFailed}`) and read again at the session's next
+            // frame; the simulation's users are in no room, so nothing else is owed.
+            StorageOp::LoadRooms { user } => (user, Failed::Rooms),
+            StorageOp::CreateRoom { .. }
+            | StorageOp::ChangeRoom { .. }
+            | StorageOp::StoreRoomMessage { .. }
+            | StorageOp::LoadRoom { .. }
+            | StorageOp::MarkRoomRead { .. } => return,
         };
         let Some(u) = self.user_of(user) else { return };
         *self.storage_failures.entry((u, failed)).or_default() += 1;

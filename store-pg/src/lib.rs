@@ -24,6 +24,7 @@ mod error;
 mod groups;
 mod ops;
 mod profiles;
+mod rooms;
 mod schema;
 mod service;
 mod store;

@@ -658,24 +658,24 @@ pub(crate) fn user_at(row: &Row, idx: usize) -> Result<UserId, PgError> {
     UserId::new(name).map_err(|e| PgError::Corrupt(format!("a user name: {e}")))
 }
 
-fn text(bytes: Vec<u8>) -> Result<String, PgError> {
+pub(crate) fn text(bytes: Vec<u8>) -> Result<String, PgError> {
     String::from_utf8(bytes).map_err(|e| PgError::Corrupt(format!("a text column: {e}")))
 }
 
 /// Sender ids span all of u64 and PostgreSQL's BIGINT is signed: stored bit for bit.
-fn id_to_sql(id: u64) -> i64 {
+pub(crate) fn id_to_sql(id: u64) -> i64 {
     i64::from_ne_bytes(id.to_ne_bytes())
 }
 
-fn id_from_sql(v: i64) -> u64 {
+pub(crate) fn id_from_sql(v: i64) -> u64 {
     u64::from_ne_bytes(v.to_ne_bytes())
 }
 
-fn ms_to_sql(ms: u64) -> i64 {
+pub(crate) fn ms_to_sql(ms: u64) -> i64 {
     i64::try_from(ms).unwrap_or(i64::MAX)
 }
 
 /// For values this crate only ever writes non-negative (seqs, times).
-fn u64_from_sql(v: i64) -> u64 {
+pub(crate) fn u64_from_sql(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }

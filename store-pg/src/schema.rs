@@ -129,6 +129,36 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX profiles_by_avatar ON profiles(avatar_sha256) WHERE avatar_sha256 IS NOT NULL;
     "#,
+    // 7: rooms (protocol version 3): a room's messages stored once, a row per member with
+    // role and read cursor. `rooms.last_seq` numbers a room's messages: the storing
+    // transaction updates it and holds its lock to commit, so a room's seqs commit in order
+    // across nodes, like `message_seq`'s. Names and bodies are bytes, as in `messages`.
+    r#"
+    CREATE TABLE rooms (
+        id            BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        name          BYTEA  NOT NULL,
+        last_seq      BIGINT NOT NULL DEFAULT 0,
+        created_at_ms BIGINT NOT NULL
+    );
+    CREATE TABLE room_members (
+        room     BIGINT NOT NULL REFERENCES rooms(id) ON DELETE CASCADE,
+        name     TEXT COLLATE "C" NOT NULL REFERENCES accounts(name) ON DELETE CASCADE,
+        role     SMALLINT NOT NULL CHECK (role IN (0, 1, 2)),
+        read_seq BIGINT NOT NULL,
+        PRIMARY KEY (room, name)
+    );
+    CREATE INDEX room_members_by_user ON room_members(name, room);
+    CREATE TABLE room_messages (
+        room       BIGINT NOT NULL REFERENCES rooms(id) ON DELETE CASCADE,
+        seq        BIGINT NOT NULL,
+        sender     TEXT COLLATE "C" NOT NULL REFERENCES accounts(name),
+        client_id  BIGINT NOT NULL,
+        body       BYTEA  NOT NULL,
+        sent_at_ms BIGINT NOT NULL,
+        PRIMARY KEY (room, seq),
+        UNIQUE (room, sender, client_id)
+    );
+    "#,
 ];
 
 /// The schema version this build creates and understands.

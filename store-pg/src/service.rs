@@ -267,6 +267,20 @@ async fn perform(
             let r = crate::profiles::load_profile(&client, user, avatar).await?;
             return Ok(R::ProfileLoaded(r));
         }
+        StorageOp::LoadRooms { user } => {
+            return Ok(R::RoomsLoaded(Ok(
+                crate::rooms::of_user(&client, &user).await?
+            )));
+        }
+        StorageOp::LoadRoom {
+            user,
+            room,
+            range,
+            limit,
+        } => {
+            let r = crate::rooms::load(&client, &user, room, range, limit).await?;
+            return Ok(R::RoomLoaded(r));
+        }
         StorageOp::Authenticate {
             user,
             credential: Credential::Token(token),

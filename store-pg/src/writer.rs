@@ -6,8 +6,8 @@
 //! writers run concurrently against the same database, arbitrated by it (`ops.rs`).
 
 use crate::error::PgError;
-use crate::ops;
 use crate::store::PgStore;
+use crate::{ops, rooms};
 use breeze_core::RequestId;
 use breeze_core::storage::{StorageOp, StorageResult};
 use breeze_store::job::Kind;
@@ -64,23 +64,22 @@ pub(crate) async fn write_loop(store: PgStore, mut inbox: mpsc::Receiver<Write>,
 }
 
 /// Whether `op` reads before it writes, over several statements (`ChangeGroups` checks the
-/// user's groups under the account's row lock): it cannot go in a flight, which sends the
-/// `COMMIT` before the answers come back.
+/// user's groups under the account's row lock; a room write checks the member's role and, for
+/// a message, draws the room's next seq under its row lock): it cannot go in a flight, which
+/// sends the `COMMIT` before the answers come back.
 fn is_stepwise(op: &StorageOp) -> bool {
-    matches!(op, StorageOp::ChangeGroups { .. })
+    matches!(
+        op,
+        StorageOp::ChangeGroups { .. }
+            | StorageOp::CreateRoom { .. }
+            | StorageOp::ChangeRoom { .. }
+            | StorageOp::StoreRoomMessage { .. }
+    )
 }
 
 /// Runs one stepwise write alone in a transaction, awaiting each statement in turn.
 async fn step_by_step(store: &PgStore, w: &Write) -> Vec<(RequestId, StorageResult)> {
     let failed = |why: &str| vec![(w.id, Kind::of(&w.op).failed(why))];
-    let StorageOp::ChangeGroups {
-        user,
-        change,
-        max_groups,
-    } = &w.op
-    else {
-        unreachable!("invariant: only stepwise writes come here")
-    };
     let mut client = match store.client().await {
         Ok(c) => c,
         Err(e) => {
@@ -90,18 +89,56 @@ async fn step_by_step(store: &PgStore, w: &Write) -> Vec<(RequestId, StorageResu
     };
     let done = async {
         let tx = client.transaction().await.map_err(PgError::from)?;
-        let result = crate::groups::change_groups(&tx, user, change, *max_groups).await?;
+        let result = apply_stepwise(&tx, &w.op, w.now_ms).await?;
         tx.commit().await.map_err(PgError::from)?;
         Ok::<_, PgError>(result)
     }
     .await;
     match done {
-        Ok(result) => vec![(w.id, StorageResult::GroupsChanged(result))],
+        Ok(result) => vec![(w.id, result)],
         Err(e) => {
             tracing::warn!(error = %e, kind = ?Kind::of(&w.op), "storage request failed");
             failed("storage request failed")
         }
     }
+}
+
+/// One stepwise write, inside the caller's transaction.
+async fn apply_stepwise(
+    c: &impl GenericClient,
+    op: &StorageOp,
+    now_ms: u64,
+) -> Result<StorageResult, PgError> {
+    use StorageResult as R;
+    Ok(match op {
+        StorageOp::ChangeGroups {
+            user,
+            change,
+            max_groups,
+        } => R::GroupsChanged(crate::groups::change_groups(c, user, change, *max_groups).await?),
+        StorageOp::CreateRoom {
+            owner,
+            name,
+            max_rooms,
+        } => R::RoomCreated(rooms::create(c, owner, name, *max_rooms, now_ms).await?),
+        StorageOp::ChangeRoom {
+            by,
+            room,
+            user,
+            change,
+            max_members,
+            max_rooms,
+        } => R::RoomChanged(
+            rooms::change(c, by, *room, user, *change, (*max_members, *max_rooms)).await?,
+        ),
+        StorageOp::StoreRoomMessage {
+            room,
+            from,
+            id,
+            body,
+        } => R::RoomMessageStored(rooms::store(c, *room, from, *id, body, now_ms).await?),
+        other => unreachable!("invariant: only stepwise writes come here, not {other:?}"),
+    })
 }
 
 /// Runs `batch` in one transaction and reports what each item did, once committed. If the
@@ -370,6 +407,10 @@ async fn apply(c: &impl GenericClient, op: &StorageOp) -> Result<StorageResult, 
         StorageOp::SetProfile { user, change } => {
             R::ProfileSet(crate::profiles::set_profile(c, user, change).await?)
         }
+        StorageOp::MarkRoomRead { user, reads } => {
+            rooms::mark_read(c, user, reads).await?;
+            R::RoomReadMarked(Ok(()))
+        }
         other => {
             unreachable!("invariant: only plain writes reach the writer, not {other:?}")
         }
@@ -386,6 +427,10 @@ pub(crate) fn is_plain_write(op: &StorageOp) -> bool {
             | StorageOp::SetBanned { .. }
             | StorageOp::ChangeGroups { .. }
             | StorageOp::SetProfile { .. }
+            | StorageOp::CreateRoom { .. }
+            | StorageOp::ChangeRoom { .. }
+            | StorageOp::StoreRoomMessage { .. }
+            | StorageOp::MarkRoomRead { .. }
     )
 }
 

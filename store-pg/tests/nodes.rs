@@ -291,7 +291,8 @@ async fn a_database_from_before_bans_is_upgraded_with_nobody_banned() {
     node.shutdown().await;
     // Schema 1 numbered messages from a counter row; 40 were handed out.
     pg.execute(
-        "DROP TABLE profiles; DROP TABLE avatars;
+        "DROP TABLE room_messages, room_members, rooms;
+         DROP TABLE profiles; DROP TABLE avatars;
          DROP TABLE contact_groups; ALTER TABLE contacts DROP COLUMN group_id;
          ALTER TABLE accounts DROP COLUMN last_group;
          DROP SEQUENCE message_seqs;

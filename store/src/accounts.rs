@@ -85,13 +85,16 @@ impl Db {
 
     /// Deletes an account with its tokens, its contact list, its place on other users'
     /// lists, and every message to or from it (a conversation is one row per message, so
-    /// the other side's history loses them too).
+    /// the other side's history loses them too), and the messages it sent to rooms (their
+    /// rooms keep their seqs, with a gap where each was).
     pub fn delete_user(&mut self, user: &UserId) -> Result<Deleted, StoreError> {
         let tx = self.conn.transaction()?;
         let messages = tx
             .prepare_cached("DELETE FROM messages WHERE sender = ?1 OR recipient = ?1")?
-            .execute([user.as_str()])?;
-        // Tokens, contacts (both directions) and the profile go by ON DELETE CASCADE.
+            .execute([user.as_str()])?
+            + tx.prepare_cached("DELETE FROM room_messages WHERE sender = ?1")?
+                .execute([user.as_str()])?;
+        // Tokens, contacts (both directions), the profile and room memberships go by ON DELETE CASCADE.
         let deleted = tx
             .prepare_cached("DELETE FROM accounts WHERE user = ?1")?
             .execute([user.as_str()])?;

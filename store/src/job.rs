@@ -26,6 +26,12 @@ pub enum Kind {
     SetProfile,
     LoadProfiles,
     LoadProfile,
+    CreateRoom,
+    ChangeRoom,
+    StoreRoomMessage,
+    LoadRooms,
+    LoadRoom,
+    MarkRoomRead,
 }
 
 impl Kind {
@@ -44,6 +50,12 @@ impl Kind {
             StorageOp::SetProfile { .. } => Kind::SetProfile,
             StorageOp::LoadProfiles { .. } => Kind::LoadProfiles,
             StorageOp::LoadProfile { .. } => Kind::LoadProfile,
+            StorageOp::CreateRoom { .. } => Kind::CreateRoom,
+            StorageOp::ChangeRoom { .. } => Kind::ChangeRoom,
+            StorageOp::StoreRoomMessage { .. } => Kind::StoreRoomMessage,
+            StorageOp::LoadRooms { .. } => Kind::LoadRooms,
+            StorageOp::LoadRoom { .. } => Kind::LoadRoom,
+            StorageOp::MarkRoomRead { .. } => Kind::MarkRoomRead,
         }
     }
 
@@ -63,6 +75,12 @@ impl Kind {
             Kind::SetProfile => StorageResult::ProfileSet(Err(e)),
             Kind::LoadProfiles => StorageResult::ProfilesLoaded(Err(e)),
             Kind::LoadProfile => StorageResult::ProfileLoaded(Err(e)),
+            Kind::CreateRoom => StorageResult::RoomCreated(Err(e)),
+            Kind::ChangeRoom => StorageResult::RoomChanged(Err(e)),
+            Kind::StoreRoomMessage => StorageResult::RoomMessageStored(Err(e)),
+            Kind::LoadRooms => StorageResult::RoomsLoaded(Err(e)),
+            Kind::LoadRoom => StorageResult::RoomLoaded(Err(e)),
+            Kind::MarkRoomRead => StorageResult::RoomReadMarked(Err(e)),
         }
     }
 }

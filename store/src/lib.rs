@@ -21,6 +21,7 @@ pub mod job;
 mod lock;
 mod ops;
 mod profiles;
+mod rooms;
 mod schema;
 mod service;
 

@@ -11,6 +11,7 @@ use crate::groups;
 use crate::hash::Hasher;
 use crate::job::{Finish, HashJob};
 use crate::profiles;
+use crate::rooms;
 use breeze_core::UserId;
 use breeze_core::message::{Attachment, AttachmentInfo, Credential, Delivery, HistoryItem};
 use breeze_core::storage::{
@@ -132,6 +133,50 @@ pub(crate) fn start(
         StorageOp::LoadProfile { user, avatar } => Step::Done(R::ProfileLoaded(
             profiles::load_profile(conn, user, avatar)?,
         )),
+        StorageOp::CreateRoom {
+            owner,
+            name,
+            max_rooms,
+        } => Step::Done(R::RoomCreated(rooms::create(
+            conn, &owner, &name, max_rooms, now_ms,
+        )?)),
+        StorageOp::ChangeRoom {
+            by,
+            room,
+            user,
+            change,
+            max_members,
+            max_rooms,
+        } => Step::Done(R::RoomChanged(rooms::change(
+            conn,
+            &by,
+            room,
+            &user,
+            change,
+            max_members,
+            max_rooms,
+        )?)),
+        StorageOp::StoreRoomMessage {
+            room,
+            from,
+            id,
+            body,
+        } => Step::Done(R::RoomMessageStored(rooms::store(
+            conn, room, &from, id, body, now_ms,
+        )?)),
+        StorageOp::LoadRooms { user } => {
+            Step::Done(R::RoomsLoaded(Ok(rooms::of_user(conn, &user)?)))
+        }
+        StorageOp::LoadRoom {
+            user,
+            room,
+            range,
+            limit,
+        } => Step::Done(R::RoomLoaded(rooms::load(conn, &user, room, range, limit)?)),
+        StorageOp::MarkRoomRead { user, reads } => {
+            rooms::mark_read(conn, &user, &reads)?;
+            Step::Done(R::RoomReadMarked(Ok(())))
+        }
     })
 }
 
@@ -620,19 +665,19 @@ pub(crate) fn user_at(row: &Row<'_>, idx: usize) -> rusqlite::Result<UserId> {
 }
 
 /// Sender ids span all of u64 and SQLite integers are signed: stored bit for bit.
-fn id_to_sql(id: u64) -> i64 {
+pub(crate) fn id_to_sql(id: u64) -> i64 {
     i64::from_ne_bytes(id.to_ne_bytes())
 }
 
-fn id_from_sql(v: i64) -> u64 {
+pub(crate) fn id_from_sql(v: i64) -> u64 {
     u64::from_ne_bytes(v.to_ne_bytes())
 }
 
-fn ms_to_sql(ms: u64) -> i64 {
+pub(crate) fn ms_to_sql(ms: u64) -> i64 {
     i64::try_from(ms).unwrap_or(i64::MAX)
 }
 
 /// For values this crate only ever writes non-negative (seqs, times, sizes).
-fn u64_from_sql(v: i64) -> u64 {
+pub(crate) fn u64_from_sql(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }

@@ -113,6 +113,37 @@ const MIGRATIONS: &[&str] = &[
     ) STRICT;
     CREATE INDEX profiles_by_avatar ON profiles(avatar_sha256) WHERE avatar_sha256 IS NOT NULL;
     ",
+    // 7: rooms (protocol version 3): a room's messages are stored once (`room_messages`); each
+    // member has a row with their role and read cursor, so a message costs one row however
+    // many members are offline. `last_seq` on the room's row numbers its messages in commit
+    // order. Member rows are looked up by room (the primary key) and by user (a login's
+    // rooms, the rooms-per-user limit).
+    "
+    CREATE TABLE rooms (
+        id            INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT,
+        name          TEXT    NOT NULL,
+        last_seq      INTEGER NOT NULL DEFAULT 0,
+        created_at_ms INTEGER NOT NULL
+    ) STRICT;
+    CREATE TABLE room_members (
+        room     INTEGER NOT NULL REFERENCES rooms(id) ON DELETE CASCADE,
+        user     TEXT    NOT NULL REFERENCES accounts(user) ON DELETE CASCADE,
+        role     INTEGER NOT NULL CHECK (role IN (0, 1, 2)),
+        read_seq INTEGER NOT NULL,
+        PRIMARY KEY (room, user)
+    ) STRICT, WITHOUT ROWID;
+    CREATE INDEX room_members_by_user ON room_members(user, room);
+    CREATE TABLE room_messages (
+        room       INTEGER NOT NULL REFERENCES rooms(id) ON DELETE CASCADE,
+        seq        INTEGER NOT NULL,
+        sender     TEXT    NOT NULL REFERENCES accounts(user),
+        client_id  INTEGER NOT NULL,
+        body       TEXT    NOT NULL,
+        sent_at_ms INTEGER NOT NULL,
+        PRIMARY KEY (room, seq),
+        UNIQUE (room, sender, client_id)
+    ) STRICT;
+    ",
 ];
 
 /// Accounts whose names differ only in case, which migration 2 cannot fold into one.

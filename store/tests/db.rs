@@ -351,6 +351,10 @@ fn rewind(path: &std::path::Path, version: i64) {
         )
         .expect("drop the profile tables and the contact groups");
     }
+    if version < 7 {
+        raw.execute_batch("DROP TABLE room_messages; DROP TABLE room_members; DROP TABLE rooms;")
+            .expect("drop the room tables");
+    }
     if version < 4 {
         raw.execute_batch("DROP INDEX messages_recipient")
             .expect("drop the recipient index");

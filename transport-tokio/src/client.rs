@@ -11,7 +11,7 @@ use crate::reader::FrameReader;
 use crate::time::Clock;
 use breeze_core::UserId;
 use breeze_core::client::{AdminAction, Client, ClientEvent, ClientOutput};
-use breeze_core::message::{Attachment, GroupEdit, Status};
+use breeze_core::message::{Attachment, GroupEdit, RoomRole, Status};
 use bytes::{Buf, Bytes};
 use std::collections::VecDeque;
 use std::fmt;
@@ -77,6 +77,55 @@ pub enum ClientCommand {
     Start,
     /// Log out and return from `run_client`.
     Quit,
+    /// A room request (protocol version 2).
+    Room(RoomCommand),
+}
+
+/// What the application asks of the user's rooms (see `Client::create_room` and the rest).
+pub enum RoomCommand {
+    Create(String),
+    Invite {
+        room: u64,
+        user: UserId,
+        role: RoomRole,
+    },
+    /// Takes `user` out of `room`; the user's own name leaves it.
+    Remove {
+        room: u64,
+        user: UserId,
+    },
+    /// Queue a message to `room`; its id goes to `id`, as for `SendMessage`.
+    Send {
+        room: u64,
+        body: String,
+        id: Option<oneshot::Sender<u64>>,
+    },
+    /// The application has every message of `room` up to `seq` (`AckMode::Manual`).
+    Ack {
+        room: u64,
+        seq: u64,
+    },
+    History {
+        room: u64,
+        before: Option<u64>,
+        limit: u16,
+    },
+}
+
+impl fmt::Debug for RoomCommand {
+    // Hand-written so message bodies never reach a log.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RoomCommand::Create(_) => f.write_str("Create"),
+            RoomCommand::Invite { room, user, role } => {
+                write!(f, "Invite({user} to {room} as {role:?})")
+            }
+            RoomCommand::Remove { room, user } => write!(f, "Remove({user} from {room})"),
+            RoomCommand::Send { room, .. } => write!(f, "Send(to {room})"),
+            RoomCommand::Ack { room, seq } => write!(f, "Ack({room} {seq})"),
+            RoomCommand::History { room, .. } => write!(f, "History({room})"),
+        }
+    }
 }
 
 impl fmt::Debug for ClientCommand {
@@ -105,6 +154,7 @@ impl fmt::Debug for ClientCommand {
             ClientCommand::Logout => f.write_str("Logout"),
             ClientCommand::Start => f.write_str("Start"),
             ClientCommand::Quit => f.write_str("Quit"),
+            ClientCommand::Room(room) => write!(f, "Room({room:?})"),
         }
     }
 }
@@ -322,6 +372,23 @@ fn apply(client: &mut Client, now: breeze_core::Instant, command: ClientCommand)
         ClientCommand::Start => client.start(now),
         // Handled by the loop.
         ClientCommand::Quit => {}
+        ClientCommand::Room(room) => match room {
+            RoomCommand::Create(name) => client.create_room(now, name),
+            RoomCommand::Invite { room, user, role } => client.room_invite(now, room, user, role),
+            RoomCommand::Remove { room, user } => client.room_remove(now, room, user),
+            RoomCommand::Send { room, body, id } => {
+                let sent = client.send_room_message(now, room, body);
+                if let Some(reply) = id {
+                    let _ = reply.send(sent);
+                }
+            }
+            RoomCommand::Ack { room, seq } => client.ack_room(now, room, seq),
+            RoomCommand::History {
+                room,
+                before,
+                limit,
+            } => client.room_history(now, room, before, limit),
+        },
     }
 }
 

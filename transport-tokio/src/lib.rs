@@ -28,7 +28,7 @@ mod time;
 pub mod tls;
 
 pub use acceptor::{Acceptor, Admission};
-pub use client::{ClientCommand, ClientSettings, run_client};
+pub use client::{ClientCommand, ClientSettings, RoomCommand, run_client};
 pub use cluster::{ClusterBackend, ClusterEvent, ClusterInbox, ClusterSender, cluster_channel};
 pub use frames::{BadInput, FrameRead, FrameWrite, Framed, WriteStep};
 pub use host::{Host, HostConfig, HostHandle, HostStopped};

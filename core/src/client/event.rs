@@ -5,7 +5,7 @@ use super::GroupBook;
 use crate::ids::UserId;
 use crate::message::{
     AvatarImage, CloseReason, Delivery, ErrorCode, HistoryItem, Presence, PresenceEntry,
-    ProfileCard, RequestKind, Status, WhoEntry,
+    ProfileCard, RequestKind, RoomDelivery, RoomMember, Status, WhoEntry,
 };
 use crate::time::{Duration, Instant};
 use bytes::Bytes;
@@ -180,4 +180,22 @@ pub enum ClientEvent {
     },
     /// The client gave up and stays idle until `start`.
     Stopped(StopReason),
+    /// A room's members (version 2): `full` replaces the list, otherwise these changed
+    /// (`role: None`: left). `Client::rooms` is already updated.
+    RoomMembers {
+        room: u64,
+        name: String,
+        full: bool,
+        members: Vec<RoomMember>,
+    },
+    /// The user is no longer in `room`.
+    RoomLeft {
+        room: u64,
+    },
+    /// A room message, once per room seq, in the room's order.
+    RoomMessage(RoomDelivery),
+    RoomHistory {
+        room: u64,
+        items: Vec<RoomDelivery>,
+    },
 }

@@ -42,13 +42,13 @@ use crate::ids::UserId;
 use crate::message::{
     Attachment, ClientMsg, CloseReason, ContactGroup, Credential, ErrorCode, GROUPS_VERSION,
     GroupEdit, MAGIC, MAX_ACK_SEQS, MAX_CLIENT_NAME, PROTOCOL_VERSION, Presence, PresenceEntry,
-    ProfileCard, RequestKind, ServerMsg, Status, WatchScope,
+    ProfileCard, ROOMS_VERSION, RequestKind, RoomMember, RoomRole, ServerMsg, Status, WatchScope,
 };
 use crate::time::{Duration, Instant};
 use backoff::Backoff;
 use connection::{Connection, Heartbeat, LoginStep, Stage};
 use dedupe::{Arrival, REMEMBERED_SEQS, SeenSeqs};
-use outbox::{Outbox, Outgoing};
+use outbox::{Outbox, Outgoing, Target};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 use view::PresenceView;
@@ -136,6 +136,23 @@ pub struct Client {
     not_before: Option<Instant>,
     outputs: VecDeque<ClientOutput>,
     events: VecDeque<ClientEvent>,
+    /// Rooms the user is in (version 2), as the last `RoomMembers` frames drew them.
+    rooms: BTreeMap<u64, RoomView>,
+    /// Per room, the highest seq told to the application: the server sends each room in
+    /// seq order and repeats only what was not acked, so a seq at or below it is a repeat.
+    /// Kept across reconnects and leaving (a room id is never reused).
+    rooms_told: BTreeMap<u64, u64>,
+    /// Per room, the highest seq the application acked.
+    rooms_acked: BTreeMap<u64, u64>,
+    /// Room acks for the next `poll_output`: the highest seq per room.
+    pending_room_acks: BTreeMap<u64, u64>,
+}
+
+/// A room as the client knows it: its name and members with role and presence.
+#[derive(Clone, PartialEq, Eq, Debug, Default)]
+pub struct RoomView {
+    pub name: String,
+    pub members: BTreeMap<UserId, (RoomRole, Presence)>,
 }
 
 impl Client {
@@ -174,6 +191,10 @@ impl Client {
             not_before: None,
             outputs: VecDeque::new(),
             events: VecDeque::new(),
+            rooms: BTreeMap::new(),
+            rooms_told: BTreeMap::new(),
+            rooms_acked: BTreeMap::new(),
+            pending_room_acks: BTreeMap::new(),
         };
         client.begin_connect(now);
         client
@@ -273,6 +294,11 @@ impl Client {
             let noted_at = self.connection_mut().map(|c| c.last_received);
             self.ack_seq(noted_at, delivery.seq);
         }
+        if let (ClientEvent::RoomMessage(d), AckMode::OnHandover) = (&event, self.acks) {
+            let fallback = self.acks_noted_at;
+            let noted_at = self.connection_mut().map_or(fallback, |c| c.last_received);
+            self.ack_room(noted_at, d.room, d.seq);
+        }
         Some(event)
     }
 
@@ -302,12 +328,83 @@ impl Client {
         body: String,
         attachment: Option<Attachment>,
     ) -> u64 {
-        let msg = self.outbox.push(to, body, attachment);
+        let msg = self.outbox.push(Target::User(to), body, attachment);
         let (id, wire) = (msg.id, msg.to_msg());
         if self.is_logged_in() {
             self.send(now, &wire);
         }
         id
+    }
+
+    /// Queues a message to `room` (version 2) and returns its id; like `send_message`, it
+    /// is settled by `MessageSent` (its `seq` the room's) or `SendFailed`. A server of
+    /// version 1 fails it with `SendFailed { code: NoSuchRoom }` at the login.
+    pub fn send_room_message(&mut self, now: Instant, room: u64, body: String) -> u64 {
+        let msg = self.outbox.push(Target::Room(room), body, None);
+        let (id, wire) = (msg.id, msg.to_msg());
+        if self.is_logged_in() && self.server_speaks(ROOMS_VERSION) {
+            self.send(now, &wire);
+        }
+        id
+    }
+
+    /// The application has every message of `room` up to `seq`. Under
+    /// [`AckMode::OnHandover`] taking the `RoomMessage` event already acked it.
+    pub fn ack_room(&mut self, now: Instant, room: u64, seq: u64) {
+        let acked = self.rooms_acked.entry(room).or_default();
+        *acked = (*acked).max(seq);
+        self.note_room_ack(now, room, seq);
+    }
+
+    fn note_room_ack(&mut self, now: Instant, room: u64, seq: u64) {
+        if self.is_logged_in() {
+            let pending = self.pending_room_acks.entry(room).or_default();
+            *pending = (*pending).max(seq);
+            self.acks_noted_at = self.acks_noted_at.max(now);
+        }
+    }
+
+    /// Creates a room owned by the user; `RoomMembers` answers (version 2).
+    pub fn create_room(&mut self, now: Instant, name: String) {
+        self.send_room_request(now, ClientMsg::CreateRoom { name });
+    }
+
+    /// Adds `user` to `room` with `role`, or changes their role.
+    pub fn room_invite(&mut self, now: Instant, room: u64, user: UserId, role: RoomRole) {
+        self.send_room_request(now, ClientMsg::RoomInvite { room, user, role });
+    }
+
+    /// Takes `user` out of `room`; the user's own name leaves it.
+    pub fn room_remove(&mut self, now: Instant, room: u64, user: UserId) {
+        self.send_room_request(now, ClientMsg::RoomRemove { room, user });
+    }
+
+    /// Asks for `room`'s messages below `before`, newest first (`RoomHistory` event).
+    pub fn room_history(&mut self, now: Instant, room: u64, before: Option<u64>, limit: u16) {
+        self.send_room_request(
+            now,
+            ClientMsg::RoomHistory {
+                room,
+                before,
+                limit,
+            },
+        );
+    }
+
+    /// The rooms the user is in, by id.
+    pub fn rooms(&self) -> &BTreeMap<u64, RoomView> {
+        &self.rooms
+    }
+
+    fn send_room_request(&mut self, now: Instant, msg: ClientMsg) {
+        if self.is_logged_in() && !self.server_speaks(ROOMS_VERSION) {
+            // A version-1 server would close the connection for it.
+            return self.events.push_back(ClientEvent::Error {
+                request: RequestKind::Room,
+                code: ErrorCode::NoSuchRoom,
+            });
+        }
+        self.send_online(now, msg);
     }
 
     /// The application has the message `seq` for good (saved, shown): the server may forget
@@ -723,6 +820,29 @@ impl Client {
                 });
             }
             ServerMsg::Error { request, code, id } => self.on_error(now, request, code, id),
+            ServerMsg::RoomMembers {
+                room,
+                name,
+                full,
+                members,
+            } => self.on_room_members(room, name, full, members),
+            ServerMsg::RoomLeft { room } => {
+                self.rooms.remove(&room);
+                self.events.push_back(ClientEvent::RoomLeft { room });
+            }
+            ServerMsg::RoomDeliver(d) => {
+                let told = self.rooms_told.entry(d.room).or_default();
+                if d.seq > *told {
+                    *told = d.seq;
+                    self.events.push_back(ClientEvent::RoomMessage(d));
+                } else if self.rooms_acked.get(&d.room).is_some_and(|&a| d.seq <= a) {
+                    // A repeat of what the application acked: that ack was lost.
+                    self.note_room_ack(now, d.room, d.seq);
+                }
+            }
+            ServerMsg::RoomHistory { room, items } => self
+                .events
+                .push_back(ClientEvent::RoomHistory { room, items }),
             ServerMsg::Bye { reason } => {
                 if reason.allows_reconnect() {
                     self.reconnect_later(now, Some(reason), Socket::Open);
@@ -731,6 +851,30 @@ impl Client {
                 }
             }
         }
+    }
+
+    fn on_room_members(&mut self, room: u64, name: String, full: bool, members: Vec<RoomMember>) {
+        let view = self.rooms.entry(room).or_default();
+        view.name = name.clone();
+        if full {
+            view.members.clear();
+        }
+        for m in &members {
+            match m.role {
+                Some(role) => {
+                    view.members.insert(m.user.clone(), (role, m.presence));
+                }
+                None => {
+                    view.members.remove(&m.user);
+                }
+            }
+        }
+        self.events.push_back(ClientEvent::RoomMembers {
+            room,
+            name,
+            full,
+            members,
+        });
     }
 
     fn on_welcome(&mut self, now: Instant, heartbeat: Heartbeat) {
@@ -797,6 +941,23 @@ impl Client {
         // Everything still in the outbox goes again, the ones refused for now included.
         self.refused_for_now.clear();
         self.resend_at = None;
+        let rooms = self.server_speaks(ROOMS_VERSION);
+        let unsendable: Vec<u64> = self
+            .outbox
+            .iter()
+            .filter(|m| matches!(m.to, Target::Room(_)) && !rooms)
+            .map(|m| m.id)
+            .collect();
+        for id in unsendable {
+            self.outbox.remove(id);
+            self.events.push_back(ClientEvent::SendFailed {
+                id,
+                code: ErrorCode::NoSuchRoom,
+            });
+        }
+        // The server starts a login's room feeds afresh: what the old session had in
+        // flight is not the new one's.
+        self.rooms.clear();
         let resend: Vec<ClientMsg> = self.outbox.iter().map(Outgoing::to_msg).collect();
         for msg in &resend {
             self.send(now, msg);
@@ -837,7 +998,7 @@ impl Client {
             }
             // Not the message's fault: the server is busy or its disk failed this once. It
             // goes again after `RESEND_AFTER` (PROTOCOL.md §9.3), or with the next login.
-            (RequestKind::Send, Some(id))
+            (RequestKind::Send | RequestKind::Room, Some(id))
                 if matches!(code, ErrorCode::StorageFailed | ErrorCode::Busy) =>
             {
                 if self.outbox.contains(id) {
@@ -847,7 +1008,7 @@ impl Client {
                         .push_back(ClientEvent::SendDeferred { id, code });
                 }
             }
-            (RequestKind::Send, Some(id)) => {
+            (RequestKind::Send | RequestKind::Room, Some(id)) => {
                 if self.outbox.remove(id).is_some() {
                     self.events.push_back(ClientEvent::SendFailed { id, code });
                 }
@@ -964,6 +1125,7 @@ impl Client {
         }
         // The server redelivers what it has no ack for; the seen set acks the repeat.
         self.pending_acks.clear();
+        self.pending_room_acks.clear();
         // The next login sends the whole outbox again.
         self.refused_for_now.clear();
         self.resend_at = None;
@@ -1148,6 +1310,10 @@ impl Client {
 
     /// Sends the pending acks, as few `Ack` frames as the per-frame limit allows.
     fn flush_acks(&mut self) {
+        let room_acks = std::mem::take(&mut self.pending_room_acks);
+        for (room, seq) in room_acks {
+            self.send(self.acks_noted_at, &ClientMsg::RoomAck { room, seq });
+        }
         if self.pending_acks.is_empty() {
             return;
         }

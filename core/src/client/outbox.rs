@@ -8,21 +8,37 @@ use crate::ids::UserId;
 use crate::message::{Attachment, ClientMsg};
 use std::collections::BTreeMap;
 
+/// Where a queued message goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Target {
+    User(UserId),
+    /// A room (version 2): sent as `RoomSend`, sharing the id space, so one outbox keeps
+    /// the order of everything the application sent.
+    Room(u64),
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Outgoing {
     pub(crate) id: u64,
-    pub(crate) to: UserId,
+    pub(crate) to: Target,
     pub(crate) body: String,
     pub(crate) attachment: Option<Attachment>,
 }
 
 impl Outgoing {
     pub(crate) fn to_msg(&self) -> ClientMsg {
-        ClientMsg::Send {
-            id: self.id,
-            to: self.to.clone(),
-            body: self.body.clone(),
-            attachment: self.attachment.clone(),
+        match &self.to {
+            Target::User(to) => ClientMsg::Send {
+                id: self.id,
+                to: to.clone(),
+                body: self.body.clone(),
+                attachment: self.attachment.clone(),
+            },
+            Target::Room(room) => ClientMsg::RoomSend {
+                id: self.id,
+                room: *room,
+                body: self.body.clone(),
+            },
         }
     }
 }
@@ -48,7 +64,7 @@ impl Outbox {
     /// Queues a message under a fresh id and returns it.
     pub(crate) fn push(
         &mut self,
-        to: UserId,
+        to: Target,
         body: String,
         attachment: Option<Attachment>,
     ) -> &Outgoing {
@@ -94,7 +110,7 @@ mod tests {
     fn ids_count_up_from_the_base_and_keep_send_order_across_wrap_around() {
         let mut outbox = Outbox::new(u64::MAX - 1);
         let ids: Vec<u64> = (0..4)
-            .map(|i| outbox.push(bob(), format!("m{i}"), None).id)
+            .map(|i| outbox.push(Target::User(bob()), format!("m{i}"), None).id)
             .collect();
         assert_eq!(ids, [u64::MAX - 1, u64::MAX, 0, 1]);
         let order: Vec<u64> = outbox.iter().map(|m| m.id).collect();
@@ -104,8 +120,8 @@ mod tests {
     #[test]
     fn remove_takes_a_message_out_once() {
         let mut outbox = Outbox::new(100);
-        let id = outbox.push(bob(), "hi".into(), None).id;
-        outbox.push(bob(), "there".into(), None);
+        let id = outbox.push(Target::User(bob()), "hi".into(), None).id;
+        outbox.push(Target::User(bob()), "there".into(), None);
         assert_eq!(outbox.remove(id).map(|m| m.body), Some("hi".to_string()));
         assert_eq!(outbox.remove(id), None);
         assert_eq!(outbox.remove(99), None);

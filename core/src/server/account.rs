@@ -231,6 +231,7 @@ impl Server {
                 },
                 marking: false,
                 acks_waiting: Vec::new(),
+                rooms: Default::default(),
                 agent: false,
             });
         }
@@ -297,6 +298,7 @@ impl Server {
             },
             marking: false,
             acks_waiting: Vec::new(),
+            rooms: Default::default(),
             agent: true,
         });
         let ok = ServerMsg::LoginOk {

@@ -278,6 +278,9 @@ mod tests {
             rig.take(fresh)
                 .contains(&ServerMsg::OfflineDone { count: 0 })
         );
+        // The read of the user's rooms (version 2) follows in the mailbox read's place.
+        assert_eq!(rig.server.stats().pending_storage, 5);
+        rig.complete(4);
         assert_eq!(rig.server.stats().pending_storage, 4);
     }
 

@@ -8,8 +8,8 @@ use crate::cluster::{Body, ClusterConfig, ClusterMsg, Dest, Kick, UserState};
 use crate::codec::encode;
 use crate::config::DuplicateLogin;
 use crate::ids::{ConnId, NodeId, UserId};
-use crate::message::{CloseReason, ProfileCard, ServerMsg, WhoSession};
-use crate::storage::GroupsDiff;
+use crate::message::{CloseReason, ProfileCard, RoomDelivery, RoomRole, ServerMsg, WhoSession};
+use crate::storage::{GroupsDiff, RoomView};
 use crate::time::Instant;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -374,6 +374,7 @@ impl Server {
                 Body::Registered(user) => self.learn_user(user),
                 Body::Mail { to, seq } => self.catch_up(&to, Some(seq)),
                 Body::Profile(card) => self.profiles.offer(card),
+                Body::RoomMail { delivery, members } => self.push_room_message(delivery, &members),
                 _ => unreachable!("invariant: only these bodies are sequenced"),
             }
             return;
@@ -451,7 +452,27 @@ impl Server {
                 groups,
                 moved,
             } => self.tell_groups_changed(&user, &GroupsDiff { groups, moved }),
-            Body::User(_) | Body::Registered(_) | Body::Mail { .. } | Body::Profile(_) => {
+            Body::RoomChanged {
+                room,
+                name,
+                last,
+                members,
+                user,
+                role,
+            } => {
+                let view = RoomView {
+                    room,
+                    name,
+                    last,
+                    members,
+                };
+                self.room_change_applied(&user, role, &view);
+            }
+            Body::User(_)
+            | Body::Registered(_)
+            | Body::Mail { .. }
+            | Body::Profile(_)
+            | Body::RoomMail { .. } => {
                 unreachable!("handled above")
             }
         }
@@ -582,12 +603,13 @@ impl Server {
         self.catch_up_everyone();
     }
 
-    /// Every device session here reads its mailbox above its floor (news of stored messages
-    /// may have been lost). A session with a read in flight reads once more after it.
+    /// Every device session here reads its mailbox, and each of its rooms, above its floor
+    /// (news of stored messages may have been lost). A session with a read in flight reads once more after it.
     fn catch_up_everyone(&mut self) {
         let conns: Vec<ConnId> = self.conns.keys().copied().collect();
         for conn in conns {
             self.catch_up_session(conn, None);
+            self.catch_up_rooms(conn);
         }
     }
 
@@ -734,6 +756,42 @@ impl Server {
             user: user.clone(),
             groups: diff.groups,
             moved: diff.moved,
+        });
+        self.out.push_back(Output::Cluster { to: Dest::All, msg });
+    }
+
+    /// A room message was stored through this node: the nodes holding sessions of its
+    /// members push it. Sequenced (so a lost one is noticed and resynced), hence to every node.
+    pub(super) fn publish_room_mail(&mut self, delivery: &RoomDelivery, members: &[UserId]) {
+        let Some(c) = self.cluster.as_mut() else {
+            return;
+        };
+        c.seq += 1;
+        let msg = c.msg(Body::RoomMail {
+            delivery: delivery.clone(),
+            members: members.to_vec(),
+        });
+        self.out.push_back(Output::Cluster { to: Dest::All, msg });
+    }
+
+    /// A room's membership changed through this node: the other nodes tell `user`'s sessions
+    /// and the members' there.
+    pub(super) fn publish_room_change(
+        &mut self,
+        user: &UserId,
+        role: Option<RoomRole>,
+        view: &RoomView,
+    ) {
+        let Some(c) = self.cluster.as_mut() else {
+            return;
+        };
+        let msg = c.msg(Body::RoomChanged {
+            room: view.room,
+            name: view.name.clone(),
+            last: view.last,
+            members: view.members.clone(),
+            user: user.clone(),
+            role,
         });
         self.out.push_back(Output::Cluster { to: Dest::All, msg });
     }

@@ -1451,3 +1451,187 @@ fn a_group_change_reaches_the_users_devices_on_every_node() {
     assert_eq!(told(net.nodes[2].take(old)), 0, "a version 1 device");
     assert_eq!(told(net.nodes[2].take(w)), 0, "a watcher");
 }
+
+// ---- rooms across nodes ----
+
+fn room_frames(net: &mut Net, node: usize, conn: ConnId) -> (Vec<u64>, Vec<(u64, String)>) {
+    let mut rooms = Vec::new();
+    let mut got = Vec::new();
+    for m in net.nodes[node].take(conn) {
+        match m {
+            ServerMsg::RoomMembers {
+                room, full: true, ..
+            } => rooms.push(room),
+            ServerMsg::RoomDeliver(d) => got.push((d.seq, d.body)),
+            _ => {}
+        }
+    }
+    (rooms, got)
+}
+
+fn room_say(net: &mut Net, node: usize, conn: ConnId, room: u64, id: u64, body: &str) {
+    net.nodes[node].frame(
+        conn,
+        ClientMsg::RoomSend {
+            id,
+            room,
+            body: body.into(),
+        },
+    );
+    net.settle();
+}
+
+/// u (node 0) creates a room with v (node 1) and w (node 2) in it; every session has been
+/// told of the room and has nothing waiting.
+fn room_on_three_nodes(net: &mut Net) -> (u64, [ConnId; 3]) {
+    let conns = [net.login(0, "u"), net.login(1, "v"), net.login(2, "w")];
+    for (node, &c) in conns.iter().enumerate() {
+        net.nodes[node].take(c);
+    }
+    net.nodes[0].frame(
+        conns[0],
+        ClientMsg::CreateRoom {
+            name: "team".into(),
+        },
+    );
+    net.settle();
+    let (rooms, _) = room_frames(net, 0, conns[0]);
+    let room = rooms[0];
+    for name in ["v", "w"] {
+        net.nodes[0].frame(
+            conns[0],
+            ClientMsg::RoomInvite {
+                room,
+                user: user(name),
+                role: crate::message::RoomRole::Member,
+            },
+        );
+        net.settle();
+    }
+    for (node, &c) in conns.iter().enumerate().skip(1) {
+        let (rooms, _) = room_frames(net, node, c);
+        assert_eq!(
+            rooms,
+            [room],
+            "node {node}'s member is told of the room through the bus"
+        );
+    }
+    net.nodes[0].take(conns[0]);
+    (room, conns)
+}
+
+#[test]
+fn a_room_message_reaches_members_on_every_node_once_in_seq_order() {
+    let mut net = Net::new(3, cfg);
+    let (room, conns) = room_on_three_nodes(&mut net);
+    let mut id = 0;
+    for round in 0..3 {
+        for (node, &c) in conns.iter().enumerate() {
+            id += 1;
+            room_say(&mut net, node, c, room, id, &format!("{round}/{node}"));
+        }
+    }
+    for (node, &c) in conns.iter().enumerate() {
+        let (_, got) = room_frames(&mut net, node, c);
+        let seqs: Vec<u64> = got.iter().map(|g| g.0).collect();
+        assert_eq!(seqs, (1..=9).collect::<Vec<_>>(), "node {node}: {got:?}");
+    }
+}
+
+#[test]
+fn a_room_seq_whose_news_is_late_is_read_before_the_next_and_a_lost_one_is_resynced() {
+    let mut net = Net::new(3, cfg);
+    let (room, [u, v, w]) = room_on_three_nodes(&mut net);
+    // Node 0's notice of seq 1 never reaches node 1: v's session sees seq 2 (from node 2)
+    // first, and reads the room rather than skip seq 1.
+    net.drop = Some(Box::new(|from, to, msg| {
+        from == 0 && to == 1 && matches!(msg.body, Body::RoomMail { .. })
+    }));
+    room_say(&mut net, 0, u, room, 1, "one");
+    net.drop = None;
+    assert!(
+        room_frames(&mut net, 1, v).1.is_empty(),
+        "lost: node 1 cannot know yet"
+    );
+    room_say(&mut net, 2, w, room, 2, "two");
+    assert_eq!(
+        room_frames(&mut net, 1, v).1,
+        [(1, "one".to_string()), (2, "two".to_string())]
+    );
+    // Node 0's next heartbeat shows node 1 the gap; the resync reads the rooms again and
+    // finds nothing new: nothing is sent twice.
+    net.drop = Some(Box::new(|from, to, msg| {
+        from == 0 && to == 1 && matches!(msg.body, Body::RoomMail { .. })
+    }));
+    room_say(&mut net, 0, u, room, 3, "three");
+    net.drop = None;
+    assert!(room_frames(&mut net, 1, v).1.is_empty());
+    net.advance(ClusterConfig::new(1).heartbeat_every);
+    assert_eq!(room_frames(&mut net, 1, v).1, [(3, "three".to_string())]);
+    net.advance(ClusterConfig::new(1).node_timeout);
+    assert!(room_frames(&mut net, 1, v).1.is_empty(), "once");
+    for (node, c) in [(0, u), (2, w)] {
+        let seqs: Vec<u64> = room_frames(&mut net, node, c)
+            .1
+            .iter()
+            .map(|g| g.0)
+            .collect();
+        assert_eq!(seqs, [1, 2, 3], "node {node}");
+    }
+}
+
+#[test]
+fn a_member_removed_through_one_node_is_told_on_another_and_gets_no_more() {
+    let mut net = Net::new(3, cfg);
+    let (room, [u, v, w]) = room_on_three_nodes(&mut net);
+    net.nodes[0].frame(
+        u,
+        ClientMsg::RoomRemove {
+            room,
+            user: user("v"),
+        },
+    );
+    net.settle();
+    let left = net.nodes[1]
+        .take(v)
+        .into_iter()
+        .any(|m| m == ServerMsg::RoomLeft { room });
+    assert!(left, "v's session on node 1 is told it left");
+    let change = net.nodes[2].take(w).into_iter().any(|m| {
+        matches!(m, ServerMsg::RoomMembers { full: false, ref members, .. }
+            if members.iter().any(|m| m.user == user("v") && m.role.is_none()))
+    });
+    assert!(change, "w on node 2 sees v leave");
+    room_say(&mut net, 2, w, room, 1, "after");
+    assert!(room_frames(&mut net, 1, v).1.is_empty());
+    assert_eq!(room_frames(&mut net, 0, u).1, [(1, "after".to_string())]);
+}
+
+#[test]
+fn a_member_whose_removal_news_was_lost_is_told_at_its_next_read_of_the_room() {
+    let mut net = Net::new(3, cfg);
+    let (room, [u, v, _]) = room_on_three_nodes(&mut net);
+    net.drop = Some(Box::new(|_, to, msg| {
+        to == 1 && matches!(msg.body, Body::RoomChanged { .. } | Body::RoomMail { .. })
+    }));
+    net.nodes[0].frame(
+        u,
+        ClientMsg::RoomRemove {
+            room,
+            user: user("v"),
+        },
+    );
+    net.settle();
+    room_say(&mut net, 0, u, room, 1, "not for v");
+    net.drop = None;
+    assert!(net.nodes[1].take(v).is_empty(), "node 1 heard nothing");
+    // The heartbeat shows node 1 a gap; the resync reads v's rooms, and the store says v
+    // is no longer in this one.
+    net.advance(ClusterConfig::new(1).heartbeat_every);
+    let got = net.nodes[1].take(v);
+    assert!(got.contains(&ServerMsg::RoomLeft { room }), "{got:?}");
+    assert!(
+        !got.iter().any(|m| matches!(m, ServerMsg::RoomDeliver(_))),
+        "{got:?}"
+    );
+}

@@ -288,6 +288,8 @@ impl Server {
             self.error(conn, RequestKind::Login, ErrorCode::StorageFailed, None);
         }
         self.send(conn, &ServerMsg::OfflineDone { count });
+        // The login's 1:1 mail is out: its rooms follow (a version-2 connection's).
+        self.start_rooms(conn);
     }
 
     pub(super) fn ack(&mut self, conn: ConnId, user: UserId, seqs: Vec<u64>) {

@@ -22,6 +22,9 @@ mod guard;
 mod messaging;
 mod presence;
 mod profiles;
+mod rooms;
+#[cfg(test)]
+mod rooms_tests;
 mod session;
 #[cfg(test)]
 mod tests;
@@ -35,7 +38,7 @@ use crate::message::{
     ClientMsg, CloseReason, Credential, ErrorCode, MAGIC, MAX_CLIENT_NAME, OLDEST_PROTOCOL_VERSION,
     PROTOCOL_VERSION, RequestKind, ServerMsg, WhoEntry, WhoSession,
 };
-use crate::storage::{GroupChange, StorageOp, StorageResult};
+use crate::storage::{GroupChange, RoomChange, StorageOp, StorageResult};
 use crate::time::Instant;
 use budget::{Charge, InFlight};
 use bytes::Bytes;
@@ -202,6 +205,32 @@ enum Pending {
     IntroducedProfiles {
         user: UserId,
     },
+    RoomCreate {
+        conn: ConnId,
+    },
+    RoomChange {
+        conn: ConnId,
+        user: UserId,
+        change: RoomChange,
+    },
+    RoomSend {
+        conn: ConnId,
+        id: u64,
+    },
+    Rooms {
+        conn: ConnId,
+    },
+    RoomMail {
+        conn: ConnId,
+        room: u64,
+    },
+    RoomHistory {
+        conn: ConnId,
+        room: u64,
+    },
+    RoomRead {
+        conn: ConnId,
+    },
     SetBanned {
         conn: ConnId,
         /// Who asked, for the audit trail.
@@ -228,6 +257,8 @@ pub struct Server {
     in_flight: InFlight,
     presence: PresenceBoard,
     profiles: ProfileBoard,
+    /// Rooms loaded by some session here (`rooms.rs`).
+    rooms: rooms::RoomBoard,
     logins: LoginGuard,
     counters: Counters,
     registrations: RegisterGuard,
@@ -253,6 +284,7 @@ impl Server {
             in_flight: InFlight::default(),
             presence: PresenceBoard::default(),
             profiles: ProfileBoard::default(),
+            rooms: rooms::RoomBoard::default(),
             logins: LoginGuard::default(),
             counters: Counters::default(),
             registrations: RegisterGuard::default(),
@@ -418,6 +450,25 @@ impl Server {
             }
             (Pending::IntroducedProfiles { user }, StorageResult::ProfilesLoaded(r)) => {
                 self.introduced_profiles_loaded(user, r)
+            }
+            (Pending::RoomCreate { conn }, StorageResult::RoomCreated(r)) => {
+                self.room_created(conn, r)
+            }
+            (Pending::RoomChange { conn, user, change }, StorageResult::RoomChanged(r)) => {
+                self.room_changed(conn, user, change, r)
+            }
+            (Pending::RoomSend { conn, id }, StorageResult::RoomMessageStored(r)) => {
+                self.room_message_stored(conn, id, r)
+            }
+            (Pending::Rooms { conn }, StorageResult::RoomsLoaded(r)) => self.rooms_loaded(conn, r),
+            (Pending::RoomMail { conn, room }, StorageResult::RoomLoaded(r)) => {
+                self.room_mail_loaded(conn, room, r)
+            }
+            (Pending::RoomHistory { conn, room }, StorageResult::RoomLoaded(r)) => {
+                self.room_history_loaded(conn, room, r)
+            }
+            (Pending::RoomRead { conn }, StorageResult::RoomReadMarked(_)) => {
+                self.room_read_marked(conn)
             }
             // The storage contract answers each request with its own kind; anything else is
             // a backend bug, and going on would attach the wrong data to a session.
@@ -637,6 +688,9 @@ impl Server {
             ClientMsg::Send { id, .. } => {
                 self.error(conn, RequestKind::Send, ErrorCode::NotLoggedIn, Some(id))
             }
+            ClientMsg::RoomSend { id, .. } => {
+                self.error(conn, RequestKind::Room, ErrorCode::NotLoggedIn, Some(id))
+            }
             other => self.error(conn, other.kind(), ErrorCode::NotLoggedIn, None),
         }
     }
@@ -650,6 +704,7 @@ impl Server {
             && matches!(
                 msg,
                 ClientMsg::Ack { .. }
+                    | ClientMsg::RoomAck { .. }
                     | ClientMsg::SetStatus { .. }
                     | ClientMsg::AddContact { .. }
                     | ClientMsg::RemoveContact { .. }
@@ -663,8 +718,26 @@ impl Server {
             // the user's contact list (which drives the user's presence) is kept.
             return self.error(conn, msg.kind(), ErrorCode::Forbidden, None);
         }
+        // Room work left for later waits for the session's next frame (`rooms.rs`).
+        self.retry_rooms(conn);
         match msg {
             ClientMsg::Ping { nonce } => self.send(conn, &ServerMsg::Pong { nonce }),
+            ClientMsg::CreateRoom { name } => self.create_room(conn, user, name),
+            ClientMsg::RoomInvite {
+                room,
+                user: member,
+                role,
+            } => self.change_room(conn, user, room, member, RoomChange::Add(role)),
+            ClientMsg::RoomRemove { room, user: member } => {
+                self.change_room(conn, user, room, member, RoomChange::Remove)
+            }
+            ClientMsg::RoomSend { id, room, body } => self.room_send(conn, user, id, room, body),
+            ClientMsg::RoomAck { room, seq } => self.room_ack(conn, room, seq),
+            ClientMsg::RoomHistory {
+                room,
+                before,
+                limit,
+            } => self.room_history(conn, user, room, before, limit),
             ClientMsg::Send {
                 id,
                 to,
@@ -760,6 +833,7 @@ impl Server {
         let Phase::Session(session) = c.phase else {
             return;
         };
+        self.drop_feed(&session.rooms);
         let user = session.user;
         let at = self.location(conn);
         self.out.push_back(Output::Event(ServerEvent::SessionEnded {

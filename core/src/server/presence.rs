@@ -149,6 +149,7 @@ impl Server {
             });
         }
         let joined = std::mem::take(&mut board.joined);
+        self.fan_out_to_rooms(&changes);
         match self.cfg.scope {
             WatchScope::Everyone => {
                 for user in joined {

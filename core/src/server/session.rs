@@ -67,6 +67,8 @@ pub(crate) struct Session {
     /// for acking at the pace messages arrive.
     pub(crate) marking: bool,
     pub(crate) acks_waiting: Vec<u64>,
+    /// Room messages owed to this session (version 2; `rooms.rs`).
+    pub(crate) rooms: super::rooms::RoomFeed,
 }
 
 /// Whether the offline messages of a new session have been pushed yet.

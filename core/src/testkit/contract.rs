@@ -9,11 +9,12 @@ use super::store::MemStore;
 use crate::ids::UserId;
 use crate::message::{
     Attachment, AttachmentInfo, AvatarImage, ContactGroup, Credential, DEFAULT_GROUP, Delivery,
-    HistoryItem, Placement, ProfileCard,
+    HistoryItem, Placement, ProfileCard, RoomDelivery, RoomRole,
 };
 use crate::storage::{
     Account, ContactGroups, GroupChange, GroupsDiff, MAX_HISTORY, MAX_TOKENS_PER_USER, MailboxPage,
-    NewAvatar, ProfileChange, StorageError, StorageOp, StorageResult, Stored,
+    MemberRoom, NewAvatar, ProfileChange, RoomChange, RoomRange, RoomStored, RoomView,
+    StorageError, StorageOp, StorageResult, Stored,
 };
 use std::fmt::Debug;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -155,6 +156,26 @@ pub const CHECKS: &[Check] = &[
     Check {
         name: "a_profile_needs_a_known_user",
         run: a_profile_needs_a_known_user,
+    },
+    Check {
+        name: "a_room_is_created_with_its_owner",
+        run: a_room_is_created_with_its_owner,
+    },
+    Check {
+        name: "room_roles_decide_who_changes_membership",
+        run: room_roles_decide_who_changes_membership,
+    },
+    Check {
+        name: "room_limits_hold",
+        run: room_limits_hold,
+    },
+    Check {
+        name: "a_room_message_is_stored_once_in_room_order",
+        run: a_room_message_is_stored_once_in_room_order,
+    },
+    Check {
+        name: "room_mail_is_read_above_a_cursor_that_only_rises",
+        run: room_mail_is_read_above_a_cursor_that_only_rises,
     },
 ];
 
@@ -1931,6 +1952,391 @@ fn a_profile_needs_a_known_user(fresh: &mut Fresh<'_>) -> Outcome {
         "reading an unknown user's profile",
     )?;
     ensure_eq(s.profiles(None)?, vec![], "nothing stored for carol")
+}
+
+// ---- rooms ----
+
+const MANY: u32 = 1000;
+
+impl Store {
+    fn create_room(
+        &mut self,
+        owner: &str,
+        name: &str,
+        max_rooms: u32,
+    ) -> Outcome<Result<RoomView, StorageError>> {
+        match self.apply(StorageOp::CreateRoom {
+            owner: user(owner),
+            name: name.to_owned(),
+            max_rooms,
+        }) {
+            (StorageResult::RoomCreated(r), _) => Ok(r),
+            (other, _) => unexpected("CreateRoom", other),
+        }
+    }
+
+    fn change_room(
+        &mut self,
+        by: &str,
+        room: u64,
+        who: &str,
+        change: RoomChange,
+        limits: (u32, u32),
+    ) -> Outcome<Result<RoomView, StorageError>> {
+        match self.apply(StorageOp::ChangeRoom {
+            by: user(by),
+            room,
+            user: user(who),
+            change,
+            max_members: limits.0,
+            max_rooms: limits.1,
+        }) {
+            (StorageResult::RoomChanged(r), _) => Ok(r),
+            (other, _) => unexpected("ChangeRoom", other),
+        }
+    }
+
+    fn invite(
+        &mut self,
+        by: &str,
+        room: u64,
+        who: &str,
+        role: RoomRole,
+    ) -> Outcome<Result<RoomView, StorageError>> {
+        self.change_room(by, room, who, RoomChange::Add(role), (MANY, MANY))
+    }
+
+    fn say(
+        &mut self,
+        room: u64,
+        from: &str,
+        id: u64,
+        body: &str,
+    ) -> Outcome<Result<RoomStored, StorageError>> {
+        match self.apply(StorageOp::StoreRoomMessage {
+            room,
+            from: user(from),
+            id,
+            body: body.to_owned(),
+        }) {
+            (StorageResult::RoomMessageStored(r), _) => Ok(r),
+            (other, _) => unexpected("StoreRoomMessage", other),
+        }
+    }
+
+    fn rooms(&mut self, name: &str) -> Outcome<Vec<MemberRoom>> {
+        match self.apply(StorageOp::LoadRooms { user: user(name) }) {
+            (StorageResult::RoomsLoaded(Ok(r)), _) => Ok(r),
+            (other, _) => unexpected("LoadRooms", other),
+        }
+    }
+
+    fn load_room(
+        &mut self,
+        name: &str,
+        room: u64,
+        range: RoomRange,
+        limit: u16,
+    ) -> Outcome<Result<Vec<RoomDelivery>, StorageError>> {
+        match self.apply(StorageOp::LoadRoom {
+            user: user(name),
+            room,
+            range,
+            limit,
+        }) {
+            (StorageResult::RoomLoaded(r), _) => Ok(r),
+            (other, _) => unexpected("LoadRoom", other),
+        }
+    }
+
+    fn mark_room_read(&mut self, name: &str, reads: Vec<(u64, u64)>) -> Outcome {
+        match self.apply(StorageOp::MarkRoomRead {
+            user: user(name),
+            reads,
+        }) {
+            (StorageResult::RoomReadMarked(Ok(())), _) => Ok(()),
+            (other, _) => unexpected("MarkRoomRead", other),
+        }
+    }
+
+    /// Creates a room of `owner` with `members` (as members); its id.
+    fn team(&mut self, owner: &str, members: &[&str]) -> Outcome<u64> {
+        let room = self
+            .create_room(owner, "team", MANY)?
+            .map_err(|e| format!("creating a room refused with {e:?}"))?
+            .room;
+        for m in members {
+            self.invite(owner, room, m, RoomRole::Member)?
+                .map_err(|e| format!("inviting {m} refused with {e:?}"))?;
+        }
+        Ok(room)
+    }
+}
+
+fn room_seqs(r: &[RoomDelivery]) -> Vec<u64> {
+    r.iter().map(|d| d.seq).collect()
+}
+
+fn a_room_is_created_with_its_owner(fresh: &mut Fresh<'_>) -> Outcome {
+    let mut s = Store::with_users(fresh, &["alice", "bob"])?;
+    let view = s
+        .create_room("alice", "家人 🎉", MANY)?
+        .map_err(|e| format!("refused with {e:?}"))?;
+    ensure_eq(
+        (view.name.as_str(), view.last, view.members.clone()),
+        ("家人 🎉", 0, vec![(user("alice"), RoomRole::Owner)]),
+        "the new room",
+    )?;
+    let other = s
+        .create_room("alice", "家人 🎉", MANY)?
+        .map_err(|e| format!("{e:?}"))?;
+    ensure(other.room != view.room, || {
+        "two rooms got one id".to_owned()
+    })?;
+    ensure_eq(
+        s.create_room("nobody", "x", MANY)?,
+        Err(StorageError::NoSuchUser),
+        "a room of an unknown owner",
+    )?;
+    ensure_eq(
+        s.rooms("alice")?,
+        vec![
+            MemberRoom {
+                view: view.clone(),
+                read: 0,
+            },
+            MemberRoom {
+                view: other,
+                read: 0,
+            },
+        ],
+        "alice's rooms, in room order",
+    )?;
+    ensure_eq(s.rooms("bob")?, vec![], "bob's rooms")
+}
+
+fn room_roles_decide_who_changes_membership(fresh: &mut Fresh<'_>) -> Outcome {
+    let mut s = Store::with_users(fresh, &["owner", "admin", "member", "dave", "erin"])?;
+    let room = s.team("owner", &["member"])?;
+    ensure_eq(
+        s.invite("member", room, "dave", RoomRole::Member)?,
+        Err(StorageError::Forbidden),
+        "a member inviting",
+    )?;
+    ensure_eq(
+        s.invite("dave", room, "erin", RoomRole::Member)?,
+        Err(StorageError::NoSuchRoom),
+        "a non-member inviting",
+    )?;
+    ensure_eq(
+        s.invite("owner", room + 1000, "dave", RoomRole::Member)?,
+        Err(StorageError::NoSuchRoom),
+        "an unknown room",
+    )?;
+    ensure_eq(
+        s.invite("owner", room, "nobody", RoomRole::Member)?,
+        Err(StorageError::NoSuchUser),
+        "an unknown user",
+    )?;
+    s.invite("owner", room, "admin", RoomRole::Admin)?
+        .map_err(|e| format!("the owner adding an admin: {e:?}"))?;
+    for (role, what) in [
+        (RoomRole::Admin, "an admin making an admin"),
+        (RoomRole::Owner, "an admin making an owner"),
+    ] {
+        ensure_eq(
+            s.invite("admin", room, "dave", role)?,
+            Err(StorageError::Forbidden),
+            what,
+        )?;
+    }
+    let view = s
+        .invite("admin", room, "dave", RoomRole::Member)?
+        .map_err(|e| format!("an admin adding a member: {e:?}"))?;
+    ensure_eq(
+        view.members,
+        vec![
+            (user("admin"), RoomRole::Admin),
+            (user("dave"), RoomRole::Member),
+            (user("member"), RoomRole::Member),
+            (user("owner"), RoomRole::Owner),
+        ],
+        "the members, in user order",
+    )?;
+    for (by, who, what) in [
+        ("owner", "owner", "the owner leaving"),
+        ("admin", "owner", "an admin removing the owner"),
+        ("member", "dave", "a member removing a member"),
+        ("admin", "admin", "nobody: an admin may leave"),
+    ] {
+        let r = s.change_room(by, room, who, RoomChange::Remove, (MANY, MANY))?;
+        let want_ok = what.starts_with("nobody");
+        ensure(r.is_ok() == want_ok, || format!("{what}: {r:?}"))?;
+        if !want_ok {
+            ensure_eq(r, Err(StorageError::Forbidden), what)?;
+        }
+    }
+    let view = s
+        .change_room("owner", room, "dave", RoomChange::Remove, (MANY, MANY))?
+        .map_err(|e| format!("the owner removing a member: {e:?}"))?;
+    ensure_eq(
+        view.members,
+        vec![
+            (user("member"), RoomRole::Member),
+            (user("owner"), RoomRole::Owner),
+        ],
+        "after two left",
+    )?;
+    ensure_eq(
+        s.change_room("owner", room, "dave", RoomChange::Remove, (MANY, MANY))?
+            .map(|v| v.members.len()),
+        Ok(2),
+        "removing a non-member changes nothing",
+    )
+}
+
+fn room_limits_hold(fresh: &mut Fresh<'_>) -> Outcome {
+    let mut s = Store::with_users(fresh, &["alice", "bob", "carol"])?;
+    let room = s.team("alice", &["bob"])?;
+    ensure_eq(
+        s.change_room(
+            "alice",
+            room,
+            "carol",
+            RoomChange::Add(RoomRole::Member),
+            (2, MANY),
+        )?,
+        Err(StorageError::RoomLimit),
+        "a full room",
+    )?;
+    ensure_eq(
+        s.create_room("bob", "second", 1)?,
+        Err(StorageError::RoomLimit),
+        "a user in the most rooms creating one",
+    )?;
+    let second = s.team("carol", &[])?;
+    ensure_eq(
+        s.change_room(
+            "carol",
+            second,
+            "bob",
+            RoomChange::Add(RoomRole::Member),
+            (MANY, 1),
+        )?,
+        Err(StorageError::RoomLimit),
+        "inviting a user in the most rooms",
+    )?;
+    // A role change is no new membership: limits do not stand in its way.
+    ensure(
+        s.change_room(
+            "alice",
+            room,
+            "bob",
+            RoomChange::Add(RoomRole::Admin),
+            (2, 1),
+        )?
+        .is_ok(),
+        || "a role change in a full room was refused".to_owned(),
+    )
+}
+
+fn a_room_message_is_stored_once_in_room_order(fresh: &mut Fresh<'_>) -> Outcome {
+    let mut s = Store::with_users(fresh, &["alice", "bob", "carol"])?;
+    let room = s.team("alice", &["bob"])?;
+    let other = s.team("carol", &[])?;
+    let first = s
+        .say(room, "alice", u64::MAX, "hello")?
+        .map_err(|e| format!("{e:?}"))?;
+    ensure_eq(
+        (first.delivery.seq, first.duplicate, first.members.clone()),
+        (1, false, users(&["alice", "bob"])),
+        "the first message: seq 1, owed to the members",
+    )?;
+    // Seqs are per room.
+    let elsewhere = s
+        .say(other, "carol", 1, "hi")?
+        .map_err(|e| format!("{e:?}"))?;
+    ensure_eq(elsewhere.delivery.seq, 1, "another room's first seq")?;
+    let again = s
+        .say(room, "alice", u64::MAX, "changed")?
+        .map_err(|e| format!("{e:?}"))?;
+    ensure_eq(
+        again,
+        RoomStored {
+            duplicate: true,
+            ..first.clone()
+        },
+        "a resend",
+    )?;
+    let second = s
+        .say(room, "bob", u64::MAX, "ids are per sender")?
+        .map_err(|e| format!("{e:?}"))?;
+    ensure_eq(second.delivery.seq, 2, "the next seq")?;
+    ensure_eq(
+        s.say(room, "carol", 5, "not a member")?,
+        Err(StorageError::NoSuchRoom),
+        "a non-member's message",
+    )?;
+    ensure_eq(
+        s.load_room("alice", room, RoomRange::After(0), 10)?
+            .map(|r| room_seqs(&r)),
+        Ok(vec![1, 2]),
+        "one row per message",
+    )?;
+    ensure_eq(
+        s.load_room("carol", room, RoomRange::Before(None), 10)?,
+        Err(StorageError::NoSuchRoom),
+        "a non-member's history",
+    )
+}
+
+fn room_mail_is_read_above_a_cursor_that_only_rises(fresh: &mut Fresh<'_>) -> Outcome {
+    let mut s = Store::with_users(fresh, &["alice", "bob", "carol"])?;
+    let room = s.team("alice", &["bob"])?;
+    for i in 1..=5 {
+        s.say(room, "alice", i, &format!("m{i}"))?
+            .map_err(|e| format!("{e:?}"))?;
+    }
+    ensure_eq(
+        s.load_room("bob", room, RoomRange::After(1), 2)?
+            .map(|r| room_seqs(&r)),
+        Ok(vec![2, 3]),
+        "a page above seq 1",
+    )?;
+    ensure_eq(
+        s.load_room("bob", room, RoomRange::Before(Some(5)), 3)?
+            .map(|r| room_seqs(&r)),
+        Ok(vec![4, 3, 2]),
+        "history below seq 5, newest first",
+    )?;
+    ensure_eq(
+        s.load_room("bob", room, RoomRange::Before(None), u16::MAX)?
+            .map(|r| r.len()),
+        Ok(5),
+        "history capped at MAX_HISTORY, here all five",
+    )?;
+    s.mark_room_read("bob", vec![(room, 3), (room + 1000, 9)])?;
+    s.mark_room_read("bob", vec![(room, 2)])?;
+    s.mark_room_read("carol", vec![(room, 5)])?;
+    let rooms = s.rooms("bob")?;
+    ensure_eq(
+        rooms
+            .iter()
+            .map(|r| (r.view.room, r.view.last, r.read))
+            .collect::<Vec<_>>(),
+        vec![(room, 5, 3)],
+        "bob's cursor rose to 3 and did not fall back",
+    )?;
+    // A new member's cursor starts at the room's last seq.
+    s.invite("alice", room, "carol", RoomRole::Member)?
+        .map_err(|e| format!("{e:?}"))?;
+    let carols = s.rooms("carol")?;
+    ensure_eq(
+        carols.iter().map(|r| r.read).collect::<Vec<_>>(),
+        vec![5],
+        "a new member's cursor",
+    )?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -6,11 +6,12 @@
 use crate::ids::UserId;
 use crate::message::{
     AttachmentInfo, AvatarImage, ContactGroup, Credential, DEFAULT_GROUP, Delivery, HistoryItem,
-    Placement, ProfileCard,
+    Placement, ProfileCard, RoomDelivery, RoomRole,
 };
 use crate::storage::{
     Account, ContactGroups, GroupChange, GroupsDiff, MAX_HISTORY, MAX_TOKENS_PER_USER, MailboxPage,
-    ProfileChange, StorageError, StorageOp, StorageResult, Stored,
+    MemberRoom, ProfileChange, RoomChange, RoomRange, RoomStored, RoomView, StorageError,
+    StorageOp, StorageResult, Stored,
 };
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -58,12 +59,45 @@ pub struct MemStore {
     avatars: BTreeMap<[u8; 32], AvatarImage>,
     next_seq: u64,
     next_token: u64,
+    rooms: BTreeMap<u64, Room>,
+    next_room: u64,
+}
+
+/// A room kept the way the SQLite store keeps one: its messages once, a cursor per member.
+#[derive(Debug, Clone, Default)]
+struct Room {
+    name: String,
+    /// Member → (role, read cursor).
+    members: BTreeMap<UserId, (RoomRole, u64)>,
+    /// By room seq.
+    messages: BTreeMap<u64, RoomDelivery>,
+    by_sender_id: BTreeMap<(UserId, u64), u64>,
+}
+
+impl Room {
+    fn last(&self) -> u64 {
+        self.messages.keys().next_back().copied().unwrap_or(0)
+    }
+
+    fn view(&self, room: u64) -> RoomView {
+        RoomView {
+            room,
+            name: self.name.clone(),
+            last: self.last(),
+            members: self
+                .members
+                .iter()
+                .map(|(u, (role, _))| (u.clone(), *role))
+                .collect(),
+        }
+    }
 }
 
 impl MemStore {
     pub fn new() -> Self {
         MemStore {
             next_seq: 1,
+            next_room: 1,
             ..Default::default()
         }
     }
@@ -93,6 +127,85 @@ impl MemStore {
             .values()
             .filter(|r| &r.to == user && !r.delivered)
             .count()
+    }
+
+    /// Creates a room directly (test setup): `members[0]` owns it, the rest are members.
+    /// Returns its id.
+    pub fn add_room(&mut self, name: &str, members: &[UserId]) -> u64 {
+        let id = self.next_room;
+        self.next_room += 1;
+        let mut r = Room {
+            name: name.to_string(),
+            ..Room::default()
+        };
+        for (i, m) in members.iter().enumerate() {
+            let role = if i == 0 {
+                RoomRole::Owner
+            } else {
+                RoomRole::Member
+            };
+            r.members.insert(m.clone(), (role, 0));
+        }
+        self.rooms.insert(id, r);
+        id
+    }
+
+    /// `user`'s read cursor in `room`, if a member.
+    pub fn room_cursor(&self, room: u64, user: &UserId) -> Option<u64> {
+        self.rooms.get(&room)?.members.get(user).map(|m| m.1)
+    }
+
+    /// Rooms `user` is a member of.
+    fn rooms_of(&self, user: &UserId) -> usize {
+        self.rooms
+            .values()
+            .filter(|r| r.members.contains_key(user))
+            .count()
+    }
+
+    fn change_room(
+        &mut self,
+        by: UserId,
+        room: u64,
+        user: UserId,
+        change: RoomChange,
+        max_members: u32,
+        max_rooms: u32,
+    ) -> Result<RoomView, StorageError> {
+        if !self.passwords.contains_key(&user) {
+            return Err(StorageError::NoSuchUser);
+        }
+        let in_rooms = self.rooms_of(&user);
+        let r = self.rooms.get_mut(&room).ok_or(StorageError::NoSuchRoom)?;
+        let by_role = r.members.get(&by).ok_or(StorageError::NoSuchRoom)?.0;
+        let current = r.members.get(&user).map(|m| m.0);
+        let last = r.last();
+        match change {
+            RoomChange::Add(role) => {
+                if !crate::storage::may_grant(by_role, role, current) {
+                    return Err(StorageError::Forbidden);
+                }
+                match r.members.get_mut(&user) {
+                    Some(m) => m.0 = role,
+                    None => {
+                        if r.members.len() >= max_members as usize || in_rooms >= max_rooms as usize
+                        {
+                            return Err(StorageError::RoomLimit);
+                        }
+                        r.members.insert(user, (role, last));
+                    }
+                }
+            }
+            RoomChange::Remove => {
+                if let Some(role) = current {
+                    if !crate::storage::may_remove(&by, by_role, &user, role) {
+                        return Err(StorageError::Forbidden);
+                    }
+                    r.members.remove(&user);
+                }
+            }
+        }
+        Ok(r.view(room))
     }
 
     /// A login by resume token: the presented token stays valid until its successor is used
@@ -484,6 +597,125 @@ impl MemStore {
                         .and_then(|h| self.avatars.get(&h).cloned());
                     Ok((card, image))
                 })
+            }
+            StorageOp::CreateRoom {
+                owner,
+                name,
+                max_rooms,
+            } => StorageResult::RoomCreated(if !self.passwords.contains_key(&owner) {
+                Err(StorageError::NoSuchUser)
+            } else if self.rooms_of(&owner) >= max_rooms as usize {
+                Err(StorageError::RoomLimit)
+            } else {
+                let id = self.next_room;
+                self.next_room += 1;
+                let mut r = Room {
+                    name,
+                    ..Room::default()
+                };
+                r.members.insert(owner, (RoomRole::Owner, 0));
+                let view = r.view(id);
+                self.rooms.insert(id, r);
+                Ok(view)
+            }),
+            StorageOp::ChangeRoom {
+                by,
+                room,
+                user,
+                change,
+                max_members,
+                max_rooms,
+            } => StorageResult::RoomChanged(self.change_room(
+                by,
+                room,
+                user,
+                change,
+                max_members,
+                max_rooms,
+            )),
+            StorageOp::StoreRoomMessage {
+                room,
+                from,
+                id,
+                body,
+            } => StorageResult::RoomMessageStored((|| {
+                let r = self.rooms.get_mut(&room).ok_or(StorageError::NoSuchRoom)?;
+                let members = r.members.keys().cloned().collect();
+                if let Some(seq) = r.by_sender_id.get(&(from.clone(), id)) {
+                    return Ok(RoomStored {
+                        delivery: r.messages[seq].clone(),
+                        members,
+                        duplicate: true,
+                    });
+                }
+                if !r.members.contains_key(&from) {
+                    return Err(StorageError::NoSuchRoom);
+                }
+                let seq = r.last() + 1;
+                let delivery = RoomDelivery {
+                    room,
+                    seq,
+                    from: from.clone(),
+                    id,
+                    body,
+                    sent_at_ms: now_ms,
+                };
+                r.by_sender_id.insert((from, id), seq);
+                r.messages.insert(seq, delivery.clone());
+                Ok(RoomStored {
+                    delivery,
+                    members,
+                    duplicate: false,
+                })
+            })()),
+            StorageOp::LoadRooms { user } => StorageResult::RoomsLoaded(Ok(self
+                .rooms
+                .iter()
+                .filter_map(|(&id, r)| {
+                    let read = r.members.get(&user)?.1;
+                    Some(MemberRoom {
+                        view: r.view(id),
+                        read,
+                    })
+                })
+                .collect())),
+            StorageOp::LoadRoom {
+                user,
+                room,
+                range,
+                limit,
+            } => StorageResult::RoomLoaded(match self.rooms.get(&room) {
+                Some(r) if r.members.contains_key(&user) => {
+                    let take = usize::from(limit.min(MAX_HISTORY));
+                    Ok(match range {
+                        RoomRange::After(after) => r
+                            .messages
+                            .range(after.saturating_add(1)..)
+                            .take(take)
+                            .map(|(_, d)| d.clone())
+                            .collect(),
+                        RoomRange::Before(before) => r
+                            .messages
+                            .range(..before.unwrap_or(u64::MAX))
+                            .rev()
+                            .take(take)
+                            .map(|(_, d)| d.clone())
+                            .collect(),
+                    })
+                }
+                _ => Err(StorageError::NoSuchRoom),
+            }),
+            StorageOp::MarkRoomRead { user, reads } => {
+                for (room, seq) in reads {
+                    if let Some(m) = self
+                        .rooms
+                        .get_mut(&room)
+                        .and_then(|r| r.members.get_mut(&user))
+                    {
+                        m.1 = m.1.max(seq);
+                    }
+                }
+                StorageResult::RoomReadMarked(Ok(()))
             }
             StorageOp::SetBanned { user, banned } => {
                 StorageResult::BannedSet(if !self.passwords.contains_key(&user) {

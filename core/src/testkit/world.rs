@@ -94,6 +94,9 @@ pub struct Node {
     released: BTreeSet<u64>,
     /// Clients this node has had before the current one (`restart_client`).
     restarts: u64,
+    /// Room messages the application received, in the order it received them: (seq,
+    /// sender, id).
+    pub room_received: Vec<(u64, UserId, u64)>,
 }
 
 #[derive(Debug)]
@@ -120,6 +123,16 @@ pub struct World {
     pub heartbeat_timeouts: usize,
     /// The display name each user last asked for while logged in (`set_display_name`).
     names_wanted: BTreeMap<usize, String>,
+    /// The room of `with_room`, if any.
+    room: Option<u64>,
+    /// Room messages sent by the applications: (sender, id).
+    room_sent: BTreeSet<(UserId, u64)>,
+    /// Room messages acknowledged to their sender.
+    room_acked: BTreeSet<(UserId, u64)>,
+    /// Room messages as committed: (sender, id) → (room seq, members at the commit).
+    room_committed: BTreeMap<(UserId, u64), (u64, Vec<UserId>)>,
+    /// Server crashes so far (`crash_server`).
+    pub server_crashes: u64,
 }
 
 pub fn user_name(i: usize) -> UserId {
@@ -163,6 +176,7 @@ impl World {
                 held: BTreeMap::new(),
                 released: BTreeSet::new(),
                 restarts: 0,
+                room_received: Vec::new(),
             })
             .collect();
         World {
@@ -182,6 +196,81 @@ impl World {
             verbose: std::env::var_os("BREEZE_TRACE").is_some(),
             heartbeat_timeouts: 0,
             names_wanted: BTreeMap::new(),
+            room: None,
+            room_sent: BTreeSet::new(),
+            room_acked: BTreeSet::new(),
+            room_committed: BTreeMap::new(),
+            server_crashes: 0,
+        }
+    }
+
+    /// Puts every user in one room (owned by user 0), as stored before the server started:
+    /// call it right after `new`.
+    pub fn with_room(mut self) -> Self {
+        let members: Vec<UserId> = self.nodes.iter().map(|n| n.user.clone()).collect();
+        self.room = Some(self.store.add_room("all", &members));
+        self
+    }
+
+    /// Client `i` sends a message to the room of `with_room`.
+    pub fn room_send(&mut self, i: usize, body: &str) {
+        let room = self.room.expect("with_room");
+        let now = self.now;
+        let id = self.nodes[i]
+            .client
+            .send_room_message(now, room, body.to_string());
+        self.room_sent.insert((self.nodes[i].user.clone(), id));
+        self.settle_outputs();
+    }
+
+    /// The server process dies and a new one starts on the same store: every connection
+    /// is reset (clients see a close and reconnect), storage results in flight are lost
+    /// (their writes stay committed, as a crash after the commit leaves them), and the new
+    /// server starts with no sessions.
+    pub fn crash_server(&mut self) {
+        self.server_crashes += 1;
+        self.trace(format_args!("server crash"));
+        let at = self.now + self.cfg.latency;
+        for link in self.links.values_mut() {
+            link.to_server.clear();
+            if link.server_open {
+                link.server_open = false;
+                if !link.partitioned && link.client_open {
+                    link.to_client.push_back((at, Packet::Fin));
+                }
+            }
+        }
+        self.storage.clear();
+        self.server = Server::new(self.cfg.server.clone(), self.store.users());
+        self.settle_outputs();
+    }
+
+    /// Every room message acknowledged to its sender reached the application of every
+    /// member at its commit exactly once; each application saw the room in seq order
+    /// (checked as they arrive), so all members see one order.
+    pub fn check_room_delivered(&mut self) {
+        let mut missing = Vec::new();
+        for key in &self.room_acked {
+            let Some((seq, members)) = self.room_committed.get(key) else {
+                missing.push(format!("{key:?} acked but never committed"));
+                continue;
+            };
+            for m in members {
+                let node = self.nodes.iter().find(|n| &n.user == m).expect("member");
+                let count = node
+                    .room_received
+                    .iter()
+                    .filter(|(s, _, _)| s == seq)
+                    .count();
+                if count != 1 {
+                    missing.push(format!(
+                        "room seq {seq} {key:?} → {m} delivered {count} times"
+                    ));
+                }
+            }
+        }
+        for m in missing {
+            self.violation(m);
         }
     }
 
@@ -698,6 +787,13 @@ impl World {
                 self.trace(format_args!("storage {id:?} {op:?}"));
                 let ms = now.since_epoch().as_millis() as u64;
                 let result = self.store.apply(op, ms);
+                if let StorageResult::RoomMessageStored(Ok(stored)) = &result
+                    && !stored.duplicate
+                {
+                    let d = &stored.delivery;
+                    self.room_committed
+                        .insert((d.from.clone(), d.id), (d.seq, stored.members.clone()));
+                }
                 self.storage
                     .push_back((now + self.cfg.storage_latency, id, result));
             }
@@ -837,6 +933,29 @@ impl World {
     fn observe_event(&mut self, i: usize, ev: ClientEvent) {
         let me = self.nodes[i].user.clone();
         match ev {
+            ClientEvent::MessageSent { id, .. } if self.room_sent.contains(&(me.clone(), id)) => {
+                self.room_acked.insert((me, id));
+            }
+            ClientEvent::RoomMessage(d) => {
+                let key = (d.from.clone(), d.id);
+                match self.room_committed.get(&key) {
+                    Some((seq, _)) if *seq == d.seq => {}
+                    other => self.violation(format!(
+                        "{me} got room seq {} as {key:?}, committed as {other:?}",
+                        d.seq
+                    )),
+                }
+                let node = &mut self.nodes[i];
+                if let Some(&(last, _, _)) = node.room_received.last()
+                    && d.seq <= last
+                {
+                    self.violation(format!(
+                        "{me}'s application got room seq {} after {last}",
+                        d.seq
+                    ));
+                }
+                self.nodes[i].room_received.push((d.seq, d.from, d.id));
+            }
             ClientEvent::MessageSent { id, .. } => {
                 if let Some(to) = self.sent.get(&(me.clone(), id)) {
                     self.acked.insert((me, id), to.clone());

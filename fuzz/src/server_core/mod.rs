@@ -203,6 +203,10 @@ fn is_write(op: &StorageOp) -> bool {
             | StorageOp::StoreMessage { .. }
             | StorageOp::MarkDelivered { .. }
             | StorageOp::ChangeGroups { .. }
+            | StorageOp::CreateRoom { .. }
+            | StorageOp::ChangeRoom { .. }
+            | StorageOp::StoreRoomMessage { .. }
+            | StorageOp::MarkRoomRead { .. }
     )
 }
 
@@ -966,6 +970,27 @@ impl Harness {
             // Reads: a login's cards (asked before its session is in this model's books) or
             // a session's `GetProfile`.
             StorageOp::LoadProfiles { .. } | StorageOp::LoadProfile { .. } => {}
+            // A version-2 session reads its rooms after its mailbox.
+            StorageOp::LoadRooms { user } | StorageOp::LoadRoom { user, .. } => {
+                assert!(
+                    has_session(user),
+                    "a room read for {user:?} without a session"
+                );
+            }
+            StorageOp::MarkRoomRead { user, .. } => {
+                assert!(
+                    has_session(user),
+                    "MarkRoomRead for {user:?} without a session"
+                );
+            }
+            StorageOp::CreateRoom { owner: user, .. }
+            | StorageOp::ChangeRoom { by: user, .. }
+            | StorageOp::StoreRoomMessage { from: user, .. } => {
+                assert!(
+                    has_session(user),
+                    "a room change by {user:?} without a session"
+                );
+            }
         }
     }
 
@@ -1132,7 +1157,11 @@ impl Harness {
             | ServerMsg::AdminDone { .. }
             | ServerMsg::ProfileSnapshot { .. }
             | ServerMsg::ProfileDiff { .. }
-            | ServerMsg::Profile { .. } => {
+            | ServerMsg::Profile { .. }
+            | ServerMsg::RoomMembers { .. }
+            | ServerMsg::RoomLeft { .. }
+            | ServerMsg::RoomDeliver(_)
+            | ServerMsg::RoomHistory { .. } => {
                 assert!(
                     m.logged_in_as().is_some(),
                     "{msg:?} to {conn:?}, not logged in"
