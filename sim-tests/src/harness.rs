@@ -14,10 +14,10 @@
 
 use crate::net::{PORT, SimConnector, SimListener};
 use crate::oracle::{self, Oracle, Shared, now, user_name};
-use crate::plan::{Action, Plan, SimConfig};
+use crate::plan::{Action, Plan, SimConfig, profile_name};
 use crate::storage::{SharedStore, SimStorage, StorageFaults};
 use breeze_core::client::{Client, ClientConfig, Mode};
-use breeze_core::message::Status;
+use breeze_core::message::{ProfileCard, Status};
 use breeze_core::server::Server;
 use breeze_core::storage::{StorageOp, StorageResult};
 use breeze_core::{RequestId, ServerConfig};
@@ -387,6 +387,17 @@ impl Harness {
                 self.sim.bounce("server");
             }
             Action::Storage(faults) => self.store.set_faults(faults),
+            Action::SetProfile(h, k) => {
+                if self.running(h) {
+                    self.command(
+                        h,
+                        ClientCommand::SetProfile {
+                            display_name: profile_name(k),
+                            signature: String::new(),
+                        },
+                    );
+                }
+            }
         }
     }
 
@@ -485,11 +496,22 @@ impl Harness {
             self.everyone_back();
             let settled = self.elapsed() + self.cfg.settle();
             self.run_until(settled);
+            let cards = self.stored_profiles();
             let mut oracle = self.oracle();
             oracle.check_converged(settled, "with everyone back");
+            oracle.check_profiles(settled, &cards);
             oracle.check_messages(settled);
         }
         self.finish();
+    }
+
+    /// Every profile card the store holds: what watchers must hold in the end.
+    fn stored_profiles(&self) -> Vec<ProfileCard> {
+        let op = StorageOp::LoadProfiles { users: None };
+        match self.store.apply(RequestId(u64::MAX), op) {
+            StorageResult::ProfilesLoaded(Ok(cards)) => cards,
+            other => panic!("reading the store's profiles: {other:?}"),
+        }
     }
 
     /// The checks made on the whole history.

@@ -43,7 +43,8 @@ use crate::plan::SimConfig;
 use breeze_core::client::{ClientEvent, StopReason};
 use breeze_core::codec::{DEFAULT_MAX_FRAME, decode, split_frame};
 use breeze_core::message::{
-    ClientMsg, CloseReason, ErrorCode, Presence, RequestKind, ServerMsg, Status, WatchScope,
+    ClientMsg, CloseReason, ErrorCode, Presence, ProfileCard, RequestKind, ServerMsg, Status,
+    WatchScope,
 };
 use breeze_core::storage::StorageOp;
 use breeze_core::{DuplicateLogin, UserId};
@@ -220,8 +221,23 @@ struct HostLog {
     running: bool,
     logged_in: bool,
     view: BTreeMap<UserId, Presence>,
+    /// The newest profile card the client was given per user (the client keeps the higher
+    /// `rev`, and so does this log).
+    profiles: BTreeMap<UserId, ProfileCard>,
     stopped: Option<StopReason>,
     logins: u32,
+}
+
+impl HostLog {
+    fn note_card(&mut self, card: ProfileCard) {
+        if self
+            .profiles
+            .get(&card.user)
+            .is_none_or(|k| k.rev < card.rev)
+        {
+            self.profiles.insert(card.user.clone(), card);
+        }
+    }
 }
 
 /// What the driver asked of one client host.
@@ -268,8 +284,10 @@ enum Failed {
     Contacts,
     /// `StoreMessage` of the message with this id.
     Send(u64),
-    /// `LoadRooms`: a version-2 login's read of its rooms, after its mailbox.
+    /// `LoadRooms`: a version-3 login's read of its rooms, after its mailbox.
     Rooms,
+    /// `SetProfile`: a display-name change.
+    Profile,
 }
 
 /// Counts for the report.
@@ -288,6 +306,8 @@ pub struct Stats {
     pub storage_failures: u64,
     /// `StorageFailed` answers the server wrote (each backed by one of those).
     pub storage_failures_told: u64,
+    /// Users with a profile card in the store at the end.
+    pub profile_cards_stored: u64,
 }
 
 pub struct Oracle {
@@ -373,6 +393,7 @@ impl Oracle {
                     running: false,
                     logged_in: false,
                     view: BTreeMap::new(),
+                    profiles: BTreeMap::new(),
                     stopped: None,
                     logins: 0,
                 })
@@ -772,6 +793,7 @@ impl Oracle {
             ) => Failed::Contacts,
             (RequestKind::Send, Some(id)) => Failed::Send(id),
             (RequestKind::Room, None) => Failed::Rooms,
+            (RequestKind::SetProfile, None) => Failed::Profile,
             _ => {
                 return self.violation(
                     at,
@@ -869,6 +891,7 @@ impl Oracle {
         h.running = true;
         h.logged_in = false;
         h.view.clear();
+        h.profiles.clear();
         h.stopped = None;
         let incarnation = h.incarnation;
         self.trace(
@@ -1002,6 +1025,18 @@ impl Oracle {
                 // An answer like any other: the client drops its oldest request in flight.
                 self.intents[host].in_flight.pop_front();
             }
+            ClientEvent::Profiles(cards) => {
+                for card in cards {
+                    self.hosts[host].note_card(card);
+                }
+            }
+            ClientEvent::Profile { card, .. } => self.hosts[host].note_card(card),
+            // A profile change asked for while logged out, or refused by a storage fault (the
+            // store's last committed card is what `check_profiles` holds watchers to).
+            ClientEvent::Error {
+                request: RequestKind::SetProfile,
+                code: ErrorCode::NotLoggedIn | ErrorCode::StorageFailed | ErrorCode::Busy,
+            } => {}
             // A login's read of its rooms failed (checked against the injected failures
             // when the server says it); it is read again.
             ClientEvent::Error {
@@ -1037,14 +1072,15 @@ impl Oracle {
             | StorageOp::SetBanned { .. }
             // The simulated clients change no groups (the core's World harness covers them).
             | StorageOp::ChangeGroups { .. } => return,
-            // A login whose cards cannot be read goes on without its `ProfileSnapshot`; the
-            // simulated clients change no profiles.
-            StorageOp::SetProfile { .. }
-            | StorageOp::LoadProfiles { .. }
+            // A login whose cards cannot be read goes on without its `ProfileSnapshot` and
+            // reads them again after its next frame; `check_profiles` holds everyone to the
+            // store in the end.
+            StorageOp::LoadProfiles { .. }
             | StorageOp::LoadProfile { .. } => return,
             // Told once (`Error{Room, StorageFailed}`) and read again at the session's next
             // frame; the simulation's users are in no room, so nothing else is owed.
             StorageOp::LoadRooms { user } => (user, Failed::Rooms),
+            StorageOp::SetProfile { user, .. } => (user, Failed::Profile),
             StorageOp::CreateRoom { .. }
             | StorageOp::ChangeRoom { .. }
             | StorageOp::StoreRoomMessage { .. }
@@ -1365,6 +1401,39 @@ impl Oracle {
         }
         for p in problems {
             self.violation(t, format!("{when}: {p}"));
+        }
+    }
+
+    /// After the final round: every logged-in client holds, for itself and each user it
+    /// watches, exactly the card the store last committed (profile changes survive crashes
+    /// and storage faults, and watchers converge on the latest).
+    pub fn check_profiles(&mut self, t: Duration, stored: &[ProfileCard]) {
+        let mut problems = Vec::new();
+        for h in 0..self.hosts.len() {
+            let log = &self.hosts[h];
+            if !self.wants_online(h) || !log.logged_in {
+                continue;
+            }
+            let me = &self.users[log.user];
+            for card in stored {
+                if &card.user != me && !log.view.contains_key(&card.user) {
+                    continue;
+                }
+                let held = log.profiles.get(&card.user);
+                if held != Some(card) {
+                    problems.push(format!(
+                        "c{h} ({me}) holds {:?} for {}, the store {:?} (rev {})",
+                        held.map(|c| (&c.display_name, c.rev)),
+                        card.user,
+                        card.display_name,
+                        card.rev
+                    ));
+                }
+            }
+        }
+        self.stats.profile_cards_stored = stored.len() as u64;
+        for p in problems {
+            self.violation(t, format!("with everyone back: {p}"));
         }
     }
 

@@ -112,6 +112,14 @@ pub enum Action {
     RestartServer,
     /// The storage behaves so from now on (`StorageFaults::HEALTHY` ends a bad spell).
     Storage(StorageFaults),
+    /// Host `h` sets its user's display name to the `k`th name (`profile_name(k)`): watchers
+    /// must end up holding the card the store last committed for the user.
+    SetProfile(usize, u64),
+}
+
+/// The display name of the `k`th profile change: any script, unique per change.
+pub fn profile_name(k: u64) -> String {
+    format!("名前 {k} 🐼")
 }
 
 #[derive(Debug, Clone)]
@@ -436,6 +444,8 @@ pub fn random_with(seed: u64, knobs: Knobs) -> Plan {
             }
         }
     }
+    // A stream of its own too: adding profile changes kept every older seed's schedule.
+    profile_changes(&mut plan, &mut Rng::new(seed ^ 0x9E0F_11E5_0000_0000));
     if knobs.storage_faults {
         // A stream of its own, so that the rest of a seed's plan is the same with the storage
         // faults on or off, and seeds found before they existed still tell their story.
@@ -444,6 +454,21 @@ pub fn random_with(seed: u64, knobs: Knobs) -> Plan {
     plan.actions.retain(|(at, _)| *at <= end);
     plan.sort();
     plan
+}
+
+/// In half the seeds, a few display-name changes at random moments (some while the host is
+/// cut off, crashed or logged out, some inside a bad storage spell).
+fn profile_changes(plan: &mut Plan, rng: &mut Rng) {
+    if !rng.chance(50) {
+        return;
+    }
+    let clients = plan.cfg.clients();
+    let end = plan.cfg.schedule_end;
+    for k in 0..rng.range(1, 6) {
+        let at = rng.between(Duration::from_millis(200), end);
+        let h = rng.index(clients);
+        plan.push(at, Action::SetProfile(h, k));
+    }
 }
 
 /// In 30% of seeds, one or two spells of bad storage, each with traffic so that the faults

@@ -122,7 +122,7 @@ impl SharedStore {
     }
 
     /// Performs a request now, stamping messages with simulated time.
-    fn apply(&self, id: RequestId, op: StorageOp) -> StorageResult {
+    pub(crate) fn apply(&self, id: RequestId, op: StorageOp) -> StorageResult {
         let now_ms = turmoil::since_epoch()
             .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
             .unwrap_or(0);

@@ -232,6 +232,7 @@ impl Server {
                 marking: false,
                 acks_waiting: Vec::new(),
                 rooms: Default::default(),
+                profiles_owed: false,
                 agent: false,
             });
         }
@@ -299,6 +300,7 @@ impl Server {
             marking: false,
             acks_waiting: Vec::new(),
             rooms: Default::default(),
+            profiles_owed: false,
             agent: true,
         });
         let ok = ServerMsg::LoginOk {

@@ -201,7 +201,8 @@ enum Pending {
         conn: ConnId,
         user: UserId,
     },
-    /// The cards of contacts `user` just added (scope `Contacts`).
+    /// Cards for `user`'s sessions, sent in a `ProfileDiff`: of contacts just added (scope
+    /// `Contacts`), or every card a session missed (`retry_profiles`).
     IntroducedProfiles {
         user: UserId,
     },
@@ -718,8 +719,9 @@ impl Server {
             // the user's contact list (which drives the user's presence) is kept.
             return self.error(conn, msg.kind(), ErrorCode::Forbidden, None);
         }
-        // Room work left for later waits for the session's next frame (`rooms.rs`).
+        // Room work and profile cards left for later wait for the session's next frame.
         self.retry_rooms(conn);
+        self.retry_profiles(conn);
         match msg {
             ClientMsg::Ping { nonce } => self.send(conn, &ServerMsg::Pong { nonce }),
             ClientMsg::CreateRoom { name } => self.create_room(conn, user, name),

@@ -180,21 +180,68 @@ impl Server {
         if !self.conns.get(&conn).is_some_and(|c| c.speaks(PROFILES)) {
             return self.read_mailbox(conn, user, 0, None);
         }
-        let users = match self.cfg.scope {
+        let users = self.seen_by(&user);
+        self.request(
+            conn,
+            StorageOp::LoadProfiles { users },
+            Pending::LoginProfiles { conn, user },
+        );
+    }
+
+    /// The users whose cards `user`'s sessions hold: everyone (`None`), or under scope
+    /// `Contacts` the user's contacts and the user itself.
+    fn seen_by(&self, user: &UserId) -> Option<Vec<UserId>> {
+        match self.cfg.scope {
             WatchScope::Everyone => None,
             WatchScope::Contacts => Some(
                 self.users
-                    .get(&user)
+                    .get(user)
                     .into_iter()
                     .flat_map(|u| u.contacts.iter().cloned())
                     .chain([user.clone()])
                     .collect(),
             ),
+        }
+    }
+
+    /// Marks `user`'s version-2 sessions as missing cards: each reads them at its next frame.
+    fn owe_profiles(&mut self, user: &UserId) {
+        let conns: Vec<ConnId> = self
+            .users
+            .get(user)
+            .map(|u| u.sessions.iter().copied().collect())
+            .unwrap_or_default();
+        for conn in conns {
+            if let Some(c) = self.conns.get_mut(&conn)
+                && c.speaks(PROFILES)
+                && let Phase::Session(s) = &mut c.phase
+            {
+                s.profiles_owed = true;
+            }
+        }
+    }
+
+    /// A session that missed cards reads every card it should hold again (one request,
+    /// answered with a `ProfileDiff` to each of the user's sessions: cards never replace
+    /// newer ones, so a card a session already holds costs nothing but bytes).
+    pub(super) fn retry_profiles(&mut self, conn: ConnId) {
+        let owed = matches!(
+            self.conns.get(&conn).map(|c| &c.phase),
+            Some(Phase::Session(s)) if s.profiles_owed
+        );
+        if !owed || !self.has_room(conn, 1, 0) {
+            return;
+        }
+        let Some(Phase::Session(s)) = self.conns.get_mut(&conn).map(|c| &mut c.phase) else {
+            return;
         };
+        s.profiles_owed = false;
+        let user = s.user.clone();
+        let users = self.seen_by(&user);
         self.request(
             conn,
             StorageOp::LoadProfiles { users },
-            Pending::LoginProfiles { conn, user },
+            Pending::IntroducedProfiles { user },
         );
     }
 
@@ -211,9 +258,14 @@ impl Server {
         if !ours {
             return;
         }
-        // A failed read sends no snapshot: the client shows user ids, and `GetProfile` (or
-        // its next login) brings the cards. The mailbox matters more than names.
+        // A failed read sends no snapshot now: the mailbox matters more than names, and the
+        // cards are read again at the session's next frame (`retry_profiles`).
         // No cards, no frame: a login without profiles around looks as it did in version 1.
+        if r.is_err()
+            && let Some(Phase::Session(s)) = self.conns.get_mut(&conn).map(|c| &mut c.phase)
+        {
+            s.profiles_owed = true;
+        }
         if let Ok(cards) = r {
             let mut chunks = cards.chunks(MAX_PROFILE_CARDS).peekable();
             while let Some(chunk) = chunks.next() {
@@ -226,16 +278,19 @@ impl Server {
     }
 
     /// Contacts scope: `user` has just added `added`; its version-2 sessions get their
-    /// cards in a diff. Best effort: without room in the work budget they come with the
-    /// next login (or `GetProfile`).
+    /// cards in a diff. Without room in the work budget they are owed, and read at each
+    /// session's next frame.
     pub(super) fn introduce_profiles(&mut self, conn: ConnId, user: UserId, added: &[UserId]) {
         let speaks = self.users.get(&user).is_some_and(|u| {
             u.sessions
                 .iter()
                 .any(|s| self.conns.get(s).is_some_and(|c| c.speaks(PROFILES)))
         });
-        if added.is_empty() || !speaks || !self.has_room(conn, 1, 0) {
+        if added.is_empty() || !speaks {
             return;
+        }
+        if !self.has_room(conn, 1, 0) {
+            return self.owe_profiles(&user);
         }
         self.request(
             conn,
@@ -251,7 +306,9 @@ impl Server {
         user: UserId,
         r: Result<Vec<ProfileCard>, StorageError>,
     ) {
-        let Ok(cards) = r else { return };
+        let Ok(cards) = r else {
+            return self.owe_profiles(&user);
+        };
         let Some(u) = self.users.get(&user) else {
             return;
         };
@@ -432,6 +489,48 @@ mod tests {
         // And a version-1 client asking for a profile is closed as its server would.
         rig.frame(old, set("x", ""));
         assert_eq!(rig.closed[&old], CloseReason::Malformed);
+    }
+
+    #[test]
+    fn cards_a_login_could_not_read_come_after_the_sessions_next_frame() {
+        use crate::storage::{StorageError, StorageResult};
+        let mut rig = Rig::new(ServerConfig::default(), &["alice", "bob"]);
+        let a = rig.login("alice", Status::Online);
+        rig.frame(a, set("Alice Wang", ""));
+        let card = match rig
+            .take(a)
+            .into_iter()
+            .find(|m| matches!(m, ServerMsg::Profile { .. }))
+        {
+            Some(ServerMsg::Profile { card, .. }) => card,
+            other => panic!("no Profile answer: {other:?}"),
+        };
+        rig.deferred = Some(Vec::new());
+        let b = rig.login("bob", Status::Online);
+        rig.complete(0); // authenticate
+        // The login's read of the cards fails.
+        let waiting = rig.deferred.as_mut().expect("deferred");
+        assert!(matches!(waiting[0].1, StorageResult::ProfilesLoaded(_)));
+        waiting[0].1 = StorageResult::ProfilesLoaded(Err(StorageError::Failed("disk".into())));
+        while rig.deferred.as_ref().is_some_and(|w| !w.is_empty()) {
+            rig.complete(0);
+        }
+        rig.deferred = None;
+        let got = rig.take(b);
+        assert!(
+            !got.iter()
+                .any(|m| matches!(m, ServerMsg::ProfileSnapshot { .. })),
+            "{got:?}"
+        );
+        assert!(
+            got.iter()
+                .any(|m| matches!(m, ServerMsg::OfflineDone { .. })),
+            "the mail goes on"
+        );
+        rig.frame(b, ClientMsg::Ping { nonce: 1 });
+        assert_eq!(diffed(&rig.take(b)), [card]);
+        rig.frame(b, ClientMsg::Ping { nonce: 2 });
+        assert!(diffed(&rig.take(b)).is_empty(), "read again once");
     }
 
     #[test]

@@ -67,8 +67,11 @@ pub(crate) struct Session {
     /// for acking at the pace messages arrive.
     pub(crate) marking: bool,
     pub(crate) acks_waiting: Vec<u64>,
-    /// Room messages owed to this session (version 2; `rooms.rs`).
+    /// Room messages owed to this session (version 3; `rooms.rs`).
     pub(crate) rooms: super::rooms::RoomFeed,
+    /// Profile cards this session should hold were not sent (a failed read, or no room in the
+    /// work budget): they are read again at its next frame (`profiles.rs`).
+    pub(crate) profiles_owed: bool,
 }
 
 /// Whether the offline messages of a new session have been pushed yet.
