@@ -17,13 +17,16 @@ use crate::oracle::{self, Oracle, Shared, now, user_name};
 use crate::plan::{Action, Plan, SimConfig, profile_name};
 use crate::storage::{SharedStore, SimStorage, StorageFaults};
 use breeze_core::client::{Client, ClientConfig, Mode};
+use breeze_core::message::RoomRole;
 use breeze_core::message::{ProfileCard, Status};
 use breeze_core::server::Server;
+use breeze_core::storage::RoomChange;
 use breeze_core::storage::{StorageOp, StorageResult};
 use breeze_core::{RequestId, ServerConfig};
 use breeze_store::{Db, DbOptions, HashCost, Hasher};
 use breeze_transport_tokio::{
-    ClientCommand, ClientSettings, Clock, Host, HostConfig, QueueLimits, result_channel, run_client,
+    ClientCommand, ClientSettings, Clock, Host, HostConfig, QueueLimits, RoomCommand,
+    result_channel, run_client,
 };
 use std::cell::RefCell;
 use std::net::SocketAddr;
@@ -77,6 +80,8 @@ pub struct Harness {
     names: Vec<String>,
     pending_ids: Vec<PendingId>,
     next_message: u64,
+    /// The room every user is a member of (`everyone_in_a_room`).
+    room: u64,
     server_down: bool,
     partitioned: Vec<bool>,
     held: Vec<bool>,
@@ -118,6 +123,37 @@ pub(crate) fn host_config() -> HostConfig {
     }
 }
 
+/// One room, owned by `u0`, with every user in it, stored before the server starts: every
+/// login reads it, and every message to it is owed to everyone.
+fn everyone_in_a_room(store: &SharedStore, users: usize) -> u64 {
+    let id = |n: usize| RequestId(u64::MAX - n as u64);
+    let op = StorageOp::CreateRoom {
+        owner: user_name(0),
+        name: "everyone".into(),
+        max_rooms: 1,
+    };
+    let room = match store.apply(id(0), op) {
+        StorageResult::RoomCreated(Ok(view)) => view.room,
+        other => panic!("creating the room: {other:?}"),
+    };
+    for u in 1..users {
+        let op = StorageOp::ChangeRoom {
+            by: user_name(0),
+            room,
+            user: user_name(u),
+            change: RoomChange::Add(RoomRole::Member),
+            max_members: users as u32,
+            max_rooms: 1,
+        };
+        let result = store.apply(id(u), op);
+        assert!(
+            matches!(result, StorageResult::RoomChanged(Ok(_))),
+            "adding u{u} to the room: {result:?}"
+        );
+    }
+    room
+}
+
 /// A fresh store with users `u0 .. u{users - 1}` registered.
 pub(crate) fn new_store(users: usize, seed: u64) -> SharedStore {
     let hasher = Hasher::seeded_for_simulation(HashCost::fast_for_tests(), seed)
@@ -142,6 +178,7 @@ impl Harness {
     pub fn new(cfg: SimConfig) -> Harness {
         let oracle: Shared = Arc::new(Mutex::new(Oracle::new(&cfg)));
         let store = new_store(cfg.users, cfg.seed);
+        let room = everyone_in_a_room(&store, cfg.users);
         let mut sim = turmoil::Builder::new()
             .epoch(UNIX_EPOCH)
             .rng_seed(cfg.seed)
@@ -207,6 +244,7 @@ impl Harness {
             names,
             pending_ids: Vec::new(),
             next_message: 0,
+            room,
             server_down: false,
             partitioned: vec![false; hosts],
             held: vec![false; hosts],
@@ -315,6 +353,29 @@ impl Harness {
                 if self.command(h, cmd) {
                     let incarnation = self.oracle().host_incarnation(h);
                     self.oracle().message_sent(k, h, to);
+                    self.pending_ids.push(PendingId {
+                        k,
+                        host: h,
+                        incarnation,
+                        id: rx,
+                    });
+                }
+            }
+            Action::RoomSend(h) => {
+                if !self.running(h) {
+                    return;
+                }
+                let k = self.next_message;
+                self.next_message += 1;
+                let (tx, rx) = oneshot::channel();
+                let cmd = ClientCommand::Room(RoomCommand::Send {
+                    room: self.room,
+                    body: format!("r{k}"),
+                    id: Some(tx),
+                });
+                if self.command(h, cmd) {
+                    let incarnation = self.oracle().host_incarnation(h);
+                    self.oracle().room_message_sent(k, h);
                     self.pending_ids.push(PendingId {
                         k,
                         host: h,

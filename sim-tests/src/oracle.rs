@@ -43,8 +43,8 @@ use crate::plan::SimConfig;
 use breeze_core::client::{ClientEvent, StopReason};
 use breeze_core::codec::{DEFAULT_MAX_FRAME, decode, split_frame};
 use breeze_core::message::{
-    ClientMsg, CloseReason, ErrorCode, Presence, ProfileCard, RequestKind, ServerMsg, Status,
-    WatchScope,
+    ClientMsg, CloseReason, ErrorCode, Presence, ProfileCard, RequestKind, RoomDelivery, ServerMsg,
+    Status, WatchScope,
 };
 use breeze_core::storage::StorageOp;
 use breeze_core::{DuplicateLogin, UserId};
@@ -288,6 +288,8 @@ enum Failed {
     Rooms,
     /// `SetProfile`: a display-name change.
     Profile,
+    /// `StoreRoomMessage` of the room message with this id.
+    RoomSend(u64),
 }
 
 /// Counts for the report.
@@ -308,6 +310,9 @@ pub struct Stats {
     pub storage_failures_told: u64,
     /// Users with a profile card in the store at the end.
     pub profile_cards_stored: u64,
+    pub room_messages_sent: u64,
+    /// Room messages handed to applications.
+    pub room_deliveries: u64,
 }
 
 pub struct Oracle {
@@ -335,6 +340,15 @@ pub struct Oracle {
     messages: BTreeMap<u64, Message>,
     /// (host, incarnation, client message id) → message number.
     message_ids: BTreeMap<(usize, u32, u64), u64>,
+    /// Room messages: k → the sending host.
+    room_messages: BTreeMap<u64, usize>,
+    /// The room seq each room message came under, and back.
+    room_seqs: BTreeMap<u64, u64>,
+    room_ks: BTreeMap<u64, u64>,
+    /// The highest room seq each (host, incarnation)'s application was given.
+    room_floors: BTreeMap<(usize, u32), u64>,
+    /// Who got each room message: (host, incarnation).
+    room_deliveries: BTreeMap<u64, Vec<(usize, u32)>>,
     /// (host, incarnation, client message id) acknowledged with `MessageSent`.
     acked: BTreeSet<(usize, u32, u64)>,
     deliveries: BTreeMap<u64, Vec<Delivery>>,
@@ -422,6 +436,11 @@ impl Oracle {
             offline_told: Vec::new(),
             messages: BTreeMap::new(),
             message_ids: BTreeMap::new(),
+            room_messages: BTreeMap::new(),
+            room_seqs: BTreeMap::new(),
+            room_ks: BTreeMap::new(),
+            room_floors: BTreeMap::new(),
+            room_deliveries: BTreeMap::new(),
             acked: BTreeSet::new(),
             deliveries: BTreeMap::new(),
             storage_failures: BTreeMap::new(),
@@ -794,6 +813,7 @@ impl Oracle {
             (RequestKind::Send, Some(id)) => Failed::Send(id),
             (RequestKind::Room, None) => Failed::Rooms,
             (RequestKind::SetProfile, None) => Failed::Profile,
+            (RequestKind::Room, Some(id)) => Failed::RoomSend(id),
             _ => {
                 return self.violation(
                     at,
@@ -1025,6 +1045,7 @@ impl Oracle {
                 // An answer like any other: the client drops its oldest request in flight.
                 self.intents[host].in_flight.pop_front();
             }
+            ClientEvent::RoomMessage(d) => self.room_delivered(host, incarnation, at, d),
             ClientEvent::Profiles(cards) => {
                 for card in cards {
                     self.hosts[host].note_card(card);
@@ -1078,12 +1099,14 @@ impl Oracle {
             StorageOp::LoadProfiles { .. }
             | StorageOp::LoadProfile { .. } => return,
             // Told once (`Error{Room, StorageFailed}`) and read again at the session's next
-            // frame; the simulation's users are in no room, so nothing else is owed.
+            // frame, which brings the room's backlog then (`check_messages`).
             StorageOp::LoadRooms { user } => (user, Failed::Rooms),
             StorageOp::SetProfile { user, .. } => (user, Failed::Profile),
+            StorageOp::StoreRoomMessage { from, id, .. } => (from, Failed::RoomSend(*id)),
+            // A session's read of a room's messages is tried again at its next frame; a
+            // cursor not moved only means a message may come again, which the client drops.
             StorageOp::CreateRoom { .. }
             | StorageOp::ChangeRoom { .. }
-            | StorageOp::StoreRoomMessage { .. }
             | StorageOp::LoadRoom { .. }
             | StorageOp::MarkRoomRead { .. } => return,
         };
@@ -1118,6 +1141,61 @@ impl Oracle {
                 to,
             },
         );
+    }
+
+    /// Room message `k` was handed to host `host`'s client.
+    pub fn room_message_sent(&mut self, k: u64, host: usize) {
+        self.stats.room_messages_sent += 1;
+        self.room_messages.insert(k, host);
+    }
+
+    /// A room message reached the application of `host`: known, from its sender, the same
+    /// seq for the same message everywhere (one order for all members), and above every seq
+    /// this incarnation's application was given (in order, each once).
+    fn room_delivered(&mut self, host: usize, incarnation: u32, at: Duration, d: RoomDelivery) {
+        self.stats.room_deliveries += 1;
+        let Some(k) = d.body.strip_prefix('r').and_then(|k| k.parse::<u64>().ok()) else {
+            return self.violation(at, format!("c{host}: unknown room message {:?}", d.body));
+        };
+        let Some(&from_host) = self.room_messages.get(&k) else {
+            return self.violation(at, format!("c{host}: room message r{k} was never sent"));
+        };
+        if self.user_of(&d.from) != Some(self.hosts[from_host].user) {
+            self.violation(at, format!("c{host}: r{k} claims to be from {}", d.from));
+        }
+        match self.room_seqs.get(&k) {
+            Some(&seq) if seq != d.seq => self.violation(
+                at,
+                format!(
+                    "c{host}: r{k} came as seq {}, elsewhere as seq {seq}",
+                    d.seq
+                ),
+            ),
+            Some(_) => {}
+            None => {
+                if let Some(other) = self.room_ks.insert(d.seq, k) {
+                    self.violation(at, format!("room seq {} is both r{other} and r{k}", d.seq));
+                }
+                self.room_seqs.insert(k, d.seq);
+            }
+        }
+        let floor = self.room_floors.entry((host, incarnation)).or_default();
+        if d.seq <= *floor {
+            let last = *floor;
+            self.violation(
+                at,
+                format!(
+                    "c{host}'s application got room seq {} after seq {last}",
+                    d.seq
+                ),
+            );
+        } else {
+            *floor = d.seq;
+        }
+        self.room_deliveries
+            .entry(k)
+            .or_default()
+            .push((host, incarnation));
     }
 
     /// The client accepted message `k` under the id `id`.
@@ -1457,6 +1535,21 @@ impl Oracle {
                 ));
                 continue;
             };
+            if self.room_messages.contains_key(&k) {
+                // Owed to every member, so to every user a host logs in as.
+                let got = self.room_deliveries.get(&k);
+                for u in self.hosts.iter().map(|h| h.user).collect::<BTreeSet<_>>() {
+                    let reached =
+                        got.is_some_and(|d| d.iter().any(|&(h, _)| self.hosts[h].user == u));
+                    if !reached {
+                        problems.push(format!(
+                            "room message r{k} from c{} was acknowledged but never reached {}",
+                            key.0, self.users[u]
+                        ));
+                    }
+                }
+                continue;
+            }
             if self.deliveries.get(&k).is_none_or(|d| d.is_empty()) {
                 let to = self.messages[&k].to;
                 problems.push(format!(

@@ -4,7 +4,9 @@
 //! a hold, a crash, a bounce, a logout), a few cluster-wide ones (the server crashing and
 //! restarting, a group of clients cut off at once so that they all come back together), and
 //! ordinary traffic in between: status and contact changes and messages. Some seeds also
-//! give the storage a bad spell: slow, failing, or both.
+//! give the storage a bad spell: slow, failing, or both; some send messages to the room every
+//! user is in, and some change display names (each from a random stream of its own, so
+//! that adding them left every older seed's schedule as it was).
 
 use crate::storage::StorageFaults;
 use breeze_core::DuplicateLogin;
@@ -112,6 +114,8 @@ pub enum Action {
     RestartServer,
     /// The storage behaves so from now on (`StorageFaults::HEALTHY` ends a bad spell).
     Storage(StorageFaults),
+    /// Host `h` sends a message to the room every user is in (`Harness::new`).
+    RoomSend(usize),
     /// Host `h` sets its user's display name to the `k`th name (`profile_name(k)`): watchers
     /// must end up holding the card the store last committed for the user.
     SetProfile(usize, u64),
@@ -446,6 +450,7 @@ pub fn random_with(seed: u64, knobs: Knobs) -> Plan {
     }
     // A stream of its own too: adding profile changes kept every older seed's schedule.
     profile_changes(&mut plan, &mut Rng::new(seed ^ 0x9E0F_11E5_0000_0000));
+    room_traffic(&mut plan, &mut Rng::new(seed ^ 0x0200_3000_0000_0000));
     if knobs.storage_faults {
         // A stream of its own, so that the rest of a seed's plan is the same with the storage
         // faults on or off, and seeds found before they existed still tell their story.
@@ -454,6 +459,21 @@ pub fn random_with(seed: u64, knobs: Knobs) -> Plan {
     plan.actions.retain(|(at, _)| *at <= end);
     plan.sort();
     plan
+}
+
+/// In 60% of the seeds, messages to the room everyone is in, from random hosts at random
+/// moments (faults, crashes and bad storage spells land on some of them).
+fn room_traffic(plan: &mut Plan, rng: &mut Rng) {
+    if !rng.chance(60) {
+        return;
+    }
+    let clients = plan.cfg.clients();
+    let end = plan.cfg.schedule_end;
+    for _ in 0..rng.range(3, 15) {
+        let at = rng.between(Duration::from_millis(200), end);
+        let h = rng.index(clients);
+        plan.push(at, Action::RoomSend(h));
+    }
 }
 
 /// In half the seeds, a few display-name changes at random moments (some while the host is
