@@ -17,7 +17,7 @@ use crate::bus::{Bus, BusStats};
 use crate::cluster_net::NodeListener;
 use crate::cluster_oracle::{self, ClusterOracle, ClusterStats, SharedClusterOracle};
 use crate::cluster_plan::{ClusterAction, ClusterPlan, ClusterSimConfig};
-use crate::harness::{PASSWORD, host_config, new_store};
+use crate::harness::{PASSWORD, everyone_in_a_room, host_config, new_store};
 use crate::net::{PORT, SimConnector};
 use crate::oracle::{now, user_name};
 use crate::storage::{SharedStore, SimStorage};
@@ -26,7 +26,7 @@ use breeze_core::cluster::ClusterConfig;
 use breeze_core::server::Server;
 use breeze_core::{NodeId, ServerConfig};
 use breeze_transport_tokio::{
-    ClientCommand, ClientSettings, Clock, Host, result_channel, run_client,
+    ClientCommand, ClientSettings, Clock, Host, RoomCommand, result_channel, run_client,
 };
 use std::cell::RefCell;
 use std::net::SocketAddr;
@@ -73,6 +73,8 @@ pub struct ClusterHarness {
     slots: Vec<Slot>,
     pending_ids: Vec<PendingId>,
     next_message: u64,
+    /// The room every user is a member of.
+    room: u64,
     down: Vec<bool>,
     /// Nodes lost for good: never restarted.
     lost: Vec<bool>,
@@ -122,6 +124,7 @@ impl ClusterHarness {
     pub fn new(cfg: ClusterSimConfig) -> ClusterHarness {
         let oracle: SharedClusterOracle = Arc::new(Mutex::new(ClusterOracle::new(&cfg)));
         let store = new_store(cfg.users, cfg.seed);
+        let room = everyone_in_a_room(&store, cfg.users);
         let bus = Bus::new(cfg.nodes, cfg.seed, cfg.bus_delay, cfg.max_link_lag);
         let mut sim = turmoil::Builder::new()
             .epoch(UNIX_EPOCH)
@@ -188,6 +191,7 @@ impl ClusterHarness {
             slots,
             pending_ids: Vec::new(),
             next_message: 0,
+            room,
             failed: false,
         }
     }
@@ -263,6 +267,26 @@ impl ClusterHarness {
                     self.next_message += 1;
                     let incarnation = self.oracle().client_incarnation(h);
                     self.oracle().message_sent(k, h, to);
+                    self.pending_ids.push(PendingId {
+                        k,
+                        host: h,
+                        incarnation,
+                        id: rx,
+                    });
+                }
+            }
+            ClusterAction::RoomSend(h) => {
+                let k = self.next_message;
+                let (tx, rx) = oneshot::channel();
+                let cmd = ClientCommand::Room(RoomCommand::Send {
+                    room: self.room,
+                    body: format!("r{k}"),
+                    id: Some(tx),
+                });
+                if self.command(h, cmd) {
+                    self.next_message += 1;
+                    let incarnation = self.oracle().client_incarnation(h);
+                    self.oracle().room_message_sent(k, h);
                     self.pending_ids.push(PendingId {
                         k,
                         host: h,

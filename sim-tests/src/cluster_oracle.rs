@@ -28,6 +28,7 @@
 use crate::cluster_plan::ClusterSimConfig;
 use crate::log::EventLog;
 use crate::oracle::user_name;
+use crate::room_log::RoomLog;
 use breeze_core::UserId;
 use breeze_core::client::{ClientEvent, StopReason};
 use breeze_core::codec::{decode, split_frame};
@@ -123,6 +124,8 @@ pub struct ClusterOracle {
     messages: BTreeMap<u64, Sent>,
     /// (client, incarnation, client message id) → message.
     message_ids: BTreeMap<(usize, u32, u64), u64>,
+    /// The room every user is in: what the applications got of it.
+    rooms: RoomLog,
     acked: BTreeSet<(usize, u32, u64)>,
     /// Message → the (client, incarnation) applications that got it.
     deliveries: BTreeMap<u64, Vec<(usize, u32)>>,
@@ -151,6 +154,7 @@ impl ClusterOracle {
             next_conn: 0,
             messages: BTreeMap::new(),
             message_ids: BTreeMap::new(),
+            rooms: RoomLog::default(),
             acked: BTreeSet::new(),
             deliveries: BTreeMap::new(),
             orphans: Vec::new(),
@@ -466,6 +470,15 @@ impl ClusterOracle {
                     got.push((h, incarnation));
                 }
             }
+            ClientEvent::RoomMessage(d) => {
+                let users = &self.users;
+                for w in self
+                    .rooms
+                    .delivered(h, incarnation, &d, |c| users[c].clone())
+                {
+                    self.violation(at, w);
+                }
+            }
             ClientEvent::SendFailed { id, code } => {
                 self.violation(at, format!("c{h}: message #{id} refused: {code:?}"));
             }
@@ -474,6 +487,11 @@ impl ClusterOracle {
             }
             _ => {}
         }
+    }
+
+    /// Room message `k` was handed to client `h`.
+    pub fn room_message_sent(&mut self, k: u64, h: usize) {
+        self.rooms.sent(k, h);
     }
 
     pub fn message_sent(&mut self, k: u64, from: usize, to: usize) {
@@ -698,6 +716,15 @@ impl ClusterOracle {
                 problems.push(format!("c{} got an ack for unknown id {}", key.0, key.2));
                 continue;
             };
+            if self.rooms.is_room_message(k) {
+                let users = &self.users;
+                let hosts = self.clients.len();
+                problems.extend(
+                    self.rooms
+                        .check_reached(k, key.0, hosts, |c| users[c].clone()),
+                );
+                continue;
+            }
             if self.deliveries.get(&k).is_none_or(Vec::is_empty) {
                 let to = self.messages[&k].to;
                 problems.push(format!(

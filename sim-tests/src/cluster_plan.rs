@@ -111,6 +111,8 @@ pub enum ClusterAction {
     Heal(usize),
     /// Percent of bus messages lost from now on.
     Loss(u8),
+    /// Client `h` sends a message to the room every user is in.
+    RoomSend(usize),
 }
 
 #[derive(Debug, Clone)]
@@ -250,6 +252,17 @@ pub fn random(seed: u64) -> ClusterPlan {
         let h = rng.index(users);
         let to = (h + 1 + rng.index(users - 1)) % users;
         plan.actions.push((at, ClusterAction::Send(h, to)));
+    }
+    // Room traffic from a stream of its own, so every older seed keeps its schedule: members
+    // on every node, messages stored through several nodes at once, news of them lost on
+    // the bus.
+    let mut rooms = Rng::new(seed ^ 0x0200_3000_C1A5_0000);
+    if rooms.chance(70) {
+        for _ in 0..rooms.range(users as u64, users as u64 * 4) {
+            let at = at_random(&mut rooms, Duration::from_secs(1));
+            let h = rooms.index(users);
+            plan.actions.push((at, ClusterAction::RoomSend(h)));
+        }
     }
     plan.sort();
     plan

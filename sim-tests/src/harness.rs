@@ -125,7 +125,7 @@ pub(crate) fn host_config() -> HostConfig {
 
 /// One room, owned by `u0`, with every user in it, stored before the server starts: every
 /// login reads it, and every message to it is owed to everyone.
-fn everyone_in_a_room(store: &SharedStore, users: usize) -> u64 {
+pub(crate) fn everyone_in_a_room(store: &SharedStore, users: usize) -> u64 {
     let id = |n: usize| RequestId(u64::MAX - n as u64);
     let op = StorageOp::CreateRoom {
         owner: user_name(0),

@@ -27,6 +27,7 @@ pub mod log;
 pub mod net;
 pub mod oracle;
 pub mod plan;
+pub mod room_log;
 pub mod runner;
 pub mod storage;
 

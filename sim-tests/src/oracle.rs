@@ -40,6 +40,7 @@
 
 use crate::log::EventLog;
 use crate::plan::SimConfig;
+use crate::room_log::RoomLog;
 use breeze_core::client::{ClientEvent, StopReason};
 use breeze_core::codec::{DEFAULT_MAX_FRAME, decode, split_frame};
 use breeze_core::message::{
@@ -340,15 +341,8 @@ pub struct Oracle {
     messages: BTreeMap<u64, Message>,
     /// (host, incarnation, client message id) → message number.
     message_ids: BTreeMap<(usize, u32, u64), u64>,
-    /// Room messages: k → the sending host.
-    room_messages: BTreeMap<u64, usize>,
-    /// The room seq each room message came under, and back.
-    room_seqs: BTreeMap<u64, u64>,
-    room_ks: BTreeMap<u64, u64>,
-    /// The highest room seq each (host, incarnation)'s application was given.
-    room_floors: BTreeMap<(usize, u32), u64>,
-    /// Who got each room message: (host, incarnation).
-    room_deliveries: BTreeMap<u64, Vec<(usize, u32)>>,
+    /// The room every user is in: what the applications got of it.
+    rooms: RoomLog,
     /// (host, incarnation, client message id) acknowledged with `MessageSent`.
     acked: BTreeSet<(usize, u32, u64)>,
     deliveries: BTreeMap<u64, Vec<Delivery>>,
@@ -436,11 +430,7 @@ impl Oracle {
             offline_told: Vec::new(),
             messages: BTreeMap::new(),
             message_ids: BTreeMap::new(),
-            room_messages: BTreeMap::new(),
-            room_seqs: BTreeMap::new(),
-            room_ks: BTreeMap::new(),
-            room_floors: BTreeMap::new(),
-            room_deliveries: BTreeMap::new(),
+            rooms: RoomLog::default(),
             acked: BTreeSet::new(),
             deliveries: BTreeMap::new(),
             storage_failures: BTreeMap::new(),
@@ -1146,56 +1136,18 @@ impl Oracle {
     /// Room message `k` was handed to host `host`'s client.
     pub fn room_message_sent(&mut self, k: u64, host: usize) {
         self.stats.room_messages_sent += 1;
-        self.room_messages.insert(k, host);
+        self.rooms.sent(k, host);
     }
 
-    /// A room message reached the application of `host`: known, from its sender, the same
-    /// seq for the same message everywhere (one order for all members), and above every seq
-    /// this incarnation's application was given (in order, each once).
     fn room_delivered(&mut self, host: usize, incarnation: u32, at: Duration, d: RoomDelivery) {
         self.stats.room_deliveries += 1;
-        let Some(k) = d.body.strip_prefix('r').and_then(|k| k.parse::<u64>().ok()) else {
-            return self.violation(at, format!("c{host}: unknown room message {:?}", d.body));
-        };
-        let Some(&from_host) = self.room_messages.get(&k) else {
-            return self.violation(at, format!("c{host}: room message r{k} was never sent"));
-        };
-        if self.user_of(&d.from) != Some(self.hosts[from_host].user) {
-            self.violation(at, format!("c{host}: r{k} claims to be from {}", d.from));
+        let (hosts, users) = (&self.hosts, &self.users);
+        let wrong = self
+            .rooms
+            .delivered(host, incarnation, &d, |h| users[hosts[h].user].clone());
+        for w in wrong {
+            self.violation(at, w);
         }
-        match self.room_seqs.get(&k) {
-            Some(&seq) if seq != d.seq => self.violation(
-                at,
-                format!(
-                    "c{host}: r{k} came as seq {}, elsewhere as seq {seq}",
-                    d.seq
-                ),
-            ),
-            Some(_) => {}
-            None => {
-                if let Some(other) = self.room_ks.insert(d.seq, k) {
-                    self.violation(at, format!("room seq {} is both r{other} and r{k}", d.seq));
-                }
-                self.room_seqs.insert(k, d.seq);
-            }
-        }
-        let floor = self.room_floors.entry((host, incarnation)).or_default();
-        if d.seq <= *floor {
-            let last = *floor;
-            self.violation(
-                at,
-                format!(
-                    "c{host}'s application got room seq {} after seq {last}",
-                    d.seq
-                ),
-            );
-        } else {
-            *floor = d.seq;
-        }
-        self.room_deliveries
-            .entry(k)
-            .or_default()
-            .push((host, incarnation));
     }
 
     /// The client accepted message `k` under the id `id`.
@@ -1535,19 +1487,12 @@ impl Oracle {
                 ));
                 continue;
             };
-            if self.room_messages.contains_key(&k) {
-                // Owed to every member, so to every user a host logs in as.
-                let got = self.room_deliveries.get(&k);
-                for u in self.hosts.iter().map(|h| h.user).collect::<BTreeSet<_>>() {
-                    let reached =
-                        got.is_some_and(|d| d.iter().any(|&(h, _)| self.hosts[h].user == u));
-                    if !reached {
-                        problems.push(format!(
-                            "room message r{k} from c{} was acknowledged but never reached {}",
-                            key.0, self.users[u]
-                        ));
-                    }
-                }
+            if self.rooms.is_room_message(k) {
+                let (hosts, users) = (&self.hosts, &self.users);
+                problems.extend(
+                    self.rooms
+                        .check_reached(k, key.0, hosts.len(), |h| users[hosts[h].user].clone()),
+                );
                 continue;
             }
             if self.deliveries.get(&k).is_none_or(|d| d.is_empty()) {
