@@ -25,6 +25,9 @@ mod profiles;
 mod session;
 #[cfg(test)]
 mod tests;
+mod transfers;
+#[cfg(test)]
+mod transfers_tests;
 mod vec_set;
 
 use crate::cluster::{ClusterMsg, Dest};
@@ -47,6 +50,7 @@ use profiles::ProfileBoard;
 use session::{Conn, Phase, Role, User};
 use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;
+use transfers::{Offer, Transfers};
 
 /// An effect for the host to perform.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -228,6 +232,8 @@ pub struct Server {
     in_flight: InFlight,
     presence: PresenceBoard,
     profiles: ProfileBoard,
+    /// Direct transfers in progress (`transfers`).
+    transfers: Transfers,
     logins: LoginGuard,
     counters: Counters,
     registrations: RegisterGuard,
@@ -253,6 +259,7 @@ impl Server {
             in_flight: InFlight::default(),
             presence: PresenceBoard::default(),
             profiles: ProfileBoard::default(),
+            transfers: Transfers::default(),
             logins: LoginGuard::default(),
             counters: Counters::default(),
             registrations: RegisterGuard::default(),
@@ -730,6 +737,54 @@ impl Server {
                 user: target,
                 avatar,
             } => self.get_profile(conn, user, target, avatar),
+            ClientMsg::OfferFile {
+                transfer,
+                to,
+                name,
+                size,
+                sha256,
+                direct,
+            } => self.offer_file(
+                conn,
+                user,
+                Offer {
+                    transfer,
+                    to,
+                    name,
+                    size,
+                    sha256,
+                    direct,
+                },
+            ),
+            ClientMsg::AnswerFile {
+                from,
+                transfer,
+                accept,
+                offset,
+            } => self.answer_file(conn, user, (from, transfer), accept, offset),
+            ClientMsg::RelayFile {
+                from,
+                transfer,
+                offset,
+            } => self.relay_file(conn, (from, transfer), offset),
+            ClientMsg::TransferChunk {
+                transfer,
+                offset,
+                data,
+            } => self.transfer_chunk(conn, user, transfer, offset, data),
+            ClientMsg::TransferAck {
+                from,
+                transfer,
+                received,
+            } => self.transfer_ack(conn, (from, transfer), received),
+            ClientMsg::TransferDone {
+                from,
+                transfer,
+                verified,
+            } => self.transfer_done(conn, (from, transfer), verified),
+            ClientMsg::CancelFile { sender, transfer } => {
+                self.cancel_file(conn, user, (sender, transfer))
+            }
             ClientMsg::Login { .. } | ClientMsg::AgentLogin { .. } => {
                 self.error(conn, msg.kind(), ErrorCode::AlreadyLoggedIn, None)
             }
@@ -760,6 +815,8 @@ impl Server {
         let Phase::Session(session) = c.phase else {
             return;
         };
+        // Before the agent check: an agent may offer files too.
+        self.transfers_conn_gone(conn);
         let user = session.user;
         let at = self.location(conn);
         self.out.push_back(Output::Event(ServerEvent::SessionEnded {
