@@ -244,6 +244,7 @@ pub enum ClientMsg {
     TransferChunk {
         transfer: u64,
         offset: u64,
+        #[serde(with = "crate::codec::byte_vec")]
         data: Vec<u8>,
     },
     /// Version 3, receiver of a relayed transfer: it holds the first `received` bytes.
@@ -809,6 +810,7 @@ pub enum ServerMsg {
         from: UserId,
         transfer: u64,
         offset: u64,
+        #[serde(with = "crate::codec::byte_vec")]
         data: Vec<u8>,
     },
     /// Version 3, to the sender of a relayed transfer: the receiver holds `received` bytes.

@@ -445,15 +445,18 @@ impl Client {
 
     /// Online only, version 3: one of the transfer requests (`OfferFile`, `AnswerFile`,
     /// `RelayFile`, `TransferChunk`, `TransferAck`, `TransferDone`, `CancelFile`), sent as
-    /// given. Transfers are driven by the application's transfer agent, which holds the
-    /// files and the direct links; the answers come back as `ClientEvent::Transfer`.
+    /// given (any other request is refused here with `Forbidden`). Transfers are driven by
+    /// the application's transfer agent, which holds the files and the direct links; the
+    /// answers come back as `ClientEvent::Transfer`.
     pub fn send_transfer(&mut self, now: Instant, msg: ClientMsg) {
-        debug_assert_eq!(
-            msg.since(),
-            crate::message::TRANSFERS_VERSION,
-            "{:?}",
-            msg.kind()
-        );
+        // Anything else has its own method, which keeps the client core's state with it.
+        if !is_transfer_request(&msg) {
+            self.events.push_back(ClientEvent::Error {
+                request: msg.kind(),
+                code: ErrorCode::Forbidden,
+            });
+            return;
+        }
         self.send_v2(now, msg);
     }
 
@@ -1212,6 +1215,20 @@ impl Client {
         conn.last_sent = conn.last_sent.max(now);
         self.outputs.push_back(ClientOutput::Send(encode(msg)));
     }
+}
+
+/// Whether `msg` is one of the requests `send_transfer` carries.
+fn is_transfer_request(msg: &ClientMsg) -> bool {
+    matches!(
+        msg,
+        ClientMsg::OfferFile { .. }
+            | ClientMsg::AnswerFile { .. }
+            | ClientMsg::RelayFile { .. }
+            | ClientMsg::TransferChunk { .. }
+            | ClientMsg::TransferAck { .. }
+            | ClientMsg::TransferDone { .. }
+            | ClientMsg::CancelFile { .. }
+    )
 }
 
 impl fmt::Debug for Client {

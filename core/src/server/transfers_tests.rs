@@ -118,7 +118,7 @@ fn an_offer_reaches_every_session_and_the_first_answer_wins() {
         size: 500,
         sha256: HASH,
     };
-    assert_eq!(rig.news(bob1), [offered.clone()]);
+    assert_eq!(rig.news(bob1), std::slice::from_ref(&offered));
     assert_eq!(rig.news(bob2), [offered]);
     assert_eq!(rig.news(alice), []);
 
