@@ -149,6 +149,15 @@ pub enum Action {
     ProfileAvatar(Option<String>),
     /// `/whois USER`: that user's profile card.
     Whois(UserId),
+    /// `/send-file USER FILE`: offer FILE to USER for a direct transfer.
+    SendFile {
+        to: UserId,
+        path: String,
+    },
+    /// `/accept [USER]`: accept the oldest file offered (by USER).
+    Accept(Option<UserId>),
+    /// `/decline [USER]`: decline it.
+    Decline(Option<UserId>),
     /// A line that is not a command: a message for the open conversation.
     Say(String),
     Help,
@@ -182,6 +191,9 @@ commands:
   /profile name|sign [TEXT]           set (or clear) your name or signature
   /profile avatar FILE|none           set your avatar (PNG, JPEG, WebP)
   /whois USER                         show USER's profile
+  /send-file USER FILE                send FILE to USER directly (any size)
+  /accept [USER]                      take the file offered (by USER)
+  /decline [USER]                     refuse it
   /passwd                             change your password (asks for both)
   /help                               this list
   /quit                               log out and exit (or Ctrl-D, Ctrl-C)";
@@ -200,6 +212,9 @@ pub const COMMANDS: &[(&str, bool)] = &[
     ("history", true),
     ("profile", true),
     ("whois", true),
+    ("send-file", true),
+    ("accept", true),
+    ("decline", true),
     ("passwd", false),
     ("help", false),
     ("quit", false),
@@ -312,6 +327,25 @@ pub fn parse(line: &str) -> Result<Action, String> {
             who if !who.is_empty() && !who.contains(' ') => Ok(Action::Whois(user(who)?)),
             _ => Err("usage: /whois USER".into()),
         },
+        "send-file" | "sendfile" => match split_word(rest) {
+            (to, path) if !to.is_empty() && !path.is_empty() => Ok(Action::SendFile {
+                to: user(to)?,
+                path: path.to_string(),
+            }),
+            _ => Err("usage: /send-file USER FILE".into()),
+        },
+        "accept" | "decline" => {
+            let from = match rest {
+                "" => None,
+                who if !who.contains(' ') => Some(user(who)?),
+                _ => return Err(format!("usage: /{name} [USER]")),
+            };
+            Ok(if name == "accept" {
+                Action::Accept(from)
+            } else {
+                Action::Decline(from)
+            })
+        }
         "help" | "?" => Ok(Action::Help),
         "quit" | "exit" | "q" => no_args(rest, Action::Quit, "/quit"),
         _ => Err(format!("unknown command /{name}; /help lists them")),
@@ -424,6 +458,20 @@ mod tests {
             Ok(Action::ProfileAvatar(None))
         );
         assert!(parse("/profile avatar").is_err());
+        assert_eq!(
+            parse("/send-file bob /tmp/my photos.zip"),
+            Ok(Action::SendFile {
+                to: user("bob").unwrap(),
+                path: "/tmp/my photos.zip".into()
+            })
+        );
+        assert!(parse("/send-file bob").is_err());
+        assert_eq!(parse("/accept"), Ok(Action::Accept(None)));
+        assert_eq!(
+            parse("/decline alice"),
+            Ok(Action::Decline(Some(user("alice").unwrap())))
+        );
+        assert!(parse("/accept alice bob").is_err());
         assert_eq!(
             parse("/whois bob"),
             Ok(Action::Whois(UserId::new("bob").unwrap()))
