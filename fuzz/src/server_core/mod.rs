@@ -1132,7 +1132,14 @@ impl Harness {
             | ServerMsg::AdminDone { .. }
             | ServerMsg::ProfileSnapshot { .. }
             | ServerMsg::ProfileDiff { .. }
-            | ServerMsg::Profile { .. } => {
+            | ServerMsg::Profile { .. }
+            | ServerMsg::FileOffered { .. }
+            | ServerMsg::TransferAccepted { .. }
+            | ServerMsg::TransferStart { .. }
+            | ServerMsg::TransferRelay { .. }
+            | ServerMsg::TransferData { .. }
+            | ServerMsg::TransferProgress { .. }
+            | ServerMsg::TransferEnded { .. } => {
                 assert!(
                     m.logged_in_as().is_some(),
                     "{msg:?} to {conn:?}, not logged in"
