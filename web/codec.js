@@ -26,11 +26,13 @@ const WatchScope = unitEnum('Everyone', 'Contacts');
 const RequestKind = unitEnum('Hello', 'Register', 'Login', 'Logout', 'ChangePassword',
   'SetStatus', 'AddContact', 'RemoveContact', 'Send', 'Ack', 'Ping', 'History', 'AdminWho',
   'ChangeContacts', 'AgentLogin', 'AdminKick', 'AdminBan', 'AdminUnban', 'CreateGroup',
-  'EditGroup', 'MoveContacts', 'SetProfile', 'SetAvatar', 'GetProfile', 'Room');
+  'EditGroup', 'MoveContacts', 'SetProfile', 'SetAvatar', 'GetProfile', 'Room', 'OfferFile',
+  'AnswerFile', 'RelayFile', 'TransferChunk', 'TransferAck', 'TransferDone', 'CancelFile');
 const ErrorCode = unitEnum('Malformed', 'NotLoggedIn', 'AlreadyLoggedIn', 'InvalidName',
   'InvalidPassword', 'UserTaken', 'NoSuchUser', 'BadCredentials', 'TooLarge', 'Forbidden',
   'TooManyContacts', 'RateLimited', 'StorageFailed', 'Busy', 'Banned', 'NoSuchGroup',
-  'InvalidProfile', 'InvalidImage', 'NoSuchRoom', 'RoomLimit');
+  'InvalidProfile', 'InvalidImage', 'NoSuchRoom', 'RoomLimit', 'ReceiverOffline',
+  'NoSuchTransfer', 'TooManyTransfers');
 const CloseReason = unitEnum('HandshakeTimeout', 'HeartbeatTimeout', 'Replaced', 'LoggedOut',
   'BadHandshake', 'UnsupportedVersion', 'FrameTooLarge', 'Malformed', 'SlowReader',
   'ServerFull', 'ServerShutdown', 'Flooding', 'NodeFenced', 'Kicked', 'Banned');
@@ -56,6 +58,11 @@ const RoomRole = unitEnum('Owner', 'Admin', 'Member');
 const RoomMember = struct(['user', UserId], ['role', opt(RoomRole)], ['presence', Presence]);
 const RoomDelivery = struct(['room', 'u64'], ['seq', 'u64'], ['from', UserId], ['id', 'u64'],
   ['body', 'string'], ['sent_at_ms', 'u64']);
+// Version 3 (direct transfers): decoded so the codec covers every frame; the web client
+// offers no files and, with no transfer to answer, is never sent one.
+const DirectEndpoint = struct(['addrs', vec('string')], ['tls_fingerprint', opt('hash')]);
+const TransferOutcome = unitEnum('Completed', 'Declined', 'Cancelled', 'PeerLeft',
+  'HashMismatch', 'AnsweredElsewhere', 'Broken');
 const fields = (...f) => ({ fields: f });
 const GroupEdit = { enum: [['Rename', fields(['name', 'string'])], ['Delete', null],
   ['Reorder', fields(['position', 'u32'])]] };
@@ -98,6 +105,16 @@ export const ClientMsg = {
     ['RoomSend', fields(['id', 'u64'], ['room', 'u64'], ['body', 'string'])],
     ['RoomAck', fields(['room', 'u64'], ['seq', 'u64'])],
     ['RoomHistory', fields(['room', 'u64'], ['before', opt('u64')], ['limit', 'u16'])],
+    // Version 3: direct transfers.
+    ['OfferFile', fields(['transfer', 'u64'], ['to', UserId], ['name', 'string'],
+      ['size', 'u64'], ['sha256', 'hash'], ['direct', opt(DirectEndpoint)])],
+    ['AnswerFile', fields(['from', UserId], ['transfer', 'u64'], ['accept', 'bool'],
+      ['offset', 'u64'])],
+    ['RelayFile', fields(['from', UserId], ['transfer', 'u64'], ['offset', 'u64'])],
+    ['TransferChunk', fields(['transfer', 'u64'], ['offset', 'u64'], ['data', 'bytes'])],
+    ['TransferAck', fields(['from', UserId], ['transfer', 'u64'], ['received', 'u64'])],
+    ['TransferDone', fields(['from', UserId], ['transfer', 'u64'], ['verified', 'bool'])],
+    ['CancelFile', fields(['sender', UserId], ['transfer', 'u64'])],
   ],
 };
 
@@ -141,6 +158,19 @@ export const ServerMsg = {
     ['RoomLeft', fields(['room', 'u64'])],
     ['RoomDeliver', { newtype: RoomDelivery }],
     ['RoomHistory', fields(['room', 'u64'], ['items', vec(RoomDelivery)])],
+    // Version 3: direct transfers.
+    ['FileOffered', fields(['from', UserId], ['transfer', 'u64'], ['name', 'string'],
+      ['size', 'u64'], ['sha256', 'hash'])],
+    ['TransferAccepted', fields(['transfer', 'u64'], ['to', UserId], ['offset', 'u64'],
+      ['token', 'hash'])],
+    ['TransferStart', fields(['from', UserId], ['transfer', 'u64'], ['offset', 'u64'],
+      ['token', 'hash'], ['direct', opt(DirectEndpoint)])],
+    ['TransferRelay', fields(['transfer', 'u64'], ['offset', 'u64'], ['window', 'u32'])],
+    ['TransferData', fields(['from', UserId], ['transfer', 'u64'], ['offset', 'u64'],
+      ['data', 'bytes'])],
+    ['TransferProgress', fields(['transfer', 'u64'], ['received', 'u64'])],
+    ['TransferEnded', fields(['sender', UserId], ['transfer', 'u64'],
+      ['outcome', TransferOutcome])],
   ],
 };
 

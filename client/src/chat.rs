@@ -9,6 +9,7 @@ use crate::input::{self, Action, HELP, Input, ProfileField, RoomAction};
 use crate::rooms::Rooms;
 use crate::screen::Screen;
 use crate::session::{self, Session, Setup};
+use crate::transfers::{Line as TransferLine, Transfers};
 use crate::ui::{self, Colour, Style};
 use breeze_core::UserId;
 use breeze_core::client::{ClientEvent, GroupBook, Mode, StopReason};
@@ -20,6 +21,7 @@ use breeze_transport_tokio::{ClientCommand, RoomCommand};
 use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap};
 use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::time::Duration;
 use tokio::sync::oneshot;
 
@@ -28,9 +30,14 @@ const FINISH_LOGIN: Duration = Duration::from_secs(10);
 /// How long quitting waits for the server to confirm messages still unconfirmed.
 const UNSENT_GRACE: Duration = Duration::from_secs(5);
 
-pub async fn run(account: Account, status: StatusArg, style: Style) -> Result<(), Fatal> {
+pub async fn run(
+    account: Account,
+    status: StatusArg,
+    downloads: Option<PathBuf>,
+    style: Style,
+) -> Result<(), Fatal> {
     let screen = Screen::default();
-    let result = chat(account, status, style, &screen).await;
+    let result = chat(account, status, downloads, style, &screen).await;
     // Whatever ended the chat, the terminal is the shell's again before the last words.
     screen.detach();
     result
@@ -39,6 +46,7 @@ pub async fn run(account: Account, status: StatusArg, style: Style) -> Result<()
 async fn chat(
     account: Account,
     status: StatusArg,
+    downloads: Option<PathBuf>,
     style: Style,
     screen: &Screen,
 ) -> Result<(), Fatal> {
@@ -53,7 +61,15 @@ async fn chat(
         },
     )
     .await?;
+    let transfers = Transfers::new(
+        session.user.clone(),
+        downloads.unwrap_or_else(default_downloads),
+        session.servers[0],
+        session.tls,
+        session.runner.clone(),
+    );
     let mut chat = Chat {
+        transfers,
         style,
         screen: screen.clone(),
         names: Names::default(),
@@ -99,17 +115,27 @@ async fn chat(
                 let Some(event) = event else {
                     return Err(Fatal("the client stopped unexpectedly".into()));
                 };
-                if let Some(end) = chat.on_event(event) {
+                // Transfer news goes to the agent; the rest is the chat's.
+                if let Some(event) = chat.transfers.agent.handle(event).await
+                    && let Some(end) = chat.on_event(event)
+                {
                     return end;
                 }
                 // Take whatever else is ready before showing the list, so that a batch of
                 // presence changes prints the list once.
                 while let Ok(event) = chat.session.events.try_recv() {
-                    if let Some(end) = chat.on_event(event) {
+                    if let Some(event) = chat.transfers.agent.handle(event).await
+                        && let Some(end) = chat.on_event(event)
+                    {
                         return end;
                     }
                 }
                 chat.show_presence_if_changed();
+            }
+            Some(report) = chat.transfers.reports.recv() => {
+                if let Some(line) = chat.transfers.show(report) {
+                    chat.transfer_line(line);
+                }
             }
             line = input.recv(), if input_open => match line {
                 // End of input is as good as /quit, but `breeze chat < /dev/null` should still
@@ -120,6 +146,11 @@ async fn chat(
                 }
                 Some(Input::Line(line)) => match input::parse(&line) {
                     Ok(Action::Quit) => return chat.quit().await,
+                    Ok(action @ (Action::SendFile { .. } | Action::Accept(_) | Action::Decline(_))) => {
+                        if let Some(line) = chat.transfers.act(action).await {
+                            chat.transfer_line(line);
+                        }
+                    }
                     Ok(action) => chat.act(action),
                     Err(e) => chat.error(&e),
                 },
@@ -145,6 +176,8 @@ async fn chat(
 }
 
 struct Chat {
+    /// Direct transfers: the agent and what its lines need.
+    transfers: Transfers,
     style: Style,
     /// Where every line goes: shared with the line editor.
     screen: Screen,
@@ -228,6 +261,13 @@ impl Chat {
             "{stamp} {}",
             self.style.paint(Colour::Red, &format!("! {text}"))
         ));
+    }
+
+    fn transfer_line(&self, line: TransferLine) {
+        match line {
+            TransferLine::Info(text) => self.info(&text),
+            TransferLine::Error(text) => self.error(&text),
+        }
     }
 
     fn show_presence(&self) {
@@ -468,6 +508,8 @@ impl Chat {
                 }
             }
             ClientEvent::Who { .. } | ClientEvent::AdminDone { .. } => {}
+            // The transfer agent takes these before the chat sees events.
+            ClientEvent::Transfer(_) | ClientEvent::TransferError { .. } => {}
             ClientEvent::PasswordChanged => self.info("password changed"),
             // After login a `Login` error can only be about the mailbox.
             ClientEvent::Error {
@@ -662,6 +704,8 @@ impl Chat {
                 avatar: false,
             }),
             Action::Help => self.line(HELP),
+            // Taken in the loop, which can wait for the agent.
+            Action::SendFile { .. } | Action::Accept(_) | Action::Decline(_) => {}
             Action::Quit | Action::Nothing => {}
         }
     }
@@ -884,6 +928,15 @@ impl Chat {
 }
 
 /// How the chat ends when the client core gives up.
+/// Where received files go without `--downloads`: `~/Downloads` if there is one, else the
+/// current directory.
+fn default_downloads() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(|home| PathBuf::from(home).join("Downloads"))
+        .filter(|dir| dir.is_dir())
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
 fn stopped(reason: StopReason) -> Result<(), Fatal> {
     Err(Fatal(match reason {
         StopReason::LoggedOut => return Ok(()),

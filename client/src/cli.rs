@@ -41,6 +41,10 @@ pub enum Command {
         /// The status to log in with; `invisible` shows you offline to everyone else.
         #[arg(long, value_enum, default_value_t = StatusArg::Online)]
         status: StatusArg,
+        /// Where files others send you (/accept) are saved; ~/Downloads if there is one,
+        /// else the current directory.
+        #[arg(long, value_name = "DIR")]
+        downloads: Option<PathBuf>,
     },
     /// Send one message and wait until the server has stored it; prints its sequence number.
     ///

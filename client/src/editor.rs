@@ -134,7 +134,11 @@ enum Argument {
 
 fn argument(command: &str, after: &[&str]) -> Option<Argument> {
     match (command, after) {
-        ("/msg" | "/m" | "/open" | "/o" | "/history" | "/whois", []) => Some(Argument::User),
+        (
+            "/msg" | "/m" | "/open" | "/o" | "/history" | "/whois" | "/send-file" | "/accept"
+            | "/decline",
+            [],
+        ) => Some(Argument::User),
         ("/profile", []) => Some(Argument::Word(&["name", "sign", "avatar"])),
         ("/status", []) => Some(Argument::Word(&["online", "busy", "away", "invisible"])),
         ("/contacts", []) => Some(Argument::Word(&["add", "remove"])),

@@ -149,6 +149,15 @@ pub enum Action {
     ProfileAvatar(Option<String>),
     /// `/whois USER`: that user's profile card.
     Whois(UserId),
+    /// `/send-file USER FILE`: offer FILE to USER for a direct transfer.
+    SendFile {
+        to: UserId,
+        path: String,
+    },
+    /// `/accept [USER]`: accept the oldest file offered (by USER).
+    Accept(Option<UserId>),
+    /// `/decline [USER]`: decline it.
+    Decline(Option<UserId>),
     /// A line that is not a command: a message for the open conversation.
     Say(String),
     /// A room command (servers of protocol version 2).
@@ -215,6 +224,9 @@ commands:
   /room leave [ROOM]                  leave ROOM (or the open one)
   /room history ROOM [N]              the last N messages of ROOM (20)
   /join ROOM                          the same as /room ROOM
+  /send-file USER FILE                send FILE to USER directly (any size)
+  /accept [USER]                      take the file offered (by USER)
+  /decline [USER]                     refuse it
   /passwd                             change your password (asks for both)
   /help                               this list
   /quit                               log out and exit (or Ctrl-D, Ctrl-C)";
@@ -236,6 +248,9 @@ pub const COMMANDS: &[(&str, bool)] = &[
     ("rooms", false),
     ("room", true),
     ("join", true),
+    ("send-file", true),
+    ("accept", true),
+    ("decline", true),
     ("passwd", false),
     ("help", false),
     ("quit", false),
@@ -348,6 +363,25 @@ pub fn parse(line: &str) -> Result<Action, String> {
             _ => Err("usage: /join ROOM (a name of one word, or #ID)".into()),
         },
         "room" => parse_room(rest).map(Action::Room),
+        "send-file" | "sendfile" => match split_word(rest) {
+            (to, path) if !to.is_empty() && !path.is_empty() => Ok(Action::SendFile {
+                to: user(to)?,
+                path: path.to_string(),
+            }),
+            _ => Err("usage: /send-file USER FILE".into()),
+        },
+        "accept" | "decline" => {
+            let from = match rest {
+                "" => None,
+                who if !who.contains(' ') => Some(user(who)?),
+                _ => return Err(format!("usage: /{name} [USER]")),
+            };
+            Ok(if name == "accept" {
+                Action::Accept(from)
+            } else {
+                Action::Decline(from)
+            })
+        }
         "help" | "?" => Ok(Action::Help),
         "quit" | "exit" | "q" => no_args(rest, Action::Quit, "/quit"),
         _ => Err(format!("unknown command /{name}; /help lists them")),
@@ -509,6 +543,20 @@ mod tests {
             Ok(Action::ProfileAvatar(None))
         );
         assert!(parse("/profile avatar").is_err());
+        assert_eq!(
+            parse("/send-file bob /tmp/my photos.zip"),
+            Ok(Action::SendFile {
+                to: user("bob").unwrap(),
+                path: "/tmp/my photos.zip".into()
+            })
+        );
+        assert!(parse("/send-file bob").is_err());
+        assert_eq!(parse("/accept"), Ok(Action::Accept(None)));
+        assert_eq!(
+            parse("/decline alice"),
+            Ok(Action::Decline(Some(user("alice").unwrap())))
+        );
+        assert!(parse("/accept alice bob").is_err());
         assert_eq!(
             parse("/whois bob"),
             Ok(Action::Whois(UserId::new("bob").unwrap()))

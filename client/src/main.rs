@@ -8,6 +8,7 @@ mod oneshot;
 mod rooms;
 mod screen;
 mod session;
+mod transfers;
 mod ui;
 
 use breeze_core::client::AdminAction;
@@ -38,7 +39,11 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Register { account, timeout } => oneshot::register(account, timeout).await,
-            Command::Chat { account, status } => chat::run(account, status, style).await,
+            Command::Chat {
+                account,
+                status,
+                downloads,
+            } => chat::run(account, status, downloads, style).await,
             Command::Send {
                 account,
                 to,

@@ -30,6 +30,12 @@ pub struct Session {
     /// Unbounded, so that the application never blocks on sending a command while the
     /// runner waits for room in `events`.
     pub commands: mpsc::UnboundedSender<ClientCommand>,
+    /// The runner's own queue, for a transfer agent (which waits for room, so a relayed
+    /// file cannot pile up in memory). Held, it keeps the runner from taking a dropped
+    /// `commands` for `Quit`: `quit` sends `Quit` itself.
+    pub runner: mpsc::Sender<ClientCommand>,
+    /// The session to the server is in TLS.
+    pub tls: bool,
     pub events: mpsc::Receiver<ClientEvent>,
     pub task: JoinHandle<()>,
     pub clock: Clock,
@@ -72,7 +78,10 @@ impl Session {
         let mut settings = ClientSettings::new(servers[0]);
         settings.fallbacks = servers[1..].to_vec();
         // The two connectors make different stream types, hence one boxed runner.
-        let runner: Pin<Box<dyn Future<Output = Client> + Send>> = match tls(account)? {
+        let runner_queue = runner_tx.clone();
+        let tls = tls(account)?;
+        let in_tls = tls.is_some();
+        let runner: Pin<Box<dyn Future<Output = Client> + Send>> = match tls {
             None => Box::pin(run_client(
                 client,
                 clock,
@@ -106,6 +115,8 @@ impl Session {
             user: account.user.clone(),
             servers,
             commands: command_tx,
+            runner: runner_queue,
+            tls: in_tls,
             events: event_rx,
             task,
             clock,

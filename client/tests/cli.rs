@@ -579,3 +579,41 @@ fn an_admin_kicks_and_bans_a_chat_and_keeps_their_own() {
     admin.type_line("/msg alice all done");
     alice.expect("root: all done");
 }
+
+/// `/send-file` and `/accept` between two chats: the offer, the way it goes, a line per
+/// tenth, and the file saved whole in `--downloads`.
+#[test]
+fn two_chats_send_a_file_directly() {
+    let server = TestServer::start();
+    server.register("alice");
+    server.register("bob");
+    let dir = tempfile::tempdir().unwrap();
+    let downloads = dir.path().join("bob");
+    std::fs::create_dir(&downloads).unwrap();
+    let source = dir.path().join("相册 2024.bin");
+    let data: Vec<u8> = (0..3 * 1024 * 1024u32)
+        .map(|i| (i * 7 % 251) as u8)
+        .collect();
+    std::fs::write(&source, &data).unwrap();
+
+    let mut alice = server.chat("alice", &[]);
+    alice.expect("logged in as alice");
+    let mut bob = server.chat("bob", &["--downloads", downloads.to_str().unwrap()]);
+    bob.expect("logged in as bob");
+
+    alice.type_line(&format!("/send-file bob {}", source.display()));
+    alice.expect("offering 相册 2024.bin to bob");
+    bob.expect("alice offers 相册 2024.bin (3.0 MiB): /accept alice or /decline alice");
+    bob.type_line("/accept");
+    bob.expect("相册 2024.bin: going directly");
+    bob.expect("相册 2024.bin: done, hash checked");
+    alice.expect("bob accepted 相册 2024.bin");
+    alice.expect("相册 2024.bin: done, hash checked");
+    assert_eq!(
+        std::fs::read(downloads.join("相册 2024.bin")).unwrap(),
+        data
+    );
+
+    bob.type_line("/accept");
+    bob.expect("no file is offered to you right now");
+}

@@ -65,6 +65,51 @@ pub fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, DecodeError> {
     Ok(msg)
 }
 
+/// `#[serde(with = "crate::codec::byte_vec")]` for a `Vec<u8>` of file data: the same
+/// bytes on the wire as serde's default (postcard writes a sequence of `u8` and a byte
+/// string alike: a varint length, then the bytes), but copied in one piece instead of
+/// visited byte by byte, which is what makes a relayed chunk cheap to pass on.
+pub mod byte_vec {
+    use serde::de::{self, SeqAccess, Visitor};
+    use serde::{Deserializer, Serializer};
+    use std::fmt;
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(bytes)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
+        deserializer.deserialize_byte_buf(ByteVec)
+    }
+
+    struct ByteVec;
+
+    impl<'de> Visitor<'de> for ByteVec {
+        type Value = Vec<u8>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("bytes")
+        }
+
+        fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+            Ok(v.to_vec())
+        }
+
+        fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+            Ok(v)
+        }
+
+        // Formats without a byte string (JSON, in tests) hand over a sequence.
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
+            let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 16));
+            while let Some(b) = seq.next_element()? {
+                out.push(b);
+            }
+            Ok(out)
+        }
+    }
+}
+
 /// Splits one complete frame payload off the front of `buf`, if one is there.
 ///
 /// Returns `Ok(None)` when more bytes are needed. Reserves room for the announced frame

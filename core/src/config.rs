@@ -68,6 +68,24 @@ pub struct ServerConfig {
     pub max_room_members: u32,
     /// Most rooms one user is a member of.
     pub max_rooms_per_user: u32,
+    /// Direct transfers between two clients (PROTOCOL.md, "Direct transfers").
+    pub transfers: TransferLimits,
+}
+
+/// The limits on direct transfers. The server keeps no file data: it introduces the two
+/// clients and, when they cannot connect directly, forwards the chunks (the relay).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TransferLimits {
+    /// The largest file one `OfferFile` may announce, in bytes; larger is `TooLarge`.
+    pub max_size: u64,
+    /// Transfers one user may take part in at once, as sender or receiver (offers not yet
+    /// answered included); one more is `TooManyTransfers`. 0 switches transfers off.
+    pub per_user: u32,
+    /// Relay flow control: relayed bytes the sender may send beyond what the receiver
+    /// acknowledged. What the server ever holds for one relayed transfer (in the receiver's
+    /// outbound queue) is bounded by it, so it must stay well under the host's outbound
+    /// queue bytes, or a relay alone would close the receiver as a slow reader.
+    pub window: u32,
 }
 
 /// How many of something may be in flight at once: for one connection, and on the whole
@@ -198,6 +216,14 @@ impl Default for ServerConfig {
             max_room_members: 1000,
             // Each room costs a login one more `RoomMembers` frame and, unread, one read.
             max_rooms_per_user: 100,
+            transfers: TransferLimits {
+                // Large enough for a disk image, small enough that a relayed transfer ends.
+                max_size: 16 * 1024 * 1024 * 1024,
+                per_user: 4,
+                // Four chunks of 256 KiB in flight keep a relay busy over a LAN's latency, and
+                // leave three quarters of the 4 MiB outbound queue to everything else.
+                window: 1024 * 1024,
+            },
         }
     }
 }

@@ -27,6 +27,16 @@ pub const DEFAULT_GROUP: u32 = 0;
 /// The most cards one `ProfileSnapshot` or `ProfileDiff` frame carries: a card is at most
 /// ~900 bytes (64 + 140 characters of 4 bytes, a hash, a name), so 512 stay under 1 MiB.
 pub const MAX_PROFILE_CARDS: usize = 512;
+/// The version that added direct transfers between two clients (PROTOCOL.md, "Direct
+/// transfers").
+pub const TRANSFERS_VERSION: u16 = 3;
+/// The longest file name an `OfferFile` may carry, in characters (checked like other names
+/// people type, `crate::text::one_line`).
+pub const MAX_TRANSFER_NAME: usize = 255;
+/// The most addresses one `DirectEndpoint` may list.
+pub const MAX_DIRECT_ADDRS: usize = 8;
+/// The longest address text in a `DirectEndpoint`, in bytes (`[v6]:port` fits easily).
+pub const MAX_DIRECT_ADDR_LEN: usize = 64;
 
 /// What a user chooses to be.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
@@ -240,6 +250,91 @@ pub enum ClientMsg {
         before: Option<u64>,
         limit: u16,
     },
+    /// Version 3: offers the file `name` of `size` bytes, whose SHA-256 is `sha256`, to `to`.
+    /// `transfer` is chosen by the sender, unique among its transfers in progress. With
+    /// `direct`, the sender listens there for the receiver (PROTOCOL.md, "Direct link").
+    /// Every session of `to` is told `FileOffered`; refusals are an `Error` with
+    /// `id: Some(transfer)`.
+    OfferFile {
+        transfer: u64,
+        to: UserId,
+        name: String,
+        size: u64,
+        sha256: [u8; 32],
+        direct: Option<DirectEndpoint>,
+    },
+    /// Version 3: the receiver's answer to `FileOffered`. With `accept`, `offset` is how many
+    /// bytes of the file it already holds (a resume; 0 for a new file).
+    AnswerFile {
+        from: UserId,
+        transfer: u64,
+        accept: bool,
+        offset: u64,
+    },
+    /// Version 3: the receiver could not reach the sender directly (or the link broke): the
+    /// rest of the file, from `offset`, goes through the server (`TransferRelay`).
+    RelayFile {
+        from: UserId,
+        transfer: u64,
+        offset: u64,
+    },
+    /// Version 3, sender: the next bytes of a relayed transfer, at `offset` (exactly where the
+    /// last chunk ended), within the window the receiver's acks opened.
+    TransferChunk {
+        transfer: u64,
+        offset: u64,
+        #[serde(with = "crate::codec::byte_vec")]
+        data: Vec<u8>,
+    },
+    /// Version 3, receiver of a relayed transfer: it holds the first `received` bytes.
+    TransferAck {
+        from: UserId,
+        transfer: u64,
+        received: u64,
+    },
+    /// Version 3, receiver: the whole file arrived and its SHA-256 is (`verified`) or is not
+    /// the offered one. Ends the transfer (`TransferEnded` to both sides).
+    TransferDone {
+        from: UserId,
+        transfer: u64,
+        verified: bool,
+    },
+    /// Version 3, either side: ends the transfer `sender`/`transfer` (`TransferEnded` with
+    /// `Cancelled` to both sides).
+    CancelFile {
+        sender: UserId,
+        transfer: u64,
+    },
+}
+
+/// Where a sender listens for the receiver of a direct transfer (version 3).
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct DirectEndpoint {
+    /// `ip:port` texts the receiver tries in order (at most `MAX_DIRECT_ADDRS`).
+    pub addrs: Vec<String>,
+    /// SHA-256 of the DER certificate the sender's listener presents: with it the link is
+    /// TLS and the receiver accepts that certificate only; without it, plain TCP.
+    pub tls_fingerprint: Option<[u8; 32]>,
+}
+
+/// How a transfer ended (version 3), as both sides are told in `TransferEnded`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+pub enum TransferOutcome {
+    /// The receiver has the whole file and its hash matched.
+    Completed,
+    /// The receiver declined the offer.
+    Declined,
+    /// One side cancelled.
+    Cancelled,
+    /// The other side's session ended (logout, lost connection, replaced) before the end.
+    PeerLeft,
+    /// The whole file arrived but its SHA-256 is not the offered one; the receiver discards it.
+    HashMismatch,
+    /// Another session of the receiver answered the offer (told to the others).
+    AnsweredElsewhere,
+    /// A side broke the transfer rules (a chunk out of place or past the window); the other
+    /// side is told this, the offender also gets an `Error`.
+    Broken,
 }
 
 /// What `EditGroup` does to a group.
@@ -331,6 +426,13 @@ pub enum RequestKind {
     /// Version 3: any room request (`CreateRoom` … `RoomHistory`); for `RoomSend` the error
     /// carries the message id.
     Room,
+    OfferFile,
+    AnswerFile,
+    RelayFile,
+    TransferChunk,
+    TransferAck,
+    TransferDone,
+    CancelFile,
 }
 
 impl ClientMsg {
@@ -366,6 +468,13 @@ impl ClientMsg {
             | ClientMsg::RoomSend { .. }
             | ClientMsg::RoomAck { .. }
             | ClientMsg::RoomHistory { .. } => RequestKind::Room,
+            ClientMsg::OfferFile { .. } => RequestKind::OfferFile,
+            ClientMsg::AnswerFile { .. } => RequestKind::AnswerFile,
+            ClientMsg::RelayFile { .. } => RequestKind::RelayFile,
+            ClientMsg::TransferChunk { .. } => RequestKind::TransferChunk,
+            ClientMsg::TransferAck { .. } => RequestKind::TransferAck,
+            ClientMsg::TransferDone { .. } => RequestKind::TransferDone,
+            ClientMsg::CancelFile { .. } => RequestKind::CancelFile,
         }
     }
 }
@@ -425,6 +534,17 @@ pub enum ErrorCode {
     /// (SECURITY.md, "Rooms").
     #[error("a room limit was reached (members per room or rooms per user)")]
     RoomLimit,
+    /// Version 3: the receiver of an `OfferFile` has no session that can take a transfer.
+    #[error("the receiver is not online")]
+    ReceiverOffline,
+    /// Version 3: the request names a transfer that is not in progress (or not in the state
+    /// the request needs, or not this session's).
+    #[error("no such transfer")]
+    NoSuchTransfer,
+    /// Version 3: the sender or the receiver already takes part in as many transfers as the
+    /// server allows at once.
+    #[error("too many transfers in progress")]
+    TooManyTransfers,
 }
 
 /// Why the server ends a connection; sent in `Bye` just before it closes.
@@ -760,6 +880,60 @@ pub enum ServerMsg {
         room: u64,
         items: Vec<RoomDelivery>,
     },
+    /// Version 3, to every session of the receiver: `from` offers a file. Answered with
+    /// `AnswerFile`.
+    FileOffered {
+        from: UserId,
+        transfer: u64,
+        name: String,
+        size: u64,
+        sha256: [u8; 32],
+    },
+    /// Version 3, to the offering session: `to` accepted and holds `offset` bytes already.
+    /// `token` is the one a direct link from the receiver must present; it is good for one
+    /// link.
+    TransferAccepted {
+        transfer: u64,
+        to: UserId,
+        offset: u64,
+        token: [u8; 32],
+    },
+    /// Version 3, to the accepting session: connect to `direct` (if any) presenting `token`
+    /// from `offset`, or ask for the relay with `RelayFile`.
+    TransferStart {
+        from: UserId,
+        transfer: u64,
+        offset: u64,
+        token: [u8; 32],
+        direct: Option<DirectEndpoint>,
+    },
+    /// Version 3, to the sender: send the file from `offset` in `TransferChunk`s, never more
+    /// than `window` bytes beyond what the receiver acknowledged (`TransferProgress`).
+    TransferRelay {
+        transfer: u64,
+        offset: u64,
+        window: u32,
+    },
+    /// Version 3, to the receiver: a relayed chunk, forwarded as the sender sent it.
+    TransferData {
+        from: UserId,
+        transfer: u64,
+        offset: u64,
+        #[serde(with = "crate::codec::byte_vec")]
+        data: Vec<u8>,
+    },
+    /// Version 3, to the sender of a relayed transfer: the receiver holds `received` bytes.
+    TransferProgress {
+        transfer: u64,
+        received: u64,
+    },
+    /// Version 3, to both sides (and to the receiver's other sessions that saw the offer):
+    /// the transfer `sender`/`transfer` is over.
+    TransferEnded {
+        sender: UserId,
+        transfer: u64,
+        outcome: TransferOutcome,
+    },
 }
 
 impl ClientMsg {
@@ -797,6 +971,13 @@ impl ClientMsg {
             | ClientMsg::RoomSend { .. }
             | ClientMsg::RoomAck { .. }
             | ClientMsg::RoomHistory { .. } => ROOMS_VERSION,
+            ClientMsg::OfferFile { .. }
+            | ClientMsg::AnswerFile { .. }
+            | ClientMsg::RelayFile { .. }
+            | ClientMsg::TransferChunk { .. }
+            | ClientMsg::TransferAck { .. }
+            | ClientMsg::TransferDone { .. }
+            | ClientMsg::CancelFile { .. } => TRANSFERS_VERSION,
         }
     }
 }
@@ -833,6 +1014,13 @@ impl ServerMsg {
             | ServerMsg::RoomLeft { .. }
             | ServerMsg::RoomDeliver(_)
             | ServerMsg::RoomHistory { .. } => ROOMS_VERSION,
+            ServerMsg::FileOffered { .. }
+            | ServerMsg::TransferAccepted { .. }
+            | ServerMsg::TransferStart { .. }
+            | ServerMsg::TransferRelay { .. }
+            | ServerMsg::TransferData { .. }
+            | ServerMsg::TransferProgress { .. }
+            | ServerMsg::TransferEnded { .. } => TRANSFERS_VERSION,
         }
     }
 }

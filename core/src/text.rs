@@ -29,6 +29,10 @@ pub enum TextError {
     Control,
     #[error("contains a bidirectional override or isolate character")]
     Bidi,
+    /// A file name that is a path or a path step (`/`, `\\`, `.`, `..`): a receiver that
+    /// saved it as given could write outside its download folder.
+    #[error("a file name may not be a path")]
+    Path,
 }
 
 /// A contact group's name as stored: NFC, trimmed, non-empty, checked.
@@ -45,6 +49,19 @@ pub fn room_name(raw: &str) -> Result<String, TextError> {
     let name = one_line(raw, MAX_ROOM_NAME_CHARS)?;
     if name.is_empty() {
         return Err(TextError::Empty);
+    }
+    Ok(name)
+}
+
+/// A file name offered in a transfer (`OfferFile::name`): one line of at most
+/// `MAX_TRANSFER_NAME` characters, non-empty, and no path: the receiver saves under it.
+pub fn file_name(raw: &str) -> Result<String, TextError> {
+    let name = one_line(raw, crate::message::MAX_TRANSFER_NAME)?;
+    if name.is_empty() {
+        return Err(TextError::Empty);
+    }
+    if name == "." || name == ".." || name.contains(['/', '\\']) {
+        return Err(TextError::Path);
     }
     Ok(name)
 }

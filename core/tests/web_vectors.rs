@@ -333,6 +333,79 @@ fn client_vectors() -> Vec<(&'static str, ClientMsg)> {
                 limit: 0,
             },
         ),
+        (
+            "offer file",
+            ClientMsg::OfferFile {
+                transfer: u64::MAX,
+                to: user("bob"),
+                name: "报告 2024.pdf".into(),
+                size: 50 << 20,
+                sha256: std::array::from_fn(|i| i as u8),
+                direct: Some(DirectEndpoint {
+                    addrs: vec!["192.0.2.7:40123".into(), "[2001:db8::1]:40123".into()],
+                    tls_fingerprint: Some([0xab; 32]),
+                }),
+            },
+        ),
+        (
+            "offer file relay only",
+            ClientMsg::OfferFile {
+                transfer: 1,
+                to: user("bob"),
+                name: "a".into(),
+                size: 0,
+                sha256: [0; 32],
+                direct: None,
+            },
+        ),
+        (
+            "answer file",
+            ClientMsg::AnswerFile {
+                from: user("alice"),
+                transfer: 1,
+                accept: true,
+                offset: 1 << 20,
+            },
+        ),
+        (
+            "relay file",
+            ClientMsg::RelayFile {
+                from: user("alice"),
+                transfer: 1,
+                offset: 300,
+            },
+        ),
+        (
+            "transfer chunk",
+            ClientMsg::TransferChunk {
+                transfer: 1,
+                offset: 300,
+                data: vec![0, 1, 254, 255],
+            },
+        ),
+        (
+            "transfer ack",
+            ClientMsg::TransferAck {
+                from: user("alice"),
+                transfer: 1,
+                received: 304,
+            },
+        ),
+        (
+            "transfer done",
+            ClientMsg::TransferDone {
+                from: user("alice"),
+                transfer: 1,
+                verified: false,
+            },
+        ),
+        (
+            "cancel file",
+            ClientMsg::CancelFile {
+                sender: user("alice"),
+                transfer: 1,
+            },
+        ),
     ]
 }
 
@@ -374,6 +447,13 @@ fn server_vectors() -> Vec<(&'static str, ServerMsg)> {
         RequestKind::SetAvatar,
         RequestKind::GetProfile,
         RequestKind::Room,
+        RequestKind::OfferFile,
+        RequestKind::AnswerFile,
+        RequestKind::RelayFile,
+        RequestKind::TransferChunk,
+        RequestKind::TransferAck,
+        RequestKind::TransferDone,
+        RequestKind::CancelFile,
     ];
     let all_codes = [
         ErrorCode::Malformed,
@@ -396,6 +476,9 @@ fn server_vectors() -> Vec<(&'static str, ServerMsg)> {
         ErrorCode::InvalidImage,
         ErrorCode::NoSuchRoom,
         ErrorCode::RoomLimit,
+        ErrorCode::ReceiverOffline,
+        ErrorCode::NoSuchTransfer,
+        ErrorCode::TooManyTransfers,
     ];
     let all_reasons = CloseReason::ALL;
     let mut v = vec![
@@ -610,6 +693,62 @@ fn server_vectors() -> Vec<(&'static str, ServerMsg)> {
             },
         ),
         (
+            "file offered",
+            ServerMsg::FileOffered {
+                from: user("alice"),
+                transfer: 1,
+                name: "报告 2024.pdf".into(),
+                size: 50 << 20,
+                sha256: std::array::from_fn(|i| 255 - i as u8),
+            },
+        ),
+        (
+            "transfer accepted",
+            ServerMsg::TransferAccepted {
+                transfer: 1,
+                to: user("bob"),
+                offset: 0,
+                token: [0x5a; 32],
+            },
+        ),
+        (
+            "transfer start",
+            ServerMsg::TransferStart {
+                from: user("alice"),
+                transfer: 1,
+                offset: 7,
+                token: [0x5a; 32],
+                direct: Some(DirectEndpoint {
+                    addrs: vec!["127.0.0.1:40123".into()],
+                    tls_fingerprint: None,
+                }),
+            },
+        ),
+        (
+            "transfer relay",
+            ServerMsg::TransferRelay {
+                transfer: 1,
+                offset: 7,
+                window: 4 << 20,
+            },
+        ),
+        (
+            "transfer data",
+            ServerMsg::TransferData {
+                from: user("alice"),
+                transfer: 1,
+                offset: 7,
+                data: vec![9, 8, 7],
+            },
+        ),
+        (
+            "transfer progress",
+            ServerMsg::TransferProgress {
+                transfer: 1,
+                received: 10,
+            },
+        ),
+        (
             "profile with avatar",
             ServerMsg::Profile {
                 card: card(),
@@ -763,6 +902,24 @@ fn server_vectors() -> Vec<(&'static str, ServerMsg)> {
             },
         ));
     }
+    for outcome in [
+        TransferOutcome::Completed,
+        TransferOutcome::Declined,
+        TransferOutcome::Cancelled,
+        TransferOutcome::PeerLeft,
+        TransferOutcome::HashMismatch,
+        TransferOutcome::AnsweredElsewhere,
+        TransferOutcome::Broken,
+    ] {
+        v.push((
+            "transfer ended every outcome",
+            ServerMsg::TransferEnded {
+                sender: user("alice"),
+                transfer: 1,
+                outcome,
+            },
+        ));
+    }
     for reason in all_reasons {
         v.push(("bye every reason", ServerMsg::Bye { reason }));
     }
@@ -839,9 +996,16 @@ fn client_index(m: &ClientMsg) -> u8 {
         ClientMsg::RoomSend { .. } => 27,
         ClientMsg::RoomAck { .. } => 28,
         ClientMsg::RoomHistory { .. } => 29,
+        ClientMsg::OfferFile { .. } => 30,
+        ClientMsg::AnswerFile { .. } => 31,
+        ClientMsg::RelayFile { .. } => 32,
+        ClientMsg::TransferChunk { .. } => 33,
+        ClientMsg::TransferAck { .. } => 34,
+        ClientMsg::TransferDone { .. } => 35,
+        ClientMsg::CancelFile { .. } => 36,
     }
 }
-const CLIENT_VARIANTS: u8 = 30;
+const CLIENT_VARIANTS: u8 = 37;
 
 /// As `client_index`, for `ServerMsg`.
 fn server_index(m: &ServerMsg) -> u8 {
@@ -874,9 +1038,16 @@ fn server_index(m: &ServerMsg) -> u8 {
         ServerMsg::RoomLeft { .. } => 25,
         ServerMsg::RoomDeliver(_) => 26,
         ServerMsg::RoomHistory { .. } => 27,
+        ServerMsg::FileOffered { .. } => 28,
+        ServerMsg::TransferAccepted { .. } => 29,
+        ServerMsg::TransferStart { .. } => 30,
+        ServerMsg::TransferRelay { .. } => 31,
+        ServerMsg::TransferData { .. } => 32,
+        ServerMsg::TransferProgress { .. } => 33,
+        ServerMsg::TransferEnded { .. } => 34,
     }
 }
-const SERVER_VARIANTS: u8 = 28;
+const SERVER_VARIANTS: u8 = 35;
 
 #[test]
 fn every_variant_has_a_vector() {

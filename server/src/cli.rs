@@ -3,7 +3,7 @@
 use crate::settings::{ClusterSettings, DbLocation, NatsUrl, PgUrl, Settings, TlsFiles};
 use breeze_core::codec::DEFAULT_MAX_FRAME;
 use breeze_core::config::{
-    Budget, FrameRate, LoginThrottle, RegisterThrottle, Registration, WorkBudget,
+    Budget, FrameRate, LoginThrottle, RegisterThrottle, Registration, TransferLimits, WorkBudget,
 };
 use breeze_core::message::WatchScope;
 use breeze_core::{DuplicateLogin, NodeId, ServerConfig, UserId};
@@ -198,6 +198,16 @@ pub struct Args {
     /// most), which must stay well inside the 1 MiB frames clients accept.
     #[arg(long, env = "BREEZE_MAX_CONTACTS", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=10_000), value_name = "N")]
     pub max_contacts: u32,
+
+    /// The largest file a user may offer in a direct transfer, in bytes (PROTOCOL.md, "Direct
+    /// transfers"). The server never stores it; relayed, it passes in bounded chunks.
+    #[arg(long, env = "BREEZE_MAX_TRANSFER_SIZE", default_value_t = ServerConfig::default().transfers.max_size, value_name = "BYTES")]
+    pub max_transfer_size: u64,
+
+    /// Direct transfers one user may take part in at once, as sender or receiver (offers not
+    /// yet answered included). 0 switches transfers off.
+    #[arg(long, env = "BREEZE_MAX_TRANSFERS", default_value_t = ServerConfig::default().transfers.per_user, value_name = "N")]
+    pub max_transfers: u32,
 
     /// Failed password logins for one user from one address that go unpunished; the next
     /// password login of that user from that address is then refused for a delay that doubles
@@ -577,6 +587,11 @@ impl Args {
             register_throttle: RegisterThrottle {
                 burst: self.register_burst,
                 every: self.register_every,
+            },
+            transfers: TransferLimits {
+                max_size: self.max_transfer_size,
+                per_user: self.max_transfers,
+                ..defaults.transfers
             },
             work: WorkBudget {
                 storage: Budget {

@@ -270,9 +270,17 @@ impl<'a, B: StorageBackend> Serve<'a, B> {
                 tracing::warn!(%admin, "--admin names a user that is not registered (yet)");
             }
         }
+        let registered = users.len();
+        let mut server = Server::new(settings.server.clone(), users);
+        // The secret transfer tokens derive from: from the OS, as the core has no entropy.
+        let mut secret = [0u8; 32];
+        match getrandom::fill(&mut secret) {
+            Ok(()) => server.set_transfer_key(secret),
+            Err(error) => tracing::warn!(%error, "no entropy for transfer tokens: transfers off"),
+        }
         Serve {
-            registered: users.len(),
-            server: Server::new(settings.server.clone(), users),
+            registered,
+            server,
             backend,
             commits,
             receiver,

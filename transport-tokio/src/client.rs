@@ -11,7 +11,7 @@ use crate::reader::FrameReader;
 use crate::time::Clock;
 use breeze_core::UserId;
 use breeze_core::client::{AdminAction, Client, ClientEvent, ClientOutput};
-use breeze_core::message::{Attachment, GroupEdit, RoomRole, Status};
+use breeze_core::message::{Attachment, ClientMsg, GroupEdit, RoomRole, Status};
 use bytes::{Buf, Bytes};
 use std::collections::VecDeque;
 use std::fmt;
@@ -71,6 +71,9 @@ pub enum ClientCommand {
         user: UserId,
         avatar: bool,
     },
+    /// Version 3: a transfer request, sent as given (`Client::send_transfer`); the
+    /// `transfer` module's agent makes these.
+    Transfer(ClientMsg),
     /// End the session; the client stays stopped until `Start`.
     Logout,
     /// Connect again after a stop, or retry now while waiting to reconnect.
@@ -151,6 +154,8 @@ impl fmt::Debug for ClientCommand {
                 write!(f, "SetAvatar({} bytes)", image.as_ref().map_or(0, Vec::len))
             }
             ClientCommand::GetProfile { user, .. } => write!(f, "GetProfile({user})"),
+            // The kind only: a chunk's bytes have no place in a log.
+            ClientCommand::Transfer(msg) => write!(f, "Transfer({:?})", msg.kind()),
             ClientCommand::Logout => f.write_str("Logout"),
             ClientCommand::Start => f.write_str("Start"),
             ClientCommand::Quit => f.write_str("Quit"),
@@ -368,6 +373,7 @@ fn apply(client: &mut Client, now: breeze_core::Instant, command: ClientCommand)
         } => client.set_profile(now, display_name, signature),
         ClientCommand::SetAvatar(image) => client.set_avatar(now, image),
         ClientCommand::GetProfile { user, avatar } => client.get_profile(now, user, avatar),
+        ClientCommand::Transfer(msg) => client.send_transfer(now, msg),
         ClientCommand::Logout => client.logout(now),
         ClientCommand::Start => client.start(now),
         // Handled by the loop.

@@ -26,6 +26,7 @@ mod reader;
 mod storage;
 mod time;
 pub mod tls;
+pub mod transfer;
 
 pub use acceptor::{Acceptor, Admission};
 pub use client::{ClientCommand, ClientSettings, RoomCommand, run_client};

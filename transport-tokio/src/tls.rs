@@ -22,6 +22,7 @@
 //! needs from its `--tls-cert`/`--tls-key` pair, with errors that name the file at fault.
 
 use crate::listener::{Connector, Listener, TcpConnector};
+use sha2::{Digest, Sha256};
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
@@ -83,6 +84,8 @@ pub enum TlsError {
     BadServerName(String),
     #[error("cannot set up TLS: {0}")]
     Setup(#[source] rustls::Error),
+    #[error("cannot make a self-signed certificate: {0}")]
+    Generate(String),
 }
 
 /// The one crypto provider Breeze uses, so nothing depends on a process-wide default.
@@ -162,6 +165,26 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig
             source,
         })?;
     Ok(Arc::new(config))
+}
+
+/// A server configuration with a certificate made now, self-signed, and the SHA-256 of that
+/// certificate's DER encoding: for a listener whose clients learn the fingerprint through a
+/// channel they already trust (a direct transfer's sender, PROTOCOL.md "Direct link") and
+/// pin it with [`TlsConnector::pinned_sha256`]. No name or date on it matters.
+pub fn self_signed() -> Result<(Arc<rustls::ServerConfig>, [u8; 32]), TlsError> {
+    let made = rcgen::generate_simple_self_signed(vec!["breeze-transfer".to_string()])
+        .map_err(|e| TlsError::Generate(e.to_string()))?;
+    let der = made.cert.der().clone();
+    let fingerprint: [u8; 32] = Sha256::digest(der.as_ref()).into();
+    let key = PrivateKeyDer::try_from(made.signing_key.serialize_der())
+        .map_err(|e| TlsError::Generate(e.to_string()))?;
+    let config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(TlsError::Setup)?
+        .with_no_client_auth()
+        .with_single_cert(vec![der], key)
+        .map_err(TlsError::Setup)?;
+    Ok((Arc::new(config), fingerprint))
 }
 
 /// Limits of a [`TlsListener`].
@@ -365,9 +388,19 @@ impl TlsConnector<TcpConnector> {
     /// Trusts exactly the server certificate whose DER encoding is `cert`: the server must
     /// present it and sign the handshake with its key. Name, issuer and dates are not checked.
     pub fn pinned_der(cert: CertificateDer<'static>) -> Result<Self, TlsError> {
+        Self::pinned_to(Pin::Der(cert))
+    }
+
+    /// Trusts exactly the server certificate whose DER encoding has this SHA-256 (as
+    /// [`self_signed`] reports it). Name, issuer and dates are not checked.
+    pub fn pinned_sha256(fingerprint: [u8; 32]) -> Result<Self, TlsError> {
+        Self::pinned_to(Pin::Sha256(fingerprint))
+    }
+
+    fn pinned_to(pin: Pin) -> Result<Self, TlsError> {
         let provider = provider();
         let verifier = PinnedCert {
-            cert,
+            pin,
             algorithms: provider.signature_verification_algorithms,
         };
         let config = rustls::ClientConfig::builder_with_provider(provider)
@@ -480,8 +513,24 @@ const NOT_PINNED: rustls::Error =
 /// Accepts exactly one server certificate.
 #[derive(Debug)]
 struct PinnedCert {
-    cert: CertificateDer<'static>,
+    pin: Pin,
     algorithms: WebPkiSupportedAlgorithms,
+}
+
+/// How the one certificate is known: whole, or by the SHA-256 of its DER encoding.
+#[derive(Debug)]
+enum Pin {
+    Der(CertificateDer<'static>),
+    Sha256([u8; 32]),
+}
+
+impl Pin {
+    fn matches(&self, der: &[u8]) -> bool {
+        match self {
+            Pin::Der(cert) => der == cert.as_ref(),
+            Pin::Sha256(fingerprint) => Sha256::digest(der)[..] == fingerprint[..],
+        }
+    }
 }
 
 impl ServerCertVerifier for PinnedCert {
@@ -493,7 +542,7 @@ impl ServerCertVerifier for PinnedCert {
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        if end_entity.as_ref() == self.cert.as_ref() {
+        if self.pin.matches(end_entity.as_ref()) {
             Ok(ServerCertVerified::assertion())
         } else {
             Err(NOT_PINNED)

@@ -5,7 +5,7 @@ use super::GroupBook;
 use crate::ids::UserId;
 use crate::message::{
     AvatarImage, CloseReason, Delivery, ErrorCode, HistoryItem, Presence, PresenceEntry,
-    ProfileCard, RequestKind, RoomDelivery, RoomMember, Status, WhoEntry,
+    ProfileCard, RequestKind, RoomDelivery, RoomMember, ServerMsg, Status, WhoEntry,
 };
 use crate::time::{Duration, Instant};
 use bytes::Bytes;
@@ -160,6 +160,16 @@ pub enum ClientEvent {
         sessions: u32,
     },
     PasswordChanged,
+    /// Version 3: news of a direct transfer, as the server sent it: one of `FileOffered`,
+    /// `TransferAccepted`, `TransferStart`, `TransferRelay`, `TransferData`,
+    /// `TransferProgress`, `TransferEnded`, for the application's transfer agent.
+    Transfer(ServerMsg),
+    /// Version 3: the server refused a transfer request about `transfer`.
+    TransferError {
+        request: RequestKind,
+        code: ErrorCode,
+        transfer: u64,
+    },
     /// A request failed, or an online-only command was issued while not logged in
     /// (`code: NotLoggedIn`).
     Error {

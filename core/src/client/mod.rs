@@ -540,6 +540,23 @@ impl Client {
         self.send_v2(now, ClientMsg::GetProfile { user, avatar });
     }
 
+    /// Online only, version 3: one of the transfer requests (`OfferFile`, `AnswerFile`,
+    /// `RelayFile`, `TransferChunk`, `TransferAck`, `TransferDone`, `CancelFile`), sent as
+    /// given (any other request is refused here with `Forbidden`). Transfers are driven by
+    /// the application's transfer agent, which holds the files and the direct links; the
+    /// answers come back as `ClientEvent::Transfer`.
+    pub fn send_transfer(&mut self, now: Instant, msg: ClientMsg) {
+        // Anything else has its own method, which keeps the client core's state with it.
+        if !is_transfer_request(&msg) {
+            self.events.push_back(ClientEvent::Error {
+                request: msg.kind(),
+                code: ErrorCode::Forbidden,
+            });
+            return;
+        }
+        self.send_v2(now, msg);
+    }
+
     /// The newest profile card known per user (version 2 servers only; empty otherwise).
     pub fn profiles(&self) -> &BTreeMap<UserId, ProfileCard> {
         &self.profiles
@@ -819,6 +836,17 @@ impl Client {
                     retry_after,
                 });
             }
+            // Transfers are driven outside the client core (they need sockets and files): the
+            // application's transfer agent gets the news as the server sent it.
+            msg @ (ServerMsg::FileOffered { .. }
+            | ServerMsg::TransferAccepted { .. }
+            | ServerMsg::TransferStart { .. }
+            | ServerMsg::TransferRelay { .. }
+            | ServerMsg::TransferData { .. }
+            | ServerMsg::TransferProgress { .. }
+            | ServerMsg::TransferEnded { .. }) => {
+                self.events.push_back(ClientEvent::Transfer(msg));
+            }
             ServerMsg::Error { request, code, id } => self.on_error(now, request, code, id),
             ServerMsg::RoomMembers {
                 room,
@@ -1013,6 +1041,20 @@ impl Client {
                     self.events.push_back(ClientEvent::SendFailed { id, code });
                 }
             }
+            (
+                RequestKind::OfferFile
+                | RequestKind::AnswerFile
+                | RequestKind::RelayFile
+                | RequestKind::TransferChunk
+                | RequestKind::TransferAck
+                | RequestKind::TransferDone
+                | RequestKind::CancelFile,
+                Some(transfer),
+            ) => self.events.push_back(ClientEvent::TransferError {
+                request,
+                code,
+                transfer,
+            }),
             _ => {
                 if request == RequestKind::ChangePassword {
                     self.password_changes.pop_front();
@@ -1251,8 +1293,9 @@ impl Client {
         self.events.push_back(ClientEvent::Contacts(list));
     }
 
-    /// `send_online` for a request of version 2: a server of version 1 would close the
-    /// connection as `Malformed` for it, so it is refused here with that code instead.
+    /// `send_online` for a request of a later version (2 or 3): a server of an earlier
+    /// version would close the connection as `Malformed` for it, so it is refused here with
+    /// that code instead.
     fn send_v2(&mut self, now: Instant, msg: ClientMsg) {
         if self.is_logged_in() && !self.server_speaks(msg.since()) {
             self.events.push_back(ClientEvent::Error {
@@ -1338,6 +1381,20 @@ impl Client {
         conn.last_sent = conn.last_sent.max(now);
         self.outputs.push_back(ClientOutput::Send(encode(msg)));
     }
+}
+
+/// Whether `msg` is one of the requests `send_transfer` carries.
+fn is_transfer_request(msg: &ClientMsg) -> bool {
+    matches!(
+        msg,
+        ClientMsg::OfferFile { .. }
+            | ClientMsg::AnswerFile { .. }
+            | ClientMsg::RelayFile { .. }
+            | ClientMsg::TransferChunk { .. }
+            | ClientMsg::TransferAck { .. }
+            | ClientMsg::TransferDone { .. }
+            | ClientMsg::CancelFile { .. }
+    )
 }
 
 impl fmt::Debug for Client {

@@ -28,6 +28,9 @@ mod rooms_tests;
 mod session;
 #[cfg(test)]
 mod tests;
+mod transfers;
+#[cfg(test)]
+mod transfers_tests;
 mod vec_set;
 
 use crate::cluster::{ClusterMsg, Dest};
@@ -50,6 +53,7 @@ use profiles::ProfileBoard;
 use session::{Conn, Phase, Role, User};
 use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;
+use transfers::{Offer, Transfers};
 
 /// An effect for the host to perform.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -260,6 +264,8 @@ pub struct Server {
     profiles: ProfileBoard,
     /// Rooms loaded by some session here (`rooms.rs`).
     rooms: rooms::RoomBoard,
+    /// Direct transfers in progress (`transfers`).
+    transfers: Transfers,
     logins: LoginGuard,
     counters: Counters,
     registrations: RegisterGuard,
@@ -286,6 +292,7 @@ impl Server {
             presence: PresenceBoard::default(),
             profiles: ProfileBoard::default(),
             rooms: rooms::RoomBoard::default(),
+            transfers: Transfers::default(),
             logins: LoginGuard::default(),
             counters: Counters::default(),
             registrations: RegisterGuard::default(),
@@ -805,6 +812,54 @@ impl Server {
                 user: target,
                 avatar,
             } => self.get_profile(conn, user, target, avatar),
+            ClientMsg::OfferFile {
+                transfer,
+                to,
+                name,
+                size,
+                sha256,
+                direct,
+            } => self.offer_file(
+                conn,
+                user,
+                Offer {
+                    transfer,
+                    to,
+                    name,
+                    size,
+                    sha256,
+                    direct,
+                },
+            ),
+            ClientMsg::AnswerFile {
+                from,
+                transfer,
+                accept,
+                offset,
+            } => self.answer_file(conn, user, (from, transfer), accept, offset),
+            ClientMsg::RelayFile {
+                from,
+                transfer,
+                offset,
+            } => self.relay_file(conn, (from, transfer), offset),
+            ClientMsg::TransferChunk {
+                transfer,
+                offset,
+                data,
+            } => self.transfer_chunk(conn, user, transfer, offset, data),
+            ClientMsg::TransferAck {
+                from,
+                transfer,
+                received,
+            } => self.transfer_ack(conn, (from, transfer), received),
+            ClientMsg::TransferDone {
+                from,
+                transfer,
+                verified,
+            } => self.transfer_done(conn, (from, transfer), verified),
+            ClientMsg::CancelFile { sender, transfer } => {
+                self.cancel_file(conn, user, (sender, transfer))
+            }
             ClientMsg::Login { .. } | ClientMsg::AgentLogin { .. } => {
                 self.error(conn, msg.kind(), ErrorCode::AlreadyLoggedIn, None)
             }
@@ -836,6 +891,8 @@ impl Server {
             return;
         };
         self.drop_feed(&session.rooms);
+        // Before the agent check: an agent may offer files too.
+        self.transfers_conn_gone(conn);
         let user = session.user;
         let at = self.location(conn);
         self.out.push_back(Output::Event(ServerEvent::SessionEnded {

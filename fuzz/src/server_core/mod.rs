@@ -1161,7 +1161,14 @@ impl Harness {
             | ServerMsg::RoomMembers { .. }
             | ServerMsg::RoomLeft { .. }
             | ServerMsg::RoomDeliver(_)
-            | ServerMsg::RoomHistory { .. } => {
+            | ServerMsg::RoomHistory { .. }
+            | ServerMsg::FileOffered { .. }
+            | ServerMsg::TransferAccepted { .. }
+            | ServerMsg::TransferStart { .. }
+            | ServerMsg::TransferRelay { .. }
+            | ServerMsg::TransferData { .. }
+            | ServerMsg::TransferProgress { .. }
+            | ServerMsg::TransferEnded { .. } => {
                 assert!(
                     m.logged_in_as().is_some(),
                     "{msg:?} to {conn:?}, not logged in"
