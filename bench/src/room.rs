@@ -597,7 +597,8 @@ async fn backlog_check(
         r.both(
             "server CPU, offline logins + backlogs",
             format!(
-                "{cpu:.2} s ({:.1} µs per backlog message, logins included)",
+                "{:.1} ms ({:.1} µs per backlog message, logins included)",
+                cpu * 1e3,
                 cpu * 1e6 / got.max(1) as f64
             ),
             "backlog_server_cpu_s",
