@@ -97,13 +97,29 @@ pub fn pace(n: usize, rate: Rate, shared: &ChatShared) -> Result<Option<Paced>, 
     Ok(Some((thread, times.into_iter())))
 }
 
-/// The server (each node) and the bench at both ends of the measured window.
+/// The server, each node and the bench at one moment.
+#[derive(Debug)]
+struct Samples {
+    server: Option<Sample>,
+    nodes: Vec<Option<Sample>>,
+    bench: Option<Sample>,
+}
+
+impl Samples {
+    fn take(target: &Target) -> Samples {
+        Samples {
+            server: target.sample(),
+            nodes: target.samples(),
+            bench: Sample::take(None),
+        }
+    }
+}
+
+/// The samples at both ends of the measured window (`start` is `None` if it never began).
 #[derive(Debug)]
 pub struct Window {
-    start: Option<(Option<Sample>, Option<Sample>, Vec<Option<Sample>>)>,
-    server_end: Option<Sample>,
-    bench_end: Option<Sample>,
-    nodes_end: Vec<Option<Sample>>,
+    start: Option<Samples>,
+    end: Samples,
 }
 
 /// Waits out the warm-up and the window, sampling at both ends, then stops the sending.
@@ -118,7 +134,7 @@ pub async fn run_window(target: &Target, shared: &ChatShared, what: &str) -> Win
     loop {
         let now = Instant::now();
         if start.is_none() && now >= shared.window_start {
-            start = Some((target.sample(), Sample::take(None), target.samples()));
+            start = Some(Samples::take(target));
         }
         if now >= shared.window_end {
             break;
@@ -130,14 +146,9 @@ pub async fn run_window(target: &Target, shared: &ChatShared, what: &str) -> Win
         .await;
     }
     shared.stop_sending.store(true, Ordering::Relaxed);
-    let window = Window {
-        start,
-        server_end: target.sample(),
-        nodes_end: target.samples(),
-        bench_end: Sample::take(None),
-    };
+    let end = Samples::take(target);
     pb.finish_and_clear();
-    window
+    Window { start, end }
 }
 
 /// Waits (at most `DRAIN`) until everything sent is confirmed and every confirmed message
@@ -265,7 +276,15 @@ pub fn report_cpu(
     per_sent: bool,
 ) {
     let secs = duration.as_secs_f64();
-    let (Some((Some(s0), b0, nodes0)), Some(s1)) = (&w.start, w.server_end) else {
+    let (
+        Some(Samples {
+            server: Some(s0),
+            bench: b0,
+            nodes: nodes0,
+        }),
+        Some(s1),
+    ) = (&w.start, w.end.server)
+    else {
         r.row("server CPU", "not measured (no server pid)");
         return;
     };
@@ -298,7 +317,7 @@ pub fn report_cpu(
     if target.node_count() > 1 {
         let per: Vec<Value> = nodes0
             .iter()
-            .zip(&w.nodes_end)
+            .zip(&w.end.nodes)
             .map(|(a, b)| match (a, b) {
                 (Some(a), Some(b)) => {
                     json!({"cpu_s": round(b.cpu_s - a.cpu_s, 3), "rss_bytes": b.rss})
@@ -326,7 +345,7 @@ pub fn report_cpu(
             per,
         );
     }
-    if let (Some(b0), Some(b1)) = (b0, w.bench_end) {
+    if let (Some(b0), Some(b1)) = (b0, w.end.bench) {
         let bcpu = b1.cpu_s - b0.cpu_s;
         r.both(
             "bench CPU in window",
