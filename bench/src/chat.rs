@@ -1,6 +1,6 @@
-//! Chat clients: pairs send each other messages at a set rate (or as fast as a window of
-//! unconfirmed messages allows), ack what they receive, and time each message from its
-//! (intended) send to its `Deliver`.
+//! Chat clients: pairs send each other messages (or members send to their room) at a set
+//! rate (or as fast as a window of unconfirmed messages allows), ack what they receive, and
+//! time each message from its (intended) send to its `Deliver` (`RoomDeliver`).
 
 use crate::net::{fill, next_msg};
 use crate::pop::{Errors, Session};
@@ -24,6 +24,8 @@ pub enum Pace {
     Rate(UnboundedReceiver<Instant>),
     /// Keep `window` messages sent and not yet confirmed by `Sent`.
     Max { window: usize },
+    /// Never send: a room member who only reads.
+    Silent,
 }
 
 /// Counters all chat clients add to.
@@ -39,6 +41,8 @@ pub struct ChatShared {
     /// …and sending stops when this is set (at `window_end`).
     pub stop_sending: AtomicBool,
     pub sent: AtomicU64,
+    /// Sends whose intended time is in the window.
+    pub sent_in_window: AtomicU64,
     /// `Sent` received: the message is durable.
     pub confirmed: AtomicU64,
     pub delivered: AtomicU64,
@@ -57,6 +61,7 @@ impl ChatShared {
             window_end: start + warmup + duration,
             stop_sending: AtomicBool::new(false),
             sent: AtomicU64::new(0),
+            sent_in_window: AtomicU64::new(0),
             confirmed: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
             delivered_in_window: AtomicU64::new(0),
@@ -64,6 +69,13 @@ impl ChatShared {
             errors: Errors::default(),
             latencies_us: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Counters for a run whose sending starts 200 ms from now (time for every client task
+    /// to be waiting first).
+    pub fn starting(warmup: Duration, duration: Duration) -> ChatShared {
+        let epoch = Instant::now();
+        ChatShared::new(epoch, epoch + Duration::from_millis(200), warmup, duration)
     }
 }
 
@@ -80,14 +92,43 @@ pub fn sent_at(epoch: Instant, body: &str) -> Option<Instant> {
         .map(|ns| epoch + Duration::from_nanos(ns))
 }
 
-/// Runs one chat client until `stop`. `peer` is whom it writes to.
+/// Whom a chat client writes to.
+#[derive(Debug, Clone)]
+pub enum To {
+    /// One user, with `Send`; deliveries come as `Deliver` and are acked by seq.
+    Peer(UserId),
+    /// A room the client is a member of, with `RoomSend`; deliveries come as `RoomDeliver`
+    /// (its own messages included) and are acked by the highest seq read.
+    Room(u64),
+}
+
+impl To {
+    fn message(&self, id: u64, body: String) -> ClientMsg {
+        match self {
+            To::Peer(peer) => ClientMsg::Send {
+                id,
+                to: peer.clone(),
+                body,
+                attachment: None,
+            },
+            To::Room(room) => ClientMsg::RoomSend {
+                id,
+                room: *room,
+                body,
+            },
+        }
+    }
+}
+
+/// Runs one chat client until `stop`, and returns the highest seq it was delivered (its
+/// mailbox's, or its room's).
 pub async fn client(
     session: Session,
-    peer: UserId,
+    to: To,
     mut pace: Pace,
     shared: &ChatShared,
     mut stop: watch::Receiver<bool>,
-) {
+) -> u64 {
     let Session {
         mut stream,
         mut buf,
@@ -102,18 +143,17 @@ pub async fn client(
     let mut lat: Vec<u64> = Vec::new();
     let mut next_ping = Instant::now() + heartbeat_interval;
     let mut send_one = |out: &mut BytesMut, at: Instant| {
-        let msg = ClientMsg::Send {
-            id: next_id,
-            to: peer.clone(),
-            body: body_for(shared.epoch, at),
-            attachment: None,
-        };
+        let msg = to.message(next_id, body_for(shared.epoch, at));
         next_id += 1;
+        if at >= shared.window_start && at < shared.window_end {
+            shared.sent_in_window.fetch_add(1, Ordering::Relaxed);
+        }
         out.put_slice(&encode_frame(&msg));
     };
+    let mut acked = 0u64;
     // The login may have read past `LoginOk`.
     let mut unread = true;
-    loop {
+    'run: loop {
         if unread {
             unread = false;
             let now = Instant::now();
@@ -124,48 +164,68 @@ pub async fn client(
                     Ok(None) => break,
                     Err(e) => {
                         shared.errors.add(format!("bad frame: {e}"));
-                        return;
+                        break 'run;
                     }
                 };
-                match msg {
-                    ServerMsg::Sent { .. } => {
+                let (seq, body) = match (&to, msg) {
+                    (_, ServerMsg::Sent { .. }) => {
                         outstanding = outstanding.saturating_sub(1);
                         shared.confirmed.fetch_add(1, Ordering::Relaxed);
+                        continue;
                     }
-                    ServerMsg::Deliver(d) => {
+                    (To::Peer(_), ServerMsg::Deliver(d)) => {
                         seqs.push(d.seq);
-                        // Seqs grow per recipient while nothing is redelivered.
-                        if d.seq <= last_seq {
-                            shared.duplicates.fetch_add(1, Ordering::Relaxed);
-                            continue;
-                        }
-                        last_seq = d.seq;
-                        shared.delivered.fetch_add(1, Ordering::Relaxed);
-                        if now >= shared.window_start && now < shared.window_end {
-                            shared.delivered_in_window.fetch_add(1, Ordering::Relaxed);
-                        }
-                        if let Some(at) = sent_at(shared.epoch, &d.body)
-                            && at >= shared.window_start
-                            && at < shared.window_end
-                        {
-                            lat.push(now.saturating_duration_since(at).as_micros() as u64);
-                        }
+                        (d.seq, d.body)
                     }
-                    ServerMsg::Error { request, code, .. } => {
+                    (To::Room(room), ServerMsg::RoomDeliver(d)) if d.room == *room => {
+                        (d.seq, d.body)
+                    }
+                    (_, ServerMsg::Error { request, code, .. }) => {
                         shared.errors.add(format!("{request:?}: {code}"));
                         outstanding = outstanding.saturating_sub(1);
+                        continue;
                     }
-                    ServerMsg::Bye { reason } => {
+                    (_, ServerMsg::Bye { reason }) => {
                         shared.errors.add(format!("bye: {reason}"));
-                        return;
+                        break 'run;
                     }
-                    _ => {}
+                    _ => continue,
+                };
+                // Seqs grow per recipient (per room) while nothing is redelivered.
+                if seq <= last_seq {
+                    shared.duplicates.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                last_seq = seq;
+                shared.delivered.fetch_add(1, Ordering::Relaxed);
+                if now >= shared.window_start && now < shared.window_end {
+                    shared.delivered_in_window.fetch_add(1, Ordering::Relaxed);
+                }
+                if let Some(at) = sent_at(shared.epoch, &body)
+                    && at >= shared.window_start
+                    && at < shared.window_end
+                {
+                    lat.push(now.saturating_duration_since(at).as_micros() as u64);
                 }
             }
-            for chunk in seqs.chunks(4096) {
-                out.put_slice(&encode_frame(&ClientMsg::Ack {
-                    seqs: chunk.to_vec(),
-                }));
+            match &to {
+                To::Peer(_) => {
+                    for chunk in seqs.chunks(4096) {
+                        out.put_slice(&encode_frame(&ClientMsg::Ack {
+                            seqs: chunk.to_vec(),
+                        }));
+                    }
+                }
+                // One ack per read moves the cursor over everything read; it is also what
+                // lets the server send a backlog's next page.
+                To::Room(room) if last_seq > acked => {
+                    out.put_slice(&encode_frame(&ClientMsg::RoomAck {
+                        room: *room,
+                        seq: last_seq,
+                    }));
+                    acked = last_seq;
+                }
+                To::Room(_) => {}
             }
         }
         // Under `--rate max`, top the window up after every read (a `Sent` frees a slot) and
@@ -239,13 +299,14 @@ pub async fn client(
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .extend(lat);
+    last_seq
 }
 
-/// The next intended send time under `Pace::Rate`; never resolves under `Pace::Max`.
+/// The next intended send time under `Pace::Rate`; never resolves otherwise.
 async fn intended(pace: &mut Pace) -> Option<Instant> {
     match pace {
         Pace::Rate(times) => times.recv().await,
-        Pace::Max { .. } => std::future::pending().await,
+        Pace::Max { .. } | Pace::Silent => std::future::pending().await,
     }
 }
 

@@ -5,6 +5,7 @@
 //! measured.
 
 pub mod chat;
+pub mod delivery;
 pub mod import;
 pub mod net;
 pub mod pacer;
@@ -13,6 +14,7 @@ pub mod pop;
 pub mod presence;
 pub mod procfs;
 pub mod report;
+pub mod room;
 pub mod scenarios;
 pub mod server;
 pub mod stats;

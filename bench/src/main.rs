@@ -2,6 +2,7 @@
 //! line. Progress goes to stderr.
 
 use breeze_bench::import::{self, ImportArgs};
+use breeze_bench::room::{self, RoomArgs};
 use breeze_bench::scenarios::{self, AbruptArgs, ChatArgs, DetectArgs, HoldArgs, NodeKillArgs};
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -33,6 +34,9 @@ enum Scenario {
     NodeKill(NodeKillArgs),
     /// Pairs of users messaging each other: throughput, loss, latency, server CPU.
     Chat(ChatArgs),
+    /// Rooms of members (some offline) messaging at a fixed rate: deliveries, latency, server
+    /// CPU per delivered message, and each offline member's backlog at login.
+    Room(RoomArgs),
     /// A client importing its address book (1,000 contacts) in one request: bytes and time.
     Import(ImportArgs),
 }
@@ -65,6 +69,7 @@ fn main() -> ExitCode {
             Scenario::Abrupt(a) => scenarios::abrupt(a, fd_limit).await,
             Scenario::NodeKill(a) => scenarios::node_kill(a, fd_limit).await,
             Scenario::Chat(a) => scenarios::chat(a, fd_limit).await,
+            Scenario::Room(a) => room::room(a, fd_limit).await,
             Scenario::Import(a) => import::import(a, fd_limit).await,
         }
     });

@@ -1,7 +1,9 @@
 //! The scenarios: each sets up users, runs bounded phases, and returns its report.
 
-use crate::chat::{self, ChatShared, Pace};
-use crate::pacer;
+use crate::chat::{self, ChatShared, Pace, To};
+use crate::delivery::{
+    drain, login_all, pace, report_cpu, report_deliveries, run_window, stop_all,
+};
 use crate::plot::{self, Mark};
 use crate::pop::{self, Population, Scope};
 use crate::presence::{self, Close, Control, Go, Leave, Shared};
@@ -9,14 +11,13 @@ use crate::procfs::{self, Sample};
 use crate::report::{Report, round};
 use crate::stats::{Summary, ms};
 use crate::target::{Policy, ServerOpts, Target};
-use breeze_core::message::Credential;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -159,7 +160,7 @@ pub(crate) fn finish(r: &mut Report, target: Target, errors: usize, last_error: 
     }
 }
 
-fn write_plot(
+pub(crate) fn write_plot(
     path: &Option<PathBuf>,
     title: &str,
     samples: &[u64],
@@ -1175,69 +1176,18 @@ pub async fn chat(a: ChatArgs, fd_limit: u64) -> Result<Report, String> {
     run_setup(target.addr, &pop, &mut r).await;
 
     // Log everyone in first.
-    let pb = bar(n as u64, "logins");
-    let slots = Arc::new(Semaphore::new(a.common.inflight.max(1)));
-    let done = Arc::new(AtomicUsize::new(0));
-    let mut logins = JoinSet::new();
-    for i in 0..n {
-        let (pop, slots, done, addr) =
-            (pop.clone(), slots.clone(), done.clone(), target.addr_of(i));
-        logins.spawn(async move {
-            let _slot = slots.acquire().await;
-            let s = tokio::time::timeout(
-                Duration::from_secs(60),
-                pop::login(addr, &pop, i, Credential::Password(pop.password(i))),
-            )
-            .await
-            .unwrap_or_else(|_| Err("login timed out".into()));
-            done.fetch_add(1, Ordering::Relaxed);
-            (i, s)
-        });
-    }
-    let mut sessions: Vec<Option<pop::Session>> = (0..n).map(|_| None).collect();
-    let mut login_errors = Vec::new();
-    while let Some(j) = logins.join_next().await {
-        pb.set_position(done.load(Ordering::Relaxed) as u64);
-        match j {
-            Ok((i, Ok(s))) => sessions[i] = Some(s),
-            Ok((_, Err(e))) => login_errors.push(e),
-            Err(e) => login_errors.push(e.to_string()),
-        }
-    }
-    pb.finish_and_clear();
-    if let Some(e) = login_errors.last() {
-        eprintln!(
-            "breeze-bench: {} logins failed, e.g. {e}",
-            login_errors.len()
-        );
-    }
+    let indices: Vec<usize> = (0..n).collect();
+    let (sessions, login_errors) = login_all(&target, &pop, &indices, a.common.inflight).await;
 
-    let epoch = Instant::now();
-    let start = epoch + Duration::from_millis(200);
-    let shared = Arc::new(ChatShared::new(epoch, start, a.warmup, a.duration));
+    let shared = Arc::new(ChatShared::starting(a.warmup, a.duration));
     let (stop_tx, stop_rx) = watch::channel(false);
-    // Under a set rate, client i sends every n/rate seconds, the clients evenly staggered.
-    let mut paced = match a.rate {
-        Rate::Max => None,
-        Rate::PerSecond(rate) => {
-            let interval = Duration::from_secs_f64(n as f64 / rate);
-            let schedules: Vec<_> = (0..n)
-                .map(|i| pacer::Schedule {
-                    first: start + interval.mul_f64(i as f64 / n as f64),
-                    interval,
-                })
-                .collect();
-            let (thread, times) = pacer::start(&schedules, shared.window_end)
-                .map_err(|e| format!("cannot start the pacing thread: {e}"))?;
-            Some((thread, times.into_iter()))
-        }
-    };
+    let mut paced = pace(n, a.rate, &shared)?;
     let mut tasks = JoinSet::new();
     for (i, s) in sessions.into_iter().enumerate() {
         // Taken for every client, logged in or not, so each keeps its own schedule.
         let times = paced.as_mut().and_then(|(_, times)| times.next());
         let Some(s) = s else { continue };
-        let peer = pop.user(i ^ 1);
+        let to = To::Peer(pop.user(i ^ 1));
         let pace = match times {
             Some(times) => Pace::Rate(times),
             None => Pace::Max {
@@ -1245,172 +1195,20 @@ pub async fn chat(a: ChatArgs, fd_limit: u64) -> Result<Report, String> {
             },
         };
         let (shared, stop) = (shared.clone(), stop_rx.clone());
-        tasks.spawn(async move { chat::client(s, peer, pace, &shared, stop).await });
+        tasks.spawn(async move { chat::client(s, to, pace, &shared, stop).await });
     }
-    let total = (a.warmup + a.duration).as_secs().max(1);
-    let pb = bar(total, "chatting (s)");
-    let mut sampled0 = None;
-    loop {
-        let now = Instant::now();
-        if sampled0.is_none() && now >= shared.window_start {
-            sampled0 = Some((target.sample(), Sample::take(None), target.samples()));
-        }
-        if now >= shared.window_end {
-            break;
-        }
-        pb.set_position(now.saturating_duration_since(start).as_secs());
-        tokio::time::sleep(
-            Duration::from_millis(5).min(shared.window_end.saturating_duration_since(now)),
-        )
-        .await;
-    }
-    shared.stop_sending.store(true, Ordering::Relaxed);
-    let server1 = target.sample();
-    let nodes1 = target.samples();
-    let bench1 = Sample::take(None);
-    pb.finish_and_clear();
-    // Drain: everything confirmed should arrive.
-    let drain_until = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < drain_until {
-        let c = shared.confirmed.load(Ordering::Relaxed);
-        if shared.delivered.load(Ordering::Relaxed) >= c && c >= shared.sent.load(Ordering::Relaxed)
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let _ = stop_tx.send(true);
-    let all = async { while tasks.join_next().await.is_some() {} };
-    if tokio::time::timeout(Duration::from_secs(10), all)
-        .await
-        .is_err()
-    {
-        tasks.abort_all();
-    }
+    let window = run_window(&target, &shared, "chatting (s)").await;
+    drain(&shared, 1).await;
+    stop_all(&mut tasks, &stop_tx).await;
     // It stopped at the end of the window, long before the drain ended.
     if let Some((thread, _)) = paced
         && thread.join().is_err()
     {
         return Err("the pacing thread panicked".to_owned());
     }
-
-    let secs = a.duration.as_secs_f64();
-    let sent = shared.sent.load(Ordering::Relaxed);
-    let confirmed = shared.confirmed.load(Ordering::Relaxed);
-    let delivered = shared.delivered.load(Ordering::Relaxed);
-    let in_window = shared.delivered_in_window.load(Ordering::Relaxed);
-    let rate = in_window as f64 / secs;
-    let mut lat = std::mem::take(
-        &mut *shared
-            .latencies_us
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner),
-    );
-    let samples = lat.clone();
-    let l = Summary::of(&mut lat);
-    r.both(
-        "delivered",
-        format!("{rate:.0} msg/s ({in_window} in the window)"),
-        "delivered_per_s",
-        round(rate, 1),
-    )
-    .field("delivered_in_window", in_window)
-    .both(
-        "sent / durable (Sent) / delivered",
-        format!("{sent} / {confirmed} / {delivered}"),
-        "sent",
-        sent,
-    )
-    .field("confirmed", confirmed)
-    .field("delivered_total", delivered)
-    .both(
-        "lost (durable, never delivered)",
-        confirmed.saturating_sub(delivered).to_string(),
-        "lost",
-        confirmed.saturating_sub(delivered),
-    )
-    .field("unconfirmed", sent.saturating_sub(confirmed))
-    .both(
-        "duplicates delivered",
-        shared.duplicates.load(Ordering::Relaxed).to_string(),
-        "duplicates",
-        shared.duplicates.load(Ordering::Relaxed),
-    )
-    .field("login_errors", login_errors.len());
-    match &l {
-        Some(s) => r.row(
-            "latency send → Deliver",
-            format!(
-                "p50 {} p99 {} p99.9 {} max {} (n={})",
-                ms(s.p50),
-                ms(s.p99),
-                ms(s.p999),
-                ms(s.max),
-                s.count
-            ),
-        ),
-        None => r.row("latency send → Deliver", "no samples"),
-    };
-    r.field("latency", Summary::json(l.as_ref()));
-    if let (Some((Some(s0), b0, nodes0)), Some(s1)) = (sampled0, server1) {
-        let cpu = s1.cpu_s - s0.cpu_s;
-        let per = cpu * 1e6 / in_window.max(1) as f64;
-        r.both(
-            "server CPU in window",
-            format!("{cpu:.2} s = {:.0} % of one core", cpu / secs * 100.0),
-            "server_cpu_s",
-            round(cpu, 3),
-        )
-        .both(
-            "server CPU per delivered message",
-            format!("{per:.2} µs"),
-            "server_cpu_us_per_msg",
-            round(per, 2),
-        )
-        .field("server_rss_bytes", s1.rss);
-        if target.node_count() > 1 {
-            let per: Vec<Value> = nodes0
-                .iter()
-                .zip(&nodes1)
-                .map(|(a, b)| match (a, b) {
-                    (Some(a), Some(b)) => {
-                        json!({"cpu_s": round(b.cpu_s - a.cpu_s, 3), "rss_bytes": b.rss})
-                    }
-                    _ => Value::Null,
-                })
-                .collect();
-            let shown: Vec<String> = per
-                .iter()
-                .map(|p| match (p["cpu_s"].as_f64(), p["rss_bytes"].as_u64()) {
-                    (Some(c), Some(m)) => {
-                        format!(
-                            "{:.0} % / {:.0} MiB",
-                            c / secs * 100.0,
-                            m as f64 / 1048576.0
-                        )
-                    }
-                    _ => "not read".to_owned(),
-                })
-                .collect();
-            r.both(
-                "per node: CPU of one core / RSS",
-                shown.join(", "),
-                "server_per_node",
-                per,
-            );
-        }
-        if let (Some(b0), Some(b1)) = (b0, bench1) {
-            let bcpu = b1.cpu_s - b0.cpu_s;
-            r.both(
-                "bench CPU in window",
-                format!("{bcpu:.2} s = {:.0} % of one core", bcpu / secs * 100.0),
-                "bench_cpu_s",
-                round(bcpu, 3),
-            );
-        }
-    } else {
-        r.row("server CPU", "not measured (no server pid)");
-    }
+    r.field("login_errors", login_errors.len());
+    let samples = report_deliveries(&mut r, &shared, a.duration, 1, "send → Deliver");
+    report_cpu(&mut r, &target, &window, &shared, a.duration, false);
     write_plot(
         &a.common.plot,
         &format!("chat: send to Deliver, {pairs} pairs"),
