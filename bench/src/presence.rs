@@ -31,6 +31,16 @@ pub enum Leave {
     /// Nothing: the orchestrator SIGKILLs the node the victims are on, and they take the
     /// end of their connection as their leaving.
     NodeKilled,
+    /// Nothing: the orchestrator cuts the bus link of the node the victims are on; it fences
+    /// itself (`Bye{NodeFenced}`), and they take that as their leaving.
+    NodeCut,
+}
+
+impl Leave {
+    /// The victims' node goes, not the victims: the orchestrator acts, not the clients.
+    pub fn node_goes(self) -> bool {
+        matches!(self, Leave::NodeKilled | Leave::NodeCut)
+    }
 }
 
 /// A login round: clients whose last round is older log in (again), client `i` to
@@ -308,6 +318,11 @@ async fn watch_session(
                             }
                         });
                     }
+                    ServerMsg::Bye {
+                        reason: breeze_core::message::CloseReason::NodeFenced,
+                    } if victim.is_some() && ctl.leave == Leave::NodeCut => {
+                        return Ended::Left;
+                    }
                     ServerMsg::Bye { reason } => {
                         return Ended::Lost(
                             if reason == breeze_core::message::CloseReason::ServerShutdown {
@@ -331,7 +346,7 @@ async fn watch_session(
             }
         }
         if leave_at.is_none()
-            && ctl.leave != Leave::NodeKilled
+            && !ctl.leave.node_goes()
             && let (Some(slot), Some(strike)) = (victim, *ctl.strike.borrow_and_update())
         {
             leave_at = Some(strike + ctl.stagger * slot as u32);
@@ -374,7 +389,7 @@ async fn watch_session(
                         return Ended::Left;
                     }
                     // Never set for these: the node goes, not the client.
-                    Leave::NodeKilled => return Ended::Left,
+                    Leave::NodeKilled | Leave::NodeCut => return Ended::Left,
                     Leave::Close(Close::Fin) => {
                         record(Instant::now());
                         let _ = w.shutdown().await;
@@ -392,7 +407,7 @@ async fn watch_session(
             read = fill(&mut r, &mut buf) => {
                 if let Err(e) = read {
                     // A victim's node was killed under it: that is its leaving.
-                    if victim.is_some() && ctl.leave == Leave::NodeKilled {
+                    if victim.is_some() && ctl.leave.node_goes() {
                         return Ended::Left;
                     }
                     return Ended::Lost(Some(format!("read: {e}")));

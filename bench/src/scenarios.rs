@@ -651,6 +651,11 @@ pub struct NodeKillArgs {
     /// The node SIGKILLed (1-based): every client on it is a victim.
     #[arg(long, default_value_t = 2, value_name = "N")]
     pub kill: usize,
+    /// Cut that node's bus link (its NATS connection runs through a relay the bench
+    /// controls) instead of killing it: it must fence itself (`Bye{NodeFenced}` to its
+    /// clients) and the others declare it dead; its users must end offline everywhere.
+    #[arg(long)]
+    pub cut: bool,
     #[arg(long, value_enum, default_value_t = Scope::Contacts)]
     pub scope: Scope,
     /// Contacts per user on the ring: user i's watchers sit on every node.
@@ -679,7 +684,8 @@ struct Departure {
     heartbeat_interval: Duration,
     heartbeat_timeout: Duration,
     leave: Leave,
-    /// With `Leave::NodeKilled`: the node (0-based) killed, whose clients are the victims.
+    /// With `Leave::NodeKilled` or `NodeCut`: the node (0-based) that goes, whose clients are
+    /// the victims.
     kill: usize,
     settle: Duration,
     common: Common,
@@ -727,7 +733,7 @@ pub async fn abrupt(a: AbruptArgs, fd_limit: u64) -> Result<Report, String> {
     .await
 }
 
-pub async fn node_kill(a: NodeKillArgs, fd_limit: u64) -> Result<Report, String> {
+pub async fn node_kill(mut a: NodeKillArgs, fd_limit: u64) -> Result<Report, String> {
     let nodes = a.common.server.nodes;
     if nodes < 2 {
         return Err("node-kill needs a cluster: --nodes 2 or more".into());
@@ -735,9 +741,12 @@ pub async fn node_kill(a: NodeKillArgs, fd_limit: u64) -> Result<Report, String>
     if a.kill == 0 || a.kill > nodes {
         return Err(format!("--kill {}: the nodes are 1 to {nodes}", a.kill));
     }
+    if a.cut {
+        a.common.server.relayed_node = Some(a.kill - 1);
+    }
     departure(
         Departure {
-            name: "node-kill",
+            name: if a.cut { "node-cut" } else { "node-kill" },
             clients: a.clients,
             victims: 0,
             stagger: Duration::ZERO,
@@ -745,7 +754,11 @@ pub async fn node_kill(a: NodeKillArgs, fd_limit: u64) -> Result<Report, String>
             contacts: a.contacts,
             heartbeat_interval: a.heartbeat_interval,
             heartbeat_timeout: a.heartbeat_timeout,
-            leave: Leave::NodeKilled,
+            leave: if a.cut {
+                Leave::NodeCut
+            } else {
+                Leave::NodeKilled
+            },
             kill: a.kill - 1,
             settle: a.settle,
             common: a.common,
@@ -764,7 +777,7 @@ async fn departure(d: Departure, fd_limit: u64) -> Result<Report, String> {
         contacts: d.contacts,
     });
     let victims = match d.leave {
-        Leave::NodeKilled => {
+        Leave::NodeKilled | Leave::NodeCut => {
             let nodes = d.common.server.nodes.max(1);
             (0..n).filter(|i| i % nodes == d.kill).collect()
         }
@@ -784,6 +797,7 @@ async fn departure(d: Departure, fd_limit: u64) -> Result<Report, String> {
         Leave::Close(Close::Fin) => "close with FIN".to_owned(),
         Leave::Close(Close::Rst) => "close with RST (SO_LINGER 0)".to_owned(),
         Leave::NodeKilled => format!("their node {} SIGKILLed", d.kill + 1),
+        Leave::NodeCut => format!("their node {}'s bus link cut", d.kill + 1),
     };
     r.both("clients", n.to_string(), "clients", n)
         .both(
@@ -803,6 +817,7 @@ async fn departure(d: Departure, fd_limit: u64) -> Result<Report, String> {
                 Leave::Close(Close::Fin) => "fin",
                 Leave::Close(Close::Rst) => "rst",
                 Leave::NodeKilled => "node-kill",
+                Leave::NodeCut => "node-cut",
             },
         )
         .field("stagger_ms", d.stagger.as_millis() as u64)
@@ -839,9 +854,13 @@ async fn departure(d: Departure, fd_limit: u64) -> Result<Report, String> {
     let threads = |target: &Target| target.pid().and_then(|pid| procfs::thread_cpu_ns(pid).ok());
     let cpu0 = threads(&target);
     let own0 = procfs::thread_cpu_ns(std::process::id()).ok();
-    if d.leave == Leave::NodeKilled {
+    if d.leave.node_goes() {
         tokio::time::sleep_until(strike).await;
-        let at = block(|| target.kill_node(d.kill))?;
+        let at = if d.leave == Leave::NodeCut {
+            target.cut_node(d.kill)?
+        } else {
+            block(|| target.kill_node(d.kill))?
+        };
         crowd
             .shared
             .left_at
@@ -854,7 +873,7 @@ async fn departure(d: Departure, fd_limit: u64) -> Result<Report, String> {
     // What the offline notices are measured against: the timeout that detects the leaving.
     let deadline = match d.leave {
         Leave::Silent => Some(d.heartbeat_timeout),
-        Leave::NodeKilled => Some(d.common.server.node_timeout),
+        Leave::NodeKilled | Leave::NodeCut => Some(d.common.server.node_timeout),
         Leave::Close(_) => None,
     };
     let wait = match deadline {
@@ -922,6 +941,7 @@ async fn departure(d: Departure, fd_limit: u64) -> Result<Report, String> {
         Leave::Silent => "last frame",
         Leave::Close(_) => "close",
         Leave::NodeKilled => "SIGKILL",
+        Leave::NodeCut => "the cut",
     };
     r.both(
         "victims that left",
@@ -997,7 +1017,7 @@ async fn departure(d: Departure, fd_limit: u64) -> Result<Report, String> {
             );
             r.field("overshoot", over(s));
         }
-        if d.leave == Leave::NodeKilled {
+        if d.leave.node_goes() {
             // Issue 12's goal: every watcher told within the node timeout + 100 ms.
             let goal_us = timeout_us + 100_000;
             let met = pairs.as_ref().is_some_and(|s| s.p99 <= goal_us) && missed == 0;

@@ -4,7 +4,7 @@
 use crate::net::{Transport, set_transport};
 use crate::procfs::Sample;
 use crate::server::{ServerProc, Spawn, find_server_bin};
-use breeze_testsupport::nats::TestNats;
+use breeze_testsupport::nats::{Relay, TestNats};
 use breeze_testsupport::pg::TestPg;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -60,6 +60,10 @@ pub struct ServerOpts {
     /// `--node-timeout` of every node (with `--nodes` above 1).
     #[arg(long, default_value = "3s", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub node_timeout: Duration,
+    /// The node (0-based) whose NATS connection goes through a relay the bench can cut
+    /// (`node-kill --cut`).
+    #[arg(skip)]
+    pub relayed_node: Option<usize>,
 }
 
 /// One server process this bench starts (again) with the same flags.
@@ -84,6 +88,8 @@ pub struct Target {
     schema: Option<TestPg>,
     starts: u32,
     keep: bool,
+    /// The relay between `relayed_node` and NATS, and which node it serves.
+    relay: Option<(usize, Relay)>,
 }
 
 /// Flags of the protocol policy a scenario needs from a server it starts.
@@ -107,6 +113,7 @@ impl Target {
                 schema: None,
                 starts: 0,
                 keep: false,
+                relay: None,
             });
         }
         let bin = find_server_bin(opts.server_bin.clone()).map_err(|e| e.to_string())?;
@@ -157,13 +164,26 @@ impl Target {
         } else {
             None
         };
+        let relay = match (&services, opts.relayed_node) {
+            (Some((_, nats)), Some(k)) if k < count => {
+                let upstream = nats.addr();
+                let relay = tokio::runtime::Handle::current().block_on(Relay::start(upstream));
+                Some((k, relay))
+            }
+            (_, Some(k)) => return Err(format!("no node {} to cut on a bus", k + 1)),
+            _ => None,
+        };
         let nodes = (1..=count)
             .map(|id| {
                 let mut args = args.clone();
                 if let Some((pg, nats)) = &services {
+                    let bus = match &relay {
+                        Some((k, relay)) if k + 1 == id => relay.url(),
+                        _ => nats.url().to_owned(),
+                    };
                     args.extend([
                         format!("--store={}", pg.url()),
-                        format!("--cluster={}", nats.url()),
+                        format!("--cluster={bus}"),
                         format!("--cluster-name={}", nats.cluster()),
                         format!("--node-id={id}"),
                         format!(
@@ -190,6 +210,7 @@ impl Target {
             schema: services.map(|(pg, _)| pg),
             starts: 0,
             keep: opts.keep_dir,
+            relay,
         };
         target.start()?;
         Ok(target)
@@ -284,6 +305,22 @@ impl Target {
             }
         }
         result
+    }
+
+    /// Cuts node `k`'s bus link (0-based; the one `relayed_node` named): from now on nothing
+    /// passes either way. Returns the moment just before the cut.
+    pub fn cut_node(&mut self, k: usize) -> Result<Instant, String> {
+        match &self.relay {
+            Some((relayed, relay)) if *relayed == k => {
+                let at = Instant::now();
+                relay.cut();
+                Ok(at)
+            }
+            _ => Err(format!(
+                "node {}'s bus link does not go through a relay",
+                k + 1
+            )),
+        }
     }
 
     /// SIGKILLs node `k` (0-based): no goodbye to anyone. Returns the moment just before the
