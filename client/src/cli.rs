@@ -32,9 +32,9 @@ pub enum Command {
     /// Chat interactively: the user list live, messages as they come. Type /help inside.
     ///
     /// Lines starting with `/` are commands (/msg, /status, /who, /contacts, /passwd,
-    /// /history, /help, /quit); end of input (Ctrl-D) or Ctrl-C also logs out. The client
-    /// reconnects by itself after a lost connection, except when the same user logs in
-    /// elsewhere.
+    /// /history, /send-file, /accept, /help, /quit); end of input (Ctrl-D) or Ctrl-C also
+    /// logs out. The client reconnects by itself after a lost connection, except when the
+    /// same user logs in elsewhere.
     Chat {
         #[command(flatten)]
         account: Account,

@@ -542,19 +542,37 @@ impl Client {
 
     /// Online only, version 3: one of the transfer requests (`OfferFile`, `AnswerFile`,
     /// `RelayFile`, `TransferChunk`, `TransferAck`, `TransferDone`, `CancelFile`), sent as
-    /// given (any other request is refused here with `Forbidden`). Transfers are driven by
+    /// given (any other request is refused here with `Forbidden`; one sent while not logged
+    /// in, or to an older server, is answered `TransferError` at once). Transfers are driven by
     /// the application's transfer agent, which holds the files and the direct links; the
     /// answers come back as `ClientEvent::Transfer`.
     pub fn send_transfer(&mut self, now: Instant, msg: ClientMsg) {
         // Anything else has its own method, which keeps the client core's state with it.
-        if !is_transfer_request(&msg) {
+        let Some(transfer) = transfer_of(&msg) else {
             self.events.push_back(ClientEvent::Error {
                 request: msg.kind(),
                 code: ErrorCode::Forbidden,
             });
             return;
+        };
+        // Refused here as the server would refuse it, naming the transfer, so the agent
+        // can let go of it (a transfer does not wait for a reconnect: it dies with the
+        // session anyway).
+        let refusal = if !self.is_logged_in() {
+            Some(ErrorCode::NotLoggedIn)
+        } else if !self.server_speaks(msg.since()) {
+            Some(ErrorCode::Malformed)
+        } else {
+            None
+        };
+        match refusal {
+            Some(code) => self.events.push_back(ClientEvent::TransferError {
+                request: msg.kind(),
+                code,
+                transfer,
+            }),
+            None => self.send(now, &msg),
         }
-        self.send_v2(now, msg);
     }
 
     /// The newest profile card known per user (version 2 servers only; empty otherwise).
@@ -1383,18 +1401,18 @@ impl Client {
     }
 }
 
-/// Whether `msg` is one of the requests `send_transfer` carries.
-fn is_transfer_request(msg: &ClientMsg) -> bool {
-    matches!(
-        msg,
-        ClientMsg::OfferFile { .. }
-            | ClientMsg::AnswerFile { .. }
-            | ClientMsg::RelayFile { .. }
-            | ClientMsg::TransferChunk { .. }
-            | ClientMsg::TransferAck { .. }
-            | ClientMsg::TransferDone { .. }
-            | ClientMsg::CancelFile { .. }
-    )
+/// The transfer `msg` is about, if it is one of the requests `send_transfer` carries.
+fn transfer_of(msg: &ClientMsg) -> Option<u64> {
+    match msg {
+        ClientMsg::OfferFile { transfer, .. }
+        | ClientMsg::AnswerFile { transfer, .. }
+        | ClientMsg::RelayFile { transfer, .. }
+        | ClientMsg::TransferChunk { transfer, .. }
+        | ClientMsg::TransferAck { transfer, .. }
+        | ClientMsg::TransferDone { transfer, .. }
+        | ClientMsg::CancelFile { transfer, .. } => Some(*transfer),
+        _ => None,
+    }
 }
 
 impl fmt::Debug for Client {

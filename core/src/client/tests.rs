@@ -1305,3 +1305,64 @@ fn an_agent_logs_in_by_password_and_asserts_no_status_or_contacts() {
     feed(&mut client, retry, welcome());
     assert!(outputs(&mut client).contains(&agent_login));
 }
+
+#[test]
+fn transfer_requests_pass_through_and_their_news_comes_back_as_is() {
+    let chunk = ClientMsg::TransferChunk {
+        transfer: 5,
+        offset: 0,
+        data: vec![1, 2, 3],
+    };
+    // Not logged in: refused here, naming the transfer, so the agent can let go of it.
+    let mut client = started(config());
+    client.send_transfer(at(0), chunk.clone());
+    assert_eq!(
+        events(&mut client),
+        [ClientEvent::TransferError {
+            request: RequestKind::TransferChunk,
+            code: ErrorCode::NotLoggedIn,
+            transfer: 5
+        }]
+    );
+
+    let mut client = logged_in(at(0));
+    outputs(&mut client);
+    events(&mut client);
+    client.send_transfer(at(1), chunk.clone());
+    assert_eq!(outputs(&mut client), [Out::Msg(chunk)]);
+    // Only transfer requests: anything else has its own method.
+    client.send_transfer(at(2), ClientMsg::Logout);
+    assert_eq!(outputs(&mut client), []);
+    assert_eq!(
+        events(&mut client),
+        [ClientEvent::Error {
+            request: RequestKind::Logout,
+            code: ErrorCode::Forbidden
+        }]
+    );
+    let news = ServerMsg::TransferProgress {
+        transfer: 5,
+        received: 3,
+    };
+    feed(&mut client, at(3), news.clone());
+    feed(
+        &mut client,
+        at(3),
+        ServerMsg::Error {
+            request: RequestKind::TransferChunk,
+            code: ErrorCode::NoSuchTransfer,
+            id: Some(5),
+        },
+    );
+    assert_eq!(
+        events(&mut client),
+        [
+            ClientEvent::Transfer(news),
+            ClientEvent::TransferError {
+                request: RequestKind::TransferChunk,
+                code: ErrorCode::NoSuchTransfer,
+                transfer: 5
+            }
+        ]
+    );
+}

@@ -173,3 +173,75 @@ async fn open_one(
     }
     Ok(link)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sender serving `data` behind `token` on loopback, in TLS when asked; its address and
+    /// the fingerprint to pin.
+    async fn sender(
+        data: &[u8],
+        token: [u8; 32],
+        tls: bool,
+        dir: &std::path::Path,
+    ) -> (String, Option<[u8; 32]>) {
+        let path = dir.join("file");
+        std::fs::write(&path, data).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (acceptor, fingerprint) = if tls {
+            let (config, fp) = crate::tls::self_signed().unwrap();
+            (Some(tokio_rustls::TlsAcceptor::from(config)), Some(fp))
+        } else {
+            (None, None)
+        };
+        let (_, known) = watch::channel(Some(token));
+        let serving = Serving {
+            listener,
+            tls: acceptor,
+            token: known,
+            file: Arc::new(SourceFile {
+                path,
+                size: data.len() as u64,
+            }),
+            patience: Duration::from_secs(2),
+        };
+        tokio::spawn(serve(serving, |_| {}));
+        (addr, fingerprint)
+    }
+
+    async fn fetch(link: &mut Box<dyn Link>) -> Vec<u8> {
+        let mut got = Vec::new();
+        link.read_to_end(&mut got).await.unwrap();
+        got
+    }
+
+    #[tokio::test]
+    async fn a_token_opens_one_link_from_its_offset_and_only_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
+        for tls in [false, true] {
+            let token = [9; 32];
+            let (addr, fp) = sender(&data, token, tls, dir.path()).await;
+            let addrs = vec![addr];
+            let wrong = open(&addrs, fp, [8; 32], 0).await;
+            assert_eq!(wrong.err().unwrap().kind(), io::ErrorKind::PermissionDenied);
+            let past_the_end = open(&addrs, fp, token, 100_001).await;
+            assert!(past_the_end.is_err(), "tls {tls}");
+            // Neither spent it.
+            let mut link = open(&addrs, fp, token, 40_000).await.unwrap();
+            assert_eq!(fetch(&mut link).await, data[40_000..], "tls {tls}");
+            let again = open(&addrs, fp, token, 0).await;
+            assert_eq!(again.err().unwrap().kind(), io::ErrorKind::PermissionDenied);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_link_in_tls_refuses_a_certificate_that_is_not_the_pinned_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let (addr, _) = sender(b"secret", [1; 32], true, dir.path()).await;
+        let other = Some([0xee; 32]);
+        assert!(open(&[addr], other, [1; 32], 0).await.is_err());
+    }
+}
