@@ -1,14 +1,18 @@
 //! Direct transfers (protocol version 3) end to end: the whole server in-process, real
 //! clients (`run_client`) each with a `TransferAgent`, files in temporary folders, loopback
 //! only. The direct path in TLS, the relay when the direct path is blocked, an interrupted
-//! transfer resumed, a corrupt part caught by the hash, and the refusals.
+//! transfer resumed, a corrupt part caught by the hash, and the refusals; and issue 14's
+//! whole story: two colleagues with Chinese names and avatars, in named groups, seeing each
+//! other come and go, then sending each other a 50 MiB file directly.
 
 use breeze_core::UserId;
 use breeze_core::client::{ClientEvent, Mode};
 use breeze_core::message::{ErrorCode, RequestKind, TransferOutcome};
-use breeze_testsupport::{InProcess, PASSWORD, client_config, drive, user};
-use breeze_transport_tokio::TcpConnector;
+use breeze_core::message::{Presence, ProfileCard};
+use breeze_core::profile::avatar_hash;
+use breeze_testsupport::{InProcess, PASSWORD, TINY_PNG, client_config, drive, user};
 use breeze_transport_tokio::transfer::{TransferAgent, TransferReport, TransferSettings, Via};
+use breeze_transport_tokio::{ClientCommand, TcpConnector};
 use sha2::{Digest, Sha256};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -25,6 +29,8 @@ enum Op {
     Offer(UserId, PathBuf, oneshot::Sender<u64>),
     Accept(UserId, u64),
     Decline(UserId, u64),
+    /// Anything else the application asks of its client.
+    Command(ClientCommand),
 }
 
 /// One user: a real client and its transfer agent, run together in a task that hands every
@@ -66,7 +72,6 @@ impl Side {
         let (ops, mut op_rx) = mpsc::unbounded_channel();
         let (other, events) = mpsc::unbounded_channel();
         let task = tokio::spawn(async move {
-            let _driven = driven;
             loop {
                 tokio::select! {
                     event = client_events.0.recv() => {
@@ -82,6 +87,9 @@ impl Side {
                         }
                         Some(Op::Accept(from, id)) => assert!(agent.accept(from, id).await),
                         Some(Op::Decline(from, id)) => assert!(agent.decline(from, id).await),
+                        Some(Op::Command(c)) => {
+                            let _ = driven.commands.send(c).await;
+                        }
                         None => return,
                     },
                 }
@@ -126,6 +134,25 @@ impl Side {
 
     fn decline(&self, from: &str, id: u64) {
         self.ops.send(Op::Decline(user(from), id)).unwrap();
+    }
+
+    fn command(&self, c: ClientCommand) {
+        self.ops.send(Op::Command(c)).unwrap();
+    }
+
+    /// Skips client events until one matches (bounded).
+    async fn event(&mut self, what: &str, f: impl Fn(&ClientEvent) -> bool) -> ClientEvent {
+        timeout(Duration::from_secs(10), async {
+            loop {
+                match self.events.recv().await {
+                    Some(e) if f(&e) => return e,
+                    Some(_) => {}
+                    None => panic!("the client ended while waiting for {what}"),
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("waited 10 s for {what}"))
     }
 
     /// Skips reports until one matches; every report seen on the way is returned too.
@@ -401,4 +428,87 @@ async fn refusals_are_clear_errors() {
     assert_eq!(alice.ended().await.0, TransferOutcome::Declined);
     assert_eq!(bob.ended().await.0, TransferOutcome::Declined);
     assert_eq!(std::fs::read_dir(bob.downloads.path()).unwrap().count(), 0);
+}
+
+/// A card `f` accepts for `who`, among the cards of a `Profiles` event.
+fn card_in(e: &ClientEvent, who: &str, f: impl Fn(&ProfileCard) -> bool) -> bool {
+    matches!(e, ClientEvent::Profiles(cards) if cards.iter().any(|c| c.user == user(who) && f(c)))
+}
+
+/// Issue 14's "done when": two users with Chinese display names and avatars, in named
+/// groups, see each other greyed and coloured as they come and go, and send each other a
+/// 50 MiB file directly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn colleagues_with_chinese_names_and_avatars_in_groups_see_each_other_and_swap_50_mib() {
+    let server = InProcess::start(|_| {}).await;
+    let addr = server.addr();
+    let mut alice = Side::start(addr, "alice", Mode::Register, |s| s.tls = true).await;
+    let mut bob = Side::start(addr, "bob", Mode::Register, |s| s.tls = true).await;
+    let hash = avatar_hash(&TINY_PNG);
+    for (side, name) in [(&alice, "王小明"), (&bob, "李华")] {
+        side.command(ClientCommand::SetProfile {
+            display_name: name.into(),
+            signature: "在开会".into(),
+        });
+        side.command(ClientCommand::SetAvatar(Some(TINY_PNG.to_vec())));
+    }
+    // Each holds the other's name and avatar (and draws it in colour: online).
+    for (side, other, name) in [(&mut alice, "bob", "李华"), (&mut bob, "alice", "王小明")] {
+        side.event("the other's card", |e| {
+            card_in(e, other, |c| {
+                c.display_name == name && c.avatar == Some(hash)
+            })
+        })
+        .await;
+    }
+    // Each files the other in a named group.
+    for (side, other, group) in [(&mut alice, "bob", "同事"), (&mut bob, "alice", "家人")] {
+        side.command(ClientCommand::AddContact(user(other)));
+        side.command(ClientCommand::CreateGroup(group.into()));
+        let ClientEvent::Groups(book) = side
+            .event(
+                "the new group",
+                |e| matches!(e, ClientEvent::Groups(b) if b.named(group).is_some()),
+            )
+            .await
+        else {
+            unreachable!()
+        };
+        let id = book.named(group).expect("matched above");
+        side.command(ClientCommand::MoveContacts(vec![user(other)], id));
+        side.event("the contact filed", |e| {
+            matches!(e, ClientEvent::Groups(b) if b.listing(
+                &[user(other)].into_iter().collect(),
+                &[(user(other), Presence::Online)].into_iter().collect(),
+            ).iter().any(|g| g.name == group && g.members == [user(other)] && g.online == 1))
+        })
+        .await;
+    }
+    // bob goes: alice greys him out; he comes back: in colour again, his card still known.
+    let downloads = bob.kill();
+    alice
+        .event("bob offline", |e| {
+            matches!(e, ClientEvent::PresenceChanged { user: u, presence: Presence::Offline } if *u == user("bob"))
+        })
+        .await;
+    let mut bob = Side::start_in(addr, "bob", Mode::Login, downloads, |s| s.tls = true).await;
+    alice
+        .event("bob online", |e| {
+            matches!(e, ClientEvent::PresenceChanged { user: u, presence: Presence::Online } if *u == user("bob"))
+        })
+        .await;
+    bob.event("alice's card at login", |e| {
+        card_in(e, "alice", |c| {
+            c.display_name == "王小明" && c.avatar == Some(hash)
+        })
+    })
+    .await;
+
+    // And a 50 MiB file, directly, whole.
+    let files = tempfile::tempdir().unwrap();
+    let source = make_file(files.path(), "季度报告.bin", 50 * MIB);
+    let (saved, vias, elapsed) = transfer(&mut alice, &mut bob, &source).await;
+    assert_eq!(vias, [Via::Direct]);
+    assert_eq!(digest(&saved), digest(&source));
+    eprintln!("colleagues: 50 MiB direct (TLS) in {elapsed:?}");
 }

@@ -352,6 +352,24 @@ impl Server {
         );
     }
 
+    /// A frame other than an ack came while acks wait for the mark in flight: they go now,
+    /// beside it, so that a session's writes reach the store in the order of its frames. A
+    /// client that sees the answer to a later request (`ContactsChanged`, `Sent`) then knows
+    /// its earlier acks are stored, and a crash after it cannot deliver those messages again.
+    /// Without room in the work budget they keep waiting.
+    pub(super) fn flush_waiting_acks(&mut self, conn: ConnId) {
+        let room = self.has_room(conn, 1, 0);
+        let Some(Phase::Session(s)) = self.conns.get_mut(&conn).map(|c| &mut c.phase) else {
+            return;
+        };
+        if s.acks_waiting.is_empty() || !room {
+            return;
+        }
+        let seqs = std::mem::take(&mut s.acks_waiting);
+        let user = s.user.clone();
+        self.mark_delivered(conn, user, seqs);
+    }
+
     /// A mark is answered (its place already free): the acks that waited for it go next.
     pub(super) fn delivered_marked(&mut self, conn: ConnId) {
         let room = self.has_room(conn, 1, 0);

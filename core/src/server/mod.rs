@@ -729,6 +729,12 @@ impl Server {
         // Room work and profile cards left for later wait for the session's next frame.
         self.retry_rooms(conn);
         self.retry_profiles(conn);
+        if !matches!(
+            msg,
+            ClientMsg::Ack { .. } | ClientMsg::Ping { .. } | ClientMsg::RoomAck { .. }
+        ) {
+            self.flush_waiting_acks(conn);
+        }
         match msg {
             ClientMsg::Ping { nonce } => self.send(conn, &ServerMsg::Pong { nonce }),
             ClientMsg::CreateRoom { name } => self.create_room(conn, user, name),

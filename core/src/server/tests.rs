@@ -2046,3 +2046,44 @@ fn counters_follow_what_happened() {
     assert!(out > 0 && counters.bytes_out > out);
     let _ = (w, c);
 }
+
+#[test]
+fn acks_waiting_for_a_mark_go_before_the_sessions_next_write() {
+    let mut rig = Rig::new(cfg(), &["a", "b"]);
+    let a = rig.login("a", Status::Online);
+    let b = rig.login("b", Status::Online);
+    for id in 1..=2 {
+        rig.frame(
+            a,
+            ClientMsg::Send {
+                id,
+                to: user("b"),
+                body: format!("m{id}"),
+                attachment: None,
+            },
+        );
+    }
+    rig.take(b);
+    // The store applies each request at once; its answers wait.
+    rig.deferred = Some(Vec::new());
+    rig.frame(b, ClientMsg::Ack { seqs: vec![1] });
+    rig.frame(b, ClientMsg::Ack { seqs: vec![2] });
+    assert_eq!(
+        rig.store.borrow().undelivered(&user("b")),
+        1,
+        "the second ack waits for the first mark's answer"
+    );
+    // b's next request is a write: the waiting ack is stored before it, so the answer to
+    // it tells b that both acks are stored.
+    rig.frame(b, ClientMsg::AddContact { user: user("a") });
+    assert_eq!(rig.store.borrow().undelivered(&user("b")), 0);
+    while rig.deferred.as_ref().is_some_and(|w| !w.is_empty()) {
+        rig.complete(0);
+    }
+    rig.deferred = None;
+    assert!(
+        rig.take(b)
+            .iter()
+            .any(|m| matches!(m, ServerMsg::ContactsChanged { .. }))
+    );
+}
