@@ -31,6 +31,7 @@ const state = {
   selected: null, // the user whose chat is open, or null
   rooms: new Rooms(), // version 3: the user's rooms and their messages
   room: null, // the id of the open room (never set together with `selected`)
+  roomAsked: null, // 'create' or 'panel': where the last room request came from
   pending: null, // what the login form asked for, until the server answers
   nextId: BigInt(Date.now()) * 1000n,
   loggedIn: false,
@@ -391,9 +392,9 @@ const handlers = {
         renderRoomMessages();
         return;
       }
-      const text = roomErrorText(code);
-      if (state.room !== null) $('room-note').textContent = text;
-      $('rooms-note').textContent = text;
+      // Room errors carry no room: show it where the user last asked (the create form, or
+      // the open room's panel).
+      $(state.roomAsked === 'panel' && state.room !== null ? 'room-note' : 'rooms-note').textContent = roomErrorText(code);
       for (const r of state.rooms.byId.values()) r.asked = false;
       return;
     }
@@ -720,6 +721,7 @@ function renderRoomPanel(r) {
     if (user !== state.me && state.rooms.mayRemove(r.id, state.me, user)) {
       const rm = el('button', { type: 'button', class: 'link remove', title: `Remove ${user} from the room` }, '×');
       rm.addEventListener('click', () => {
+        state.roomAsked = 'panel';
         if (confirm(`Remove ${user} from ${r.name}?`)) session.send({ RoomRemove: { room: r.id, user } });
       });
       li.append(rm);
@@ -754,7 +756,7 @@ function renderRoom({ keepBottom }) {
   $('room-panel').hidden = false;
   $('attach').hidden = true; // rooms carry text only
   const { online, total } = state.rooms.counts(r.id);
-  const icon = el('div', { class: 'avatar room-icon', id: 'peer-avatar' }, '#');
+  const icon = el('div', { class: 'room-icon', id: 'peer-avatar', 'aria-hidden': 'true' }, '#');
   $('peer-avatar').replaceWith(icon);
   $('peer-name').textContent = r.name;
   $('peer-presence').textContent = `${online} of ${total} online`;
@@ -946,6 +948,7 @@ function wire() {
     if (!name) return;
     $('room-name').value = '';
     $('rooms-note').textContent = '';
+    state.roomAsked = 'create';
     session.send({ CreateRoom: { name } });
   });
   $('invite-form').addEventListener('submit', (e) => {
@@ -954,10 +957,12 @@ function wire() {
     if (!user || state.room === null) return;
     $('invite-user').value = '';
     $('room-note').textContent = '';
+    state.roomAsked = 'panel';
     session.send({ RoomInvite: { room: state.room, user, role: $('invite-role').value } });
   });
   $('leave-room').addEventListener('click', () => {
     const r = state.room !== null && state.rooms.get(state.room);
+    state.roomAsked = 'panel';
     if (r && confirm(`Leave ${r.name}?`)) session.send({ RoomRemove: { room: r.id, user: state.me } });
   });
   $('older').addEventListener('click', () => {

@@ -418,6 +418,11 @@ describe('the web client in Chromium', { skip: skip ?? false }, () => {
     await owner.locator('#room-panel').waitFor({ state: 'visible' });
     assert.equal(await owner.locator('#peer-name').textContent(), hostile);
     assert.equal(await owner.locator('#room-members li[data-user="roomann"] .role').textContent(), '★');
+    // An invite's error shows in the room's panel, not under the create form.
+    await owner.locator('#invite-user').fill('roomnobody');
+    await owner.locator('#invite-form button').click();
+    await until('the NoSuchUser note', async () =>
+      (await owner.locator('#room-note').textContent()) === 'There is no such user.');
     await owner.locator('#invite-user').fill('roomben');
     await owner.locator('#invite-form button').click();
     await owner.locator('#room-members li[data-user="roomben"][data-role="Member"]').waitFor();
