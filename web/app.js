@@ -7,6 +7,8 @@ import { avatar, el, formatTime, label, presenceLabel, readFileBytes } from './u
 
 const TOKEN_KEY = 'breeze.resume';
 const HISTORY_PAGE = 50;
+/** How often a room message refused as Busy or StorageFailed goes again before it shows failed. */
+const ROOM_SEND_TRIES = 3;
 
 const $ = (id) => document.getElementById(id);
 const wsUrl = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`;
@@ -388,6 +390,15 @@ const handlers = {
       return;
     }
     if (request === 'Room') {
+      // Busy and StorageFailed stored nothing: the same id goes again shortly, a few times.
+      const again = id !== null && (code === 'Busy' || code === 'StorageFailed') && state.rooms.pendingMessage(id);
+      if (again && (again.message.tries ?? 0) < ROOM_SEND_TRIES) {
+        again.message.tries = (again.message.tries ?? 0) + 1;
+        setTimeout(() => {
+          if (state.rooms.pendingMessage(id)) session.send({ RoomSend: { id, room: again.room, body: again.body } });
+        }, 1000 * again.message.tries);
+        return;
+      }
       if (id !== null && state.rooms.failed(id, errorText(code)) !== null) {
         renderRoomMessages();
         return;

@@ -111,6 +111,15 @@ export class Rooms {
     return null;
   }
 
+  /** Our pending message with the id `id` as { room, id, body, message }, or null. */
+  pendingMessage(id) {
+    for (const r of this.byId.values()) {
+      const m = r.items.get(`id:${id}`);
+      if (m && m.pending) return { room: r.id, id, body: m.body, message: m };
+    }
+    return null;
+  }
+
   /** Error { request: Room, id }: our message was refused. Returns its room, or null. */
   failed(id, why) {
     for (const r of this.byId.values()) {

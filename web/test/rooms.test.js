@@ -79,3 +79,15 @@ test('a refused message is no longer resent; history fills in older messages onc
   assert.deepEqual(rooms.ordered(1n).filter((m) => m.seq !== null).map((m) => m.body), ['nine', 'ten']);
   assert.equal(rooms.history(2n, page, 50, 'ann'), false);
 });
+
+test('a pending message is found by id for a retry; a confirmed or refused one is not', () => {
+  const rooms = new Rooms();
+  rooms.pending(3n, 200n, 'ann', 'hello', 1);
+  const found = rooms.pendingMessage(200n);
+  assert.deepEqual([found.room, found.id, found.body], [3n, 200n, 'hello']);
+  rooms.pending(3n, 201n, 'ann', 'refused', 2);
+  rooms.failed(201n, 'no');
+  assert.equal(rooms.pendingMessage(201n), null);
+  rooms.sent(200n, 1n);
+  assert.equal(rooms.pendingMessage(200n), null);
+});
