@@ -399,7 +399,14 @@ const handlers = {
         }, 1000 * again.message.tries);
         return;
       }
-      if (id !== null && state.rooms.failed(id, errorText(code)) !== null) {
+      const failedIn = id !== null ? state.rooms.failed(id, errorText(code)) : null;
+      if (failedIn !== null && code === 'NoSuchRoom') {
+        // Removed while this page was away (RoomLeft went to no session of ours): the room
+        // is gone for us, as RoomLeft would have said.
+        handlers.RoomLeft({ room: failedIn });
+        return;
+      }
+      if (failedIn !== null) {
         renderRoomMessages();
         return;
       }
