@@ -1,11 +1,14 @@
-// The Breeze web client's UI: login, contact list with presence, 1:1 chats.
+// The Breeze web client's UI: login, contact list with presence, 1:1 chats, group rooms.
 // Every text that came over the wire goes into the page with textContent, never as HTML.
 import { DEFAULT_GROUP } from './codec.js';
+import { Rooms } from './rooms.js';
 import { Session } from './session.js';
 import { avatar, el, formatTime, label, presenceLabel, readFileBytes } from './ui.js';
 
 const TOKEN_KEY = 'breeze.resume';
 const HISTORY_PAGE = 50;
+/** How often a room message refused as Busy or StorageFailed goes again before it shows failed. */
+const ROOM_SEND_TRIES = 3;
 
 const $ = (id) => document.getElementById(id);
 const wsUrl = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`;
@@ -27,7 +30,10 @@ const state = {
   avatarsAsked: new Set(), // hashes asked for with GetProfile
   scope: 'Everyone',
   chats: new Map(), // user → { items: Map(key → message), unread, oldest, more, asked }
-  selected: null,
+  selected: null, // the user whose chat is open, or null
+  rooms: new Rooms(), // version 3: the user's rooms and their messages
+  room: null, // the id of the open room (never set together with `selected`)
+  roomAsked: null, // 'create' or 'panel': where the last room request came from
   pending: null, // what the login form asked for, until the server answers
   nextId: BigInt(Date.now()) * 1000n,
   loggedIn: false,
@@ -80,6 +86,7 @@ function showApp() {
   me.id = 'me-avatar';
   $('me-status').value = state.status;
   renderContacts();
+  renderRooms();
   renderChat();
 }
 
@@ -165,6 +172,8 @@ const handlers = {
       state.chats.clear();
       state.selected = null;
       state.presence.clear();
+      state.rooms.clear();
+      state.room = null;
     }
     state.me = user;
     state.status = status;
@@ -177,6 +186,14 @@ const handlers = {
     showApp();
     // A reconnect may have missed messages in the open chat: fetch its newest page again.
     if (!fresh && state.selected) askHistory(state.selected, null);
+    // Room messages not yet `Sent` go again with the same id: the server stores an id once,
+    // so one that did arrive before the connection broke is answered with its seq.
+    if (session.welcome.version >= 3) {
+      for (const m of state.rooms.unconfirmed()) {
+        session.send({ RoomSend: { id: m.id, room: m.room, body: m.body } });
+      }
+    }
+    for (const r of state.rooms.byId.values()) r.asked = false;
   },
 
   PresenceSnapshot({ entries }) {
@@ -242,6 +259,11 @@ const handlers = {
   },
 
   Sent({ id, seq }) {
+    // Room and 1:1 sends share one id space: the id says which it was.
+    if (state.rooms.sent(id, seq) !== null) {
+      renderRoomMessages();
+      return;
+    }
     for (const chat of state.chats.values()) {
       const m = chat.items.get(`id:${id}`);
       if (m) {
@@ -296,6 +318,44 @@ const handlers = {
     chat.first = false;
   },
 
+  RoomMembers(frame) {
+    state.rooms.members(frame);
+    renderRooms();
+    if (state.room === frame.room) renderChat();
+  },
+
+  RoomLeft({ room }) {
+    state.rooms.left(room);
+    if (state.room === room) {
+      state.room = null;
+      $('app').classList.remove('chatting');
+      $('rooms-note').textContent = 'You are no longer in that room.';
+    }
+    renderRooms();
+    renderChat();
+  },
+
+  RoomDeliver(d) {
+    const { fresh, ack } = state.rooms.deliver(d, state.me);
+    const open = state.room === d.room && document.visibilityState === 'visible';
+    if (fresh && !open && d.from !== state.me) state.rooms.room(d.room).unread += 1;
+    if (fresh) {
+      renderRooms();
+      if (state.room === d.room) renderRoomMessages();
+    }
+    // Acked once it is on the page (the DOM was updated synchronously above); a repeat is
+    // acked again so the cursor catches up. The room's next backlog page waits for this.
+    session.send({ RoomAck: { room: d.room, seq: ack } });
+  },
+
+  RoomHistory({ room, items }) {
+    const r = state.rooms.get(room);
+    const first = r ? r.first !== false : false;
+    if (!state.rooms.history(room, items, HISTORY_PAGE, state.me)) return;
+    if (state.room === room) renderChat({ keepBottom: first });
+    state.rooms.get(room).first = false;
+  },
+
   Throttled({ retry_after_ms: ms }) {
     const s = Math.max(1, Math.ceil(ms / 1000));
     state.throttled = `Too many attempts: try again in ${s} s.`;
@@ -329,6 +389,33 @@ const handlers = {
       renderChat();
       return;
     }
+    if (request === 'Room') {
+      // Busy and StorageFailed stored nothing: the same id goes again shortly, a few times.
+      const again = id !== null && (code === 'Busy' || code === 'StorageFailed') && state.rooms.pendingMessage(id);
+      if (again && (again.message.tries ?? 0) < ROOM_SEND_TRIES) {
+        again.message.tries = (again.message.tries ?? 0) + 1;
+        setTimeout(() => {
+          if (state.rooms.pendingMessage(id)) session.send({ RoomSend: { id, room: again.room, body: again.body } });
+        }, 1000 * again.message.tries);
+        return;
+      }
+      const failedIn = id !== null ? state.rooms.failed(id, errorText(code)) : null;
+      if (failedIn !== null && code === 'NoSuchRoom') {
+        // Removed while this page was away (RoomLeft went to no session of ours): the room
+        // is gone for us, as RoomLeft would have said.
+        handlers.RoomLeft({ room: failedIn });
+        return;
+      }
+      if (failedIn !== null) {
+        renderRoomMessages();
+        return;
+      }
+      // Room errors carry no room: show it where the user last asked (the create form, or
+      // the open room's panel).
+      $(state.roomAsked === 'panel' && state.room !== null ? 'room-note' : 'rooms-note').textContent = roomErrorText(code);
+      for (const r of state.rooms.byId.values()) r.asked = false;
+      return;
+    }
     if (['CreateGroup', 'EditGroup', 'MoveContacts'].includes(request)) {
       $('contacts-note').textContent = groupErrorText(code);
       return;
@@ -352,6 +439,16 @@ function groupErrorText(code) {
     TooLarge: `You have the most groups allowed (${state.maxGroups}).`,
     NoSuchGroup: 'That group is gone (deleted on another device?).',
     NoSuchUser: 'That user is not on your contact list.',
+  }[code] || errorText(code);
+}
+
+function roomErrorText(code) {
+  return {
+    InvalidName: 'Room names are 1–64 characters on one line, without control or direction characters.',
+    RoomLimit: 'A room limit was reached: you (or they) are in the most rooms allowed, or the room is full.',
+    NoSuchRoom: 'That room is gone, or you are no longer in it.',
+    NoSuchUser: 'There is no such user.',
+    Forbidden: 'Your role in this room does not allow that.',
   }[code] || errorText(code);
 }
 
@@ -403,6 +500,7 @@ function askHistory(peer, before) {
 }
 
 function select(user) {
+  state.room = null;
   state.selected = user;
   const chat = chatWith(user);
   chat.unread = 0;
@@ -411,6 +509,29 @@ function select(user) {
   $('chat-error').textContent = '';
   askHistory(user, null);
   renderContacts();
+  renderChat({ keepBottom: true });
+  $('text').focus();
+}
+
+function askRoomHistory(room, before) {
+  const r = state.rooms.get(room);
+  if (!r || r.asked) return;
+  r.asked = session.send({ RoomHistory: { room, before, limit: HISTORY_PAGE } });
+}
+
+function selectRoom(room) {
+  const r = state.rooms.get(room);
+  if (!r) return;
+  state.selected = null;
+  state.room = room;
+  r.unread = 0;
+  r.first = true;
+  $('app').classList.add('chatting');
+  $('chat-error').textContent = '';
+  $('room-note').textContent = '';
+  askRoomHistory(room, null);
+  renderContacts();
+  renderRooms();
   renderChat({ keepBottom: true });
   $('text').focus();
 }
@@ -575,11 +696,97 @@ function renderContacts() {
   if (items.length === 0) {
     list.append(el('li', { class: 'note' }, 'Nobody here yet. Add a contact by name above.'));
   }
-  const unread = [...state.chats.values()].reduce((n, c) => n + c.unread, 0);
+  const unread = [...state.chats.values()].reduce((n, c) => n + c.unread, 0)
+    + [...state.rooms.byId.values()].reduce((n, r) => n + r.unread, 0);
   document.title = unread ? `(${unread}) Breeze` : 'Breeze';
 }
 
+/** The Rooms section: each room with "online/total" and its unread count. */
+function renderRooms() {
+  if (!state.me) return;
+  $('rooms-section').hidden = !(session.welcome && session.welcome.version >= 3);
+  const items = state.rooms.list().map((r) => {
+    const { online, total } = state.rooms.counts(r.id);
+    const li = el('li', { class: `contact room${r.id === state.room ? ' selected' : ''}`, 'data-room': String(r.id) });
+    li.append(el('div', { class: 'room-icon', 'aria-hidden': 'true' }, '#'));
+    const who = el('div', { class: 'who' });
+    const role = r.members.get(state.me)?.role;
+    who.append(el('div', { class: 'name' }, r.name),
+      el('div', { class: 'presence' }, role === 'Owner' ? 'owner' : role === 'Admin' ? 'admin' : 'member'));
+    li.append(who, el('span', { class: 'count', title: 'online / members' }, `${online}/${total}`));
+    if (r.unread > 0) li.append(el('span', { class: 'unread' }, String(r.unread)));
+    li.addEventListener('click', () => selectRoom(r.id));
+    return li;
+  });
+  $('rooms').replaceChildren(...items);
+  if (items.length === 0) $('rooms').append(el('li', { class: 'note' }, 'No rooms yet. Create one above.'));
+}
+
+/** The open room's members: presence, role (owner ★, admin), and a remove button where allowed. */
+function renderRoomPanel(r) {
+  const members = [...r.members.entries()].sort(([a, x], [b, y]) => {
+    const rank = { Owner: 0, Admin: 1, Member: 2 };
+    return rank[x.role] - rank[y.role] || a.localeCompare(b);
+  });
+  $('room-members').replaceChildren(...members.map(([user, m]) => {
+    const li = el('li', {
+      class: `member${m.presence === 'Offline' ? ' is-offline' : ''}`,
+      'data-user': user, 'data-presence': m.presence, 'data-role': m.role,
+    });
+    li.append(avatarOf(user, m.presence), el('span', { class: 'member-name' }, labelOf(user)));
+    if (m.role === 'Owner') li.append(el('span', { class: 'role', title: 'owner' }, '★'));
+    if (m.role === 'Admin') li.append(el('span', { class: 'role admin', title: 'admin' }, 'admin'));
+    if (user !== state.me && state.rooms.mayRemove(r.id, state.me, user)) {
+      const rm = el('button', { type: 'button', class: 'link remove', title: `Remove ${user} from the room` }, '×');
+      rm.addEventListener('click', () => {
+        state.roomAsked = 'panel';
+        if (confirm(`Remove ${user} from ${r.name}?`)) session.send({ RoomRemove: { room: r.id, user } });
+      });
+      li.append(rm);
+    }
+    return li;
+  }));
+  const mine = state.rooms.roleOf(r.id, state.me);
+  $('invite-form').hidden = mine !== 'Owner' && mine !== 'Admin';
+  // Only the owner grants Admin.
+  $('invite-role').querySelector('option[value="Admin"]').disabled = mine !== 'Owner';
+  if (mine !== 'Owner') $('invite-role').value = 'Member';
+  $('leave-room').hidden = !state.rooms.mayRemove(r.id, state.me, state.me);
+}
+
+function renderRoomMessages({ keepBottom = false } = {}) {
+  if (state.room === null) return;
+  const box = $('messages');
+  const atBottom = keepBottom || box.scrollHeight - box.scrollTop - box.clientHeight < 40;
+  const fromBottom = box.scrollHeight - box.scrollTop;
+  $('message-list').replaceChildren(...state.rooms.ordered(state.room).map((m) => renderMessage(m, true)));
+  const r = state.rooms.get(state.room);
+  $('older').hidden = !r || !r.more;
+  box.scrollTop = atBottom ? box.scrollHeight : box.scrollHeight - fromBottom;
+}
+
+function renderRoom({ keepBottom }) {
+  const r = state.rooms.get(state.room);
+  $('chat-empty').hidden = true;
+  $('chat-header').hidden = false;
+  $('messages').hidden = false;
+  $('composer').hidden = false;
+  $('room-panel').hidden = false;
+  $('attach').hidden = true; // rooms carry text only
+  const { online, total } = state.rooms.counts(r.id);
+  const icon = el('div', { class: 'room-icon', id: 'peer-avatar', 'aria-hidden': 'true' }, '#');
+  $('peer-avatar').replaceWith(icon);
+  $('peer-name').textContent = r.name;
+  $('peer-presence').textContent = `${online} of ${total} online`;
+  renderRoomPanel(r);
+  renderRoomMessages({ keepBottom });
+}
+
 function renderChatHeader() {
+  if (state.room !== null) {
+    if (state.rooms.get(state.room)) renderRoom({ keepBottom: false });
+    return;
+  }
   const peer = state.selected;
   if (!peer) return;
   const presence = state.presence.get(peer) || 'Offline';
@@ -591,6 +798,12 @@ function renderChatHeader() {
 }
 
 function renderChat({ keepBottom = false } = {}) {
+  if (state.room !== null && state.rooms.get(state.room)) {
+    renderRoom({ keepBottom });
+    return;
+  }
+  $('room-panel').hidden = true;
+  $('attach').hidden = false;
   const peer = state.selected;
   const has = peer !== null;
   $('chat-empty').hidden = has;
@@ -612,9 +825,12 @@ function renderChat({ keepBottom = false } = {}) {
   box.scrollTop = atBottom ? box.scrollHeight : box.scrollHeight - fromBottom;
 }
 
-function renderMessage(m) {
+function renderMessage(m, inRoom = false) {
   const mine = m.from === state.me;
   const li = el('li', { class: `msg${mine ? ' mine' : ''}${m.failed ? ' failed' : ''}` });
+  if (m.seq !== null && m.seq !== undefined) li.dataset.seq = String(m.seq);
+  // In a room several people talk: name each message's sender (display name when known).
+  if (inRoom && !mine) li.append(el('div', { class: 'sender' }, labelOf(m.from)));
   const bubble = el('div', { class: 'bubble' });
   if (m.image) {
     bubble.append(el('img', { src: m.image, alt: m.imageName || 'image' }));
@@ -632,7 +848,22 @@ function renderMessage(m) {
 
 // ---- actions -------------------------------------------------------------------------
 
+function sendRoomMessage(room, body) {
+  if (!body) return;
+  // One id space with 1:1 sends (PROTOCOL.md, RoomSend): the same allocator.
+  state.nextId += 1n;
+  const id = state.nextId;
+  state.rooms.pending(room, id, state.me, body, Date.now());
+  // Not connected: it stays pending and goes with the same id once logged in again.
+  session.send({ RoomSend: { id, room, body } });
+  renderRoomMessages({ keepBottom: true });
+}
+
 function sendMessage(body, attachment) {
+  if (state.room !== null) {
+    sendRoomMessage(state.room, body);
+    return;
+  }
   const peer = state.selected;
   if (!peer || (!body && !attachment)) return;
   state.nextId += 1n;
@@ -685,6 +916,8 @@ function wire() {
     state.chats.clear();
     state.selected = null;
     state.presence.clear();
+    state.rooms.clear();
+    state.room = null;
     $('message-list').replaceChildren();
     showLogin('');
   });
@@ -727,11 +960,44 @@ function wire() {
     sendMessage($('text').value, { mime: file.type || 'application/octet-stream', name: file.name, data });
     $('text').value = '';
   });
+  $('room-form').addEventListener('submit', (e) => {
+    e.preventDefault();
+    const name = $('room-name').value.trim();
+    if (!name) return;
+    $('room-name').value = '';
+    $('rooms-note').textContent = '';
+    state.roomAsked = 'create';
+    session.send({ CreateRoom: { name } });
+  });
+  $('invite-form').addEventListener('submit', (e) => {
+    e.preventDefault();
+    const user = $('invite-user').value.trim().toLowerCase();
+    if (!user || state.room === null) return;
+    $('invite-user').value = '';
+    $('room-note').textContent = '';
+    state.roomAsked = 'panel';
+    session.send({ RoomInvite: { room: state.room, user, role: $('invite-role').value } });
+  });
+  $('leave-room').addEventListener('click', () => {
+    const r = state.room !== null && state.rooms.get(state.room);
+    state.roomAsked = 'panel';
+    if (r && confirm(`Leave ${r.name}?`)) session.send({ RoomRemove: { room: r.id, user: state.me } });
+  });
   $('older').addEventListener('click', () => {
+    if (state.room !== null) {
+      const r = state.rooms.get(state.room);
+      if (r) askRoomHistory(r.id, r.oldest);
+      return;
+    }
     const chat = chatWith(state.selected);
     askHistory(state.selected, chat.oldest);
   });
   $('messages').addEventListener('scroll', () => {
+    if (state.room !== null) {
+      const r = state.rooms.get(state.room);
+      if (r && r.more && r.oldest !== null && $('messages').scrollTop < 10) askRoomHistory(r.id, r.oldest);
+      return;
+    }
     const chat = state.selected && chatWith(state.selected);
     if (chat && chat.more && chat.oldest !== null && $('messages').scrollTop < 10) {
       askHistory(state.selected, chat.oldest);
@@ -739,6 +1005,8 @@ function wire() {
   });
   $('back').addEventListener('click', () => {
     state.selected = null;
+    state.room = null;
+    renderRooms();
     $('app').classList.remove('chatting');
     renderContacts();
     renderChat();
@@ -747,6 +1015,11 @@ function wire() {
     // Messages that arrived while hidden in the open chat were counted unread.
     if (document.visibilityState === 'visible' && state.selected) {
       chatWith(state.selected).unread = 0;
+      renderContacts();
+    }
+    if (document.visibilityState === 'visible' && state.room !== null && state.rooms.get(state.room)) {
+      state.rooms.get(state.room).unread = 0;
+      renderRooms();
       renderContacts();
     }
   });

@@ -52,14 +52,14 @@ const ProfileCard = struct(['user', UserId], ['rev', 'u64'], ['display_name', 's
   ['signature', 'string'], ['avatar', opt('hash')]);
 const AvatarImage = struct(['mime', 'string'], ['data', 'bytes']);
 const WhoEntry = struct(['user', UserId], ['status', Status], ['sessions', vec(WhoSession)]);
-// Version 2 (rooms): this client speaks version 1 and never receives these, but decodes
-// them, so the codec covers every frame of the protocol.
+// Version 3 (rooms): shown by app.js through rooms.js.
 const RoomRole = unitEnum('Owner', 'Admin', 'Member');
 const RoomMember = struct(['user', UserId], ['role', opt(RoomRole)], ['presence', Presence]);
 const RoomDelivery = struct(['room', 'u64'], ['seq', 'u64'], ['from', UserId], ['id', 'u64'],
   ['body', 'string'], ['sent_at_ms', 'u64']);
-// Version 3 (direct transfers): decoded so the codec covers every frame; the web client
-// offers no files and, with no transfer to answer, is never sent one.
+// Version 3 (direct transfers): decoded so the codec covers every frame. The web client
+// offers no files and answers no offer: a FileOffered is left to the user's other sessions
+// (the first answer wins), and the offer ends when its sender cancels or leaves.
 const DirectEndpoint = struct(['addrs', vec('string')], ['tls_fingerprint', opt('hash')]);
 const TransferOutcome = unitEnum('Completed', 'Declined', 'Cancelled', 'PeerLeft',
   'HashMismatch', 'AnsweredElsewhere', 'Broken');
@@ -176,7 +176,7 @@ export const ServerMsg = {
 
 /** The bytes every Hello starts with. */
 export const MAGIC = new Uint8Array([0x42, 0x52, 0x5a, 0x45]); // "BRZE"
-export const PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSION = 3;
 /** The id of every user's default group (never listed by the server). */
 export const DEFAULT_GROUP = 0;
 

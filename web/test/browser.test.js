@@ -387,4 +387,150 @@ describe('the web client in Chromium', { skip: skip ?? false }, () => {
     }
     assert.equal(await presenceOf(watcher, 'hana'), 'Online');
   });
+
+  /** The room named `name` in `page`'s Rooms list. */
+  const roomItem = (page, name) => page.locator('#rooms li.room').filter({ has: page.locator('.name', { hasText: name }) });
+  const roomBubbles = (page) => page.locator('#message-list .bubble');
+
+  test('rooms: create (errors shown), invite, both chat in one order, unread badge, roles; a hostile name is text', async () => {
+    const [ba, bb] = [await open(), await open()];
+    const owner = await openAs(ba, server, 'roomann', { register: true });
+    const guest = await openAs(bb, server, 'roomben', { register: true });
+    owner.on('dialog', (d) => d.accept());
+    await owner.locator('#rooms-section').waitFor({ state: 'visible' });
+
+    // A name the server refuses says why, in the Rooms section.
+    await owner.locator('#room-name').fill('evil\u202Eman');
+    await owner.locator('#room-name').press('Enter');
+    await until('the InvalidName note', async () =>
+      /Room names are 1–64 characters/.test(await owner.locator('#rooms-note').textContent()));
+
+    const hostile = '<img src=x onerror="window.pwned=1">team';
+    await owner.locator('#room-name').fill(hostile);
+    await owner.locator('#room-name').press('Enter');
+    const mine = roomItem(owner, 'onerror');
+    await mine.waitFor();
+    assert.equal(await mine.locator('.name').textContent(), hostile);
+    assert.equal(await owner.locator('#rooms img').count(), 0);
+    assert.equal(await mine.locator('.count').textContent(), '1/1');
+
+    await mine.click();
+    await owner.locator('#room-panel').waitFor({ state: 'visible' });
+    assert.equal(await owner.locator('#peer-name').textContent(), hostile);
+    assert.equal(await owner.locator('#room-members li[data-user="roomann"] .role').textContent(), '★');
+    // An invite's error shows in the room's panel, not under the create form.
+    await owner.locator('#invite-user').fill('roomnobody');
+    await owner.locator('#invite-form button').click();
+    await until('the NoSuchUser note', async () =>
+      (await owner.locator('#room-note').textContent()) === 'There is no such user.');
+    await owner.locator('#invite-user').fill('roomben');
+    await owner.locator('#invite-form button').click();
+    await owner.locator('#room-members li[data-user="roomben"][data-role="Member"]').waitFor();
+    await until('the owner to count 2/2 online', async () => (await mine.locator('.count').textContent()) === '2/2');
+    const theirs = roomItem(guest, 'onerror');
+    await theirs.waitFor();
+    assert.equal(await theirs.locator('.name').textContent(), hostile);
+    assert.equal(await guest.locator('#rooms img').count(), 0);
+
+    // The guest has not opened the room: a badge counts what came.
+    await say(owner, 'welcome <b>ben</b>');
+    await until('the guest\'s unread badge', async () =>
+      (await theirs.locator('.unread').textContent().catch(() => '')) === '1');
+    await theirs.click();
+    await roomBubbles(guest).filter({ hasText: 'welcome <b>ben</b>' }).waitFor();
+    assert.equal(await theirs.locator('.unread').count(), 0);
+    assert.equal(await guest.locator('#message-list b').count(), 0);
+    // Others' messages name their sender.
+    assert.equal(await guest.locator('#message-list .sender').first().textContent(), 'roomann');
+    // A member invites nobody and removes nobody; the owner has no remove button for itself.
+    assert.equal(await guest.locator('#invite-form').isHidden(), true);
+    assert.equal(await guest.locator('#room-members .remove').count(), 0);
+    assert.equal(await owner.locator('#room-members li[data-user="roomann"] .remove').count(), 0);
+
+    // Both talk at once: every page shows the room's one order, each message once.
+    const said = [];
+    for (let i = 0; i < 5; i++) {
+      said.push(`ann ${i}`, `ben ${i}`);
+      await Promise.all([say(owner, `ann ${i}`), say(guest, `ben ${i}`)]);
+    }
+    const texts = (page) => roomBubbles(page).allTextContents();
+    await until('both pages to show all 11 messages', async () =>
+      (await texts(owner)).length === 11 && (await texts(guest)).length === 11);
+    const [a, b] = [await texts(owner), await texts(guest)];
+    assert.deepEqual(a, b);
+    assert.deepEqual([...a].slice(1).sort(), [...said].sort());
+    // No message is left pending once Sent came back.
+    assert.equal(await owner.locator('#message-list .meta', { hasText: 'sending' }).count(), 0);
+    assert.equal(await owner.evaluate(() => window.pwned), undefined);
+    assert.equal(await guest.evaluate(() => window.pwned), undefined);
+
+    // The owner makes the guest an admin: the role shows on both pages.
+    await owner.locator('#invite-user').fill('roomben');
+    await owner.locator('#invite-role').selectOption('Admin');
+    await owner.locator('#invite-form button').click();
+    await guest.locator('#room-members li[data-user="roomben"][data-role="Admin"] .role').waitFor();
+    assert.equal(await guest.locator('#invite-form').isHidden(), false);
+  });
+
+  test('rooms: an offline member gets the backlog once, in order; presence and removal update the list', async () => {
+    const [bo, bm] = [await open(), await open()];
+    const owner = await openAs(bo, server, 'roomola', { register: true });
+    owner.on('dialog', (d) => d.accept());
+    let member = await openAs(bm, server, 'roommax', { register: true });
+    await owner.locator('#room-name').fill('backlog');
+    await owner.locator('#room-name').press('Enter');
+    await roomItem(owner, 'backlog').click();
+    await owner.locator('#invite-user').fill('roommax');
+    await owner.locator('#invite-form button').click();
+    await roomItem(member, 'backlog').waitFor();
+    await owner.locator('#room-members li[data-user="roommax"][data-presence="Online"]').waitFor();
+
+    // The member goes offline: the owner's member list greys them.
+    await bm.close();
+    await owner.locator('#room-members li[data-user="roommax"][data-presence="Offline"] .avatar.offline')
+      .waitFor({ timeout: HEARTBEAT_TIMEOUT_MS + 10000 });
+    await until('the count 1/2', async () => (await roomItem(owner, 'backlog').locator('.count').textContent()) === '1/2');
+    for (let i = 1; i <= 4; i++) await say(owner, `while away ${i}`);
+    await until('the owner\'s sends to be confirmed', async () =>
+      (await owner.locator('#message-list .meta', { hasText: 'sending' }).count()) === 0
+      && (await roomBubbles(owner).count()) === 4);
+
+    // Back on a fresh browser: the backlog comes once, counted unread, in the room's order.
+    const bm2 = await open();
+    member = await openAs(bm2, server, 'roommax');
+    const item = roomItem(member, 'backlog');
+    await until('an unread badge of 4', async () => (await item.locator('.unread').textContent().catch(() => '')) === '4');
+    await owner.locator('#room-members li[data-user="roommax"][data-presence="Online"]').waitFor();
+    await item.click();
+    await until('the four messages', async () => (await roomBubbles(member).count()) === 4);
+    await sleep(500); // the history page for the open room also arrives: nothing doubles
+    assert.deepEqual(await roomBubbles(member).allTextContents(),
+      ['while away 1', 'while away 2', 'while away 3', 'while away 4']);
+
+    // The backlog was acked: another login is owed nothing more.
+    await bm2.close();
+    await owner.locator('#room-members li[data-user="roommax"][data-presence="Offline"]')
+      .waitFor({ timeout: HEARTBEAT_TIMEOUT_MS + 10000 });
+    const bm3 = await open();
+    member = await openAs(bm3, server, 'roommax');
+    await roomItem(member, 'backlog').waitFor();
+    await sleep(1000);
+    assert.equal(await roomItem(member, 'backlog').locator('.unread').count(), 0);
+
+    // The owner removes the member: the room leaves the member's list, the count drops.
+    await owner.locator('#room-members li[data-user="roommax"] .remove').click();
+    await until('the room to leave the member\'s list', async () => (await roomItem(member, 'backlog').count()) === 0);
+    await until('the count 1/1', async () => (await roomItem(owner, 'backlog').locator('.count').textContent()) === '1/1');
+
+    // Written while the server is down: pending, then sent with its id once logged in again,
+    // and shown once.
+    await server.stop();
+    await say(owner, 'through a restart');
+    await owner.locator('#message-list .msg', { hasText: 'through a restart' }).locator('.meta', { hasText: 'sending' }).waitFor();
+    await server.spawn();
+    await until('the message to be confirmed after the reconnect', async () =>
+      (await owner.locator('#message-list .meta', { hasText: 'sending' }).count()) === 0, 40000);
+    await sleep(500);
+    assert.equal(await roomBubbles(owner).filter({ hasText: 'through a restart' }).count(), 1);
+  });
 });
