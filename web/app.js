@@ -34,6 +34,10 @@ const state = {
   rooms: new Rooms(), // version 3: the user's rooms and their messages
   room: null, // the id of the open room (never set together with `selected`)
   roomAsked: null, // 'create' or 'panel': where the last room request came from
+  // Version 3: files offered to this user (`${from}/${transfer}` → the offer). This page
+  // cannot receive them (a browser has no direct link to offer); it says so, and can
+  // decline, so the sender is not left waiting when the page is the user's only session.
+  offers: new Map(),
   pending: null, // what the login form asked for, until the server answers
   nextId: BigInt(Date.now()) * 1000n,
   loggedIn: false,
@@ -167,6 +171,9 @@ const handlers = {
   },
 
   LoginOk({ user, status, resume_token: token, contacts }) {
+    // Offers were made to the session that ended; those still open are another's to answer.
+    state.offers.clear();
+    renderOffers();
     const fresh = state.me !== user;
     if (fresh) {
       state.chats.clear();
@@ -346,6 +353,15 @@ const handlers = {
     // Acked once it is on the page (the DOM was updated synchronously above); a repeat is
     // acked again so the cursor catches up. The room's next backlog page waits for this.
     session.send({ RoomAck: { room: d.room, seq: ack } });
+  },
+
+  FileOffered({ from, transfer, name, size }) {
+    state.offers.set(`${from}/${transfer}`, { from, transfer, name, size });
+    renderOffers();
+  },
+
+  TransferEnded({ sender, transfer }) {
+    if (state.offers.delete(`${sender}/${transfer}`)) renderOffers();
   },
 
   RoomHistory({ room, items }) {
@@ -702,6 +718,36 @@ function renderContacts() {
 }
 
 /** The Rooms section: each room with "online/total" and its unread count. */
+function sizeText(size) {
+  const n = Number(size);
+  if (n >= 1 << 30) return `${(n / (1 << 30)).toFixed(1)} GiB`;
+  if (n >= 1 << 20) return `${(n / (1 << 20)).toFixed(1)} MiB`;
+  if (n >= 1 << 10) return `${(n / (1 << 10)).toFixed(1)} KiB`;
+  return `${n} bytes`;
+}
+
+/** Files offered to this user: who, what, how big; received with the terminal client. */
+function renderOffers() {
+  const list = $('offers');
+  list.replaceChildren();
+  for (const offer of state.offers.values()) {
+    const item = el('li', { class: 'offer' });
+    item.append(
+      el('span', {}, `${label(offer.from, state.profiles.get(offer.from))} offers “${offer.name}” (${sizeText(offer.size)}). `),
+      el('span', { class: 'muted small' }, 'This browser cannot receive files: accept it in the terminal client (/accept). '),
+    );
+    const decline = el('button', { type: 'button', class: 'link' }, 'Decline');
+    decline.addEventListener('click', () => {
+      session.send({
+        AnswerFile: { from: offer.from, transfer: offer.transfer, accept: false, offset: 0n },
+      });
+    });
+    item.append(decline);
+    list.append(item);
+  }
+  list.hidden = state.offers.size === 0;
+}
+
 function renderRooms() {
   if (!state.me) return;
   $('rooms-section').hidden = !(session.welcome && session.welcome.version >= 3);

@@ -58,8 +58,8 @@ const RoomMember = struct(['user', UserId], ['role', opt(RoomRole)], ['presence'
 const RoomDelivery = struct(['room', 'u64'], ['seq', 'u64'], ['from', UserId], ['id', 'u64'],
   ['body', 'string'], ['sent_at_ms', 'u64']);
 // Version 3 (direct transfers): decoded so the codec covers every frame. The web client
-// offers no files and answers no offer: a FileOffered is left to the user's other sessions
-// (the first answer wins), and the offer ends when its sender cancels or leaves.
+// offers no files and cannot receive one (a page has no direct link to offer): it shows a
+// FileOffered, says to accept it in the terminal client, and can decline it.
 const DirectEndpoint = struct(['addrs', vec('string')], ['tls_fingerprint', opt('hash')]);
 const TransferOutcome = unitEnum('Completed', 'Declined', 'Cancelled', 'PeerLeft',
   'HashMismatch', 'AnsweredElsewhere', 'Broken');

@@ -533,4 +533,28 @@ describe('the web client in Chromium', { skip: skip ?? false }, () => {
     await sleep(500);
     assert.equal(await roomBubbles(owner).filter({ hasText: 'through a restart' }).count(), 1);
   });
+
+  test('a file offered to the page is shown with its size, and the page can decline it', async () => {
+    await register(server, 'fileann');
+    const b = await open();
+    const web = await openAs(b, server, 'fileweb', { register: true });
+    const dir = `${server.dir}/offered`;
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(`${dir}/季度报告.bin`, Buffer.alloc(3 * 1024 * 1024, 7));
+    const term = breezeChat(server, 'fileann');
+    try {
+      await until('the terminal to log in', async () => /fileann/.test(term.out));
+      term.write(`/send-file fileweb ${dir}/季度报告.bin`);
+      const offer = web.locator('#offers li', { hasText: '季度报告.bin' });
+      await offer.waitFor();
+      assert.match(await offer.textContent(), /fileann offers “季度报告\.bin” \(3\.0 MiB\)/);
+      assert.match(await offer.textContent(), /cannot receive files/);
+      await offer.locator('button', { hasText: 'Decline' }).click();
+      await until('the sender to be told', async () => /declined/.test(term.out));
+      await until('the offer to go', async () => (await web.locator('#offers li').count()) === 0);
+      assert.equal(await web.locator('#offers').isHidden(), true);
+    } finally {
+      await term.close();
+    }
+  });
 });
