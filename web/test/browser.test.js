@@ -543,8 +543,9 @@ describe('the web client in Chromium', { skip: skip ?? false }, () => {
     writeFileSync(`${dir}/季度报告.bin`, Buffer.alloc(3 * 1024 * 1024, 7));
     const term = breezeChat(server, 'fileann');
     try {
-      await until('the terminal to log in', async () => /fileann/.test(term.out));
+      await until('the terminal to log in', () => term.out.includes('logged in as fileann'));
       term.write(`/send-file fileweb ${dir}/季度报告.bin`);
+      await until('the terminal to make the offer', () => term.out.includes('offering 季度报告.bin to fileweb'), 20000);
       const offer = web.locator('#offers li', { hasText: '季度报告.bin' });
       await offer.waitFor();
       assert.match(await offer.textContent(), /fileann offers “季度报告\.bin” \(3\.0 MiB\)/);
@@ -553,6 +554,9 @@ describe('the web client in Chromium', { skip: skip ?? false }, () => {
       await until('the sender to be told', async () => /declined/.test(term.out));
       await until('the offer to go', async () => (await web.locator('#offers li').count()) === 0);
       assert.equal(await web.locator('#offers').isHidden(), true);
+    } catch (e) {
+      console.log(`the terminal said:\n${term.out}`);
+      throw e;
     } finally {
       await term.close();
     }

@@ -435,23 +435,29 @@ impl Server {
         };
         c.history_loads -= 1;
         match r {
-            Ok(mut items) => {
-                // Keep the page within the frame limit; the client pages on from the oldest
-                // item it got.
-                let page = |items: &Vec<HistoryItem>| {
-                    encode(&ServerMsg::History {
-                        with: with.clone(),
-                        items: items.clone(),
-                    })
-                };
-                let mut payload = page(&items);
-                while payload.len() > self.cfg.max_frame as usize && items.len() > 1 {
-                    items.truncate(items.len() / 2);
-                    payload = page(&items);
-                }
+            Ok(items) => {
+                let payload = fitting_page(items, self.cfg.max_frame, |items| ServerMsg::History {
+                    with: with.clone(),
+                    items,
+                });
                 self.out.push_back(Output::Send { conn, payload });
             }
             Err(_) => self.error(conn, RequestKind::History, ErrorCode::StorageFailed, None),
         }
     }
+}
+
+/// A history page as one frame within `max_frame`: halved from its oldest end until it fits
+/// (newest first, so the newest stay); the client pages on from the oldest item it got.
+pub(super) fn fitting_page<T: Clone>(
+    mut items: Vec<T>,
+    max_frame: u32,
+    frame: impl Fn(Vec<T>) -> ServerMsg,
+) -> Bytes {
+    let mut payload = encode(&frame(items.clone()));
+    while payload.len() > max_frame as usize && items.len() > 1 {
+        items.truncate(items.len() / 2);
+        payload = encode(&frame(items.clone()));
+    }
+    payload
 }

@@ -830,19 +830,10 @@ impl Server {
         };
         c.history_loads -= 1;
         match r {
-            Ok(mut items) => {
-                // Within the frame limit; the client pages on from the oldest item it got.
-                let page = |items: &Vec<RoomDelivery>| {
-                    encode(&ServerMsg::RoomHistory {
-                        room,
-                        items: items.clone(),
-                    })
-                };
-                let mut payload = page(&items);
-                while payload.len() > self.cfg.max_frame as usize && items.len() > 1 {
-                    items.truncate(items.len() / 2);
-                    payload = page(&items);
-                }
+            Ok(items) => {
+                let payload = super::messaging::fitting_page(items, self.cfg.max_frame, |items| {
+                    ServerMsg::RoomHistory { room, items }
+                });
                 self.out.push_back(Output::Send { conn, payload });
             }
             Err(e) => self.error(conn, RequestKind::Room, room_error(&e), None),

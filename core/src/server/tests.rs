@@ -2087,3 +2087,33 @@ fn acks_waiting_for_a_mark_go_before_the_sessions_next_write() {
             .any(|m| matches!(m, ServerMsg::ContactsChanged { .. }))
     );
 }
+
+#[test]
+fn a_history_page_is_halved_until_its_frame_fits_and_keeps_the_newest() {
+    use crate::codec::decode;
+    use crate::message::RoomDelivery;
+    let items: Vec<RoomDelivery> = (0..8)
+        .rev()
+        .map(|seq| RoomDelivery {
+            room: 1,
+            seq,
+            from: user("a"),
+            id: seq,
+            body: "x".repeat(1000),
+            sent_at_ms: 0,
+        })
+        .collect();
+    let frame = |items| ServerMsg::RoomHistory { room: 1, items };
+    let fits = super::messaging::fitting_page(items.clone(), 4500, frame);
+    assert!(fits.len() <= 4500);
+    let ServerMsg::RoomHistory { items: kept, .. } = decode(&fits).unwrap() else {
+        panic!("not a RoomHistory");
+    };
+    assert_eq!(kept, items[..4], "the newest four");
+    // One item always goes, however large: the client must be able to page on.
+    let one = super::messaging::fitting_page(items.clone(), 10, frame);
+    let ServerMsg::RoomHistory { items: kept, .. } = decode(&one).unwrap() else {
+        panic!("not a RoomHistory");
+    };
+    assert_eq!(kept.len(), 1);
+}
