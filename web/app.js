@@ -1,6 +1,7 @@
 // The Breeze web client's UI: login, contact list with presence, 1:1 chats, group rooms.
 // Every text that came over the wire goes into the page with textContent, never as HTML.
 import { DEFAULT_GROUP } from './codec.js';
+import { Download, canReceive } from './receive.js';
 import { Rooms } from './rooms.js';
 import { Session } from './session.js';
 import { avatar, el, formatTime, label, presenceLabel, readFileBytes } from './ui.js';
@@ -34,9 +35,10 @@ const state = {
   rooms: new Rooms(), // version 3: the user's rooms and their messages
   room: null, // the id of the open room (never set together with `selected`)
   roomAsked: null, // 'create' or 'panel': where the last room request came from
-  // Version 3: files offered to this user (`${from}/${transfer}` → the offer). This page
-  // cannot receive them (a browser has no direct link to offer); it says so, and can
-  // decline, so the sender is not left waiting when the page is the user's only session.
+  // Version 3: files offered to this user (`${from}/${transfer}` → the offer and, once
+  // accepted, its `Download`). A page has no direct link: it takes a file through the
+  // server's relay, in memory (receive.js); what it cannot take it can decline, so the
+  // sender is not left waiting when the page is the user's only session.
   offers: new Map(),
   pending: null, // what the login form asked for, until the server answers
   nextId: BigInt(Date.now()) * 1000n,
@@ -355,13 +357,59 @@ const handlers = {
     session.send({ RoomAck: { room: d.room, seq: ack } });
   },
 
-  FileOffered({ from, transfer, name, size }) {
-    state.offers.set(`${from}/${transfer}`, { from, transfer, name, size });
+  FileOffered({ from, transfer, name, size, sha256 }) {
+    state.offers.set(`${from}/${transfer}`, { from, transfer, name, size, sha256, status: '' });
     renderOffers();
   },
 
-  TransferEnded({ sender, transfer }) {
-    if (state.offers.delete(`${sender}/${transfer}`)) renderOffers();
+  // Accepted here: no direct link from a page, so the relay at once.
+  TransferStart({ from, transfer }) {
+    const offer = state.offers.get(`${from}/${transfer}`);
+    if (!offer?.download) return;
+    session.send({ RelayFile: { from, transfer, offset: 0n } });
+    offer.status = 'receiving…';
+    renderOffers();
+  },
+
+  TransferData({ from, transfer, offset, data }) {
+    const offer = state.offers.get(`${from}/${transfer}`);
+    const d = offer?.download;
+    if (!d || !d.take(offset, data)) {
+      session.send({ CancelFile: { sender: from, transfer } });
+      return;
+    }
+    session.send({ TransferAck: { from, transfer, received: BigInt(d.received) } });
+    const percent = Math.floor((100 * d.received) / Math.max(1, d.size));
+    if (percent !== offer.percent) {
+      offer.percent = percent;
+      offer.status = `receiving… ${percent} %`;
+      renderOffers();
+    }
+    if (d.complete()) {
+      offer.status = 'checking…';
+      renderOffers();
+      d.verify().then(({ blob, verified }) => {
+        session.send({ TransferDone: { from, transfer, verified } });
+        if (verified) offer.saved = URL.createObjectURL(blob);
+        offer.status = verified ? '' : 'the file arrived damaged (its SHA-256 differs) and was dropped';
+        renderOffers();
+      });
+    }
+  },
+
+  TransferEnded({ sender, transfer, outcome }) {
+    const key = `${sender}/${transfer}`;
+    const offer = state.offers.get(key);
+    if (!offer) return;
+    if (outcome === 'Completed' && offer.saved) {
+      offer.status = 'received';
+    } else if (offer.download) {
+      offer.status = outcome === 'HashMismatch' ? offer.status : `ended: ${outcome}`;
+      offer.ended = true;
+    } else {
+      state.offers.delete(key);
+    }
+    renderOffers();
   },
 
   RoomHistory({ room, items }) {
@@ -726,23 +774,51 @@ function sizeText(size) {
   return `${n} bytes`;
 }
 
-/** Files offered to this user: who, what, how big; received with the terminal client. */
+/** Files offered to this user: who, what, how big; accepted through the relay, declined, saved. */
 function renderOffers() {
   const list = $('offers');
   list.replaceChildren();
-  for (const offer of state.offers.values()) {
+  for (const [key, offer] of state.offers) {
     const item = el('li', { class: 'offer' });
-    item.append(
-      el('span', {}, `${label(offer.from, state.profiles.get(offer.from))} offers “${offer.name}” (${sizeText(offer.size)}). `),
-      el('span', { class: 'muted small' }, 'This browser cannot receive files: accept it in the terminal client (/accept). '),
-    );
-    const decline = el('button', { type: 'button', class: 'link' }, 'Decline');
-    decline.addEventListener('click', () => {
-      session.send({
-        AnswerFile: { from: offer.from, transfer: offer.transfer, accept: false, offset: 0n },
+    item.append(el('span', {}, `${label(offer.from, state.profiles.get(offer.from))} offers “${offer.name}” (${sizeText(offer.size)}). `));
+    const button = (text, onClick) => {
+      const b = el('button', { type: 'button', class: 'link' }, text);
+      b.addEventListener('click', onClick);
+      item.append(b);
+    };
+    if (offer.saved) {
+      // Named as the sender named it (the server refused paths): the browser saves it.
+      item.append(el('a', { href: offer.saved, download: offer.name, class: 'save' }, `Save ${offer.name}`));
+      button('Dismiss', () => {
+        URL.revokeObjectURL(offer.saved);
+        state.offers.delete(key);
+        renderOffers();
       });
-    });
-    item.append(decline);
+    } else if (offer.ended) {
+      item.append(el('span', { class: 'muted small' }, `${offer.status} `));
+      button('Dismiss', () => {
+        state.offers.delete(key);
+        renderOffers();
+      });
+    } else if (offer.download) {
+      item.append(el('span', { class: 'muted small' }, offer.status || 'accepted…'));
+      button('Cancel', () => session.send({ CancelFile: { sender: offer.from, transfer: offer.transfer } }));
+    } else {
+      if (canReceive(offer.size)) {
+        button('Accept', () => {
+          offer.download = new Download(offer);
+          session.send({
+            AnswerFile: { from: offer.from, transfer: offer.transfer, accept: true, offset: 0n },
+          });
+          renderOffers();
+        });
+      } else {
+        item.append(el('span', { class: 'muted small' }, 'Too large for this page: accept it in the terminal client (/accept). '));
+      }
+      button('Decline', () => session.send({
+        AnswerFile: { from: offer.from, transfer: offer.transfer, accept: false, offset: 0n },
+      }));
+    }
     list.append(item);
   }
   list.hidden = state.offers.size === 0;

@@ -3,7 +3,7 @@
 // while the others watch.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { writeFileSync, mkdirSync } from 'node:fs';
+import { readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { deflateSync } from 'node:zlib';
 import {
   HEARTBEAT_INTERVAL_MS, HEARTBEAT_TIMEOUT_MS, PASSWORD, Server, breeze, breezeChat, greyed, launchBrowser,
@@ -534,26 +534,41 @@ describe('the web client in Chromium', { skip: skip ?? false }, () => {
     assert.equal(await roomBubbles(owner).filter({ hasText: 'through a restart' }).count(), 1);
   });
 
-  test('a file offered to the page is shown with its size, and the page can decline it', async () => {
+  test('a file offered to the page comes through the relay, checked, to save; another is declined', async () => {
     await register(server, 'fileann');
     const b = await open();
     const web = await openAs(b, server, 'fileweb', { register: true });
     const dir = `${server.dir}/offered`;
     mkdirSync(dir, { recursive: true });
-    writeFileSync(`${dir}/季度报告.bin`, Buffer.alloc(3 * 1024 * 1024, 7));
+    const content = Buffer.alloc(3 * 1024 * 1024);
+    for (let i = 0; i < content.length; i++) content[i] = (i * 31 + (i >> 11)) & 0xff;
+    writeFileSync(`${dir}/季度报告.bin`, content);
+    writeFileSync(`${dir}/second.bin`, Buffer.alloc(1000, 1));
     const term = breezeChat(server, 'fileann');
     try {
       await until('the terminal to log in', () => term.out.includes('logged in as fileann'));
       term.write(`/send-file fileweb ${dir}/季度报告.bin`);
-      await until('the terminal to make the offer', () => term.out.includes('offering 季度报告.bin to fileweb'), 20000);
       const offer = web.locator('#offers li', { hasText: '季度报告.bin' });
       await offer.waitFor();
       assert.match(await offer.textContent(), /fileann offers “季度报告\.bin” \(3\.0 MiB\)/);
-      assert.match(await offer.textContent(), /cannot receive files/);
-      await offer.locator('button', { hasText: 'Decline' }).click();
-      await until('the sender to be told', async () => /declined/.test(term.out));
-      await until('the offer to go', async () => (await web.locator('#offers li').count()) === 0);
-      assert.equal(await web.locator('#offers').isHidden(), true);
+      await offer.locator('button', { hasText: 'Accept' }).click();
+      const save = offer.locator('a.save');
+      await save.waitFor({ timeout: 30000 });
+      assert.equal(await save.getAttribute('download'), '季度报告.bin');
+      await until('the sender to be told it is done', () => term.out.includes('done, hash checked'), 20000);
+      // Saved as a user saves it: the browser downloads the checked bytes under the name.
+      const [download] = await Promise.all([web.waitForEvent('download'), save.click()]);
+      assert.equal(download.suggestedFilename(), '季度报告.bin');
+      const savedAt = `${dir}/saved.bin`;
+      await download.saveAs(savedAt);
+      assert.ok(readFileSync(savedAt).equals(content), 'the saved file is the sent one');
+
+      term.write(`/send-file fileweb ${dir}/second.bin`);
+      const second = web.locator('#offers li', { hasText: 'second.bin' });
+      await second.waitFor();
+      await second.locator('button', { hasText: 'Decline' }).click();
+      await until('the sender to be told', () => /declined second\.bin/.test(term.out));
+      await until('the declined offer to go', async () => (await second.count()) === 0);
     } catch (e) {
       console.log(`the terminal said:\n${term.out}`);
       throw e;
