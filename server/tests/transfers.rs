@@ -392,10 +392,16 @@ async fn refusals_are_clear_errors() {
     let small = make_file(files.path(), "small.bin", 1000);
     let large = make_file(files.path(), "large.bin", 2 * MIB + 1);
     let mut alice = Side::start(server.addr(), "alice", Mode::Register, |_| {}).await;
-    // Carol exists but is not online.
+    // Carol exists but is not online: her client is gone, and alice has seen her go (an offer
+    // made before the server noticed would reach her dying session and end PeerLeft).
     Side::start(server.addr(), "carol", Mode::Register, |_| {})
         .await
         .kill();
+    alice
+        .event("carol offline", |e| {
+            matches!(e, ClientEvent::PresenceChanged { user: u, presence: Presence::Offline } if *u == user("carol"))
+        })
+        .await;
 
     let refused = |r: &TransferReport| matches!(r, TransferReport::Refused { .. });
     let id = alice.offer("carol", &small).await;
