@@ -358,13 +358,17 @@ impl Server {
     /// its earlier acks are stored, and a crash after it cannot deliver those messages again.
     /// Without room in the work budget they keep waiting.
     pub(super) fn flush_waiting_acks(&mut self, conn: ConnId) {
-        let room = self.has_room(conn, 1, 0);
+        // Called for every frame: the common case (nothing waits) costs one lookup.
+        let waiting = matches!(
+            self.conns.get(&conn).map(|c| &c.phase),
+            Some(Phase::Session(s)) if !s.acks_waiting.is_empty()
+        );
+        if !waiting || !self.has_room(conn, 1, 0) {
+            return;
+        }
         let Some(Phase::Session(s)) = self.conns.get_mut(&conn).map(|c| &mut c.phase) else {
             return;
         };
-        if s.acks_waiting.is_empty() || !room {
-            return;
-        }
         let seqs = std::mem::take(&mut s.acks_waiting);
         let user = s.user.clone();
         self.mark_delivered(conn, user, seqs);
