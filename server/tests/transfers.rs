@@ -397,11 +397,17 @@ async fn refusals_are_clear_errors() {
     Side::start(server.addr(), "carol", Mode::Register, |_| {})
         .await
         .kill();
-    alice
-        .event("carol offline", |e| {
-            matches!(e, ClientEvent::PresenceChanged { user: u, presence: Presence::Offline } if *u == user("carol"))
-        })
-        .await;
+    // Online first (a new account is announced offline as it is registered), then offline.
+    for (what, presence) in [
+        ("carol online", Presence::Online),
+        ("carol offline", Presence::Offline),
+    ] {
+        alice
+            .event(what, |e| {
+                matches!(e, ClientEvent::PresenceChanged { user: u, presence: p } if *u == user("carol") && *p == presence)
+            })
+            .await;
+    }
 
     let refused = |r: &TransferReport| matches!(r, TransferReport::Refused { .. });
     let id = alice.offer("carol", &small).await;
