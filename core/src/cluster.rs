@@ -4,7 +4,7 @@
 
 use crate::ids::{ConnId, NodeId, UserId};
 use crate::message::{
-    CloseReason, ContactGroup, Placement, ProfileCard, RoomDelivery, RoomRole, Status,
+    CloseReason, ContactGroup, Delivery, Placement, ProfileCard, RoomDelivery, RoomRole, Status,
 };
 use crate::time::Duration;
 use serde::{Deserialize, Serialize};
@@ -67,6 +67,15 @@ pub struct ClusterMsg {
     pub body: Body,
 }
 
+/// A stored 1:1 message as `Body::Mail` carries it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CarriedMail {
+    /// The seq of the recipient's message before this one (`Stored::prev`; 0: none). The
+    /// store gives a recipient's messages their seqs in commit order, so none lies between.
+    pub prev: u64,
+    pub delivery: Delivery,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Body {
     /// Alive; `seq` is the sender's last number (a receiver behind it lost something).
@@ -90,10 +99,16 @@ pub enum Body {
         profiles: Vec<ProfileCard>,
     },
     /// Sequenced: a message to `to` was stored (committed in the shared database) through
-    /// the sender; `seq` is the message's, not the bus's. A node with sessions of `to` reads
-    /// their mailboxes above what it pushed them. Lost, it is a gap like any other, and the
-    /// resync that follows makes every session catch up.
-    Mail { to: UserId, seq: u64 },
+    /// the sender; `seq` is the message's, not the bus's. With `carried` (a message without
+    /// an attachment, so bus messages stay small), a session of `to` that has everything up
+    /// to the recipient's previous message gets it pushed at once; any other session, and
+    /// every session without `carried`, reads its mailbox above what it was pushed. Lost, it
+    /// is a gap like any other, and the resync that follows makes every session catch up.
+    Mail {
+        to: UserId,
+        seq: u64,
+        carried: Option<CarriedMail>,
+    },
     /// An administrator ended the user's sessions (`AdminKick`, `AdminBan`): end the ones
     /// here with `reason`. Not sequenced: it changes no state a snapshot could carry (a ban
     /// is in the shared database), so a lost one is not resent.

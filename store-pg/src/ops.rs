@@ -333,6 +333,28 @@ pub(crate) async fn lock_mailboxes(
     Ok(())
 }
 
+/// The highest seq stored for each recipient so far. Sent after `LOCK_MAILBOXES` in the same
+/// transaction, as a statement of its own: under READ COMMITTED each statement reads a fresh
+/// snapshot, so this one sees every message committed by whoever held a lock before us (the
+/// lock statement's own snapshot predates its wait).
+const MAILBOX_HIGHS: &str = "SELECT r, (SELECT max(seq) FROM messages WHERE recipient = r)
+    FROM unnest($1::text[]) AS r";
+
+/// The highest seq of each of `recipients`' messages (0: none), read under their mailbox
+/// locks, so that a message this batch stores can name its predecessor (`Stored::prev`).
+pub(crate) async fn mailbox_highs(
+    c: &impl GenericClient,
+    recipients: &[&str],
+) -> Result<BTreeMap<String, u64>, PgError> {
+    let stmt = c.prepare_cached(MAILBOX_HIGHS).await?;
+    let mut highs = BTreeMap::new();
+    for row in c.query(&stmt, &[&recipients]).await? {
+        let high: Option<i64> = row.try_get(1)?;
+        highs.insert(row.try_get(0)?, high.map_or(0, u64_from_sql));
+    }
+    Ok(highs)
+}
+
 // A run of messages in one statement, each row checked and inserted as a single-row insert
 // would be: the users checked by `EXISTS` (a failed foreign key would abort the whole
 // transaction, and every other client's write in it), a resend skipped by the
@@ -364,6 +386,7 @@ const SET_BANNED: &str = "UPDATE accounts SET banned = $2 WHERE name = $1";
 pub(crate) async fn prepare_writes(c: &impl GenericClient) -> Result<(), PgError> {
     for sql in [
         LOCK_MAILBOXES,
+        MAILBOX_HIGHS,
         STORE_MESSAGES,
         MARK_DELIVERED,
         SET_CONTACTS,
@@ -466,8 +489,8 @@ pub(crate) async fn store_messages(
         .collect())
 }
 
-/// `message` as stored at `seq`.
-pub(crate) fn stored(message: &NewMessage<'_>, seq: i64) -> Stored {
+/// `message` as stored at `seq`, the recipient's previous message at `prev`.
+pub(crate) fn stored(message: &NewMessage<'_>, seq: i64, prev: u64) -> Stored {
     Stored {
         to: message.to.clone(),
         delivery: Delivery {
@@ -479,6 +502,7 @@ pub(crate) fn stored(message: &NewMessage<'_>, seq: i64) -> Stored {
             sent_at_ms: u64_from_sql(ms_to_sql(message.now_ms)),
         },
         duplicate: false,
+        prev: Some(prev),
     }
 }
 
@@ -506,6 +530,7 @@ pub(crate) async fn first_copy(
                 to,
                 delivery,
                 duplicate: true,
+                prev: None,
             }))
         }
         None => Ok(Err(StorageError::NoSuchUser)),

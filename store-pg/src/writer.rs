@@ -12,6 +12,7 @@ use breeze_core::RequestId;
 use breeze_core::storage::{StorageOp, StorageResult};
 use breeze_store::job::Kind;
 use deadpool_postgres::GenericClient;
+use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -217,6 +218,8 @@ enum Answer {
     Nothing,
     /// The seq each message of a run was inserted at, if it was.
     Inserted(Vec<Option<i64>>),
+    /// Each recipient's highest seq before the batch's messages.
+    Highs(BTreeMap<String, u64>),
     /// Any other write.
     Write(StorageResult),
 }
@@ -224,6 +227,7 @@ enum Answer {
 /// What each statement between `BEGIN` and `COMMIT` is for.
 enum Step {
     Lock,
+    Highs,
     /// `len` messages from batch item `item`, the batch's messages `message…` on.
     Messages {
         item: usize,
@@ -275,10 +279,17 @@ async fn in_transaction(
     // The mailboxes first, before any row (see `ops::lock_mailboxes`).
     let recipients: Vec<&str> = messages.iter().map(|m| m.to.as_str()).collect();
     if !recipients.is_empty() {
+        let mut distinct = recipients.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
         steps.push(Step::Lock);
         flight.push(Box::pin(async move {
             ops::lock_mailboxes(c, &recipients).await?;
             Ok(Answer::Nothing)
+        }));
+        steps.push(Step::Highs);
+        flight.push(Box::pin(async move {
+            Ok(Answer::Highs(ops::mailbox_highs(c, &distinct).await?))
         }));
     }
     let (mut item, mut message) = (0, 0);
@@ -328,16 +339,23 @@ async fn in_transaction(
     let mut results: Vec<Option<StorageResult>> = vec![None; batch.len()];
     // Messages that inserted nothing: a resend, or an unknown user.
     let mut skipped = Vec::new();
+    // Each recipient's latest seq: the highs read under the locks, then each message this
+    // batch stored, in order (a batch's seqs rise in its order).
+    let mut latest: BTreeMap<String, u64> = BTreeMap::new();
     for (step, answer) in steps.into_iter().zip(answers) {
         match (step, answer) {
             (Step::Lock, Answer::Nothing) => {}
+            (Step::Highs, Answer::Highs(highs)) => latest = highs,
             (Step::Messages { item, message, len }, Answer::Inserted(seqs)) => {
                 let run = &messages[message..message + len];
                 for (k, (m, seq)) in run.iter().zip(seqs).enumerate() {
                     match seq {
                         Some(seq) => {
+                            let prev = latest
+                                .insert(m.to.as_str().to_owned(), ops::u64_from_sql(seq))
+                                .unwrap_or(0);
                             results[item + k] =
-                                Some(StorageResult::MessageStored(Ok(ops::stored(m, seq))));
+                                Some(StorageResult::MessageStored(Ok(ops::stored(m, seq, prev))));
                         }
                         None => skipped.push((item + k, m)),
                     }

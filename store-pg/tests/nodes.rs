@@ -10,7 +10,7 @@ use breeze_core::storage::{StorageError, StorageOp, StorageResult};
 use breeze_store_pg::{PgError, PgOptions, PgStore, SCHEMA_VERSION};
 use breeze_testsupport::pg::TestPg;
 use common::{NOW, Node};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 fn user(name: &str) -> UserId {
     UserId::new(name).expect("valid name")
@@ -84,7 +84,9 @@ async fn seqs_drawn_on_two_nodes_are_unique_and_become_visible_in_order() {
         let mut seqs = Vec::new();
         for id in 1..=EACH {
             match node.apply(message(from, "alice", id), NOW + id).await {
-                StorageResult::MessageStored(Ok(stored)) => seqs.push(stored.delivery.seq),
+                StorageResult::MessageStored(Ok(stored)) => {
+                    seqs.push((stored.delivery.seq, stored.prev.expect("a new message")));
+                }
                 other => panic!("unexpected {other:?}"),
             }
         }
@@ -129,9 +131,17 @@ async fn seqs_drawn_on_two_nodes_are_unique_and_become_visible_in_order() {
         seen = now;
     }
     let (sa, sb) = writers.await.expect("writers");
-    let all: BTreeSet<u64> = sa.iter().chain(&sb).copied().collect();
+    let chain: BTreeMap<u64, u64> = sa.iter().chain(&sb).copied().collect();
+    let all: BTreeSet<u64> = chain.keys().copied().collect();
     assert_eq!(all.len(), (2 * EACH) as usize, "a seq was handed out twice");
     assert_eq!(seen, all, "the last read shows every stored message");
+    // Each message names the one before it in alice's mailbox, whichever node stored that:
+    // what lets a cluster node push it without a read (`Stored::prev`).
+    let mut before = 0;
+    for (seq, prev) in chain {
+        assert_eq!(prev, before, "message {seq} names {prev}, not {before}");
+        before = seq;
+    }
     reader.shutdown().await;
 }
 

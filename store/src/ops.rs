@@ -508,9 +508,15 @@ fn store_message(
                 to,
                 delivery,
                 duplicate: true,
+                prev: None,
             }));
         }
     };
+    // One probe of `messages_recipient`. The one writer gives seqs in commit order, so
+    // nothing to this recipient can come between `prev` and `seq`.
+    let prev: Option<i64> = conn
+        .prepare_cached("SELECT max(seq) FROM messages WHERE recipient = ?1 AND seq < ?2")?
+        .query_row(params![msg.to.as_str(), seq], |row| row.get(0))?;
     Ok(Ok(Stored {
         to: msg.to,
         delivery: Delivery {
@@ -522,6 +528,7 @@ fn store_message(
             sent_at_ms: u64_from_sql(sent_at),
         },
         duplicate: false,
+        prev: Some(prev.map_or(0, u64_from_sql)),
     }))
 }
 

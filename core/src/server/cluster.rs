@@ -4,12 +4,12 @@
 //! bus output at all.
 
 use super::{Output, Server};
-use crate::cluster::{Body, ClusterConfig, ClusterMsg, Dest, Kick, UserState};
+use crate::cluster::{Body, CarriedMail, ClusterConfig, ClusterMsg, Dest, Kick, UserState};
 use crate::codec::encode;
 use crate::config::DuplicateLogin;
 use crate::ids::{ConnId, NodeId, UserId};
 use crate::message::{CloseReason, ProfileCard, RoomDelivery, RoomRole, ServerMsg, WhoSession};
-use crate::storage::{GroupsDiff, RoomView};
+use crate::storage::{GroupsDiff, RoomView, Stored};
 use crate::time::Instant;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -372,7 +372,10 @@ impl Server {
             match body {
                 Body::User(state) => self.set_remote(now, from, state.user.clone(), Some(state)),
                 Body::Registered(user) => self.learn_user(user),
-                Body::Mail { to, seq } => self.catch_up(&to, Some(seq)),
+                Body::Mail { to, seq, carried } => match carried {
+                    Some(CarriedMail { prev, delivery }) => self.push_mail(&to, prev, delivery),
+                    None => self.catch_up(&to, Some(seq)),
+                },
                 Body::Profile(card) => self.profiles.offer(card),
                 Body::RoomMail { delivery, members } => self.push_room_message(delivery, &members),
                 _ => unreachable!("invariant: only these bodies are sequenced"),
@@ -622,16 +625,24 @@ impl Server {
     }
 
     /// A message to `to` was stored through this node: the nodes holding sessions of `to`
-    /// read their mailboxes. Sequenced, so it goes to every node: a numbered message sent
-    /// to one would look like a gap to the others.
-    pub(super) fn publish_mail(&mut self, to: &UserId, seq: u64) {
+    /// push it or read their mailboxes (`Body::Mail`). Sequenced, so it goes to every node: a
+    /// numbered message sent to one would look like a gap to the others.
+    pub(super) fn publish_mail(&mut self, stored: &Stored) {
         let Some(c) = self.cluster.as_mut() else {
             return;
         };
         c.seq += 1;
+        let carried = match (stored.prev, &stored.delivery.attachment) {
+            (Some(prev), None) => Some(CarriedMail {
+                prev,
+                delivery: stored.delivery.clone(),
+            }),
+            _ => None,
+        };
         let msg = c.msg(Body::Mail {
-            to: to.clone(),
-            seq,
+            to: stored.to.clone(),
+            seq: stored.delivery.seq,
+            carried,
         });
         self.out.push_back(Output::Cluster { to: Dest::All, msg });
     }

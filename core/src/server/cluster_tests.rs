@@ -6,8 +6,8 @@ use crate::cluster::{Body, ClusterConfig, ClusterMsg, Dest};
 use crate::config::{DuplicateLogin, ServerConfig};
 use crate::ids::{ConnId, NodeId};
 use crate::message::{
-    ClientMsg, CloseReason, Delivery, ErrorCode, Presence, PresenceEntry, RequestKind, ServerMsg,
-    Status,
+    Attachment, ClientMsg, CloseReason, Delivery, ErrorCode, Presence, PresenceEntry, RequestKind,
+    ServerMsg, Status,
 };
 use crate::testkit::rig::user;
 use crate::testkit::{MemStore, Rig};
@@ -159,13 +159,27 @@ impl Net {
 
     /// `conn` on `node` sends `body` to `to` as its message `id`; the seq its `Sent` names.
     fn send(&mut self, node: usize, conn: ConnId, id: u64, to: &str, body: &str) -> u64 {
+        self.send_with(node, conn, id, to, body, None)
+    }
+
+    /// `send` with an attachment (which `Body::Mail` does not carry: the recipient's node
+    /// reads it from the mailbox).
+    fn send_with(
+        &mut self,
+        node: usize,
+        conn: ConnId,
+        id: u64,
+        to: &str,
+        body: &str,
+        attachment: Option<Attachment>,
+    ) -> u64 {
         self.nodes[node].frame(
             conn,
             ClientMsg::Send {
                 id,
                 to: user(to),
                 body: body.into(),
-                attachment: None,
+                attachment,
             },
         );
         self.settle();
@@ -992,6 +1006,64 @@ fn messages_from_two_nodes_arrive_in_seq_order_once_even_with_notices_lost() {
     assert!(net.delivered(1, v).is_empty());
 }
 
+fn picture() -> Option<Attachment> {
+    Some(Attachment {
+        mime: "image/png".into(),
+        name: "p.png".into(),
+        data: vec![7; 64],
+    })
+}
+
+#[test]
+fn a_carried_message_is_pushed_without_a_mailbox_read_on_either_node() {
+    let mut net = Net::new(2, |n| ServerConfig {
+        duplicate_login: DuplicateLogin::Multi,
+        ..cfg(n)
+    });
+    let v = net.login(1, "v");
+    let v0 = net.login(0, "v");
+    net.nodes[1].take(v);
+    net.nodes[0].take(v0);
+    let u = net.login(0, "u");
+    let reads = net.store.borrow().mailbox_reads;
+    let first = net.send(0, u, 1, "v", "one");
+    let second = net.send(0, u, 2, "v", "two");
+    let want = [(first, "one".to_string()), (second, "two".to_string())];
+    assert_eq!(net.delivered(1, v), want, "on the other node");
+    assert_eq!(net.delivered(0, v0), want, "on the sender's node");
+    assert_eq!(net.store.borrow().mailbox_reads, reads, "pushed, not read");
+    // An attachment is not carried on the bus: the other node reads that one; the sender's
+    // node has it in hand and pushes it.
+    let third = net.send_with(0, u, 3, "v", "three", picture());
+    assert_eq!(net.delivered(1, v), [(third, "three".to_string())]);
+    assert_eq!(net.delivered(0, v0), [(third, "three".to_string())]);
+    assert_eq!(net.store.borrow().mailbox_reads, reads + 1);
+}
+
+#[test]
+fn a_carried_message_whose_predecessor_is_missing_is_read_not_pushed() {
+    let mut net = Net::new(3, cfg);
+    let v = net.login(2, "v");
+    net.nodes[2].take(v);
+    let u = net.login(0, "u");
+    let w = net.login(1, "w");
+    // u's message to v reaches node 2 late: its notice is held back.
+    net.drop = Some(Box::new(|from, to, msg| {
+        from == 0 && to == 2 && matches!(msg.body, Body::Mail { .. })
+    }));
+    let first = net.send(0, u, 1, "v", "first");
+    net.drop = None;
+    // w's message names the first as its predecessor, which v's session lacks: the read
+    // brings both, in order, rather than a push of the second alone.
+    let second = net.send(1, w, 1, "v", "second");
+    assert_eq!(
+        net.delivered(2, v),
+        [(first, "first".to_string()), (second, "second".to_string())]
+    );
+    net.advance(ClusterConfig::new(1).node_timeout);
+    assert!(net.delivered(2, v).is_empty(), "once");
+}
+
 #[test]
 fn a_burst_of_notices_makes_one_mailbox_read_at_a_time_per_session() {
     let mut net = Net::new(2, cfg);
@@ -1000,8 +1072,12 @@ fn a_burst_of_notices_makes_one_mailbox_read_at_a_time_per_session() {
     let u = net.login(0, "u");
     // Node 1's storage answers only when the test says.
     net.nodes[1].deferred = Some(Vec::new());
+    // With attachments, so the notices carry no message and each asks for a read.
     let want: Vec<(u64, String)> = (1..=5)
-        .map(|i| (net.send(0, u, i, "v", &format!("m{i}")), format!("m{i}")))
+        .map(|i| {
+            let body = format!("m{i}");
+            (net.send_with(0, u, i, "v", &body, picture()), body)
+        })
         .collect();
     let reads = |net: &Net| net.nodes[1].deferred.as_ref().map_or(0, Vec::len);
     assert_eq!(reads(&net), 1, "five notices, one read in flight");
@@ -1107,7 +1183,8 @@ fn a_mailbox_read_without_room_in_the_budget_is_made_at_the_next_heartbeat() {
             limit: 10,
         },
     );
-    let seq = net.send(0, u, 1, "v", "hello");
+    // An attachment, so the notice carries no message and v's session must read.
+    let seq = net.send_with(0, u, 1, "v", "hello", picture());
     assert!(net.delivered(1, v).is_empty(), "no room: owed");
     net.nodes[1].complete(0);
     net.nodes[1].deferred = None;

@@ -89,19 +89,23 @@ impl Server {
         }
         // A duplicate was delivered (or kept for delivery) the first time.
         if !stored.duplicate {
-            self.publish_mail(&stored.to, stored.delivery.seq);
-            self.deliver(&stored.to, stored.delivery);
+            self.publish_mail(&stored);
+            self.deliver(&stored.to, stored.delivery, stored.prev);
         }
     }
 
     /// Pushes a stored message to every session of `to`; for a session still paging
     /// through its mailbox, the mailbox brings it (see `Mailbox`), so order and uniqueness
     /// hold per session.
-    fn deliver(&mut self, to: &UserId, delivery: Delivery) {
+    fn deliver(&mut self, to: &UserId, delivery: Delivery, prev: Option<u64>) {
         if self.cluster.is_some() {
-            // A push now could overtake a lower seq stored through another node whose news
-            // is still on the bus; the read brings both, in seq order.
-            return self.catch_up(to, Some(delivery.seq));
+            // A push could overtake a lower seq stored through another node whose news is
+            // still on the bus: only a session that has the message before this one gets it
+            // pushed; a read brings the others both, in seq order.
+            return match prev {
+                Some(prev) => self.push_mail(to, prev, delivery),
+                None => self.catch_up(to, Some(delivery.seq)),
+            };
         }
         let Some(u) = self.users.get(to) else { return };
         let seq = delivery.seq;
@@ -121,6 +125,40 @@ impl Server {
                     }),
                 },
                 _ => unreachable!("invariant: a user's session list holds only sessions"),
+            }
+        }
+    }
+
+    /// Cluster: `delivery` was stored through some node, and `prev` is the seq of the
+    /// recipient's message before it. A live session here whose floor is at `prev` or above
+    /// has every earlier message, and no message lies between: it gets this one now, and its
+    /// floor moves to it. Any other session reads its mailbox above its floor, as `catch_up`
+    /// has it, so each session still gets every message once and in seq order. At 5,000
+    /// msg/s over 3 nodes a read per message was a third of PostgreSQL's statements
+    /// (BENCHMARKS.md, cluster).
+    pub(super) fn push_mail(&mut self, to: &UserId, prev: u64, delivery: Delivery) {
+        let Some(u) = self.users.get(to) else { return };
+        let seq = delivery.seq;
+        let conns: Vec<ConnId> = u.sessions.iter().copied().collect();
+        let mut payload: Option<Bytes> = None;
+        for conn in conns {
+            let Some(Phase::Session(s)) = self.conns.get_mut(&conn).map(|c| &mut c.phase) else {
+                continue;
+            };
+            let agent = s.agent;
+            match &mut s.mailbox {
+                Mailbox::Live { floor, .. } if !agent && *floor >= prev => {
+                    if seq > *floor {
+                        *floor = seq;
+                        let payload = payload
+                            .get_or_insert_with(|| encode(&ServerMsg::Deliver(delivery.clone())));
+                        self.out.push_back(Output::Send {
+                            conn,
+                            payload: payload.clone(),
+                        });
+                    }
+                }
+                _ => self.catch_up_session(conn, Some(seq)),
             }
         }
     }

@@ -90,6 +90,10 @@ pub const CHECKS: &[Check] = &[
         run: a_resent_message_returns_the_first_copy,
     },
     Check {
+        name: "a_stored_message_names_the_recipients_previous_one",
+        run: a_stored_message_names_the_recipients_previous_one,
+    },
+    Check {
         name: "a_message_needs_known_users",
         run: a_message_needs_known_users,
     },
@@ -950,12 +954,54 @@ fn a_stored_message_waits_in_the_mailbox(fresh: &mut Fresh<'_>) -> Outcome {
     )
 }
 
+/// `Stored::prev` is what lets a cluster node push a message without reading the mailbox: it
+/// must be exactly the recipient's previous seq, whoever sent that, and never skip one.
+fn a_stored_message_names_the_recipients_previous_one(fresh: &mut Fresh<'_>) -> Outcome {
+    let mut s = Store::with_users(fresh, &["alice", "bob", "carol"])?;
+    let prev_of = |s: &mut Store, from: &str, to: &str, id: u64| -> Outcome<(u64, u64)> {
+        match s.send(from, to, id, "hi")? {
+            Ok(Stored {
+                duplicate: false,
+                prev: Some(prev),
+                delivery,
+                ..
+            }) => Ok((delivery.seq, prev)),
+            other => Err(format!("storing {from}->{to} #{id} answered {other:?}")),
+        }
+    };
+    let (a, prev) = prev_of(&mut s, "alice", "bob", 1)?;
+    ensure_eq(prev, 0, "bob's first message follows nothing")?;
+    // Messages to others in between do not count.
+    let (c, prev) = prev_of(&mut s, "alice", "carol", 2)?;
+    ensure_eq(prev, 0, "carol's first message follows nothing")?;
+    let (b, prev) = prev_of(&mut s, "carol", "bob", 1)?;
+    ensure_eq(
+        prev,
+        a,
+        "bob's second follows his first, from another sender",
+    )?;
+    let (_, prev) = prev_of(&mut s, "bob", "carol", 1)?;
+    ensure_eq(prev, c, "carol's second follows her first")?;
+    let (_, prev) = prev_of(&mut s, "alice", "bob", 3)?;
+    ensure_eq(prev, b, "bob's third follows his second")?;
+    // A resend names none: it was delivered (or kept) the first time.
+    match s.send("alice", "bob", 1, "hi")? {
+        Ok(Stored {
+            duplicate: true,
+            prev: None,
+            ..
+        }) => Ok(()),
+        other => Err(format!("a resend answered {other:?}")),
+    }
+}
+
 fn a_resent_message_returns_the_first_copy(fresh: &mut Fresh<'_>) -> Outcome {
     let mut s = Store::with_users(fresh, &["alice", "bob", "carol"])?;
     let (first, at) = s.send_with("alice", "bob", u64::MAX, "hello", None)?;
     let first = first.map_err(|e| format!("storing refused with {e:?}"))?;
     let want = Stored {
         duplicate: true,
+        prev: None,
         ..first.clone()
     };
     // Whatever the resend says, even naming another or an unknown addressee.

@@ -61,6 +61,8 @@ pub struct MemStore {
     next_token: u64,
     rooms: BTreeMap<u64, Room>,
     next_room: u64,
+    /// `LoadMailbox` reads answered, so a test can tell a push from a read.
+    pub mailbox_reads: u64,
 }
 
 /// A room kept the way the SQLite store keeps one: its messages once, a cursor per member.
@@ -443,11 +445,18 @@ impl MemStore {
                         to: row.to.clone(),
                         delivery: row.delivery.clone(),
                         duplicate: true,
+                        prev: None,
                     }));
                 }
                 if !self.passwords.contains_key(&from) || !self.passwords.contains_key(&to) {
                     return StorageResult::MessageStored(Err(StorageError::NoSuchUser));
                 }
+                let prev = self
+                    .messages
+                    .values()
+                    .rev()
+                    .find(|row| row.to == to)
+                    .map_or(0, |row| row.delivery.seq);
                 let seq = self.next_seq;
                 self.next_seq += 1;
                 let delivery = Delivery {
@@ -470,6 +479,7 @@ impl MemStore {
                     to,
                     delivery,
                     duplicate: false,
+                    prev: Some(prev),
                 }))
             }
             StorageOp::LoadMailbox {
@@ -479,6 +489,7 @@ impl MemStore {
                 limit,
                 max_bytes,
             } => {
+                self.mailbox_reads += 1;
                 let high = self
                     .messages
                     .values()
