@@ -57,6 +57,18 @@ impl PgStore {
         if config.get_application_name().is_none() {
             config.application_name("breeze-server");
         }
+        // Every statement is prepared once per connection (`prepare_cached`); left to choose,
+        // PostgreSQL kept planning each execution afresh (a custom plan) for the statements
+        // with array parameters, and planning was 14 % of its CPU at 5,000 msg/s over 3 nodes
+        // (BENCHMARKS.md, cluster). The generic plans were checked with EXPLAIN against
+        // 100,000 accounts and 1,000,000 messages: the same index scans as the custom ones.
+        // A URL's own `options` come after, so they can say otherwise.
+        let generic = "-c plan_cache_mode=force_generic_plan";
+        let options = match config.get_options() {
+            Some(given) => format!("{generic} {given}"),
+            None => generic.to_owned(),
+        };
+        config.options(options);
         let manager = Manager::from_config(
             config,
             tokio_postgres::NoTls,
