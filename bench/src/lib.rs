@@ -7,6 +7,7 @@
 pub mod chat;
 pub mod delivery;
 pub mod import;
+pub mod mosquitto;
 pub mod net;
 pub mod pacer;
 pub mod plot;

@@ -2,6 +2,7 @@
 //! line. Progress goes to stderr.
 
 use breeze_bench::import::{self, ImportArgs};
+use breeze_bench::mosquitto::{self, MosquittoHoldArgs};
 use breeze_bench::room::{self, RoomArgs};
 use breeze_bench::scenarios::{self, AbruptArgs, ChatArgs, DetectArgs, HoldArgs, NodeKillArgs};
 use clap::{Parser, Subcommand};
@@ -25,6 +26,11 @@ struct Cli {
 enum Scenario {
     /// Login storm, presence convergence, idle memory and CPU, then a reconnect storm.
     Hold(HoldArgs),
+    /// `hold`'s idle figures for Mosquitto, in the same run: starts its own Mosquitto
+    /// (`--mosquitto-bin`), connects MQTT clients that mirror `hold`'s (ring contacts as
+    /// subscriptions, retained online and will), and measures the broker's CPU over an idle
+    /// window of PINGREQs paced as `hold`'s pings.
+    MosquittoHold(MosquittoHoldArgs),
     /// Silent peers: time from their last frame to their watchers' offline notice.
     Detect(DetectArgs),
     /// Closing peers (FIN or RST): time from the close to their watchers' offline notice.
@@ -65,6 +71,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.scenario {
             Scenario::Hold(a) => scenarios::hold(a, fd_limit).await,
+            Scenario::MosquittoHold(a) => mosquitto::mosquitto_hold(a, fd_limit).await,
             Scenario::Detect(a) => scenarios::detect(a, fd_limit).await,
             Scenario::Abrupt(a) => scenarios::abrupt(a, fd_limit).await,
             Scenario::NodeKill(a) => scenarios::node_kill(a, fd_limit).await,

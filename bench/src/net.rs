@@ -181,7 +181,9 @@ pub async fn connect(addr: SocketAddr, source: Option<Ipv4Addr>) -> io::Result<C
     }
 }
 
-async fn connect_tcp(addr: SocketAddr, source: Option<Ipv4Addr>) -> io::Result<TcpStream> {
+/// A TCP connection to `addr` (from `source` when given) with TCP_NODELAY, whatever the run's
+/// transport: what `connect` starts from, and what `mosquitto-hold`'s MQTT clients use.
+pub async fn connect_tcp(addr: SocketAddr, source: Option<Ipv4Addr>) -> io::Result<TcpStream> {
     let socket = match addr {
         SocketAddr::V4(_) => TcpSocket::new_v4()?,
         SocketAddr::V6(_) => TcpSocket::new_v6()?,

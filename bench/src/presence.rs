@@ -132,7 +132,7 @@ pub struct Control {
 pub async fn client(i: usize, shared: Arc<Shared>, mut ctl: Control) {
     let mut token: Option<Vec<u8>> = None;
     let mut round = 0;
-    let mut rng = SplitMix64::new(0x5EED ^ i as u64);
+    let mut rng = client_rng(i);
     loop {
         let go = loop {
             let go = ctl.go.borrow_and_update().clone();
@@ -195,6 +195,43 @@ pub async fn client(i: usize, shared: Arc<Shared>, mut ctl: Control) {
                 }
             }
         }
+    }
+}
+
+/// Client `i`'s random numbers: the same every run, so two runs (and the Mosquitto run of
+/// `mosquitto-hold`, which pings with the same clock) place every client's pings alike.
+pub fn client_rng(i: usize) -> SplitMix64 {
+    SplitMix64::new(0x5EED ^ i as u64)
+}
+
+/// When a client's next heartbeat is due: every `interval`, the first at a random point of
+/// the first interval after the session starts, so that pings spread evenly over time rather
+/// than arriving in one burst per interval.
+#[derive(Debug, Clone, Copy)]
+pub struct Heartbeat {
+    next: Instant,
+    interval: Duration,
+}
+
+impl Heartbeat {
+    /// The clock of a session starting now; intervals under 10 ms are taken as 10 ms.
+    pub fn start(interval: Duration, rng: &mut SplitMix64) -> Heartbeat {
+        let interval = interval.max(Duration::from_millis(10));
+        let jitter = rng.below_inclusive(interval.as_micros() as u64);
+        Heartbeat {
+            next: Instant::now() + Duration::from_micros(jitter),
+            interval,
+        }
+    }
+
+    pub fn due(&self) -> Instant {
+        self.next
+    }
+
+    /// The ping due was written: the next one is an interval later (not an interval after
+    /// now, so a late wake-up does not shift the client's phase).
+    pub fn sent(&mut self) {
+        self.next += self.interval;
     }
 }
 
@@ -274,10 +311,7 @@ async fn watch_session(
     let expected = pop.view_size();
     let mut view = View::default();
     let mut complete = false;
-    let interval = heartbeat_interval.max(Duration::from_millis(10));
-    // The first ping at a random point of the interval, so pings spread evenly over time.
-    let jitter = rng.below_inclusive(interval.as_micros() as u64);
-    let mut next_ping = Instant::now() + Duration::from_micros(jitter);
+    let mut heartbeat = Heartbeat::start(heartbeat_interval, rng);
     let mut nonce = 0u64;
     let victim = shared.victim_slot[i];
     let mut leave_at: Option<Instant> = None;
@@ -414,13 +448,13 @@ async fn watch_session(
                 }
                 unread = true;
             }
-            () = tokio::time::sleep_until(next_ping) => {
+            () = tokio::time::sleep_until(heartbeat.due()) => {
                 nonce += 1;
                 if let Err(e) = send(&mut w, &ClientMsg::Ping { nonce }).await {
                     return Ended::Lost(Some(format!("ping: {e}")));
                 }
                 shared.pings.fetch_add(1, Ordering::Relaxed);
-                next_ping += interval;
+                heartbeat.sent();
             }
         }
     }

@@ -71,7 +71,7 @@ pub fn bar(len: u64, msg: &str) -> ProgressBar {
 }
 
 /// Polls `count` until it reaches `target` or `timeout` passes; returns whether it did.
-async fn wait_for(
+pub(crate) async fn wait_for(
     count: impl Fn() -> usize,
     target: usize,
     timeout: Duration,
@@ -92,7 +92,7 @@ async fn wait_for(
 }
 
 /// Sleeps `d`, showing it as a bar of seconds.
-async fn timed(d: Duration, msg: &str) {
+pub(crate) async fn timed(d: Duration, msg: &str) {
     let pb = bar(d.as_secs().max(1), msg);
     let end = Instant::now() + d;
     while Instant::now() < end {
@@ -106,7 +106,7 @@ pub(crate) fn block<T>(f: impl FnOnce() -> T) -> T {
     tokio::task::block_in_place(f)
 }
 
-fn loadavg() -> String {
+pub(crate) fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_default()
@@ -341,22 +341,24 @@ impl Crowd {
     }
 }
 
-struct Storm {
-    logins: usize,
-    login_s: Option<f64>,
-    presence_s: Option<f64>,
-    complete: usize,
-    latency: Option<Summary>,
-    samples: Vec<u64>,
+/// A login storm's figures: `hold`'s and the departures', and `mosquitto-hold`'s (where a
+/// login is CONNECT to SUBACK).
+pub(crate) struct Storm {
+    pub(crate) logins: usize,
+    pub(crate) login_s: Option<f64>,
+    pub(crate) presence_s: Option<f64>,
+    pub(crate) complete: usize,
+    pub(crate) latency: Option<Summary>,
+    pub(crate) samples: Vec<u64>,
     /// Connections the kernel dropped meanwhile because an accept queue was full (each
     /// costs its client a 1 s SYN retransmission).
-    listen_overflows: Option<u64>,
+    pub(crate) listen_overflows: Option<u64>,
     /// Server and bench CPU seconds from the first connect to the last `LoginOk`.
-    cpu: Option<(f64, f64)>,
+    pub(crate) cpu: Option<(f64, f64)>,
 }
 
 impl Storm {
-    fn report(&self, r: &mut Report, label: &str, key: &str, n: usize) {
+    pub(crate) fn report(&self, r: &mut Report, label: &str, key: &str, n: usize) {
         let rate = self.login_s.map(|s| n as f64 / s);
         r.row(
             format!("{label}: logins"),
@@ -1241,7 +1243,11 @@ pub async fn chat(a: ChatArgs, fd_limit: u64) -> Result<Report, String> {
 }
 
 /// The heartbeat settings the server ran with, as a table row and two JSON fields.
-fn heartbeat_fields(r: &mut Report, interval: Duration, timeout: Duration) -> &mut Report {
+pub(crate) fn heartbeat_fields(
+    r: &mut Report,
+    interval: Duration,
+    timeout: Duration,
+) -> &mut Report {
     r.both(
         "heartbeat",
         format!("interval {interval:?}, timeout {timeout:?}"),
