@@ -398,7 +398,8 @@ pub struct Stored {
     /// The `(from, id)` pair was stored before; `delivery` is the first copy.
     pub duplicate: bool,
     /// For a message stored now, the highest seq of any message to `to` stored before it (0:
-    /// none); `None` for a duplicate. A store gives each recipient's messages their seqs in
+    /// none); `None` for a duplicate, or from a store not asked to report it (SQLite, which no
+    /// cluster runs on, unless `DbOptions::report_prev`). A store gives each recipient's messages their seqs in
     /// commit order, so no message to `to` has a seq between `prev` and this one's: a
     /// cluster node whose session of `to` has everything up to `prev` pushes the message
     /// without reading the mailbox (`Body::Mail`).

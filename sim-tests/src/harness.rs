@@ -158,7 +158,12 @@ pub(crate) fn everyone_in_a_room(store: &SharedStore, users: usize) -> u64 {
 pub(crate) fn new_store(users: usize, seed: u64) -> SharedStore {
     let hasher = Hasher::seeded_for_simulation(HashCost::fast_for_tests(), seed)
         .expect("a hasher for the simulation");
-    let mut db = Db::open_in_memory(&DbOptions::default()).expect("an in-memory database");
+    // With `prev`, as PostgreSQL reports it: the cluster simulation's nodes push by it.
+    let opts = DbOptions {
+        report_prev: true,
+        ..DbOptions::default()
+    };
+    let mut db = Db::open_in_memory(&opts).expect("an in-memory database");
     for u in 0..users {
         let op = StorageOp::Register {
             user: user_name(u),

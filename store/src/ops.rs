@@ -37,6 +37,7 @@ pub(crate) fn start(
     op: StorageOp,
     now_ms: u64,
     hasher: &Hasher,
+    report_prev: bool,
 ) -> Result<Step, StoreError> {
     use StorageResult as R;
     Ok(match op {
@@ -92,6 +93,7 @@ pub(crate) fn start(
                 attachment,
             },
             now_ms,
+            report_prev,
         )?)),
         StorageOp::LoadMailbox {
             user,
@@ -458,6 +460,7 @@ fn store_message(
     conn: &Connection,
     msg: NewMessage,
     now_ms: u64,
+    report_prev: bool,
 ) -> Result<Result<Stored, StorageError>, StoreError> {
     let (mime, name, data) = match &msg.attachment {
         Some(a) => (Some(&a.mime), Some(&a.name), Some(&a.data)),
@@ -514,9 +517,14 @@ fn store_message(
     };
     // One probe of `messages_recipient`. The one writer gives seqs in commit order, so
     // nothing to this recipient can come between `prev` and `seq`.
-    let prev: Option<i64> = conn
-        .prepare_cached("SELECT max(seq) FROM messages WHERE recipient = ?1 AND seq < ?2")?
-        .query_row(params![msg.to.as_str(), seq], |row| row.get(0))?;
+    let prev = if report_prev {
+        let prev: Option<i64> = conn
+            .prepare_cached("SELECT max(seq) FROM messages WHERE recipient = ?1 AND seq < ?2")?
+            .query_row(params![msg.to.as_str(), seq], |row| row.get(0))?;
+        Some(prev.map_or(0, u64_from_sql))
+    } else {
+        None
+    };
     Ok(Ok(Stored {
         to: msg.to,
         delivery: Delivery {
@@ -528,7 +536,7 @@ fn store_message(
             sent_at_ms: u64_from_sql(sent_at),
         },
         duplicate: false,
-        prev: Some(prev.map_or(0, u64_from_sql)),
+        prev,
     }))
 }
 

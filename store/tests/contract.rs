@@ -23,6 +23,8 @@ impl OnDisk {
             // Durability is not what the contract checks; a sync per request would make
             // the history check's hundreds of messages slow.
             synchronous: Synchronous::Normal,
+            // `Stored::prev` is part of the contract; the server leaves it off (`DbOptions`).
+            report_prev: true,
             ..DbOptions::default()
         };
         OnDisk {
