@@ -26,7 +26,9 @@ use crate::pop::{Errors, Population, Scope};
 use crate::presence::{Heartbeat, client_rng};
 use crate::procfs::{self, Sample};
 use crate::report::{Report, round};
-use crate::scenarios::{Storm, bar, cap_clients, heartbeat_fields, loadavg, timed, wait_for};
+use crate::scenarios::{
+    IdleWindow, Storm, bar, cap_clients, heartbeat_fields, loadavg, timed, wait_for,
+};
 use crate::stats::Summary;
 use bytes::BytesMut;
 use std::io::{BufRead, BufReader};
@@ -868,68 +870,22 @@ pub async fn mosquitto_hold(a: MosquittoHoldArgs, fd_limit: u64) -> Result<Repor
     let pings = shared.pings.load(Ordering::Relaxed) - pings0;
     let pongs = shared.pingresps.load(Ordering::Relaxed) - pongs0;
     let online = shared.logged_in.load(Ordering::Relaxed).max(1);
-    match (base, idle0, idle1) {
-        (Some(base), Some(i0), Some(i1)) => {
-            let per_conn = (i1.rss as f64 - base.rss as f64) / online as f64;
-            let cpu = i1.cpu_s - i0.cpu_s;
-            r.both(
-                "server RSS before connects",
-                format!("{:.1} MiB", base.rss as f64 / 1048576.0),
-                "server_rss_base_bytes",
-                base.rss,
-            )
-            .both(
-                "server RSS, all idle",
-                format!("{:.1} MiB", i1.rss as f64 / 1048576.0),
-                "server_rss_idle_bytes",
-                i1.rss,
-            )
-            .both(
-                "server RSS per idle client",
-                format!("{:.2} kB ((idle - base) / {online})", per_conn / 1000.0),
-                "rss_per_client_bytes",
-                round(per_conn, 1),
-            )
-            .both(
-                format!("server CPU in {:?} idle", a.idle),
-                format!("{cpu:.3} s"),
-                "idle_server_cpu_s",
-                round(cpu, 4),
-            )
-            .both(
-                "pings in the idle window",
-                format!(
-                    "{pings} ({:.1} µs of server CPU each), {pongs} PINGRESPs read",
-                    cpu * 1e6 / pings.max(1) as f64
-                ),
-                "idle_pings",
-                pings,
-            )
-            .field("idle_pingresps", pongs)
-            .field(
-                "idle_server_cpu_us_per_ping",
-                round(cpu * 1e6 / pings.max(1) as f64, 2),
-            )
-            .field("idle_seconds", a.idle.as_secs_f64());
-            if let Some(s) = after_storm {
-                r.field("server_rss_after_storm_bytes", s.rss);
-            }
-        }
-        _ => {
-            r.row(
-                "server CPU and RSS",
-                "not measured (cannot read /proc of mosquitto)",
-            );
-        }
+    IdleWindow {
+        base,
+        after_storm,
+        server: (idle0, idle1),
+        bench: (bench_idle0, bench_idle1),
+        online,
+        pings,
+        idle: a.idle,
     }
-    if let (Some(b0), Some(b1)) = (bench_idle0, bench_idle1) {
-        r.both(
-            "bench CPU in idle window",
-            format!("{:.3} s", b1.cpu_s - b0.cpu_s),
-            "idle_bench_cpu_s",
-            round(b1.cpu_s - b0.cpu_s, 4),
-        );
-    }
+    .report(
+        &mut r,
+        "connects",
+        &format!(", {pongs} PINGRESPs read"),
+        "cannot read /proc of mosquitto",
+    );
+    r.field("idle_pingresps", pongs);
     if let (Some(b0), Some(b1)) = (bench0, Sample::take(None)) {
         r.both(
             "bench CPU, whole run",

@@ -434,6 +434,84 @@ pub struct HoldArgs {
     pub common: Common,
 }
 
+/// What `hold` and `mosquitto-hold` sample around their idle window, reported under the same
+/// labels and JSON keys for both servers, so one run's two lines compare row by row.
+pub(crate) struct IdleWindow {
+    /// The server before the first login, and just after the storm.
+    pub base: Option<Sample>,
+    pub after_storm: Option<Sample>,
+    /// The server, then the bench itself, at the window's start and end.
+    pub server: (Option<Sample>, Option<Sample>),
+    pub bench: (Option<Sample>, Option<Sample>),
+    pub online: usize,
+    pub pings: usize,
+    pub idle: Duration,
+}
+
+impl IdleWindow {
+    /// `before`: what the base sample came before ("logins"); `pings_note`: appended to the
+    /// pings row; `unmeasured`: why, when the server's /proc could not be read.
+    pub(crate) fn report(&self, r: &mut Report, before: &str, pings_note: &str, unmeasured: &str) {
+        let online = self.online.max(1);
+        match (self.base, self.server.0, self.server.1) {
+            (Some(base), Some(i0), Some(i1)) => {
+                let per_conn = (i1.rss as f64 - base.rss as f64) / online as f64;
+                let cpu = i1.cpu_s - i0.cpu_s;
+                let per_ping = cpu * 1e6 / self.pings.max(1) as f64;
+                r.both(
+                    format!("server RSS before {before}"),
+                    format!("{:.1} MiB", base.rss as f64 / 1048576.0),
+                    "server_rss_base_bytes",
+                    base.rss,
+                )
+                .both(
+                    "server RSS, all idle",
+                    format!("{:.1} MiB", i1.rss as f64 / 1048576.0),
+                    "server_rss_idle_bytes",
+                    i1.rss,
+                )
+                .both(
+                    "server RSS per idle client",
+                    format!("{:.2} kB ((idle - base) / {online})", per_conn / 1000.0),
+                    "rss_per_client_bytes",
+                    round(per_conn, 1),
+                )
+                .both(
+                    format!("server CPU in {:?} idle", self.idle),
+                    format!("{cpu:.3} s"),
+                    "idle_server_cpu_s",
+                    round(cpu, 4),
+                )
+                .both(
+                    "pings in the idle window",
+                    format!(
+                        "{} ({per_ping:.1} µs of server CPU each){pings_note}",
+                        self.pings
+                    ),
+                    "idle_pings",
+                    self.pings,
+                )
+                .field("idle_server_cpu_us_per_ping", round(per_ping, 2))
+                .field("idle_seconds", self.idle.as_secs_f64());
+                if let Some(s) = self.after_storm {
+                    r.field("server_rss_after_storm_bytes", s.rss);
+                }
+            }
+            _ => {
+                r.row("server CPU and RSS", format!("not measured ({unmeasured})"));
+            }
+        }
+        if let (Some(b0), Some(b1)) = self.bench {
+            r.both(
+                "bench CPU in idle window",
+                format!("{:.3} s", b1.cpu_s - b0.cpu_s),
+                "idle_bench_cpu_s",
+                round(b1.cpu_s - b0.cpu_s, 4),
+            );
+        }
+    }
+}
+
 pub async fn hold(a: HoldArgs, fd_limit: u64) -> Result<Report, String> {
     let n = cap_clients(a.clients, fd_limit);
     let pop = Arc::new(Population {
@@ -492,64 +570,16 @@ pub async fn hold(a: HoldArgs, fd_limit: u64) -> Result<Report, String> {
     let bench_idle1 = Sample::take(None);
     let pings = crowd.shared.pings.load(Ordering::Relaxed) - pings0;
     let online = crowd.shared.logged_in.load(Ordering::Relaxed).max(1);
-    match (base, idle0, idle1) {
-        (Some(base), Some(i0), Some(i1)) => {
-            let per_conn = (i1.rss as f64 - base.rss as f64) / online as f64;
-            let cpu = i1.cpu_s - i0.cpu_s;
-            r.both(
-                "server RSS before logins",
-                format!("{:.1} MiB", base.rss as f64 / 1048576.0),
-                "server_rss_base_bytes",
-                base.rss,
-            )
-            .both(
-                "server RSS, all idle",
-                format!("{:.1} MiB", i1.rss as f64 / 1048576.0),
-                "server_rss_idle_bytes",
-                i1.rss,
-            )
-            .both(
-                "server RSS per idle client",
-                format!("{:.2} kB ((idle - base) / {online})", per_conn / 1000.0),
-                "rss_per_client_bytes",
-                round(per_conn, 1),
-            )
-            .both(
-                format!("server CPU in {:?} idle", a.idle),
-                format!("{cpu:.3} s"),
-                "idle_server_cpu_s",
-                round(cpu, 4),
-            )
-            .both(
-                "pings in the idle window",
-                format!(
-                    "{pings} ({:.1} µs of server CPU each)",
-                    cpu * 1e6 / pings.max(1) as f64
-                ),
-                "idle_pings",
-                pings,
-            )
-            .field(
-                "idle_server_cpu_us_per_ping",
-                round(cpu * 1e6 / pings.max(1) as f64, 2),
-            )
-            .field("idle_seconds", a.idle.as_secs_f64());
-            if let Some(s) = after_storm {
-                r.field("server_rss_after_storm_bytes", s.rss);
-            }
-        }
-        _ => {
-            r.row("server CPU and RSS", "not measured (no server pid)");
-        }
+    IdleWindow {
+        base,
+        after_storm,
+        server: (idle0, idle1),
+        bench: (bench_idle0, bench_idle1),
+        online,
+        pings,
+        idle: a.idle,
     }
-    if let (Some(b0), Some(b1)) = (bench_idle0, bench_idle1) {
-        r.both(
-            "bench CPU in idle window",
-            format!("{:.3} s", b1.cpu_s - b0.cpu_s),
-            "idle_bench_cpu_s",
-            round(b1.cpu_s - b0.cpu_s, 4),
-        );
-    }
+    .report(&mut r, "logins", "", "no server pid");
 
     if target.spawned() && !a.no_restart {
         crowd.shared.ended.store(0, Ordering::Relaxed);
