@@ -24,7 +24,7 @@ use breeze_store::job::Finish;
 use breeze_store::{Hasher, TOKEN_LEN};
 use deadpool_postgres::GenericClient;
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use tokio_postgres::Row;
 
 /// Every registered user, sorted bytewise.
@@ -356,13 +356,17 @@ pub(crate) async fn mailbox_highs(
 }
 
 // A run of messages in one statement, each row checked and inserted as a single-row insert
-// would be: the users checked by `EXISTS` (a failed foreign key would abort the whole
-// transaction, and every other client's write in it), a resend skipped by the
+// would be: the users checked by `EXISTS` (a message naming an unknown user is skipped, not
+// an error that would abort the whole transaction and every other client's write in it; the
+// check is all the integrity `messages` needs, as accounts are never deleted here, so the
+// table has no foreign keys to lock both account rows per message), a resend skipped by the
 // `(sender, client_id)` key — also one resent within the run, as the rows go in in `ord`
 // order. Seqs come from a sequence, drawn after the sort (PostgreSQL evaluates a volatile
 // output column after the ORDER BY it is sorted by), so a run's seqs follow its order; a
 // skipped row may still have drawn one (seqs may skip, as SQLite's AUTOINCREMENT's do).
-const STORE_MESSAGES: &str = "INSERT INTO messages (seq, sender, recipient, client_id, body,
+// Each stored message also goes into its recipient's `mailbox`, until acked.
+const STORE_MESSAGES: &str = "WITH stored AS (
+    INSERT INTO messages (seq, sender, recipient, client_id, body,
                           attachment_mime, attachment_name, attachment_data, sent_at_ms)
     SELECT nextval('message_seqs'), m.sender, m.recipient, m.client_id,
            m.body, m.mime, m.name, m.data, m.sent_at
@@ -373,10 +377,14 @@ const STORE_MESSAGES: &str = "INSERT INTO messages (seq, sender, recipient, clie
       AND EXISTS (SELECT 1 FROM accounts WHERE name = m.recipient)
     ORDER BY m.ord
     ON CONFLICT (sender, client_id) DO NOTHING
-    RETURNING seq, sender, client_id";
+    RETURNING seq, sender, client_id, recipient),
+  waiting AS (INSERT INTO mailbox (recipient, seq) SELECT recipient, seq FROM stored)
+  SELECT seq, sender, client_id FROM stored";
 
-const MARK_DELIVERED: &str = "UPDATE messages SET delivered = TRUE
-    WHERE recipient = $1 AND seq = ANY($2) AND NOT delivered";
+// Acks take the messages out of their mailboxes (the messages stay, for history): every ack
+// of a batch, whoever sent it, in one statement, each (recipient, seq) an index probe.
+const MARK_DELIVERED: &str = "DELETE FROM mailbox USING unnest($1::text[], $2::bigint[]) AS a(r, s)
+    WHERE mailbox.recipient = a.r AND mailbox.seq = a.s";
 
 const SET_BANNED: &str = "UPDATE accounts SET banned = $2 WHERE name = $1";
 
@@ -538,9 +546,9 @@ pub(crate) async fn first_copy(
 }
 
 /// One statement, so one snapshot: `high` is read with the page, never after it. Two range
-/// scans, each on its index: the unacked messages up to the mark (`messages_mailbox`, which
-/// holds only those), then every message above it (`messages_recipient`). A user with an
-/// empty page still gets a row, all NULL but `high`.
+/// scans, each on its index: the unacked messages up to the mark (the `mailbox` table, which
+/// holds only those, each joined to its row in `messages`), then every message above it
+/// (`messages_recipient`). A user with an empty page still gets a row, all NULL but `high`.
 pub(crate) async fn mailbox(
     c: &impl GenericClient,
     user: &UserId,
@@ -556,8 +564,8 @@ pub(crate) async fn mailbox(
                   page AS (
                       (SELECT ",
             delivery_columns!(),
-            " FROM messages WHERE recipient = $1 AND NOT delivered
-                         AND seq > $2 AND seq <= (SELECT mark FROM m)
+            " FROM mailbox JOIN messages USING (recipient, seq)
+                       WHERE recipient = $1 AND seq > $2 AND seq <= (SELECT mark FROM m)
                        ORDER BY seq LIMIT $4)
                       UNION ALL
                       (SELECT ",
@@ -591,7 +599,7 @@ pub(crate) async fn mailbox(
         let mark = all_above.unwrap_or(high);
         let stmt = c
             .prepare_cached(
-                "SELECT (SELECT COUNT(*) FROM messages WHERE recipient = $1 AND NOT delivered
+                "SELECT (SELECT COUNT(*) FROM mailbox WHERE recipient = $1
                            AND seq > $2 AND seq <= $3)
                       + (SELECT COUNT(*) FROM messages WHERE recipient = $1
                            AND seq > GREATEST($2, $3))",
@@ -606,18 +614,23 @@ pub(crate) async fn mailbox(
     Ok(page)
 }
 
+/// Marks delivered each user's seqs, for any number of users at once.
 pub(crate) async fn mark_delivered(
     c: &impl GenericClient,
-    user: &UserId,
-    seqs: &[u64],
+    marks: &[(&UserId, &[u64])],
 ) -> Result<(), PgError> {
     // A seq beyond i64 was never issued, so it names nothing to mark. Sorted: two nodes
     // marking overlapping seqs lock the rows in the same order.
-    let mut seqs: Vec<i64> = seqs.iter().filter_map(|&s| i64::try_from(s).ok()).collect();
-    seqs.sort_unstable();
-    seqs.dedup();
+    let pairs: BTreeSet<(&str, i64)> = marks
+        .iter()
+        .flat_map(|(user, seqs)| {
+            seqs.iter()
+                .filter_map(|&s| Some((user.as_str(), i64::try_from(s).ok()?)))
+        })
+        .collect();
+    let (users, seqs): (Vec<&str>, Vec<i64>) = pairs.into_iter().unzip();
     let stmt = c.prepare_cached(MARK_DELIVERED).await?;
-    c.execute(&stmt, &[&user.as_str(), &seqs]).await?;
+    c.execute(&stmt, &[&users, &seqs]).await?;
     Ok(())
 }
 

@@ -159,6 +159,31 @@ const MIGRATIONS: &[&str] = &[
         UNIQUE (room, sender, client_id)
     );
     "#,
+    // 8: the mailbox (unacked messages) as a table of its own, and no foreign keys on
+    // `messages`. Measured at 5,000 cross-node msg/s (BENCHMARKS.md): PostgreSQL spent more CPU
+    // per message than the three nodes together, and its WAL said why: an ack was a non-HOT
+    // UPDATE of the whole message row (`delivered` is named by the partial mailbox index), so
+    // it wrote a new row version and four index entries; and each insert's two foreign-key
+    // checks locked both account rows (a WAL record each, a multixact when two nodes lock one
+    // row at once). Now a stored message is a row in `messages` and one in `mailbox`, and an
+    // ack deletes the latter: no index entry written. The foreign keys guarded nothing the
+    // store does not already: `STORE_MESSAGES` inserts only rows whose sender and recipient
+    // exist (`EXISTS`, which takes no lock), and this store never deletes an account. A node
+    // of an older build still running fails its acks and mailbox reads against this schema
+    // (its clients reconnect, through an upgraded node), as after step 4.
+    r#"
+    CREATE TABLE mailbox (
+        recipient TEXT COLLATE "C" NOT NULL,
+        seq       BIGINT NOT NULL,
+        PRIMARY KEY (recipient, seq)
+    );
+    INSERT INTO mailbox (recipient, seq) SELECT recipient, seq FROM messages WHERE NOT delivered;
+    DROP INDEX messages_mailbox;
+    ALTER TABLE messages
+        DROP COLUMN delivered,
+        DROP CONSTRAINT messages_sender_fkey,
+        DROP CONSTRAINT messages_recipient_fkey;
+    "#,
 ];
 
 /// The schema version this build creates and understands.

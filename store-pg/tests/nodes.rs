@@ -300,8 +300,9 @@ async fn a_database_from_before_bans_is_upgraded_with_nobody_banned() {
     }
     node.shutdown().await;
     // Schema 1 numbered messages from a counter row; 40 were handed out.
-    pg.execute(
-        "DROP TABLE room_messages, room_members, rooms;
+    pg.execute(&format!(
+        "{UNDO_MAILBOX_TABLE}
+         DROP TABLE room_messages, room_members, rooms;
          DROP TABLE profiles; DROP TABLE avatars;
          DROP TABLE contact_groups; ALTER TABLE contacts DROP COLUMN group_id;
          ALTER TABLE accounts DROP COLUMN last_group;
@@ -311,8 +312,8 @@ async fn a_database_from_before_bans_is_upgraded_with_nobody_banned() {
              last      BIGINT  NOT NULL);
          INSERT INTO message_seq (last) VALUES (40);
          DROP INDEX messages_recipient; ALTER TABLE accounts DROP COLUMN banned;
-         UPDATE schema_version SET version = 1",
-    )
+         UPDATE schema_version SET version = 1"
+    ))
     .expect("rewind to schema 1");
 
     let mut node = Node::start(pg.url()).await;
@@ -338,4 +339,92 @@ async fn a_database_from_before_bans_is_upgraded_with_nobody_banned() {
         store.schema_version().await.expect("version"),
         SCHEMA_VERSION
     );
+}
+
+/// Schema 8 undone: unacked messages marked in their rows again, not listed in `mailbox`, and
+/// the foreign keys back. Leaves every message unacked; `delivered` is set by the caller.
+const UNDO_MAILBOX_TABLE: &str = "
+    DROP TABLE mailbox;
+    ALTER TABLE messages
+        ADD COLUMN delivered BOOLEAN NOT NULL DEFAULT FALSE,
+        ADD CONSTRAINT messages_sender_fkey FOREIGN KEY (sender) REFERENCES accounts(name),
+        ADD CONSTRAINT messages_recipient_fkey FOREIGN KEY (recipient) REFERENCES accounts(name);
+    CREATE INDEX messages_mailbox ON messages(recipient, seq) WHERE NOT delivered;";
+
+/// A database of schema 7, where an ack set `delivered` in the message's row, with one acked
+/// and two unacked messages: after the upgrade to the `mailbox` table a login owes exactly the
+/// two unacked ones, an ack takes one out, and the acked one is still in the history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unacked_messages_survive_the_move_to_the_mailbox_table() {
+    let Some(pg) = TestPg::create("unacked_messages_survive_the_move_to_the_mailbox_table") else {
+        return;
+    };
+    let mut node = Node::start(pg.url()).await;
+    for name in ["alice", "bob"] {
+        assert_eq!(
+            node.apply(register(name), NOW).await,
+            StorageResult::Registered(Ok(()))
+        );
+    }
+    let mut seqs = Vec::new();
+    for id in 1..=3 {
+        match node.apply(message("alice", "bob", id), NOW + id).await {
+            StorageResult::MessageStored(Ok(stored)) => seqs.push(stored.delivery.seq),
+            other => panic!("message {id}: {other:?}"),
+        }
+    }
+    node.shutdown().await;
+    pg.execute(&format!(
+        "{UNDO_MAILBOX_TABLE}
+         UPDATE messages SET delivered = TRUE WHERE seq = {};
+         UPDATE schema_version SET version = 7",
+        seqs[1]
+    ))
+    .expect("rewind to schema 7");
+
+    let mut node = Node::start(pg.url()).await;
+    let owed = |page: &breeze_core::storage::MailboxPage| {
+        page.messages.iter().map(|d| d.seq).collect::<Vec<u64>>()
+    };
+    let read = || StorageOp::LoadMailbox {
+        user: user("bob"),
+        after: 0,
+        all_above: Some(u64::MAX),
+        limit: u32::MAX,
+        max_bytes: u64::MAX,
+    };
+    match node.apply(read(), NOW + 10).await {
+        StorageResult::MailboxLoaded(Ok(page)) => {
+            assert_eq!(
+                owed(&page),
+                vec![seqs[0], seqs[2]],
+                "unacked after the upgrade"
+            );
+            assert_eq!(page.high, seqs[2]);
+        }
+        other => panic!("mailbox after the upgrade: {other:?}"),
+    }
+    let ack = StorageOp::MarkDelivered {
+        user: user("bob"),
+        seqs: vec![seqs[0]],
+    };
+    assert_eq!(
+        node.apply(ack, NOW + 11).await,
+        StorageResult::DeliveredMarked(Ok(()))
+    );
+    match node.apply(read(), NOW + 12).await {
+        StorageResult::MailboxLoaded(Ok(page)) => assert_eq!(owed(&page), vec![seqs[2]]),
+        other => panic!("mailbox after an ack: {other:?}"),
+    }
+    let history = StorageOp::LoadHistory {
+        user: user("bob"),
+        with: user("alice"),
+        before: None,
+        limit: 10,
+    };
+    match node.apply(history, NOW + 13).await {
+        StorageResult::HistoryLoaded(Ok(items)) => assert_eq!(items.len(), 3, "{items:?}"),
+        other => panic!("history after the upgrade: {other:?}"),
+    }
+    node.shutdown().await;
 }
