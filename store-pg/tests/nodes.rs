@@ -23,6 +23,18 @@ fn register(name: &str) -> StorageOp {
     }
 }
 
+/// A node on `pg` with alice and bob registered through it.
+async fn with_alice_and_bob(pg: &TestPg) -> Node {
+    let mut node = Node::start(pg.url()).await;
+    for name in ["alice", "bob"] {
+        assert_eq!(
+            node.apply(register(name), NOW).await,
+            StorageResult::Registered(Ok(()))
+        );
+    }
+    node
+}
+
 fn message(from: &str, to: &str, id: u64) -> StorageOp {
     StorageOp::StoreMessage {
         from: user(from),
@@ -211,13 +223,7 @@ async fn shutdown_answers_and_commits_everything_submitted() {
     let Some(pg) = TestPg::create("shutdown_answers_and_commits_everything_submitted") else {
         return;
     };
-    let mut node = Node::start(pg.url()).await;
-    for name in ["alice", "bob"] {
-        assert_eq!(
-            node.apply(register(name), NOW).await,
-            StorageResult::Registered(Ok(()))
-        );
-    }
+    let node = with_alice_and_bob(&pg).await;
     let store = node.store.clone();
     node.shutdown().await;
 
@@ -291,13 +297,7 @@ async fn a_database_from_before_bans_is_upgraded_with_nobody_banned() {
     else {
         return;
     };
-    let mut node = Node::start(pg.url()).await;
-    for name in ["alice", "bob"] {
-        assert_eq!(
-            node.apply(register(name), NOW).await,
-            StorageResult::Registered(Ok(()))
-        );
-    }
+    let node = with_alice_and_bob(&pg).await;
     node.shutdown().await;
     // Schema 1 numbered messages from a counter row; 40 were handed out.
     pg.execute(&format!(
@@ -359,13 +359,7 @@ async fn unacked_messages_survive_the_move_to_the_mailbox_table() {
     let Some(pg) = TestPg::create("unacked_messages_survive_the_move_to_the_mailbox_table") else {
         return;
     };
-    let mut node = Node::start(pg.url()).await;
-    for name in ["alice", "bob"] {
-        assert_eq!(
-            node.apply(register(name), NOW).await,
-            StorageResult::Registered(Ok(()))
-        );
-    }
+    let mut node = with_alice_and_bob(&pg).await;
     let mut seqs = Vec::new();
     for id in 1..=3 {
         match node.apply(message("alice", "bob", id), NOW + id).await {
