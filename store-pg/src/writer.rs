@@ -247,8 +247,9 @@ enum Step {
 /// nobody but the transaction, and these writes do not see each other: a message's insert
 /// depends only on the accounts (which no plain write creates or deletes) and on earlier
 /// messages, which keep their order within the statement; an ack names a seq delivered, so
-/// committed, before this batch (a seq guessed ahead only unmarks the guesser's own message,
-/// as a lost ack would); contacts, bans, profiles and room marks touch no message.
+/// committed, before this batch (a client acking a seq ahead of its delivery marks only its
+/// own message, early, which acking unread messages does anyway); contacts, bans, profiles
+/// and room marks touch no message.
 ///
 /// Why one flight: the mailbox locks (`ops::lock_mailboxes`) are held until the commit, and
 /// other nodes' messages to those recipients wait for them. Awaited statement by statement,
@@ -264,11 +265,12 @@ async fn in_transaction(
 ) -> Result<Vec<(RequestId, StorageResult)>, Failure> {
     let c = client;
     ops::prepare_writes(c).await.map_err(Failure::Before)?;
-    let messages: Vec<ops::NewMessage<'_>> = batch.iter().filter_map(new_message).collect();
-    // The batch item of each message, in order.
-    let message_items: Vec<usize> = (0..batch.len())
-        .filter(|&i| is_message(&batch[i].op))
-        .collect();
+    // The batch's messages in order, each with its item.
+    let (message_items, messages): (Vec<usize>, Vec<ops::NewMessage<'_>>) = batch
+        .iter()
+        .enumerate()
+        .filter_map(|(i, w)| Some((i, new_message(w)?)))
+        .unzip();
     let mut steps = Vec::new();
     // A batch of acknowledgements alone commits without waiting for its WAL flush: a mark
     // lost to a database crash in the next fraction of a second means the message is
@@ -413,10 +415,6 @@ async fn in_transaction(
         .zip(results)
         .map(|(w, r)| (w.id, r.expect("invariant: every write answered")))
         .collect())
-}
-
-fn is_message(op: &StorageOp) -> bool {
-    matches!(op, StorageOp::StoreMessage { .. })
 }
 
 fn new_message(w: &Write) -> Option<ops::NewMessage<'_>> {
