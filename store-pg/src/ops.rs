@@ -368,7 +368,7 @@ pub(crate) async fn mailbox_highs(
 const STORE_MESSAGES: &str = "WITH stored AS (
     INSERT INTO messages (seq, sender, recipient, client_id, body,
                           attachment_mime, attachment_name, attachment_data, sent_at_ms)
-    SELECT nextval('message_seqs'), m.sender, m.recipient, m.client_id,
+    SELECT nextval('message_seqs_8'), m.sender, m.recipient, m.client_id,
            m.body, m.mime, m.name, m.data, m.sent_at
     FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bytea[], $5::bytea[], $6::bytea[],
                 $7::bytea[], $8::bigint[])

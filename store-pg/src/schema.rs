@@ -169,9 +169,13 @@ const MIGRATIONS: &[&str] = &[
     // ack deletes the latter: no index entry written. The foreign keys guarded nothing the
     // store does not already: `STORE_MESSAGES` inserts only rows whose sender and recipient
     // exist (`EXISTS`, which takes no lock), and this store never deletes an account. A node
-    // of an older build still running fails its acks and mailbox reads against this schema
-    // (its clients reconnect, through an upgraded node), as after step 4.
+    // of an older build still running must not store a message either: its insert would leave
+    // the message out of `mailbox`, so an offline recipient would never be owed it. The
+    // sequence its inserts draw seqs from is renamed, so they fail (the sender is not told
+    // `Sent` and sends again, through an upgraded node), as its acks and mailbox reads do;
+    // the seqs go on where they were.
     r#"
+    ALTER SEQUENCE message_seqs RENAME TO message_seqs_8;
     CREATE TABLE mailbox (
         recipient TEXT COLLATE "C" NOT NULL,
         seq       BIGINT NOT NULL,

@@ -345,6 +345,7 @@ async fn a_database_from_before_bans_is_upgraded_with_nobody_banned() {
 /// the foreign keys back. Leaves every message unacked; `delivered` is set by the caller.
 const UNDO_MAILBOX_TABLE: &str = "
     DROP TABLE mailbox;
+    ALTER SEQUENCE message_seqs_8 RENAME TO message_seqs;
     ALTER TABLE messages
         ADD COLUMN delivered BOOLEAN NOT NULL DEFAULT FALSE,
         ADD CONSTRAINT messages_sender_fkey FOREIGN KEY (sender) REFERENCES accounts(name),
@@ -353,7 +354,8 @@ const UNDO_MAILBOX_TABLE: &str = "
 
 /// A database of schema 7, where an ack set `delivered` in the message's row, with one acked
 /// and two unacked messages: after the upgrade to the `mailbox` table a login owes exactly the
-/// two unacked ones, an ack takes one out, and the acked one is still in the history.
+/// two unacked ones, an ack takes one out, and the acked one is still in the history. A node
+/// of the older build can no longer store a message (it would leave it out of the mailbox).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unacked_messages_survive_the_move_to_the_mailbox_table() {
     let Some(pg) = TestPg::create("unacked_messages_survive_the_move_to_the_mailbox_table") else {
@@ -421,4 +423,11 @@ async fn unacked_messages_survive_the_move_to_the_mailbox_table() {
         other => panic!("history after the upgrade: {other:?}"),
     }
     node.shutdown().await;
+    // Schema 7's insert, as an older node still running would send it.
+    let old_insert = pg.execute(
+        "INSERT INTO messages (seq, sender, recipient, client_id, body, sent_at_ms)
+         VALUES (nextval('message_seqs'), 'alice', 'bob', 4, 'alice #4', 0)",
+    );
+    let why = old_insert.expect_err("an older node stored a message");
+    assert!(why.contains("message_seqs"), "{why}");
 }
