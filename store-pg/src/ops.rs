@@ -382,27 +382,11 @@ const STORE_MESSAGES: &str = "WITH stored AS (
   SELECT seq, sender, client_id FROM stored";
 
 // Acks take the messages out of their mailboxes (the messages stay, for history): every ack
-// of a batch, whoever sent it, in one statement, each (recipient, seq) an index probe — as
-// planned under `ACKS_BY_INDEX`.
+// of a batch, whoever sent it, in one statement, each (recipient, seq) an index probe (never a
+// scan of the table, whatever its statistics say: `PgStore::open`).
 pub(crate) const MARK_DELIVERED: &str =
     "DELETE FROM mailbox USING unnest($1::text[], $2::bigint[]) AS a(r, s)
     WHERE mailbox.recipient = a.r AND mailbox.seq = a.s";
-
-/// Sent just before `MARK_DELIVERED`, in its transaction, so that its plan is the index probe
-/// above whatever the statistics say. The plan is generic (`PgStore::open`), made at the
-/// statement's first execution on a connection and again whenever the table's statistics
-/// change, and each time it is made from statistics that cannot describe `mailbox`: a row per
-/// message, deleted at its ack, churns far faster than autovacuum (a minute apart at best)
-/// reports. Planned while the table looked small, as on a new database and after each vacuum,
-/// the DELETE hashed a sequential scan of the whole table per statement, dead rows
-/// and all, which grew until the next vacuum: in 40 s runs at 5,000 cross-node msg/s it took
-/// 275–959 µs a statement, 10–15 s of each run's 27–37 s of statement time, where the index
-/// probes take 53–84 µs (BENCHMARKS.md, cluster). `LOCAL`, and sent after the insert: the
-/// insert is planned as before, where the statistics do serve (its account checks hash a small
-/// `accounts` once per batch and probe a large one, whichever is cheaper; with the setting for
-/// the whole connection they always probed, and saturation fell by a fifth). What follows it
-/// in a flight, the other plain writes, are lookups by key either way.
-pub(crate) const ACKS_BY_INDEX: &str = "SET LOCAL enable_seqscan = off";
 
 const SET_BANNED: &str = "UPDATE accounts SET banned = $2 WHERE name = $1";
 

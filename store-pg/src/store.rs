@@ -62,8 +62,23 @@ impl PgStore {
         // with array parameters, and planning was 14 % of its CPU at 5,000 msg/s over 3 nodes
         // (BENCHMARKS.md, cluster). The generic plans were checked with EXPLAIN against
         // 100,000 accounts and 1,000,000 messages: the same index scans as the custom ones.
+        //
+        // And no sequential scan where an index can serve: every statement here is a lookup
+        // by key, but each generic plan is made from the statistics of the moment (at the
+        // statement's first execution on a connection, and again whenever they change), and
+        // `mailbox` is a queue no statistics describe: a row per message, deleted at its ack,
+        // it holds few live rows and, until autovacuum comes (a minute apart at best), every
+        // dead one. Planned while it looked small (a new database; after each vacuum) the
+        // ack's DELETE hashed a sequential scan of the whole table per statement, which grew
+        // with the dead rows: 145–959 µs a statement in 40 s runs at 5,000 cross-node msg/s,
+        // where the index probes take 18–84 µs. The insert's account checks, planned on a new
+        // database's near-empty `accounts`, hashed a scan of it per batch too; probing the
+        // index instead made the insert cheaper at that rate (87 against 144 µs a statement)
+        // and no dearer at saturation (BENCHMARKS.md, cluster). A statement with no index to
+        // use still scans.
+        //
         // A URL's own `options` come after, so they can say otherwise.
-        let generic = "-c plan_cache_mode=force_generic_plan";
+        let generic = "-c plan_cache_mode=force_generic_plan -c enable_seqscan=off";
         let options = match config.get_options() {
             Some(given) => format!("{generic} {given}"),
             None => generic.to_owned(),
