@@ -10,13 +10,17 @@
 # Settings (environment): BREEZE_CLUSTER (default nats://127.0.0.1:4222), BREEZE_STORE
 # (default postgres://postgres@127.0.0.1:5432/test), BREEZE_CLUSTER_NAME (default `local`),
 # BREEZE_BIN (default: builds and runs target/debug/breeze-server), LOGS (default a fresh
-# temporary folder; one file per node). Further arguments go to every node.
+# temporary folder; one file per node), BREEZE_WORKER_THREADS (default: this machine's CPUs
+# shared out, at least one per node). Further arguments go to every node.
 set -euo pipefail
 
 nats=${BREEZE_CLUSTER:-nats://127.0.0.1:4222}
 store=${BREEZE_STORE:-postgres://postgres@127.0.0.1:5432/test}
 name=${BREEZE_CLUSTER_NAME:-local}
 logs=${LOGS:-$(mktemp -d -t breeze-cluster.XXXXXX)}
+# Three nodes on one machine: each its share of the CPUs, not a runtime thread per CPU each,
+# which on two cores cost 5-24 % more CPU per message (BENCHMARKS.md, cluster).
+workers=${BREEZE_WORKER_THREADS:-$(( $(nproc) / 3 > 0 ? $(nproc) / 3 : 1 ))}
 mkdir -p "$logs"
 
 if [[ -z ${BREEZE_BIN:-} ]]; then
@@ -39,7 +43,7 @@ stop() {
 trap stop INT TERM EXIT
 
 for n in 1 2 3; do
-    RUST_LOG=${RUST_LOG:-info} "$BREEZE_BIN" \
+    RUST_LOG=${RUST_LOG:-info} BREEZE_WORKER_THREADS=$workers "$BREEZE_BIN" \
         --listen "127.0.0.1:788$n" --http-listen "127.0.0.1:808$n" \
         --store "$store" --cluster "$nats" --cluster-name "$name" --node-id "$n" \
         "$@" 2>"$logs/node$n.log" &

@@ -278,6 +278,18 @@ pub struct Args {
     )]
     pub hash_threads: usize,
 
+    /// Threads of the async runtime that runs the connections, the core and the cluster links
+    /// (default: one per CPU). Nodes that share a machine do better with a share each: three
+    /// nodes on two cores spent 5–24 % less CPU per message with one each (BENCHMARKS.md,
+    /// cluster).
+    #[arg(
+        long,
+        env = "BREEZE_WORKER_THREADS",
+        value_name = "N",
+        value_parser = clap::value_parser!(u16).range(1..)
+    )]
+    pub worker_threads: Option<u16>,
+
     /// PEM file with the server's TLS certificate chain (its own certificate first). Given
     /// with --tls-key, the server speaks only TLS on --listen and on --http-listen (https,
     /// wss); clients verify it with the CA that signed it, or by pinning this very file.
@@ -1095,6 +1107,17 @@ mod tests {
     }
 
     #[test]
+    fn the_runtime_takes_one_thread_per_cpu_unless_told() {
+        let threads = |args: &[&str]| {
+            let mut argv = vec!["breeze-server"];
+            argv.extend_from_slice(args);
+            Args::try_parse_from(argv).unwrap().worker_threads
+        };
+        assert_eq!(threads(&[]), None);
+        assert_eq!(threads(&["--worker-threads", "1"]), Some(1));
+    }
+
+    #[test]
     fn bad_values_are_refused_by_the_parser() {
         for args in [
             &["--heartbeat-interval", "soon"][..],
@@ -1103,6 +1126,7 @@ mod tests {
             &["--listen", "localhost"],
             &["--max-contacts", "0"],
             &["--max-contacts", "10001"],
+            &["--worker-threads", "0"],
         ] {
             let mut argv = vec!["breeze-server"];
             argv.extend_from_slice(args);

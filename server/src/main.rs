@@ -59,11 +59,19 @@ fn main() -> ExitCode {
         }
         None => {}
     }
+    let worker_threads = args.worker_threads;
     let settings = match args.into_settings() {
         Ok(settings) => settings,
         Err(e) => return fail(&e),
     };
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match worker_threads {
+        Some(n) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(usize::from(n))
+            .enable_all()
+            .build(),
+        None => tokio::runtime::Runtime::new(),
+    };
+    let runtime = match runtime {
         Ok(runtime) => runtime,
         Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
     };
