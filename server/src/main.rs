@@ -40,6 +40,11 @@ fn main() -> ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
+        // A log line that cannot be written (stderr's reader gone: a log shipper that exited,
+        // a closed terminal) is dropped. Left on, tracing-subscriber reports the failure with
+        // `eprintln!` to the same broken stderr, which panics: the task that logged (the core
+        // task, at a login) died and took its connections with it.
+        .log_internal_errors(false)
         .init();
     let command = args.command.take();
     if command.is_some() && args.store.is_some() {

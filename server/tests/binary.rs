@@ -452,3 +452,35 @@ async fn admin_kicks_and_bans_are_logged_with_who_did_them() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// A server whose log reader goes away (a log shipper that exits, a closed terminal) keeps
+/// serving: writing a log line then fails with a broken pipe, and must not take the server
+/// down. (tracing-subscriber reported such a failure with `eprintln!`, which panics on the
+/// same broken stderr: the task that logged died, and a login in flight was closed unanswered.
+/// It made other tests here fail now and then, whenever their log reader stopped first.)
+#[tokio::test]
+async fn a_server_whose_log_reader_is_gone_keeps_serving() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = server(&dir).spawn().unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().expect("stderr piped"));
+    let addr = loop {
+        let mut line = String::new();
+        assert_ne!(
+            stderr.read_line(&mut line).unwrap(),
+            0,
+            "exited before listening"
+        );
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            break rest.split_whitespace().next().unwrap().parse().unwrap();
+        }
+    };
+    // The pipe's only reader is gone: every log line from here on is a broken pipe.
+    drop(stderr);
+    for name in ["erin", "frank", "grace"] {
+        Peer::user(addr, name).await;
+    }
+    assert!(child.try_wait().unwrap().is_none(), "the server exited");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
