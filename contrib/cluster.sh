@@ -18,8 +18,8 @@ nats=${BREEZE_CLUSTER:-nats://127.0.0.1:4222}
 store=${BREEZE_STORE:-postgres://postgres@127.0.0.1:5432/test}
 name=${BREEZE_CLUSTER_NAME:-local}
 logs=${LOGS:-$(mktemp -d -t breeze-cluster.XXXXXX)}
-# Three nodes on one machine: each its share of the CPUs, not a runtime thread per CPU each,
-# which on two cores cost 5-24 % more CPU per message (BENCHMARKS.md, cluster).
+# Three nodes on one machine: each its share of the CPUs, not a runtime thread per CPU each
+# (on two cores, one each spent 5-24 % less CPU per message; BENCHMARKS.md, cluster).
 workers=${BREEZE_WORKER_THREADS:-$(( $(nproc) / 3 > 0 ? $(nproc) / 3 : 1 ))}
 mkdir -p "$logs"
 
