@@ -1107,7 +1107,7 @@ mod tests {
     }
 
     #[test]
-    fn the_runtime_takes_one_thread_per_cpu_unless_told() {
+    fn worker_threads_are_left_to_the_runtime_unless_given() {
         let threads = |args: &[&str]| {
             let mut argv = vec!["breeze-server"];
             argv.extend_from_slice(args);

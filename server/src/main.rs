@@ -69,14 +69,13 @@ fn main() -> ExitCode {
         Ok(settings) => settings,
         Err(e) => return fail(&e),
     };
-    let runtime = match worker_threads {
-        Some(n) => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(usize::from(n))
-            .enable_all()
-            .build(),
-        None => tokio::runtime::Runtime::new(),
-    };
-    let runtime = match runtime {
+    // `Runtime::new()`'s runtime, with `--worker-threads` when given.
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if let Some(n) = worker_threads {
+        runtime.worker_threads(usize::from(n));
+    }
+    let runtime = match runtime.build() {
         Ok(runtime) => runtime,
         Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
     };

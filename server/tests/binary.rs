@@ -2,7 +2,9 @@
 
 use breeze_core::message::{CloseReason, ServerMsg};
 use breeze_testsupport::Peer;
-use breeze_testsupport::process::{Listening, server_command, wait_exit, watch_log};
+use breeze_testsupport::process::{
+    Listening, listening_addr, server_command, wait_exit, watch_log,
+};
 use std::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_breeze-server");
@@ -471,8 +473,8 @@ async fn a_server_whose_log_reader_is_gone_keeps_serving() {
             0,
             "exited before listening"
         );
-        if let Some(rest) = line.split("listening on ").nth(1) {
-            break rest.split_whitespace().next().unwrap().parse().unwrap();
+        if let Some(addr) = listening_addr(&line) {
+            break addr;
         }
     };
     // The pipe's only reader is gone: every log line from here on is a broken pipe.

@@ -69,6 +69,17 @@ impl Listening {
     }
 }
 
+/// The address in the server's "listening on ADDR …" log line; `None` for any other line.
+pub fn listening_addr(line: &str) -> Option<SocketAddr> {
+    let rest = line.split("listening on ").nth(1)?;
+    Some(
+        rest.split_whitespace()
+            .next()?
+            .parse()
+            .expect("an address after 'listening on'"),
+    )
+}
+
 /// Collects the child's stderr lines on a thread and waits (bounded) for its "listening on"
 /// line. If it exits first: what it logged, its exit status last.
 pub fn watch_log(child: &mut Child) -> Result<Listening, Vec<String>> {
@@ -79,8 +90,7 @@ pub fn watch_log(child: &mut Child) -> Result<Listening, Vec<String>> {
         let left = deadline.saturating_duration_since(Instant::now());
         match log.recv_timeout(left) {
             Ok(line) => {
-                if let Some(rest) = line.split("listening on ").nth(1) {
-                    let addr = rest.split_whitespace().next().unwrap().parse().unwrap();
+                if let Some(addr) = listening_addr(&line) {
                     return Ok(Listening {
                         addr,
                         line,
