@@ -13,8 +13,16 @@ pub enum PgError {
     Pool(String),
     #[error("cannot reach PostgreSQL: {0}")]
     Unreachable(String),
-    #[error("database error: {0}")]
+    /// tokio-postgres's own `Display` of a server's error is only "db error": the server's
+    /// message (and its detail and hint) is what says what went wrong.
+    #[error("database error: {}", db_reason(.0))]
     Db(#[from] tokio_postgres::Error),
+    #[error(
+        "no schema to keep Breeze's tables in: the connection's search_path is {search_path}, \
+         and no schema it names exists; create one (CREATE SCHEMA name) or name an existing \
+         one in the URL (options=-csearch_path%3Dname)"
+    )]
+    NoSchema { search_path: String },
     #[error(
         "the database has schema version {found}, but this build only knows versions up to \
          {known}; it was written by a newer Breeze"
@@ -35,6 +43,21 @@ pub fn with_causes(e: &dyn std::error::Error) -> String {
         text.push_str(": ");
         text.push_str(&c.to_string());
         cause = c.source();
+    }
+    text
+}
+
+/// The server's message for an error it reported, with its detail and hint; the error and
+/// its causes for any other (a connection lost, a value that did not convert).
+fn db_reason(e: &tokio_postgres::Error) -> String {
+    let Some(db) = e.as_db_error() else {
+        return with_causes(e);
+    };
+    let mut text = format!("{} (SQLSTATE {})", db.message(), db.code().code());
+    for (label, part) in [("detail", db.detail()), ("hint", db.hint())] {
+        if let Some(part) = part {
+            text.push_str(&format!("; {label}: {part}"));
+        }
     }
     text
 }

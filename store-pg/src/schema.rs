@@ -212,6 +212,19 @@ pub(crate) async fn version(client: &Client) -> Result<i64, PgError> {
 /// than this build.
 pub(crate) async fn migrate(client: &mut Client) -> Result<(), PgError> {
     let tx = client.transaction().await?;
+    // A search_path that names no existing schema leaves nowhere to create the tables, and
+    // PostgreSQL would say only "no schema has been selected to create in".
+    let row = tx
+        .query_one(
+            "SELECT current_schema(), current_setting('search_path')",
+            &[],
+        )
+        .await?;
+    if row.get::<_, Option<String>>(0).is_none() {
+        return Err(PgError::NoSchema {
+            search_path: row.get(1),
+        });
+    }
     // Nodes starting together wait here for each other; keyed by the schema so that
     // databases in separate schemas (tests) do not.
     tx.execute(

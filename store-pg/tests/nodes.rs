@@ -213,6 +213,42 @@ async fn a_bad_url_and_an_unreachable_server_are_told_apart() {
     assert!(why.contains("refused"), "{why}");
 }
 
+/// A URL whose search_path names no schema that exists is refused with that said, and an
+/// error the server reports carries the server's own words, not only "db error".
+#[tokio::test]
+async fn a_missing_schema_and_a_failed_statement_say_what_went_wrong() {
+    let Some(pg) = TestPg::create("a_missing_schema_and_a_failed_statement_say_what_went_wrong")
+    else {
+        return;
+    };
+    let missing = format!("{}_missing", pg.schema());
+    let url = pg.url().replace(pg.schema(), &missing);
+    let refused = PgStore::open(&url, &PgOptions::default()).await;
+    let Err(e @ PgError::NoSchema { .. }) = refused else {
+        panic!("{refused:?}");
+    };
+    let said = e.to_string();
+    assert!(
+        said.contains(&missing) && said.contains("CREATE SCHEMA"),
+        "{said}"
+    );
+    let (client, conn) = tokio_postgres::connect(pg.url(), tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    let conn = tokio::spawn(conn);
+    let failed = client
+        .batch_execute("SELECT * FROM no_such_table")
+        .await
+        .expect_err("no such table");
+    let said = PgError::from(failed).to_string();
+    assert!(
+        said.contains(r#"relation "no_such_table" does not exist (SQLSTATE 42P01)"#),
+        "{said}"
+    );
+    drop(client);
+    let _ = conn.await;
+}
+
 /// Shutdown finishes what was submitted: every request is answered, and every message it
 /// answered as stored is in the database.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
