@@ -13,6 +13,7 @@ mod ui;
 
 use breeze_core::client::AdminAction;
 use cli::{AdminCommand, Cli, Command};
+use std::io::Write;
 use std::process::ExitCode;
 
 /// An error that ends the program: printed as `breeze: …` on one line, exit status 1.
@@ -69,6 +70,8 @@ fn main() -> ExitCode {
 }
 
 fn fail(e: &Fatal) -> ExitCode {
-    eprintln!("breeze: {}", e.0);
+    // Written, not `eprintln!`, which panics when stderr's reader is gone: the exit status
+    // would then be a panic's 101 instead of the failure it is.
+    let _ = writeln!(std::io::stderr(), "breeze: {}", e.0);
     ExitCode::FAILURE
 }

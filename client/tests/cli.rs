@@ -314,6 +314,28 @@ fn no_server_and_no_password_are_clear_errors() {
     );
 }
 
+/// With nobody reading its stderr a failed command still exits with the failure's status, 1,
+/// not a panic's 101: a script sees the same failure either way.
+#[test]
+fn a_failure_nobody_reads_still_exits_one() {
+    let server = TestServer::start();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let status = server
+        .breeze(&["register", "--user", "alice", "--password", "long-enough"])
+        .args(["--server", &closed.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(writer)
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(1));
+}
+
 #[test]
 fn a_message_typed_before_login_is_sent_before_quit() {
     let server = TestServer::start();

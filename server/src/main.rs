@@ -1,7 +1,7 @@
 //! `breeze-server`: parses flags, sets up logging, serves until SIGINT or SIGTERM.
 
 use breeze_server::cli::{Args, Command};
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
 
@@ -20,7 +20,10 @@ fn tune_malloc() {
     // thread exists, and a refusal (0) leaves the default in place.
     let applied = unsafe { libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD) };
     if applied == 0 {
-        eprintln!("breeze-server: could not raise malloc's trim threshold; going on");
+        let _ = writeln!(
+            std::io::stderr(),
+            "breeze-server: could not raise malloc's trim threshold; going on"
+        );
     }
 }
 
@@ -110,7 +113,9 @@ fn backup(db: &std::path::Path, dest: &std::path::Path) -> ExitCode {
 }
 
 fn fail(error: &dyn std::fmt::Display) -> ExitCode {
-    eprintln!("breeze-server: {error}");
+    // Written, not `eprintln!`, which panics when stderr's reader is gone: the exit status
+    // would then be a panic's 101 instead of the failure it is.
+    let _ = writeln!(std::io::stderr(), "breeze-server: {error}");
     ExitCode::FAILURE
 }
 

@@ -81,6 +81,23 @@ fn an_unopenable_database_is_reported_in_plain_words() {
     assert_eq!(err.lines().count(), 1, "{err}");
 }
 
+/// With nobody reading its stderr (a closed terminal, a log shipper gone) a server that
+/// cannot start still exits with the failure's status, 1, not a panic's 101.
+#[test]
+fn a_failure_nobody_reads_still_exits_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("no-such-dir").join("x.db");
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let status = Command::new(BIN)
+        .args(["--listen", "127.0.0.1:0", "--db"])
+        .arg(&bad)
+        .stderr(writer)
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(1));
+}
+
 #[test]
 fn environment_variables_stand_in_for_flags() {
     let dir = tempfile::tempdir().unwrap();
