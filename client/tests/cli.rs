@@ -241,11 +241,7 @@ fn admin_who_lists_sessions_for_an_admin_only() {
 #[test]
 fn no_server_and_no_password_are_clear_errors() {
     let server = TestServer::start();
-    // A port that was free a moment ago and has nobody listening now.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let closed = common::closed_port();
     let out = common::run(server.breeze(&[
         "register",
         "--user",
@@ -319,10 +315,7 @@ fn no_server_and_no_password_are_clear_errors() {
 #[test]
 fn a_failure_nobody_reads_still_exits_one() {
     let server = TestServer::start();
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let closed = common::closed_port();
     let (reader, writer) = std::io::pipe().unwrap();
     drop(reader);
     let status = server

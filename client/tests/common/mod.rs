@@ -111,6 +111,14 @@ impl Drop for TestServer {
     }
 }
 
+/// A loopback address that was free a moment ago and has nobody listening now.
+pub fn closed_port() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
 /// Runs a command to its end, with no input, within `WAIT`.
 pub fn run(mut cmd: Command) -> Output {
     let child = cmd
