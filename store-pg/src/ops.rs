@@ -305,103 +305,13 @@ pub(crate) async fn set_contacts(
     })
 }
 
-// Each recipient of a batch's messages is locked until the commit by a transaction-level
-// advisory lock (in PostgreSQL's lock table: no row written, nothing logged), keyed by the
-// schema and the recipient's name, all in one order so that two batches never wait for each
-// other crosswise. Two names with one hash share a lock: they only wait for each other.
-const LOCK_MAILBOXES: &str = "SELECT pg_advisory_xact_lock(
-        hashtext('breeze-mailbox:' || current_schema()), keys.k)
-    FROM (SELECT DISTINCT hashtext(r) AS k FROM unnest($1::text[]) AS r ORDER BY k) AS keys";
-
-/// Locks the mailboxes of `recipients` until the transaction ends: a message to one of them
-/// stored through another node waits here, then draws its seq after this batch's, and
-/// commits after it. So a recipient's seqs become visible in order (`core::storage`), which
-/// its sessions' mailbox reads above their floor rely on, while messages to different
-/// recipients, from any node, are stored and committed side by side — their commits sharing
-/// one WAL flush. (Until schema 4, one counter row, locked by every batch that stored a
-/// message until its commit, put every message of the cluster in one queue: each batch's
-/// statements and WAL flush in turn, a convoy at 1,000 msg/s on a busy machine.)
-///
-/// Taken before anything else in the batch, so no transaction ever holds a message row
-/// another waits for while waiting for a mailbox lock itself.
-pub(crate) async fn lock_mailboxes(
-    c: &impl GenericClient,
-    recipients: &[&str],
-) -> Result<(), PgError> {
-    let stmt = c.prepare_cached(LOCK_MAILBOXES).await?;
-    c.execute(&stmt, &[&recipients]).await?;
-    Ok(())
-}
-
-/// The highest seq stored for each recipient so far. Sent after `LOCK_MAILBOXES` in the same
-/// transaction, as a statement of its own: under READ COMMITTED each statement reads a fresh
-/// snapshot, so this one sees every message committed by whoever held a lock before us (the
-/// lock statement's own snapshot predates its wait).
-const MAILBOX_HIGHS: &str = "SELECT r, (SELECT max(seq) FROM messages WHERE recipient = r)
-    FROM unnest($1::text[]) AS r";
-
-/// The highest seq of each of `recipients`' messages (0: none), read under their mailbox
-/// locks, so that a message this batch stores can name its predecessor (`Stored::prev`).
-pub(crate) async fn mailbox_highs(
-    c: &impl GenericClient,
-    recipients: &[&str],
-) -> Result<BTreeMap<String, u64>, PgError> {
-    let stmt = c.prepare_cached(MAILBOX_HIGHS).await?;
-    let mut highs = BTreeMap::new();
-    for row in c.query(&stmt, &[&recipients]).await? {
-        let high: Option<i64> = row.try_get(1)?;
-        highs.insert(row.try_get(0)?, high.map_or(0, u64_from_sql));
-    }
-    Ok(highs)
-}
-
-// A run of messages in one statement, each row checked and inserted as a single-row insert
-// would be: the users checked by `EXISTS` (a message naming an unknown user is skipped, not
-// an error that would abort the whole transaction and every other client's write in it; the
-// check is all the integrity `messages` needs, as accounts are never deleted here, so the
-// table has no foreign keys to lock both account rows per message), a resend skipped by the
-// `(sender, client_id)` key — also one resent within the run, as the rows go in in `ord`
-// order. Seqs come from a sequence, drawn after the sort (PostgreSQL evaluates a volatile
-// output column after the ORDER BY it is sorted by), so a run's seqs follow its order; a
-// skipped row may still have drawn one (seqs may skip, as SQLite's AUTOINCREMENT's do).
-// Each stored message also goes into its recipient's `mailbox`, until acked.
-const STORE_MESSAGES: &str = "WITH stored AS (
-    INSERT INTO messages (seq, sender, recipient, client_id, body,
-                          attachment_mime, attachment_name, attachment_data, sent_at_ms)
-    SELECT nextval('message_seqs_8'), m.sender, m.recipient, m.client_id,
-           m.body, m.mime, m.name, m.data, m.sent_at
-    FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bytea[], $5::bytea[], $6::bytea[],
-                $7::bytea[], $8::bigint[])
-         WITH ORDINALITY AS m(sender, recipient, client_id, body, mime, name, data, sent_at, ord)
-    WHERE EXISTS (SELECT 1 FROM accounts WHERE name = m.sender)
-      AND EXISTS (SELECT 1 FROM accounts WHERE name = m.recipient)
-    ORDER BY m.ord
-    ON CONFLICT (sender, client_id) DO NOTHING
-    RETURNING seq, sender, client_id, recipient),
-  waiting AS (INSERT INTO mailbox (recipient, seq) SELECT recipient, seq FROM stored)
-  SELECT seq, sender, client_id FROM stored";
-
-// Acks take the messages out of their mailboxes (the messages stay, for history): every ack
-// of a batch, whoever sent it, in one statement, each (recipient, seq) an index probe (never a
-// scan of the table, whatever its statistics say: `PgStore::open`).
-pub(crate) const MARK_DELIVERED: &str =
-    "DELETE FROM mailbox USING unnest($1::text[], $2::bigint[]) AS a(r, s)
-    WHERE mailbox.recipient = a.r AND mailbox.seq = a.s";
-
 const SET_BANNED: &str = "UPDATE accounts SET banned = $2 WHERE name = $1";
 
 /// Prepares every statement the writer sends, so that sending them never waits for a
 /// prepare: a statement prepared on first use inside a pipelined batch would let the ones
 /// after it overtake it (`writer.rs`).
 pub(crate) async fn prepare_writes(c: &impl GenericClient) -> Result<(), PgError> {
-    for sql in [
-        LOCK_MAILBOXES,
-        MAILBOX_HIGHS,
-        STORE_MESSAGES,
-        MARK_DELIVERED,
-        SET_CONTACTS,
-        SET_BANNED,
-    ] {
+    for sql in [WRITE_BATCH, SET_CONTACTS, SET_BANNED] {
         c.prepare_cached(sql).await?;
     }
     Ok(())
@@ -437,7 +347,7 @@ fn delivery_at(row: &Row) -> Result<(Delivery, UserId), PgError> {
     Ok((delivery, user_at(row, 8)?))
 }
 
-/// One `StoreMessage` of a run that `store_messages` stores.
+/// One `StoreMessage` of a batch that `write_batch` stores.
 pub(crate) struct NewMessage<'a> {
     pub from: &'a UserId,
     pub to: &'a UserId,
@@ -447,13 +357,28 @@ pub(crate) struct NewMessage<'a> {
     pub now_ms: u64,
 }
 
-/// Stores a run of messages in one statement, their mailboxes locked (`lock_mailboxes`):
-/// the seq each was inserted at, in the run's order; `None` for one stored before
-/// (`first_copy` has it) or naming an unknown user.
-pub(crate) async fn store_messages(
+/// A batch's messages and acks in one statement (`breeze_write_batch`, schema 9): the
+/// recipients' mailbox locks, their highs read under them, the messages stored and the acked
+/// seqs taken out of their mailboxes, in that order, in the caller's transaction or, alone, in
+/// one of its own. `durable: false` lets that transaction commit without waiting for its WAL
+/// flush (a batch of acks alone: `writer.rs`).
+const WRITE_BATCH: &str = "SELECT o_recipient, o_seq, o_sender, o_client_id
+    FROM breeze_write_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+
+/// What `write_batch` did: each recipient's highest seq before the batch, and the seq each
+/// message was inserted at (`None`: stored before, `first_copy` has it, or naming an unknown
+/// user), in the batch's order.
+pub(crate) struct Written {
+    pub highs: BTreeMap<String, u64>,
+    pub inserted: Vec<Option<i64>>,
+}
+
+pub(crate) async fn write_batch(
     c: &impl GenericClient,
     run: &[NewMessage<'_>],
-) -> Result<Vec<Option<i64>>, PgError> {
+    marks: &[(&UserId, &[u64])],
+    durable: bool,
+) -> Result<Written, PgError> {
     let senders: Vec<&str> = run.iter().map(|m| m.from.as_str()).collect();
     let recipients: Vec<&str> = run.iter().map(|m| m.to.as_str()).collect();
     let ids: Vec<i64> = run.iter().map(|m| id_to_sql(m.id)).collect();
@@ -471,7 +396,8 @@ pub(crate) async fn store_messages(
         .map(|m| m.attachment.map(|a| a.data.as_slice()))
         .collect();
     let sent_at: Vec<i64> = run.iter().map(|m| ms_to_sql(m.now_ms)).collect();
-    let stmt = c.prepare_cached(STORE_MESSAGES).await?;
+    let (ack_users, ack_seqs) = mark_pairs(marks);
+    let stmt = c.prepare_cached(WRITE_BATCH).await?;
     let rows = c
         .query(
             &stmt,
@@ -484,19 +410,50 @@ pub(crate) async fn store_messages(
                 &names,
                 &data,
                 &sent_at,
+                &ack_users,
+                &ack_seqs,
+                &durable,
             ],
         )
         .await?;
+    let mut highs = BTreeMap::new();
     // Each inserted row answers the first message of the run with its (sender, id).
     let mut inserted: BTreeMap<(String, i64), i64> = BTreeMap::new();
     for row in &rows {
-        inserted.insert((row.try_get(1)?, row.try_get(2)?), row.try_get(0)?);
+        let seq: Option<i64> = row.try_get(1)?;
+        match row.try_get::<_, Option<String>>(0)? {
+            Some(recipient) => {
+                highs.insert(recipient, seq.map_or(0, u64_from_sql));
+            }
+            None => {
+                let seq =
+                    seq.ok_or_else(|| PgError::Corrupt("a stored message without a seq".into()))?;
+                inserted.insert((row.try_get(2)?, row.try_get(3)?), seq);
+            }
+        }
     }
-    Ok(senders
+    Ok(Written {
+        highs,
+        inserted: senders
+            .iter()
+            .zip(&ids)
+            .map(|(from, id)| inserted.remove(&((*from).to_owned(), *id)))
+            .collect(),
+    })
+}
+
+/// Each user's seqs as (user, seq) pairs, sorted and without repeats: two nodes marking
+/// overlapping seqs lock the rows in the same order. A seq beyond i64 was never issued, so it
+/// names nothing to mark.
+fn mark_pairs<'a>(marks: &[(&'a UserId, &[u64])]) -> (Vec<&'a str>, Vec<i64>) {
+    let pairs: BTreeSet<(&str, i64)> = marks
         .iter()
-        .zip(&ids)
-        .map(|(from, id)| inserted.remove(&((*from).to_owned(), *id)))
-        .collect())
+        .flat_map(|(user, seqs)| {
+            seqs.iter()
+                .filter_map(|&s| Some((user.as_str(), i64::try_from(s).ok()?)))
+        })
+        .collect();
+    pairs.into_iter().unzip()
 }
 
 /// `message` as stored at `seq`, the recipient's previous message at `prev`.
@@ -614,26 +571,6 @@ pub(crate) async fn mailbox(
         page.waiting = u32::try_from(waiting).unwrap_or(u32::MAX);
     }
     Ok(page)
-}
-
-/// Marks delivered each user's seqs, for any number of users at once.
-pub(crate) async fn mark_delivered(
-    c: &impl GenericClient,
-    marks: &[(&UserId, &[u64])],
-) -> Result<(), PgError> {
-    // A seq beyond i64 was never issued, so it names nothing to mark. Sorted: two nodes
-    // marking overlapping seqs lock the rows in the same order.
-    let pairs: BTreeSet<(&str, i64)> = marks
-        .iter()
-        .flat_map(|(user, seqs)| {
-            seqs.iter()
-                .filter_map(|&s| Some((user.as_str(), i64::try_from(s).ok()?)))
-        })
-        .collect();
-    let (users, seqs): (Vec<&str>, Vec<i64>) = pairs.into_iter().unzip();
-    let stmt = c.prepare_cached(MARK_DELIVERED).await?;
-    c.execute(&stmt, &[&users, &seqs]).await?;
-    Ok(())
 }
 
 pub(crate) async fn history(

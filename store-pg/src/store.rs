@@ -49,41 +49,7 @@ impl PgStore {
     /// Connects to `url` (`postgres://user[:password]@host[:port]/database[?options]`), makes
     /// sure the database is reachable, and migrates it. Must run inside a tokio runtime.
     pub async fn open(url: &str, opts: &PgOptions) -> Result<PgStore, PgError> {
-        let mut config =
-            tokio_postgres::Config::from_str(url).map_err(|e| PgError::Url(with_causes(&e)))?;
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(opts.timeout);
-        }
-        if config.get_application_name().is_none() {
-            config.application_name("breeze-server");
-        }
-        // Every statement is prepared once per connection (`prepare_cached`); left to choose,
-        // PostgreSQL kept planning each execution afresh (a custom plan) for the statements
-        // with array parameters, and planning was 14 % of its CPU at 5,000 msg/s over 3 nodes
-        // (BENCHMARKS.md, cluster). The generic plans were checked with EXPLAIN against
-        // 100,000 accounts and 1,000,000 messages: the same index scans as the custom ones.
-        //
-        // And no sequential scan where an index can serve: every statement here is a lookup
-        // by key, but each generic plan is made from the statistics of the moment (at the
-        // statement's first execution on a connection, and again whenever they change), and
-        // `mailbox` is a queue no statistics describe: a row per message, deleted at its ack,
-        // it holds few live rows and, until autovacuum comes (a minute apart at best), every
-        // dead one. Planned while it looked small (a new database; after each vacuum) the
-        // ack's DELETE hashed a sequential scan of the whole table per statement, which grew
-        // with the dead rows: 145–959 µs a statement in 40 s runs at 5,000 cross-node msg/s,
-        // where the index probes take 18–84 µs. The insert's account checks, planned on a new
-        // database's near-empty `accounts`, hashed a scan of it per batch too; probing the
-        // index instead made the insert cheaper at that rate (87 against 144 µs a statement)
-        // and no dearer at saturation (BENCHMARKS.md, cluster). A statement with no index to
-        // use still scans.
-        //
-        // A URL's own `options` come after, so they can say otherwise.
-        let generic = "-c plan_cache_mode=force_generic_plan -c enable_seqscan=off";
-        let options = match config.get_options() {
-            Some(given) => format!("{generic} {given}"),
-            None => generic.to_owned(),
-        };
-        config.options(options);
+        let config = session_config(url, opts)?;
         let manager = Manager::from_config(
             config,
             tokio_postgres::NoTls,
@@ -127,6 +93,50 @@ impl PgStore {
             .await
             .map_err(|e| PgError::Unreachable(pool_error(&e)))
     }
+}
+
+/// How each of the store's connections to `url` is made: its timeouts, its name, and the
+/// session settings every statement of this store is planned under.
+pub(crate) fn session_config(
+    url: &str,
+    opts: &PgOptions,
+) -> Result<tokio_postgres::Config, PgError> {
+    let mut config =
+        tokio_postgres::Config::from_str(url).map_err(|e| PgError::Url(with_causes(&e)))?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(opts.timeout);
+    }
+    if config.get_application_name().is_none() {
+        config.application_name("breeze-server");
+    }
+    // Every statement is prepared once per connection (`prepare_cached`); left to choose,
+    // PostgreSQL kept planning each execution afresh (a custom plan) for the statements
+    // with array parameters, and planning was 14 % of its CPU at 5,000 msg/s over 3 nodes
+    // (BENCHMARKS.md, cluster). The generic plans were checked with EXPLAIN against
+    // 100,000 accounts and 1,000,000 messages: the same index scans as the custom ones.
+    //
+    // And no sequential scan where an index can serve: every statement here is a lookup
+    // by key, but each generic plan is made from the statistics of the moment (at the
+    // statement's first execution on a connection, and again whenever they change), and
+    // `mailbox` is a queue no statistics describe: a row per message, deleted at its ack,
+    // it holds few live rows and, until autovacuum comes (a minute apart at best), every
+    // dead one. Planned while it looked small (a new database; after each vacuum) the
+    // ack's DELETE hashed a sequential scan of the whole table per statement, which grew
+    // with the dead rows: 145–959 µs a statement in 40 s runs at 5,000 cross-node msg/s,
+    // where the index probes take 18–84 µs. The insert's account checks, planned on a new
+    // database's near-empty `accounts`, hashed a scan of it per batch too; probing the
+    // index instead made the insert cheaper at that rate (87 against 144 µs a statement)
+    // and no dearer at saturation (BENCHMARKS.md, cluster). A statement with no index to
+    // use still scans.
+    //
+    // A URL's own `options` come after, so they can say otherwise.
+    let generic = "-c plan_cache_mode=force_generic_plan -c enable_seqscan=off";
+    let options = match config.get_options() {
+        Some(given) => format!("{generic} {given}"),
+        None => generic.to_owned(),
+    };
+    config.options(options);
+    Ok(config)
 }
 
 /// The pool's error, with the database's own reason when there is one (deadpool's wording

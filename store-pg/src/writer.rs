@@ -6,6 +6,7 @@
 //! writers run concurrently against the same database, arbitrated by it (`ops.rs`).
 
 use crate::error::PgError;
+use crate::ops::Written;
 use crate::store::PgStore;
 use crate::{ops, rooms};
 use breeze_core::storage::{StorageOp, StorageResult};
@@ -216,104 +217,55 @@ type InFlight<'a> = Pin<Box<dyn Future<Output = Result<Answer, PgError>> + Send 
 enum Answer {
     /// `BEGIN`, `COMMIT`.
     Nothing,
-    /// The seq each message of a run was inserted at, if it was.
-    Inserted(Vec<Option<i64>>),
-    /// Each recipient's highest seq before the batch's messages.
-    Highs(BTreeMap<String, u64>),
+    /// The batch's messages and acks.
+    Batch(Written),
     /// Any other write.
     Write(StorageResult),
 }
 
 /// What each statement between `BEGIN` and `COMMIT` is for.
 enum Step {
-    Lock,
-    Highs,
-    /// Every message of the batch.
-    Messages,
-    /// Every ack of the batch: these items.
-    Marks(Vec<usize>),
+    /// Every message and ack of the batch.
+    Batch,
     One(usize),
 }
 
-/// Runs `batch` as one transaction, sent in one flight: `BEGIN`, the mailbox locks, all its
-/// messages in one statement, all its acks in one, one statement per other write, `COMMIT`,
-/// all written before the first answer is awaited; PostgreSQL runs them in the order sent.
+/// Runs `batch` as one transaction: its messages and acks in one statement
+/// (`ops::write_batch`), alone if nothing else is in the batch (its own transaction), else in a
+/// flight of `BEGIN`, that statement, one statement per other write and `COMMIT`, all written
+/// before the first answer is awaited; PostgreSQL runs them in the order sent.
 ///
-/// Why messages and acks each in one statement, not in the batch's order: a node's batch
-/// interleaves the messages its users send with the acks of those it delivered, and one
-/// statement per run had a flight send eight statements for ~25 writes, each with its fixed
-/// cost (`pg_stat_statements` at 5,000 cross-node msg/s: 3.1 messages per insert at 613 µs,
-/// 1.4 seqs per ack at 107 µs; BENCHMARKS.md). The order inside a transaction is seen by
-/// nobody but the transaction, and these writes do not see each other: a message's insert
-/// depends only on the accounts (which no plain write creates or deletes) and on earlier
-/// messages, which keep their order within the statement; an ack names a seq delivered, so
-/// committed, before this batch (a client acking a seq ahead of its delivery marks only its
-/// own message, early, which acking unread messages does anyway); contacts, bans, profiles
-/// and room marks touch no message.
+/// Why messages and acks together, not in the batch's order: a node's batch interleaves the
+/// messages its users send with the acks of those it delivered, and one statement per run had a
+/// flight send eight statements for ~25 writes, each with its fixed cost (`pg_stat_statements`
+/// at 5,000 cross-node msg/s: 3.1 messages per insert at 613 µs, 1.4 seqs per ack at 107 µs;
+/// BENCHMARKS.md). The order inside a transaction is seen by nobody but the transaction, and
+/// these writes do not see each other: a message's insert depends only on the accounts (which
+/// no plain write creates or deletes) and on earlier messages, which keep their order within
+/// the statement; an ack names a seq delivered, so committed, before this batch (a client
+/// acking a seq ahead of its delivery marks only its own message, early, which acking unread
+/// messages does anyway); contacts, bans, profiles and room marks touch no message.
 ///
-/// Why one flight: the mailbox locks (`ops::lock_mailboxes`) are held until the commit, and
-/// other nodes' messages to those recipients wait for them. Awaited statement by statement,
-/// a batch held its locks across four round trips to this process, each a wake-up on a busy
-/// machine (the cluster-wide counter of schema 3 made that every other node's messages:
+/// Why one flight, or one statement: the mailbox locks (schema 9) are held until the commit,
+/// and other nodes' messages to those recipients wait for them. Awaited statement by
+/// statement, a batch held its locks across four round trips to this process, each a wake-up on
+/// a busy machine (the cluster-wide counter of schema 3 made that every other node's messages:
 /// at 1,000 msg/s over 3 nodes PostgreSQL's backends were mostly waiting for it,
 /// `Lock:transactionid` in `pg_stat_activity`, or "idle in transaction" holding it;
 /// BENCHMARKS.md). In one flight, a lock is held for the statements' execution and the
-/// commit's flush only.
+/// commit's flush only; in one statement, the node is woken once for all of it.
 async fn in_transaction(
     client: &deadpool_postgres::Client,
     batch: &[Write],
 ) -> Result<Vec<(RequestId, StorageResult)>, Failure> {
     let c = client;
     ops::prepare_writes(c).await.map_err(Failure::Before)?;
-    // The batch's messages in order, each with its item.
+    // The batch's messages in order, each with its item; its acks; the rest.
     let (message_items, messages): (Vec<usize>, Vec<ops::NewMessage<'_>>) = batch
         .iter()
         .enumerate()
         .filter_map(|(i, w)| Some((i, new_message(w)?)))
         .unzip();
-    let mut steps = Vec::new();
-    // A batch of acknowledgements alone commits without waiting for its WAL flush: a mark
-    // lost to a database crash in the next fraction of a second means the message is
-    // delivered again, which an ack lost in flight already means, and clients dedupe by seq
-    // (PROTOCOL.md §13.2). Whatever commits durably after it flushes it too (the WAL is one
-    // sequence). Anything else in the batch, a message above all, waits for the flush as
-    // ever. Half the commits of a chat are marks: their flushes kept the writer (and the
-    // messages queued behind it) waiting ~3 ms each on a disk other jobs write to.
-    let begin = if batch
-        .iter()
-        .all(|w| matches!(w.op, StorageOp::MarkDelivered { .. }))
-    {
-        "BEGIN; SET LOCAL synchronous_commit TO OFF"
-    } else {
-        "BEGIN"
-    };
-    let mut flight: Vec<InFlight<'_>> = vec![Box::pin(async move {
-        c.batch_execute(begin).await?;
-        Ok(Answer::Nothing)
-    })];
-    // The mailboxes first, before any row (see `ops::lock_mailboxes`).
-    let recipients: Vec<&str> = messages.iter().map(|m| m.to.as_str()).collect();
-    if !recipients.is_empty() {
-        let mut distinct = recipients.clone();
-        distinct.sort_unstable();
-        distinct.dedup();
-        steps.push(Step::Lock);
-        flight.push(Box::pin(async move {
-            ops::lock_mailboxes(c, &recipients).await?;
-            Ok(Answer::Nothing)
-        }));
-        steps.push(Step::Highs);
-        flight.push(Box::pin(async move {
-            Ok(Answer::Highs(ops::mailbox_highs(c, &distinct).await?))
-        }));
-    }
-    if !messages.is_empty() {
-        let messages = &messages;
-        steps.push(Step::Messages);
-        flight.push(Box::pin(async move {
-            Ok(Answer::Inserted(ops::store_messages(c, messages).await?))
-        }));
-    }
     let (mark_items, marks): (Vec<usize>, Vec<(&UserId, &[u64])>) = batch
         .iter()
         .enumerate()
@@ -322,24 +274,64 @@ async fn in_transaction(
             _ => None,
         })
         .unzip();
-    if !marks.is_empty() {
-        steps.push(Step::Marks(mark_items));
+    let others: Vec<usize> = (0..batch.len())
+        .filter(|&i| {
+            !matches!(
+                batch[i].op,
+                StorageOp::StoreMessage { .. } | StorageOp::MarkDelivered { .. }
+            )
+        })
+        .collect();
+    if others.is_empty() {
+        // A batch of acknowledgements alone commits without waiting for its WAL flush: a mark
+        // lost to a database crash in the next fraction of a second means the message is
+        // delivered again, which an ack lost in flight already means, and clients dedupe by
+        // seq (PROTOCOL.md §13.2). Whatever commits durably after it flushes it too (the WAL
+        // is one sequence). Anything else in the batch, a message above all, waits for the
+        // flush as ever. Half the commits of a chat are marks: their flushes kept the writer
+        // (and the messages queued behind it) waiting ~3 ms each on a disk other jobs write to.
+        let durable = !messages.is_empty();
+        let written = match ops::write_batch(c, &messages, &marks, durable).await {
+            Ok(written) => written,
+            // The database refused it: its transaction, the statement's own, rolled back.
+            Err(PgError::Db(e)) if e.as_db_error().is_some() => {
+                return Err(Failure::Before(PgError::Db(e)));
+            }
+            // The connection failed: the commit's fate is unknown.
+            Err(e) => return Err(Failure::Commit(e)),
+        };
+        return finish(
+            c,
+            batch,
+            &messages,
+            &message_items,
+            &mark_items,
+            written,
+            Vec::new(),
+        )
+        .await;
+    }
+    let mut steps = Vec::new();
+    let mut flight: Vec<InFlight<'_>> = vec![Box::pin(async move {
+        c.batch_execute("BEGIN").await?;
+        Ok(Answer::Nothing)
+    })];
+    // The mailboxes first, before any row (schema 9).
+    if !messages.is_empty() || !marks.is_empty() {
+        let (messages, marks) = (&messages, &marks);
+        steps.push(Step::Batch);
         flight.push(Box::pin(async move {
-            ops::mark_delivered(c, &marks).await?;
-            Ok(Answer::Nothing)
+            Ok(Answer::Batch(
+                ops::write_batch(c, messages, marks, true).await?,
+            ))
         }));
     }
-    for (item, w) in batch.iter().enumerate() {
-        if !matches!(
-            w.op,
-            StorageOp::StoreMessage { .. } | StorageOp::MarkDelivered { .. }
-        ) {
-            let op = &w.op;
-            steps.push(Step::One(item));
-            flight.push(Box::pin(
-                async move { Ok(Answer::Write(apply(c, op).await?)) },
-            ));
-        }
+    for &item in &others {
+        let op = &batch[item].op;
+        steps.push(Step::One(item));
+        flight.push(Box::pin(
+            async move { Ok(Answer::Write(apply(c, op).await?)) },
+        ));
     }
     flight.push(Box::pin(async move {
         c.batch_execute("COMMIT").await?;
@@ -366,38 +358,63 @@ async fn in_transaction(
         .map_err(Failure::Before)?;
     committed.map_err(Failure::Commit)?;
 
+    let mut written = Written {
+        highs: BTreeMap::new(),
+        inserted: Vec::new(),
+    };
+    let mut done = Vec::new();
+    for (step, answer) in steps.into_iter().zip(answers) {
+        match (step, answer) {
+            (Step::Batch, Answer::Batch(w)) => written = w,
+            (Step::One(item), Answer::Write(result)) => done.push((item, result)),
+            _ => unreachable!("invariant: each statement answers as its step expects"),
+        }
+    }
+    finish(
+        c,
+        batch,
+        &messages,
+        &message_items,
+        &mark_items,
+        written,
+        done,
+    )
+    .await
+}
+
+/// The results of a committed batch: its messages' and acks' from what `write_batch` answered,
+/// the other writes' as given (`done`).
+async fn finish(
+    c: &deadpool_postgres::Client,
+    batch: &[Write],
+    messages: &[ops::NewMessage<'_>],
+    message_items: &[usize],
+    mark_items: &[usize],
+    written: Written,
+    done: Vec<(usize, StorageResult)>,
+) -> Result<Vec<(RequestId, StorageResult)>, Failure> {
     let mut results: Vec<Option<StorageResult>> = vec![None; batch.len()];
     // Messages that inserted nothing: a resend, or an unknown user.
     let mut skipped = Vec::new();
     // Each recipient's latest seq: the highs read under the locks, then each message this
     // batch stored, in order (a batch's seqs rise in its order).
-    let mut latest: BTreeMap<String, u64> = BTreeMap::new();
-    for (step, answer) in steps.into_iter().zip(answers) {
-        match (step, answer) {
-            (Step::Lock, Answer::Nothing) => {}
-            (Step::Highs, Answer::Highs(highs)) => latest = highs,
-            (Step::Messages, Answer::Inserted(seqs)) => {
-                for ((m, &item), seq) in messages.iter().zip(&message_items).zip(seqs) {
-                    match seq {
-                        Some(seq) => {
-                            let prev = latest
-                                .insert(m.to.as_str().to_owned(), ops::u64_from_sql(seq))
-                                .unwrap_or(0);
-                            results[item] =
-                                Some(StorageResult::MessageStored(Ok(ops::stored(m, seq, prev))));
-                        }
-                        None => skipped.push((item, m)),
-                    }
-                }
+    let mut latest = written.highs;
+    for ((m, &item), seq) in messages.iter().zip(message_items).zip(written.inserted) {
+        match seq {
+            Some(seq) => {
+                let prev = latest
+                    .insert(m.to.as_str().to_owned(), ops::u64_from_sql(seq))
+                    .unwrap_or(0);
+                results[item] = Some(StorageResult::MessageStored(Ok(ops::stored(m, seq, prev))));
             }
-            (Step::Marks(items), Answer::Nothing) => {
-                for item in items {
-                    results[item] = Some(StorageResult::DeliveredMarked(Ok(())));
-                }
-            }
-            (Step::One(item), Answer::Write(result)) => results[item] = Some(result),
-            _ => unreachable!("invariant: each statement answers as its step expects"),
+            None => skipped.push((item, m)),
         }
+    }
+    for &item in mark_items {
+        results[item] = Some(StorageResult::DeliveredMarked(Ok(())));
+    }
+    for (item, result) in done {
+        results[item] = Some(result);
     }
     // Read after the commit: the first copies are committed (in this batch or before) and
     // never change.
@@ -636,47 +653,81 @@ mod tests {
         Some(seen)
     }
 
-    /// The generic plan of the ack's DELETE, made on a connection of the store's pool (with
-    /// its settings) at its first execution, in a transaction that ran `before` first.
-    async fn ack_plan(store: &PgStore, before: &str) -> String {
-        let mut client = store.client().await.expect("a connection");
-        let tx = client.transaction().await.expect("begin");
-        tx.batch_execute(&format!(
-            "{before}; PREPARE ack_plan(text[], bigint[]) AS {}",
-            ops::MARK_DELIVERED
-        ))
-        .await
-        .expect("prepare");
-        let plan: Vec<String> = tx
-            .query("EXPLAIN EXECUTE ack_plan('{alice}', '{1}')", &[])
+    /// The plans of the statements a batch of one message and one ack runs inside
+    /// `breeze_write_batch`, made on a new connection with the store's session settings and
+    /// then `settings`, as `auto_explain` reports them.
+    async fn batch_plans(url: &str, settings: &str) -> String {
+        let config = crate::store::session_config(url, &PgOptions::default()).expect("config");
+        let (client, mut connection) = config
+            .connect(tokio_postgres::NoTls)
             .await
-            .expect("explain")
-            .iter()
-            .map(|row| row.get(0))
-            .collect();
-        tx.batch_execute("DEALLOCATE ack_plan")
+            .expect("a connection");
+        let notices = tokio::spawn(async move {
+            let mut plans = String::new();
+            while let Some(Ok(message)) =
+                futures_util::future::poll_fn(|cx| connection.poll_message(cx)).await
+            {
+                if let tokio_postgres::AsyncMessage::Notice(notice) = message {
+                    plans.push_str(notice.message());
+                    plans.push('\n');
+                }
+            }
+            plans
+        });
+        client
+            .batch_execute(&format!(
+                "LOAD 'auto_explain';
+                 SET auto_explain.log_min_duration = 0;
+                 SET auto_explain.log_nested_statements = on;
+                 SET auto_explain.log_level = notice;
+                 {settings};
+                 SELECT * FROM breeze_write_batch('{{alice}}', '{{bob}}', '{{1}}', '{{x}}',
+                     '{{NULL}}', '{{NULL}}', '{{NULL}}', '{{0}}', '{{bob}}', '{{7}}', true);"
+            ))
             .await
-            .expect("deallocate");
-        tx.rollback().await.expect("rollback");
-        plan.join("\n")
+            .expect("a batch, explained");
+        drop(client);
+        notices.await.expect("the notices")
     }
 
-    /// The ack's DELETE, planned as the writer plans it while `mailbox` is empty (a new
-    /// database; just after a vacuum), must probe the table's index, never scan it: the table
-    /// fills with dead rows between vacuums (`PgStore::open`). Planned with sequential scans
-    /// allowed, the same statement scans, so the check is not vacuous here.
+    /// Every statement of a batch, planned as the writer's connections plan it while the
+    /// tables are empty (a new database; `mailbox` just after a vacuum), must probe an index,
+    /// never scan a table: `mailbox` fills with dead rows between vacuums, `accounts` with
+    /// users (`PgStore::open`). Planned with sequential scans allowed, the ack scans
+    /// `mailbox`, so the check is not vacuous here.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn the_ack_probes_the_mailbox_index_even_planned_on_an_empty_table() {
-        let Some(pg) = TestPg::create("the_ack_probes_the_mailbox_index") else {
+    async fn a_batch_probes_indexes_even_planned_on_empty_tables() {
+        let Some(pg) = TestPg::create("a_batch_probes_indexes") else {
             return;
         };
         let store = PgStore::open(pg.url(), &PgOptions::default())
             .await
             .expect("open the test schema");
-        let plan = ack_plan(&store, "SELECT 1").await;
-        assert!(!plan.contains("Seq Scan"), "{plan}");
-        assert!(plan.contains("Index Scan using mailbox_pkey"), "{plan}");
-        let unguarded = ack_plan(&store, "SET LOCAL enable_seqscan = on").await;
+        store
+            .client()
+            .await
+            .expect("a connection")
+            .batch_execute(
+                "INSERT INTO accounts (name, password_hash, created_at_ms)
+                 VALUES ('alice', '-', 0), ('bob', '-', 0)",
+            )
+            .await
+            .expect("accounts");
+        let plans = batch_plans(pg.url(), "SELECT 1").await;
+        for statement in [
+            "pg_advisory_xact_lock",
+            "max(m.seq)",
+            "INSERT INTO messages",
+            "DELETE FROM mailbox",
+        ] {
+            assert!(
+                plans.contains(statement),
+                "{statement} explained in\n{plans}"
+            );
+        }
+        assert!(!plans.contains("Seq Scan"), "{plans}");
+        assert!(plans.contains("Index Scan using mailbox_pkey"), "{plans}");
+        let unguarded = batch_plans(pg.url(), "SET enable_seqscan = on").await;
         assert!(unguarded.contains("Seq Scan on mailbox"), "{unguarded}");
     }
 

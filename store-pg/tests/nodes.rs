@@ -379,9 +379,11 @@ async fn a_database_from_before_bans_is_upgraded_with_nobody_banned() {
     );
 }
 
-/// Schema 8 undone: unacked messages marked in their rows again, not listed in `mailbox`, and
-/// the foreign keys back. Leaves every message unacked; `delivered` is set by the caller.
+/// Schemas 9 and 8 undone: no batch function; unacked messages marked in their rows again, not
+/// listed in `mailbox`, and the foreign keys back. Leaves every message unacked; `delivered` is
+/// set by the caller.
 const UNDO_MAILBOX_TABLE: &str = "
+    DROP FUNCTION breeze_write_batch;
     DROP TABLE mailbox;
     ALTER SEQUENCE message_seqs_8 RENAME TO message_seqs;
     ALTER TABLE messages
