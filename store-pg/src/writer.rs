@@ -566,23 +566,35 @@ mod tests {
         ]
     }
 
-    /// The results of `batches()` and what the database holds after them, each batch run
-    /// whole (`together`) or one write per transaction.
-    async fn run(together: bool) -> Option<Vec<String>> {
-        let pg = TestPg::create("a_batch_answers_as_its_writes_one_at_a_time")?;
+    /// A store on a schema of its own for `test`, holding accounts named `names`; `None`
+    /// (after a skip line) without PostgreSQL.
+    async fn with_accounts(test: &str, names: &[&str]) -> Option<(TestPg, PgStore)> {
+        let pg = TestPg::create(test)?;
         let store = PgStore::open(pg.url(), &PgOptions::default())
             .await
             .expect("open the test schema");
-        store
-            .client()
-            .await
-            .expect("a connection")
-            .batch_execute(
-                "INSERT INTO accounts (name, password_hash, created_at_ms)
-                 VALUES ('alice', '-', 0), ('bob', '-', 0), ('carol', '-', 0)",
-            )
-            .await
-            .expect("accounts");
+        let client = store.client().await.expect("a connection");
+        for name in names {
+            client
+                .execute(
+                    "INSERT INTO accounts (name, password_hash, created_at_ms) VALUES ($1, '-', 0)",
+                    &[name],
+                )
+                .await
+                .expect("an account");
+        }
+        drop(client);
+        Some((pg, store))
+    }
+
+    /// The results of `batches()` and what the database holds after them, each batch run
+    /// whole (`together`) or one write per transaction.
+    async fn run(together: bool) -> Option<Vec<String>> {
+        let (_pg, store) = with_accounts(
+            "a_batch_answers_as_its_writes_one_at_a_time",
+            &["alice", "bob", "carol"],
+        )
+        .await?;
         let mut seen = Vec::new();
         let mut id = 0;
         for ops in batches() {
@@ -697,22 +709,10 @@ mod tests {
     /// `mailbox`, so the check is not vacuous here.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_batch_probes_indexes_even_planned_on_empty_tables() {
-        let Some(pg) = TestPg::create("a_batch_probes_indexes") else {
+        let Some((pg, _store)) = with_accounts("a_batch_probes_indexes", &["alice", "bob"]).await
+        else {
             return;
         };
-        let store = PgStore::open(pg.url(), &PgOptions::default())
-            .await
-            .expect("open the test schema");
-        store
-            .client()
-            .await
-            .expect("a connection")
-            .batch_execute(
-                "INSERT INTO accounts (name, password_hash, created_at_ms)
-                 VALUES ('alice', '-', 0), ('bob', '-', 0)",
-            )
-            .await
-            .expect("accounts");
         let plans = batch_plans(pg.url(), "SELECT 1").await;
         for statement in [
             "pg_advisory_xact_lock",
