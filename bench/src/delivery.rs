@@ -6,7 +6,7 @@
 use crate::chat::ChatShared;
 use crate::pacer;
 use crate::pop::{self, Population};
-use crate::procfs::Sample;
+use crate::procfs::{self, Sample};
 use crate::report::{Report, round};
 use crate::scenarios::{Rate, bar};
 use crate::stats::{Summary, ms};
@@ -97,12 +97,14 @@ pub fn pace(n: usize, rate: Rate, shared: &ChatShared) -> Result<Option<Paced>, 
     Ok(Some((thread, times.into_iter())))
 }
 
-/// The server, each node and the bench at one moment.
+/// The server, each node and the bench at one moment, and in a cluster the CPU seconds of
+/// every PostgreSQL process on this machine (the nodes' shared database, when it runs here).
 #[derive(Debug)]
 struct Samples {
     server: Option<Sample>,
     nodes: Vec<Option<Sample>>,
     bench: Option<Sample>,
+    postgres_cpu_s: Option<f64>,
 }
 
 impl Samples {
@@ -111,6 +113,11 @@ impl Samples {
             server: target.sample(),
             nodes: target.samples(),
             bench: Sample::take(None),
+            postgres_cpu_s: if target.node_count() > 1 {
+                procfs::cpu_seconds_named("postgres").ok().flatten()
+            } else {
+                None
+            },
         }
     }
 }
@@ -281,6 +288,7 @@ pub fn report_cpu(
             server: Some(s0),
             bench: b0,
             nodes: nodes0,
+            postgres_cpu_s: pg0,
         }),
         Some(s1),
     ) = (&w.start, w.end.server)
@@ -344,6 +352,22 @@ pub fn report_cpu(
             "server_per_node",
             per,
         );
+    }
+    if let (Some(pg0), Some(pg1)) = (pg0, w.end.postgres_cpu_s) {
+        // Every `postgres` process on this machine: the nodes' database if it runs here, and
+        // whatever else it serves at the time.
+        let pg = pg1 - pg0;
+        let per = pg * 1e6 / delivered.max(1) as f64;
+        r.both(
+            "PostgreSQL CPU in window (every postgres process here)",
+            format!(
+                "{pg:.2} s = {:.0} % of one core, {per:.1} µs per delivered message",
+                pg / secs * 100.0
+            ),
+            "postgres_cpu_s",
+            round(pg, 3),
+        )
+        .field("postgres_cpu_us_per_msg", round(per, 1));
     }
     if let (Some(b0), Some(b1)) = (b0, w.end.bench) {
         let bcpu = b1.cpu_s - b0.cpu_s;

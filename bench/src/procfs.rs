@@ -85,6 +85,65 @@ pub fn cpu_ns_between(before: &BTreeMap<u32, u64>, after: &BTreeMap<u32, u64>) -
         .sum()
 }
 
+/// What `/proc/PID/stat` says of one process: its command name, its parent, its own CPU ticks
+/// and the ticks of the children it has reaped (`cutime + cstime`).
+#[derive(Debug, PartialEq, Eq)]
+pub struct StatLine<'a> {
+    pub name: &'a str,
+    pub ppid: u32,
+    pub ticks: u64,
+    pub reaped_ticks: u64,
+}
+
+pub fn parse_stat_line(stat: &str) -> Option<StatLine<'_>> {
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let name = stat.get(open + 1..close)?;
+    let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+    // After the name: state is field 3, ppid 4, utime 14, stime 15, cutime 16, cstime 17.
+    let field = |n: usize| -> Option<u64> { fields.get(n - 3)?.parse().ok() };
+    Some(StatLine {
+        name,
+        ppid: u32::try_from(field(4)?).ok()?,
+        ticks: field(14)? + field(15)?,
+        reaped_ticks: field(16)? + field(17)?,
+    })
+}
+
+/// CPU seconds of every process on this machine named `name` (as `/proc/PID/stat` gives it),
+/// plus, for each whose parent has another name (a server's root process), the CPU of the
+/// children it has reaped: differences over a window then count the processes that ended in
+/// it too (a PostgreSQL backend whose connection closed). `None` if there is no such process.
+pub fn cpu_seconds_named(name: &str) -> io::Result<Option<f64>> {
+    let mut stats = BTreeMap::new();
+    for entry in std::fs::read_dir("/proc")? {
+        let entry = entry?;
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        // A process that ended since the listing has no file left: it is not counted.
+        if let Ok(text) = std::fs::read_to_string(entry.path().join("stat")) {
+            stats.insert(pid, text);
+        }
+    }
+    let lines: BTreeMap<u32, StatLine<'_>> = stats
+        .iter()
+        .filter_map(|(&pid, text)| Some((pid, parse_stat_line(text)?)))
+        .collect();
+    let mut ticks = None;
+    for line in lines.values().filter(|l| l.name == name) {
+        let root = lines
+            .get(&line.ppid)
+            .is_none_or(|parent| parent.name != name);
+        *ticks.get_or_insert(0) += line.ticks + if root { line.reaped_ticks } else { 0 };
+    }
+    Ok(ticks.map(|t| t as f64 / TICKS_PER_SECOND))
+}
+
 /// Resident set size of `pid` (or of this process), in bytes.
 pub fn rss_bytes(pid: Option<u32>) -> io::Result<u64> {
     let text = std::fs::read_to_string(path(pid, "status"))?;
@@ -137,6 +196,22 @@ mod tests {
         assert_eq!(parse_stat_ticks(stat), Some(731 + 269));
         assert_eq!(parse_stat_ticks("garbage"), None);
         assert_eq!(parse_stat_ticks("1 (x) S 1 2"), None);
+    }
+
+    #[test]
+    fn a_stat_line_gives_name_parent_and_reaped_children() {
+        let stat = "2266 (postgres) S 1 2266 2266 0 -1 4194560 1234 0 0 0 \
+                    731 269 5000 1200 20 0 1 0 12345 1000000 2000 18446744073709551615";
+        assert_eq!(
+            parse_stat_line(stat),
+            Some(StatLine {
+                name: "postgres",
+                ppid: 1,
+                ticks: 731 + 269,
+                reaped_ticks: 5000 + 1200,
+            })
+        );
+        assert_eq!(parse_stat_line("1 (x) S 1 2"), None);
     }
 
     #[test]
