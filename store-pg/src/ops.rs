@@ -6,9 +6,9 @@
 //! a name is taken by `INSERT … ON CONFLICT DO NOTHING` on the primary key, a password is
 //! replaced by a compare-and-swap `UPDATE` (re-checked on the newest row version), a resent
 //! message is found by the `(sender, client_id)` unique key, and seqs come from a sequence,
-//! drawn under the recipients' mailbox locks (`breeze_write_batch`, `schema.rs`). What reads and
-//! then writes — spending resume tokens —
-//! first locks the account's row, so two nodes never spend the same token twice.
+//! drawn under the recipients' mailbox locks (`breeze_write_batch`, `schema.rs`). What reads
+//! and then writes — spending resume tokens — first locks the account's row, so two nodes
+//! never spend the same token twice.
 //!
 //! Expected refusals (a taken name, an unknown user) are found by queries, never by a failed
 //! statement: a failed statement aborts PostgreSQL's whole transaction, and with it a batch
