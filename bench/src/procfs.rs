@@ -11,12 +11,7 @@ pub const TICKS_PER_SECOND: f64 = 100.0;
 /// (field 2) is in parentheses and may itself contain spaces and parentheses, so fields are
 /// counted from the last `)`.
 pub fn parse_stat_ticks(stat: &str) -> Option<u64> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    // After the name: state is field 3, utime field 14, stime field 15.
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: u64 = fields.get(14 - 3)?.parse().ok()?;
-    let stime: u64 = fields.get(15 - 3)?.parse().ok()?;
-    Some(utime + stime)
+    parse_stat_line(stat).map(|line| line.ticks)
 }
 
 /// `VmRSS` in bytes, from the text of `/proc/PID/status`.
