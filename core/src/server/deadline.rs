@@ -32,12 +32,22 @@ impl<K: Ord> DeadlineQueue<K> {
         self.heap.peek().map(|Reverse((at, _))| *at)
     }
 
+    /// The earliest entry, without removing it.
+    pub(crate) fn peek(&self) -> Option<(Instant, &K)> {
+        self.heap.peek().map(|Reverse((at, key))| (*at, key))
+    }
+
+    /// Removes and returns the earliest entry, due or not.
+    pub(crate) fn pop(&mut self) -> Option<(Instant, K)> {
+        self.heap.pop().map(|Reverse(entry)| entry)
+    }
+
     /// Removes and returns one entry due at or before `now`.
     pub(crate) fn pop_due(&mut self, now: Instant) -> Option<(Instant, K)> {
         if self.next()? > now {
             return None;
         }
-        self.heap.pop().map(|Reverse(entry)| entry)
+        self.pop()
     }
 }
 
@@ -59,5 +69,8 @@ mod tests {
         assert_eq!(q.pop_due(t(5)), Some((t(5), 'b')));
         assert_eq!(q.pop_due(t(5)), None);
         assert_eq!(q.next(), Some(t(9)));
+        assert_eq!(q.peek(), Some((t(9), &'c')));
+        assert_eq!(q.pop(), Some((t(9), 'c')));
+        assert_eq!(q.peek(), None);
     }
 }

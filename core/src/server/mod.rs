@@ -42,7 +42,7 @@ use crate::message::{
     PROTOCOL_VERSION, RequestKind, ServerMsg, WhoEntry, WhoSession,
 };
 use crate::storage::{GroupChange, RoomChange, StorageOp, StorageResult};
-use crate::time::Instant;
+use crate::time::{Duration, Instant};
 use budget::{Charge, InFlight};
 use bytes::Bytes;
 pub use counters::{Counters, SERVER_MSG_KINDS};
@@ -54,6 +54,11 @@ use session::{Conn, Phase, Role, User};
 use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;
 use transfers::{Offer, Transfers};
+
+/// How far ahead of `now` a wake-up re-files stale heartbeat entries (`handle_timeout`). A
+/// second turns an idle host's ~500 wake-ups a second for 19,900 pinging clients into about
+/// one, for the same heap operations; any value keeps every deadline exact.
+const HEARTBEAT_LOOKAHEAD: Duration = Duration::from_secs(1);
 
 /// An effect for the host to perform.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -488,12 +493,34 @@ impl Server {
 
     /// Fires every deadline due at `now`: dead connections and expired offline graces.
     pub fn handle_timeout(&mut self, now: Instant) {
-        while let Some((_, conn)) = self.heartbeats.pop_due(now) {
-            let Some(c) = self.conns.get(&conn) else {
+        // Stale entries due soon are re-filed now, in this wake-up, instead of each waking the
+        // host on its own: a connection that pings every 30 s leaves one stale entry per
+        // period, and 19,900 of them woke an idle host ~500 times a second only to push
+        // entries again (measured once the first deadlines came due, 10 s windows: 10,500–
+        // 10,700 `epoll_wait`s without the look-ahead, 5,150 with it, for ~6,600 pings).
+        // Re-filing early changes no deadline: an entry only moves to its connection's real
+        // deadline, which is later than the entry, and a live entry (one that would fire)
+        // stops the look-ahead, so the next wake-up is at it.
+        let ahead = now + HEARTBEAT_LOOKAHEAD;
+        while let Some((at, &conn)) = self.heartbeats.peek()
+            && at <= ahead
+        {
+            let Some(c) = self.conns.get_mut(&conn) else {
+                self.heartbeats.pop();
                 continue;
             };
+            if at != c.armed {
+                // Superseded by an earlier entry (the end of a handshake), already handled.
+                self.heartbeats.pop();
+                continue;
+            }
             let deadline = c.deadline(&self.cfg);
+            if deadline > now && deadline <= at {
+                break;
+            }
+            self.heartbeats.pop();
             if deadline > now {
+                c.armed = deadline;
                 self.heartbeats.push(deadline, conn);
                 continue;
             }

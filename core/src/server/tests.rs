@@ -214,6 +214,54 @@ fn life_without_a_frame_moves_the_deadline_and_its_absence_kills_on_time() {
     );
 }
 
+/// Connections pinging out of phase leave a stale heartbeat entry each per period; a wake-up
+/// re-files those due within the look-ahead, so the host wakes about once a second for all of
+/// them instead of once per entry, and a silent connection still dies at exactly its deadline.
+#[test]
+fn stale_heartbeat_entries_are_refiled_together_and_deadlines_stay_exact() {
+    let mut rig = Rig::new(cfg(), &[]);
+    let conns: Vec<_> = (0..40).map(|_| rig.hello()).collect();
+    let tick = Duration::from_millis(25);
+    let start = rig.now;
+    let mut wakes = 0;
+    // 20 s of pings, one a second per connection, each at its own 25 ms phase; the last
+    // connection stops pinging after 10 s.
+    let silent = conns[39];
+    let mut silent_last = start;
+    let mut closed_at = None;
+    for step in 1..=800u32 {
+        let at = start + tick * step;
+        while let Some(t) = rig.server.poll_timeout().filter(|&t| t <= at) {
+            rig.now = rig.now.max(t);
+            rig.server.handle_timeout(rig.now);
+            rig.pump();
+            wakes += 1;
+            if closed_at.is_none() && rig.closed.contains_key(&silent) {
+                closed_at = Some(rig.now);
+            }
+        }
+        rig.now = at;
+        let conn = conns[(step % 40) as usize];
+        if conn != silent || step <= 400 {
+            rig.frame(conn, ClientMsg::Ping { nonce: 0 });
+            if conn == silent {
+                silent_last = at;
+            }
+        }
+    }
+    // About one wake-up a second: each re-files what falls due in the next second. Without
+    // the look-ahead this is 319 (every stale entry wakes the host on its own).
+    assert!(wakes <= 25, "{wakes} wake-ups in 20 s");
+    let deadline = silent_last + Duration::from_secs(3);
+    assert!(deadline < rig.now);
+    assert_eq!(rig.closed.len(), 1, "{:?}", rig.closed);
+    assert_eq!(
+        rig.closed.get(&silent),
+        Some(&CloseReason::HeartbeatTimeout)
+    );
+    assert_eq!(closed_at, Some(deadline));
+}
+
 #[test]
 fn life_without_a_frame_counts_against_the_frame_budget_and_ignores_unknown_conns() {
     use crate::config::FrameRate;
