@@ -63,6 +63,9 @@ pub struct MosquittoHoldArgs {
     /// The idle window, with heartbeats only, over which the broker's CPU is measured.
     #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
     pub idle: Duration,
+    /// How long everyone idles after the login storm before the window opens, as `hold`'s.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub settle: Duration,
     /// Every client's PINGREQ interval; its MQTT keepalive is this in whole seconds (rounded
     /// up, at least 1), so the broker drops a client silent for 1.5 times that.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
@@ -859,7 +862,7 @@ pub async fn mosquitto_hold(a: MosquittoHoldArgs, fd_limit: u64) -> Result<Repor
     let after_storm = broker.sample();
 
     // Idle: only heartbeats. Let the storm's last work settle first, as `hold` does.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    timed(a.settle, "settling").await;
     let idle0 = broker.sample();
     let bench_idle0 = Sample::take(None);
     let pings0 = shared.pings.load(Ordering::Relaxed);
@@ -878,6 +881,7 @@ pub async fn mosquitto_hold(a: MosquittoHoldArgs, fd_limit: u64) -> Result<Repor
         online,
         pings,
         idle: a.idle,
+        settle: a.settle,
     }
     .report(
         &mut r,
