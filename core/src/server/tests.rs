@@ -262,6 +262,28 @@ fn stale_heartbeat_entries_are_refiled_together_and_deadlines_stay_exact() {
     assert_eq!(closed_at, Some(deadline));
 }
 
+/// A heartbeat timeout shorter than the handshake's moves the deadline earlier at `Hello`; the
+/// handshake's later entry is then superseded and passes without effect.
+#[test]
+fn a_deadline_moved_earlier_at_hello_fires_on_time_and_the_superseded_entry_is_dropped() {
+    let short = ServerConfig {
+        heartbeat_timeout: Duration::from_secs(1),
+        ..cfg()
+    };
+    let mut rig = Rig::new(short, &[]);
+    let c = rig.hello();
+    rig.advance(Duration::from_millis(500));
+    rig.frame(c, ClientMsg::Ping { nonce: 0 });
+    rig.advance(Duration::from_millis(999));
+    assert!(rig.closed.is_empty(), "{:?}", rig.closed);
+    rig.advance(Duration::from_millis(1));
+    assert_eq!(rig.closed.get(&c), Some(&CloseReason::HeartbeatTimeout));
+    // Past the handshake's deadline (2 s): its entry goes without a second close.
+    rig.advance(Duration::from_secs(1));
+    assert_eq!(rig.server.poll_timeout(), None);
+    assert_eq!(rig.closed.len(), 1);
+}
+
 #[test]
 fn life_without_a_frame_counts_against_the_frame_budget_and_ignores_unknown_conns() {
     use crate::config::FrameRate;
