@@ -279,8 +279,9 @@ pub struct Args {
     pub hash_threads: usize,
 
     /// Threads of the async runtime that runs the connections, the core and the cluster links
-    /// (default: one per CPU). Nodes that share a machine do better with a share each: three
-    /// nodes on two cores spent 5–24 % less CPU per message with one each (BENCHMARKS.md,
+    /// (default: one per CPU less one with the SQLite store, whose writer is a thread of its
+    /// own; one per CPU with --store). Nodes that share a machine do better with a share each:
+    /// three nodes on two cores spent 5–24 % less CPU per message with one each (BENCHMARKS.md,
     /// cluster).
     #[arg(
         long,
@@ -521,6 +522,18 @@ impl Args {
     }
 
     /// Checks the flags and turns them into settings.
+    /// The async runtime's thread count: `--worker-threads`, else [`default_worker_threads`]
+    /// for this machine's CPUs and the store chosen.
+    pub fn runtime_threads(&self) -> usize {
+        match self.worker_threads {
+            Some(n) => usize::from(n),
+            None => {
+                let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+                default_worker_threads(cpus, self.store.is_none())
+            }
+        }
+    }
+
     pub fn into_settings(mut self) -> Result<Settings, ConfigError> {
         for (flag, zero) in [
             ("--heartbeat-interval", self.heartbeat_interval.is_zero()),
@@ -714,6 +727,23 @@ impl Args {
             heartbeat_every: heartbeat,
             fence_margin: margin,
         }))
+    }
+}
+
+/// Runtime threads when `--worker-threads` is not given: one per CPU, less one with the SQLite
+/// store. Its writer is a thread of its own that needs a core under load, and tokio's default
+/// (one per CPU) puts a runtime thread beside it on every core: on two cores an idle server's
+/// second runtime thread is woken per heartbeat `Ping` only to find nothing and park (a futex
+/// each way, tokio-rs/tokio#4383). Measured on two CPUs, 19,900 clients pinging every 30 s,
+/// `perf stat` over 10 s of the steady state: 191 ms of CPU, 9,694 context switches and 2,289
+/// futex calls with two threads; 153 ms, 8,864 and none with one (Mosquitto: 120 ms, 8,215).
+/// Chat lost nothing measurable (BENCHMARKS.md, "One runtime thread fewer than the CPUs").
+/// PostgreSQL's writer is a task on the runtime, so with `--store` the runtime keeps them all.
+pub fn default_worker_threads(cpus: usize, sqlite: bool) -> usize {
+    if sqlite {
+        cpus.saturating_sub(1).max(1)
+    } else {
+        cpus.max(1)
     }
 }
 
@@ -1107,7 +1137,7 @@ mod tests {
     }
 
     #[test]
-    fn worker_threads_are_left_to_the_runtime_unless_given() {
+    fn worker_threads_given_replace_the_default() {
         let threads = |args: &[&str]| {
             let mut argv = vec!["breeze-server"];
             argv.extend_from_slice(args);
@@ -1115,6 +1145,26 @@ mod tests {
         };
         assert_eq!(threads(&[]), None);
         assert_eq!(threads(&["--worker-threads", "1"]), Some(1));
+        let runtime = |args: &[&str]| {
+            let mut argv = vec!["breeze-server"];
+            argv.extend_from_slice(args);
+            Args::try_parse_from(argv).unwrap().runtime_threads()
+        };
+        assert_eq!(runtime(&["--worker-threads", "3"]), 3);
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(runtime(&[]), default_worker_threads(cpus, true));
+        let pg = ["--store", "postgres://breeze@db/breeze"];
+        assert_eq!(runtime(&pg), cpus);
+    }
+
+    #[test]
+    fn sqlite_leaves_its_writer_a_cpu_and_postgresql_takes_them_all() {
+        assert_eq!(default_worker_threads(1, true), 1);
+        assert_eq!(default_worker_threads(2, true), 1);
+        assert_eq!(default_worker_threads(16, true), 15);
+        assert_eq!(default_worker_threads(2, false), 2);
+        assert_eq!(default_worker_threads(16, false), 16);
+        assert_eq!(default_worker_threads(0, false), 1);
     }
 
     #[test]

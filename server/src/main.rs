@@ -67,17 +67,14 @@ fn main() -> ExitCode {
         }
         None => {}
     }
-    let worker_threads = args.worker_threads;
+    let worker_threads = args.runtime_threads();
     let settings = match args.into_settings() {
         Ok(settings) => settings,
         Err(e) => return fail(&e),
     };
-    // `Runtime::new()`'s runtime, with `--worker-threads` when given.
+    // `Runtime::new()`'s runtime, with the thread count of `--worker-threads` or its default.
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    runtime.enable_all();
-    if let Some(n) = worker_threads {
-        runtime.worker_threads(usize::from(n));
-    }
+    runtime.enable_all().worker_threads(worker_threads);
     let runtime = match runtime.build() {
         Ok(runtime) => runtime,
         Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
