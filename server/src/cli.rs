@@ -521,7 +521,6 @@ impl Args {
         }
     }
 
-    /// Checks the flags and turns them into settings.
     /// The async runtime's thread count: `--worker-threads`, else [`default_worker_threads`]
     /// for this machine's CPUs and the store chosen.
     pub fn runtime_threads(&self) -> usize {
@@ -534,6 +533,7 @@ impl Args {
         }
     }
 
+    /// Checks the flags and turns them into settings.
     pub fn into_settings(mut self) -> Result<Settings, ConfigError> {
         for (flag, zero) in [
             ("--heartbeat-interval", self.heartbeat_interval.is_zero()),
