@@ -752,10 +752,15 @@ mod tests {
     use super::*;
     use clap::CommandFactory;
 
-    fn parse(args: &[&str]) -> Result<Settings, ConfigError> {
+    /// The flags parsed, as `breeze-server` would be given them.
+    fn args(flags: &[&str]) -> Args {
         let mut argv = vec!["breeze-server"];
-        argv.extend_from_slice(args);
-        Args::try_parse_from(argv).unwrap().into_settings()
+        argv.extend_from_slice(flags);
+        Args::try_parse_from(argv).unwrap()
+    }
+
+    fn parse(flags: &[&str]) -> Result<Settings, ConfigError> {
+        args(flags).into_settings()
     }
 
     #[test]
@@ -1138,23 +1143,16 @@ mod tests {
 
     #[test]
     fn worker_threads_given_replace_the_default() {
-        let threads = |args: &[&str]| {
-            let mut argv = vec!["breeze-server"];
-            argv.extend_from_slice(args);
-            Args::try_parse_from(argv).unwrap().worker_threads
-        };
-        assert_eq!(threads(&[]), None);
-        assert_eq!(threads(&["--worker-threads", "1"]), Some(1));
-        let runtime = |args: &[&str]| {
-            let mut argv = vec!["breeze-server"];
-            argv.extend_from_slice(args);
-            Args::try_parse_from(argv).unwrap().runtime_threads()
-        };
-        assert_eq!(runtime(&["--worker-threads", "3"]), 3);
+        assert_eq!(args(&[]).worker_threads, None);
+        assert_eq!(args(&["--worker-threads", "1"]).worker_threads, Some(1));
+        assert_eq!(args(&["--worker-threads", "3"]).runtime_threads(), 3);
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-        assert_eq!(runtime(&[]), default_worker_threads(cpus, true));
+        assert_eq!(
+            args(&[]).runtime_threads(),
+            default_worker_threads(cpus, true)
+        );
         let pg = ["--store", "postgres://breeze@db/breeze"];
-        assert_eq!(runtime(&pg), cpus);
+        assert_eq!(args(&pg).runtime_threads(), cpus);
     }
 
     #[test]
