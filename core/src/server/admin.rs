@@ -155,9 +155,9 @@ impl Server {
     /// `user`'s sessions on this node, devices and agents, in connection order.
     fn local_sessions<'a>(&'a self, user: &'a UserId) -> impl Iterator<Item = ConnId> + 'a {
         self.conns
-            .iter()
-            .filter(move |(_, c)| c.user() == Some(user))
-            .map(|(&id, _)| id)
+            .ids()
+            .into_iter()
+            .filter(move |id| self.conns[id].user() == Some(user))
     }
 
     /// Logs what an admin did (even if the admin has gone meanwhile: it is done) and tells

@@ -609,7 +609,7 @@ impl Server {
     /// Every device session here reads its mailbox, and each of its rooms, above its floor
     /// (news of stored messages may have been lost). A session with a read in flight reads once more after it.
     fn catch_up_everyone(&mut self) {
-        let conns: Vec<ConnId> = self.conns.keys().copied().collect();
+        let conns = self.conns.ids();
         for conn in conns {
             self.catch_up_session(conn, None);
             self.catch_up_rooms(conn);
@@ -661,7 +661,7 @@ impl Server {
             .collect();
         if c.fence_at().is_some_and(|at| at <= now) {
             c.fenced = true;
-            let conns: Vec<ConnId> = self.conns.keys().copied().collect();
+            let conns = self.conns.ids();
             for conn in conns {
                 self.close(now, conn, CloseReason::NodeFenced);
             }

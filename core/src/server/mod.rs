@@ -14,6 +14,7 @@ mod budget;
 mod cluster;
 #[cfg(test)]
 mod cluster_tests;
+mod conns;
 mod contacts;
 mod counters;
 mod deadline;
@@ -45,6 +46,7 @@ use crate::storage::{GroupChange, RoomChange, StorageOp, StorageResult};
 use crate::time::{Duration, Instant};
 use budget::{Charge, InFlight};
 use bytes::Bytes;
+use conns::Conns;
 pub use counters::{Counters, SERVER_MSG_KINDS};
 use deadline::DeadlineQueue;
 use guard::{LoginGuard, RegisterGuard, admit_frame};
@@ -253,7 +255,7 @@ enum Pending {
 #[derive(Debug)]
 pub struct Server {
     cfg: ServerConfig,
-    conns: BTreeMap<ConnId, Conn>,
+    conns: Conns,
     /// The directory: every registered user.
     users: BTreeMap<UserId, User>,
     /// How many users are online — with a session, or inside their offline grace.
@@ -286,7 +288,7 @@ impl Server {
     pub fn new(cfg: ServerConfig, users: impl IntoIterator<Item = UserId>) -> Self {
         Server {
             cfg,
-            conns: BTreeMap::new(),
+            conns: Conns::default(),
             users: users.into_iter().map(|u| (u, User::new())).collect(),
             online: 0,
             heartbeats: DeadlineQueue::default(),
@@ -595,7 +597,7 @@ impl Server {
     /// going too, so no offline announcements are made; a restarted server starts with
     /// everyone offline, so there are no ghosts.
     pub fn shutdown(&mut self, now: Instant) {
-        let conns: Vec<ConnId> = self.conns.keys().copied().collect();
+        let conns = self.conns.ids();
         for conn in conns {
             self.close(now, conn, CloseReason::ServerShutdown);
         }
@@ -606,11 +608,7 @@ impl Server {
     pub fn stats(&self) -> Stats {
         Stats {
             connections: self.conns.len(),
-            sessions: self
-                .conns
-                .values()
-                .filter(|c| c.session().is_some())
-                .count(),
+            sessions: self.conns.count(|c| c.session().is_some()),
             online_users: self.online,
             registered_users: self.users.len(),
             pending_storage: self.pending.len(),

@@ -176,8 +176,10 @@ impl Server {
         let shared = encode(&ServerMsg::PresenceDiff {
             entries: changes.clone(),
         });
-        for (&conn, c) in &self.conns {
-            let Some(user) = c.user() else { continue };
+        for conn in self.conns.ids() {
+            let Some(user) = self.conns[&conn].user() else {
+                continue;
+            };
             let payload = if changed.contains(user) {
                 let entries: Vec<PresenceEntry> = changes
                     .iter()

@@ -161,10 +161,7 @@ fn unindex(of_member: &mut BTreeMap<UserId, BTreeSet<u64>>, user: &UserId, room:
 }
 
 /// A session's feed, borrowed from the connection table alone (so `out` stays free).
-fn feed_of(
-    conns: &mut BTreeMap<ConnId, super::session::Conn>,
-    conn: ConnId,
-) -> Option<&mut RoomFeed> {
+fn feed_of(conns: &mut super::conns::Conns, conn: ConnId) -> Option<&mut RoomFeed> {
     match conns.get_mut(&conn).map(|c| &mut c.phase) {
         Some(Phase::Session(s)) => Some(&mut s.rooms),
         _ => None,
