@@ -49,7 +49,8 @@ pub struct ChatShared {
     pub delivered_in_window: AtomicU64,
     pub duplicates: AtomicU64,
     pub errors: Errors,
-    pub latencies_us: Mutex<Vec<u64>>,
+    /// Each message's intended send time and its latency (µs), for those sent in the window.
+    pub latencies: Mutex<Vec<(Instant, u64)>>,
 }
 
 impl ChatShared {
@@ -67,7 +68,7 @@ impl ChatShared {
             delivered_in_window: AtomicU64::new(0),
             duplicates: AtomicU64::new(0),
             errors: Errors::default(),
-            latencies_us: Mutex::new(Vec::new()),
+            latencies: Mutex::new(Vec::new()),
         }
     }
 
@@ -140,7 +141,7 @@ pub async fn client(
     let mut next_id = 1u64;
     let mut outstanding = 0usize;
     let mut last_seq = 0u64;
-    let mut lat: Vec<u64> = Vec::new();
+    let mut lat: Vec<(Instant, u64)> = Vec::new();
     let mut next_ping = Instant::now() + heartbeat_interval;
     let mut send_one = |out: &mut BytesMut, at: Instant| {
         let msg = to.message(next_id, body_for(shared.epoch, at));
@@ -205,7 +206,7 @@ pub async fn client(
                     && at >= shared.window_start
                     && at < shared.window_end
                 {
-                    lat.push(now.saturating_duration_since(at).as_micros() as u64);
+                    lat.push((at, now.saturating_duration_since(at).as_micros() as u64));
                 }
             }
             match &to {
@@ -295,7 +296,7 @@ pub async fn client(
         }
     }
     shared
-        .latencies_us
+        .latencies
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .extend(lat);

@@ -9,6 +9,7 @@ use crate::pop::{self, Population};
 use crate::procfs::{self, Sample};
 use crate::report::{Report, round};
 use crate::scenarios::{Rate, bar};
+use crate::stalls::Stalls;
 use crate::stats::{Summary, ms};
 use crate::target::Target;
 use breeze_core::message::Credential;
@@ -190,14 +191,16 @@ pub async fn stop_all<T: 'static>(tasks: &mut JoinSet<T>, stop: &watch::Sender<b
     results
 }
 
-/// Deliveries, losses, duplicates and latency, each message owed to `fanout` sessions.
-/// Returns the latency samples (µs), for a plot.
+/// Deliveries, losses, duplicates and latency, each message owed to `fanout` sessions, and,
+/// when a probe watched the run, the machine's stalls and the latency of the messages they did
+/// not delay. Returns the latency samples (µs), for a plot.
 pub fn report_deliveries(
     r: &mut Report,
     shared: &ChatShared,
     duration: Duration,
     fanout: u64,
     what: &str,
+    stalls: Option<&Stalls>,
 ) -> Vec<u64> {
     let secs = duration.as_secs_f64();
     let sent = shared.sent.load(Ordering::Relaxed);
@@ -206,14 +209,14 @@ pub fn report_deliveries(
     let in_window = shared.delivered_in_window.load(Ordering::Relaxed);
     let owed = confirmed * fanout;
     let rate = in_window as f64 / secs;
-    let mut lat = std::mem::take(
+    let timed = std::mem::take(
         &mut *shared
-            .latencies_us
+            .latencies
             .lock()
             .unwrap_or_else(PoisonError::into_inner),
     );
-    let samples = lat.clone();
-    let l = Summary::of(&mut lat);
+    let samples: Vec<u64> = timed.iter().map(|&(_, us)| us).collect();
+    let l = Summary::of(&mut samples.clone());
     r.both(
         "delivered",
         format!("{rate:.0} msg/s ({in_window} in the window)"),
@@ -269,6 +272,12 @@ pub fn report_deliveries(
         None => r.row(label, "no samples"),
     };
     r.field("latency", Summary::json(l.as_ref()));
+    if let Some(stalls) = stalls {
+        let timed: Vec<(std::time::Instant, u64)> =
+            timed.iter().map(|&(at, us)| (at.into_std(), us)).collect();
+        let window = (shared.window_start.into_std(), shared.window_end.into_std());
+        stalls.report(r, window, &timed);
+    }
     samples
 }
 

@@ -18,5 +18,6 @@ pub mod report;
 pub mod room;
 pub mod scenarios;
 pub mod server;
+pub mod stalls;
 pub mod stats;
 pub mod target;

@@ -314,6 +314,7 @@ pub async fn room(a: RoomArgs, fd_limit: u64) -> Result<Report, String> {
         a.duration,
         online as u64,
         "send → RoomDeliver",
+        None,
     );
     report_cpu(&mut r, &target, &window, &shared, a.duration, true);
     // Every online member of a room should end at the same seq: the room's last.

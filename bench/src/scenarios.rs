@@ -9,6 +9,7 @@ use crate::pop::{self, Population, Scope};
 use crate::presence::{self, Close, Control, Go, Leave, Shared};
 use crate::procfs::{self, Sample};
 use crate::report::{Report, round};
+use crate::stalls::StallProbe;
 use crate::stats::{Summary, ms};
 use crate::target::{Policy, ServerOpts, Target};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -1183,6 +1184,11 @@ pub struct ChatArgs {
     pub heartbeat_interval: Duration,
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub heartbeat_timeout: Duration,
+    /// Watch for moments the whole machine stops running (a real-time thread waking every
+    /// 0.5 ms; `bench::stalls`) and report them beside the latency of the messages none of
+    /// them delayed
+    #[arg(long)]
+    pub stall_probe: bool,
     #[command(flatten)]
     pub common: Common,
 }
@@ -1261,8 +1267,10 @@ pub async fn chat(a: ChatArgs, fd_limit: u64) -> Result<Report, String> {
         let (shared, stop) = (shared.clone(), stop_rx.clone());
         tasks.spawn(async move { chat::client(s, to, pace, &shared, stop).await });
     }
+    let probe = a.stall_probe.then(StallProbe::start);
     let window = run_window(&target, &shared, "chatting (s)").await;
     drain(&shared, 1).await;
+    let stalls = probe.map(StallProbe::stop);
     stop_all(&mut tasks, &stop_tx).await;
     // It stopped at the end of the window, long before the drain ended.
     if let Some((thread, _)) = paced
@@ -1271,7 +1279,14 @@ pub async fn chat(a: ChatArgs, fd_limit: u64) -> Result<Report, String> {
         return Err("the pacing thread panicked".to_owned());
     }
     r.field("login_errors", login_errors.len());
-    let samples = report_deliveries(&mut r, &shared, a.duration, 1, "send → Deliver");
+    let samples = report_deliveries(
+        &mut r,
+        &shared,
+        a.duration,
+        1,
+        "send → Deliver",
+        stalls.as_ref(),
+    );
     report_cpu(&mut r, &target, &window, &shared, a.duration, false);
     write_plot(
         &a.common.plot,
