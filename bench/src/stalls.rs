@@ -3,11 +3,11 @@
 //!
 //! Why: on the 2-core VM these benchmarks run on, most messages that arrived late at 10,000
 //! msg/s (one node), and 94 % of them at 5,000 cross-node msg/s (three nodes), arrived in the
-//! last tenth of a 100 ms wall-clock period (BENCHMARKS.md, "Machine stalls"): the host stops both virtual
-//! CPUs for several milliseconds once the VM has used its CPU quota for the period, and the
-//! host's work for the VM's disk writes counts against that quota. No server can answer while
-//! its machine is stopped, so a p99 taken over such a run measures the host's quota as much
-//! as the server.
+//! last tenth of a 100 ms wall-clock period (BENCHMARKS.md, "Machine stalls"): the host stops
+//! both virtual CPUs for several milliseconds once the VM has used its CPU quota for the
+//! period, and the host's work for the VM's disk writes counts against that quota. No server
+//! can answer while its machine is stopped, so a p99 taken over such a run measures the host's
+//! quota as much as the server.
 //!
 //! How: a thread at real-time priority (`SCHED_FIFO`, so that nothing in the VM delays it)
 //! sleeps 0.5 ms at a time and records each wake-up that came more than 2 ms after the
