@@ -28,6 +28,9 @@ pub const MAX_BATCH: usize = breeze_store::MAX_BATCH;
 /// committed, so running it again is safe.
 const RETRIES: usize = 3;
 
+/// The longest a batch of read marks alone waits for another write to go with it.
+const MARKS_WAIT: std::time::Duration = std::time::Duration::from_millis(2);
+
 pub(crate) type OnDone = Arc<dyn Fn(RequestId, StorageResult) + Send + Sync>;
 
 /// One plain write and the time it was submitted at.
@@ -38,20 +41,7 @@ pub(crate) struct Write {
 }
 
 pub(crate) async fn write_loop(store: PgStore, mut inbox: mpsc::Receiver<Write>, on_done: OnDone) {
-    while let Some(first) = inbox.recv().await {
-        let mut batch = vec![first];
-        let mut next = None;
-        // A write of several statements runs alone (`step_by_step`), in its place.
-        while batch.len() < MAX_BATCH && !is_stepwise(&batch[0].op) {
-            match inbox.try_recv() {
-                Ok(w) if is_stepwise(&w.op) => {
-                    next = Some(w);
-                    break;
-                }
-                Ok(w) => batch.push(w),
-                Err(_) => break,
-            }
-        }
+    while let Some((batch, next)) = next_batch(&mut inbox).await {
         for batch in [Some(batch), next.map(|w| vec![w])].into_iter().flatten() {
             let results = if is_stepwise(&batch[0].op) {
                 step_by_step(&store, &batch[0]).await
@@ -63,6 +53,69 @@ pub(crate) async fn write_loop(store: PgStore, mut inbox: mpsc::Receiver<Write>,
             }
         }
     }
+}
+
+/// The next transaction's writes, in the order submitted, and the stepwise write that ended
+/// them if one did (it runs alone, next); `None` once the inbox is closed and empty.
+///
+/// Read marks alone wait up to `MARKS_WAIT` for another write to share their transaction: at
+/// 5,000 cross-node msg/s two of every five transactions were marks alone, each with
+/// PostgreSQL's fixed cost per transaction (BENCHMARKS.md, cluster). Nobody waits for a mark
+/// but its session's next mailbox page, and the first other write to come ends the wait, so
+/// no message waits for it.
+async fn next_batch(inbox: &mut mpsc::Receiver<Write>) -> Option<(Vec<Write>, Option<Write>)> {
+    let mut batch = vec![inbox.recv().await?];
+    let mut next = None;
+    take_queued(inbox, &mut batch, &mut next);
+    if next.is_some() || !batch.iter().all(|w| is_read_mark(&w.op)) {
+        return Some((batch, next));
+    }
+    let until = tokio::time::Instant::now() + MARKS_WAIT;
+    while batch.len() < MAX_BATCH {
+        // Closed (shutting down) or waited long enough: the marks go as they are.
+        let Ok(Some(w)) = tokio::time::timeout_at(until, inbox.recv()).await else {
+            break;
+        };
+        if is_stepwise(&w.op) {
+            next = Some(w);
+            break;
+        }
+        let mark = is_read_mark(&w.op);
+        batch.push(w);
+        if !mark {
+            take_queued(inbox, &mut batch, &mut next);
+            break;
+        }
+    }
+    Some((batch, next))
+}
+
+/// Adds what is queued behind `batch[0]` to it, up to `MAX_BATCH`. A write of several
+/// statements runs alone (`step_by_step`), in its place: it ends the batch, as `next`.
+fn take_queued(
+    inbox: &mut mpsc::Receiver<Write>,
+    batch: &mut Vec<Write>,
+    next: &mut Option<Write>,
+) {
+    while batch.len() < MAX_BATCH && !is_stepwise(&batch[0].op) {
+        match inbox.try_recv() {
+            Ok(w) if is_stepwise(&w.op) => {
+                *next = Some(w);
+                break;
+            }
+            Ok(w) => batch.push(w),
+            Err(_) => break,
+        }
+    }
+}
+
+/// Whether `op` only records what a client has read: nobody waits for it but the session's
+/// next mailbox page, and losing it means a redelivery that clients dedupe (PROTOCOL.md §13.2).
+fn is_read_mark(op: &StorageOp) -> bool {
+    matches!(
+        op,
+        StorageOp::MarkDelivered { .. } | StorageOp::MarkRoomRead { .. }
+    )
 }
 
 /// Whether `op` reads before it writes, over several statements (`ChangeGroups` checks the
@@ -505,6 +558,103 @@ mod tests {
 
     fn user(name: &str) -> UserId {
         UserId::new(name).expect("valid name")
+    }
+
+    fn mark(id: u64) -> Write {
+        Write {
+            id: RequestId(id),
+            op: StorageOp::MarkDelivered {
+                user: user("bob"),
+                seqs: vec![id],
+            },
+            now_ms: 0,
+        }
+    }
+
+    fn write(id: u64, op: StorageOp) -> Write {
+        Write {
+            id: RequestId(id),
+            op,
+            now_ms: 0,
+        }
+    }
+
+    fn ids(batch: &[Write]) -> Vec<u64> {
+        batch.iter().map(|w| w.id.0).collect()
+    }
+
+    /// Runs `next_batch` while `feed` submits writes at virtual times (ms after the start).
+    async fn batch_of(feed: Vec<(u64, Write)>, close: bool) -> (Vec<u64>, Option<u64>, u64) {
+        let (tx, mut rx) = mpsc::channel(64);
+        let start = tokio::time::Instant::now();
+        let sender = tokio::spawn(async move {
+            for (at, w) in feed {
+                tokio::time::sleep_until(start + std::time::Duration::from_millis(at)).await;
+                tx.send(w).await.expect("writer listening");
+            }
+            if !close {
+                // Keep the inbox open past any wait.
+                tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+            }
+        });
+        let (batch, next) = next_batch(&mut rx).await.expect("a batch");
+        let took = (tokio::time::Instant::now() - start).as_millis() as u64;
+        sender.abort();
+        (ids(&batch), next.map(|w| w.id.0), took)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_mark_alone_waits_for_a_write_to_share_its_transaction() {
+        // A message a millisecond later joins it, and ends the wait.
+        let (batch, next, took) = batch_of(
+            vec![
+                (0, mark(1)),
+                (1, write(2, message("bob", "alice", 2, false))),
+            ],
+            false,
+        )
+        .await;
+        assert_eq!((batch, next, took), (vec![1, 2], None, 1));
+        // Marks that come meanwhile join it too; with nothing else, it goes after the wait.
+        let (batch, next, took) = batch_of(vec![(0, mark(1)), (1, mark(2))], false).await;
+        assert_eq!((batch, next), (vec![1, 2], None));
+        assert_eq!(took, MARKS_WAIT.as_millis() as u64);
+        // A write that arrives after the wait is not taken.
+        let late = MARKS_WAIT.as_millis() as u64 + 1;
+        let (batch, _, _) = batch_of(
+            vec![
+                (0, mark(1)),
+                (late, write(2, message("bob", "alice", 2, false))),
+            ],
+            false,
+        )
+        .await;
+        assert_eq!(batch, vec![1]);
+        // At shutdown (the inbox closed) the marks go at once.
+        let (batch, _, took) = batch_of(vec![(0, mark(1))], true).await;
+        assert_eq!((batch, took), (vec![1], 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_marks_wait() {
+        // A message first goes with what is queued, without waiting for the mark behind it.
+        let (batch, _, took) = batch_of(
+            vec![
+                (0, write(1, message("bob", "alice", 1, false))),
+                (1, mark(2)),
+            ],
+            false,
+        )
+        .await;
+        assert_eq!((batch, took), (vec![1], 0));
+        // A stepwise write ends the wait and runs alone, after the marks.
+        let room = StorageOp::CreateRoom {
+            owner: user("bob"),
+            name: "r".into(),
+            max_rooms: 10,
+        };
+        let (batch, next, took) = batch_of(vec![(0, mark(1)), (1, write(2, room))], false).await;
+        assert_eq!((batch, next, took), (vec![1], Some(2), 1));
     }
 
     fn message(from: &str, to: &str, id: u64, attachment: bool) -> StorageOp {
