@@ -560,23 +560,23 @@ mod tests {
         UserId::new(name).expect("valid name")
     }
 
-    fn mark(id: u64) -> Write {
-        Write {
-            id: RequestId(id),
-            op: StorageOp::MarkDelivered {
-                user: user("bob"),
-                seqs: vec![id],
-            },
-            now_ms: 0,
-        }
-    }
-
     fn write(id: u64, op: StorageOp) -> Write {
         Write {
             id: RequestId(id),
             op,
             now_ms: 0,
         }
+    }
+
+    fn mark(id: u64) -> Write {
+        let seqs = vec![id];
+        write(
+            id,
+            StorageOp::MarkDelivered {
+                user: user("bob"),
+                seqs,
+            },
+        )
     }
 
     fn ids(batch: &[Write]) -> Vec<u64> {
