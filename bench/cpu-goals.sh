@@ -195,8 +195,13 @@ def p99_fig(l):
     fig = "{:.3f} ms".format(l["latency"]["p99_us"] / 1000)
     st = l.get("stalls")
     if st and st.get("count"):
-        fig += " (machine stopped {:.0f} ms in {} stalls, longest {} ms)".format(
+        fig += " (machine stopped {:.0f} ms in {} stalls, longest {} ms".format(
             st["total_ms"], st["count"], st["longest_ms"])
+        floor = l.get("latency_floor") or {}
+        if floor.get("p99_us") is not None:
+            fig += "; the stalls alone put the p99 at {:.3f} ms or more".format(
+                floor["p99_us"] / 1000)
+        fig += ")"
     return fig
 
 

@@ -146,6 +146,29 @@ impl Stalls {
         i > 0 && self.list[i - 1].until >= from
     }
 
+    /// The stall `at` fell in, if any.
+    fn containing(&self, at: Instant) -> Option<&Stall> {
+        let i = self.list.partition_point(|s| s.from <= at);
+        (i > 0 && self.list[i - 1].until > at).then(|| &self.list[i - 1])
+    }
+
+    /// The least latency (µs) each message could have had, whatever the server: one due while
+    /// the machine was stopped cannot even be sent before the stall ends, and its latency counts
+    /// from the time it was due (`samples`' instants: the pacer's intended times). So these are
+    /// the latencies of a server that costs nothing, on this run's machine; their p99 is a floor
+    /// under the p99 of any server measured there. A lower bound: stalls under `GAP` are not
+    /// seen, and a message the stall caught in flight is not counted.
+    pub fn floor(&self, samples: &[(Instant, u64)]) -> Vec<u64> {
+        samples
+            .iter()
+            .map(|&(at, _)| {
+                self.containing(at).map_or(0, |s| {
+                    u64::try_from((s.until - at).as_micros()).unwrap_or(u64::MAX)
+                })
+            })
+            .collect()
+    }
+
     /// How many of `stalls` ended in each tenth of the wall-clock period.
     fn phases(stalls: &[Stall]) -> [usize; PHASE_BINS] {
         let mut bins = [0; PHASE_BINS];
@@ -156,8 +179,9 @@ impl Stalls {
         bins
     }
 
-    /// The stalls in the measured window, and the latency of the messages none of them
-    /// delayed (`samples`: each message's send time and latency in µs).
+    /// The stalls in the measured window, the floor they put under the latency (`floor`), and
+    /// the latency of the messages none of them delayed (`samples`: each message's intended send
+    /// time and latency in µs).
     pub fn report(&self, r: &mut Report, window: (Instant, Instant), samples: &[(Instant, u64)]) {
         let seen = self.within(window.0, window.1);
         let total: Duration = seen.iter().map(|s| s.until - s.from).sum();
@@ -193,6 +217,26 @@ impl Stalls {
                 "ends_per_tenth_of_100ms": phases,
             }),
         );
+        let mut floor = self.floor(samples);
+        let due_in_stall = floor.iter().filter(|&&us| us > 0).count();
+        let f = Summary::of(&mut floor);
+        r.both(
+            "latency floor from the stalls alone",
+            match &f {
+                Some(s) => format!(
+                    "p99 {} p99.9 {} max {} ({due_in_stall} of {} messages were due while the \
+                     machine was stopped; a server that cost nothing would show this)",
+                    ms(s.p99),
+                    ms(s.p999),
+                    ms(s.max),
+                    s.count
+                ),
+                None => "no samples".to_owned(),
+            },
+            "latency_floor",
+            Summary::json(f.as_ref()),
+        )
+        .field("messages_due_in_stall", due_in_stall);
         let mut clear: Vec<u64> = samples
             .iter()
             .filter(|&&(at, us)| !self.overlaps(at, at + Duration::from_micros(us)))
@@ -266,6 +310,12 @@ mod tests {
         assert!(!stalls.overlaps(at(16), at(109)));
         assert!(!stalls.overlaps(at(153), at(400)));
         assert_eq!(stalls.within(at(100), at(200)).len(), 2);
+        let due = |ms: u64| (at(ms), 50);
+        assert_eq!(
+            stalls.floor(&[due(9), due(10), due(12), due(15), due(151), due(300)]),
+            [0, 5_000, 3_000, 0, 1_000, 0],
+            "a message due in a stall waits for its end; at its end, or outside, not at all"
+        );
         assert_eq!(
             Stalls::phases(&stalls.list),
             [0, 0, 0, 1, 0, 0, 0, 0, 0, 2],
