@@ -17,6 +17,8 @@
 //! Breeze `Ping` takes (connection task → core task → connection task), so the pair of
 //! figures prices those hops apart from everything else Breeze does per frame.
 
+use breeze_bench::mosquitto::mqtt::{Packet, next_packet};
+use bytes::BytesMut;
 use std::sync::{Arc, Mutex, PoisonError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -101,38 +103,39 @@ fn answer(kind: u8) -> Option<&'static [u8]> {
     }
 }
 
-/// The length of the whole packet at the front of `buf` (fixed header included), once all
-/// of it has arrived.
-fn whole_packet(buf: &[u8]) -> Option<usize> {
-    let mut len = 0usize;
-    for (i, &b) in buf.iter().enumerate().skip(1).take(4) {
-        len += usize::from(b & 0x7f) << (7 * (i - 1));
-        if b & 0x80 == 0 {
-            let total = i + 1 + len;
-            return (buf.len() >= total).then_some(total);
+/// The type (high nibble of the first byte) of each whole packet in `buf`, taken out of it;
+/// `None` for a stream that is not MQTT (a bad length), which ends the connection. The
+/// bench's own parser: a client's packets are all `Other` to it, which is all this needs.
+fn take_kinds(buf: &mut BytesMut) -> Option<Vec<u8>> {
+    let mut kinds = Vec::new();
+    loop {
+        match next_packet(buf) {
+            Ok(Some(Packet::Other(kind))) => kinds.push(kind),
+            // Broker-to-client packets: a client never sends them.
+            Ok(Some(_)) => {}
+            Ok(None) => return Some(kinds),
+            Err(_) => return None,
         }
     }
-    None
 }
 
 /// Answers in place: one task, one read and one write per ping.
 async fn connection(mut stream: TcpStream) {
-    let mut buf = Vec::with_capacity(256);
-    let mut chunk = [0u8; 512];
+    let mut buf = BytesMut::with_capacity(256);
     loop {
-        let n = match stream.read(&mut chunk).await {
+        match stream.read_buf(&mut buf).await {
             Ok(0) | Err(_) => return,
-            Ok(n) => n,
+            Ok(_) => {}
+        }
+        let Some(kinds) = take_kinds(&mut buf) else {
+            return;
         };
-        buf.extend_from_slice(&chunk[..n]);
         let mut out = Vec::new();
-        while let Some(len) = whole_packet(&buf) {
-            let kind = buf[0] >> 4;
+        for kind in kinds {
             if kind == DISCONNECT {
                 return;
             }
             out.extend_from_slice(answer(kind).unwrap_or_default());
-            buf.drain(..len);
         }
         if !out.is_empty() && stream.write_all(&out).await.is_err() {
             return;
@@ -168,8 +171,7 @@ async fn core(mut inbox: mpsc::Receiver<(Arc<Link>, u8)>) {
 async fn connection_hop(stream: TcpStream, to_core: mpsc::Sender<(Arc<Link>, u8)>) {
     let link = Arc::new(Link::default());
     let (mut rd, mut wr) = stream.into_split();
-    let mut buf = Vec::with_capacity(256);
-    let mut chunk = [0u8; 512];
+    let mut buf = BytesMut::with_capacity(256);
     loop {
         tokio::select! {
             () = link.ready.notified() => {
@@ -180,18 +182,17 @@ async fn connection_hop(stream: TcpStream, to_core: mpsc::Sender<(Arc<Link>, u8)
                     return;
                 }
             }
-            read = rd.read(&mut chunk) => {
-                let n = match read {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => n,
+            read = rd.read_buf(&mut buf) => {
+                if matches!(read, Ok(0) | Err(_)) {
+                    return;
+                }
+                let Some(kinds) = take_kinds(&mut buf) else {
+                    return;
                 };
-                buf.extend_from_slice(&chunk[..n]);
-                while let Some(len) = whole_packet(&buf) {
-                    let kind = buf[0] >> 4;
+                for kind in kinds {
                     if kind == DISCONNECT || to_core.send((link.clone(), kind)).await.is_err() {
                         return;
                     }
-                    buf.drain(..len);
                 }
             }
         }
@@ -203,17 +204,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_packet_is_whole_only_once_its_remaining_length_has_arrived() {
-        assert_eq!(whole_packet(&[0xC0]), None, "no length byte yet");
-        assert_eq!(whole_packet(&[0xC0, 0x00]), Some(2), "PINGREQ");
-        assert_eq!(whole_packet(&[0x10, 0x03, 1, 2]), None, "one byte short");
-        assert_eq!(whole_packet(&[0x10, 0x03, 1, 2, 3, 0xC0]), Some(5));
-        // 200 = 0xC8 0x01 as two length bytes.
-        let mut long = vec![0x30, 0xC8, 0x01];
-        long.resize(3 + 199, 0);
-        assert_eq!(whole_packet(&long), None);
-        long.push(0);
-        assert_eq!(whole_packet(&long), Some(203));
+    fn client_packets_are_taken_whole_by_type_and_a_bad_length_ends_the_stream() {
+        // CONNECT with a 3-byte body, PINGREQ, and the first byte of another PINGREQ.
+        let mut buf = BytesMut::from(&[0x10, 0x03, 1, 2, 3, 0xC0, 0x00, 0xC0][..]);
+        assert_eq!(take_kinds(&mut buf), Some(vec![CONNECT, PINGREQ]));
+        assert_eq!(&buf[..], [0xC0], "the partial packet waits for its length");
+        buf.extend_from_slice(&[0x00]);
+        assert_eq!(take_kinds(&mut buf), Some(vec![PINGREQ]));
+        assert!(buf.is_empty());
+        let mut bad = BytesMut::from(&[0xC0, 0xFF, 0xFF, 0xFF, 0xFF, 0x01][..]);
+        assert_eq!(take_kinds(&mut bad), None);
     }
 
     #[test]

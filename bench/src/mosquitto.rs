@@ -90,7 +90,8 @@ pub struct MosquittoHoldArgs {
 
 /// The MQTT 3.1.1 packets the clients write and read, by hand: the bench needs six kinds of
 /// packet and no client library's own scheduling between it and the broker.
-mod mqtt {
+/// `examples/ping_floor.rs` reads clients' packets with it too.
+pub mod mqtt {
     use bytes::{Buf, BytesMut};
 
     /// Packets larger than this are taken for a broken stream (ours are tens of bytes).
@@ -145,6 +146,7 @@ mod mqtt {
 
     /// A retained QoS 0 message left by the broker on `topic` if the client goes without a
     /// DISCONNECT.
+    #[derive(Debug)]
     pub struct Will<'a> {
         pub topic: &'a str,
         pub payload: &'a [u8],
