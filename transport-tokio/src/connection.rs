@@ -101,16 +101,17 @@ pub(crate) async fn drive<F: Framed>(
             deadline = Some(Box::pin(sleep(settings.close_timeout)));
         }
         let writing = wr.has_pending();
+        // Bytes a cancelled `write_out` wrote are not flushed yet.
+        unflushed |= writing;
         tokio::select! {
             biased;
             () = async { deadline.as_mut().expect("guarded").await }, if deadline.is_some() => {
                 break Ending::Broken;
             }
             () = link.changed() => {}
-            step = wr.write_step(), if writing || unflushed => match step {
-                Ok(WriteStep::Wrote(0)) | Err(_) => break Ending::Broken,
-                Ok(WriteStep::Wrote(_)) => unflushed = true,
-                Ok(WriteStep::Flushed) => unflushed = false,
+            written = write_out(&mut wr), if unflushed => match written {
+                Ok(()) => unflushed = false,
+                Err(_) => break Ending::Broken,
             },
             read = rd.fill(), if reading => match read {
                 Ok(false) | Err(_) => {
@@ -175,6 +176,21 @@ async fn finish<R: FrameRead, W: FrameWrite>(
     };
     if let Ok(Ok(())) = said {
         linger(&mut rd, Instant::now() + settings.linger).await;
+    }
+}
+
+/// Writes everything the writer holds and flushes it, for as long as the socket takes it:
+/// one turn of the driver's loop for a `Pong`'s write and flush, where a turn per write step
+/// (each a `select!` over every branch and a look at the queue) cost an idle ping one more
+/// (callgrind: BENCHMARKS.md, "Idle pings in instructions"). Cancel-safe, as `write_step`
+/// is; `Err` when the peer is gone.
+async fn write_out<W: FrameWrite>(wr: &mut W) -> io::Result<()> {
+    loop {
+        match wr.write_step().await? {
+            WriteStep::Wrote(0) => return Err(io::ErrorKind::WriteZero.into()),
+            WriteStep::Wrote(_) => {}
+            WriteStep::Flushed => return Ok(()),
+        }
     }
 }
 
