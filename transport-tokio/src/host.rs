@@ -297,9 +297,21 @@ impl<B: StorageBackend> Host<B> {
         let mut ready_results = Vec::with_capacity(batch);
         let mut ready_inbound = Vec::with_capacity(batch);
 
+        // One timer for the loop's life, moved only when the core's next deadline moves: a
+        // `sleep_until` per turn registered and removed a timer-wheel entry for every input,
+        // 710 of an idle ping's 13,500 instructions (callgrind; BENCHMARKS.md, "Idle pings in
+        // instructions").
+        let sleep = tokio::time::sleep_until(far_future());
+        tokio::pin!(sleep);
+        let mut armed = None;
         let reply = loop {
             let timer = core.server.poll_timeout();
-            let wake = timer.map(|at| clock.tokio(at));
+            if timer != armed {
+                armed = timer;
+                sleep
+                    .as_mut()
+                    .reset(timer.map_or_else(far_future, |at| clock.tokio(at)));
+            }
             tokio::select! {
                 biased;
                 msg = control.recv() => match msg {
@@ -339,7 +351,7 @@ impl<B: StorageBackend> Host<B> {
                     panic!("the accept loop for {} ended: {ended:?}", addrs[&id]);
                 }
                 ev = next_event(&mut bus_inbox) => ready_bus.push(ev),
-                () = tokio::time::sleep_until(wake.unwrap_or_else(far_future)), if wake.is_some() => {}
+                () = sleep.as_mut(), if timer.is_some() => {}
             }
             while let Some(inbox) = bus_inbox.as_mut()
                 && ready_bus.len() < batch
