@@ -42,6 +42,10 @@ while [ $# -gt 0 ]; do
             ;;
         --server-bin)
             server_bin="${2:-}"
+            if [ -z "$server_bin" ]; then
+                echo "ping-instructions.sh: --server-bin needs a path" >&2
+                exit 2
+            fi
             shift
             ;;
         -h | --help)

@@ -86,6 +86,9 @@ pub(crate) async fn drive<F: Framed>(
     let (mut rd, mut wr) = frames.split(settings.max_frame);
     // Stops once the peer closed (reported to the core) or sent an oversize frame (likewise).
     let mut reading = true;
+    // Bytes taken from the queue and not yet written and flushed: `write_out` runs while set.
+    // Set, not cleared, by a turn that starts with bytes pending, since a `write_out` that
+    // another branch cancelled may have written some and not flushed them.
     let mut unflushed = false;
     // Boxed, and only once closing: a timer is large, and an idle connection needs none.
     let mut deadline: Option<Pin<Box<Sleep>>> = None;
@@ -100,9 +103,7 @@ pub(crate) async fn drive<F: Framed>(
         if deadline.is_none() && link.closing() {
             deadline = Some(Box::pin(sleep(settings.close_timeout)));
         }
-        let writing = wr.has_pending();
-        // Bytes a cancelled `write_out` wrote are not flushed yet.
-        unflushed |= writing;
+        unflushed |= wr.has_pending();
         tokio::select! {
             biased;
             () = async { deadline.as_mut().expect("guarded").await }, if deadline.is_some() => {
