@@ -41,6 +41,7 @@
 //!             }
 //!             Output::Event(_) => {} // a log line or a metric
 //!             Output::Cluster { .. } => unreachable!("cluster mode is off"),
+//!             Output::AnswerPings { .. } => {} // this host hands every Ping to the core
 //!         }
 //!     }
 //! };

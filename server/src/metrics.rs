@@ -109,6 +109,12 @@ pub fn render(stats: &Stats, counters: &Counters, commits: Option<&CommitSnapsho
     );
     counter(
         &mut registry,
+        "pings_answered_in_place",
+        "Of the frames received, the Pings their connection answered without the core",
+        counters.pings_in_place,
+    );
+    counter(
+        &mut registry,
         "received_bytes",
         "Payload bytes of the frames received",
         counters.bytes_in,
@@ -217,6 +223,7 @@ mod tests {
         let mut counters = Counters {
             logins: 4,
             logins_failed: 1,
+            pings_in_place: 5,
             closes: vec![(CloseReason::HeartbeatTimeout, 3)],
             ..Counters::default()
         };
@@ -233,6 +240,7 @@ mod tests {
         for line in [
             "breeze_connections 3",
             "breeze_online_users 2",
+            "breeze_pings_answered_in_place_total 5",
             "breeze_storage_in_flight 1",
             "breeze_frames_sent_total{kind=\"PresenceDiff\"} 7",
             "breeze_messages_delivered_total 2",

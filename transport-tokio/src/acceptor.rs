@@ -7,6 +7,7 @@
 
 use crate::connection::{self, ConnSettings, Inbound};
 use crate::frames::Framed;
+use crate::in_place::Tally;
 use crate::link::LinkHandle;
 use breeze_core::ConnId;
 use breeze_core::message::CloseReason;
@@ -47,6 +48,8 @@ struct Gate {
     closing: AtomicBool,
     inbound: mpsc::Sender<Inbound>,
     settings: ConnSettings,
+    /// Pings its connections answered in place, for the host's metrics.
+    tally: Arc<Tally>,
 }
 
 impl fmt::Debug for Acceptor {
@@ -77,6 +80,7 @@ impl Acceptor {
                 closing: AtomicBool::new(false),
                 inbound,
                 settings,
+                tally: Arc::default(),
             }),
         }
     }
@@ -126,9 +130,15 @@ impl Acceptor {
             link,
             gate.inbound.clone(),
             gate.settings,
+            gate.tally.clone(),
             permit,
         ));
         Admission::Accepted(conn)
+    }
+
+    /// Pings answered in place by the connections admitted here.
+    pub(crate) fn tally(&self) -> &Tally {
+        &self.gate.tally
     }
 
     /// Refuses every later arrival with `ServerShutdown`.

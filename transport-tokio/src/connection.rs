@@ -6,7 +6,9 @@
 //! sees both directions, so ending a connection needs no coordination between two.
 
 use crate::frames::{BadInput, FrameRead, FrameWrite, Framed, WriteStep};
+use crate::in_place::{self, Answer, Tally};
 use crate::link::{Link, LinkHandle, Next};
+use crate::time::Clock;
 use breeze_core::ConnId;
 use breeze_core::message::CloseReason;
 use breeze_core::server;
@@ -59,6 +61,8 @@ pub(crate) struct ConnSettings {
     pub(crate) linger: Duration,
     /// How long a `Bye` to a slow reader or a refused connection may take to write.
     pub(crate) bye_timeout: Duration,
+    /// The core's clock, for when a ping answered in place was heard.
+    pub(crate) clock: Clock,
 }
 
 /// How the main loop ended.
@@ -81,9 +85,13 @@ pub(crate) async fn drive<F: Framed>(
     link: Arc<Link>,
     core: mpsc::Sender<Inbound>,
     settings: ConnSettings,
+    tally: Arc<Tally>,
     _permit: OwnedSemaphorePermit,
 ) {
     let (mut rd, mut wr) = frames.split(settings.max_frame);
+    // Frames handed to the core: a ping is answered in place only once the core has
+    // handled as many (`in_place::answer`).
+    let mut forwarded = 0;
     // Stops once the peer closed (reported to the core) or sent an oversize frame (likewise).
     let mut reading = true;
     // Bytes taken from the queue and not yet written and flushed: `write_out` runs while set.
@@ -124,7 +132,7 @@ pub(crate) async fn drive<F: Framed>(
                         break Ending::HostGone;
                     }
                 }
-                Ok(true) => match forward_frames(conn, &mut rd, &core).await {
+                Ok(true) => match forward_frames(conn, &mut rd, &core, &link, &mut forwarded, settings.clock, &tally).await {
                     Forwarded::All => {}
                     Forwarded::Refused => reading = false,
                     Forwarded::HostGone => break Ending::HostGone,
@@ -201,19 +209,39 @@ enum Forwarded {
     HostGone,
 }
 
-/// Hands every complete frame read so far to the core (and life without a frame, first). Waiting on a full core channel is the
+/// Hands every complete frame read so far to the core (and life without a frame, first),
+/// but for the pings answered in place (`in_place.rs`). Waiting on a full core channel is the
 /// backpressure: this connection stops reading, and the transport slows the peer down.
 async fn forward_frames<R: FrameRead>(
     conn: ConnId,
     reader: &mut R,
     core: &mpsc::Sender<Inbound>,
+    link: &Link,
+    forwarded: &mut u64,
+    clock: Clock,
+    tally: &Tally,
 ) -> Forwarded {
-    if reader.heard_alive() && !to_core(core, Inbound::Alive { conn }).await {
+    if reader.heard_alive()
+        && !in_place::keep_alive(&link.pings, clock.now())
+        && !to_core(core, Inbound::Alive { conn }).await
+    {
         return Forwarded::HostGone;
     }
     loop {
         let event = match reader.next_frame() {
-            Ok(Some(payload)) => Inbound::Frame { conn, payload },
+            Ok(Some(payload)) => {
+                if let Answer::Pong { pong, heard } =
+                    in_place::answer(&link.pings, *forwarded, &payload, || clock.now())
+                {
+                    let len = pong.len();
+                    if link.push_own(pong) {
+                        in_place::answered(&link.pings, tally, heard, payload.len(), len);
+                        continue;
+                    }
+                }
+                *forwarded += 1;
+                Inbound::Frame { conn, payload }
+            }
             Ok(None) => return Forwarded::All,
             Err(bad) => Inbound::Refused { conn, bad },
         };
@@ -274,6 +302,7 @@ mod tests {
             close_timeout: Duration::ZERO,
             linger: Duration::ZERO,
             bye_timeout: Duration::ZERO,
+            clock: Clock::start(),
         };
         let task = drive(
             ConnId(1),
@@ -281,6 +310,7 @@ mod tests {
             link,
             core,
             settings,
+            Arc::default(),
             permit,
         );
         let size = std::mem::size_of_val(&task);

@@ -196,6 +196,7 @@ impl<B: StorageBackend> Host<B> {
             close_timeout: cfg.close_timeout,
             linger: cfg.linger,
             bye_timeout: cfg.bye_timeout,
+            clock,
         };
         let (inbound_tx, inbound) = mpsc::channel(cfg.inbound_capacity.max(1));
         let acceptor = Acceptor::new(cfg.max_connections, cfg.max_refusals, inbound_tx, settings);
@@ -287,6 +288,7 @@ impl<B: StorageBackend> Host<B> {
             backend,
             conns: HashMap::default(),
             ended: Vec::new(),
+            handled: Vec::new(),
             limits: cfg.outbound_queue,
             bus,
         };
@@ -321,7 +323,9 @@ impl<B: StorageBackend> Host<B> {
                     }
                     Some(Control::Metrics(reply)) => {
                         let server = &core.server;
-                        let _ = reply.send((server.stats(), server.counters().clone()));
+                        let mut counters = server.counters().clone();
+                        acceptor.tally().add_to(&mut counters);
+                        let _ = reply.send((server.stats(), counters));
                         continue;
                     }
                     Some(Control::Who(reply)) => {
@@ -388,9 +392,13 @@ impl<B: StorageBackend> Host<B> {
                 }
             }
             if timer.is_some_and(|at| at <= now) {
-                core.server.handle_timeout(now);
+                let conns = &core.conns;
+                core.server.handle_timeout_with(now, |conn| {
+                    conns.get(&conn).and_then(|p| p.link.pings().heard())
+                });
             }
             core.settle(now);
+            core.frames_handled();
         };
 
         // Shutdown. Stop accepting first, so nobody connects to a server that is leaving.
@@ -453,6 +461,10 @@ struct Core<B> {
     /// for them first (the answer to a `Logout` sent just before a half-close, or to the
     /// frames before an oversize one) go out before they close.
     ended: Vec<(ConnId, Option<CloseReason>)>,
+    /// The connection of each frame the core handled in this batch, in order: once the
+    /// batch's outputs are queued, each connection learns how many of its frames are done,
+    /// which is when it may answer a ping in place again (`in_place.rs`).
+    handled: Vec<ConnId>,
     limits: QueueLimits,
     /// Where the core's bus messages go, in a cluster.
     bus: Option<Box<dyn ClusterBackend>>,
@@ -471,7 +483,10 @@ impl<B: StorageBackend> Core<B> {
                 self.conns.insert(conn, Peer { link, addr: peer });
                 self.server.handle_connect(now, conn, Some(peer.ip()));
             }
-            Inbound::Frame { conn, payload } => self.server.handle_frame(now, conn, &payload),
+            Inbound::Frame { conn, payload } => {
+                self.server.handle_frame(now, conn, &payload);
+                self.handled.push(conn);
+            }
             Inbound::Alive { conn } => self.server.handle_alive(now, conn),
             Inbound::Refused { conn, bad } => {
                 if let Some(peer) = self.conns.get(&conn) {
@@ -509,6 +524,22 @@ impl<B: StorageBackend> Core<B> {
         }
     }
 
+    /// Tells each connection how many of its frames this batch handled. Called after
+    /// `settle`, so the replies to them are queued before a ping can be answered behind them.
+    fn frames_handled(&mut self) {
+        let mut run = self.handled.drain(..).peekable();
+        while let Some(conn) = run.next() {
+            // Consecutive frames of one connection (a pipelined burst) make one update.
+            let mut frames = 1;
+            while run.next_if_eq(&conn).is_some() {
+                frames += 1;
+            }
+            if let Some(peer) = self.conns.get(&conn) {
+                peer.link.pings().handled(frames);
+            }
+        }
+    }
+
     fn perform(&mut self, now: Instant, out: Output) {
         match out {
             Output::Send { conn, payload } => {
@@ -536,6 +567,11 @@ impl<B: StorageBackend> Core<B> {
                 Some(bus) => bus.publish(to, msg),
                 None => unreachable!("invariant: only a core in a cluster publishes"),
             },
+            Output::AnswerPings { conn } => {
+                if let Some(peer) = self.conns.get(&conn) {
+                    peer.link.pings().allow();
+                }
+            }
         }
     }
 

@@ -6,6 +6,8 @@
 //!   connection limit), whatever its transport.
 //! * [`Framed`] is the seam a transport implements: payloads in, payloads out.
 //!   [`LengthPrefixed`] frames a byte stream (TCP, TLS, turmoil) as PROTOCOL.md §2 says.
+//!   A connection's task answers its peer's pings itself where the core would answer the
+//!   same (`in_place.rs`), so an idle connection costs the core task nothing per ping.
 //! * [`StorageBackend`] is how the host performs the core's storage requests.
 //! * [`run_client`] drives a `breeze_core::client::Client` over a [`Connector`].
 //! * [`tls`] puts TLS under either: [`tls::TlsListener`] and [`tls::TlsConnector`].
@@ -19,6 +21,7 @@ mod cluster;
 mod connection;
 mod frames;
 mod host;
+mod in_place;
 mod length_prefixed;
 mod link;
 mod listener;

@@ -9,6 +9,7 @@
 //!
 //! It holds payloads; the connection's frame writer frames them as its transport does.
 
+use crate::in_place::PingState;
 use breeze_core::message::CloseReason;
 use bytes::Bytes;
 use std::collections::VecDeque;
@@ -63,6 +64,8 @@ struct Queue {
 pub(crate) struct Link {
     queue: Mutex<Queue>,
     wake: Notify,
+    /// What the two tasks share to answer pings in place (`in_place.rs`).
+    pub(crate) pings: PingState,
 }
 
 /// Keeps a queue below this many slots when it drains, so a burst does not pin memory.
@@ -91,6 +94,19 @@ impl Link {
         drop(q);
         self.wake.notify_one();
         Ok(())
+    }
+
+    /// Queues a frame the connection's own task made (a `Pong` answered in place): only into
+    /// an empty queue of a connection that is not ending, so that it overtakes nothing and
+    /// never needs the limits. No wake-up: the caller's loop takes it on its next turn.
+    pub(crate) fn push_own(&self, frame: Bytes) -> bool {
+        let mut q = self.lock();
+        if q.end.is_some() || !q.frames.is_empty() {
+            return false;
+        }
+        q.bytes += frame.len();
+        q.frames.push_back(frame);
+        true
     }
 
     /// Flush what is queued, then close. An abort already asked for stands.
@@ -172,6 +188,10 @@ impl LinkHandle {
 
     pub(crate) fn abort(&self, reason: CloseReason) {
         self.0.abort(reason)
+    }
+
+    pub(crate) fn pings(&self) -> &PingState {
+        &self.0.pings
     }
 }
 
@@ -266,6 +286,21 @@ mod tests {
             link.next(false, |_| true),
             Next::Abort(CloseReason::SlowReader)
         );
+    }
+
+    #[test]
+    fn a_frame_of_its_own_goes_only_into_an_empty_open_queue() {
+        let link = Link::default();
+        link.push(frame(1), LIMITS).unwrap();
+        assert!(
+            !link.push_own(frame(2)),
+            "it would overtake nothing, so it waits"
+        );
+        assert_eq!(take(&link, 8).1, [frame(1)]);
+        assert!(link.push_own(frame(2)));
+        assert_eq!(take(&link, 8).1, [frame(2)]);
+        link.close();
+        assert!(!link.push_own(frame(3)), "the connection is ending");
     }
 
     #[test]

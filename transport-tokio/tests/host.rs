@@ -330,6 +330,69 @@ async fn a_silent_peer_is_announced_offline() {
     server.stop().await;
 }
 
+/// Pings the connection's task answers in place (not the core) keep a session alive: the
+/// core learns of them only when its deadline comes due, so a client that pings every
+/// interval outlives several timeouts, and once it goes quiet it is closed one timeout after
+/// its last ping. A `Ping` behind a request is still answered behind the request's reply.
+#[tokio::test]
+async fn pings_answered_in_place_keep_a_session_alive_until_exactly_the_timeout() {
+    let timeout = Duration::from_millis(1500);
+    let cfg = breeze_core::ServerConfig {
+        heartbeat_interval: Duration::from_millis(1000),
+        heartbeat_timeout: timeout,
+        ..fast_config()
+    };
+    let server = TestServer::start(cfg, host_config()).await;
+    let mut peer = Peer::user(server.addr, "pinger").await;
+    let logged_in = Instant::now();
+    let mut last = logged_in;
+    // Spaced beyond `IN_PLACE_GAP` (0.5 s), so each may be answered in place.
+    for nonce in 1..=4 {
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        peer.ping(nonce).await;
+        last = Instant::now();
+    }
+    assert!(last - logged_in > timeout * 2, "outlived two timeouts");
+    let (_, counters) = server.handle.metrics().await.unwrap();
+    assert!(
+        counters.pings_in_place >= 3,
+        "{} of 4 pings answered in place",
+        counters.pings_in_place
+    );
+    assert_eq!(counters.sent("Pong"), 4, "every Pong counted once");
+
+    // Two writes, so the Ping may be read before the core has handled the request; after a
+    // gap, so it may be answered in place.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    peer.send(&ClientMsg::SetStatus {
+        status: breeze_core::message::Status::Away,
+    })
+    .await;
+    peer.send(&ClientMsg::Ping { nonce: 5 }).await;
+    let mut got = Vec::new();
+    while got.last() != Some(&ServerMsg::Pong { nonce: 5 }) {
+        got.push(peer.recv().await.expect("open"));
+    }
+    assert!(
+        got.iter().any(|m| matches!(m, ServerMsg::OwnStatus { .. })),
+        "the request's reply came before the Pong: {got:?}"
+    );
+    let last = Instant::now();
+
+    let bye = peer.last_before_close().await;
+    let took = last.elapsed();
+    assert_eq!(
+        bye,
+        Some(ServerMsg::Bye {
+            reason: CloseReason::HeartbeatTimeout
+        })
+    );
+    // The deadline counts from when the server read the last Ping, a little before `last`.
+    assert!(took >= timeout - Duration::from_millis(100), "{took:?}");
+    assert!(took < timeout + Duration::from_secs(1), "{took:?}");
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn shutdown_says_goodbye_to_everyone() {
     let server = TestServer::start(fast_config(), host_config()).await;

@@ -42,6 +42,8 @@ const KINDS: usize = 128;
 pub struct Counters {
     pub frames_in: u64,
     pub bytes_in: u64,
+    /// Of `frames_in`, the `Ping`s the host answered in place (`pings.rs`).
+    pub pings_in_place: u64,
     /// Outbound frames by `ServerMsg` variant index.
     pub frames_out: [u64; KINDS],
     pub bytes_out: u64,
@@ -61,6 +63,7 @@ impl Default for Counters {
         Counters {
             frames_in: 0,
             bytes_in: 0,
+            pings_in_place: 0,
             frames_out: [0; KINDS],
             bytes_out: 0,
             closes: Vec::new(),

@@ -21,6 +21,7 @@ mod deadline;
 mod groups;
 mod guard;
 mod messaging;
+mod pings;
 mod presence;
 mod profiles;
 mod rooms;
@@ -50,6 +51,7 @@ use conns::Conns;
 pub use counters::{Counters, SERVER_MSG_KINDS};
 use deadline::DeadlineQueue;
 use guard::{LoginGuard, RegisterGuard, admit_frame};
+pub use pings::{IN_PLACE_GAP, ping_nonce, pong};
 use presence::PresenceBoard;
 use profiles::ProfileBoard;
 use session::{Conn, Phase, Role, User};
@@ -76,6 +78,12 @@ pub enum Output {
     Event(ServerEvent),
     /// Publish this on the cluster bus (cluster mode only; CLUSTER.md).
     Cluster { to: Dest, msg: ClusterMsg },
+    /// The handshake is done: from now on the host may answer `conn`'s `Ping`s itself and
+    /// hand over when it last heard from it once its deadline comes due
+    /// (`handle_timeout_with`; `pings.rs` says when an answer in place keeps the protocol's
+    /// order). A host that ignores this loses nothing: every `Ping` it passes on is answered
+    /// here.
+    AnswerPings { conn: ConnId },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -343,6 +351,9 @@ impl Server {
             Ok(msg) => msg,
             Err(_) => return self.close(now, conn, CloseReason::Malformed),
         };
+        if !matches!(msg, ClientMsg::Ping { .. }) {
+            c.last_active = now;
+        }
         // A request the agreed version does not have is what its server could not decode.
         if msg.since() > OLDEST_PROTOCOL_VERSION && !c.speaks(msg.since()) {
             return self.close(now, conn, CloseReason::Malformed);
@@ -495,6 +506,18 @@ impl Server {
 
     /// Fires every deadline due at `now`: dead connections and expired offline graces.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.handle_timeout_with(now, |_| None);
+    }
+
+    /// `handle_timeout` for a host that answers pings in place (`Output::AnswerPings`):
+    /// `heard(conn)` is when it last heard from `conn` without passing it on, if it did. It
+    /// is asked only for connections whose deadline is due or nearly so, which is the point:
+    /// a connection that pings every interval costs the core one look per heartbeat timeout
+    /// instead of a frame per ping. What it hands over counts as a frame would for the
+    /// deadline and for the session's postponed work (`retry_rooms`, `retry_profiles`), but
+    /// not for `idle_ms` nor for the frame budget (`pings.rs`).
+    pub fn handle_timeout_with(&mut self, now: Instant, heard: impl Fn(ConnId) -> Option<Instant>) {
+        let mut woke = Vec::new();
         // Stale entries due soon are re-filed now, in this wake-up, instead of each waking the
         // host on its own: a connection that pings every 30 s leaves one stale entry per
         // period, and 19,900 of them woke an idle host ~500 times a second only to push
@@ -516,6 +539,12 @@ impl Server {
                 self.heartbeats.pop();
                 continue;
             }
+            if let Some(heard) = heard(conn)
+                && heard > c.last_seen
+            {
+                c.last_seen = heard;
+                woke.push(conn);
+            }
             let deadline = c.deadline(&self.cfg);
             if deadline > now && deadline <= at {
                 break;
@@ -531,6 +560,10 @@ impl Server {
                 _ => CloseReason::HeartbeatTimeout,
             };
             self.close(now, conn, reason);
+        }
+        for conn in woke {
+            self.retry_rooms(conn);
+            self.retry_profiles(conn);
         }
         self.logins.expire(now);
         self.registrations.expire(now);
@@ -635,7 +668,7 @@ impl Server {
                             node: self.cfg.node.0,
                             conn: id.0,
                             connected_for_ms: millis(now - since),
-                            idle_ms: millis(now - c.last_seen),
+                            idle_ms: millis(now - c.last_active),
                         })
                     })
                     .chain(self.cluster.iter().flat_map(|c| c.who_sessions(name, now)))
@@ -702,6 +735,7 @@ impl Server {
             frame_burst: cfg.frame_rate.burst,
         };
         self.send(conn, &welcome);
+        self.out.push_back(Output::AnswerPings { conn });
     }
 
     /// Handshake done, not logged in.

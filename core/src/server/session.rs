@@ -15,6 +15,10 @@ pub(crate) struct Conn {
     pub(crate) opened: Instant,
     /// Time of the last inbound frame: any frame is life, not only pings.
     pub(crate) last_seen: Instant,
+    /// Time of the last inbound frame other than a `Ping`: what `who` reports as idle. A
+    /// heartbeat is not activity (IRC's idle time does not count PINGs either), and a host
+    /// that answers pings in place (`pings.rs`) does not tell the core of each one.
+    pub(crate) last_active: Instant,
     /// The deadline this connection's live entry in the heartbeat queue carries; entries
     /// with any other instant are superseded and skipped.
     pub(crate) armed: Instant,
@@ -145,6 +149,7 @@ impl Conn {
         Conn {
             opened: now,
             last_seen: now,
+            last_active: now,
             armed: now,
             phase: Phase::AwaitHello,
             addr,

@@ -214,6 +214,48 @@ fn life_without_a_frame_moves_the_deadline_and_its_absence_kills_on_time() {
     );
 }
 
+/// Pings a host answers in place (`pings.rs`) reach the core only as the last-heard time it
+/// hands over when a deadline comes due: the session lives while they keep coming, dies
+/// exactly one timeout after the last, and they are not activity for `who`'s idle time.
+#[test]
+fn pings_answered_in_place_are_life_handed_over_at_the_deadline() {
+    let mut rig = Rig::new(cfg(), &["pinger", "watcher"]);
+    let raw = rig.open();
+    assert!(!rig.in_place.contains_key(&raw), "not before the handshake");
+    let pinger = rig.login("pinger", Status::Online);
+    let watcher = rig.login("watcher", Status::Online);
+    assert!(rig.in_place.contains_key(&pinger));
+    // Three timeouts of nothing but pings answered in place, one a second.
+    for nonce in 0..9 {
+        rig.advance(Duration::from_secs(1));
+        assert_eq!(rig.ping_in_place(pinger, nonce), ServerMsg::Pong { nonce });
+        rig.frame(watcher, ClientMsg::Ping { nonce });
+    }
+    assert!(!rig.closed.contains_key(&pinger), "{:?}", rig.closed);
+    let who = rig.server.who(rig.now);
+    let session = &who
+        .iter()
+        .find(|e| e.user == user("pinger"))
+        .unwrap()
+        .sessions[0];
+    assert_eq!(session.idle_ms, 9_000, "pings are not activity");
+    rig.take(watcher);
+    // Then silence: dead at exactly the last ping plus the timeout (3 s).
+    rig.advance(Duration::from_millis(1500));
+    rig.frame(watcher, ClientMsg::Ping { nonce: 10 });
+    rig.advance(Duration::from_millis(1499));
+    assert!(!rig.closed.contains_key(&pinger));
+    rig.advance(Duration::from_millis(1));
+    assert_eq!(
+        rig.closed.get(&pinger),
+        Some(&CloseReason::HeartbeatTimeout)
+    );
+    assert!(
+        rig.take(watcher)
+            .contains(&diff(&[("pinger", Presence::Offline)]))
+    );
+}
+
 /// Connections pinging out of phase leave a stale heartbeat entry each per period; a wake-up
 /// re-files those due within the look-ahead, so the host wakes about once a second for all of
 /// them instead of once per entry, and a silent connection still dies at exactly its deadline.

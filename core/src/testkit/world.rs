@@ -21,7 +21,7 @@ use crate::ids::{ConnId, RequestId, UserId};
 use crate::message::{
     ClientMsg, CloseReason, DEFAULT_GROUP, GroupEdit, Presence, ServerMsg, Status, WatchScope,
 };
-use crate::server::{Output, Server};
+use crate::server::{IN_PLACE_GAP, Output, Server, ping_nonce, pong};
 use crate::storage::StorageResult;
 use crate::time::{Duration, Instant};
 use bytes::Bytes;
@@ -72,6 +72,10 @@ struct Link {
     last_frame_at_server: Instant,
     /// The presence view the server has told this connection, rebuilt from raw frames.
     told: BTreeMap<UserId, Presence>,
+    /// The server allowed its pings answered in place (`Output::AnswerPings`).
+    answers_pings: bool,
+    /// When the world last answered one of its pings in place.
+    heard_in_place: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -663,7 +667,9 @@ impl World {
             self.settle_outputs();
         }
         if self.server.poll_timeout().is_some_and(|t| t <= now) {
-            self.server.handle_timeout(now);
+            let links = &self.links;
+            self.server
+                .handle_timeout_with(now, |conn| links.get(&conn).and_then(|l| l.heard_in_place));
         }
         for node in &mut self.nodes {
             if node.client.poll_timeout().is_some_and(|t| t <= now) {
@@ -689,7 +695,9 @@ impl World {
                         link.last_frame_at_server = now;
                         let node = link.node;
                         self.observe_client_frame(node, &payload);
-                        self.server.handle_frame(now, conn, &payload);
+                        if !self.answer_in_place(conn, &payload) {
+                            self.server.handle_frame(now, conn, &payload);
+                        }
                     }
                     Packet::Fin if link.server_open => {
                         link.server_open = false;
@@ -724,6 +732,33 @@ impl World {
             }
             return;
         }
+    }
+
+    /// Answers a `Ping` as the tokio host's connection task does (`pings.rs`), in the worlds
+    /// of even seeds: once the server allowed it, and at most once per `IN_PLACE_GAP`. Nothing
+    /// is ever in flight before it here, since the server handles each frame as it arrives and
+    /// its replies are queued before the next. `false`: the server must handle the frame.
+    fn answer_in_place(&mut self, conn: ConnId, payload: &[u8]) -> bool {
+        let now = self.now;
+        let at = now + self.cfg.latency;
+        let in_place = self.cfg.seed.is_multiple_of(2);
+        let link = self.links.get_mut(&conn).expect("known link");
+        let Some(nonce) = ping_nonce(payload) else {
+            return false;
+        };
+        let due = link
+            .heard_in_place
+            .is_none_or(|t| now.saturating_duration_since(t) >= IN_PLACE_GAP);
+        if !(in_place && link.answers_pings && due) {
+            return false;
+        }
+        link.heard_in_place = Some(now);
+        let pong = pong(nonce);
+        if !link.partitioned && link.client_open {
+            link.to_client.push_back((at, Packet::Frame(pong.clone())));
+        }
+        self.observe_server_frame(conn, &pong);
+        true
     }
 
     /// Drains every output of the server and the clients until all are quiet.
@@ -799,6 +834,11 @@ impl World {
             }
             Output::Event(e) => self.trace(format_args!("{e:?}")),
             Output::Cluster { .. } => unreachable!("invariant: the world is one node"),
+            Output::AnswerPings { conn } => {
+                if let Some(link) = self.links.get_mut(&conn) {
+                    link.answers_pings = true;
+                }
+            }
         }
     }
 
@@ -819,6 +859,8 @@ impl World {
                     client_open: true,
                     last_frame_at_server: now,
                     told: BTreeMap::new(),
+                    answers_pings: false,
+                    heard_in_place: None,
                 };
                 link.to_server.push_back((at, Packet::Open));
                 link.to_client.push_back((at, Packet::Connected));
