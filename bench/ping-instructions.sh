@@ -76,7 +76,9 @@ done
 if [ "$build" = 1 ]; then
     cargo build --release -p breeze-bench -p breeze-server --bins --example ping_floor || exit 1
 fi
-for bin in "$bench" "$server_bin" "$floor"; do
+needed=("$bench" "$server_bin")
+case " ${servers[*]} " in *" floor"*) needed+=("$floor") ;; esac
+for bin in "${needed[@]}"; do
     if [ ! -x "$bin" ]; then
         echo "ping-instructions.sh: no $bin; build it (drop --no-build)" >&2
         exit 1
