@@ -1,6 +1,7 @@
 //! Scenario tests of the server state machine, one behaviour each, in virtual time.
 
 use crate::config::{DuplicateLogin, ServerConfig};
+use crate::ids::ConnId;
 use crate::message::{
     ClientMsg, CloseReason, ErrorCode, MAGIC, OLDEST_PROTOCOL_VERSION, PROTOCOL_VERSION, Presence,
     PresenceEntry, RequestKind, ServerMsg, Status, WatchScope,
@@ -200,17 +201,28 @@ fn life_without_a_frame_moves_the_deadline_and_its_absence_kills_on_time() {
         rig.frame(watcher, ClientMsg::Ping { nonce: 0 });
     }
     assert!(rig.closed.is_empty(), "{:?}", rig.closed);
+    dies_exactly_one_timeout_after_its_last_life(&mut rig, web, "web", watcher);
+}
+
+/// `conn` (user `name`) was last heard now; from here on it is silent while `watcher` keeps
+/// pinging. It is dead at exactly now plus the timeout (3 s), not a tick later, and the
+/// watcher is told.
+fn dies_exactly_one_timeout_after_its_last_life(
+    rig: &mut Rig,
+    conn: ConnId,
+    name: &str,
+    watcher: ConnId,
+) {
     rig.take(watcher);
-    // Then silence: dead at exactly the last pong plus the timeout (3 s), not a tick later.
     rig.advance(Duration::from_millis(1500));
     rig.frame(watcher, ClientMsg::Ping { nonce: 1 });
     rig.advance(Duration::from_millis(1499));
-    assert!(!rig.closed.contains_key(&web));
+    assert!(!rig.closed.contains_key(&conn));
     rig.advance(Duration::from_millis(1));
-    assert_eq!(rig.closed.get(&web), Some(&CloseReason::HeartbeatTimeout));
+    assert_eq!(rig.closed.get(&conn), Some(&CloseReason::HeartbeatTimeout));
     assert!(
         rig.take(watcher)
-            .contains(&diff(&[("web", Presence::Offline)]))
+            .contains(&diff(&[(name, Presence::Offline)]))
     );
 }
 
@@ -239,21 +251,7 @@ fn pings_answered_in_place_are_life_handed_over_at_the_deadline() {
         .unwrap()
         .sessions[0];
     assert_eq!(session.idle_ms, 9_000, "pings are not activity");
-    rig.take(watcher);
-    // Then silence: dead at exactly the last ping plus the timeout (3 s).
-    rig.advance(Duration::from_millis(1500));
-    rig.frame(watcher, ClientMsg::Ping { nonce: 10 });
-    rig.advance(Duration::from_millis(1499));
-    assert!(!rig.closed.contains_key(&pinger));
-    rig.advance(Duration::from_millis(1));
-    assert_eq!(
-        rig.closed.get(&pinger),
-        Some(&CloseReason::HeartbeatTimeout)
-    );
-    assert!(
-        rig.take(watcher)
-            .contains(&diff(&[("pinger", Presence::Offline)]))
-    );
+    dies_exactly_one_timeout_after_its_last_life(&mut rig, pinger, "pinger", watcher);
 }
 
 /// Connections pinging out of phase leave a stale heartbeat entry each per period; a wake-up
