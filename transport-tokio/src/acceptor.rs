@@ -5,7 +5,7 @@
 //! the same [`Acceptor`], so their `ConnId`s never collide and `max_connections` counts them
 //! all together.
 
-use crate::connection::{self, ConnSettings, Inbound};
+use crate::connection::{self, ConnSettings, Inbound, Shared};
 use crate::frames::Framed;
 use crate::in_place::Tally;
 use crate::link::LinkHandle;
@@ -47,9 +47,7 @@ struct Gate {
     /// Set once the host shuts down: later arrivals are refused with `ServerShutdown`.
     closing: AtomicBool,
     inbound: mpsc::Sender<Inbound>,
-    settings: ConnSettings,
-    /// Pings its connections answered in place, for the host's metrics.
-    tally: Arc<Tally>,
+    shared: Arc<Shared>,
 }
 
 impl fmt::Debug for Acceptor {
@@ -79,8 +77,10 @@ impl Acceptor {
                 refusals: Arc::new(Semaphore::new(max_refusals)),
                 closing: AtomicBool::new(false),
                 inbound,
-                settings,
-                tally: Arc::default(),
+                shared: Arc::new(Shared {
+                    settings,
+                    tally: Tally::default(),
+                }),
             }),
         }
     }
@@ -104,7 +104,7 @@ impl Acceptor {
             let reason = refusal.unwrap_or(CloseReason::ServerFull);
             debug!(%peer, "refusing connection: {reason}");
             if let Ok(slot) = gate.refusals.clone().try_acquire_owned() {
-                let settings = gate.settings;
+                let settings = gate.shared.settings;
                 tokio::spawn(async move {
                     connection::refuse(frames, reason, settings).await;
                     drop(slot);
@@ -129,8 +129,7 @@ impl Acceptor {
             frames,
             link,
             gate.inbound.clone(),
-            gate.settings,
-            gate.tally.clone(),
+            gate.shared.clone(),
             permit,
         ));
         Admission::Accepted(conn)
@@ -138,7 +137,7 @@ impl Acceptor {
 
     /// Pings answered in place by the connections admitted here.
     pub(crate) fn tally(&self) -> &Tally {
-        &self.gate.tally
+        &self.gate.shared.tally
     }
 
     /// Refuses every later arrival with `ServerShutdown`.

@@ -51,7 +51,7 @@ pub(crate) enum Inbound {
     },
 }
 
-/// Per-connection settings, copied into every connection task.
+/// Per-connection settings, the same for every connection of a host (`Shared`).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ConnSettings {
     pub(crate) max_frame: u32,
@@ -63,6 +63,18 @@ pub(crate) struct ConnSettings {
     pub(crate) bye_timeout: Duration,
     /// The core's clock, for when a ping answered in place was heard.
     pub(crate) clock: Clock,
+}
+
+/// What every connection of one host shares: one `Arc` in each connection's task rather
+/// than a copy of each part, since 19,900 idle connections are 19,900 of these futures. With
+/// the settings, the pings' clock and their tally copied in, an idle client's share of the
+/// server's memory (`hold`, 19,900 clients) was 3.77 kB where it had been 3.52; shared, 3.63
+/// (96.5 MiB all idle against 95.9, the rest the core's `last_active`).
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) settings: ConnSettings,
+    /// Pings its connections answered in place, for the host's metrics.
+    pub(crate) tally: Tally,
 }
 
 /// How the main loop ended.
@@ -84,10 +96,10 @@ pub(crate) async fn drive<F: Framed>(
     frames: F,
     link: Arc<Link>,
     core: mpsc::Sender<Inbound>,
-    settings: ConnSettings,
-    tally: Arc<Tally>,
+    shared: Arc<Shared>,
     _permit: OwnedSemaphorePermit,
 ) {
+    let settings = &shared.settings;
     let (mut rd, mut wr) = frames.split(settings.max_frame);
     // Frames handed to the core: a ping is answered in place only once the core has
     // handled as many (`in_place::answer`).
@@ -132,7 +144,7 @@ pub(crate) async fn drive<F: Framed>(
                         break Ending::HostGone;
                     }
                 }
-                Ok(true) => match forward_frames(conn, &mut rd, &core, &link, &mut forwarded, settings.clock, &tally).await {
+                Ok(true) => match forward_frames(conn, &mut rd, &core, &link, &mut forwarded, &shared).await {
                     Forwarded::All => {}
                     Forwarded::Refused => reading = false,
                     Forwarded::HostGone => break Ending::HostGone,
@@ -152,7 +164,7 @@ pub(crate) async fn drive<F: Framed>(
         None => Instant::now() + settings.close_timeout,
     };
     // Boxed so that the rarely taken closing path adds nothing to every idle connection.
-    Box::pin(finish(ending, rd, wr, deadline, settings)).await;
+    Box::pin(finish(ending, rd, wr, deadline, *settings)).await;
 }
 
 /// Ends the connection the way the main loop decided. Whenever a last frame was written, the
@@ -218,9 +230,9 @@ async fn forward_frames<R: FrameRead>(
     core: &mpsc::Sender<Inbound>,
     link: &Link,
     forwarded: &mut u64,
-    clock: Clock,
-    tally: &Tally,
+    shared: &Shared,
 ) -> Forwarded {
+    let clock = &shared.settings.clock;
     if reader.heard_alive()
         && !in_place::keep_alive(&link.pings, clock.now())
         && !to_core(core, Inbound::Alive { conn }).await
@@ -235,7 +247,7 @@ async fn forward_frames<R: FrameRead>(
                 {
                     let len = pong.len();
                     if link.push_own(pong) {
-                        in_place::answered(&link.pings, tally, heard, payload.len(), len);
+                        in_place::answered(&link.pings, &shared.tally, heard, payload.len(), len);
                         continue;
                     }
                 }
@@ -304,13 +316,16 @@ mod tests {
             bye_timeout: Duration::ZERO,
             clock: Clock::start(),
         };
+        let shared = Arc::new(Shared {
+            settings,
+            tally: Tally::default(),
+        });
         let task = drive(
             ConnId(1),
             crate::LengthPrefixed(stream),
             link,
             core,
-            settings,
-            Arc::default(),
+            shared,
             permit,
         );
         let size = std::mem::size_of_val(&task);
