@@ -144,7 +144,11 @@ pub(crate) async fn drive<F: Framed>(
                         break Ending::HostGone;
                     }
                 }
-                Ok(true) => match forward_frames(conn, &mut rd, &core, &link, &mut forwarded, &shared).await {
+                Ok(true) => match forward_frames(
+                    conn, &mut rd, &core, &link, &mut forwarded, &shared,
+                )
+                .await
+                {
                     Forwarded::All => {}
                     Forwarded::Refused => reading = false,
                     Forwarded::HostGone => break Ending::HostGone,

@@ -7,7 +7,7 @@
 //! What the two tasks share lives in the connection's [`Link`](crate::link::Link): whether
 //! the core allowed it, how many frames the core task has handled, and when the peer was last
 //! heard in place. Atomics, not the queue's lock: the connection task reads two of them per
-//! `Ping`, the core task writes one per frame.
+//! `Ping`, the core task writes one per batch for each connection that sent frames in it.
 
 use breeze_core::Instant;
 use breeze_core::server::{Counters, IN_PLACE_GAP, ping_nonce, pong};
