@@ -10,7 +10,7 @@
 //! `Ping`, the core task writes one per batch for each connection that sent frames in it.
 
 use breeze_core::Instant;
-use breeze_core::server::{Counters, IN_PLACE_GAP, ping_nonce, pong};
+use breeze_core::server::{Counters, may_keep_in_place, ping_nonce, pong};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -51,10 +51,7 @@ impl PingState {
     /// the core? Only once allowed, and once per `IN_PLACE_GAP`: the rest goes to the core,
     /// whose frame budget counts it.
     fn may_keep(&self, now: Instant) -> bool {
-        self.allowed.load(Ordering::Acquire)
-            && self
-                .heard()
-                .is_none_or(|last| now.saturating_duration_since(last) >= IN_PLACE_GAP)
+        self.allowed.load(Ordering::Acquire) && may_keep_in_place(self.heard(), now)
     }
 
     fn keep(&self, now: Instant) {

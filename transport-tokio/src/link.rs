@@ -72,7 +72,8 @@ pub(crate) struct Link {
     /// The queue, and the connection task's wake-up under the same lock: the task takes
     /// the lock on every turn of its loop anyway (`next`). A `tokio::sync::Notify` here
     /// cost an idle ping ~1,100 instructions (callgrind), for registering a waiter in its
-    /// list and removing it again on every turn.
+    /// list and removing it again on every turn; the flag and waker here cost ~525 of them,
+    /// 6,647 instructions a ping against 7,222.
     queue: Mutex<Queue>,
     /// What the two tasks share to answer pings in place (`in_place.rs`).
     pub(crate) pings: PingState,

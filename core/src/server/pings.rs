@@ -29,7 +29,7 @@
 use super::counters::Counters;
 use crate::codec::{decode, encode};
 use crate::message::{ClientMsg, ServerMsg};
-use crate::time::Duration;
+use crate::time::{Duration, Instant};
 use bytes::Bytes;
 
 /// How often per connection a host may answer a `Ping` (or keep a WebSocket Pong) in place.
@@ -38,6 +38,12 @@ use bytes::Bytes;
 /// instruction profile's do (`bench/ping-instructions.sh`), is answered in place despite
 /// its timer's jitter.
 pub const IN_PLACE_GAP: Duration = Duration::from_millis(500);
+
+/// Whether something heard at `now` may be kept in place, when the last thing kept in place
+/// was heard at `last` (`None`: nothing yet): the one rule every host applies.
+pub fn may_keep_in_place(last: Option<Instant>, now: Instant) -> bool {
+    last.is_none_or(|last| now.saturating_duration_since(last) >= IN_PLACE_GAP)
+}
 
 /// `ClientMsg::Ping`'s variant index: its payload's first byte (PROTOCOL.md §2.3).
 const PING: u8 = 10;

@@ -21,7 +21,7 @@ use crate::ids::{ConnId, RequestId, UserId};
 use crate::message::{
     ClientMsg, CloseReason, DEFAULT_GROUP, GroupEdit, Presence, ServerMsg, Status, WatchScope,
 };
-use crate::server::{IN_PLACE_GAP, Output, Server, ping_nonce, pong};
+use crate::server::{Output, Server, may_keep_in_place, ping_nonce, pong};
 use crate::storage::StorageResult;
 use crate::time::{Duration, Instant};
 use bytes::Bytes;
@@ -746,10 +746,7 @@ impl World {
         let Some(nonce) = ping_nonce(payload) else {
             return false;
         };
-        let due = link
-            .heard_in_place
-            .is_none_or(|t| now.saturating_duration_since(t) >= IN_PLACE_GAP);
-        if !(in_place && link.answers_pings && due) {
+        if !(in_place && link.answers_pings && may_keep_in_place(link.heard_in_place, now)) {
             return false;
         }
         link.heard_in_place = Some(now);
