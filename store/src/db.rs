@@ -4,6 +4,7 @@ use crate::commits::CommitStats;
 use crate::error::StoreError;
 use crate::hash::Hasher;
 use crate::job::{Finish, HashJob, Kind};
+use crate::joined_wal;
 use crate::lock::{self, DbLock};
 use crate::ops::{self, Step};
 use crate::schema;
@@ -136,7 +137,12 @@ impl Db {
     /// messages, and sends fail one by one.
     pub fn open(path: &Path, opts: &DbOptions) -> Result<Db, StoreError> {
         let lock = lock::lock(path)?;
-        let conn = Connection::open(path)?;
+        // Only at `FULL`: the joined writes are made at each commit's `xSync` (`joined_wal`).
+        let conn = if opts.synchronous == Synchronous::Full && joined_wal::available() {
+            Connection::open_with_flags_and_vfs(path, OpenFlags::default(), joined_wal::NAME)?
+        } else {
+            Connection::open(path)?
+        };
         conn.busy_timeout(opts.busy_timeout)?;
         check_integrity(&conn)?;
         Db::setup(conn, opts, Some(lock))

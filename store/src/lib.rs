@@ -8,7 +8,8 @@
 //!
 //! Passwords are stored only as argon2id hashes and resume tokens only as SHA-256 digests.
 
-#![forbid(unsafe_code)]
+// Denied everywhere but `joined_wal`, the one VFS shim, which says why it needs it.
+#![deny(unsafe_code)]
 
 mod accounts;
 mod checkpoint;
@@ -18,6 +19,7 @@ mod error;
 mod groups;
 mod hash;
 pub mod job;
+mod joined_wal;
 mod lock;
 mod ops;
 mod profiles;

@@ -319,3 +319,29 @@ fn a_full_budget_fits_the_service_queues() {
         "the last four, answered at shutdown"
     );
 }
+
+#[test]
+fn a_full_database_writes_its_wal_through_the_joined_vfs_and_a_normal_one_does_not() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hasher = hasher();
+    for (sync, joined) in [
+        (crate::Synchronous::Full, true),
+        (crate::Synchronous::Normal, false),
+    ] {
+        let opts = DbOptions {
+            synchronous: sync,
+            ..DbOptions::default()
+        };
+        let mut db = Db::open(&dir.path().join(format!("{sync:?}.db")), &opts).expect("db");
+        crate::joined_wal::take_counts();
+        db.apply(RequestId(0), register("alice"), NOW, &hasher);
+        db.apply(RequestId(1), message(1), NOW, &hasher);
+        let (asked, made) = crate::joined_wal::take_counts();
+        assert_eq!(
+            asked > 0 && made > 0,
+            joined,
+            "{sync:?}: {asked} asked, {made} made"
+        );
+        assert_eq!(count(&db, "messages"), 1);
+    }
+}
