@@ -2,8 +2,8 @@
 //! frame.
 //!
 //! SQLite writes a WAL frame as two calls, its 24-byte header and then its page, and a commit
-//! at 10,000 msg/s writes ~20 frames: ~41 `pwrite`s a commit, 10.6 a message, a third of the
-//! writer thread's system time (BENCHMARKS.md, "The same floor measured thread by thread").
+//! at 10,000 msg/s writes ~20 frames: ~41 `pwrite`s a commit, 10.6 a message, a quarter of the
+//! writer thread's system time (BENCHMARKS.md, "The split frame writes joined").
 //! This VFS is the default one (`unix`) with a single change: writes to a WAL file that
 //! continue where the previous one ended are collected in memory and reach the file as one
 //! write, before anything could read them.
