@@ -303,8 +303,8 @@ mod counted {
     use std::cell::Cell;
 
     thread_local! {
-        pub(super) static ASKED: Cell<u64> = const { Cell::new(0) };
-        pub(super) static MADE: Cell<u64> = const { Cell::new(0) };
+        static ASKED: Cell<u64> = const { Cell::new(0) };
+        static MADE: Cell<u64> = const { Cell::new(0) };
     }
 
     pub(super) fn asked() {
@@ -337,7 +337,7 @@ mod tests {
     use std::path::Path;
 
     /// A connection as `Db::open` makes one at `FULL`.
-    fn joined(path: &Path, cache_pages: i64) -> Connection {
+    fn open_joined(path: &Path, cache_pages: i64) -> Connection {
         assert!(available(), "the VFS registers");
         let conn = Connection::open_with_flags_and_vfs(path, OpenFlags::default(), NAME)
             .expect("open through the VFS");
@@ -357,6 +357,15 @@ mod tests {
             let fill = u8::try_from(i % 251).unwrap();
             stmt.execute(params![i, vec![fill; 3000]]).unwrap();
         }
+    }
+
+    /// Commits `rows` rows in one transaction: the writes SQLite asked for, and those made.
+    fn commit_rows(conn: &Connection, from: i64, rows: i64) -> (u64, u64) {
+        take_counts();
+        conn.execute_batch("BEGIN").unwrap();
+        insert(conn, from, rows);
+        conn.execute_batch("COMMIT").unwrap();
+        take_counts()
     }
 
     /// What another process (or the checkpoint thread) reads: rows, and their bytes checked.
@@ -387,12 +396,8 @@ mod tests {
     fn a_commits_frames_are_one_write_and_visible_to_other_connections_at_once() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("joined.db");
-        let conn = joined(&path, 2000);
-        take_counts();
-        conn.execute_batch("BEGIN").unwrap();
-        insert(&conn, 0, 10);
-        conn.execute_batch("COMMIT").unwrap();
-        let (asked, made) = take_counts();
+        let conn = open_joined(&path, 2000);
+        let (asked, made) = commit_rows(&conn, 0, 10);
         // Ten 3,000-byte rows fill ~10 pages: ≥ 20 writes asked (a header and a page each).
         assert!(asked >= 20, "SQLite asked for {asked} writes");
         assert_eq!(made, 1, "one write for the commit ({asked} asked)");
@@ -404,14 +409,10 @@ mod tests {
     fn a_large_commit_is_written_in_pieces_the_unix_vfs_takes_whole() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("large.db");
-        let conn = joined(&path, 2000);
-        take_counts();
-        conn.execute_batch("BEGIN").unwrap();
+        let conn = open_joined(&path, 2000);
         // ~600 KB of frames: more than four pieces of `MAX_WRITE`. Longer writes were cut
         // short by the unix VFS and failed the commit as SQLITE_FULL.
-        insert(&conn, 0, 200);
-        conn.execute_batch("COMMIT").unwrap();
-        let (asked, made) = take_counts();
+        let (asked, made) = commit_rows(&conn, 0, 200);
         assert!(
             made >= 5 && made * 20 < asked,
             "{made} writes made for {asked} asked"
@@ -426,7 +427,7 @@ mod tests {
         let path = dir.path().join("spill.db");
         // A 10-page cache: a 200-row transaction spills frames to the WAL before its commit,
         // and reads some of them back (through `read`, which writes what is held first).
-        let conn = joined(&path, 10);
+        let conn = open_joined(&path, 10);
         insert(&conn, 0, 5);
         conn.execute_batch("BEGIN").unwrap();
         insert(&conn, 100, 200);
