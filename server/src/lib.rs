@@ -182,8 +182,9 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
                 results.send(id, result);
             },
         );
+        let commits = Some(service.commit_stats());
         let backend = PgBackend::new(service);
-        let serve = Serve::new(&settings, backend, None, receiver, users);
+        let serve = Serve::new(&settings, backend, commits, receiver, users);
         return Serve { bus, ..serve }.on_any(listener, http, tls);
     }
     // Opening and migrating the database and computing the hasher's first hash block; do it

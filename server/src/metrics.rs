@@ -188,7 +188,8 @@ pub fn render(stats: &Stats, counters: &Counters, commits: Option<&CommitSnapsho
     if let Some(commits) = commits {
         registry.register_with_unit(
             "storage_commit",
-            "How long the store's commits took (each carries a batch of requests)",
+            "How long the store's commits took (each carries a batch of requests; with \
+             PostgreSQL, the whole transaction, its statements sent in one flight with the COMMIT)",
             prometheus_client::registry::Unit::Seconds,
             CommitLatency(commits.clone()),
         );

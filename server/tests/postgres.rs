@@ -4,9 +4,11 @@
 //! fails instead under `BREEZE_REQUIRE_SERVICES=1`.
 
 use breeze_core::message::{ClientMsg, Delivery, ErrorCode, RequestKind, ServerMsg};
+use breeze_server::{DbLocation, PgUrl};
+use breeze_testsupport::nats::Relay;
 use breeze_testsupport::pg::TestPg;
 use breeze_testsupport::process::{ServerProcess, temp_db};
-use breeze_testsupport::{PASSWORD, Peer, user};
+use breeze_testsupport::{InProcess, PASSWORD, Peer, http_get, user};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -160,4 +162,104 @@ fn an_unreachable_postgres_is_reported_naming_the_flag() {
         !text.contains("hunter2"),
         "the password was printed: {text}"
     );
+}
+
+/// A node on PostgreSQL reports its store as one on SQLite does (README, Monitoring): each
+/// transaction in `/metrics`' commit histogram, and `/readyz` 503 after a write that could
+/// not reach the database, until one commits again. The database is reached through a relay
+/// the test cuts: the write in flight falls silent, and fails when the cut heals (the relay
+/// closes the connections it silenced).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_store_shows_its_commits_and_a_failed_write_in_metrics_and_readiness() {
+    let Some(pg) = TestPg::create("a_postgres_store_shows_its_commits_and_a_failed_write") else {
+        return;
+    };
+    let (head, rest) = pg.url().split_once('@').expect("user@host in the test URL");
+    let (host, tail) = rest.split_once('/').expect("a database in the test URL");
+    let upstream = tokio::net::lookup_host(host)
+        .await
+        .expect("the test database's host")
+        .next()
+        .expect("an address");
+    let relay = Relay::start(upstream).await;
+    let url = PgUrl::new(format!("{head}@{}/{tail}", relay.addr()));
+    let server = InProcess::start(|s| s.db = DbLocation::Postgres(url)).await;
+    let http = server.http_addr();
+    let get =
+        |path: &'static str| async move { breeze_testsupport::http(http, &http_get(path)).await };
+    let gauge = |metrics: &str, name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in\n{metrics}"))
+    };
+    let commits = |metrics: &str| gauge(metrics, "breeze_storage_commit_seconds_count ");
+
+    let mut alice = Peer::user(server.addr(), "alice").await;
+    let _bob = Peer::user(server.addr(), "bob").await;
+    let send = |id| ClientMsg::Send {
+        id,
+        to: user("bob"),
+        body: format!("message {id}"),
+        attachment: None,
+    };
+    alice.send(&send(1)).await;
+    alice.sent(1).await;
+    let before = get("/metrics").await;
+    assert!(commits(&before) >= 1, "{before}");
+    assert!(
+        before.contains("\nbreeze_storage_commit_failures_total 0\n"),
+        "{before}"
+    );
+    let ready = get("/readyz").await;
+    assert!(ready.starts_with("HTTP/1.1 200 OK\r\n"), "{ready}");
+
+    relay.cut();
+    alice.send(&send(2)).await;
+    // The write is with the store (a heal before it reached the writer would let it through
+    // on a new connection); then a while for the writer to send it on the silenced one.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while gauge(&get("/metrics").await, "breeze_storage_in_flight ") == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "message 2 never reached the store"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    relay.heal();
+    let refused = alice
+        .recv_until("message 2 refused", |m| {
+            matches!(m, ServerMsg::Error { .. })
+        })
+        .await;
+    assert!(
+        matches!(
+            refused,
+            ServerMsg::Error {
+                code: ErrorCode::StorageFailed,
+                ..
+            }
+        ),
+        "{refused:?}"
+    );
+    let failing = get("/readyz").await;
+    assert!(
+        failing.starts_with("HTTP/1.1 503") && failing.contains("storage is failing"),
+        "{failing}"
+    );
+    let after = get("/metrics").await;
+    assert!(
+        after.contains("\nbreeze_storage_commit_failures_total 1\n"),
+        "{after}"
+    );
+
+    // The next write reconnects through the healed relay, commits, and the node is ready.
+    alice.send(&send(3)).await;
+    alice.sent(3).await;
+    let ready = get("/readyz").await;
+    assert!(ready.starts_with("HTTP/1.1 200 OK\r\n"), "{ready}");
+    assert!(commits(&get("/metrics").await) > commits(&after));
+    server.stop().await;
 }

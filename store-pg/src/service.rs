@@ -21,8 +21,8 @@ use breeze_core::RequestId;
 use breeze_core::config::WorkBudget;
 use breeze_core::message::Credential;
 use breeze_core::storage::{StorageOp, StorageResult};
-use breeze_store::Hasher;
 use breeze_store::job::{Finish, HashJob, Kind};
+use breeze_store::{CommitStats, Hasher};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio::sync::{Semaphore, mpsc};
@@ -54,6 +54,7 @@ pub struct PgService {
     clock: NowMs,
     task: Option<JoinHandle<()>>,
     on_done: OnDone,
+    commits: Arc<CommitStats>,
 }
 
 impl std::fmt::Debug for PgService {
@@ -79,19 +80,28 @@ impl PgService {
         let on_done: OnDone = Arc::new(on_done);
         // One more for `Shutdown`.
         let (queue, inbox) = mpsc::channel(budget.storage.capacity() + 1);
+        let commits = Arc::new(CommitStats::default());
         let dispatcher = Dispatcher {
             store,
             hasher: Arc::new(hasher),
             hashing: Arc::new(Semaphore::new(hash_threads.max(1))),
             on_done: Arc::clone(&on_done),
             capacity: budget.storage.capacity(),
+            commits: Arc::clone(&commits),
         };
         PgService {
             queue,
             clock,
             task: Some(tokio::spawn(dispatcher.run(inbox))),
             on_done,
+            commits,
         }
+    }
+
+    /// How the writer's transactions go, for `/metrics` and `/readyz`, as the SQLite store's
+    /// commits do.
+    pub fn commit_stats(&self) -> Arc<CommitStats> {
+        Arc::clone(&self.commits)
     }
 
     /// Queues a request without waiting; its result comes back through `on_done`.
@@ -133,6 +143,7 @@ struct Dispatcher {
     hashing: Arc<Semaphore>,
     on_done: OnDone,
     capacity: usize,
+    commits: Arc<CommitStats>,
 }
 
 impl Dispatcher {
@@ -142,6 +153,7 @@ impl Dispatcher {
             self.store.clone(),
             writes_inbox,
             Arc::clone(&self.on_done),
+            Arc::clone(&self.commits),
         ));
         let mut tasks = JoinSet::new();
         // Which request each task answers, so that a task that panics still answers it.

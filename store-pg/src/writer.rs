@@ -11,6 +11,7 @@ use crate::store::PgStore;
 use crate::{ops, rooms};
 use breeze_core::storage::{StorageOp, StorageResult};
 use breeze_core::{RequestId, UserId};
+use breeze_store::CommitStats;
 use breeze_store::job::Kind;
 use deadpool_postgres::GenericClient;
 use std::collections::BTreeMap;
@@ -40,13 +41,21 @@ pub(crate) struct Write {
     pub now_ms: u64,
 }
 
-pub(crate) async fn write_loop(store: PgStore, mut inbox: mpsc::Receiver<Write>, on_done: OnDone) {
+/// Applies the writes from `inbox` in order and reports each through `on_done`; `commits`
+/// keeps how long each transaction took and whether the last one failed (`/metrics`,
+/// `/readyz`).
+pub(crate) async fn write_loop(
+    store: PgStore,
+    mut inbox: mpsc::Receiver<Write>,
+    on_done: OnDone,
+    commits: Arc<CommitStats>,
+) {
     while let Some((batch, next)) = next_batch(&mut inbox).await {
         for batch in [Some(batch), next.map(|w| vec![w])].into_iter().flatten() {
             let results = if is_stepwise(&batch[0].op) {
-                step_by_step(&store, &batch[0]).await
+                step_by_step(&store, &batch[0], &commits).await
             } else {
-                run_batch(&store, &batch).await
+                run_batch(&store, &batch, &commits).await
             };
             for (id, result) in results {
                 on_done(id, result);
@@ -133,19 +142,26 @@ fn is_stepwise(op: &StorageOp) -> bool {
 }
 
 /// Runs one stepwise write alone in a transaction, awaiting each statement in turn.
-async fn step_by_step(store: &PgStore, w: &Write) -> Vec<(RequestId, StorageResult)> {
+async fn step_by_step(
+    store: &PgStore,
+    w: &Write,
+    commits: &CommitStats,
+) -> Vec<(RequestId, StorageResult)> {
     let failed = |why: &str| vec![(w.id, Kind::of(&w.op).failed(why))];
     let mut client = match store.client().await {
         Ok(c) => c,
         Err(e) => {
             tracing::warn!(error = %e, "no database connection for a storage request");
+            commits.failed();
             return failed("database unreachable");
         }
     };
     let done = async {
+        let started = std::time::Instant::now();
         let tx = client.transaction().await.map_err(PgError::from)?;
         let result = apply_stepwise(&tx, &w.op, w.now_ms).await?;
         tx.commit().await.map_err(PgError::from)?;
+        commits.committed(started.elapsed());
         Ok::<_, PgError>(result)
     }
     .await;
@@ -153,9 +169,20 @@ async fn step_by_step(store: &PgStore, w: &Write) -> Vec<(RequestId, StorageResu
         Ok(result) => vec![(w.id, result)],
         Err(e) => {
             tracing::warn!(error = %e, kind = ?Kind::of(&w.op), "storage request failed");
+            if !refused(&e) {
+                commits.failed();
+            }
             failed("storage request failed")
         }
     }
+}
+
+/// Whether the database answered `e` as a refusal of the statement (a constraint, say): it
+/// is up and writing, whatever it made of this request. Any other error (no connection, a
+/// lost one, a pool that cannot hand one out) means the store cannot write now, which
+/// `/readyz` reports until a transaction commits again.
+fn refused(e: &PgError) -> bool {
+    matches!(e, PgError::Db(e) if e.as_db_error().is_some())
 }
 
 /// One stepwise write, inside the caller's transaction.
@@ -199,7 +226,11 @@ async fn apply_stepwise(
 /// Runs `batch` in one transaction and reports what each item did, once committed. If the
 /// transaction cannot commit, each item runs again in a transaction of its own, so that one
 /// request the database refuses fails alone rather than taking the batch with it.
-async fn run_batch(store: &PgStore, batch: &[Write]) -> Vec<(RequestId, StorageResult)> {
+async fn run_batch(
+    store: &PgStore,
+    batch: &[Write],
+    commits: &CommitStats,
+) -> Vec<(RequestId, StorageResult)> {
     let fail_all = |why: &str| {
         batch
             .iter()
@@ -210,17 +241,19 @@ async fn run_batch(store: &PgStore, batch: &[Write]) -> Vec<(RequestId, StorageR
         Ok(c) => c,
         Err(e) => {
             tracing::warn!(error = %e, "no database connection for a storage batch");
+            commits.failed();
             return fail_all("database unreachable");
         }
     };
     let mut attempt = 0;
     let error = loop {
-        match in_transaction(&client, batch).await {
+        match in_transaction(&client, batch, commits).await {
             Ok(results) => return results,
             // The commit's fate is unknown: nothing can be run again safely, and nothing can
             // be reported as done.
             Err(Failure::Commit(e)) => {
                 tracing::warn!(error = %e, batch = batch.len(), "storage commit failed");
+                commits.failed();
                 return fail_all("commit failed");
             }
             Err(Failure::Before(e)) if retryable(&e) && attempt < RETRIES => {
@@ -230,6 +263,9 @@ async fn run_batch(store: &PgStore, batch: &[Write]) -> Vec<(RequestId, StorageR
             Err(Failure::Before(e)) => break e,
         }
     };
+    if !refused(&error) {
+        commits.failed();
+    }
     if batch.len() == 1 {
         tracing::warn!(error = %error, kind = ?Kind::of(&batch[0].op), "storage request failed");
         return fail_all("storage request failed");
@@ -238,10 +274,13 @@ async fn run_batch(store: &PgStore, batch: &[Write]) -> Vec<(RequestId, StorageR
     let mut out = Vec::with_capacity(batch.len());
     for item in batch {
         let one = std::slice::from_ref(item);
-        match in_transaction(&client, one).await {
+        match in_transaction(&client, one, commits).await {
             Ok(mut results) => out.append(&mut results),
             Err(Failure::Commit(e) | Failure::Before(e)) => {
                 tracing::warn!(error = %e, kind = ?Kind::of(&item.op), "storage request failed");
+                if !refused(&e) {
+                    commits.failed();
+                }
                 out.push((item.id, Kind::of(&item.op).failed("storage request failed")));
             }
         }
@@ -307,11 +346,16 @@ enum Step {
 /// `Lock:transactionid` in `pg_stat_activity`, or "idle in transaction" holding it;
 /// BENCHMARKS.md). In one flight, a lock is held for the statements' execution and the
 /// commit's flush only; in one statement, the node is woken once for all of it.
+///
+/// `commits` gets the time from here to the commit's answer: with the statements sent in one
+/// flight, the commit cannot be timed apart from them.
 async fn in_transaction(
     client: &deadpool_postgres::Client,
     batch: &[Write],
+    commits: &CommitStats,
 ) -> Result<Vec<(RequestId, StorageResult)>, Failure> {
     let c = client;
+    let started = std::time::Instant::now();
     ops::prepare_writes(c).await.map_err(Failure::Before)?;
     // The batch's messages in order, each with its item; its acks; the rest.
     let (message_items, messages): (Vec<usize>, Vec<ops::NewMessage<'_>>) = batch
@@ -353,6 +397,7 @@ async fn in_transaction(
             // The connection failed: the commit's fate is unknown.
             Err(e) => return Err(Failure::Commit(e)),
         };
+        commits.committed(started.elapsed());
         return finish(
             c,
             batch,
@@ -410,6 +455,7 @@ async fn in_transaction(
         .collect::<Result<_, _>>()
         .map_err(Failure::Before)?;
     committed.map_err(Failure::Commit)?;
+    commits.committed(started.elapsed());
 
     let mut written = Written {
         highs: BTreeMap::new(),
@@ -760,11 +806,13 @@ mod tests {
                 })
                 .collect();
             let results = if together {
-                run_batch(&store, &batch).await
+                run_batch(&store, &batch, &CommitStats::default()).await
             } else {
                 let mut all = Vec::new();
                 for w in &batch {
-                    all.extend(run_batch(&store, std::slice::from_ref(w)).await);
+                    all.extend(
+                        run_batch(&store, std::slice::from_ref(w), &CommitStats::default()).await,
+                    );
                 }
                 all
             };

@@ -37,7 +37,8 @@ pub struct CommitSnapshot {
 }
 
 impl CommitStats {
-    pub(crate) fn committed(&self, took: Duration) {
+    /// A transaction committed after `took`: for the writer that committed it.
+    pub fn committed(&self, took: Duration) {
         let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
         let slot = BUCKETS_MICROS
             .iter()
@@ -49,7 +50,8 @@ impl CommitStats {
         self.last_failed.store(false, Ordering::Relaxed);
     }
 
-    pub(crate) fn failed(&self) {
+    /// A batch could not be committed: the store cannot write now, until the next commit.
+    pub fn failed(&self) {
         self.failures.fetch_add(1, Ordering::Relaxed);
         self.last_failed.store(true, Ordering::Relaxed);
     }

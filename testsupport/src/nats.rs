@@ -101,7 +101,8 @@ fn greet(url: &str) -> Result<SocketAddr, String> {
 
 /// A loopback TCP relay to `upstream` that the test can cut — every relayed connection
 /// falls silent in both directions, as in a network partition, and new ones are closed at
-/// once — and heal. Stops with the runtime (or when dropped).
+/// once — and heal. Stops with the runtime (or when dropped). A node's link to NATS, or to
+/// PostgreSQL (`addr`).
 #[derive(Debug)]
 pub struct Relay {
     addr: SocketAddr,
@@ -125,6 +126,11 @@ impl Relay {
             healed,
             task,
         }
+    }
+
+    /// Where the relay listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
     }
 
     /// `nats://` at the relay.
