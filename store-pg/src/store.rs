@@ -55,7 +55,8 @@ impl PgStore {
             tokio_postgres::NoTls,
             ManagerConfig {
                 // Checking a connection costs a round trip per checkout; a broken one is
-                // found by the request that uses it, which fails and is retried by its client.
+                // found by the request that uses it, which fails and is retried by its client
+                // (and then the idle ones are dropped: `forget_idle`).
                 recycling_method: RecyclingMethod::Fast,
             },
         );
@@ -85,6 +86,20 @@ impl PgStore {
     pub async fn users(&self) -> Result<Vec<UserId>, PgError> {
         let client = self.client().await?;
         ops::users(&client).await
+    }
+
+    /// Closes the pool's idle connections, after a write found the database out of reach:
+    /// they lived through the same outage, and each would fail one more request when handed
+    /// out (the pool checks only whether a connection's task has ended, and a connection cut
+    /// at the same moment may not have yet). New ones are opened as needed.
+    pub(crate) fn forget_idle(&self) {
+        let dropped = self.pool.retain(|_, _| false).removed.len();
+        if dropped > 0 {
+            tracing::info!(
+                dropped,
+                "idle database connections closed after a failed write"
+            );
+        }
     }
 
     pub(crate) async fn client(&self) -> Result<deadpool_postgres::Client, PgError> {

@@ -152,7 +152,7 @@ async fn step_by_step(
         Ok(c) => c,
         Err(e) => {
             tracing::warn!(error = %e, "no database connection for a storage request");
-            commits.failed();
+            out_of_reach(store, commits);
             return failed("database unreachable");
         }
     };
@@ -170,7 +170,7 @@ async fn step_by_step(
         Err(e) => {
             tracing::warn!(error = %e, kind = ?Kind::of(&w.op), "storage request failed");
             if !refused(&e) {
-                commits.failed();
+                out_of_reach(store, commits);
             }
             failed("storage request failed")
         }
@@ -183,6 +183,13 @@ async fn step_by_step(
 /// `/readyz` reports until a transaction commits again.
 fn refused(e: &PgError) -> bool {
     matches!(e, PgError::Db(e) if e.as_db_error().is_some())
+}
+
+/// A write found the database out of reach: `/readyz` says so until a transaction commits
+/// again, and the idle connections, which lived through the same outage, are closed.
+fn out_of_reach(store: &PgStore, commits: &CommitStats) {
+    commits.failed();
+    store.forget_idle();
 }
 
 /// One stepwise write, inside the caller's transaction.
@@ -241,7 +248,7 @@ async fn run_batch(
         Ok(c) => c,
         Err(e) => {
             tracing::warn!(error = %e, "no database connection for a storage batch");
-            commits.failed();
+            out_of_reach(store, commits);
             return fail_all("database unreachable");
         }
     };
@@ -253,7 +260,7 @@ async fn run_batch(
             // be reported as done.
             Err(Failure::Commit(e)) => {
                 tracing::warn!(error = %e, batch = batch.len(), "storage commit failed");
-                commits.failed();
+                out_of_reach(store, commits);
                 return fail_all("commit failed");
             }
             Err(Failure::Before(e)) if retryable(&e) && attempt < RETRIES => {
@@ -264,7 +271,7 @@ async fn run_batch(
         }
     };
     if !refused(&error) {
-        commits.failed();
+        out_of_reach(store, commits);
     }
     if batch.len() == 1 {
         tracing::warn!(error = %error, kind = ?Kind::of(&batch[0].op), "storage request failed");
@@ -279,7 +286,7 @@ async fn run_batch(
             Err(Failure::Commit(e) | Failure::Before(e)) => {
                 tracing::warn!(error = %e, kind = ?Kind::of(&item.op), "storage request failed");
                 if !refused(&e) {
-                    commits.failed();
+                    out_of_reach(store, commits);
                 }
                 out.push((item.id, Kind::of(&item.op).failed("storage request failed")));
             }
