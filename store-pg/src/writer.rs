@@ -152,7 +152,7 @@ async fn step_by_step(
         Ok(c) => c,
         Err(e) => {
             tracing::warn!(error = %e, "no database connection for a storage request");
-            out_of_reach(store, commits);
+            failed_write(store, commits, &e);
             return failed("database unreachable");
         }
     };
@@ -169,27 +169,23 @@ async fn step_by_step(
         Ok(result) => vec![(w.id, result)],
         Err(e) => {
             tracing::warn!(error = %e, kind = ?Kind::of(&w.op), "storage request failed");
-            if !refused(&e) {
-                out_of_reach(store, commits);
-            }
+            failed_write(store, commits, &e);
             failed("storage request failed")
         }
     }
 }
 
-/// Whether the database answered `e` as a refusal of the statement (a constraint, say): it
-/// is up and writing, whatever it made of this request. Any other error (no connection, a
-/// lost one, a pool that cannot hand one out) means the store cannot write now, which
-/// `/readyz` reports until a transaction commits again.
-fn refused(e: &PgError) -> bool {
-    matches!(e, PgError::Db(e) if e.as_db_error().is_some())
-}
-
-/// A write found the database out of reach: `/readyz` says so until a transaction commits
-/// again, and the idle connections, which lived through the same outage, are closed.
-fn out_of_reach(store: &PgStore, commits: &CommitStats) {
-    commits.failed();
-    store.forget_idle();
+/// After a write failed with `e`. If the database answered it as a refusal of the
+/// statement (a constraint, say), it is up and writing, whatever it made of this request:
+/// nothing more. Any other error (no connection, a lost one, a pool that cannot hand one out)
+/// means the store cannot write now: `/readyz` says so until a transaction commits again,
+/// and the idle connections, which lived through the same outage, are closed.
+fn failed_write(store: &PgStore, commits: &CommitStats, e: &PgError) {
+    let refused = matches!(e, PgError::Db(e) if e.as_db_error().is_some());
+    if !refused {
+        commits.failed();
+        store.forget_idle();
+    }
 }
 
 /// One stepwise write, inside the caller's transaction.
@@ -248,7 +244,7 @@ async fn run_batch(
         Ok(c) => c,
         Err(e) => {
             tracing::warn!(error = %e, "no database connection for a storage batch");
-            out_of_reach(store, commits);
+            failed_write(store, commits, &e);
             return fail_all("database unreachable");
         }
     };
@@ -260,7 +256,7 @@ async fn run_batch(
             // be reported as done.
             Err(Failure::Commit(e)) => {
                 tracing::warn!(error = %e, batch = batch.len(), "storage commit failed");
-                out_of_reach(store, commits);
+                failed_write(store, commits, &e);
                 return fail_all("commit failed");
             }
             Err(Failure::Before(e)) if retryable(&e) && attempt < RETRIES => {
@@ -270,9 +266,7 @@ async fn run_batch(
             Err(Failure::Before(e)) => break e,
         }
     };
-    if !refused(&error) {
-        out_of_reach(store, commits);
-    }
+    failed_write(store, commits, &error);
     if batch.len() == 1 {
         tracing::warn!(error = %error, kind = ?Kind::of(&batch[0].op), "storage request failed");
         return fail_all("storage request failed");
@@ -285,9 +279,7 @@ async fn run_batch(
             Ok(mut results) => out.append(&mut results),
             Err(Failure::Commit(e) | Failure::Before(e)) => {
                 tracing::warn!(error = %e, kind = ?Kind::of(&item.op), "storage request failed");
-                if !refused(&e) {
-                    out_of_reach(store, commits);
-                }
+                failed_write(store, commits, &e);
                 out.push((item.id, Kind::of(&item.op).failed("storage request failed")));
             }
         }

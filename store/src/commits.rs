@@ -1,7 +1,8 @@
 //! How the store's commits go, for `/metrics` and `/readyz`: a latency histogram and whether
-//! the last commit failed. Written by the one thread that commits, read by whoever scrapes,
-//! with relaxed atomics: each figure is a count on its own, and a scrape that sees one
-//! commit more in one bucket than in `count` is off by one commit, never wrong for long.
+//! the last commit failed. Written by the store's one writer (SQLite's writer thread,
+//! PostgreSQL's writer task), read by whoever scrapes, with relaxed atomics: each figure is a
+//! count on its own, and a scrape that sees one commit more in one bucket than in `count` is
+//! off by one commit, never wrong for long.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
