@@ -469,29 +469,32 @@ fn store_message(
     let sent_at = ms_to_sql(now_ms);
     // One statement for the common case: the unique (sender, client_id) index finds a resent
     // message, and the foreign keys find an unknown sender or recipient, both while inserting.
+    // The seq is the row's id, read back with `last_insert_rowid`, not with `RETURNING`: to
+    // SQLite a `RETURNING` clause is a trigger, and a statement with a trigger that may abort
+    // writes each page it first touches to a statement journal first, so that it can be
+    // undone alone. That copying was 11.7 % of the writer thread's time at chat saturation
+    // (BENCHMARKS.md). Without a trigger the insert is one row, whose every check runs before
+    // it writes, and needs no journal; an I/O error or a full disk then rolls the whole
+    // transaction back, which `Db::run_batch` notices and reports.
     let inserted = conn
         .prepare_cached(
             "INSERT INTO messages (sender, recipient, client_id, body, attachment_mime,
                                    attachment_name, attachment_data, sent_at_ms)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-             ON CONFLICT (sender, client_id) DO NOTHING RETURNING seq",
+             ON CONFLICT (sender, client_id) DO NOTHING",
         )?
-        .query_row(
-            params![
-                msg.from.as_str(),
-                msg.to.as_str(),
-                id_to_sql(msg.id),
-                msg.body,
-                mime,
-                name,
-                data,
-                sent_at
-            ],
-            |row| row.get::<_, i64>(0),
-        )
-        .optional();
+        .execute(params![
+            msg.from.as_str(),
+            msg.to.as_str(),
+            id_to_sql(msg.id),
+            msg.body,
+            mime,
+            name,
+            data,
+            sent_at
+        ]);
     let seq = match inserted {
-        Ok(Some(seq)) => seq,
+        Ok(1) => conn.last_insert_rowid(),
         Err(rusqlite::Error::SqliteFailure(e, _))
             if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY =>
         {
@@ -499,7 +502,7 @@ fn store_message(
         }
         Err(e) => return Err(e.into()),
         // Stored before: answer with the first copy, whatever this one says.
-        Ok(None) => {
+        Ok(_) => {
             let (delivery, to) = conn
                 .prepare_cached(concat!(
                     "SELECT ",
