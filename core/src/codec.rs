@@ -115,6 +115,18 @@ pub mod byte_vec {
 /// Returns `Ok(None)` when more bytes are needed. Reserves room for the announced frame
 /// only after the length passed the limit.
 pub fn split_frame(buf: &mut BytesMut, max: u32) -> Result<Option<Bytes>, FrameError> {
+    let Some(len) = complete_frame(buf, max)? else {
+        return Ok(None);
+    };
+    buf.advance(LENGTH_PREFIX);
+    Ok(Some(buf.split_to(len).freeze()))
+}
+
+/// The payload length of the complete frame at the front of `buf`, if one is there, without
+/// taking it: `split_frame` takes it, or a reader that answers some payloads where it reads
+/// them may look first and `advance` past them. Reserves room for the announced frame only
+/// after the length passed the limit.
+pub fn complete_frame(buf: &mut BytesMut, max: u32) -> Result<Option<usize>, FrameError> {
     if buf.len() < LENGTH_PREFIX {
         return Ok(None);
     }
@@ -127,8 +139,7 @@ pub fn split_frame(buf: &mut BytesMut, max: u32) -> Result<Option<Bytes>, FrameE
         buf.reserve(total - buf.len());
         return Ok(None);
     }
-    buf.advance(LENGTH_PREFIX);
-    Ok(Some(buf.split_to(len as usize).freeze()))
+    Ok(Some(len as usize))
 }
 
 #[cfg(test)]

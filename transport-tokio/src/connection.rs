@@ -13,10 +13,12 @@ use breeze_core::ConnId;
 use breeze_core::message::CloseReason;
 use breeze_core::server;
 use bytes::Bytes;
+use std::future::{Future, poll_fn};
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
@@ -144,15 +146,31 @@ pub(crate) async fn drive<F: Framed>(
                         break Ending::HostGone;
                     }
                 }
-                Ok(true) => match forward_frames(
-                    conn, &mut rd, &core, &link, &mut forwarded, &shared,
-                )
-                .await
-                {
-                    Forwarded::All => {}
-                    Forwarded::Refused => reading = false,
-                    Forwarded::HostGone => break Ending::HostGone,
-                },
+                Ok(true) => {
+                    match forward_frames(
+                        conn, &mut rd, &mut wr, &core, &link, &mut forwarded, &shared,
+                    )
+                    .await
+                    {
+                        Forwarded::All => {}
+                        Forwarded::Refused => reading = false,
+                        Forwarded::HostGone => break Ending::HostGone,
+                    }
+                    // A `Pong` answered in place is written in this turn, where the socket
+                    // takes it at once (nearly always). Through the queue and a turn of its
+                    // own (a `select!` over every branch, a look at the queue) an idle ping
+                    // cost 371 more instructions: 6,784 against 6,413 (callgrind;
+                    // BENCHMARKS.md). What the socket does not take now waits for
+                    // `write_out` in the `select!`, as before.
+                    if wr.has_pending() {
+                        unflushed = true;
+                        match poll_once(write_out(&mut wr)).await {
+                            Some(Ok(())) => unflushed = false,
+                            Some(Err(_)) => break Ending::Broken,
+                            None => {}
+                        }
+                    }
+                }
             },
         }
     };
@@ -225,12 +243,27 @@ enum Forwarded {
     HostGone,
 }
 
+/// Polls `fut` once: its output if it is ready now, `None` if it would wait (and it is
+/// dropped, so it must be cancel-safe).
+async fn poll_once<F: Future>(fut: F) -> Option<F::Output> {
+    let mut fut = pin!(fut);
+    poll_fn(|cx| {
+        Poll::Ready(match fut.as_mut().poll(cx) {
+            Poll::Ready(out) => Some(out),
+            Poll::Pending => None,
+        })
+    })
+    .await
+}
+
 /// Hands every complete frame read so far to the core (and life without a frame, first),
-/// but for the pings answered in place (`in_place.rs`). Waiting on a full core channel is the
-/// backpressure: this connection stops reading, and the transport slows the peer down.
-async fn forward_frames<R: FrameRead>(
+/// but for the pings answered in place (`in_place.rs`), whose `Pong`s go to `writer`.
+/// Waiting on a full core channel is the backpressure: this connection stops reading, and
+/// the transport slows the peer down.
+async fn forward_frames<R: FrameRead, W: FrameWrite>(
     conn: ConnId,
     reader: &mut R,
+    writer: &mut W,
     core: &mpsc::Sender<Inbound>,
     link: &Link,
     forwarded: &mut u64,
@@ -244,17 +277,24 @@ async fn forward_frames<R: FrameRead>(
         return Forwarded::HostGone;
     }
     loop {
-        let event = match reader.next_frame() {
+        // A `Ping` answered in place goes straight to the writer, past the queue: only while
+        // the writer holds nothing and nothing is queued that the `Pong` would overtake (the
+        // core's replies to the frames before it are queued by now: `in_place::answer`).
+        // Otherwise the core answers it.
+        let answered_here = |payload: &[u8]| {
+            if !writer.has_pending()
+                && let Answer::Pong { pong, heard } =
+                    in_place::answer(&link.pings, *forwarded, payload, || clock.now())
+                && link.nothing_queued()
+            {
+                writer.put_copy(&pong);
+                in_place::answered(&link.pings, &shared.tally, heard, payload.len(), pong.len());
+                return true;
+            }
+            false
+        };
+        let event = match reader.next_frame_unless(answered_here) {
             Ok(Some(payload)) => {
-                if let Answer::Pong { pong, heard } =
-                    in_place::answer(&link.pings, *forwarded, &payload, || clock.now())
-                {
-                    let len = pong.len();
-                    if link.push_own(pong) {
-                        in_place::answered(&link.pings, &shared.tally, heard, payload.len(), len);
-                        continue;
-                    }
-                }
                 *forwarded += 1;
                 Inbound::Frame { conn, payload }
             }

@@ -35,6 +35,22 @@ pub trait FrameRead: Send + 'static {
     /// error the reader must not be used for frames again.
     fn next_frame(&mut self) -> Result<Option<Bytes>, BadInput>;
 
+    /// `next_frame`, but each payload is offered to `here` first, and one it takes (`true`:
+    /// answered where it was read, a `Ping`) is skipped. A reader whose payloads are cut
+    /// out of a buffer shows `here` the bytes in place and never makes a `Bytes` of a
+    /// payload taken.
+    fn next_frame_unless(
+        &mut self,
+        mut here: impl FnMut(&[u8]) -> bool,
+    ) -> Result<Option<Bytes>, BadInput> {
+        loop {
+            match self.next_frame()? {
+                Some(payload) if here(&payload) => {}
+                next => return Ok(next),
+            }
+        }
+    }
+
     /// Whether the peer showed life without a frame since the last call: a WebSocket Pong
     /// (or Ping). The core counts it like a frame for the heartbeat deadline
     /// (`Server::handle_alive`). A byte stream has nothing of the kind.
@@ -83,6 +99,12 @@ pub trait FrameWrite: Send + 'static {
     /// Takes `payload` as the next frame. Returns whether it would take another one before
     /// writing (small frames are joined into one write: fewer system calls per frame).
     fn put(&mut self, payload: Bytes) -> bool;
+
+    /// `put` for a small payload made on the stack (a `Pong` answered in place): a writer
+    /// that copies small payloads anyway takes it without an allocation of its own.
+    fn put_copy(&mut self, payload: &[u8]) -> bool {
+        self.put(Bytes::copy_from_slice(payload))
+    }
 
     /// Whether frames taken by `put` are still (partly) unwritten.
     fn has_pending(&self) -> bool;

@@ -10,7 +10,7 @@
 //! `Ping`, the core task writes one per batch for each connection that sent frames in it.
 
 use breeze_core::Instant;
-use breeze_core::server::{Counters, may_keep_in_place, ping_nonce, pong};
+use breeze_core::server::{Counters, InlinePong, may_keep_in_place, ping_nonce};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -62,8 +62,8 @@ impl PingState {
 
 /// What the connection task decides about a frame it read.
 pub(crate) enum Answer {
-    /// A `Pong` in reply, to queue behind what the core queued; `heard` is when.
-    Pong { pong: bytes::Bytes, heard: Instant },
+    /// A `Pong` in reply, to go behind what the core queued; `heard` is when.
+    Pong { pong: InlinePong, heard: Instant },
     /// Pass it to the core.
     PassOn,
 }
@@ -89,7 +89,7 @@ pub(crate) fn answer(
         return Answer::PassOn;
     }
     Answer::Pong {
-        pong: pong(nonce),
+        pong: InlinePong::new(nonce),
         heard: now,
     }
 }
@@ -136,6 +136,7 @@ mod tests {
     use super::*;
     use breeze_core::codec::encode;
     use breeze_core::message::{ClientMsg, Status};
+    use breeze_core::server::pong;
 
     fn at(ms: u64) -> Instant {
         Instant::from_epoch(Duration::from_millis(ms))
@@ -169,7 +170,7 @@ mod tests {
         let Answer::Pong { pong: p, heard } = answer(&s, 1, &ping(7), || at(5)) else {
             panic!("a quiet, allowed ping is answered");
         };
-        assert_eq!(p, pong(7));
+        assert_eq!(&p[..], &pong(7)[..]);
         assert_eq!(s.heard(), None, "nothing is kept until the Pong is queued");
         let tally = Tally::default();
         answered(&s, &tally, heard, 3, p.len());

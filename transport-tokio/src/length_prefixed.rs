@@ -47,6 +47,13 @@ impl<S: Stream> FrameRead for StreamReader<S> {
         Ok(self.frames.next_frame()?)
     }
 
+    fn next_frame_unless(
+        &mut self,
+        here: impl FnMut(&[u8]) -> bool,
+    ) -> Result<Option<Bytes>, BadInput> {
+        Ok(self.frames.next_frame_unless(here)?)
+    }
+
     async fn discard(&mut self) {
         let mut sink = [0u8; 512];
         while let Ok(n) = self.rd.read(&mut sink).await {
@@ -74,20 +81,32 @@ pub struct StreamWriter<S> {
     large: Bytes,
 }
 
-impl<S: Stream> FrameWrite for StreamWriter<S> {
-    fn put(&mut self, payload: Bytes) -> bool {
-        // The driver puts only into an empty writer or after a `true`; a put behind an unwritten
-        // large payload would go out before it.
+impl<S> StreamWriter<S> {
+    /// The driver puts only into an empty writer or after a `true`; a put behind an unwritten
+    /// large payload would go out before it.
+    fn behind_nothing_large(&self) {
         assert!(
             self.large.is_empty(),
             "put behind an unwritten large payload"
         );
-        self.joined.put_u32(payload.len() as u32);
-        if payload.len() >= WRITE_ALONE_FROM {
-            self.large = payload;
-            return false;
+    }
+}
+
+impl<S: Stream> FrameWrite for StreamWriter<S> {
+    fn put(&mut self, payload: Bytes) -> bool {
+        if payload.len() < WRITE_ALONE_FROM {
+            return self.put_copy(&payload);
         }
-        self.joined.put_slice(&payload);
+        self.behind_nothing_large();
+        self.joined.put_u32(payload.len() as u32);
+        self.large = payload;
+        false
+    }
+
+    fn put_copy(&mut self, payload: &[u8]) -> bool {
+        self.behind_nothing_large();
+        self.joined.put_u32(payload.len() as u32);
+        self.joined.put_slice(payload);
         self.joined.len() < JOIN_UP_TO
     }
 

@@ -51,7 +51,7 @@ use conns::Conns;
 pub use counters::{Counters, SERVER_MSG_KINDS};
 use deadline::DeadlineQueue;
 use guard::{LoginGuard, RegisterGuard, admit_frame};
-pub use pings::{IN_PLACE_GAP, may_keep_in_place, ping_nonce, pong};
+pub use pings::{IN_PLACE_GAP, InlinePong, may_keep_in_place, ping_nonce, pong};
 use presence::PresenceBoard;
 use profiles::ProfileBoard;
 use session::{Conn, Phase, Role, User};
