@@ -156,12 +156,12 @@ pub(crate) async fn drive<F: Framed>(
                         Forwarded::Refused => reading = false,
                         Forwarded::HostGone => break Ending::HostGone,
                     }
-                    // A `Pong` answered in place is written in this turn, where the socket
-                    // takes it at once (nearly always). Through the queue and a turn of its
-                    // own (a `select!` over every branch, a look at the queue) an idle ping
-                    // cost 371 more instructions: 6,784 against 6,413 (callgrind;
-                    // BENCHMARKS.md). What the socket does not take now waits for
-                    // `write_out` in the `select!`, as before.
+                    // What the writer holds now (nearly always a `Pong` answered in place)
+                    // is written in this turn, as far as the socket takes it at once.
+                    // Through the queue and a turn of its own (a `select!` over every
+                    // branch, a look at the queue) an idle ping cost 371 more instructions:
+                    // 6,784 against 6,413 (callgrind; BENCHMARKS.md). What the socket does
+                    // not take waits for `write_out` in the `select!`, as before.
                     if wr.has_pending() {
                         unflushed = true;
                         match poll_once(write_out(&mut wr)).await {
